@@ -1,0 +1,79 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+)
+
+// MaxBody is the largest request body accepted.
+const MaxBody = 64 << 10
+
+// decodeJSON reads exactly one JSON object into v: unknown fields, wrong
+// types, trailing data and bodies over MaxBody are rejected with a clear
+// code. An empty body decodes as {} when emptyOK.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) *Error {
+	return decodeStrict(http.MaxBytesReader(w, r.Body, MaxBody), v, emptyOK)
+}
+
+func decodeStrict(body io.Reader, v any, emptyOK bool) *Error {
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if errors.Is(err, io.EOF) && emptyOK {
+		return nil
+	}
+	if err == nil {
+		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
+			var mbe *http.MaxBytesError
+			if errors.As(terr, &mbe) {
+				return tooLarge()
+			}
+			return errorf(http.StatusBadRequest, wire.CodeInvalidJSON, "The body must hold exactly one JSON object.")
+		}
+		return nil
+	}
+	var (
+		mbe *http.MaxBytesError
+		ute *json.UnmarshalTypeError
+		se  *json.SyntaxError
+	)
+	switch {
+	case errors.As(err, &mbe):
+		return tooLarge()
+	case errors.As(err, &ute):
+		if ute.Field == "" {
+			return errorf(http.StatusBadRequest, wire.CodeInvalidJSON, "The body must be a JSON object.")
+		}
+		return errorf(http.StatusBadRequest, wire.CodeInvalidJSON, "Field %q must be %s, not %s.", ute.Field, jsonType(ute.Type.Kind().String()), ute.Value)
+	case errors.As(err, &se):
+		return errorf(http.StatusBadRequest, wire.CodeInvalidJSON, "The body is not valid JSON (at byte %d).", se.Offset)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return errorf(http.StatusBadRequest, wire.CodeInvalidJSON, "The body is empty or cut short.")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return errorf(http.StatusBadRequest, wire.CodeUnknownField, "Unknown field %s.", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return errorf(http.StatusBadRequest, wire.CodeInvalidJSON, "The body is not valid JSON.")
+}
+
+func tooLarge() *Error {
+	return errorf(http.StatusRequestEntityTooLarge, wire.CodeBodyTooLarge, "The body exceeds %d bytes.", MaxBody)
+}
+
+func jsonType(kind string) string {
+	switch kind {
+	case "string":
+		return "a string"
+	case "slice":
+		return "an array"
+	case "struct", "map":
+		return "an object"
+	case "bool":
+		return "a boolean"
+	}
+	return "a number"
+}

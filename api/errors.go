@@ -1,0 +1,105 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/cluster"
+	"github.com/tokenstore/tokenstore/fsm"
+)
+
+// Error is an API failure: an HTTP status, a stable code and a message for
+// people.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	At      *time.Time
+	// RetryAfter, when set, is sent as Retry-After (503s).
+	RetryAfter time.Duration
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+func errorf(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func writeError(w http.ResponseWriter, e *Error) {
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(int(e.RetryAfter.Seconds()+0.5)))
+	}
+	body := wire.Error{Error: wire.ErrorBody{Code: e.Code, Message: e.Message, At: e.At}}
+	writeJSON(w, e.Status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"internal","message":"encoding the response failed"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// unavailable is the 503 for a store that cannot answer right now.
+func unavailable(code, msg string) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: code, Message: msg, RetryAfter: time.Second}
+}
+
+// storeError maps what the cluster layer could not do to an API error:
+// a store that cannot answer is a 503 with Retry-After, never a 404 or 500.
+func storeError(err error) *Error {
+	switch {
+	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrNoLeader):
+		return unavailable(wire.CodeNoLeader, "The token store has no leader reachable from this node; retry shortly.")
+	case errors.Is(err, cluster.ErrOutcomeUnknown):
+		return unavailable(wire.CodeOutcomeUnknown, "Leadership changed while the write was in flight; it may or may not have been applied.")
+	case errors.Is(err, cluster.ErrBehind):
+		return unavailable(wire.CodeReplicaBehind, "This replica has not caught up with the requested index; retry shortly.")
+	case errors.Is(err, cluster.ErrShutdown), errors.Is(err, cluster.ErrBusy),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return unavailable(wire.CodeUnavailable, "The token store cannot answer right now; retry shortly.")
+	}
+	return errorf(http.StatusInternalServerError, wire.CodeInternal, "internal error")
+}
+
+// recordError explains a failed token operation. r is the record or
+// tombstone the failure concerns, when there is one.
+func recordError(err error, r *fsm.Record) *Error {
+	switch {
+	case errors.Is(err, fsm.ErrNotFound):
+		return errorf(http.StatusNotFound, wire.CodeTokenNotFound, "No such token.")
+	case errors.Is(err, fsm.ErrExists):
+		return errorf(http.StatusConflict, wire.CodeTokenExists, "A token with this value already exists.")
+	case errors.Is(err, fsm.ErrKindMismatch):
+		return errorf(http.StatusForbidden, wire.CodeKindMismatch, "This token is not of the requested kind.")
+	case errors.Is(err, fsm.ErrClientMismatch):
+		return errorf(http.StatusForbidden, wire.CodeClientMismatch, "This token was not issued to this client.")
+	case r == nil:
+		return errorf(http.StatusInternalServerError, wire.CodeInternal, "internal error")
+	case errors.Is(err, fsm.ErrExpired):
+		at := wireTime(r.ExpiresAt)
+		return &Error{Status: http.StatusGone, Code: wire.CodeTokenExpired, At: at,
+			Message: fmt.Sprintf("This token expired on %s.", at.Format(time.RFC3339))}
+	case errors.Is(err, fsm.ErrRevoked):
+		at := wireTime(r.InvalidatedAt)
+		msg := fmt.Sprintf("This token became invalid on %s", at.Format(time.RFC3339))
+		if r.Reason != "" {
+			msg += ": " + r.Reason
+		}
+		return &Error{Status: http.StatusGone, Code: wire.CodeTokenRevoked, At: at, Message: msg + "."}
+	case errors.Is(err, fsm.ErrConsumed):
+		at := wireTime(r.InvalidatedAt)
+		return &Error{Status: http.StatusGone, Code: wire.CodeTokenConsumed, At: at,
+			Message: fmt.Sprintf("This token was used up on %s.", at.Format(time.RFC3339))}
+	}
+	return errorf(http.StatusInternalServerError, wire.CodeInternal, "internal error")
+}

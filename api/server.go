@@ -1,0 +1,233 @@
+// Package api serves the v1 HTTP API of the token store: routing,
+// authentication, request decoding and validation, error mapping and
+// metrics. The store behind it is an interface, declared here.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/fsm"
+	"github.com/tokenstore/tokenstore/token"
+)
+
+// Store is what the API needs of a node: coalesced writes, reads of the
+// local replica, and the read barriers of the consistency levels.
+type Store interface {
+	// Apply proposes a command and returns its result and log index.
+	Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, error)
+	ByHash(hash string) *fsm.Record
+	ByID(id string) *fsm.Record
+	ListBySubject(subject, kind, after string, limit int, now int64) ([]*fsm.Record, string)
+	AppliedIndex() uint64
+	// VerifyLeader makes the next read linearizable, or fails.
+	VerifyLeader(ctx context.Context) error
+	// WaitIndex waits until the local replica has applied index.
+	WaitIndex(ctx context.Context, index uint64) error
+	// Ready is nil when the node can serve.
+	Ready() error
+}
+
+// Config configures the API server.
+type Config struct {
+	Store  Store
+	Policy *token.Policy
+	Format *token.Format
+	Hasher token.Hasher
+	// Keys, when set, are required on every /v1 request.
+	Keys   *Keys
+	DC     string
+	Logger *slog.Logger
+	// Registry receives the API's metrics; Gatherer serves /metrics.
+	Registry prometheus.Registerer
+	Gatherer prometheus.Gatherer
+	// WriteTimeout bounds a write's wait for Raft; default 10s.
+	WriteTimeout time.Duration
+	// MinIndexWait bounds a local read's wait for min_index; default 2s.
+	MinIndexWait time.Duration
+	// Now is the reader's clock; default time.Now.
+	Now func() time.Time
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	metrics *httpMetrics
+}
+
+// New returns the API server for cfg.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.MinIndexWait == 0 {
+		cfg.MinIndexWait = 2 * time.Second
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: newHTTPMetrics(cfg.Registry)}
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	s.handle("POST /v1/tokens", s.issue)
+	s.handle("POST /v1/tokens/lookup", s.lookup)
+	s.handle("POST /v1/tokens/consume", s.consume)
+	s.handle("POST /v1/tokens/revoke", s.revoke)
+	s.handle("GET /v1/tokens/{id}", s.getByID)
+	s.handle("DELETE /v1/tokens/{id}", s.revokeByID)
+	s.handle("GET /v1/tokens", s.list)
+	s.handle("POST /v1/subjects/{subject}/revoke", s.revokeSubject)
+	s.handle("POST /v1/families/{family}/revoke", s.revokeFamily)
+	s.open("/", func(w http.ResponseWriter, r *http.Request) *Error {
+		return errorf(http.StatusNotFound, wire.CodeRouteNotFound, "No route for %s %s.", r.Method, r.URL.Path)
+	})
+	s.open("GET /healthz", func(w http.ResponseWriter, r *http.Request) *Error {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return nil
+	})
+	s.open("GET /readyz", func(w http.ResponseWriter, r *http.Request) *Error {
+		if err := s.cfg.Store.Ready(); err != nil {
+			return unavailable(wire.CodeUnavailable, "Not ready: "+err.Error())
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		return nil
+	})
+	if s.cfg.Gatherer != nil {
+		metrics := promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{})
+		s.open("GET /metrics", func(w http.ResponseWriter, r *http.Request) *Error {
+			metrics.ServeHTTP(w, r)
+			return nil
+		})
+	}
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// handlerFunc is a handler that returns its failure instead of writing it.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) *Error
+
+type ctxKey struct{}
+
+// caller returns the name of the API key that authenticated r, if any.
+func caller(r *http.Request) string {
+	name, _ := r.Context().Value(ctxKey{}).(string)
+	return name
+}
+
+// handle registers an authenticated /v1 route.
+func (s *Server) handle(pattern string, h handlerFunc) {
+	s.mux.Handle(pattern, s.wrap(pattern, func(w http.ResponseWriter, r *http.Request) *Error {
+		if s.cfg.Keys != nil {
+			key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			name, match := s.cfg.Keys.Match(strings.TrimSpace(key))
+			if !ok || !match {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="tokenstore"`)
+				return errorf(http.StatusUnauthorized, wire.CodeUnauthorized, "A valid API key is required (Authorization: Bearer <key>).")
+			}
+			r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, name))
+		}
+		return h(w, r)
+	}))
+}
+
+// open registers a route that needs no API key (health, metrics).
+func (s *Server) open(pattern string, h handlerFunc) { s.mux.Handle(pattern, s.wrap(pattern, h)) }
+
+// wrap adds what every response gets: the index and DC headers, the JSON
+// error body, metrics, and a recover that turns a handler bug into a 500
+// instead of a dropped connection.
+func (s *Server) wrap(route string, h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sw.Header().Set(wire.HeaderIndex, strconv.FormatUint(s.cfg.Store.AppliedIndex(), 10))
+		if s.cfg.DC != "" {
+			sw.Header().Set(wire.HeaderDC, s.cfg.DC)
+		}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.log.Error("handler panic", "route", route, "panic", p)
+				if !sw.wrote {
+					writeError(sw, errorf(http.StatusInternalServerError, wire.CodeInternal, "internal error"))
+				}
+			}
+			s.metrics.observe(route, sw.status, time.Since(start))
+		}()
+		if e := h(sw, r); e != nil {
+			if e.Status == http.StatusInternalServerError {
+				s.log.Error("request failed", "route", route, "code", e.Code, "msg", e.Message)
+			}
+			writeError(sw, e)
+		}
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
+	f := promauto.With(reg)
+	return &httpMetrics{
+		requests: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenstore_http_requests_total",
+			Help: "API requests by route and status code.",
+		}, []string{"route", "code"}),
+		latency: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tokenstore_http_request_duration_seconds",
+			Help:    "API request latency by route.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}, []string{"route"}),
+	}
+}
+
+func (m *httpMetrics) observe(route string, status int, d time.Duration) {
+	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(route).Observe(d.Seconds())
+}

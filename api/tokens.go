@@ -1,0 +1,375 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/fsm"
+	"github.com/tokenstore/tokenstore/token"
+)
+
+// Field limits. The state is replicated to every node, so every field is
+// bounded.
+const (
+	maxShort   = 256 // subject, client_id, family, title, reason
+	maxRLC     = 64
+	maxUA      = 512
+	maxScopes  = 64
+	maxScope   = 128
+	maxData    = 8 << 10
+	maxListLen = 1000
+	defListLen = 100
+)
+
+func (s *Server) now() int64 { return s.cfg.Now().UnixNano() }
+
+func (s *Server) apply(ctx context.Context, w http.ResponseWriter, c fsm.Command) (fsm.Result, *Error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
+	res, index, err := s.cfg.Store.Apply(ctx, c)
+	if err != nil {
+		return res, storeError(err)
+	}
+	w.Header().Set(wire.HeaderIndex, strconv.FormatUint(index, 10))
+	return res, nil
+}
+
+// secretHash checks a presented token and returns its digest. A string
+// with the vendor prefix that fails its checksum is refused here, before
+// any store access.
+func (s *Server) secretHash(presented string) (string, *Error) {
+	if presented == "" {
+		return "", errorf(http.StatusBadRequest, wire.CodeMissingField, "Field \"token\" is required.")
+	}
+	if _, err := s.cfg.Format.Parse(presented); err != nil {
+		return "", errorf(http.StatusUnauthorized, wire.CodeTokenMalformed, "This is not a valid token (bad format or checksum).")
+	}
+	return s.cfg.Hasher.Sum(presented), nil
+}
+
+func (s *Server) issue(w http.ResponseWriter, r *http.Request) *Error {
+	var req wire.IssueRequest
+	if e := decodeJSON(w, r, &req, false); e != nil {
+		return e
+	}
+	cmd, secret, e := s.issueCommand(&req, caller(r))
+	if e != nil {
+		return e
+	}
+	res, e := s.apply(r.Context(), w, cmd)
+	if e != nil {
+		return e
+	}
+	if res.Err != nil {
+		return recordError(res.Err, nil)
+	}
+	rec := res.Record
+	s.log.Debug("issued", "kind", rec.Kind, "id", rec.ID, "hash", token.LogPrefix(rec.Hash))
+	writeJSON(w, http.StatusCreated, wire.IssueResponse{
+		Token: secret, ID: rec.ID, Kind: rec.Kind, ExpiresAt: wireTime(rec.ExpiresAt), Index: rec.CreateIndex,
+	})
+	return nil
+}
+
+// issueCommand validates an issue request against the policy and builds
+// the command, minting a secret unless the caller brought one.
+func (s *Server) issueCommand(req *wire.IssueRequest, generator string) (*fsm.Issue, string, *Error) {
+	if req.Kind == "" {
+		return nil, "", errorf(http.StatusBadRequest, wire.CodeMissingField, "Field \"kind\" is required.")
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 {
+			return nil, "", errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"ttl\" must be a positive duration such as \"90s\", \"10m\" or \"8760h\".")
+		}
+		ttl = d
+	}
+	ttl, uses, err := s.cfg.Policy.Resolve(req.Kind, ttl, req.MaxUses)
+	switch {
+	case errors.Is(err, token.ErrUnknownKind):
+		return nil, "", errorf(http.StatusBadRequest, wire.CodeUnknownKind, "Unknown kind %q.", req.Kind)
+	case errors.Is(err, token.ErrTTLTooLong):
+		return nil, "", errorf(http.StatusBadRequest, wire.CodeTTLTooLong, "Field \"ttl\": %s.", err)
+	case errors.Is(err, token.ErrBadUses):
+		return nil, "", errorf(http.StatusBadRequest, wire.CodeInvalidMaxUses, "Field \"max_uses\": %s.", err)
+	case err != nil:
+		return nil, "", errorf(http.StatusBadRequest, wire.CodeInvalidField, "%s", err)
+	}
+	if e := checkFields(req); e != nil {
+		return nil, "", e
+	}
+	secret := req.Token
+	if secret != "" {
+		if s.cfg.Format.Reserved(secret) {
+			return nil, "", errorf(http.StatusBadRequest, wire.CodePrefixReserved,
+				"A brought token may not start with %q; that prefix is for tokens minted here.", s.cfg.Format.Vendor()+"_")
+		}
+		if err := token.CheckBrought(secret); err != nil {
+			return nil, "", errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"token\": %s.", err)
+		}
+	} else if secret, err = s.cfg.Format.Mint(req.Kind); err != nil {
+		return nil, "", errorf(http.StatusInternalServerError, wire.CodeInternal, "minting failed")
+	}
+	id, err := token.NewID()
+	if err != nil {
+		return nil, "", errorf(http.StatusInternalServerError, wire.CodeInternal, "minting failed")
+	}
+	data := []byte(req.Data)
+	if string(data) == "null" {
+		data = nil
+	}
+	return &fsm.Issue{TTL: int64(ttl), Record: fsm.Record{
+		ID: id, Hash: s.cfg.Hasher.Sum(secret), Kind: req.Kind, Subject: req.Subject, ClientID: req.ClientID,
+		Scopes: req.Scopes, Family: req.Family, Data: data, RLC: req.RLC, MaxUses: uses,
+		IP: req.IP, UserAgent: req.UserAgent, Title: req.Title, Generator: generator,
+	}}, secret, nil
+}
+
+func checkFields(req *wire.IssueRequest) *Error {
+	for _, f := range []struct {
+		name, value string
+		max         int
+	}{
+		{"subject", req.Subject, maxShort}, {"client_id", req.ClientID, maxShort},
+		{"family", req.Family, maxShort}, {"title", req.Title, maxShort},
+		{"rlc", req.RLC, maxRLC}, {"user_agent", req.UserAgent, maxUA},
+	} {
+		if e := checkText(f.name, f.value, f.max); e != nil {
+			return e
+		}
+	}
+	if len(req.Scopes) > maxScopes {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"scopes\": at most %d scopes.", maxScopes)
+	}
+	for _, sc := range req.Scopes {
+		if sc == "" {
+			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"scopes\": a scope must not be empty.")
+		}
+		if e := checkText("scopes", sc, maxScope); e != nil {
+			return e
+		}
+	}
+	if req.IP != "" {
+		if _, err := netip.ParseAddr(req.IP); err != nil {
+			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"ip\" must be an IPv4 or IPv6 address.")
+		}
+	}
+	if len(req.Data) > maxData {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"data\" exceeds %d bytes.", maxData)
+	}
+	return nil
+}
+
+// checkText bounds a string field and keeps control characters out of the
+// state (they would corrupt index keys and logs).
+func checkText(name, v string, max int) *Error {
+	if len(v) > max {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field %q exceeds %d bytes.", name, max)
+	}
+	if !utf8.ValidString(v) {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field %q must be valid UTF-8.", name)
+	}
+	for _, c := range v {
+		if c < 0x20 || c == 0x7f {
+			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field %q must not contain control characters.", name)
+		}
+	}
+	return nil
+}
+
+func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *Error {
+	var req wire.LookupRequest
+	if e := decodeJSON(w, r, &req, false); e != nil {
+		return e
+	}
+	hash, e := s.secretHash(req.Token)
+	if e != nil {
+		return e
+	}
+	if e := s.readBarrier(r.Context(), req.Consistency, req.MinIndex); e != nil {
+		return e
+	}
+	w.Header().Set(wire.HeaderIndex, strconv.FormatUint(s.cfg.Store.AppliedIndex(), 10))
+	rec := s.cfg.Store.ByHash(hash)
+	if rec == nil {
+		return recordError(fsm.ErrNotFound, nil)
+	}
+	// The reader's clock decides expiry: a record past its expiry is never
+	// served as valid, whether or not GC has run.
+	now := s.now()
+	if err := fsm.StatusErr(rec.Status(now)); err != nil {
+		return recordError(err, rec)
+	}
+	writeJSON(w, http.StatusOK, toWire(rec, now))
+	return nil
+}
+
+// readBarrier prepares a read at the requested consistency: "leader" is
+// linearizable; "local" (the default) reads this replica, after it has
+// applied min_index when one is given.
+func (s *Server) readBarrier(ctx context.Context, consistency string, minIndex uint64) *Error {
+	switch consistency {
+	case "", wire.ConsistencyLocal:
+		if minIndex == 0 {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.MinIndexWait)
+		defer cancel()
+		if err := s.cfg.Store.WaitIndex(ctx, minIndex); err != nil {
+			return storeError(err)
+		}
+	case wire.ConsistencyLeader:
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+		defer cancel()
+		if err := s.cfg.Store.VerifyLeader(ctx); err != nil {
+			return storeError(err)
+		}
+	default:
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"consistency\" must be %q or %q.", wire.ConsistencyLocal, wire.ConsistencyLeader)
+	}
+	return nil
+}
+
+func (s *Server) consume(w http.ResponseWriter, r *http.Request) *Error {
+	var req wire.ConsumeRequest
+	if e := decodeJSON(w, r, &req, false); e != nil {
+		return e
+	}
+	hash, e := s.secretHash(req.Token)
+	if e != nil {
+		return e
+	}
+	res, e := s.apply(r.Context(), w, &fsm.Consume{Hash: hash, Kind: req.Kind, ClientID: req.ClientID})
+	if e != nil {
+		return e
+	}
+	if res.Err != nil {
+		return recordError(res.Err, res.Record)
+	}
+	writeJSON(w, http.StatusOK, toWire(res.Record, res.Record.LastUsedAt))
+	return nil
+}
+
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request) *Error {
+	var req wire.RevokeRequest
+	if e := decodeJSON(w, r, &req, false); e != nil {
+		return e
+	}
+	hash, e := s.secretHash(req.Token)
+	if e != nil {
+		return e
+	}
+	return s.revokeOne(w, r, &fsm.Revoke{Hash: hash, Reason: req.Reason})
+}
+
+func (s *Server) revokeByID(w http.ResponseWriter, r *http.Request) *Error {
+	return s.revokeOne(w, r, &fsm.Revoke{ID: r.PathValue("id"), Reason: r.URL.Query().Get("reason")})
+}
+
+func (s *Server) revokeOne(w http.ResponseWriter, r *http.Request, c *fsm.Revoke) *Error {
+	if e := checkText("reason", c.Reason, maxShort); e != nil {
+		return e
+	}
+	res, e := s.apply(r.Context(), w, c)
+	if e != nil {
+		return e
+	}
+	if res.Err != nil {
+		return recordError(res.Err, res.Record)
+	}
+	s.log.Info("revoked", "kind", res.Record.Kind, "id", res.Record.ID, "hash", token.LogPrefix(res.Record.Hash), "reason", c.Reason)
+	writeJSON(w, http.StatusOK, toWire(res.Record, s.now()))
+	return nil
+}
+
+func (s *Server) getByID(w http.ResponseWriter, r *http.Request) *Error {
+	rec := s.cfg.Store.ByID(r.PathValue("id"))
+	if rec == nil {
+		return recordError(fsm.ErrNotFound, nil)
+	}
+	writeJSON(w, http.StatusOK, toWire(rec, s.now()))
+	return nil
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) *Error {
+	q := r.URL.Query()
+	subject, kind, cursor := q.Get("subject"), q.Get("kind"), q.Get("cursor")
+	if subject == "" {
+		return errorf(http.StatusBadRequest, wire.CodeMissingField, "Query parameter \"subject\" is required.")
+	}
+	if e := checkText("subject", subject, maxShort); e != nil {
+		return e
+	}
+	if e := checkText("cursor", cursor, maxShort); e != nil {
+		return e
+	}
+	if _, known := s.cfg.Policy.Kinds[kind]; kind != "" && !known {
+		return errorf(http.StatusBadRequest, wire.CodeUnknownKind, "Unknown kind %q.", kind)
+	}
+	limit := defListLen
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxListLen {
+			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Query parameter \"limit\" must be 1 to %d.", maxListLen)
+		}
+		limit = n
+	}
+	now := s.now()
+	recs, next := s.cfg.Store.ListBySubject(subject, kind, cursor, limit, now)
+	out := wire.ListResponse{Tokens: make([]wire.Record, len(recs)), NextCursor: next}
+	for i, rec := range recs {
+		out.Tokens[i] = toWire(rec, now)
+		out.Tokens[i].Data = nil // a listing is for screens, not for the payload
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) revokeSubject(w http.ResponseWriter, r *http.Request) *Error {
+	var req wire.BulkRevokeRequest
+	if e := decodeJSON(w, r, &req, true); e != nil {
+		return e
+	}
+	subject := r.PathValue("subject")
+	if e := checkText("subject", subject, maxShort); e != nil {
+		return e
+	}
+	if _, known := s.cfg.Policy.Kinds[req.Kind]; req.Kind != "" && !known {
+		return errorf(http.StatusBadRequest, wire.CodeUnknownKind, "Unknown kind %q.", req.Kind)
+	}
+	return s.revokeMany(w, r, &fsm.RevokeSubject{Subject: subject, Kind: req.Kind, Reason: req.Reason}, req.Reason)
+}
+
+func (s *Server) revokeFamily(w http.ResponseWriter, r *http.Request) *Error {
+	var req wire.BulkRevokeRequest
+	if e := decodeJSON(w, r, &req, true); e != nil {
+		return e
+	}
+	if req.Kind != "" {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"kind\" applies to subjects only.")
+	}
+	family := r.PathValue("family")
+	if e := checkText("family", family, maxShort); e != nil {
+		return e
+	}
+	return s.revokeMany(w, r, &fsm.RevokeFamily{Family: family, Reason: req.Reason}, req.Reason)
+}
+
+func (s *Server) revokeMany(w http.ResponseWriter, r *http.Request, c fsm.Command, reason string) *Error {
+	if e := checkText("reason", reason, maxShort); e != nil {
+		return e
+	}
+	res, e := s.apply(r.Context(), w, c)
+	if e != nil {
+		return e
+	}
+	writeJSON(w, http.StatusOK, wire.BulkRevokeResponse{Revoked: res.Count})
+	return nil
+}

@@ -1,0 +1,149 @@
+// Package wire holds the JSON shapes of the v1 HTTP API and its stable
+// error codes. It has no dependencies beyond the standard library, so the
+// server and the Go client share one definition of the contract.
+package wire
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Response headers.
+const (
+	HeaderIndex = "X-Tokenstore-Index" // Raft index the answer reflects
+	HeaderDC    = "X-Tokenstore-DC"    // datacenter of the node that answered
+)
+
+// Read consistency levels for lookups.
+const (
+	ConsistencyLocal  = "local"  // this node's replica (default)
+	ConsistencyLeader = "leader" // linearizable: the leader confirms it leads
+)
+
+// Stable error codes. Clients match on these, never on messages.
+const (
+	CodeInvalidJSON      = "invalid_json"
+	CodeUnknownField     = "unknown_field"
+	CodeMissingField     = "missing_field"
+	CodeInvalidField     = "invalid_field"
+	CodeBodyTooLarge     = "body_too_large"
+	CodeUnknownKind      = "unknown_kind"
+	CodeTTLTooLong       = "ttl_too_long"
+	CodeInvalidMaxUses   = "invalid_max_uses"
+	CodePrefixReserved   = "token_prefix_reserved"
+	CodeTokenMalformed   = "token_malformed"
+	CodeTokenNotFound    = "token_not_found"
+	CodeTokenExpired     = "token_expired"
+	CodeTokenRevoked     = "token_revoked"
+	CodeTokenConsumed    = "token_consumed"
+	CodeTokenExists      = "token_exists"
+	CodeKindMismatch     = "kind_mismatch"
+	CodeClientMismatch   = "client_mismatch"
+	CodeUnauthorized     = "unauthorized"
+	CodeRouteNotFound    = "route_not_found"
+	CodeNoLeader         = "no_leader"
+	CodeOutcomeUnknown   = "write_outcome_unknown"
+	CodeReplicaBehind    = "replica_behind"
+	CodeUnavailable      = "unavailable"
+	CodeInternal         = "internal"
+	CodeMethodNotAllowed = "method_not_allowed"
+)
+
+// Error is the body of every error response.
+type Error struct {
+	Error ErrorBody `json:"error"`
+}
+
+// ErrorBody describes one error.
+type ErrorBody struct {
+	Code    string     `json:"code"`
+	Message string     `json:"message"`
+	At      *time.Time `json:"at,omitempty"`
+}
+
+// Record is a token as the API shows it: never the secret.
+type Record struct {
+	ID            string          `json:"id"`
+	Kind          string          `json:"kind"`
+	Status        string          `json:"status"`
+	Subject       string          `json:"subject"`
+	ClientID      string          `json:"client_id"`
+	Scopes        []string        `json:"scopes"`
+	Family        string          `json:"family"`
+	Data          json.RawMessage `json:"data,omitempty"`
+	RLC           string          `json:"rlc"`
+	MaxUses       int64           `json:"max_uses"`
+	UsesLeft      int64           `json:"uses_left"`
+	CreatedAt     time.Time       `json:"created_at"`
+	ExpiresAt     *time.Time      `json:"expires_at"`
+	LastUsedAt    *time.Time      `json:"last_used_at"`
+	IP            string          `json:"ip"`
+	UserAgent     string          `json:"user_agent"`
+	Title         string          `json:"title"`
+	Generator     string          `json:"generator,omitempty"`
+	InvalidatedAt *time.Time      `json:"invalidated_at,omitempty"`
+	Reason        string          `json:"reason,omitempty"`
+}
+
+// IssueRequest is the body of POST /v1/tokens.
+type IssueRequest struct {
+	Kind      string          `json:"kind"`
+	Subject   string          `json:"subject,omitempty"`
+	ClientID  string          `json:"client_id,omitempty"`
+	Scopes    []string        `json:"scopes,omitempty"`
+	TTL       string          `json:"ttl,omitempty"` // Go duration; empty = the kind's default
+	MaxUses   int64           `json:"max_uses,omitempty"`
+	Family    string          `json:"family,omitempty"`
+	Data      json.RawMessage `json:"data,omitempty"`
+	RLC       string          `json:"rlc,omitempty"`
+	IP        string          `json:"ip,omitempty"`
+	UserAgent string          `json:"user_agent,omitempty"`
+	Title     string          `json:"title,omitempty"`
+	Token     string          `json:"token,omitempty"` // bring your own secret
+}
+
+// IssueResponse answers POST /v1/tokens.
+type IssueResponse struct {
+	Token     string     `json:"token"`
+	ID        string     `json:"id"`
+	Kind      string     `json:"kind"`
+	ExpiresAt *time.Time `json:"expires_at"`
+	Index     uint64     `json:"index"`
+}
+
+// LookupRequest is the body of POST /v1/tokens/lookup.
+type LookupRequest struct {
+	Token       string `json:"token"`
+	Consistency string `json:"consistency,omitempty"`
+	MinIndex    uint64 `json:"min_index,omitempty"`
+}
+
+// ConsumeRequest is the body of POST /v1/tokens/consume.
+type ConsumeRequest struct {
+	Token    string `json:"token"`
+	Kind     string `json:"kind,omitempty"`
+	ClientID string `json:"client_id,omitempty"`
+}
+
+// RevokeRequest is the body of POST /v1/tokens/revoke.
+type RevokeRequest struct {
+	Token  string `json:"token"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// BulkRevokeRequest is the body of the subject and family revocations.
+type BulkRevokeRequest struct {
+	Kind   string `json:"kind,omitempty"` // subjects only
+	Reason string `json:"reason,omitempty"`
+}
+
+// BulkRevokeResponse counts what a bulk revocation invalidated.
+type BulkRevokeResponse struct {
+	Revoked int `json:"revoked"`
+}
+
+// ListResponse is one page of a subject's tokens.
+type ListResponse struct {
+	Tokens     []Record `json:"tokens"`
+	NextCursor string   `json:"next_cursor,omitempty"`
+}

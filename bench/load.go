@@ -1,0 +1,219 @@
+// Package bench measures a running token store from the outside, through
+// the same Go client application servers use.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/client"
+)
+
+// Config describes one closed-loop run: Clients workers, each sending its
+// next request when the last one is answered, for Duration.
+type Config struct {
+	Addr     string
+	APIKey   string
+	Workload string // issue, consume, lookup
+	Clients  int
+	Duration time.Duration
+	// Tokens is how many tokens consume and lookup issue before measuring.
+	Tokens int
+}
+
+// Workloads lists what Run can drive.
+var Workloads = []string{"issue", "consume", "lookup"}
+
+// Result is what a run measured.
+type Result struct {
+	Workload string        `json:"workload"`
+	Clients  int           `json:"clients"`
+	Ops      int           `json:"ops"`
+	Errors   int           `json:"errors"`
+	Elapsed  time.Duration `json:"elapsed_ns"`
+	OpsPerS  float64       `json:"ops_per_s"`
+	P50      time.Duration `json:"p50_ns"`
+	P90      time.Duration `json:"p90_ns"`
+	P99      time.Duration `json:"p99_ns"`
+	P999     time.Duration `json:"p999_ns"`
+	Max      time.Duration `json:"max_ns"`
+	// FirstError is a sample of what failed, if anything did.
+	FirstError string `json:"first_error,omitempty"`
+}
+
+func (r *Result) String() string {
+	return fmt.Sprintf("%-8s clients=%d ops=%d errors=%d elapsed=%s  %.0f ops/s  p50=%s p90=%s p99=%s p99.9=%s max=%s",
+		r.Workload, r.Clients, r.Ops, r.Errors, r.Elapsed.Round(time.Millisecond), r.OpsPerS,
+		r.P50.Round(time.Microsecond), r.P90.Round(time.Microsecond), r.P99.Round(time.Microsecond),
+		r.P999.Round(time.Microsecond), r.Max.Round(time.Microsecond))
+}
+
+// Run drives the workload and reports latency percentiles. Progress lines
+// go to progress once a second.
+func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
+	if cfg.Clients < 1 || cfg.Duration <= 0 {
+		return nil, fmt.Errorf("bench: need clients >= 1 and a positive duration")
+	}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		MaxIdleConns: cfg.Clients * 2, MaxIdleConnsPerHost: cfg.Clients * 2, IdleConnTimeout: time.Minute,
+	}}
+	c := client.New(cfg.Addr, client.WithAPIKey(cfg.APIKey), client.WithHTTPClient(hc))
+	op, err := prepare(ctx, c, cfg, progress)
+	if err != nil {
+		return nil, err
+	}
+
+	var (
+		done     atomic.Int64
+		failures atomic.Int64
+		firstErr atomic.Value
+		wg       sync.WaitGroup
+		lat      = make([][]time.Duration, cfg.Clients)
+	)
+	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	defer cancel()
+	stopProgress := reportProgress(runCtx, progress, cfg.Workload, &done)
+	start := time.Now()
+	for w := range cfg.Clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for runCtx.Err() == nil {
+				t := time.Now()
+				err := op(runCtx)
+				if errors.Is(err, errExhausted) {
+					return
+				}
+				if runCtx.Err() != nil {
+					return // cut off by the deadline: neither success nor failure
+				}
+				lat[w] = append(lat[w], time.Since(t))
+				done.Add(1)
+				if err != nil {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	stopProgress()
+
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	r := &Result{Workload: cfg.Workload, Clients: cfg.Clients, Ops: len(all), Errors: int(failures.Load()), Elapsed: elapsed}
+	if fe, ok := firstErr.Load().(string); ok {
+		r.FirstError = fe
+	}
+	if len(all) > 0 {
+		r.OpsPerS = float64(len(all)) / elapsed.Seconds()
+		r.P50, r.P90, r.P99, r.P999 = pct(all, 50), pct(all, 90), pct(all, 99), pct(all, 99.9)
+		r.Max = all[len(all)-1]
+	}
+	return r, nil
+}
+
+var errExhausted = errors.New("no pre-issued tokens left")
+
+func pct(sorted []time.Duration, p float64) time.Duration {
+	i := int(float64(len(sorted))*p/100+0.5) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// prepare issues what the workload needs and returns the operation.
+func prepare(ctx context.Context, c *client.Client, cfg Config, progress io.Writer) (func(context.Context) error, error) {
+	switch cfg.Workload {
+	case "issue":
+		return func(ctx context.Context) error {
+			_, err := c.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "bench", TTL: "1h"})
+			return err
+		}, nil
+	case "consume":
+		toks, err := preissue(ctx, c, cfg, "oauth2_code", progress)
+		if err != nil {
+			return nil, err
+		}
+		var next atomic.Int64
+		return func(ctx context.Context) error {
+			i := next.Add(1) - 1
+			if int(i) >= len(toks) {
+				return errExhausted
+			}
+			_, err := c.Consume(ctx, wire.ConsumeRequest{Token: toks[i]})
+			return err
+		}, nil
+	case "lookup":
+		toks, err := preissue(ctx, c, cfg, "access", progress)
+		if err != nil {
+			return nil, err
+		}
+		var next atomic.Int64
+		return func(ctx context.Context) error {
+			_, _, err := c.Lookup(ctx, toks[int(next.Add(1))%len(toks)], client.LookupOptions{})
+			return err
+		}, nil
+	}
+	return nil, fmt.Errorf("bench: unknown workload %q (want one of %v)", cfg.Workload, Workloads)
+}
+
+// preissue issues cfg.Tokens tokens of kind with cfg.Clients workers.
+func preissue(ctx context.Context, c *client.Client, cfg Config, kind string, progress io.Writer) ([]string, error) {
+	if cfg.Tokens < 1 {
+		return nil, fmt.Errorf("bench: %s needs --tokens >= 1", cfg.Workload)
+	}
+	fmt.Fprintf(progress, "issuing %d %s tokens...\n", cfg.Tokens, kind)
+	toks := make([]string, cfg.Tokens)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, cfg.Clients)
+	for range cfg.Clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(toks); i = int(next.Add(1) - 1) {
+				res, err := c.Issue(ctx, wire.IssueRequest{Kind: kind, Subject: "bench"})
+				if err != nil {
+					errs <- fmt.Errorf("bench: pre-issue: %w", err)
+					return
+				}
+				toks[i] = res.Token
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return toks, <-errs
+}
+
+func reportProgress(ctx context.Context, w io.Writer, name string, done *atomic.Int64) func() {
+	stop := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		var last int64
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				n := done.Load()
+				fmt.Fprintf(w, "  %s: %d ops, %d ops/s\n", name, n, n-last)
+				last = n
+			}
+		}
+	}()
+	return func() { close(stop); <-finished }
+}

@@ -1,0 +1,253 @@
+// Package client is the Go client of the token store's v1 HTTP API, for
+// application servers. Every API error code has a typed error value, so
+// callers write errors.Is(err, client.ErrTokenConsumed).
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+)
+
+// Client talks to one token store node (any node: writes are forwarded).
+type Client struct {
+	base string
+	key  string
+	hc   *http.Client
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithAPIKey sends key as the bearer credential.
+func WithAPIKey(key string) Option { return func(c *Client) { c.key = key } }
+
+// WithHTTPClient uses hc for requests (timeouts, TLS, pooling).
+func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+
+// New returns a client for the node at addr ("http://127.0.0.1:7400"; a
+// bare host:port means http).
+func New(addr string, opts ...Option) *Client {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	c := &Client{base: strings.TrimRight(addr, "/"), hc: &http.Client{Timeout: 30 * time.Second}}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// Error is an error answered by the API.
+type Error struct {
+	Status     int
+	Code       string
+	Message    string
+	At         *time.Time    // the date the error is about (expiry, revocation), if any
+	RetryAfter time.Duration // from Retry-After on 503s
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("tokenstore: %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// Is matches errors by code: errors.Is(err, client.ErrTokenExpired).
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code
+}
+
+// Errors by code, for errors.Is.
+var (
+	ErrInvalidJSON    = &Error{Code: wire.CodeInvalidJSON}
+	ErrUnknownField   = &Error{Code: wire.CodeUnknownField}
+	ErrMissingField   = &Error{Code: wire.CodeMissingField}
+	ErrInvalidField   = &Error{Code: wire.CodeInvalidField}
+	ErrBodyTooLarge   = &Error{Code: wire.CodeBodyTooLarge}
+	ErrUnknownKind    = &Error{Code: wire.CodeUnknownKind}
+	ErrTTLTooLong     = &Error{Code: wire.CodeTTLTooLong}
+	ErrInvalidMaxUses = &Error{Code: wire.CodeInvalidMaxUses}
+	ErrPrefixReserved = &Error{Code: wire.CodePrefixReserved}
+	ErrTokenMalformed = &Error{Code: wire.CodeTokenMalformed}
+	ErrTokenNotFound  = &Error{Code: wire.CodeTokenNotFound}
+	ErrTokenExpired   = &Error{Code: wire.CodeTokenExpired}
+	ErrTokenRevoked   = &Error{Code: wire.CodeTokenRevoked}
+	ErrTokenConsumed  = &Error{Code: wire.CodeTokenConsumed}
+	ErrTokenExists    = &Error{Code: wire.CodeTokenExists}
+	ErrKindMismatch   = &Error{Code: wire.CodeKindMismatch}
+	ErrClientMismatch = &Error{Code: wire.CodeClientMismatch}
+	ErrUnauthorized   = &Error{Code: wire.CodeUnauthorized}
+	ErrRouteNotFound  = &Error{Code: wire.CodeRouteNotFound}
+	ErrNoLeader       = &Error{Code: wire.CodeNoLeader}
+	ErrOutcomeUnknown = &Error{Code: wire.CodeOutcomeUnknown}
+	ErrReplicaBehind  = &Error{Code: wire.CodeReplicaBehind}
+	ErrUnavailable    = &Error{Code: wire.CodeUnavailable}
+	ErrInternal       = &Error{Code: wire.CodeInternal}
+)
+
+// Meta is what every response tells besides its body.
+type Meta struct {
+	Index uint64 // X-Tokenstore-Index: the Raft index the answer reflects
+	DC    string // X-Tokenstore-DC
+}
+
+// Issue creates a token and returns its secret (shown only this once).
+func (c *Client) Issue(ctx context.Context, req wire.IssueRequest) (*wire.IssueResponse, error) {
+	var out wire.IssueResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/tokens", req, &out)
+	return &out, err
+}
+
+// LookupOptions set the consistency of a lookup.
+type LookupOptions struct {
+	Consistency string // wire.ConsistencyLocal (default) or wire.ConsistencyLeader
+	MinIndex    uint64 // read-your-writes: wait until the replica applied this index
+}
+
+// Lookup reads a token without consuming it.
+func (c *Client) Lookup(ctx context.Context, token string, o LookupOptions) (*wire.Record, Meta, error) {
+	var out wire.Record
+	m, err := c.do(ctx, http.MethodPost, "/v1/tokens/lookup",
+		wire.LookupRequest{Token: token, Consistency: o.Consistency, MinIndex: o.MinIndex}, &out)
+	return &out, m, err
+}
+
+// Consume uses a token once (atomically, exactly once); the last use
+// invalidates it. Kind and ClientID in req, when set, must match.
+func (c *Client) Consume(ctx context.Context, req wire.ConsumeRequest) (*wire.Record, error) {
+	var out wire.Record
+	_, err := c.do(ctx, http.MethodPost, "/v1/tokens/consume", req, &out)
+	return &out, err
+}
+
+// Revoke invalidates a token by its secret.
+func (c *Client) Revoke(ctx context.Context, token, reason string) (*wire.Record, error) {
+	var out wire.Record
+	_, err := c.do(ctx, http.MethodPost, "/v1/tokens/revoke", wire.RevokeRequest{Token: token, Reason: reason}, &out)
+	return &out, err
+}
+
+// Get inspects a token by its public id.
+func (c *Client) Get(ctx context.Context, id string) (*wire.Record, error) {
+	var out wire.Record
+	_, err := c.do(ctx, http.MethodGet, "/v1/tokens/"+url.PathEscape(id), nil, &out)
+	return &out, err
+}
+
+// RevokeID invalidates a token by its public id.
+func (c *Client) RevokeID(ctx context.Context, id, reason string) (*wire.Record, error) {
+	var out wire.Record
+	p := "/v1/tokens/" + url.PathEscape(id)
+	if reason != "" {
+		p += "?reason=" + url.QueryEscape(reason)
+	}
+	_, err := c.do(ctx, http.MethodDelete, p, nil, &out)
+	return &out, err
+}
+
+// ListOptions page through a subject's tokens.
+type ListOptions struct {
+	Kind   string
+	Limit  int
+	Cursor string
+}
+
+// List returns one page of a subject's active tokens (no secrets, no data).
+func (c *Client) List(ctx context.Context, subject string, o ListOptions) (*wire.ListResponse, error) {
+	q := url.Values{"subject": {subject}}
+	if o.Kind != "" {
+		q.Set("kind", o.Kind)
+	}
+	if o.Limit > 0 {
+		q.Set("limit", strconv.Itoa(o.Limit))
+	}
+	if o.Cursor != "" {
+		q.Set("cursor", o.Cursor)
+	}
+	var out wire.ListResponse
+	_, err := c.do(ctx, http.MethodGet, "/v1/tokens?"+q.Encode(), nil, &out)
+	return &out, err
+}
+
+// RevokeSubject invalidates every active token of subject (of kind, if
+// set): "log out everywhere". It returns how many were revoked.
+func (c *Client) RevokeSubject(ctx context.Context, subject, kind, reason string) (int, error) {
+	var out wire.BulkRevokeResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/subjects/"+url.PathEscape(subject)+"/revoke",
+		wire.BulkRevokeRequest{Kind: kind, Reason: reason}, &out)
+	return out.Revoked, err
+}
+
+// RevokeFamily invalidates every active token of a grant family.
+func (c *Client) RevokeFamily(ctx context.Context, family, reason string) (int, error) {
+	var out wire.BulkRevokeResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/families/"+url.PathEscape(family)+"/revoke",
+		wire.BulkRevokeRequest{Reason: reason}, &out)
+	return out.Revoked, err
+}
+
+// Ready returns nil when the node answers /readyz with 200.
+func (c *Client) Ready(ctx context.Context) error {
+	_, err := c.do(ctx, http.MethodGet, "/readyz", nil, nil)
+	return err
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) (Meta, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return Meta{}, err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return Meta{}, err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.key != "" {
+		req.Header.Set("Authorization", "Bearer "+c.key)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return Meta{}, err
+	}
+	defer resp.Body.Close()
+	m := Meta{DC: resp.Header.Get(wire.HeaderDC)}
+	m.Index, _ = strconv.ParseUint(resp.Header.Get(wire.HeaderIndex), 10, 64)
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return m, err
+	}
+	if resp.StatusCode >= 300 {
+		e := &Error{Status: resp.StatusCode}
+		var we wire.Error
+		if json.Unmarshal(b, &we) == nil && we.Error.Code != "" {
+			e.Code, e.Message, e.At = we.Error.Code, we.Error.Message, we.Error.At
+		} else {
+			e.Code, e.Message = wire.CodeInternal, strings.TrimSpace(string(b))
+		}
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+			e.RetryAfter = time.Duration(s) * time.Second
+		}
+		return m, e
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return m, fmt.Errorf("tokenstore: decode %s %s response: %w", method, path, err)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,176 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/tokenstore/tokenstore/fsm"
+)
+
+// Write coalescing: API requests queue their encoded commands; one loop
+// drains the queue into a Batch, one log entry for many requests. Up to
+// maxInflight batches are in Raft at once, so while the disk is busy the
+// queue fills and the next batch is larger: under load, many requests
+// share one fsync; alone, a request waits for nothing.
+const (
+	maxInflight   = 4
+	maxBatch      = 512
+	maxBatchBytes = 1 << 20
+	enqueueWait   = 5 * time.Second
+)
+
+type pending struct {
+	entry []byte
+	done  chan applied // buffered: the loop never blocks on a gone caller
+}
+
+type applied struct {
+	res   fsm.Result
+	index uint64
+	err   error
+}
+
+// Apply proposes one command and waits for its result and log index. The
+// command rides in a Batch with others; the batch carries this node's clock
+// as the leader time. A business failure is in Result.Err; the error is for
+// what Raft could not do (ErrNotLeader, ErrOutcomeUnknown, ErrShutdown).
+func (n *Node) Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, error) {
+	if _, ok := c.(*fsm.Batch); ok {
+		return fsm.Result{}, 0, fmt.Errorf("apply: a batch cannot ride in a batch")
+	}
+	entry, err := fsm.Encode(c)
+	if err != nil {
+		return fsm.Result{}, 0, err
+	}
+	p := &pending{entry: entry, done: make(chan applied, 1)}
+	select {
+	case n.queue <- p:
+	case <-ctx.Done():
+		return fsm.Result{}, 0, ctx.Err()
+	case <-n.closing:
+		return fsm.Result{}, 0, ErrShutdown
+	}
+	select {
+	case a := <-p.done:
+		return a.res, a.index, a.err
+	case <-ctx.Done():
+		// Queued: it may still be applied.
+		return fsm.Result{}, 0, fmt.Errorf("%w: %v", ErrOutcomeUnknown, ctx.Err())
+	}
+}
+
+func (n *Node) coalesce() {
+	defer n.wg.Done()
+	batch := make([]*pending, 0, maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case p := <-n.queue:
+			batch = append(batch, p)
+		case <-n.closing:
+			n.drainQueue()
+			return
+		}
+		select {
+		case n.inflight <- struct{}{}:
+		case <-n.closing:
+			fail(batch, ErrShutdown)
+			n.drainQueue()
+			return
+		}
+		size := len(batch[0].entry)
+	fill:
+		for len(batch) < maxBatch && size < maxBatchBytes {
+			select {
+			case p := <-n.queue:
+				batch = append(batch, p)
+				size += len(p.entry)
+			default:
+				break fill
+			}
+		}
+		n.propose(append([]*pending(nil), batch...))
+	}
+}
+
+// propose hands one batch to Raft and answers its requests when it applies.
+func (n *Node) propose(batch []*pending) {
+	entries := make([][]byte, len(batch))
+	for i, p := range batch {
+		entries[i] = p.entry
+	}
+	data, err := fsm.Encode(&fsm.Batch{Now: time.Now().UnixNano(), Entries: entries})
+	if err != nil {
+		<-n.inflight
+		fail(batch, err)
+		return
+	}
+	start := time.Now()
+	f := n.raft.Apply(data, enqueueWait)
+	n.metrics.batchSize.Observe(float64(len(batch)))
+	go func() {
+		defer func() { <-n.inflight }()
+		err := f.Error()
+		n.metrics.applyLatency.Observe(time.Since(start).Seconds())
+		if err != nil {
+			fail(batch, n.raftErr(err))
+			return
+		}
+		res, ok := f.Response().(fsm.Result)
+		if !ok || len(res.Batch) != len(batch) {
+			fail(batch, fmt.Errorf("apply: unexpected response %T", f.Response()))
+			return
+		}
+		for i, p := range batch {
+			p.done <- applied{res: res.Batch[i], index: f.Index()}
+		}
+	}()
+}
+
+func (n *Node) raftErr(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		return n.notLeader()
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrShutdown
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%w: %v", ErrBusy, err)
+	}
+	return err
+}
+
+func fail(batch []*pending, err error) {
+	for _, p := range batch {
+		p.done <- applied{err: err}
+	}
+}
+
+func (n *Node) drainQueue() {
+	for {
+		select {
+		case p := <-n.queue:
+			p.done <- applied{err: ErrShutdown}
+		default:
+			return
+		}
+	}
+}
+
+// commitEmpty writes an empty batch outside the coalescer and waits until
+// it is applied: a new leader's proof that all earlier entries are applied.
+func (n *Node) commitEmpty() error {
+	data, err := fsm.Encode(&fsm.Batch{Now: time.Now().UnixNano()})
+	if err != nil {
+		return err
+	}
+	if err := n.raft.Apply(data, enqueueWait).Error(); err != nil {
+		return n.raftErr(err)
+	}
+	return nil
+}

@@ -1,0 +1,41 @@
+package cluster
+
+import (
+	"context"
+	"time"
+
+	"github.com/tokenstore/tokenstore/fsm"
+)
+
+// collectGarbage runs on the leader: every GCInterval it proposes expiry
+// commands for records whose GC time is GCGrace in the past, at most
+// GCMaxPerTick commands of GCBatch ids each, so GC never floods the log.
+// Deadlines are absolute leader times in the records, so a change of
+// leader neither resets nor extends any TTL.
+func (n *Node) collectGarbage(ctx context.Context) {
+	t := time.NewTicker(n.cfg.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for range n.cfg.GCMaxPerTick {
+			before := time.Now().Add(-n.cfg.GCGrace).UnixNano()
+			ids := n.store.DueForGC(before, n.cfg.GCBatch)
+			if len(ids) == 0 {
+				break
+			}
+			res, _, err := n.Apply(ctx, &fsm.Expire{Before: before, IDs: ids})
+			if err != nil {
+				n.log.Warn("gc", "err", err)
+				break
+			}
+			n.metrics.gcDeleted.Add(float64(res.Count))
+			if len(ids) < n.cfg.GCBatch {
+				break
+			}
+		}
+	}
+}

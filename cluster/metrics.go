@@ -1,0 +1,75 @@
+package cluster
+
+import (
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/tokenstore/tokenstore/fsm"
+)
+
+type metrics struct {
+	applyLatency prometheus.Histogram
+	batchSize    prometheus.Histogram
+	gcDeleted    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
+	f := promauto.With(reg)
+	m := &metrics{
+		applyLatency: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tokenstore_raft_apply_duration_seconds",
+			Help:    "Time from proposing a batch to Raft until it is applied.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		batchSize: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tokenstore_raft_batch_commands",
+			Help:    "Commands coalesced into one log entry.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+		gcDeleted: f.NewCounter(prometheus.CounterOpts{
+			Name: "tokenstore_gc_deleted_total",
+			Help: "Expired records and tombstones removed by garbage collection.",
+		}),
+	}
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tokenstore_fsm_applied_index",
+		Help: "Log index of the last entry applied to the local state.",
+	}, func() float64 { return float64(n.store.AppliedIndex()) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tokenstore_raft_leader",
+		Help: "1 if this node is the Raft leader.",
+	}, func() float64 {
+		if n.IsLeader() {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(&recordCollector{store: n.store})
+	return m
+}
+
+// recordCollector exports the number of records by kind and state.
+type recordCollector struct{ store *fsm.Store }
+
+var recordsDesc = prometheus.NewDesc("tokenstore_tokens",
+	"Records in the local state by kind and state (active includes expired ones not yet collected).",
+	[]string{"kind", "state"}, nil)
+
+func (c *recordCollector) Describe(ch chan<- *prometheus.Desc) { ch <- recordsDesc }
+
+func (c *recordCollector) Collect(ch chan<- prometheus.Metric) {
+	for k, v := range c.store.Counts() {
+		ch <- prometheus.MustNewConstMetric(recordsDesc, prometheus.GaugeValue, float64(v), k.Kind, stateName(k.State))
+	}
+}
+
+func stateName(s fsm.State) string {
+	switch s {
+	case fsm.Consumed:
+		return "consumed"
+	case fsm.Revoked:
+		return "revoked"
+	}
+	return "active"
+}

@@ -1,0 +1,416 @@
+// Package cluster runs the Raft node that replicates the token store: the
+// log and stable store in bolt, snapshots on disk, the network transport,
+// write coalescing, consistent reads and the leader's garbage collection.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenstore/tokenstore/fsm"
+)
+
+// Sentinel errors of the cluster layer.
+var (
+	// ErrNotLeader: this node cannot accept the write or leader read.
+	ErrNotLeader = errors.New("not the leader")
+	// ErrNoLeader: the cluster has no leader right now.
+	ErrNoLeader = errors.New("no leader")
+	// ErrOutcomeUnknown: leadership was lost while the write was in flight;
+	// it may or may not have been applied.
+	ErrOutcomeUnknown = errors.New("write outcome unknown")
+	// ErrShutdown: the node is shutting down.
+	ErrShutdown = errors.New("node is shutting down")
+	// ErrBusy: Raft did not take the write in time; it was not applied.
+	ErrBusy = errors.New("raft queue full")
+	// ErrBehind: the local replica did not reach the requested index in time.
+	ErrBehind = errors.New("replica has not reached the requested index")
+)
+
+// Config configures a node. Zero values take the defaults noted.
+type Config struct {
+	NodeID        string // default: kept in DataDir/node-id, generated once
+	DataDir       string
+	RaftAddr      string // bind address, host:port
+	RaftAdvertise string // default: RaftAddr
+	DC            string
+	// Bootstrap makes a node with no Raft state a one-voter cluster.
+	Bootstrap bool
+
+	SnapshotThreshold uint64        // default 8192 entries
+	SnapshotInterval  time.Duration // default 2m
+	GCInterval        time.Duration // default 1s
+	GCGrace           time.Duration // expired tokens stay readable (as expired) this long
+	GCBatch           int           // ids per expiry command, default 500
+	GCMaxPerTick      int           // expiry commands per tick, default 4
+
+	Logger    *slog.Logger
+	LogOutput io.Writer // for Raft's own logger; default stderr
+	LogLevel  string    // Raft log level; default "info"
+	Registry  prometheus.Registerer
+}
+
+func (c *Config) setDefaults() {
+	if c.RaftAdvertise == "" {
+		c.RaftAdvertise = c.RaftAddr
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = 2 * time.Minute
+	}
+	if c.GCInterval == 0 {
+		c.GCInterval = time.Second
+	}
+	if c.GCBatch == 0 {
+		c.GCBatch = 500
+	}
+	if c.GCMaxPerTick == 0 {
+		c.GCMaxPerTick = 4
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.LogOutput == nil {
+		c.LogOutput = os.Stderr
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+}
+
+// Node is one member of the token store's Raft group.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	raft      *raft.Raft
+	store     *fsm.Store
+	bolt      *raftboltdb.BoltStore
+	transport *raft.NetworkTransport
+	metrics   *metrics
+
+	queue    chan *pending
+	inflight chan struct{}
+	leaderCh chan bool // Raft's NotifyCh
+
+	// leaderReady is true once this node leads and has applied everything
+	// committed before its term; leader reads and GC wait for it.
+	leaderReady atomic.Bool
+
+	closeOnce sync.Once
+	closing   chan struct{}
+	wg        sync.WaitGroup
+}
+
+// Open starts a node on its data directory.
+func Open(cfg Config) (*Node, error) {
+	cfg.setDefaults()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	id, err := nodeID(cfg.DataDir, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	cfg.NodeID = id
+	n := &Node{
+		cfg:      cfg,
+		log:      cfg.Logger.With("node", id),
+		store:    fsm.New(),
+		queue:    make(chan *pending, 4096),
+		inflight: make(chan struct{}, maxInflight),
+		closing:  make(chan struct{}),
+	}
+	n.metrics = newMetrics(cfg.Registry, n)
+	if err := n.openRaft(); err != nil {
+		n.closeStores()
+		return nil, err
+	}
+	n.wg.Add(2)
+	go n.coalesce()
+	go n.watchLeadership()
+	return n, nil
+}
+
+func (n *Node) openRaft() error {
+	cfg := n.cfg
+	hlog := hclog.New(&hclog.LoggerOptions{
+		Name:   "raft",
+		Level:  hclog.LevelFromString(cfg.LogLevel),
+		Output: cfg.LogOutput,
+	})
+	var err error
+	n.bolt, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("open raft log %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
+	}
+	logs, err := raft.NewLogCache(1024, n.bolt)
+	if err != nil {
+		return err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hlog)
+	if err != nil {
+		return fmt.Errorf("open snapshot store: %w", err)
+	}
+	adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
+	if err != nil {
+		return fmt.Errorf("raft advertise address %q: %w", cfg.RaftAdvertise, err)
+	}
+	if adv.IP == nil || adv.IP.IsUnspecified() {
+		return fmt.Errorf("raft advertise address %q: must be a reachable IP, not unspecified", cfg.RaftAdvertise)
+	}
+	n.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hlog)
+	if err != nil {
+		return fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err)
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = hlog
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	n.leaderCh = make(chan bool, 16)
+	rc.NotifyCh = n.leaderCh
+
+	has, err := raft.HasExistingState(logs, n.bolt, snaps)
+	if err != nil {
+		return fmt.Errorf("inspect raft state: %w", err)
+	}
+	if !has && cfg.Bootstrap {
+		conf := raft.Configuration{Servers: []raft.Server{{
+			ID: rc.LocalID, Address: n.transport.LocalAddr(), Suffrage: raft.Voter,
+		}}}
+		if err := raft.BootstrapCluster(rc, logs, n.bolt, snaps, n.transport, conf); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+		n.log.Info("bootstrapped a new cluster", "raft_addr", n.transport.LocalAddr())
+	}
+	n.raft, err = raft.NewRaft(rc, n.store.RaftFSM(), logs, n.bolt, snaps, n.transport)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	return nil
+}
+
+// nodeID returns the configured id, or the one kept in the data directory,
+// generating it on the first start. A node must keep its id for life.
+func nodeID(dir, configured string) (string, error) {
+	path := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		kept := strings.TrimSpace(string(b))
+		if configured != "" && configured != kept {
+			return "", fmt.Errorf("node id %q given, but data dir belongs to node %q", configured, kept)
+		}
+		return kept, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("read node id: %w", err)
+	}
+	id := configured
+	if id == "" {
+		r := make([]byte, 8)
+		if _, err := rand.Read(r); err != nil {
+			return "", err
+		}
+		id = "node-" + hex.EncodeToString(r)
+	}
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write node id: %w", err)
+	}
+	return id, nil
+}
+
+// ID returns the node's Raft server id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// DC returns the node's datacenter.
+func (n *Node) DC() string { return n.cfg.DC }
+
+// Store returns the local replica of the state, for reads.
+func (n *Node) Store() *fsm.Store { return n.store }
+
+// watchLeadership runs on every change of leadership: on gaining it, it
+// commits an empty batch so that everything from earlier terms is applied
+// before leader reads are served, then runs GC until leadership is lost.
+func (n *Node) watchLeadership() {
+	defer n.wg.Done()
+	stop := func() {}
+	defer func() { stop() }()
+	for {
+		select {
+		case <-n.closing:
+			return
+		case leader := <-n.leaderCh:
+			stop()
+			n.leaderReady.Store(false)
+			if !leader {
+				n.log.Info("lost leadership")
+				continue
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			stop = cancel
+			// Not in wg: its Raft calls end when Close shuts Raft down.
+			go n.lead(ctx)
+		}
+	}
+}
+
+func (n *Node) lead(ctx context.Context) {
+	for {
+		err := n.commitEmpty()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("establishing leadership", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	n.leaderReady.Store(true)
+	n.log.Info("leading", "applied_index", n.store.AppliedIndex())
+	n.collectGarbage(ctx)
+}
+
+// VerifyLeader returns nil if this node leads and has applied all that
+// was committed when the call began: a linearizable read point.
+func (n *Node) VerifyLeader(ctx context.Context) error {
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	readIndex := n.raft.CommitIndex()
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	if err := n.store.WaitApplied(ctx, readIndex); err != nil {
+		return fmt.Errorf("%w: applied %d of %d", ErrBehind, n.store.AppliedIndex(), readIndex)
+	}
+	return nil
+}
+
+// WaitIndex waits, within ctx, until the local replica has applied index.
+func (n *Node) WaitIndex(ctx context.Context, index uint64) error {
+	if err := n.store.WaitApplied(ctx, index); err != nil {
+		return fmt.Errorf("%w: applied %d of %d", ErrBehind, n.store.AppliedIndex(), index)
+	}
+	return nil
+}
+
+func (n *Node) notLeader() error {
+	if addr, _ := n.raft.LeaderWithID(); addr == "" {
+		return ErrNoLeader
+	}
+	return ErrNotLeader
+}
+
+// Ready returns nil when the node can serve: a leader is known, and this
+// node, if it leads, has applied everything from earlier terms; a follower
+// must not lag the commit index by more than maxLag entries.
+func (n *Node) Ready() error {
+	addr, _ := n.raft.LeaderWithID()
+	if addr == "" {
+		return ErrNoLeader
+	}
+	if n.raft.State() == raft.Leader {
+		if !n.leaderReady.Load() {
+			return fmt.Errorf("%w: leader still applying earlier terms", ErrBehind)
+		}
+		return nil
+	}
+	commit, _ := strconv.ParseUint(n.raft.Stats()["commit_index"], 10, 64)
+	if applied := n.raft.AppliedIndex(); commit > applied+maxLag {
+		return fmt.Errorf("%w: applied %d, commit %d", ErrBehind, applied, commit)
+	}
+	return nil
+}
+
+const maxLag = 1000
+
+// IsLeader reports whether this node is the leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Snapshot takes a Raft snapshot now.
+func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
+
+// Close hands leadership over if there is anyone to take it, stops Raft
+// and closes the log. Writes still queued fail with ErrShutdown.
+func (n *Node) Close() error {
+	var err error
+	n.closeOnce.Do(func() {
+		if n.raft.State() == raft.Leader && n.voters() > 1 {
+			if terr := n.raft.LeadershipTransfer().Error(); terr != nil {
+				n.log.Warn("leadership transfer before shutdown", "err", terr)
+			}
+		}
+		close(n.closing)
+		n.wg.Wait()
+		err = n.raft.Shutdown().Error()
+		n.closeStores()
+	})
+	return err
+}
+
+func (n *Node) closeStores() {
+	if n.transport != nil {
+		n.transport.Close()
+	}
+	if n.bolt != nil {
+		n.bolt.Close()
+	}
+}
+
+func (n *Node) voters() int {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	v := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			v++
+		}
+	}
+	return v
+}
+
+// ByHash reads the local replica by secret digest.
+func (n *Node) ByHash(h string) *fsm.Record { return n.store.ByHash(h) }
+
+// ByID reads the local replica by public id.
+func (n *Node) ByID(id string) *fsm.Record { return n.store.ByID(id) }
+
+// ListBySubject reads a page of a subject's active tokens from the local
+// replica.
+func (n *Node) ListBySubject(subject, kind, after string, limit int, now int64) ([]*fsm.Record, string) {
+	return n.store.ListBySubject(subject, kind, after, limit, now)
+}
+
+// AppliedIndex is the index the local replica reflects.
+func (n *Node) AppliedIndex() uint64 { return n.store.AppliedIndex() }

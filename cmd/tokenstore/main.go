@@ -1,0 +1,51 @@
+// Command tokenstore is the token store daemon and its tools:
+//
+//	tokenstore serve   run a node
+//	tokenstore token   issue, look up, consume, revoke and list tokens
+//	tokenstore bench   measure a running node
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `usage: tokenstore <command> [flags]
+
+commands:
+  serve    run a token store node (no flags: single node, data in ./data)
+  token    issue | lookup | consume | revoke | get | list tokens
+  bench    run a workload against a node and report latency
+  version  print the version
+
+Run "tokenstore <command> -h" for the flags of a command.
+`
+
+var version = "dev"
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "serve":
+		err = serve(args)
+	case "token":
+		err = tokenCmd(args)
+	case "bench":
+		err = benchCmd(args)
+	case "version":
+		fmt.Println("tokenstore", version)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "tokenstore: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tokenstore:", err)
+		os.Exit(1)
+	}
+}

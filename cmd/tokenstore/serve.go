@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tokenstore/tokenstore/api"
+	"github.com/tokenstore/tokenstore/cluster"
+	"github.com/tokenstore/tokenstore/token"
+)
+
+type serveFlags struct {
+	dataDir, apiAddr, raftAddr, raftAdvertise string
+	nodeID, dc                                string
+	policyFile, keysFile, hashKeyFile, vendor string
+	insecure, pprof                           bool
+	logLevel, logFormat                       string
+	gcGrace, snapshotInterval, drainTimeout   time.Duration
+	snapshotThreshold                         uint64
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var f serveFlags
+	fs.StringVar(&f.dataDir, "data-dir", "./data", "directory for the Raft log, snapshots and node id")
+	fs.StringVar(&f.apiAddr, "api-addr", "127.0.0.1:7400", "HTTP API listen address")
+	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7401", "Raft listen address")
+	fs.StringVar(&f.raftAdvertise, "advertise-raft", "", "Raft address other nodes reach this one at (default: --raft-addr)")
+	fs.StringVar(&f.nodeID, "node-id", "", "node id (default: generated once and kept in the data dir)")
+	fs.StringVar(&f.dc, "dc", "dc1", "datacenter of this node")
+	fs.StringVar(&f.policyFile, "policy", "", "YAML policy file overriding the built-in token kinds")
+	fs.StringVar(&f.keysFile, "api-keys", "", "file of API keys, one name:key per line")
+	fs.StringVar(&f.hashKeyFile, "hash-key-file", "", "file with a cluster-wide key: secrets are stored as HMAC-SHA-256 instead of SHA-256")
+	fs.StringVar(&f.vendor, "vendor-prefix", token.DefaultVendor, "prefix of minted secrets")
+	fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback API address without API keys")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the API address")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fs.DurationVar(&f.gcGrace, "gc-grace", 10*time.Minute, "how long expired tokens answer token_expired before they are collected")
+	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 8192, "log entries between Raft snapshots")
+	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 2*time.Minute, "how often to check whether a snapshot is due")
+	fs.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "how long SIGTERM waits for requests in flight")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	return run(f, os.Stderr)
+}
+
+func run(f serveFlags, logOut io.Writer) error {
+	log, err := newLogger(logOut, f.logLevel, f.logFormat)
+	if err != nil {
+		return err
+	}
+	policy := token.DefaultPolicy()
+	if f.policyFile != "" {
+		if policy, err = token.LoadPolicy(f.policyFile); err != nil {
+			return err
+		}
+	}
+	format, err := token.NewFormat(f.vendor, policy)
+	if err != nil {
+		return err
+	}
+	var hashKey []byte
+	if f.hashKeyFile != "" {
+		b, err := os.ReadFile(f.hashKeyFile)
+		if err != nil {
+			return fmt.Errorf("read hash key: %w", err)
+		}
+		if hashKey = []byte(strings.TrimSpace(string(b))); len(hashKey) < 32 {
+			return fmt.Errorf("hash key in %s: want at least 32 bytes", f.hashKeyFile)
+		}
+	}
+	var keys *api.Keys
+	if f.keysFile != "" {
+		if keys, err = api.LoadKeys(f.keysFile); err != nil {
+			return err
+		}
+	}
+	if keys == nil && !isLoopback(f.apiAddr) {
+		if !f.insecure {
+			return fmt.Errorf("refusing to serve the API on non-loopback %s without --api-keys (or pass --insecure)", f.apiAddr)
+		}
+		log.Warn("serving the API on a non-loopback address without authentication (--insecure)", "api_addr", f.apiAddr)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	node, err := cluster.Open(cluster.Config{
+		NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.raftAddr, RaftAdvertise: f.raftAdvertise, DC: f.dc,
+		Bootstrap:         true,
+		SnapshotThreshold: f.snapshotThreshold, SnapshotInterval: f.snapshotInterval, GCGrace: f.gcGrace,
+		Logger: log, LogOutput: logOut, LogLevel: f.logLevel, Registry: reg,
+	})
+	if err != nil {
+		return err
+	}
+	var handler http.Handler = api.New(api.Config{
+		Store: node, Policy: policy, Format: format, Hasher: token.NewHasher(hashKey), Keys: keys,
+		DC: f.dc, Logger: log, Registry: reg, Gatherer: reg,
+	})
+	if f.pprof {
+		mux := http.NewServeMux()
+		mux.Handle("/", handler)
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		handler = mux
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", f.apiAddr)
+	if err != nil {
+		node.Close()
+		return fmt.Errorf("api listen: %w", err)
+	}
+	log.Info("tokenstore serving", "node", node.ID(), "dc", f.dc, "api_addr", ln.Addr().String(),
+		"raft_addr", f.raftAddr, "data_dir", f.dataDir, "auth", keys != nil, "hmac", hashKey != nil)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case s := <-sig:
+		log.Info("shutting down: draining requests", "signal", s.String())
+	case err := <-serveErr:
+		node.Close()
+		return fmt.Errorf("api: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), f.drainTimeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("drain incomplete", "err", err)
+	}
+	if err := node.Close(); err != nil && !errors.Is(err, cluster.ErrShutdown) {
+		return fmt.Errorf("close raft: %w", err)
+	}
+	log.Info("stopped cleanly")
+	return nil
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// isLoopback reports whether a listen address only accepts local clients.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

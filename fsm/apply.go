@@ -1,0 +1,193 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Business outcomes of commands. They are returned in Result.Err, never as
+// Raft errors: the log entry applied, the answer is "no".
+var (
+	// ErrNotFound: no record has that hash or id.
+	ErrNotFound = errors.New("token not found")
+	// ErrExists: a record with that hash (or id) already exists.
+	ErrExists = errors.New("token exists")
+	// ErrExpired: the record's expiry has passed.
+	ErrExpired = errors.New("token expired")
+	// ErrConsumed: the record's last use was consumed.
+	ErrConsumed = errors.New("token consumed")
+	// ErrRevoked: the record was revoked.
+	ErrRevoked = errors.New("token revoked")
+	// ErrKindMismatch: consume named a kind the token is not.
+	ErrKindMismatch = errors.New("token kind mismatch")
+	// ErrClientMismatch: consume named a client the token was not issued to.
+	ErrClientMismatch = errors.New("token client mismatch")
+)
+
+// StatusErr maps a non-active status to its error (nil for active).
+func StatusErr(s Status) error {
+	switch s {
+	case StatusExpired:
+		return ErrExpired
+	case StatusConsumed:
+		return ErrConsumed
+	case StatusRevoked:
+		return ErrRevoked
+	}
+	return nil
+}
+
+// Result is the response value of one applied command.
+type Result struct {
+	// Record is the affected record as the caller should see it, or for a
+	// failure that concerns a known token (expired, consumed, revoked), its
+	// tombstone, so the caller can explain when and why.
+	Record *Record
+	// Count is the number of records affected by a bulk command.
+	Count int
+	// Err is the business outcome; nil on success.
+	Err error
+	// Batch holds the results of a Batch's entries, in order.
+	Batch []Result
+}
+
+// applyTx is the context of one log entry being applied.
+type applyTx struct {
+	st    *state
+	now   int64  // leader time of the entry
+	index uint64 // log index of the entry
+}
+
+func (tx *applyTx) byHash(h string) *Record { return tx.st.byHash[h] }
+
+func (tx *applyTx) byID(id string) *Record {
+	if id == "" {
+		return nil
+	}
+	return tx.st.getID(id)
+}
+
+func (tx *applyTx) put(old, r *Record) { tx.st.put(old, r) }
+
+func (b *Batch) apply(tx *applyTx) Result {
+	// Time never runs backwards in the state, even if a new leader's clock
+	// is behind the old one's.
+	if b.Now > tx.now {
+		tx.now = b.Now
+	}
+	res := Result{Batch: make([]Result, len(b.Entries))}
+	for i, e := range b.Entries {
+		c, err := decodeEntry(e)
+		switch {
+		case errors.Is(err, errUnknownSkippable):
+			continue
+		case err != nil:
+			panic(fmt.Sprintf("fsm: batch entry %d at index %d: %v", i, tx.index, err))
+		}
+		if _, nested := c.(*Batch); nested {
+			panic(fmt.Sprintf("fsm: nested batch at index %d", tx.index))
+		}
+		res.Batch[i] = c.apply(tx)
+	}
+	return res
+}
+
+func (c *Issue) apply(tx *applyTx) Result {
+	if tx.byHash(c.Record.Hash) != nil || tx.byID(c.Record.ID) != nil {
+		return Result{Err: ErrExists}
+	}
+	r := c.Record
+	r.CreatedAt = tx.now
+	if c.TTL > 0 {
+		r.ExpiresAt = tx.now + c.TTL
+	}
+	r.UsesLeft = r.MaxUses
+	r.State = Active
+	r.InvalidatedAt, r.Reason, r.LastUsedAt = 0, "", 0
+	r.CreateIndex, r.ModifyIndex = tx.index, tx.index
+	tx.put(nil, &r)
+	return Result{Record: &r}
+}
+
+func (c *Consume) apply(tx *applyTx) Result {
+	r := tx.byHash(c.Hash)
+	if r == nil {
+		return Result{Err: ErrNotFound}
+	}
+	if err := StatusErr(r.Status(tx.now)); err != nil {
+		return Result{Record: r, Err: err}
+	}
+	if c.Kind != "" && c.Kind != r.Kind {
+		return Result{Err: ErrKindMismatch}
+	}
+	if c.ClientID != "" && c.ClientID != r.ClientID {
+		return Result{Err: ErrClientMismatch}
+	}
+	used := *r
+	used.LastUsedAt = tx.now
+	used.ModifyIndex = tx.index
+	if used.MaxUses > 0 {
+		used.UsesLeft--
+	}
+	if used.MaxUses > 0 && used.UsesLeft <= 0 {
+		// The caller gets the record with its data; the state keeps only
+		// the tombstone.
+		tx.put(r, used.invalidate(Consumed, tx.now, "consumed", tx.index))
+	} else {
+		tx.put(r, &used)
+	}
+	return Result{Record: &used}
+}
+
+func (c *Revoke) apply(tx *applyTx) Result {
+	r := tx.byHash(c.Hash)
+	if r == nil {
+		r = tx.byID(c.ID)
+	}
+	if r == nil {
+		return Result{Err: ErrNotFound}
+	}
+	if r.State != Active {
+		return Result{Record: r} // already invalid: revoking again changes nothing
+	}
+	t := r.invalidate(Revoked, tx.now, c.Reason, tx.index)
+	tx.put(r, t)
+	return Result{Record: t}
+}
+
+func (c *RevokeSubject) apply(tx *applyTx) Result {
+	return revokeAll(tx, tx.st.ofSubject(c.Subject), c.Kind, c.Reason)
+}
+
+func (c *RevokeFamily) apply(tx *applyTx) Result {
+	return revokeAll(tx, tx.st.ofFamily(c.Family), "", c.Reason)
+}
+
+func revokeAll(tx *applyTx, rs []*Record, kind, reason string) Result {
+	n := 0
+	for _, r := range rs {
+		if r.Status(tx.now) != StatusActive || (kind != "" && r.Kind != kind) {
+			continue
+		}
+		tx.put(r, r.invalidate(Revoked, tx.now, reason, tx.index))
+		n++
+	}
+	return Result{Count: n}
+}
+
+func (c *Expire) apply(tx *applyTx) Result {
+	before := min(c.Before, tx.now) // never collect what is not yet due by log time
+	n := 0
+	for _, id := range c.IDs {
+		r := tx.byID(id)
+		if r == nil {
+			continue
+		}
+		if gc := r.GCAt(); gc == 0 || gc > before {
+			continue
+		}
+		tx.st.delete(r)
+		n++
+	}
+	return Result{Count: n}
+}

@@ -1,0 +1,168 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+)
+
+// Type is the first byte of every encoded command.
+type Type uint8
+
+// IgnoreUnknown marks a command type that a node which does not know it may
+// skip instead of stopping (safe rolling upgrades). It is or-ed into the
+// type byte of commands added after a release whose absence cannot make
+// replicas diverge.
+const IgnoreUnknown Type = 0x80
+
+// The registry of command types. Numbers are part of the log format: never
+// reuse or renumber one.
+const (
+	TypeBatch         Type = 1
+	TypeIssue         Type = 2
+	TypeConsume       Type = 3
+	TypeRevoke        Type = 4
+	TypeRevokeSubject Type = 5
+	TypeRevokeFamily  Type = 6
+	TypeExpire        Type = 7
+)
+
+// Command is anything that can be written to the log.
+type Command interface {
+	Type() Type
+}
+
+// registry lists every command: the type byte selects the constructor of
+// the value its body decodes into.
+var registry = map[Type]func() applier{
+	TypeBatch:         func() applier { return new(Batch) },
+	TypeIssue:         func() applier { return new(Issue) },
+	TypeConsume:       func() applier { return new(Consume) },
+	TypeRevoke:        func() applier { return new(Revoke) },
+	TypeRevokeSubject: func() applier { return new(RevokeSubject) },
+	TypeRevokeFamily:  func() applier { return new(RevokeFamily) },
+	TypeExpire:        func() applier { return new(Expire) },
+}
+
+// applier is a command that knows how to change the state.
+type applier interface {
+	Command
+	apply(tx *applyTx) Result
+}
+
+// Batch is one log entry carrying many commands, so many API requests share
+// one Raft round trip and one fsync. Now is the leader's clock when the
+// batch was formed; every command in it is applied at that time.
+type Batch struct {
+	Now     int64    `codec:"n"`
+	Entries [][]byte `codec:"e"` // each an encoded command
+}
+
+// Issue creates a token. It fails with ErrExists if the hash or id is taken.
+type Issue struct {
+	Record Record `codec:"r"` // ID, Hash and the caller's fields
+	TTL    int64  `codec:"ttl,omitempty"`
+}
+
+// Consume uses a token once; the last use turns it into a tombstone.
+// Kind and ClientID, when set, must match or nothing changes.
+type Consume struct {
+	Hash     string `codec:"h"`
+	Kind     string `codec:"k,omitempty"`
+	ClientID string `codec:"c,omitempty"`
+}
+
+// Revoke invalidates one token, found by Hash or by ID.
+type Revoke struct {
+	Hash   string `codec:"h,omitempty"`
+	ID     string `codec:"i,omitempty"`
+	Reason string `codec:"r,omitempty"`
+}
+
+// RevokeSubject invalidates every active token of a subject, optionally of
+// one kind only.
+type RevokeSubject struct {
+	Subject string `codec:"s"`
+	Kind    string `codec:"k,omitempty"`
+	Reason  string `codec:"r,omitempty"`
+}
+
+// RevokeFamily invalidates every active token of a grant family.
+type RevokeFamily struct {
+	Family string `codec:"f"`
+	Reason string `codec:"r,omitempty"`
+}
+
+// Expire deletes the listed records whose GC time is at or before Before.
+// The leader proposes it from its view of the expiry index; every replica
+// re-checks the condition, so a record that changed meanwhile is kept.
+type Expire struct {
+	Before int64    `codec:"b"`
+	IDs    []string `codec:"i"`
+}
+
+// Type implements Command.
+func (*Batch) Type() Type { return TypeBatch }
+
+// Type implements Command.
+func (*Issue) Type() Type { return TypeIssue }
+
+// Type implements Command.
+func (*Consume) Type() Type { return TypeConsume }
+
+// Type implements Command.
+func (*Revoke) Type() Type { return TypeRevoke }
+
+// Type implements Command.
+func (*RevokeSubject) Type() Type { return TypeRevokeSubject }
+
+// Type implements Command.
+func (*RevokeFamily) Type() Type { return TypeRevokeFamily }
+
+// Type implements Command.
+func (*Expire) Type() Type { return TypeExpire }
+
+var msgpackHandle = &codec.MsgpackHandle{WriteExt: true}
+
+// Encode returns the type byte followed by the msgpack body of c.
+func Encode(c Command) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteByte(byte(c.Type()))
+	if err := codec.NewEncoder(&buf, msgpackHandle).Encode(c); err != nil {
+		return nil, fmt.Errorf("encode %T: %w", c, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Decode reads an entry written by Encode into a new command value.
+func Decode(b []byte) (Command, error) {
+	c, err := decodeEntry(b)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// errUnknownSkippable is returned for an unknown type flagged IgnoreUnknown.
+var errUnknownSkippable = errors.New("unknown command type marked ignorable")
+
+func decodeEntry(b []byte) (applier, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("decode: empty entry")
+	}
+	t := Type(b[0])
+	newCmd, ok := registry[t]
+	if !ok {
+		if t&IgnoreUnknown != 0 {
+			return nil, errUnknownSkippable
+		}
+		return nil, fmt.Errorf("decode: unknown command type %d", b[0])
+	}
+	c := newCmd()
+	if err := codec.NewDecoderBytes(b[1:], msgpackHandle).Decode(c); err != nil {
+		return nil, fmt.Errorf("decode %T: %w", c, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,108 @@
+// Package fsm is the deterministic state machine behind the Raft log: token
+// records, their indexes, the commands that change them and the snapshots
+// that carry them.
+//
+// It never reads the clock. Every log entry carries the leader's time, and
+// expiry, consume and garbage collection decide by that time alone, so every
+// replica that applies the same log ends in the same state.
+package fsm
+
+import "time"
+
+// State is the lifecycle state of a record.
+type State uint8
+
+// Record states. An invalidated record (consumed or revoked) is a
+// tombstone: it keeps only what is needed to explain itself and to detect
+// reuse, until its original expiry.
+const (
+	Active   State = 0
+	Consumed State = 1
+	Revoked  State = 2
+)
+
+// Status is what a record means to a reader at a given time.
+type Status string
+
+// Statuses as shown on the wire.
+const (
+	StatusActive   Status = "active"
+	StatusExpired  Status = "expired"
+	StatusConsumed Status = "consumed"
+	StatusRevoked  Status = "revoked"
+)
+
+// NeverExpiringTombstone is how long the tombstone of a token without
+// expiry is kept after it was invalidated.
+const NeverExpiringTombstone = 30 * 24 * time.Hour
+
+// Record is one token. Times are Unix nanoseconds of leader time; 0 means
+// unset (for ExpiresAt: never). Hash is the raw digest of the secret; the
+// secret itself is never here.
+//
+// Records handed out by Store are shared with the state tree and must not
+// be modified.
+type Record struct {
+	ID            string   `codec:"i"`
+	Hash          string   `codec:"h"`
+	Kind          string   `codec:"k"`
+	Subject       string   `codec:"s,omitempty"`
+	ClientID      string   `codec:"c,omitempty"`
+	Scopes        []string `codec:"sc,omitempty"`
+	Family        string   `codec:"f,omitempty"`
+	Data          []byte   `codec:"d,omitempty"`
+	RLC           string   `codec:"r,omitempty"`
+	MaxUses       int64    `codec:"mu,omitempty"`
+	UsesLeft      int64    `codec:"ul,omitempty"`
+	CreatedAt     int64    `codec:"ca"`
+	ExpiresAt     int64    `codec:"ea,omitempty"`
+	LastUsedAt    int64    `codec:"lu,omitempty"`
+	IP            string   `codec:"ip,omitempty"`
+	UserAgent     string   `codec:"ua,omitempty"`
+	Title         string   `codec:"t,omitempty"`
+	Generator     string   `codec:"g,omitempty"`
+	State         State    `codec:"st,omitempty"`
+	InvalidatedAt int64    `codec:"ia,omitempty"`
+	Reason        string   `codec:"re,omitempty"`
+	CreateIndex   uint64   `codec:"ci"`
+	ModifyIndex   uint64   `codec:"mi"`
+}
+
+// Status returns the record's status at time now (Unix nanoseconds). An
+// invalidated record answers its invalidation before its expiry.
+func (r *Record) Status(now int64) Status {
+	switch {
+	case r.State == Consumed:
+		return StatusConsumed
+	case r.State == Revoked:
+		return StatusRevoked
+	case r.ExpiresAt != 0 && now >= r.ExpiresAt:
+		return StatusExpired
+	}
+	return StatusActive
+}
+
+// GCAt is when the record may be garbage collected: its expiry, or for the
+// tombstone of a never-expiring token, NeverExpiringTombstone after it was
+// invalidated. 0 means never.
+func (r *Record) GCAt() int64 {
+	if r.ExpiresAt != 0 {
+		return r.ExpiresAt
+	}
+	if r.State != Active {
+		return r.InvalidatedAt + int64(NeverExpiringTombstone)
+	}
+	return 0
+}
+
+// invalidate turns a copy of r into a tombstone.
+func (r *Record) invalidate(state State, now int64, reason string, index uint64) *Record {
+	t := *r
+	t.State = state
+	t.InvalidatedAt = now
+	t.Reason = reason
+	t.Data = nil
+	t.UsesLeft = 0
+	t.ModifyIndex = index
+	return &t
+}

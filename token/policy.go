@@ -1,0 +1,230 @@
+package token
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Kind is the policy of one token kind. A zero TTL means "never expires".
+type Kind struct {
+	Code           string
+	DefaultTTL     time.Duration
+	MaxTTL         time.Duration
+	SingleUse      bool
+	MaxUses        int64 // cap on uses per token; 0 = unlimited
+	UpdateLastUsed bool
+}
+
+// Policy maps kind names to their policy.
+type Policy struct {
+	Kinds map[string]Kind
+}
+
+const (
+	day  = 24 * time.Hour
+	year = 365 * day
+)
+
+// DefaultPolicy is the built-in table (DESIGN §1).
+func DefaultPolicy() *Policy {
+	return &Policy{Kinds: map[string]Kind{
+		"oauth1_request":  {Code: "r1", DefaultTTL: 10 * time.Minute, MaxTTL: time.Hour, SingleUse: true, MaxUses: 1},
+		"oauth1_callback": {Code: "c1", DefaultTTL: 10 * time.Minute, MaxTTL: time.Hour},
+		"oauth2_code":     {Code: "ac", DefaultTTL: 4 * time.Hour, MaxTTL: 4 * time.Hour, SingleUse: true, MaxUses: 1},
+		"oauth2_refresh":  {Code: "rt", DefaultTTL: year, MaxTTL: year, SingleUse: true, MaxUses: 1, UpdateLastUsed: true},
+		"access":          {Code: "at", DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour, UpdateLastUsed: true},
+		"remember":        {Code: "rm", DefaultTTL: 5 * year, MaxTTL: 5 * year, UpdateLastUsed: true},
+		"developer":       {Code: "dv", UpdateLastUsed: true},
+	}}
+}
+
+// Names returns the kind names in order.
+func (p *Policy) Names() []string {
+	names := make([]string, 0, len(p.Kinds))
+	for n := range p.Kinds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Errors of TTL and uses resolution; the API maps them to stable codes.
+var (
+	// ErrUnknownKind: the kind is not in the policy.
+	ErrUnknownKind = errors.New("unknown kind")
+	// ErrTTLTooLong: the requested TTL exceeds the kind's max TTL.
+	ErrTTLTooLong = errors.New("ttl too long")
+	// ErrBadUses: max_uses is not allowed for the kind.
+	ErrBadUses = errors.New("max_uses not allowed")
+)
+
+// Resolve applies the policy of kind to a requested TTL (0 = default) and
+// max uses (0 = default). It returns the effective TTL (0 = never) and the
+// number of uses (0 = unlimited).
+func (p *Policy) Resolve(kind string, ttl time.Duration, maxUses int64) (time.Duration, int64, error) {
+	k, ok := p.Kinds[kind]
+	if !ok {
+		return 0, 0, ErrUnknownKind
+	}
+	if ttl == 0 {
+		ttl = k.DefaultTTL
+	}
+	if k.MaxTTL > 0 && (ttl == 0 || ttl > k.MaxTTL) {
+		return 0, 0, fmt.Errorf("%w: %s allows at most %s", ErrTTLTooLong, kind, k.MaxTTL)
+	}
+	switch {
+	case maxUses < 0:
+		return 0, 0, fmt.Errorf("%w: max_uses must not be negative", ErrBadUses)
+	case maxUses == 0 && k.SingleUse:
+		maxUses = 1
+	case maxUses == 0:
+		maxUses = k.MaxUses
+	case k.SingleUse && maxUses != 1:
+		return 0, 0, fmt.Errorf("%w: %s is single-use", ErrBadUses, kind)
+	case k.MaxUses > 0 && maxUses > k.MaxUses:
+		return 0, 0, fmt.Errorf("%w: %s allows at most %d uses", ErrBadUses, kind, k.MaxUses)
+	}
+	return ttl, maxUses, nil
+}
+
+// policyFile is the YAML shape of --policy. Fields left out keep the
+// built-in value of a known kind.
+type policyFile struct {
+	Kinds map[string]struct {
+		Code           *string `yaml:"code"`
+		DefaultTTL     *string `yaml:"default_ttl"`
+		MaxTTL         *string `yaml:"max_ttl"`
+		SingleUse      *bool   `yaml:"single_use"`
+		MaxUses        *int64  `yaml:"max_uses"`
+		UpdateLastUsed *bool   `yaml:"update_last_used"`
+	} `yaml:"kinds"`
+}
+
+// LoadPolicy reads a YAML policy file and lays it over the built-in table.
+func LoadPolicy(path string) (*Policy, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	return ParsePolicy(b)
+}
+
+// ParsePolicy parses YAML policy text (see LoadPolicy).
+func ParsePolicy(b []byte) (*Policy, error) {
+	var pf policyFile
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&pf); err != nil {
+		return nil, fmt.Errorf("parse policy: %w", err)
+	}
+	p := DefaultPolicy()
+	for name, o := range pf.Kinds {
+		k, known := p.Kinds[name]
+		if !known && (o.Code == nil || o.DefaultTTL == nil) {
+			return nil, fmt.Errorf("policy: new kind %q needs code and default_ttl", name)
+		}
+		if !validKindName(name) {
+			return nil, fmt.Errorf("policy: kind name %q: want lower-case letters, digits and _", name)
+		}
+		if o.Code != nil {
+			k.Code = *o.Code
+		}
+		for _, f := range []struct {
+			in  *string
+			out *time.Duration
+			key string
+		}{{o.DefaultTTL, &k.DefaultTTL, "default_ttl"}, {o.MaxTTL, &k.MaxTTL, "max_ttl"}} {
+			if f.in == nil {
+				continue
+			}
+			d, err := ParseTTL(*f.in)
+			if err != nil {
+				return nil, fmt.Errorf("policy: %s.%s: %w", name, f.key, err)
+			}
+			*f.out = d
+		}
+		if o.SingleUse != nil {
+			k.SingleUse = *o.SingleUse
+		}
+		if o.MaxUses != nil {
+			k.MaxUses = *o.MaxUses
+		}
+		if o.UpdateLastUsed != nil {
+			k.UpdateLastUsed = *o.UpdateLastUsed
+		}
+		p.Kinds[name] = k
+	}
+	return p, p.validate()
+}
+
+func (p *Policy) validate() error {
+	seen := map[string]string{}
+	for _, name := range p.Names() {
+		k := p.Kinds[name]
+		if len(k.Code) != 2 || !isBase62(k.Code) || strings.ToLower(k.Code) != k.Code {
+			return fmt.Errorf("policy: %s: code %q: want two lower-case letters or digits", name, k.Code)
+		}
+		if other, dup := seen[k.Code]; dup {
+			return fmt.Errorf("policy: %s and %s share code %q", other, name, k.Code)
+		}
+		seen[k.Code] = name
+		if k.DefaultTTL < 0 || k.MaxTTL < 0 || k.MaxUses < 0 {
+			return fmt.Errorf("policy: %s: negative ttl or max_uses", name)
+		}
+		if k.MaxTTL > 0 && (k.DefaultTTL == 0 || k.DefaultTTL > k.MaxTTL) {
+			return fmt.Errorf("policy: %s: default_ttl %s exceeds max_ttl %s", name, k.DefaultTTL, k.MaxTTL)
+		}
+		if k.SingleUse && k.MaxUses > 1 {
+			return fmt.Errorf("policy: %s: single_use with max_uses %d", name, k.MaxUses)
+		}
+		if k.SingleUse {
+			k.MaxUses = 1
+			p.Kinds[name] = k
+		}
+	}
+	return nil
+}
+
+func validKindName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseTTL parses a policy duration: a Go duration ("90s", "8760h"), whole
+// days or years ("365d", "5y"), or "never" / "0" for no expiry.
+func ParseTTL(s string) (time.Duration, error) {
+	switch {
+	case s == "never" || s == "0":
+		return 0, nil
+	case strings.HasSuffix(s, "d") || strings.HasSuffix(s, "y"):
+		n, err := strconv.ParseInt(s[:len(s)-1], 10, 32)
+		if err != nil || n <= 0 {
+			return 0, fmt.Errorf("bad duration %q", s)
+		}
+		unit := day
+		if s[len(s)-1] == 'y' {
+			unit = year
+		}
+		return time.Duration(n) * unit, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("bad duration %q", s)
+	}
+	return d, nil
+}

@@ -50,7 +50,7 @@ type Config struct {
 	NodeID        string // default: kept in DataDir/node-id, generated once
 	DataDir       string
 	RaftAddr      string // bind address, host:port
-	RaftAdvertise string // default: RaftAddr
+	RaftAdvertise string // default: the address RaftAddr bound (port 0 allowed)
 	DC            string
 	// Bootstrap makes a node with no Raft state a one-voter cluster.
 	Bootstrap bool
@@ -69,9 +69,6 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.RaftAdvertise == "" {
-		c.RaftAdvertise = c.RaftAddr
-	}
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = 8192
 	}
@@ -174,12 +171,16 @@ func (n *Node) openRaft() error {
 	if err != nil {
 		return fmt.Errorf("open snapshot store: %w", err)
 	}
-	adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
-	if err != nil {
-		return fmt.Errorf("raft advertise address %q: %w", cfg.RaftAdvertise, err)
-	}
-	if adv.IP == nil || adv.IP.IsUnspecified() {
-		return fmt.Errorf("raft advertise address %q: must be a reachable IP, not unspecified", cfg.RaftAdvertise)
+	var adv net.Addr // nil: the transport advertises the address it bound
+	if cfg.RaftAdvertise != "" {
+		a, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
+		if err != nil {
+			return fmt.Errorf("raft advertise address %q: %w", cfg.RaftAdvertise, err)
+		}
+		if a.IP == nil || a.IP.IsUnspecified() {
+			return fmt.Errorf("raft advertise address %q: must be a reachable IP", cfg.RaftAdvertise)
+		}
+		adv = a
 	}
 	n.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hlog)
 	if err != nil {
@@ -245,6 +246,9 @@ func nodeID(dir, configured string) (string, error) {
 
 // ID returns the node's Raft server id.
 func (n *Node) ID() string { return n.cfg.NodeID }
+
+// RaftAddr returns the address other nodes reach this node's Raft at.
+func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
 
 // DC returns the node's datacenter.
 func (n *Node) DC() string { return n.cfg.DC }

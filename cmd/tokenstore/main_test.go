@@ -1,0 +1,446 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/client"
+)
+
+// binary is the tokenstore command built once for these tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tokenstore-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "tokenstore")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build tokenstore:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is one `tokenstore serve` process on loopback ports.
+type daemon struct {
+	t        *testing.T
+	cmd      *exec.Cmd
+	dataDir  string
+	apiAddr  string
+	raftAddr string
+	logPath  string
+	args     []string
+	exited   chan struct{}
+	waitErr  error
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startDaemon runs serve on dataDir and waits until /readyz is 200.
+func startDaemon(t *testing.T, dataDir string, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, dataDir: dataDir, apiAddr: freeAddr(t), raftAddr: freeAddr(t),
+		logPath: filepath.Join(t.TempDir(), "daemon.log"), args: args}
+	d.start()
+	return d
+}
+
+func (d *daemon) start() {
+	d.t.Helper()
+	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	args := append([]string{"serve", "--data-dir", d.dataDir, "--api-addr", d.apiAddr,
+		"--raft-addr", d.raftAddr, "--log-level", "debug"}, d.args...)
+	d.cmd = exec.Command(binary, args...)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.exited = make(chan struct{})
+	go func() {
+		d.waitErr = d.cmd.Wait()
+		logf.Close()
+		close(d.exited)
+	}()
+	d.t.Cleanup(d.kill)
+	d.waitReady()
+}
+
+func (d *daemon) waitReady() {
+	d.t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + d.apiAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-d.exited:
+			d.t.Fatalf("daemon exited before ready: %v\n%s", d.waitErr, d.logs())
+		case <-deadline:
+			d.t.Fatalf("daemon not ready after 30s\n%s", d.logs())
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// kill sends SIGKILL to the process (by its pid) and waits for it.
+func (d *daemon) kill() {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-d.exited:
+		return
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.exited
+}
+
+// stop sends SIGTERM and returns the exit error once the process is gone.
+func (d *daemon) stop() error {
+	d.t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+		return d.waitErr
+	case <-time.After(60 * time.Second):
+		d.kill()
+		d.t.Fatalf("daemon ignored SIGTERM for 60s\n%s", d.logs())
+	}
+	return nil
+}
+
+func (d *daemon) logs() string {
+	b, _ := os.ReadFile(d.logPath)
+	return string(b)
+}
+
+func (d *daemon) client() *client.Client { return client.New("http://" + d.apiAddr) }
+
+type issued struct {
+	token, id, kind string
+}
+
+// issueMany issues n tokens with 8 workers; kinds alternate.
+func issueMany(t *testing.T, c *client.Client, n int, kinds ...string) []issued {
+	t.Helper()
+	out := make([]issued, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				kind := kinds[i%len(kinds)]
+				res, err := c.Issue(context.Background(), wire.IssueRequest{
+					Kind: kind, Subject: fmt.Sprintf("user:%d", i%5), Data: []byte(`{"n":` + fmt.Sprint(i) + `}`)})
+				if err != nil {
+					errs <- err
+					return
+				}
+				out[i] = issued{res.Token, res.ID, kind}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatalf("issue: %v", err)
+	}
+	return out
+}
+
+func lookupErr(c *client.Client, tok string) error {
+	_, _, err := c.Lookup(context.Background(), tok, client.LookupOptions{})
+	return err
+}
+
+// TestKill9KeepsAcknowledgedWrites: every write answered before a SIGKILL
+// is there after a restart on the same data directory, including writes
+// acknowledged while the kill landed.
+func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	c := d.client()
+	ctx := context.Background()
+
+	toks := issueMany(t, c, 120, "oauth2_code", "access")
+	consumed, revoked := map[string]bool{}, map[string]bool{}
+	for i, tk := range toks {
+		switch {
+		case tk.kind == "oauth2_code" && i%4 == 0:
+			if _, err := c.Consume(ctx, wire.ConsumeRequest{Token: tk.token}); err != nil {
+				t.Fatalf("consume: %v", err)
+			}
+			consumed[tk.token] = true
+		case tk.kind == "access" && i%3 == 0:
+			if _, err := c.Revoke(ctx, tk.token, "test revoke"); err != nil {
+				t.Fatalf("revoke: %v", err)
+			}
+			revoked[tk.token] = true
+		}
+	}
+
+	// Writers keep issuing while the process is killed; what they got a 201
+	// for must survive.
+	var (
+		mu    sync.Mutex
+		acked []string
+		wg    sync.WaitGroup
+	)
+	stop := make(chan struct{})
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res, err := c.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "inflight"})
+				if err != nil {
+					return // the process is gone
+				}
+				mu.Lock()
+				acked = append(acked, res.Token)
+				mu.Unlock()
+			}
+		}()
+	}
+	// Let some in-flight writes be acknowledged before the kill.
+	deadline := time.After(20 * time.Second)
+	for {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if n >= 50 {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("only %d in-flight writes acknowledged in 20s", n)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	d.kill()
+	close(stop)
+	wg.Wait()
+
+	d.start()
+	c = d.client()
+	for _, tk := range toks {
+		err := lookupErr(c, tk.token)
+		switch {
+		case consumed[tk.token]:
+			if !errors.Is(err, client.ErrTokenConsumed) {
+				t.Errorf("consumed token %s after restart: want token_consumed, got %v", tk.id, err)
+			}
+		case revoked[tk.token]:
+			if !errors.Is(err, client.ErrTokenRevoked) {
+				t.Errorf("revoked token %s after restart: want token_revoked, got %v", tk.id, err)
+			}
+		case err != nil:
+			t.Errorf("token %s after restart: want active, got %v", tk.id, err)
+		}
+	}
+	for _, tok := range acked {
+		if err := lookupErr(c, tok); err != nil {
+			t.Errorf("write acknowledged before SIGKILL is lost: %v", err)
+		}
+	}
+	t.Logf("%d tokens, %d in-flight acknowledged writes all survived SIGKILL", len(toks), len(acked))
+}
+
+// TestNoSecretAtRest: after issuing, consuming, revoking and a snapshot, no
+// token secret appears in any file of the data directory or in the logs;
+// SIGTERM exits cleanly and the restart restores from the snapshot.
+func TestNoSecretAtRest(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "--snapshot-threshold", "32", "--snapshot-interval", "100ms")
+	c := d.client()
+	ctx := context.Background()
+	toks := issueMany(t, c, 200, "oauth2_code", "access", "remember", "developer")
+	secrets := make([]string, 0, len(toks)+10)
+	for _, tk := range toks {
+		secrets = append(secrets, tk.token)
+	}
+	for i := range 10 {
+		brought := fmt.Sprintf("brought-secret-%02d-0123456789", i)
+		if _, err := c.Issue(ctx, wire.IssueRequest{Kind: "access", Token: brought}); err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, brought)
+	}
+	for i, tk := range toks[:40] {
+		if tk.kind == "oauth2_code" {
+			c.Consume(ctx, wire.ConsumeRequest{Token: tk.token})
+		} else if i%2 == 1 {
+			c.Revoke(ctx, tk.token, "rest test")
+		}
+		lookupErr(c, tk.token)
+	}
+
+	// Wait for Raft to write a snapshot.
+	deadline := time.After(30 * time.Second)
+	for {
+		m, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin"))
+		if len(m) > 0 {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("no snapshot after 30s\n%s", d.logs())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if err := d.stop(); err != nil {
+		t.Fatalf("SIGTERM: want exit 0, got %v\n%s", err, d.logs())
+	}
+	if !strings.Contains(d.logs(), "stopped cleanly") {
+		t.Errorf("SIGTERM: log does not say the node stopped cleanly")
+	}
+
+	var files int
+	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		for _, s := range secrets {
+			if bytes.Contains(b, []byte(s)) || bytes.Contains(b, []byte(s[len(s)/4:])) {
+				t.Errorf("secret %.10s… found in %s", s, path)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := d.logs()
+	for _, s := range secrets {
+		if strings.Contains(logs, s[len(s)/4:]) {
+			t.Errorf("secret %.10s… found in the logs", s)
+		}
+	}
+	if files < 3 {
+		t.Errorf("walked %d files; want the raft log, a snapshot and its meta", files)
+	}
+
+	// Restart restores the snapshot (and the log after it).
+	d.start()
+	c = d.client()
+	for _, tk := range toks[40:] {
+		if err := lookupErr(c, tk.token); err != nil {
+			t.Fatalf("after restore: %v", err)
+		}
+	}
+}
+
+func TestRefusesOpenNonLoopbackAPI(t *testing.T) {
+	out, err := exec.Command(binary, "serve", "--data-dir", t.TempDir(), "--api-addr", "0.0.0.0:0",
+		"--raft-addr", "127.0.0.1:0").CombinedOutput()
+	if err == nil {
+		t.Fatalf("serve on 0.0.0.0 without API keys: want a refusal, it exited 0: %s", out)
+	}
+	if !strings.Contains(string(out), "refusing") {
+		t.Errorf("want the refusal explained, got: %s", out)
+	}
+}
+
+func TestTokenCLI(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	run := func(stdin string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(binary, append(append([]string{"token"}, args[:1]...), append([]string{"--addr", "http://" + d.apiAddr}, args[1:]...)...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("tokenstore token %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	out := run("", "issue", "--kind", "oauth2_code", "--subject", "cli-user", "--data", `{"a":1}`)
+	var tok string
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), `"token": "`); ok {
+			tok = strings.TrimSuffix(v, `",`)
+		}
+	}
+	if !strings.HasPrefix(tok, "tks_ac_") {
+		t.Fatalf("issue: no token in output:\n%s", out)
+	}
+	if out := run(tok+"\n", "lookup", "-"); !strings.Contains(out, `"subject": "cli-user"`) {
+		t.Errorf("lookup via stdin: got\n%s", out)
+	}
+	if out := run("", "list", "--subject", "cli-user"); !strings.Contains(out, `"kind": "oauth2_code"`) {
+		t.Errorf("list: got\n%s", out)
+	}
+	if out := run(tok+"\n", "consume"); !strings.Contains(out, `"uses_left": 0`) {
+		t.Errorf("consume: got\n%s", out)
+	}
+	cmd := exec.Command(binary, "token", "consume", "--addr", "http://"+d.apiAddr, tok)
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "token_consumed") {
+		t.Errorf("second consume: want a token_consumed failure, got %v: %s", err, out)
+	}
+}
+
+func TestBenchSmoke(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	out, err := exec.Command(binary, "bench", "run", "--addr", "http://"+d.apiAddr, "--workload", "issue,consume,lookup",
+		"--clients", "4", "--duration", "500ms", "--tokens", "40").Output()
+	if err != nil {
+		t.Fatalf("bench run: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("want one result line per workload, got:\n%s", out)
+	}
+	for i, w := range []string{"issue", "consume", "lookup"} {
+		l := lines[i]
+		if !strings.HasPrefix(l, w+" ") || strings.Contains(l, " ops=0 ") || !strings.Contains(l, " errors=0 ") {
+			t.Errorf("want a %s result with ops and no errors, got: %s", w, l)
+		}
+	}
+}

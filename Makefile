@@ -1,7 +1,8 @@
 GO       ?= go
 FUZZTIME ?= 10s
+SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build run test check fuzz clean
+.PHONY: all build run test deps check fuzz clean
 
 all: build
 
@@ -13,9 +14,16 @@ run:
 	$(GO) run ./cmd/tokenstore serve
 
 # Everything that must pass before a change lands.
-test: check
+test: deps check
 	$(GO) test -race -count=1 ./...
 	$(MAKE) fuzz
+
+# What the tests run for real: a memcached server, from Debian's packages.
+deps:
+	@command -v memcached >/dev/null 2>&1 || { \
+		echo "installing memcached"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends memcached; }
 
 check:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi

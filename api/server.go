@@ -43,6 +43,8 @@ type Config struct {
 	Policy *token.Policy
 	Format *token.Format
 	Hasher token.Hasher
+	// Nonces, when set, serves POST /v1/nonces.
+	Nonces NonceChecker
 	// Keys, when set, are required on every /v1 request.
 	Keys   *Keys
 	DC     string
@@ -98,9 +100,10 @@ func (s *Server) routes() {
 	s.handle("GET /v1/tokens", s.list)
 	s.handle("POST /v1/subjects/{subject}/revoke", s.revokeSubject)
 	s.handle("POST /v1/families/{family}/revoke", s.revokeFamily)
-	s.open("/", func(w http.ResponseWriter, r *http.Request) *Error {
-		return errorf(http.StatusNotFound, wire.CodeRouteNotFound, "No route for %s %s.", r.Method, r.URL.Path)
-	})
+	if s.cfg.Nonces != nil {
+		s.handle("POST /v1/nonces", s.checkNonce)
+	}
+	s.open("/", s.noRoute)
 	s.open("GET /healthz", func(w http.ResponseWriter, r *http.Request) *Error {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		return nil
@@ -119,6 +122,23 @@ func (s *Server) routes() {
 			return nil
 		})
 	}
+}
+
+// noRoute answers what no route matched: 405 with Allow when the path
+// exists under other methods, else 404.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) *Error {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host}
+		if _, pattern := s.mux.Handler(probe); pattern != "/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) == 0 {
+		return errorf(http.StatusNotFound, wire.CodeRouteNotFound, "No route for %s %s.", r.Method, r.URL.Path)
+	}
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	return errorf(http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed, "%s %s is not allowed; use %s.", r.Method, r.URL.Path, strings.Join(allow, " or "))
 }
 
 // ServeHTTP implements http.Handler.

@@ -9,12 +9,16 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/bradfitz/gomemcache/memcache"
+
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
+	"github.com/tokenstore/tokenstore/nonce"
 )
 
 // Config describes one closed-loop run: Clients workers, each sending its
@@ -22,15 +26,18 @@ import (
 type Config struct {
 	Addr     string
 	APIKey   string
-	Workload string // issue, consume, lookup
+	Workload string // one of Workloads
 	Clients  int
 	Duration time.Duration
 	// Tokens is how many tokens consume and lookup issue before measuring.
 	Tokens int
+	// Memcached is the server the "memcached" workload adds to directly,
+	// the peer of the "nonce" workload (which goes through the API).
+	Memcached string
 }
 
 // Workloads lists what Run can drive.
-var Workloads = []string{"issue", "consume", "lookup"}
+var Workloads = []string{"issue", "consume", "lookup", "nonce", "memcached"}
 
 // Result is what a run measured.
 type Result struct {
@@ -124,6 +131,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 
 var errExhausted = errors.New("no pre-issued tokens left")
 
+// runID makes nonces unique across runs within their TTL.
+func runID() string { return strconv.FormatInt(time.Now().UnixNano(), 36) }
+
 func pct(sorted []time.Duration, p float64) time.Duration {
 	i := int(float64(len(sorted))*p/100+0.5) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
@@ -160,6 +170,24 @@ func prepare(ctx context.Context, c *client.Client, cfg Config, progress io.Writ
 		return func(ctx context.Context) error {
 			_, _, err := c.Lookup(ctx, toks[int(next.Add(1))%len(toks)], client.LookupOptions{})
 			return err
+		}, nil
+	case "nonce":
+		run, seq := runID(), atomic.Int64{}
+		return func(ctx context.Context) error {
+			return c.CheckNonce(ctx, "bench", fmt.Sprint(run, "-", seq.Add(1)), time.Now().Unix())
+		}, nil
+	case "memcached":
+		// The same add a node makes for a nonce, straight from this client.
+		if cfg.Memcached == "" {
+			return nil, fmt.Errorf("bench: the memcached workload needs --memcached host:port")
+		}
+		mc := memcache.New(cfg.Memcached)
+		mc.MaxIdleConns = cfg.Clients
+		mc.Timeout = time.Second
+		run, seq := runID(), atomic.Int64{}
+		return func(ctx context.Context) error {
+			key := nonce.Key("bench", "bench", fmt.Sprint(run, "-", seq.Add(1)))
+			return mc.Add(&memcache.Item{Key: key, Value: []byte{'1'}, Expiration: 301})
 		}, nil
 	}
 	return nil, fmt.Errorf("bench: unknown workload %q (want one of %v)", cfg.Workload, Workloads)

@@ -92,6 +92,11 @@ var (
 	ErrReplicaBehind  = &Error{Code: wire.CodeReplicaBehind}
 	ErrUnavailable    = &Error{Code: wire.CodeUnavailable}
 	ErrInternal       = &Error{Code: wire.CodeInternal}
+
+	ErrMethodNotAllowed      = &Error{Code: wire.CodeMethodNotAllowed}
+	ErrNonceReplayed         = &Error{Code: wire.CodeNonceReplayed}
+	ErrTimestampOutOfWindow  = &Error{Code: wire.CodeTimestampOutOfWindow}
+	ErrNonceStoreUnavailable = &Error{Code: wire.CodeNonceStoreUnavailable}
 )
 
 // Meta is what every response tells besides its body.
@@ -193,6 +198,19 @@ func (c *Client) RevokeFamily(ctx context.Context, family, reason string) (int, 
 	_, err := c.do(ctx, http.MethodPost, "/v1/families/"+url.PathEscape(family)+"/revoke",
 		wire.BulkRevokeRequest{Reason: reason}, &out)
 	return out.Revoked, err
+}
+
+// CheckNonce records an OAuth 1.0 nonce of scope sent at timestamp (Unix
+// seconds). It returns nil the first time; ErrNonceReplayed after that,
+// ErrTimestampOutOfWindow for a timestamp too far from now, and
+// ErrNonceStoreUnavailable when the nonce store cannot answer.
+func (c *Client) CheckNonce(ctx context.Context, scope, nonce string, timestamp int64) error {
+	var out wire.NonceResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/nonces", wire.NonceRequest{Scope: scope, Nonce: nonce, Timestamp: timestamp}, &out)
+	if err == nil && !out.Fresh {
+		return fmt.Errorf("tokenstore: nonce answer without fresh=true")
+	}
+	return err
 }
 
 // Ready returns nil when the node answers /readyz with 200.

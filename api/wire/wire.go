@@ -47,6 +47,10 @@ const (
 	CodeUnavailable      = "unavailable"
 	CodeInternal         = "internal"
 	CodeMethodNotAllowed = "method_not_allowed"
+
+	CodeNonceReplayed         = "nonce_replayed"
+	CodeTimestampOutOfWindow  = "timestamp_out_of_window"
+	CodeNonceStoreUnavailable = "nonce_store_unavailable"
 )
 
 // Error is the body of every error response.
@@ -146,4 +150,16 @@ type BulkRevokeResponse struct {
 type ListResponse struct {
 	Tokens     []Record `json:"tokens"`
 	NextCursor string   `json:"next_cursor,omitempty"`
+}
+
+// NonceRequest is the body of POST /v1/nonces.
+type NonceRequest struct {
+	Scope     string `json:"scope"`     // e.g. the OAuth consumer key
+	Nonce     string `json:"nonce"`     // oauth_nonce
+	Timestamp int64  `json:"timestamp"` // oauth_timestamp, Unix seconds
+}
+
+// NonceResponse answers a fresh nonce.
+type NonceResponse struct {
+	Fresh bool `json:"fresh"`
 }

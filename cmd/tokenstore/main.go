@@ -2,6 +2,7 @@
 //
 //	tokenstore serve   run a node
 //	tokenstore token   issue, look up, consume, revoke and list tokens
+//	tokenstore nonce   record an OAuth 1.0 replay nonce
 //	tokenstore bench   measure a running node
 package main
 
@@ -15,6 +16,7 @@ const usage = `usage: tokenstore <command> [flags]
 commands:
   serve    run a token store node (no flags: single node, data in ./data)
   token    issue | lookup | consume | revoke | get | list tokens
+  nonce    record an OAuth 1.0 nonce (fresh, or an error for a replay)
   bench    run a workload against a node and report latency
   version  print the version
 
@@ -34,6 +36,8 @@ func main() {
 		err = serve(args)
 	case "token":
 		err = tokenCmd(args)
+	case "nonce":
+		err = nonceCmd(args)
 	case "bench":
 		err = benchCmd(args)
 	case "version":

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
+	"github.com/tokenstore/tokenstore/internal/memcachedtest"
 )
 
 // binary is the tokenstore command built once for these tests.
@@ -427,20 +429,84 @@ func TestTokenCLI(t *testing.T) {
 }
 
 func TestBenchSmoke(t *testing.T) {
-	d := startDaemon(t, t.TempDir())
-	out, err := exec.Command(binary, "bench", "run", "--addr", "http://"+d.apiAddr, "--workload", "issue,consume,lookup",
-		"--clients", "4", "--duration", "500ms", "--tokens", "40").Output()
+	mc := memcachedtest.Start(t)
+	d := startDaemon(t, t.TempDir(), "--memcached", mc.Addr)
+	out, err := exec.Command(binary, "bench", "run", "--addr", "http://"+d.apiAddr, "--workload", "issue,consume,lookup,nonce,memcached",
+		"--memcached", mc.Addr, "--clients", "4", "--duration", "500ms", "--tokens", "40").Output()
 	if err != nil {
 		t.Fatalf("bench run: %v\n%s", err, out)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 3 {
-		t.Fatalf("want one result line per workload, got:\n%s", out)
+	if len(lines) != 6 || !strings.HasPrefix(lines[5], "ratio    nonce/memcached = ") {
+		t.Fatalf("want one result line per workload and the nonce/memcached ratio, got:\n%s", out)
 	}
-	for i, w := range []string{"issue", "consume", "lookup"} {
+	for i, w := range []string{"issue", "consume", "lookup", "nonce", "memcached"} {
 		l := lines[i]
 		if !strings.HasPrefix(l, w+" ") || strings.Contains(l, " ops=0 ") || !strings.Contains(l, " errors=0 ") {
 			t.Errorf("want a %s result with ops and no errors, got: %s", w, l)
 		}
+	}
+}
+
+// TestNonceFlagsAndCLI runs the real binary against a real memcached: the
+// nonce CLI, fail-closed then fail-open while memcached is down, the
+// metrics, and the embedded default that says nonces are node-local.
+func TestNonceFlagsAndCLI(t *testing.T) {
+	mc := memcachedtest.Start(t)
+	d := startDaemon(t, t.TempDir(), "--memcached", mc.Addr, "--memcached-timeout", "200ms")
+	nonceCLI := func(addr string, args ...string) (string, error) {
+		out, err := exec.Command(binary, append([]string{"nonce", "--addr", "http://" + addr}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := nonceCLI(d.apiAddr, "--scope", "consumer-1", "n-1"); err != nil || strings.TrimSpace(out) != "fresh" {
+		t.Fatalf("first nonce: want fresh, got %v: %s", err, out)
+	}
+	if out, err := nonceCLI(d.apiAddr, "--scope", "consumer-1", "n-1"); err == nil || !strings.Contains(out, wire.CodeNonceReplayed) {
+		t.Fatalf("replayed nonce: want a %s failure, got %v: %s", wire.CodeNonceReplayed, err, out)
+	}
+	old := fmt.Sprint(time.Now().Add(-time.Hour).Unix())
+	if out, err := nonceCLI(d.apiAddr, "--scope", "consumer-1", "--timestamp", old, "n-2"); err == nil || !strings.Contains(out, wire.CodeTimestampOutOfWindow) {
+		t.Fatalf("old timestamp: want a %s failure, got %v: %s", wire.CodeTimestampOutOfWindow, err, out)
+	}
+	if strings.Contains(d.logs(), "n-1") || strings.Contains(d.logs(), "node-local") {
+		t.Errorf("with --memcached the log must neither name a nonce nor call nonces node-local:\n%s", d.logs())
+	}
+
+	open := startDaemon(t, t.TempDir(), "--memcached", mc.Addr, "--memcached-timeout", "200ms", "--nonce-fail-open")
+	if !strings.Contains(open.logs(), "FAIL OPEN") {
+		t.Errorf("--nonce-fail-open must be logged loudly at start:\n%s", open.logs())
+	}
+	mc.Kill()
+	c := d.client()
+	err := c.CheckNonce(context.Background(), "consumer-1", "while-down", time.Now().Unix())
+	var ce *client.Error
+	if !errors.As(err, &ce) || !errors.Is(err, client.ErrNonceStoreUnavailable) || ce.RetryAfter == 0 {
+		t.Fatalf("memcached down: want nonce_store_unavailable with Retry-After, got %v", err)
+	}
+	if err := open.client().CheckNonce(context.Background(), "consumer-1", "while-down", time.Now().Unix()); err != nil {
+		t.Fatalf("fail-open while memcached is down: want fresh, got %v", err)
+	}
+	resp, err := http.Get("http://" + d.apiAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{`tokenstore_nonce_checks_total{outcome="fresh"} 1`, `tokenstore_nonce_checks_total{outcome="replayed"} 1`,
+		`tokenstore_nonce_checks_total{outcome="unavailable"}`, "tokenstore_memcached_duration_seconds_bucket", "tokenstore_memcached_breaker_state"} {
+		if !bytes.Contains(body, []byte(m)) {
+			t.Errorf("metrics: want %s", m)
+		}
+	}
+
+	local := startDaemon(t, t.TempDir())
+	if !strings.Contains(local.logs(), "node-local") {
+		t.Errorf("the embedded default must say nonces are node-local:\n%s", local.logs())
+	}
+	if out, err := nonceCLI(local.apiAddr, "--scope", "s", "n-1"); err != nil || strings.TrimSpace(out) != "fresh" {
+		t.Fatalf("embedded store, first nonce: want fresh, got %v: %s", err, out)
+	}
+	if out, err := nonceCLI(local.apiAddr, "--scope", "s", "n-1"); err == nil || !strings.Contains(out, wire.CodeNonceReplayed) {
+		t.Fatalf("embedded store, replay: want %s, got %v: %s", wire.CodeNonceReplayed, err, out)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api"
 	"github.com/tokenstore/tokenstore/cluster"
+	"github.com/tokenstore/tokenstore/nonce"
 	"github.com/tokenstore/tokenstore/token"
 )
 
@@ -32,6 +33,11 @@ type serveFlags struct {
 	logLevel, logFormat                       string
 	gcGrace, snapshotInterval, drainTimeout   time.Duration
 	snapshotThreshold                         uint64
+
+	memcached                     string
+	nonceWindow, memcachedTimeout time.Duration
+	nonceFailOpen                 bool
+	nonceLocalMax                 int
 }
 
 func serve(args []string) error {
@@ -55,6 +61,11 @@ func serve(args []string) error {
 	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 8192, "log entries between Raft snapshots")
 	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 2*time.Minute, "how often to check whether a snapshot is due")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "how long SIGTERM waits for requests in flight")
+	fs.StringVar(&f.memcached, "memcached", "", "memcached servers for replay nonces, host:port[,host:port...] (default: an in-process store, node-local)")
+	fs.DurationVar(&f.nonceWindow, "nonce-window", 5*time.Minute, "accepted nonce timestamp skew either way, and how long a nonce is remembered")
+	fs.BoolVar(&f.nonceFailOpen, "nonce-fail-open", false, "accept nonces as fresh while the nonce store is down (replays pass unnoticed)")
+	fs.DurationVar(&f.memcachedTimeout, "memcached-timeout", 100*time.Millisecond, "timeout of one memcached operation")
+	fs.IntVar(&f.nonceLocalMax, "nonce-local-max", 1<<20, "live nonces the in-process store holds before it refuses (fail closed)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -104,6 +115,10 @@ func run(f serveFlags, logOut io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	nonces, err := newNonceChecker(f, log, reg)
+	if err != nil {
+		return err
+	}
 	node, err := cluster.Open(cluster.Config{
 		NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.raftAddr, RaftAdvertise: f.raftAdvertise, DC: f.dc,
 		Bootstrap:         true,
@@ -115,7 +130,7 @@ func run(f serveFlags, logOut io.Writer) error {
 	}
 	var handler http.Handler = api.New(api.Config{
 		Store: node, Policy: policy, Format: format, Hasher: token.NewHasher(hashKey), Keys: keys,
-		DC: f.dc, Logger: log, Registry: reg, Gatherer: reg,
+		Nonces: nonces, DC: f.dc, Logger: log, Registry: reg, Gatherer: reg,
 	})
 	if f.pprof {
 		mux := http.NewServeMux()
@@ -161,6 +176,35 @@ func run(f serveFlags, logOut io.Writer) error {
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// newNonceChecker builds the replay-nonce store: memcached when servers
+// are given, else the in-process store of the embedded default.
+func newNonceChecker(f serveFlags, log *slog.Logger, reg prometheus.Registerer) (*nonce.Checker, error) {
+	if f.nonceWindow < time.Second {
+		return nil, fmt.Errorf("--nonce-window %s: want at least 1s", f.nonceWindow)
+	}
+	var store nonce.Store
+	if f.memcached != "" {
+		servers := strings.Split(f.memcached, ",")
+		mc, err := nonce.NewMemcached(nonce.MemcachedConfig{Servers: servers, Timeout: f.memcachedTimeout, Registry: reg})
+		if err != nil {
+			return nil, err
+		}
+		store = mc
+		log.Info("replay nonces in memcached", "servers", servers, "window", f.nonceWindow)
+	} else {
+		if f.nonceLocalMax < 1 {
+			return nil, fmt.Errorf("--nonce-local-max %d: want at least 1", f.nonceLocalMax)
+		}
+		store = nonce.NewLocal(f.nonceLocalMax)
+		log.Warn("replay nonces are node-local: in-process store, not shared with other nodes (use --memcached)",
+			"window", f.nonceWindow, "max", f.nonceLocalMax)
+	}
+	if f.nonceFailOpen {
+		log.Warn("NONCE CHECKS FAIL OPEN: while the nonce store is down every nonce is accepted and replays pass unnoticed (--nonce-fail-open)")
+	}
+	return nonce.NewChecker(store, nonce.Config{DC: f.dc, Window: f.nonceWindow, FailOpen: f.nonceFailOpen, Registry: reg}), nil
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

@@ -17,6 +17,7 @@ import (
 	"github.com/tokenstore/tokenstore/api"
 	"github.com/tokenstore/tokenstore/client"
 	"github.com/tokenstore/tokenstore/cluster"
+	"github.com/tokenstore/tokenstore/nonce"
 	"github.com/tokenstore/tokenstore/token"
 )
 
@@ -30,6 +31,9 @@ type Options struct {
 	Now      func() time.Time // the API's clock (reads); writes use the node's
 	DataDir  string           // reuse a directory (restart); default: a new temp dir
 	Snapshot uint64           // snapshot threshold
+	// Nonces serves /v1/nonces; default: the in-process store, as serve's
+	// embedded default.
+	Nonces api.NonceChecker
 }
 
 // Node is one running node with its API server and a client for it.
@@ -69,8 +73,11 @@ func Start(t testing.TB, o Options) *Node {
 		t.Fatalf("open node: %v", err)
 	}
 	hasher := token.NewHasher(o.HashKey)
+	if o.Nonces == nil {
+		o.Nonces = nonce.NewChecker(nonce.NewLocal(1<<16), nonce.Config{DC: "dc1", Registry: reg})
+	}
 	srv := httptest.NewServer(api.New(api.Config{
-		Store: node, Policy: o.Policy, Format: format, Hasher: hasher, Keys: o.Keys,
+		Store: node, Policy: o.Policy, Format: format, Hasher: hasher, Keys: o.Keys, Nonces: o.Nonces,
 		DC: "dc1", Logger: log, Registry: reg, Gatherer: reg, Now: o.Now,
 	}))
 	n := &Node{Node: node, API: srv, Client: client.New(srv.URL), Registry: reg,

@@ -93,7 +93,8 @@ func (b *Batch) apply(tx *applyTx) Result {
 }
 
 func (c *Issue) apply(tx *applyTx) Result {
-	if tx.byHash(c.Record.Hash) != nil || tx.byID(c.Record.ID) != nil {
+	// getID, not byID: an empty id is taken like any other once used.
+	if tx.byHash(c.Record.Hash) != nil || tx.st.getID(c.Record.ID) != nil {
 		return Result{Err: ErrExists}
 	}
 	r := c.Record

@@ -60,12 +60,17 @@ func (s *Store) Apply(index uint64, data []byte) Result {
 	if err != nil {
 		panic(fmt.Sprintf("fsm: entry at index %d: %v", index, err))
 	}
+	res := s.applyLocked(c, index)
+	s.setApplied(index)
+	return res
+}
+
+func (s *Store) applyLocked(c applier, index uint64) Result {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	tx := &applyTx{st: s.st, now: s.lastNow, index: index}
 	res := c.apply(tx)
 	s.lastNow = tx.now
-	s.mu.Unlock()
-	s.setApplied(index)
 	return res
 }
 
@@ -128,6 +133,9 @@ func (s *Store) ByID(id string) *Record {
 // now, in id order, starting after the id "after" (a page cursor), and
 // the cursor of the next page ("" at the end). Kind filters when set.
 func (s *Store) ListBySubject(subject, kind, after string, limit int, now int64) ([]*Record, string) {
+	if limit < 1 {
+		return nil, ""
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var out []*Record

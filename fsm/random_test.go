@@ -1,0 +1,416 @@
+package fsm_test
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/tokenstore/tokenstore/fsm"
+)
+
+// gen generates a reproducible random command stream over a small set of
+// kinds, subjects, families and clients, so that commands collide: reused
+// hashes and ids, consumes of consumed tokens, revokes of expired ones.
+type gen struct {
+	r      *rand.Rand
+	now    time.Time // leader clock of the last batch (may go backwards)
+	stTime time.Time // the state machine's time: the latest batch time so far
+	ids    []string  // every id issued or tried, in order
+	nextID int
+}
+
+var (
+	genKinds    = []string{"access", "oauth2_code", "oauth2_refresh", "remember", "developer", "oauth1_request"}
+	genSubjects = []string{"", "user:1", "user:10", "user:2", "svc"}
+	genFamilies = []string{"", "", "fam-1", "fam-10", "fam-2"}
+	genClients  = []string{"", "app1", "app2"}
+	genTTLs     = []time.Duration{0, time.Minute, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 24 * time.Hour}
+	genUses     = []int64{0, 0, 1, 1, 3}
+)
+
+func newGen(seed uint64, start time.Time) *gen {
+	return &gen{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), now: start, stTime: start}
+}
+
+func pick[T any](g *gen, xs []T) T { return xs[g.r.IntN(len(xs))] }
+
+// advance moves the leader clock for the next batch: mostly forward by up
+// to 90s, sometimes a long jump, sometimes backwards (a new leader whose
+// clock is behind).
+func (g *gen) advance() time.Time {
+	switch p := g.r.IntN(100); {
+	case p < 5:
+		g.now = g.now.Add(-time.Duration(g.r.Int64N(int64(time.Hour))))
+	case p < 10:
+		g.now = g.now.Add(time.Duration(g.r.Int64N(int64(30 * time.Minute))))
+	default:
+		g.now = g.now.Add(time.Duration(g.r.Int64N(int64(90 * time.Second))))
+	}
+	if g.now.After(g.stTime) {
+		g.stTime = g.now
+	}
+	return g.now
+}
+
+// someID returns an id that was issued (or tried), or now and then one
+// that never was.
+func (g *gen) someID() string {
+	if len(g.ids) == 0 || g.r.IntN(20) == 0 {
+		return fmt.Sprintf("unknown-%d", g.r.IntN(1000))
+	}
+	// Favour recent ids: they are more likely to be alive.
+	n := len(g.ids)
+	if g.r.IntN(2) == 0 && n > 40 {
+		return g.ids[n-1-g.r.IntN(40)]
+	}
+	return g.ids[g.r.IntN(n)]
+}
+
+// command returns the next command. s is read (DueForGC) to propose
+// realistic Expire commands, as the leader does.
+func (g *gen) command(s *fsm.Store) fsm.Command {
+	switch p := g.r.IntN(100); {
+	case p < 35:
+		id := fmt.Sprintf("id-%06d", g.nextID)
+		g.nextID++
+		c := &fsm.Issue{
+			Record: fsm.Record{
+				ID: id, Hash: secretHash(id), Kind: pick(g, genKinds), Subject: pick(g, genSubjects),
+				Family: pick(g, genFamilies), ClientID: pick(g, genClients), MaxUses: pick(g, genUses),
+				Scopes: []string{"read"}, RLC: "gold", Title: "t-" + id,
+			},
+			TTL: int64(pick(g, genTTLs)),
+		}
+		if g.r.IntN(3) == 0 {
+			c.Record.Data = []byte(fmt.Sprintf(`{"n":%d}`, g.r.IntN(1000)))
+		}
+		switch g.r.IntN(40) {
+		case 0: // an id that exists (or existed)
+			c.Record.ID = g.someID()
+		case 1: // a secret that exists (or existed)
+			c.Record.Hash = secretHash(g.someID())
+		}
+		g.ids = append(g.ids, c.Record.ID)
+		return c
+	case p < 60:
+		c := &fsm.Consume{Hash: secretHash(g.someID())}
+		if g.r.IntN(8) == 0 {
+			c.Kind = pick(g, genKinds)
+		}
+		if g.r.IntN(8) == 0 {
+			c.ClientID = pick(g, genClients)
+		}
+		return c
+	case p < 68:
+		return &fsm.Revoke{Hash: secretHash(g.someID()), Reason: "by hash"}
+	case p < 75:
+		return &fsm.Revoke{ID: g.someID(), Reason: "by id"}
+	case p < 80:
+		c := &fsm.RevokeSubject{Subject: pick(g, genSubjects), Reason: "logout"}
+		if g.r.IntN(2) == 0 {
+			c.Kind = pick(g, genKinds)
+		}
+		return c
+	case p < 85:
+		return &fsm.RevokeFamily{Family: pick(g, genFamilies), Reason: "reuse"}
+	default:
+		// The leader proposes what its index says is due, at a cut-off
+		// that may lie before or after the batch's time; a few random
+		// (maybe live, maybe unknown) ids ride along.
+		before := g.stTime.Add(time.Duration(g.r.Int64N(int64(20*time.Minute))) - 10*time.Minute)
+		c := &fsm.Expire{Before: ns(before), IDs: s.DueForGC(ns(before), 1+g.r.IntN(20))}
+		for i := g.r.IntN(3); i > 0; i-- {
+			c.IDs = append(c.IDs, g.someID())
+		}
+		return c
+	}
+}
+
+// outcome names a result for the coverage check of a random run.
+func outcome(c fsm.Command, res fsm.Result) string {
+	name := fmt.Sprintf("%T", c)[len("*fsm."):]
+	switch {
+	case res.Err != nil:
+		return name + ": " + res.Err.Error()
+	case res.Count > 0:
+		return name + ": count>0"
+	case res.Record != nil:
+		return name + ": ok"
+	}
+	return name + ": nothing"
+}
+
+// requireOutcomes fails if a random run never reached one of the outcomes
+// a run of that length must reach: otherwise it would prove little.
+func requireOutcomes(t *testing.T, seen map[string]int) {
+	t.Helper()
+	for _, o := range []string{
+		"Issue: ok", "Issue: token exists",
+		"Consume: ok", "Consume: token not found", "Consume: token consumed", "Consume: token expired",
+		"Consume: token revoked", "Consume: token kind mismatch", "Consume: token client mismatch",
+		"Revoke: ok", "Revoke: token not found",
+		"RevokeSubject: count>0", "RevokeSubject: nothing", "RevokeFamily: count>0", "RevokeFamily: nothing",
+		"Expire: count>0", "Expire: nothing",
+	} {
+		if seen[o] == 0 {
+			t.Errorf("the random run never produced %q; outcomes: %v", o, seen)
+		}
+	}
+}
+
+// TestReplayIsDeterministic feeds two stores the same ~2000 random commands
+// in batches of 1 to 16 and requires identical results and identical final
+// state. A third store joins halfway from a snapshot of the first, as a
+// follower that installs a snapshot does, and must end identical too.
+func TestReplayIsDeterministic(t *testing.T) {
+	for _, start := range []time.Time{t0, time.Date(2250, 6, 1, 0, 0, 0, 0, time.UTC)} {
+		t.Run(start.Format("2006"), func(t *testing.T) {
+			g := newGen(42, start)
+			a, b := newHarness(t), newHarness(t)
+			var c *harness
+			seen := map[string]int{}
+			for total, batches := 0, 0; total < 2000; batches++ {
+				now := g.advance()
+				cmds := make([]fsm.Command, 1+g.r.IntN(16))
+				for i := range cmds {
+					cmds[i] = g.command(a.s)
+				}
+				total += len(cmds)
+				entry := batchEntry(t, now, cmds...)
+
+				ra := a.applyRaw(entry, len(cmds))
+				rb := b.applyRaw(entry, len(cmds))
+				for i := range cmds {
+					seen[outcome(cmds[i], ra[i])]++
+					if !reflect.DeepEqual(ra[i], rb[i]) {
+						t.Fatalf("batch %d entry %d %T %+v: store A answered %+v (record %+v), store B %+v (record %+v)",
+							batches, i, cmds[i], cmds[i], ra[i], ra[i].Record, rb[i], rb[i].Record)
+					}
+				}
+				switch {
+				case c == nil && total >= 1000:
+					c = &harness{t: t, s: restored(t, a.snapshot()), index: a.index}
+				case c != nil:
+					rc := c.applyRaw(entry, len(cmds))
+					for i := range cmds {
+						if !reflect.DeepEqual(ra[i], rc[i]) {
+							t.Fatalf("batch %d entry %d %T %+v: store A answered %+v, restored store C %+v",
+								batches, i, cmds[i], cmds[i], ra[i], rc[i])
+						}
+					}
+				}
+				if batches%25 == 0 {
+					checkConsistent(t, a.s, g.ids, ns(g.stTime))
+				}
+			}
+			requireOutcomes(t, seen)
+
+			sa, sb, sc := a.snapshot(), b.snapshot(), c.snapshot()
+			if !bytes.Equal(sa, sb) {
+				t.Fatalf("snapshots differ: store A %d bytes, store B %d bytes", len(sa), len(sb))
+			}
+			if !bytes.Equal(sa, sc) {
+				t.Fatalf("snapshots differ: store A %d bytes, store C (restored halfway) %d bytes", len(sa), len(sc))
+			}
+			countsEqual(t, "store B vs A", b.s.Counts(), a.s.Counts())
+			countsEqual(t, "store C vs A", c.s.Counts(), a.s.Counts())
+			if len(a.s.Counts()) == 0 {
+				t.Fatalf("the run ended with an empty store; want some records left to compare")
+			}
+			for _, h := range []*harness{a, b, c} {
+				checkConsistent(t, h.s, g.ids, ns(g.stTime))
+			}
+		})
+	}
+}
+
+// TestRandomCommandsMatchModel applies ~2000 random commands one per batch
+// and checks each result and its effect against what the command means,
+// computed from the state before it through the read API.
+func TestRandomCommandsMatchModel(t *testing.T) {
+	g := newGen(7, t0)
+	h := newHarness(t)
+	seen := map[string]int{}
+	for i := 0; i < 2000; i++ {
+		now := g.advance()
+		cmd := g.command(h.s)
+		stNow := ns(g.stTime)
+		before := liveRecords(h.s, g.ids)
+		res := h.do(now, cmd)
+		seen[outcome(cmd, res)]++
+		changed := checkModel(t, h.s, cmd, res, before, stNow, h.index)
+		after := liveRecords(h.s, g.ids)
+		for id, r := range before {
+			if !changed[id] && after[id] != r {
+				t.Fatalf("command %d %T %+v changed record %q, which it should not touch: %+v -> %+v", i, cmd, cmd, id, r, after[id])
+			}
+		}
+		if i%100 == 0 {
+			checkConsistent(t, h.s, g.ids, stNow)
+		}
+	}
+	requireOutcomes(t, seen)
+	checkConsistent(t, h.s, g.ids, ns(g.stTime))
+}
+
+// liveRecords returns the stored records among ids, by id.
+func liveRecords(s *fsm.Store, ids []string) map[string]*fsm.Record {
+	out := map[string]*fsm.Record{}
+	for _, id := range ids {
+		if r := s.ByID(id); r != nil {
+			out[id] = r
+		}
+	}
+	return out
+}
+
+// checkModel checks res and the state after cmd against the state before
+// (live) and returns the ids cmd may have changed.
+func checkModel(t *testing.T, s *fsm.Store, cmd fsm.Command, res fsm.Result, live map[string]*fsm.Record, now int64, index uint64) map[string]bool {
+	t.Helper()
+	changed := map[string]bool{}
+	byHash := map[string]*fsm.Record{}
+	for _, r := range live {
+		byHash[r.Hash] = r
+	}
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("%T %+v at %d: %s", cmd, cmd, now, fmt.Sprintf(format, args...))
+	}
+	wantTombstone := func(got *fsm.Record, state fsm.State, reason string) {
+		t.Helper()
+		if got == nil || got.State != state || got.InvalidatedAt != now || got.Reason != reason ||
+			got.Data != nil || got.UsesLeft != 0 || got.ModifyIndex != index {
+			fail("tombstone %+v, want state %d, invalidated at %d, reason %q, no data, index %d", got, state, now, reason, index)
+		}
+	}
+	switch c := cmd.(type) {
+	case *fsm.Issue:
+		if byHash[c.Record.Hash] != nil || live[c.Record.ID] != nil {
+			if res.Err != fsm.ErrExists || res.Record != nil {
+				fail("got %+v, want ErrExists: hash or id taken", res)
+			}
+			return changed
+		}
+		changed[c.Record.ID] = true
+		want := c.Record
+		want.CreatedAt, want.UsesLeft, want.CreateIndex, want.ModifyIndex = now, c.Record.MaxUses, index, index
+		if c.TTL > 0 {
+			want.ExpiresAt = now + c.TTL
+		}
+		if res.Err != nil || !reflect.DeepEqual(res.Record, &want) {
+			fail("got %+v (record %+v), want record %+v", res, res.Record, &want)
+		}
+		if got := s.ByHash(c.Record.Hash); got != res.Record {
+			fail("ByHash after issue = %+v, want the issued record", got)
+		}
+	case *fsm.Consume:
+		r := byHash[c.Hash]
+		switch {
+		case r == nil:
+			if res.Err != fsm.ErrNotFound || res.Record != nil {
+				fail("got %+v, want ErrNotFound", res)
+			}
+		case fsm.StatusErr(r.Status(now)) != nil:
+			if want := fsm.StatusErr(r.Status(now)); res.Err != want || res.Record != r {
+				fail("got %+v, want %v with the stored record %+v", res, want, r)
+			}
+		case c.Kind != "" && c.Kind != r.Kind:
+			if res.Err != fsm.ErrKindMismatch || res.Record != nil {
+				fail("got %+v, want ErrKindMismatch", res)
+			}
+		case c.ClientID != "" && c.ClientID != r.ClientID:
+			if res.Err != fsm.ErrClientMismatch || res.Record != nil {
+				fail("got %+v, want ErrClientMismatch", res)
+			}
+		default:
+			changed[r.ID] = true
+			want := *r
+			want.LastUsedAt, want.ModifyIndex = now, index
+			if r.MaxUses > 0 {
+				want.UsesLeft--
+			}
+			if res.Err != nil || !reflect.DeepEqual(res.Record, &want) {
+				fail("got %+v (record %+v), want record %+v", res, res.Record, &want)
+			}
+			after := s.ByHash(c.Hash)
+			if r.MaxUses > 0 && want.UsesLeft <= 0 {
+				wantTombstone(after, fsm.Consumed, "consumed")
+			} else if !reflect.DeepEqual(after, &want) {
+				fail("stored after consume %+v, want %+v", after, &want)
+			}
+		}
+	case *fsm.Revoke:
+		r := byHash[c.Hash]
+		if r == nil {
+			r = live[c.ID]
+		}
+		switch {
+		case r == nil:
+			if res.Err != fsm.ErrNotFound || res.Record != nil {
+				fail("got %+v, want ErrNotFound", res)
+			}
+		case r.State != fsm.Active:
+			if res.Err != nil || res.Record != r {
+				fail("got %+v, want the existing tombstone %+v and no error", res, r)
+			}
+		default:
+			changed[r.ID] = true
+			if res.Err != nil {
+				fail("unexpected error %v", res.Err)
+			}
+			wantTombstone(res.Record, fsm.Revoked, c.Reason)
+			if got := s.ByID(r.ID); got != res.Record {
+				fail("ByID after revoke = %+v, want the tombstone", got)
+			}
+		}
+	case *fsm.RevokeSubject, *fsm.RevokeFamily:
+		n := 0
+		for id, r := range live {
+			var match bool
+			var reason string
+			switch c := c.(type) {
+			case *fsm.RevokeSubject:
+				match, reason = r.Subject == c.Subject && (c.Kind == "" || r.Kind == c.Kind), c.Reason
+			case *fsm.RevokeFamily:
+				match, reason = r.Family == c.Family, c.Reason
+			}
+			// A record without a subject (family) is never one of the
+			// subject (family) "".
+			if !match || r.Status(now) != fsm.StatusActive || (r.Subject == "" && isSubject(c)) || (r.Family == "" && !isSubject(c)) {
+				continue
+			}
+			n++
+			changed[id] = true
+			wantTombstone(s.ByID(id), fsm.Revoked, reason)
+		}
+		if res.Err != nil || res.Count != n {
+			fail("got %+v, want count %d", res, n)
+		}
+	case *fsm.Expire:
+		n := 0
+		cut := min(c.Before, now)
+		for _, id := range c.IDs {
+			r := live[id]
+			if r == nil || changed[id] || r.GCAt() == 0 || r.GCAt() > cut {
+				continue
+			}
+			n++
+			changed[id] = true
+			if s.ByID(id) != nil || s.ByHash(r.Hash) != nil {
+				fail("record %q (GC at %d, cut-off %d) still stored after Expire", id, r.GCAt(), cut)
+			}
+		}
+		if res.Err != nil || res.Count != n {
+			fail("got %+v, want count %d", res, n)
+		}
+	default:
+		fail("unexpected command type")
+	}
+	return changed
+}
+
+func isSubject(c fsm.Command) bool { _, ok := c.(*fsm.RevokeSubject); return ok }

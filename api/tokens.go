@@ -27,6 +27,10 @@ const (
 	defListLen = 100
 )
 
+// maxTTL bounds every TTL, also of kinds without a max: the expiry is
+// leader time plus the TTL in int64 nanoseconds, which ends in 2262.
+const maxTTL = 100 * 365 * 24 * time.Hour
+
 func (s *Server) now() int64 { return s.cfg.Now().UnixNano() }
 
 func (s *Server) apply(ctx context.Context, w http.ResponseWriter, c fsm.Command) (fsm.Result, *Error) {
@@ -101,6 +105,8 @@ func (s *Server) issueCommand(req *wire.IssueRequest, generator string) (*fsm.Is
 		return nil, "", errorf(http.StatusBadRequest, wire.CodeInvalidMaxUses, "Field \"max_uses\": %s.", err)
 	case err != nil:
 		return nil, "", errorf(http.StatusBadRequest, wire.CodeInvalidField, "%s", err)
+	case ttl > maxTTL:
+		return nil, "", errorf(http.StatusBadRequest, wire.CodeTTLTooLong, "Field \"ttl\": at most %s.", maxTTL)
 	}
 	if e := checkFields(req); e != nil {
 		return nil, "", e
@@ -270,6 +276,9 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) *Error {
 }
 
 func (s *Server) revokeByID(w http.ResponseWriter, r *http.Request) *Error {
+	if tokenActions[r.PathValue("id")] {
+		return actionMethod(w, r)
+	}
 	return s.revokeOne(w, r, &fsm.Revoke{ID: r.PathValue("id"), Reason: r.URL.Query().Get("reason")})
 }
 
@@ -289,7 +298,19 @@ func (s *Server) revokeOne(w http.ResponseWriter, r *http.Request, c *fsm.Revoke
 	return nil
 }
 
+// tokenActions are the paths under /v1/tokens/ that are actions, not ids
+// (ids are minted base62 and never spell one); other methods get 405.
+var tokenActions = map[string]bool{"lookup": true, "consume": true, "revoke": true}
+
+func actionMethod(w http.ResponseWriter, r *http.Request) *Error {
+	w.Header().Set("Allow", http.MethodPost)
+	return errorf(http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed, "%s %s is not allowed; use POST.", r.Method, r.URL.Path)
+}
+
 func (s *Server) getByID(w http.ResponseWriter, r *http.Request) *Error {
+	if tokenActions[r.PathValue("id")] {
+		return actionMethod(w, r)
+	}
 	rec := s.cfg.Store.ByID(r.PathValue("id"))
 	if rec == nil {
 		return recordError(fsm.ErrNotFound, nil)

@@ -131,9 +131,11 @@ func (c *Consume) apply(tx *applyTx) Result {
 		used.UsesLeft--
 	}
 	if used.MaxUses > 0 && used.UsesLeft <= 0 {
-		// The caller gets the record with its data; the state keeps only
-		// the tombstone.
-		tx.put(r, used.invalidate(Consumed, tx.now, "consumed", tx.index))
+		// The caller gets the record, consumed, with its data; the state
+		// keeps only the tombstone.
+		tomb := used.invalidate(Consumed, tx.now, "consumed", tx.index)
+		tx.put(r, tomb)
+		used.State, used.InvalidatedAt, used.Reason = tomb.State, tomb.InvalidatedAt, tomb.Reason
 	} else {
 		tx.put(r, &used)
 	}

@@ -333,6 +333,10 @@ func checkModel(t *testing.T, s *fsm.Store, cmd fsm.Command, res fsm.Result, liv
 			if r.MaxUses > 0 {
 				want.UsesLeft--
 			}
+			if r.MaxUses > 0 && want.UsesLeft <= 0 {
+				// The last use answers the record consumed, data and all.
+				want.State, want.InvalidatedAt, want.Reason = fsm.Consumed, now, "consumed"
+			}
 			if res.Err != nil || !reflect.DeepEqual(res.Record, &want) {
 				fail("got %+v (record %+v), want record %+v", res, res.Record, &want)
 			}

@@ -75,8 +75,20 @@ func (b *Batch) apply(tx *applyTx) Result {
 	if b.Now > tx.now {
 		tx.now = b.Now
 	}
+	if len(b.Reqs) != 0 && len(b.Reqs) != len(b.Entries) {
+		panic(fmt.Sprintf("fsm: batch at index %d has %d request ids for %d entries", tx.index, len(b.Reqs), len(b.Entries)))
+	}
+	tx.st.forgetRequests(tx.now - int64(RequestWindow))
 	res := Result{Batch: make([]Result, len(b.Entries))}
 	for i, e := range b.Entries {
+		req := ""
+		if len(b.Reqs) > 0 {
+			req = b.Reqs[i]
+		}
+		if prev := tx.st.request(req); prev != nil {
+			res.Batch[i] = prev.result()
+			continue
+		}
 		c, err := decodeEntry(e)
 		switch {
 		case errors.Is(err, errUnknownSkippable):
@@ -88,6 +100,9 @@ func (b *Batch) apply(tx *applyTx) Result {
 			panic(fmt.Sprintf("fsm: nested batch at index %d", tx.index))
 		}
 		res.Batch[i] = c.apply(tx)
+		if req != "" {
+			tx.st.remember(req, tx.now, res.Batch[i])
+		}
 	}
 	return res
 }

@@ -55,9 +55,16 @@ type applier interface {
 // Batch is one log entry carrying many commands, so many API requests share
 // one Raft round trip and one fsync. Now is the leader's clock when the
 // batch was formed; every command in it is applied at that time.
+//
+// Reqs, when set, holds a request id per entry ("" for none). A command
+// with a request id applies at most once: while the id is remembered
+// (RequestWindow of log time), the same id again answers the first
+// result instead of applying. A write whose outcome was unknown (the
+// leader changed mid-apply) is retried under its id safely.
 type Batch struct {
 	Now     int64    `codec:"n"`
 	Entries [][]byte `codec:"e"` // each an encoded command
+	Reqs    []string `codec:"q,omitempty"`
 }
 
 // Issue creates a token. It fails with ErrExists if the hash or id is taken.

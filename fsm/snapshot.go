@@ -19,13 +19,15 @@ import (
 //	frame: type byte | uvarint body length | msgpack body
 //
 // The first frame is the meta frame; one record frame follows per record,
-// in id order. Restore rejects versions it does not know.
+// in id order, then one request frame per remembered request id. Restore
+// rejects versions it does not know.
 const (
 	snapshotMagic   = "TKSNAP"
 	snapshotVersion = 1
 
-	frameMeta   = 1
-	frameRecord = 2
+	frameMeta    = 1
+	frameRecord  = 2
+	frameRequest = 3
 
 	maxFrame = 1 << 20
 )
@@ -41,11 +43,13 @@ func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 	s := (*Store)(f)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &snapshot{records: s.st.byID.Clone(), meta: snapshotMeta{LastNow: s.lastNow, Applied: s.applied.Load()}}, nil
+	return &snapshot{records: s.st.byID.Clone(), reqs: s.st.reqs.Clone(),
+		meta: snapshotMeta{LastNow: s.lastNow, Applied: s.applied.Load()}}, nil
 }
 
 type snapshot struct {
 	records *btree.BTreeG[*Record]
+	reqs    *btree.BTreeG[*request]
 	meta    snapshotMeta
 }
 
@@ -67,6 +71,10 @@ func (s *snapshot) write(w io.Writer) error {
 	fw.frame(frameMeta, &s.meta)
 	s.records.Ascend(func(r *Record) bool {
 		fw.frame(frameRecord, r)
+		return fw.err == nil
+	})
+	s.reqs.Ascend(func(r *request) bool {
+		fw.frame(frameRequest, r)
 		return fw.err == nil
 	})
 	if fw.err != nil {
@@ -151,6 +159,16 @@ func (s *Store) Restore(r io.Reader) error {
 					err = fmt.Errorf("duplicate record %s", r.ID)
 				} else {
 					st.put(nil, r)
+				}
+			}
+		case frameRequest:
+			r := new(request)
+			if err = dec.Decode(r); err == nil {
+				if st.request(r.ID) != nil {
+					err = fmt.Errorf("duplicate request id %s", r.ID)
+				} else {
+					st.reqs.ReplaceOrInsert(r)
+					st.reqsByAt.ReplaceOrInsert(r)
 				}
 			}
 		default:

@@ -18,6 +18,9 @@ type state struct {
 	byFamily  *btree.BTreeG[*Record] // (family, id); records with a family
 	byGC      *btree.BTreeG[*Record] // (GCAt, id); records that will be collected
 	counts    map[CountKey]int64
+
+	reqs     *btree.BTreeG[*request] // remembered request ids, by id
+	reqsByAt *btree.BTreeG[*request] // the same, oldest first
 }
 
 const btreeDegree = 32
@@ -37,6 +40,10 @@ func newState() *state {
 			return ga < gb || ga == gb && a.ID < b.ID
 		}),
 		counts: map[CountKey]int64{},
+		reqs:   btree.NewG(btreeDegree, func(a, b *request) bool { return a.ID < b.ID }),
+		reqsByAt: btree.NewG(btreeDegree, func(a, b *request) bool {
+			return a.At < b.At || a.At == b.At && a.ID < b.ID
+		}),
 	}
 }
 

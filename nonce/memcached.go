@@ -15,7 +15,7 @@ import (
 // MemcachedConfig configures the memcached store.
 type MemcachedConfig struct {
 	Servers []string      // host:port; keys are spread by the client's selector
-	Timeout time.Duration // per operation; default 100ms
+	Timeout time.Duration // per operation; default 250ms
 	// Breaker: after Failures consecutive failures the store answers
 	// ErrUnavailable at once for Cooldown (doubling up to MaxCooldown while
 	// probes keep failing), then lets one probe through.
@@ -39,7 +39,7 @@ func NewMemcached(cfg MemcachedConfig) (*Memcached, error) {
 		return nil, errors.New("memcached: no servers")
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 100 * time.Millisecond
+		cfg.Timeout = 250 * time.Millisecond
 	}
 	if cfg.Failures <= 0 {
 		cfg.Failures = 3

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -306,14 +305,13 @@ func TestMemcachedDownFailsClosedAndRecovers(t *testing.T) {
 
 func TestMemcachedHangingTimesOut(t *testing.T) {
 	mc := memcachedtest.Start(t)
-	store := newMemcached(t, MemcachedConfig{Timeout: 200 * time.Millisecond}, mc)
+	store := newMemcached(t, MemcachedConfig{Timeout: 500 * time.Millisecond}, mc)
 	c := NewChecker(store, Config{})
 	if err := c.Check("s", "warm", time.Now().Unix()); err != nil {
 		t.Fatal(err)
 	}
-	pid := mc.PID()
-	syscall.Kill(pid, syscall.SIGSTOP)
-	defer syscall.Kill(pid, syscall.SIGCONT)
+	mc.Pause(t)
+	defer mc.Resume()
 	err := bounded(t, 3*time.Second, func() error { return c.Check("s", "paused", time.Now().Unix()) })
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("memcached paused: want ErrUnavailable after the timeout, got %v", err)

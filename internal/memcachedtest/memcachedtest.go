@@ -4,6 +4,7 @@ package memcachedtest
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -113,5 +114,30 @@ func (s *Server) Items() (int, error) {
 	return 0, fmt.Errorf("no curr_items in stats")
 }
 
-// PID returns the process id (to pause it with SIGSTOP, say).
+// PID returns the process id.
 func (s *Server) PID() int { return s.cmd.Process.Pid }
+
+// Pause stops the process with SIGSTOP and waits until the kernel reports
+// it stopped, so that no request sent afterwards is answered.
+func (s *Server) Pause(t testing.TB) {
+	t.Helper()
+	pid := s.PID()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP memcached: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		// The state is the field after the parenthesised command name.
+		if i := bytes.LastIndexByte(b, ')'); err == nil && i > 0 && i+2 < len(b) && b[i+2] == 'T' {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("memcached %d not stopped 10s after SIGSTOP", pid)
+		}
+		<-time.After(5 * time.Millisecond)
+	}
+}
+
+// Resume continues a paused process.
+func (s *Server) Resume() { syscall.Kill(s.PID(), syscall.SIGCONT) }

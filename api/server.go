@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/cluster"
 	"github.com/tokenstore/tokenstore/fsm"
 	"github.com/tokenstore/tokenstore/token"
 )
@@ -25,14 +26,15 @@ import (
 type Store interface {
 	// Apply proposes a command and returns its result and log index.
 	Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, error)
-	ByHash(hash string) *fsm.Record
+	// ReadRecord reads by secret digest at a consistency level, after the
+	// replica has applied minIndex (waiting up to localWait, then asking
+	// the leader), and returns the index the answer reflects.
+	ReadRecord(ctx context.Context, hash string, c cluster.Consistency, minIndex uint64, localWait time.Duration) (*fsm.Record, uint64, error)
 	ByID(id string) *fsm.Record
 	ListBySubject(subject, kind, after string, limit int, now int64) ([]*fsm.Record, string)
 	AppliedIndex() uint64
-	// VerifyLeader makes the next read linearizable, or fails.
-	VerifyLeader(ctx context.Context) error
-	// WaitIndex waits until the local replica has applied index.
-	WaitIndex(ctx context.Context, index uint64) error
+	// ClusterStatus describes every node of the cluster.
+	ClusterStatus(ctx context.Context) cluster.Status
 	// Ready is nil when the node can serve.
 	Ready() error
 }
@@ -103,6 +105,7 @@ func (s *Server) routes() {
 	if s.cfg.Nonces != nil {
 		s.handle("POST /v1/nonces", s.checkNonce)
 	}
+	s.handle("GET /v1/cluster", s.clusterStatus)
 	s.open("/", s.noRoute)
 	s.open("GET /healthz", func(w http.ResponseWriter, r *http.Request) *Error {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -250,4 +253,16 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 func (m *httpMetrics) observe(route string, status int, d time.Duration) {
 	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 	m.latency.WithLabelValues(route).Observe(d.Seconds())
+}
+
+func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) *Error {
+	st := s.cfg.Store.ClusterStatus(r.Context())
+	out := wire.ClusterResponse{Leader: st.Leader, PrimaryDC: st.PrimaryDC, PreferredPrimaryDC: st.PreferredPrimaryDC,
+		Nodes: make([]wire.ClusterNode, len(st.Nodes))}
+	for i, n := range st.Nodes {
+		out.Nodes[i] = wire.ClusterNode{ID: n.ID, DC: n.DC, Role: n.Role, APIAddr: n.APIAddr, RaftAddr: n.RaftAddr,
+			AppliedIndex: n.AppliedIndex, Lag: n.Lag, Healthy: n.Healthy}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
 }

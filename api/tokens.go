@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/cluster"
 	"github.com/tokenstore/tokenstore/fsm"
 	"github.com/tokenstore/tokenstore/token"
 )
@@ -199,11 +200,17 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *Error {
 	if e != nil {
 		return e
 	}
-	if e := s.readBarrier(r.Context(), req.Consistency, req.MinIndex); e != nil {
+	c, e := consistency(req.Consistency)
+	if e != nil {
 		return e
 	}
-	w.Header().Set(wire.HeaderIndex, strconv.FormatUint(s.cfg.Store.AppliedIndex(), 10))
-	rec := s.cfg.Store.ByHash(hash)
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.WriteTimeout)
+	defer cancel()
+	rec, index, err := s.cfg.Store.ReadRecord(ctx, hash, c, req.MinIndex, s.cfg.MinIndexWait)
+	if err != nil {
+		return storeError(err)
+	}
+	w.Header().Set(wire.HeaderIndex, strconv.FormatUint(index, 10))
 	if rec == nil {
 		return recordError(fsm.ErrNotFound, nil)
 	}
@@ -217,30 +224,15 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *Error {
 	return nil
 }
 
-// readBarrier prepares a read at the requested consistency: "leader" is
-// linearizable; "local" (the default) reads this replica, after it has
-// applied min_index when one is given.
-func (s *Server) readBarrier(ctx context.Context, consistency string, minIndex uint64) *Error {
-	switch consistency {
+// consistency parses a read's consistency level; local is the default.
+func consistency(level string) (cluster.Consistency, *Error) {
+	switch level {
 	case "", wire.ConsistencyLocal:
-		if minIndex == 0 {
-			return nil
-		}
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.MinIndexWait)
-		defer cancel()
-		if err := s.cfg.Store.WaitIndex(ctx, minIndex); err != nil {
-			return storeError(err)
-		}
+		return cluster.Local, nil
 	case wire.ConsistencyLeader:
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-		defer cancel()
-		if err := s.cfg.Store.VerifyLeader(ctx); err != nil {
-			return storeError(err)
-		}
-	default:
-		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"consistency\" must be %q or %q.", wire.ConsistencyLocal, wire.ConsistencyLeader)
+		return cluster.Linearizable, nil
 	}
-	return nil
+	return 0, errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"consistency\" must be %q or %q.", wire.ConsistencyLocal, wire.ConsistencyLeader)
 }
 
 func (s *Server) consume(w http.ResponseWriter, r *http.Request) *Error {

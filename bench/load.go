@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,8 @@ import (
 // Config describes one closed-loop run: Clients workers, each sending its
 // next request when the last one is answered, for Duration.
 type Config struct {
+	// Addr is one node's API address, or several comma-separated: workers
+	// are spread over them round-robin.
 	Addr     string
 	APIKey   string
 	Workload string // one of Workloads
@@ -72,8 +75,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		MaxIdleConns: cfg.Clients * 2, MaxIdleConnsPerHost: cfg.Clients * 2, IdleConnTimeout: time.Minute,
 	}}
-	c := client.New(cfg.Addr, client.WithAPIKey(cfg.APIKey), client.WithHTTPClient(hc))
-	op, err := prepare(ctx, c, cfg, progress)
+	var cs nodes
+	for _, addr := range strings.Split(cfg.Addr, ",") {
+		cs = append(cs, client.New(strings.TrimSpace(addr), client.WithAPIKey(cfg.APIKey), client.WithHTTPClient(hc)))
+	}
+	op, err := prepare(ctx, cs, cfg, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +101,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 			defer wg.Done()
 			for runCtx.Err() == nil {
 				t := time.Now()
-				err := op(runCtx)
+				err := op(runCtx, w)
 				if errors.Is(err, errExhausted) {
 					return
 				}
@@ -131,6 +137,12 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 
 var errExhausted = errors.New("no pre-issued tokens left")
 
+// nodes are the clients of the nodes a run drives, one per address.
+type nodes []*client.Client
+
+// of returns the client worker w uses.
+func (cs nodes) of(w int) *client.Client { return cs[w%len(cs)] }
+
 // runID makes nonces unique across runs within their TTL.
 func runID() string { return strconv.FormatInt(time.Now().UnixNano(), 36) }
 
@@ -140,41 +152,41 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 }
 
 // prepare issues what the workload needs and returns the operation.
-func prepare(ctx context.Context, c *client.Client, cfg Config, progress io.Writer) (func(context.Context) error, error) {
+func prepare(ctx context.Context, cs nodes, cfg Config, progress io.Writer) (func(ctx context.Context, worker int) error, error) {
 	switch cfg.Workload {
 	case "issue":
-		return func(ctx context.Context) error {
-			_, err := c.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "bench", TTL: "1h"})
+		return func(ctx context.Context, w int) error {
+			_, err := cs.of(w).Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "bench", TTL: "1h"})
 			return err
 		}, nil
 	case "consume":
-		toks, err := preissue(ctx, c, cfg, "oauth2_code", progress)
+		toks, err := preissue(ctx, cs, cfg, "oauth2_code", progress)
 		if err != nil {
 			return nil, err
 		}
 		var next atomic.Int64
-		return func(ctx context.Context) error {
+		return func(ctx context.Context, w int) error {
 			i := next.Add(1) - 1
 			if int(i) >= len(toks) {
 				return errExhausted
 			}
-			_, err := c.Consume(ctx, wire.ConsumeRequest{Token: toks[i]})
+			_, err := cs.of(w).Consume(ctx, wire.ConsumeRequest{Token: toks[i]})
 			return err
 		}, nil
 	case "lookup":
-		toks, err := preissue(ctx, c, cfg, "access", progress)
+		toks, err := preissue(ctx, cs, cfg, "access", progress)
 		if err != nil {
 			return nil, err
 		}
 		var next atomic.Int64
-		return func(ctx context.Context) error {
-			_, _, err := c.Lookup(ctx, toks[int(next.Add(1))%len(toks)], client.LookupOptions{})
+		return func(ctx context.Context, w int) error {
+			_, _, err := cs.of(w).Lookup(ctx, toks[int(next.Add(1))%len(toks)], client.LookupOptions{})
 			return err
 		}, nil
 	case "nonce":
 		run, seq := runID(), atomic.Int64{}
-		return func(ctx context.Context) error {
-			return c.CheckNonce(ctx, "bench", fmt.Sprint(run, "-", seq.Add(1)), time.Now().Unix())
+		return func(ctx context.Context, w int) error {
+			return cs.of(w).CheckNonce(ctx, "bench", fmt.Sprint(run, "-", seq.Add(1)), time.Now().Unix())
 		}, nil
 	case "memcached":
 		// The same add a node makes for a nonce, straight from this client.
@@ -185,7 +197,7 @@ func prepare(ctx context.Context, c *client.Client, cfg Config, progress io.Writ
 		mc.MaxIdleConns = cfg.Clients
 		mc.Timeout = time.Second
 		run, seq := runID(), atomic.Int64{}
-		return func(ctx context.Context) error {
+		return func(ctx context.Context, w int) error {
 			key := nonce.Key("bench", "bench", fmt.Sprint(run, "-", seq.Add(1)))
 			return mc.Add(&memcache.Item{Key: key, Value: []byte{'1'}, Expiration: 301})
 		}, nil
@@ -194,7 +206,7 @@ func prepare(ctx context.Context, c *client.Client, cfg Config, progress io.Writ
 }
 
 // preissue issues cfg.Tokens tokens of kind with cfg.Clients workers.
-func preissue(ctx context.Context, c *client.Client, cfg Config, kind string, progress io.Writer) ([]string, error) {
+func preissue(ctx context.Context, cs nodes, cfg Config, kind string, progress io.Writer) ([]string, error) {
 	if cfg.Tokens < 1 {
 		return nil, fmt.Errorf("bench: %s needs --tokens >= 1", cfg.Workload)
 	}
@@ -203,12 +215,12 @@ func preissue(ctx context.Context, c *client.Client, cfg Config, kind string, pr
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, cfg.Clients)
-	for range cfg.Clients {
+	for w := range cfg.Clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < len(toks); i = int(next.Add(1) - 1) {
-				res, err := c.Issue(ctx, wire.IssueRequest{Kind: kind, Subject: "bench"})
+				res, err := cs.of(w).Issue(ctx, wire.IssueRequest{Kind: kind, Subject: "bench"})
 				if err != nil {
 					errs <- fmt.Errorf("bench: pre-issue: %w", err)
 					return

@@ -213,6 +213,14 @@ func (c *Client) CheckNonce(ctx context.Context, scope, nonce string, timestamp 
 	return err
 }
 
+// Cluster describes the cluster: its nodes with DC, role, health and
+// applied index, the leader and the primary DC.
+func (c *Client) Cluster(ctx context.Context) (*wire.ClusterResponse, error) {
+	var out wire.ClusterResponse
+	_, err := c.do(ctx, http.MethodGet, "/v1/cluster", nil, &out)
+	return &out, err
+}
+
 // Ready returns nil when the node answers /readyz with 200.
 func (c *Client) Ready(ctx context.Context) error {
 	_, err := c.do(ctx, http.MethodGet, "/readyz", nil, nil)

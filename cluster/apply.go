@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"time"
@@ -28,6 +30,7 @@ const (
 )
 
 type pending struct {
+	req   string // request id: the command applies at most once
 	entry []byte
 	done  chan applied // buffered: the loop never blocks on a gone caller
 }
@@ -38,10 +41,15 @@ type applied struct {
 	err   error
 }
 
-// Apply proposes one command and waits for its result and log index. The
-// command rides in a Batch with others; the batch carries this node's clock
-// as the leader time. A business failure is in Result.Err; the error is for
-// what Raft could not do (ErrNotLeader, ErrOutcomeUnknown, ErrShutdown).
+// Apply proposes one command on whichever node leads and waits for its
+// result and log index. On the leader the command rides in a Batch with
+// others, which carries the leader's clock; a follower forwards it. A
+// business failure is in Result.Err; the error is for what the cluster
+// could not do within ctx (ErrNoLeader, ErrOutcomeUnknown, ErrShutdown).
+//
+// The command carries a request id, so an attempt whose outcome is
+// unknown (leadership lost mid-apply, the leader unreachable) is retried
+// safely: it applies at most once, and the retry answers its result.
 func (n *Node) Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, error) {
 	if _, ok := c.(*fsm.Batch); ok {
 		return fsm.Result{}, 0, fmt.Errorf("apply: a batch cannot ride in a batch")
@@ -50,7 +58,54 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, er
 	if err != nil {
 		return fsm.Result{}, 0, err
 	}
-	p := &pending{entry: entry, done: make(chan applied, 1)}
+	req := newRequestID()
+	unknown := false // some attempt may have applied
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		res, index, err := n.applyOnce(ctx, req, entry)
+		switch {
+		case err == nil:
+			return res, index, nil
+		case errors.Is(err, ErrOutcomeUnknown):
+			unknown = true
+		case errors.Is(err, ErrNotLeader), errors.Is(err, ErrNoLeader), errors.Is(err, ErrBusy):
+		default:
+			return fsm.Result{}, 0, err
+		}
+		n.log.Debug("retrying write", "req", req, "err", err)
+		select {
+		case <-ctx.Done():
+			if unknown {
+				return fsm.Result{}, 0, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+			}
+			return fsm.Result{}, 0, err
+		case <-n.closing:
+			return fsm.Result{}, 0, ErrShutdown
+		case <-time.After(wait):
+		}
+	}
+}
+
+// applyOnce makes one attempt: locally on the leader, else forwarded.
+func (n *Node) applyOnce(ctx context.Context, req string, entry []byte) (fsm.Result, uint64, error) {
+	if n.raft.State() == raft.Leader {
+		return n.applyLocal(ctx, req, entry)
+	}
+	addr, _ := n.raft.LeaderWithID()
+	if addr == "" {
+		return fsm.Result{}, 0, ErrNoLeader
+	}
+	return n.forward(ctx, string(addr), req, entry)
+}
+
+func newRequestID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// applyLocal queues one command for the coalescer and waits for it.
+func (n *Node) applyLocal(ctx context.Context, req string, entry []byte) (fsm.Result, uint64, error) {
+	p := &pending{req: req, entry: entry, done: make(chan applied, 1)}
 	select {
 	case n.queue <- p:
 	case <-ctx.Done():
@@ -104,10 +159,11 @@ func (n *Node) coalesce() {
 // propose hands one batch to Raft and answers its requests when it applies.
 func (n *Node) propose(batch []*pending) {
 	entries := make([][]byte, len(batch))
+	reqs := make([]string, len(batch))
 	for i, p := range batch {
-		entries[i] = p.entry
+		entries[i], reqs[i] = p.entry, p.req
 	}
-	data, err := fsm.Encode(&fsm.Batch{Now: time.Now().UnixNano(), Entries: entries})
+	data, err := fsm.Encode(&fsm.Batch{Now: time.Now().UnixNano(), Entries: entries, Reqs: reqs})
 	if err != nil {
 		<-n.inflight
 		fail(batch, err)

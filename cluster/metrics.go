@@ -11,6 +11,8 @@ type metrics struct {
 	applyLatency prometheus.Histogram
 	batchSize    prometheus.Histogram
 	gcDeleted    prometheus.Counter
+	forwarded    prometheus.Counter
+	leaderReads  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -29,6 +31,14 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		gcDeleted: f.NewCounter(prometheus.CounterOpts{
 			Name: "tokenstore_gc_deleted_total",
 			Help: "Expired records and tombstones removed by garbage collection.",
+		}),
+		forwarded: f.NewCounter(prometheus.CounterOpts{
+			Name: "tokenstore_forwarded_writes_total",
+			Help: "Writes this node forwarded to the leader and got an answer for.",
+		}),
+		leaderReads: f.NewCounter(prometheus.CounterOpts{
+			Name: "tokenstore_leader_reads_total",
+			Help: "Reads this node could not serve locally in time and the leader answered.",
 		}),
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{

@@ -6,12 +6,14 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -52,8 +54,28 @@ type Config struct {
 	RaftAddr      string // bind address, host:port
 	RaftAdvertise string // default: the address RaftAddr bound (port 0 allowed)
 	DC            string
+	APIAddr       string      // the client API address others are told
+	TLS           *tls.Config // node-to-node mutual TLS (LoadTLS); nil: plain TCP
+
 	// Bootstrap makes a node with no Raft state a one-voter cluster.
 	Bootstrap bool
+	// BootstrapExpect: a node with no Raft state waits until this many
+	// voters (counting itself) see each other through gossip, then they
+	// form the cluster together. 0 with Join set: wait to be added.
+	BootstrapExpect int
+	NonVoter        bool   // join as a non-voter (a read replica)
+	PrimaryDC       string // leadership moves to a healthy voter here
+	// Gossip: empty GossipAddr means no membership (a single node).
+	GossipAddr, GossipAdvertise       string // WAN pool, every node
+	GossipLANAddr, GossipLANAdvertise string // LAN pool, this DC
+	GossipKeys                        [][]byte
+	Join                              []string // WAN gossip addresses
+	// DeadNodeTimeout: a server gone this long is removed from the Raft
+	// configuration by the leader. Default 72h.
+	DeadNodeTimeout time.Duration
+	// ReconcileInterval: how often the leader compares membership with
+	// the Raft configuration. Default 1s.
+	ReconcileInterval time.Duration
 
 	SnapshotThreshold uint64        // default 8192 entries
 	SnapshotInterval  time.Duration // default 2m
@@ -84,6 +106,12 @@ func (c *Config) setDefaults() {
 	if c.GCMaxPerTick == 0 {
 		c.GCMaxPerTick = 4
 	}
+	if c.DeadNodeTimeout == 0 {
+		c.DeadNodeTimeout = 72 * time.Hour
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -105,8 +133,16 @@ type Node struct {
 	raft      *raft.Raft
 	store     *fsm.Store
 	bolt      *raftboltdb.BoltStore
+	mux       *Mux
 	transport *raft.NetworkTransport
+	rpc       *http.Client
+	rpcSrv    *http.Server
+	members   *Membership // nil without gossip
 	metrics   *metrics
+
+	// changed wakes the leader's reconcile loop, joinWake the join loop,
+	// on a membership change.
+	changed, joinWake chan struct{}
 
 	queue    chan *pending
 	inflight chan struct{}
@@ -115,6 +151,7 @@ type Node struct {
 	// leaderReady is true once this node leads and has applied everything
 	// committed before its term; leader reads and GC wait for it.
 	leaderReady atomic.Bool
+	hadState    bool // Raft state existed when the node opened
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -139,15 +176,26 @@ func Open(cfg Config) (*Node, error) {
 		queue:    make(chan *pending, 4096),
 		inflight: make(chan struct{}, maxInflight),
 		closing:  make(chan struct{}),
+		changed:  make(chan struct{}, 1),
+		joinWake: make(chan struct{}, 1),
 	}
 	n.metrics = newMetrics(cfg.Registry, n)
 	if err := n.openRaft(); err != nil {
 		n.closeStores()
 		return nil, err
 	}
+	n.rpc = n.rpcClient()
+	n.rpcSrv = n.rpcServer()
+	go n.rpcSrv.Serve(n.mux.RPCListener())
 	n.wg.Add(2)
 	go n.coalesce()
 	go n.watchLeadership()
+	if cfg.GossipAddr != "" {
+		if err := n.startMembership(); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
 	return n, nil
 }
 
@@ -171,7 +219,7 @@ func (n *Node) openRaft() error {
 	if err != nil {
 		return fmt.Errorf("open snapshot store: %w", err)
 	}
-	var adv net.Addr // nil: the transport advertises the address it bound
+	var adv net.Addr // nil: the mux advertises the address it bound
 	if cfg.RaftAdvertise != "" {
 		a, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
 		if err != nil {
@@ -182,10 +230,10 @@ func (n *Node) openRaft() error {
 		}
 		adv = a
 	}
-	n.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hlog)
-	if err != nil {
-		return fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err)
+	if n.mux, err = ListenMux(cfg.RaftAddr, adv, cfg.TLS, n.log); err != nil {
+		return err
 	}
+	n.transport = n.mux.RaftTransport(hlog)
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
@@ -199,6 +247,7 @@ func (n *Node) openRaft() error {
 	if err != nil {
 		return fmt.Errorf("inspect raft state: %w", err)
 	}
+	n.hadState = has
 	if !has && cfg.Bootstrap {
 		conf := raft.Configuration{Servers: []raft.Server{{
 			ID: rc.LocalID, Address: n.transport.LocalAddr(), Suffrage: raft.Voter,
@@ -247,8 +296,17 @@ func nodeID(dir, configured string) (string, error) {
 // ID returns the node's Raft server id.
 func (n *Node) ID() string { return n.cfg.NodeID }
 
-// RaftAddr returns the address other nodes reach this node's Raft at.
-func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
+// RaftAddr returns the address other nodes reach this node's Raft (and
+// RPC) at.
+func (n *Node) RaftAddr() string { return n.mux.Addr().String() }
+
+// GossipAddr returns the node's WAN gossip address, "" without gossip.
+func (n *Node) GossipAddr() string {
+	if n.members == nil {
+		return ""
+	}
+	return n.members.WANAddr()
+}
 
 // DC returns the node's datacenter.
 func (n *Node) DC() string { return n.cfg.DC }
@@ -300,31 +358,8 @@ func (n *Node) lead(ctx context.Context) {
 	}
 	n.leaderReady.Store(true)
 	n.log.Info("leading", "applied_index", n.store.AppliedIndex())
+	go n.reconcile(ctx)
 	n.collectGarbage(ctx)
-}
-
-// VerifyLeader returns nil if this node leads and has applied all that
-// was committed when the call began: a linearizable read point.
-func (n *Node) VerifyLeader(ctx context.Context) error {
-	if n.raft.State() != raft.Leader {
-		return n.notLeader()
-	}
-	readIndex := n.raft.CommitIndex()
-	if err := n.raft.VerifyLeader().Error(); err != nil {
-		return fmt.Errorf("%w: %v", ErrNotLeader, err)
-	}
-	if err := n.store.WaitApplied(ctx, readIndex); err != nil {
-		return fmt.Errorf("%w: applied %d of %d", ErrBehind, n.store.AppliedIndex(), readIndex)
-	}
-	return nil
-}
-
-// WaitIndex waits, within ctx, until the local replica has applied index.
-func (n *Node) WaitIndex(ctx context.Context, index uint64) error {
-	if err := n.store.WaitApplied(ctx, index); err != nil {
-		return fmt.Errorf("%w: applied %d of %d", ErrBehind, n.store.AppliedIndex(), index)
-	}
-	return nil
 }
 
 func (n *Node) notLeader() error {
@@ -360,30 +395,60 @@ const maxLag = 1000
 // IsLeader reports whether this node is the leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
+// TransferLeadership hands leadership to the server id at addr; this node
+// must lead.
+func (n *Node) TransferLeadership(id, addr string) error {
+	return n.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error()
+}
+
 // Snapshot takes a Raft snapshot now.
 func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
 
 // Close hands leadership over if there is anyone to take it, stops Raft
 // and closes the log. Writes still queued fail with ErrShutdown.
-func (n *Node) Close() error {
+func (n *Node) Close() error { return n.stop(true) }
+
+// Kill stops the node as a crash would: no leadership transfer, no
+// goodbye to the other nodes. The data directory is left as it is.
+func (n *Node) Kill() error { return n.stop(false) }
+
+func (n *Node) stop(graceful bool) error {
 	var err error
 	n.closeOnce.Do(func() {
-		if n.raft.State() == raft.Leader && n.voters() > 1 {
+		if graceful && n.raft.State() == raft.Leader && n.voters() > 1 {
 			if terr := n.raft.LeadershipTransfer().Error(); terr != nil {
 				n.log.Warn("leadership transfer before shutdown", "err", terr)
+			} else {
+				n.log.Info("handed leadership over before shutdown")
+			}
+		}
+		if graceful && n.members != nil {
+			if lerr := n.members.Leave(2 * time.Second); lerr != nil {
+				n.log.Warn("leaving the gossip pools", "err", lerr)
 			}
 		}
 		close(n.closing)
 		n.wg.Wait()
 		err = n.raft.Shutdown().Error()
+		if n.members != nil {
+			n.members.Shutdown()
+		}
+		n.rpcSrv.Close()
 		n.closeStores()
 	})
 	return err
 }
 
+// closeStores closes what the node opened, in the order that keeps Raft
+// from seeing accept errors: the transport (and its pooled outgoing
+// streams) before the mux under it.
 func (n *Node) closeStores() {
 	if n.transport != nil {
+		n.transport.CloseStreams()
 		n.transport.Close()
+	}
+	if n.mux != nil {
+		n.mux.Close()
 	}
 	if n.bolt != nil {
 		n.bolt.Close()

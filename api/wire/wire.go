@@ -163,3 +163,24 @@ type NonceRequest struct {
 type NonceResponse struct {
 	Fresh bool `json:"fresh"`
 }
+
+// ClusterResponse is the body of GET /v1/cluster.
+type ClusterResponse struct {
+	Leader    string `json:"leader"`     // node id; "" while there is none
+	PrimaryDC string `json:"primary_dc"` // the leader's DC
+	// PreferredPrimaryDC is where leadership moves when it can (--primary-dc).
+	PreferredPrimaryDC string        `json:"preferred_primary_dc,omitempty"`
+	Nodes              []ClusterNode `json:"nodes"`
+}
+
+// ClusterNode is one server of the Raft configuration.
+type ClusterNode struct {
+	ID           string `json:"id"`
+	DC           string `json:"dc"`
+	Role         string `json:"role"` // leader, voter or nonvoter
+	APIAddr      string `json:"api_addr"`
+	RaftAddr     string `json:"raft_addr"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Lag          uint64 `json:"lag"`
+	Healthy      bool   `json:"healthy"`
+}

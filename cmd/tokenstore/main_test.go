@@ -70,13 +70,31 @@ func freeAddr(t *testing.T) string {
 // startDaemon runs serve on dataDir and waits until /readyz is 200.
 func startDaemon(t *testing.T, dataDir string, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, dataDir: dataDir, apiAddr: freeAddr(t), raftAddr: freeAddr(t),
-		logPath: filepath.Join(t.TempDir(), "daemon.log"), args: args}
-	d.start()
+	d := startDaemonNoWait(t, dataDir, args...)
+	d.waitReady()
 	return d
 }
 
+// startDaemonNoWait runs serve on dataDir without waiting for readiness:
+// a node of a cluster being formed is ready only once its peers run too.
+func startDaemonNoWait(t *testing.T, dataDir string, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, dataDir: dataDir, apiAddr: freeAddr(t), raftAddr: freeAddr(t),
+		logPath: filepath.Join(t.TempDir(), "daemon.log"), args: args}
+	d.launch()
+	return d
+}
+
+// start runs the process again on the same data directory, addresses and
+// arguments, and waits until it is ready.
 func (d *daemon) start() {
+	d.t.Helper()
+	d.launch()
+	d.waitReady()
+}
+
+// launch starts the process; the kill is registered as cleanup.
+func (d *daemon) launch() {
 	d.t.Helper()
 	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -96,14 +114,16 @@ func (d *daemon) start() {
 		close(d.exited)
 	}()
 	d.t.Cleanup(d.kill)
-	d.waitReady()
 }
+
+// probe answers health checks; a node that hangs must not stall a poll.
+var probe = &http.Client{Timeout: 2 * time.Second}
 
 func (d *daemon) waitReady() {
 	d.t.Helper()
 	deadline := time.After(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + d.apiAddr + "/readyz")
+		resp, err := probe.Get("http://" + d.apiAddr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -430,7 +450,9 @@ func TestTokenCLI(t *testing.T) {
 
 func TestBenchSmoke(t *testing.T) {
 	mc := memcachedtest.Start(t)
-	d := startDaemon(t, t.TempDir(), "--memcached", mc.Addr)
+	// A generous timeout: the smoke run checks the wiring, and the machine
+	// may be busy.
+	d := startDaemon(t, t.TempDir(), "--memcached", mc.Addr, "--memcached-timeout", "2s")
 	out, err := exec.Command(binary, "bench", "run", "--addr", "http://"+d.apiAddr, "--workload", "issue,consume,lookup,nonce,memcached",
 		"--memcached", mc.Addr, "--clients", "4", "--duration", "500ms", "--tokens", "40").Output()
 	if err != nil {

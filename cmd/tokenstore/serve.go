@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -38,6 +40,15 @@ type serveFlags struct {
 	nonceWindow, memcachedTimeout time.Duration
 	nonceFailOpen                 bool
 	nonceLocalMax                 int
+
+	apiAdvertise                      string
+	gossipAddr, gossipAdvertise       string
+	gossipLANAddr, gossipLANAdvertise string
+	gossipKey, join, primaryDC        string
+	tlsCert, tlsKey, tlsCA            string
+	bootstrapExpect                   int
+	nonVoter                          bool
+	deadNodeTimeout                   time.Duration
 }
 
 func serve(args []string) error {
@@ -64,8 +75,22 @@ func serve(args []string) error {
 	fs.StringVar(&f.memcached, "memcached", "", "memcached servers for replay nonces, host:port[,host:port...] (default: an in-process store, node-local)")
 	fs.DurationVar(&f.nonceWindow, "nonce-window", 5*time.Minute, "accepted nonce timestamp skew either way, and how long a nonce is remembered")
 	fs.BoolVar(&f.nonceFailOpen, "nonce-fail-open", false, "accept nonces as fresh while the nonce store is down (replays pass unnoticed)")
-	fs.DurationVar(&f.memcachedTimeout, "memcached-timeout", 100*time.Millisecond, "timeout of one memcached operation")
+	fs.DurationVar(&f.memcachedTimeout, "memcached-timeout", 250*time.Millisecond, "timeout of one memcached operation")
 	fs.IntVar(&f.nonceLocalMax, "nonce-local-max", 1<<20, "live nonces the in-process store holds before it refuses (fail closed)")
+	fs.StringVar(&f.apiAdvertise, "advertise-api", "", "API address other nodes and /v1/cluster show (default: the bound --api-addr)")
+	fs.StringVar(&f.gossipAddr, "gossip-addr", "", "gossip address of the cross-DC (WAN) pool; default with --join or --bootstrap-expect: the --raft-addr host, port+1")
+	fs.StringVar(&f.gossipAdvertise, "advertise-gossip", "", "WAN gossip address other nodes reach this one at")
+	fs.StringVar(&f.gossipLANAddr, "gossip-lan-addr", "", "gossip address of the pool of this DC (default: the --gossip-addr host, port+1)")
+	fs.StringVar(&f.gossipLANAdvertise, "advertise-gossip-lan", "", "LAN gossip address other nodes of this DC reach this one at")
+	fs.StringVar(&f.gossipKey, "gossip-key", os.Getenv("TOKENSTORE_GOSSIP_KEY"), "gossip encryption keyring: base64 keys of 16, 24 or 32 bytes, comma-separated, the first one primary (or $TOKENSTORE_GOSSIP_KEY)")
+	fs.StringVar(&f.join, "join", "", "WAN gossip addresses of existing nodes, comma-separated")
+	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "first start of a new cluster: bootstrap once this many voters see each other")
+	fs.BoolVar(&f.nonVoter, "nonvoter", false, "join as a non-voter: a read replica that never leads")
+	fs.StringVar(&f.primaryDC, "primary-dc", "", "datacenter that leadership moves to whenever a voter there is healthy")
+	fs.DurationVar(&f.deadNodeTimeout, "dead-node-timeout", 72*time.Hour, "remove a node from the Raft configuration after it has been gone this long")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for node-to-node mutual TLS (Raft and forwarding)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key of --tls-cert")
+	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA that every node's certificate must be signed by")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -119,13 +144,23 @@ func run(f serveFlags, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	node, err := cluster.Open(cluster.Config{
-		NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.raftAddr, RaftAdvertise: f.raftAdvertise, DC: f.dc,
-		Bootstrap:         true,
-		SnapshotThreshold: f.snapshotThreshold, SnapshotInterval: f.snapshotInterval, GCGrace: f.gcGrace,
-		Logger: log, LogOutput: logOut, LogLevel: f.logLevel, Registry: reg,
-	})
+	ccfg, err := clusterConfig(f)
 	if err != nil {
+		return err
+	}
+	ccfg.Logger, ccfg.LogOutput, ccfg.LogLevel, ccfg.Registry = log, logOut, f.logLevel, reg
+	// The API listens first, so that the address other nodes are told is
+	// the one bound (port 0 allowed).
+	ln, err := net.Listen("tcp", f.apiAddr)
+	if err != nil {
+		return fmt.Errorf("api listen: %w", err)
+	}
+	if ccfg.APIAddr == "" {
+		ccfg.APIAddr = ln.Addr().String()
+	}
+	node, err := cluster.Open(ccfg)
+	if err != nil {
+		ln.Close()
 		return err
 	}
 	var handler http.Handler = api.New(api.Config{
@@ -147,13 +182,9 @@ func run(f serveFlags, logOut io.Writer) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	ln, err := net.Listen("tcp", f.apiAddr)
-	if err != nil {
-		node.Close()
-		return fmt.Errorf("api listen: %w", err)
-	}
 	log.Info("tokenstore serving", "node", node.ID(), "dc", f.dc, "api_addr", ln.Addr().String(),
-		"raft_addr", f.raftAddr, "data_dir", f.dataDir, "auth", keys != nil, "hmac", hashKey != nil)
+		"raft_addr", node.RaftAddr(), "data_dir", f.dataDir, "auth", keys != nil, "hmac", hashKey != nil,
+		"node_tls", ccfg.TLS != nil)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -176,6 +207,77 @@ func run(f serveFlags, logOut io.Writer) error {
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// clusterConfig turns the flags into the node's configuration. With no
+// --join and no --bootstrap-expect the node is the embedded default: its
+// own one-voter cluster, no gossip.
+func clusterConfig(f serveFlags) (cluster.Config, error) {
+	c := cluster.Config{
+		NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.raftAddr, RaftAdvertise: f.raftAdvertise,
+		DC: f.dc, APIAddr: f.apiAdvertise, NonVoter: f.nonVoter, PrimaryDC: f.primaryDC,
+		BootstrapExpect: f.bootstrapExpect, DeadNodeTimeout: f.deadNodeTimeout,
+		SnapshotThreshold: f.snapshotThreshold, SnapshotInterval: f.snapshotInterval, GCGrace: f.gcGrace,
+	}
+	if f.join != "" {
+		c.Join = strings.Split(f.join, ",")
+	}
+	clustered := f.join != "" || f.bootstrapExpect > 0 || f.gossipAddr != ""
+	c.Bootstrap = !clustered
+	if f.bootstrapExpect < 0 {
+		return c, fmt.Errorf("--bootstrap-expect %d: want 0 or more", f.bootstrapExpect)
+	}
+	if f.nonVoter && f.bootstrapExpect > 0 {
+		return c, fmt.Errorf("--nonvoter and --bootstrap-expect: a non-voter cannot bootstrap a cluster")
+	}
+	if clustered {
+		var err error
+		if c.GossipAddr = f.gossipAddr; c.GossipAddr == "" {
+			if c.GossipAddr, err = nextPort(f.raftAddr); err != nil {
+				return c, fmt.Errorf("--gossip-addr: %w", err)
+			}
+		}
+		if c.GossipLANAddr = f.gossipLANAddr; c.GossipLANAddr == "" {
+			if c.GossipLANAddr, err = nextPort(c.GossipAddr); err != nil {
+				return c, fmt.Errorf("--gossip-lan-addr: %w", err)
+			}
+		}
+		c.GossipAdvertise, c.GossipLANAdvertise = f.gossipAdvertise, f.gossipLANAdvertise
+		for _, k := range strings.Split(f.gossipKey, ",") {
+			if k = strings.TrimSpace(k); k == "" {
+				continue
+			}
+			key, err := base64.StdEncoding.DecodeString(k)
+			if err != nil || (len(key) != 16 && len(key) != 24 && len(key) != 32) {
+				return c, fmt.Errorf("--gossip-key: each key must be base64 of 16, 24 or 32 bytes")
+			}
+			c.GossipKeys = append(c.GossipKeys, key)
+		}
+	}
+	if f.tlsCert != "" || f.tlsKey != "" || f.tlsCA != "" {
+		tlsConf, err := cluster.LoadTLS(cluster.TLSFiles{Cert: f.tlsCert, Key: f.tlsKey, CA: f.tlsCA})
+		if err != nil {
+			return c, err
+		}
+		c.TLS = tlsConf
+	}
+	return c, nil
+}
+
+// nextPort returns addr with its port plus one (port 0 stays 0).
+func nextPort(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return "", err
+	}
+	if p != 0 {
+		p++
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p)), nil
 }
 
 // newNonceChecker builds the replay-nonce store: memcached when servers

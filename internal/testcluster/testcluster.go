@@ -1,11 +1,13 @@
 // Package testcluster starts real token store nodes inside a test: Raft on
-// disk in a temporary directory, transports and the HTTP API on loopback
-// ports chosen by the kernel.
+// disk in a temporary directory, transports, gossip and the HTTP API on
+// loopback ports chosen by the kernel.
 package testcluster
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"sync"
@@ -34,6 +36,19 @@ type Options struct {
 	// Nonces serves /v1/nonces; default: the in-process store, as serve's
 	// embedded default.
 	Nonces api.NonceChecker
+
+	// Cluster membership; the zero values make a one-node cluster.
+	DC              string // default dc1
+	NonVoter        bool
+	PrimaryDC       string
+	BootstrapExpect int
+	Join            []string
+	TLS             *tls.Config
+	GossipKeys      [][]byte
+	DeadNodeTimeout time.Duration
+	RaftAddr        string // default 127.0.0.1:0
+	// MinIndexWait bounds a local read's wait for min_index.
+	MinIndexWait time.Duration
 }
 
 // Node is one running node with its API server and a client for it.
@@ -46,51 +61,81 @@ type Node struct {
 	Hasher   token.Hasher
 	DataDir  string
 	Logs     *Buffer // everything the node logged
+	Opts     Options // what it was started with (DataDir filled in)
 }
 
-// Start runs a single-node cluster and waits until it is ready.
+// Start runs a node and, for a node that bootstraps alone (no Join, no
+// BootstrapExpect), waits until it is ready.
 func Start(t testing.TB, o Options) *Node {
 	t.Helper()
+	n, err := start(t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Stop)
+	if len(o.Join) == 0 && o.BootstrapExpect == 0 {
+		n.WaitReady(t)
+	}
+	return n
+}
+
+func start(t testing.TB, o Options) (*Node, error) {
 	if o.Policy == nil {
 		o.Policy = token.DefaultPolicy()
 	}
 	if o.DataDir == "" {
 		o.DataDir = t.TempDir()
 	}
+	if o.DC == "" {
+		o.DC = "dc1"
+	}
+	if o.RaftAddr == "" {
+		o.RaftAddr = "127.0.0.1:0"
+	}
 	format, err := token.NewFormat(token.DefaultVendor, o.Policy)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	logs := &Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
-	node, err := cluster.Open(cluster.Config{
-		DataDir: o.DataDir, RaftAddr: "127.0.0.1:0", DC: "dc1", Bootstrap: true,
+	// The API listener exists before the node, so the node can tell the
+	// others its address.
+	srv := httptest.NewUnstartedServer(nil)
+	clustered := len(o.Join) > 0 || o.BootstrapExpect > 0
+	cfg := cluster.Config{
+		DataDir: o.DataDir, RaftAddr: o.RaftAddr, DC: o.DC, APIAddr: srv.Listener.Addr().String(),
+		Bootstrap: !clustered, BootstrapExpect: o.BootstrapExpect, Join: o.Join, NonVoter: o.NonVoter,
+		PrimaryDC: o.PrimaryDC, TLS: o.TLS, GossipKeys: o.GossipKeys, DeadNodeTimeout: o.DeadNodeTimeout,
 		GCGrace: o.GCGrace, GCInterval: o.GCTick, SnapshotThreshold: o.Snapshot,
 		Logger: log, LogOutput: logs, LogLevel: "debug", Registry: reg,
-	})
+	}
+	if clustered {
+		cfg.GossipAddr, cfg.GossipLANAddr = "127.0.0.1:0", "127.0.0.1:0"
+		cfg.ReconcileInterval = 200 * time.Millisecond
+	}
+	node, err := cluster.Open(cfg)
 	if err != nil {
-		t.Fatalf("open node: %v", err)
+		srv.Listener.Close()
+		return nil, fmt.Errorf("open node: %w", err)
 	}
 	hasher := token.NewHasher(o.HashKey)
 	if o.Nonces == nil {
-		o.Nonces = nonce.NewChecker(nonce.NewLocal(1<<16), nonce.Config{DC: "dc1", Registry: reg})
+		o.Nonces = nonce.NewChecker(nonce.NewLocal(1<<16), nonce.Config{DC: o.DC, Registry: reg})
 	}
-	srv := httptest.NewServer(api.New(api.Config{
+	srv.Config.Handler = api.New(api.Config{
 		Store: node, Policy: o.Policy, Format: format, Hasher: hasher, Keys: o.Keys, Nonces: o.Nonces,
-		DC: "dc1", Logger: log, Registry: reg, Gatherer: reg, Now: o.Now,
-	}))
-	n := &Node{Node: node, API: srv, Client: client.New(srv.URL), Registry: reg,
-		Format: format, Hasher: hasher, DataDir: o.DataDir, Logs: logs}
-	t.Cleanup(n.Stop)
-	n.WaitReady(t)
-	return n
+		DC: o.DC, Logger: log, Registry: reg, Gatherer: reg, Now: o.Now, MinIndexWait: o.MinIndexWait,
+	})
+	srv.Start()
+	return &Node{Node: node, API: srv, Client: client.New(srv.URL), Registry: reg,
+		Format: format, Hasher: hasher, DataDir: o.DataDir, Logs: logs, Opts: o}, nil
 }
 
 // WaitReady polls until the node is ready or the deadline passes.
 func (n *Node) WaitReady(t testing.TB) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
 		err := n.Ready()
@@ -99,16 +144,125 @@ func (n *Node) WaitReady(t testing.TB) {
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("node not ready after 20s: %v", err)
+			t.Fatalf("node %s not ready after 30s: %v", n.ID(), err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
 
-// Stop closes the API server and the node; it is safe to call twice.
+// Stop closes the API server and the node gracefully; it is safe to call
+// twice.
 func (n *Node) Stop() {
 	n.API.Close()
 	n.Node.Close()
+}
+
+// Kill stops the node as a crash would: no leadership transfer, no gossip
+// goodbye. Its data directory stays for Restart.
+func (n *Node) Kill() {
+	n.API.CloseClientConnections()
+	n.API.Close()
+	n.Node.Kill()
+}
+
+// Cluster is several nodes of one Raft group that found each other
+// through gossip.
+type Cluster struct {
+	t     testing.TB
+	mu    sync.Mutex
+	nodes []*Node
+}
+
+// StartCluster starts one node per Options; the voters among them
+// bootstrap together (BootstrapExpect is set to their number), and every
+// node joins through the first node's gossip address. It waits until
+// every node is ready.
+func StartCluster(t testing.TB, opts ...Options) *Cluster {
+	t.Helper()
+	voters := 0
+	for _, o := range opts {
+		if !o.NonVoter {
+			voters++
+		}
+	}
+	c := &Cluster{t: t}
+	var seed string
+	for i, o := range opts {
+		if !o.NonVoter {
+			o.BootstrapExpect = voters
+		}
+		if i > 0 {
+			o.Join = []string{seed}
+		}
+		if i == 0 && o.NonVoter {
+			t.Fatal("testcluster: the first node must be a voter")
+		}
+		n := Start(t, o)
+		if i == 0 {
+			seed = n.GossipAddr()
+		}
+		c.nodes = append(c.nodes, n)
+	}
+	for _, n := range c.nodes {
+		n.WaitReady(t)
+	}
+	return c
+}
+
+// Nodes returns the nodes, in start order.
+func (c *Cluster) Nodes() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*Node(nil), c.nodes...)
+}
+
+// Node returns node i.
+func (c *Cluster) Node(i int) *Node { return c.Nodes()[i] }
+
+// Leader returns the node that leads now, or nil.
+func (c *Cluster) Leader() *Node {
+	for _, n := range c.Nodes() {
+		if n.IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
+// WaitForLeader polls until a node leads and is ready to serve.
+func (c *Cluster) WaitForLeader(ctx context.Context) (*Node, error) {
+	for {
+		if l := c.Leader(); l != nil && l.Ready() == nil {
+			return l, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no leader: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Restart starts node i again on its data directory and Raft address,
+// joining through another node, and waits until it is ready.
+func (c *Cluster) Restart(i int) *Node {
+	c.t.Helper()
+	old := c.Node(i)
+	old.Kill()
+	o := old.Opts
+	o.RaftAddr = old.RaftAddr()
+	o.Join = nil
+	for j, other := range c.Nodes() {
+		if j != i {
+			o.Join = append(o.Join, other.GossipAddr())
+		}
+	}
+	n := Start(c.t, o)
+	n.WaitReady(c.t)
+	c.mu.Lock()
+	c.nodes[i] = n
+	c.mu.Unlock()
+	return n
 }
 
 // Buffer is a bytes.Buffer safe for concurrent writers.

@@ -13,6 +13,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -115,6 +116,10 @@ func (m *Membership) poolConfig(p pool, t *memberlist.NetTransport, adv *net.TCP
 	c.AdvertisePort = adv.Port
 	c.Keyring = kr
 	c.Logger = lg
+	// A node that died may come back under its id at another address (a
+	// new IP, new ports); memberlist refuses that as a conflict until the
+	// old entry has been dead this long.
+	c.DeadNodeReclaimTime = 30 * time.Second
 	d := &poolDelegate{m: m, pool: p}
 	c.Delegate = d
 	c.Events = d

@@ -308,6 +308,14 @@ func (n *Node) GossipAddr() string {
 	return n.members.WANAddr()
 }
 
+// GossipLANAddr returns the node's LAN gossip address, "" without gossip.
+func (n *Node) GossipLANAddr() string {
+	if n.members == nil {
+		return ""
+	}
+	return n.members.LANAddr()
+}
+
 // DC returns the node's datacenter.
 func (n *Node) DC() string { return n.cfg.DC }
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
+	"github.com/tokenstore/tokenstore/internal/testnet"
 )
 
 // cnode is one process of a multi-process cluster.
@@ -33,43 +32,12 @@ type nodeSpec struct {
 	flags    []string
 }
 
-// reserveAddrs returns n distinct loopback addresses whose ports are free
-// for both TCP and UDP (gossip binds both). Every listener stays open until
-// all n are chosen, so the kernel cannot hand out a port twice.
-func reserveAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var held []io.Closer
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	var out []string
-	for tries := 0; len(out) < n; tries++ {
-		if tries > 20*n {
-			t.Fatalf("reserving %d loopback ports: only %d free for TCP and UDP", n, len(out))
-		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, l)
-		u, err := net.ListenPacket("udp", l.Addr().String())
-		if err != nil {
-			continue // the UDP port is taken: keep the TCP one held, try another
-		}
-		held = append(held, u)
-		out = append(out, l.Addr().String())
-	}
-	return out
-}
-
 // planNodes prepares one process per spec, not started, with its own data
 // directory and four reserved addresses (API, Raft, WAN and LAN gossip).
 // When the test fails, the end of every node's log is printed.
 func planNodes(t *testing.T, specs ...nodeSpec) []*cnode {
 	t.Helper()
-	addrs := reserveAddrs(t, 4*len(specs))
+	addrs := testnet.Addrs(t, 4*len(specs))
 	nodes := make([]*cnode, len(specs))
 	for i, s := range specs {
 		a := addrs[4*i : 4*i+4]

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
 	"github.com/tokenstore/tokenstore/internal/memcachedtest"
+	"github.com/tokenstore/tokenstore/internal/testnet"
 )
 
 // binary is the tokenstore command built once for these tests.
@@ -59,12 +59,7 @@ type daemon struct {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return testnet.Addr(t)
 }
 
 // startDaemon runs serve on dataDir and waits until /readyz is 200.

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tokenstore/tokenstore/internal/testnet"
 )
 
 // Server is one memcached process.
@@ -31,13 +33,7 @@ func Start(t testing.TB) *Server {
 	if _, err := exec.LookPath("memcached"); err != nil {
 		t.Fatalf("memcached is not installed (make test installs it): %v", err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	s := &Server{t: t, Addr: addr}
+	s := &Server{t: t, Addr: testnet.Addr(t)}
 	s.Restart()
 	t.Cleanup(s.Kill)
 	return s

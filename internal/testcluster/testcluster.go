@@ -46,7 +46,8 @@ type Options struct {
 	TLS             *tls.Config
 	GossipKeys      [][]byte
 	DeadNodeTimeout time.Duration
-	RaftAddr        string // default 127.0.0.1:0
+	// Addresses; default 127.0.0.1:0 (a restart reuses the old ones).
+	RaftAddr, GossipAddr, GossipLANAddr string
 	// MinIndexWait bounds a local read's wait for min_index.
 	MinIndexWait time.Duration
 }
@@ -111,7 +112,13 @@ func start(t testing.TB, o Options) (*Node, error) {
 		Logger: log, LogOutput: logs, LogLevel: "debug", Registry: reg,
 	}
 	if clustered {
-		cfg.GossipAddr, cfg.GossipLANAddr = "127.0.0.1:0", "127.0.0.1:0"
+		cfg.GossipAddr, cfg.GossipLANAddr = o.GossipAddr, o.GossipLANAddr
+		if cfg.GossipAddr == "" {
+			cfg.GossipAddr = "127.0.0.1:0"
+		}
+		if cfg.GossipLANAddr == "" {
+			cfg.GossipLANAddr = "127.0.0.1:0"
+		}
 		cfg.ReconcileInterval = 200 * time.Millisecond
 	}
 	node, err := cluster.Open(cfg)
@@ -243,14 +250,15 @@ func (c *Cluster) WaitForLeader(ctx context.Context) (*Node, error) {
 	}
 }
 
-// Restart starts node i again on its data directory and Raft address,
-// joining through another node, and waits until it is ready.
+// Restart starts node i again on its data directory and addresses, as an
+// operator restarts a node, joining through the other nodes, and waits
+// until it is ready.
 func (c *Cluster) Restart(i int) *Node {
 	c.t.Helper()
 	old := c.Node(i)
-	old.Kill()
 	o := old.Opts
-	o.RaftAddr = old.RaftAddr()
+	o.RaftAddr, o.GossipAddr, o.GossipLANAddr = old.RaftAddr(), old.GossipAddr(), old.GossipLANAddr()
+	old.Kill()
 	o.Join = nil
 	for j, other := range c.Nodes() {
 		if j != i {

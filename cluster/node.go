@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -153,6 +154,9 @@ type Node struct {
 	leaderReady atomic.Bool
 	hadState    bool // Raft state existed when the node opened
 
+	reqPrefix string // of this process's request ids
+	reqSeq    atomic.Uint64
+
 	closeOnce sync.Once
 	closing   chan struct{}
 	wg        sync.WaitGroup
@@ -179,6 +183,11 @@ func Open(cfg Config) (*Node, error) {
 		changed:  make(chan struct{}, 1),
 		joinWake: make(chan struct{}, 1),
 	}
+	prefix := make([]byte, 12)
+	if _, err := rand.Read(prefix); err != nil {
+		return nil, err
+	}
+	n.reqPrefix = base64.RawURLEncoding.EncodeToString(prefix) + "."
 	n.metrics = newMetrics(cfg.Registry, n)
 	if err := n.openRaft(); err != nil {
 		n.closeStores()

@@ -3,10 +3,13 @@ package fsm
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/google/btree"
 	"github.com/hashicorp/go-msgpack/v2/codec"
@@ -127,6 +130,7 @@ func (s *Store) Restore(r io.Reader) error {
 		return fmt.Errorf("restore: snapshot version %d, this node reads %d", v, snapshotVersion)
 	}
 	st := newState()
+	var reqs []*request // request frames come in id order
 	var meta snapshotMeta
 	var body []byte
 	for {
@@ -168,7 +172,7 @@ func (s *Store) Restore(r io.Reader) error {
 					err = fmt.Errorf("duplicate request id %s", r.ID)
 				} else {
 					st.reqs.ReplaceOrInsert(r)
-					st.reqsByAt.ReplaceOrInsert(r)
+					reqs = append(reqs, r)
 				}
 			}
 		default:
@@ -178,6 +182,8 @@ func (s *Store) Restore(r io.Reader) error {
 			return fmt.Errorf("restore: %w", err)
 		}
 	}
+	slices.SortFunc(reqs, func(a, b *request) int { return cmp.Or(cmp.Compare(a.At, b.At), strings.Compare(a.ID, b.ID)) })
+	st.reqQueue = reqs
 	s.mu.Lock()
 	s.st, s.lastNow = st, meta.LastNow
 	s.mu.Unlock()

@@ -20,7 +20,7 @@ type state struct {
 	counts    map[CountKey]int64
 
 	reqs     *btree.BTreeG[*request] // remembered request ids, by id
-	reqsByAt *btree.BTreeG[*request] // the same, oldest first
+	reqQueue []*request              // the same, oldest first
 }
 
 const btreeDegree = 32
@@ -41,9 +41,6 @@ func newState() *state {
 		}),
 		counts: map[CountKey]int64{},
 		reqs:   btree.NewG(btreeDegree, func(a, b *request) bool { return a.ID < b.ID }),
-		reqsByAt: btree.NewG(btreeDegree, func(a, b *request) bool {
-			return a.At < b.At || a.At == b.At && a.ID < b.ID
-		}),
 	}
 }
 

@@ -2,7 +2,7 @@ GO       ?= go
 FUZZTIME ?= 10s
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build run test deps check fuzz clean
+.PHONY: all build run test deps check fuzz bench-node bench-nonce bench-cluster clean
 
 all: build
 
@@ -34,6 +34,15 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./token
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeIssue$$' -fuzztime=$(FUZZTIME) ./api
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeLookup$$' -fuzztime=$(FUZZTIME) ./api
+
+# Measurements on loopback (bench/run.sh): one node; nonce checks against
+# memcached direct; a three-node cluster. DURATION=30s CLIENTS=128 tune.
+bench-node:
+	bench/run.sh node
+bench-nonce: deps
+	bench/run.sh nonce
+bench-cluster:
+	bench/run.sh cluster
 
 clean:
 	rm -rf bin

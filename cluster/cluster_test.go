@@ -139,6 +139,9 @@ func runConsumeLoad(ctx context.Context, nodes func() []*testcluster.Node, worke
 				rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 				iss, err := n.Client.Issue(rctx, wire.IssueRequest{Kind: "oauth2_code", Subject: fmt.Sprint("w", w)})
 				cancel()
+				if ctx.Err() != nil {
+					return // stopped: what was in flight proves nothing
+				}
 				if err != nil {
 					l.fail(err)
 					continue
@@ -150,6 +153,9 @@ func runConsumeLoad(ctx context.Context, nodes func() []*testcluster.Node, worke
 				rctx, cancel = context.WithTimeout(ctx, 15*time.Second)
 				_, err = n.Client.Consume(rctx, wire.ConsumeRequest{Token: iss.Token})
 				cancel()
+				if ctx.Err() != nil {
+					return
+				}
 				if err != nil {
 					l.fail(err)
 					continue
@@ -196,47 +202,38 @@ func (l *consumeLoad) check(t *testing.T, ctx context.Context, n *testcluster.No
 	}
 }
 
-func TestLeaderKilledUnderConsumeLoad(t *testing.T) {
+// leaderGoesUnderLoad runs a consume load on the followers of a
+// three-node cluster, takes the leader away with stop (a crash or a
+// shutdown), requires writes to go on, and checks that no acknowledged
+// write was lost and no token consumed twice. It returns the load.
+func leaderGoesUnderLoad(t *testing.T, stop func(leader *testcluster.Node)) *consumeLoad {
+	t.Helper()
 	c := testcluster.StartCluster(t, testcluster.Options{}, testcluster.Options{}, testcluster.Options{})
 	ctx := ctxFor(t, 2*time.Minute)
 	old, err := c.WaitForLeader(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var survivors []*testcluster.Node
-	for _, n := range c.Nodes() {
-		if n != old {
-			survivors = append(survivors, n)
-		}
-	}
-	loadCtx, stop := context.WithCancel(ctx)
-	defer stop()
+	survivors := followers(c)
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
 	// The load goes to the survivors, so that no request is lost with the
-	// killed node's own HTTP server.
+	// old leader's own HTTP server.
 	load := runConsumeLoad(loadCtx, func() []*testcluster.Node { return survivors }, 8)
-	waitFor(t, "consumes before the kill", 30*time.Second, func() error {
-		if _, k := load.counts(); k < 50 {
-			return fmt.Errorf("%d consumed", k)
-		}
-		return nil
-	})
-	old.Kill()
-	_, before := load.counts()
-	waitFor(t, "a new leader", 30*time.Second, func() error {
-		for _, n := range survivors {
-			if n.IsLeader() {
-				return nil
+	consumedAtLeast := func(what string, n int) {
+		t.Helper()
+		waitFor(t, what, 30*time.Second, func() error {
+			if _, k := load.counts(); k < n {
+				return fmt.Errorf("%d consumed, want %d", k, n)
 			}
-		}
-		return errors.New("none yet")
-	})
-	waitFor(t, "consumes after the kill", 30*time.Second, func() error {
-		if _, k := load.counts(); k < before+50 {
-			return fmt.Errorf("%d consumed, %d before the kill", k, before)
-		}
-		return nil
-	})
-	stop()
+			return nil
+		})
+	}
+	consumedAtLeast("consumes before the leader goes", 50)
+	stop(old)
+	_, before := load.counts()
+	consumedAtLeast("consumes after the leader went", before+50)
+	stopLoad()
 	var leader *testcluster.Node
 	for _, n := range survivors {
 		if n.IsLeader() {
@@ -249,55 +246,23 @@ func TestLeaderKilledUnderConsumeLoad(t *testing.T) {
 	load.check(t, ctxFor(t, time.Minute), leader)
 	issued, consumed := load.counts()
 	t.Logf("issued %d, consumed %d, failed requests %d (first: %v)", issued, consumed, load.failures.Load(), load.firstFail.Load())
+	return load
+}
+
+func TestLeaderKilledUnderConsumeLoad(t *testing.T) {
+	leaderGoesUnderLoad(t, func(leader *testcluster.Node) { leader.Kill() })
 }
 
 func TestGracefulLeaderShutdownLosesNoWrite(t *testing.T) {
-	c := testcluster.StartCluster(t, testcluster.Options{}, testcluster.Options{}, testcluster.Options{})
-	ctx := ctxFor(t, 2*time.Minute)
-	old, err := c.WaitForLeader(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var survivors []*testcluster.Node
-	for _, n := range c.Nodes() {
-		if n != old {
-			survivors = append(survivors, n)
+	load := leaderGoesUnderLoad(t, func(leader *testcluster.Node) {
+		leader.Stop()
+		if !strings.Contains(leader.Logs.String(), "handed leadership over before shutdown") {
+			t.Errorf("the leader did not hand leadership over:\n%s", leader.Logs.String())
 		}
-	}
-	loadCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	load := runConsumeLoad(loadCtx, func() []*testcluster.Node { return survivors }, 8)
-	waitFor(t, "consumes before the shutdown", 30*time.Second, func() error {
-		if _, k := load.counts(); k < 50 {
-			return fmt.Errorf("%d consumed", k)
-		}
-		return nil
 	})
-	old.Stop()
-	if !strings.Contains(old.Logs.String(), "handed leadership over before shutdown") {
-		t.Errorf("the leader did not hand leadership over:\n%s", old.Logs.String())
-	}
-	_, before := load.counts()
-	waitFor(t, "consumes after the shutdown", 30*time.Second, func() error {
-		if _, k := load.counts(); k < before+50 {
-			return fmt.Errorf("%d consumed, %d before", k, before)
-		}
-		return nil
-	})
-	stop()
 	if f := load.failures.Load(); f != 0 {
 		t.Errorf("graceful leader shutdown: %d writes failed (first: %v), want none", f, load.firstFail.Load())
 	}
-	var leader *testcluster.Node
-	for _, n := range survivors {
-		if n.IsLeader() {
-			leader = n
-		}
-	}
-	if leader == nil {
-		t.Fatal("no leader among the survivors")
-	}
-	load.check(t, ctxFor(t, time.Minute), leader)
 }
 
 // TestTwoDCs: voters in DC a, a non-voter in DC b serving local reads with

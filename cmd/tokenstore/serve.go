@@ -182,6 +182,10 @@ func run(f serveFlags, logOut io.Writer) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	if ccfg.TLS == nil && ccfg.GossipAddr != "" && !isLoopback(node.RaftAddr()) {
+		log.Warn("node-to-node traffic (Raft, forwarded writes) is neither encrypted nor authenticated: use --tls-cert, --tls-key and --tls-ca, or keep the Raft port on a private network",
+			"raft_addr", node.RaftAddr())
+	}
 	log.Info("tokenstore serving", "node", node.ID(), "dc", f.dc, "api_addr", ln.Addr().String(),
 		"raft_addr", node.RaftAddr(), "data_dir", f.dataDir, "auth", keys != nil, "hmac", hashKey != nil,
 		"node_tls", ccfg.TLS != nil)
@@ -210,8 +214,9 @@ func run(f serveFlags, logOut io.Writer) error {
 }
 
 // clusterConfig turns the flags into the node's configuration. With no
-// --join and no --bootstrap-expect the node is the embedded default: its
-// own one-voter cluster, no gossip.
+// --join and no --bootstrap-expect a new node bootstraps as its own
+// one-voter cluster: the embedded default, without gossip, or with
+// --gossip-addr a first node that others then --join.
 func clusterConfig(f serveFlags) (cluster.Config, error) {
 	c := cluster.Config{
 		NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.raftAddr, RaftAdvertise: f.raftAdvertise,
@@ -222,8 +227,8 @@ func clusterConfig(f serveFlags) (cluster.Config, error) {
 	if f.join != "" {
 		c.Join = strings.Split(f.join, ",")
 	}
-	clustered := f.join != "" || f.bootstrapExpect > 0 || f.gossipAddr != ""
-	c.Bootstrap = !clustered
+	c.Bootstrap = f.join == "" && f.bootstrapExpect == 0
+	clustered := !c.Bootstrap || f.gossipAddr != ""
 	if f.bootstrapExpect < 0 {
 		return c, fmt.Errorf("--bootstrap-expect %d: want 0 or more", f.bootstrapExpect)
 	}

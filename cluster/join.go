@@ -245,6 +245,7 @@ func (n *Node) removeDead(servers []raft.Server, missing map[raft.ServerID]time.
 			continue
 		}
 		delete(missing, s.ID)
+		n.members.Forget(string(s.ID))
 		n.log.Warn("raft configuration: removed a node gone too long", "node", s.ID, "gone_since", goneSince, "timeout", n.cfg.DeadNodeTimeout)
 	}
 }

@@ -105,6 +105,7 @@ func (s *Server) routes() {
 	if s.cfg.Nonces != nil {
 		s.handle("POST /v1/nonces", s.checkNonce)
 	}
+	s.handle("POST /v1/introspect", s.introspect)
 	s.handle("GET /v1/cluster", s.clusterStatus)
 	s.open("/", s.noRoute)
 	s.open("GET /healthz", func(w http.ResponseWriter, r *http.Request) *Error {

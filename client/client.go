@@ -213,6 +213,16 @@ func (c *Client) CheckNonce(ctx context.Context, scope, nonce string, timestamp 
 	return err
 }
 
+// Introspect asks about a token the RFC 7662 way (a form with token=). An
+// unknown, expired, revoked, consumed or malformed token is no error: the
+// answer is Active false.
+func (c *Client) Introspect(ctx context.Context, token string) (*wire.IntrospectResponse, error) {
+	var out wire.IntrospectResponse
+	form := url.Values{"token": {token}}.Encode()
+	_, err := c.send(ctx, http.MethodPost, "/v1/introspect", "application/x-www-form-urlencoded", strings.NewReader(form), &out)
+	return &out, err
+}
+
 // Cluster describes the cluster: its nodes with DC, role, health and
 // applied index, the leader and the primary DC.
 func (c *Client) Cluster(ctx context.Context) (*wire.ClusterResponse, error) {
@@ -228,20 +238,25 @@ func (c *Client) Ready(ctx context.Context) error {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) (Meta, error) {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return Meta{}, err
-		}
-		body = bytes.NewReader(b)
+	if in == nil {
+		return c.send(ctx, method, path, "", nil, out)
 	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return Meta{}, err
+	}
+	return c.send(ctx, method, path, "application/json", bytes.NewReader(b), out)
+}
+
+// send makes one request with a body of contentType and decodes a JSON
+// answer into out, or the error shape into an *Error.
+func (c *Client) send(ctx context.Context, method, path, contentType string, body io.Reader, out any) (Meta, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return Meta{}, err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	if c.key != "" {
 		req.Header.Set("Authorization", "Bearer "+c.key)

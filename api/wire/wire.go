@@ -184,3 +184,17 @@ type ClusterNode struct {
 	Lag          uint64 `json:"lag"`
 	Healthy      bool   `json:"healthy"`
 }
+
+// IntrospectResponse is the RFC 7662 answer of POST /v1/introspect. An
+// inactive token is exactly {"active":false}.
+type IntrospectResponse struct {
+	Active    bool   `json:"active"`
+	Subject   string `json:"sub,omitempty"`
+	ClientID  string `json:"client_id,omitempty"`
+	Scope     string `json:"scope,omitempty"`      // space-separated
+	ExpiresAt int64  `json:"exp,omitempty"`        // Unix seconds; absent: never
+	IssuedAt  int64  `json:"iat,omitempty"`        // Unix seconds
+	TokenType string `json:"token_type,omitempty"` // the token's kind
+	RLC       string `json:"rlc,omitempty"`
+	ID        string `json:"jti,omitempty"` // the public id
+}

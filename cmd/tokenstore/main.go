@@ -15,7 +15,7 @@ const usage = `usage: tokenstore <command> [flags]
 
 commands:
   serve    run a token store node (no flags: single node, data in ./data)
-  token    issue | lookup | consume | revoke | get | list tokens
+  token    issue | lookup | introspect | consume | revoke | get | list tokens
   nonce    record an OAuth 1.0 nonce (fresh, or an error for a replay)
   bench    run a workload against a node and report latency
   version  print the version

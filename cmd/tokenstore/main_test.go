@@ -434,6 +434,9 @@ func TestTokenCLI(t *testing.T) {
 	if out := run("", "list", "--subject", "cli-user"); !strings.Contains(out, `"kind": "oauth2_code"`) {
 		t.Errorf("list: got\n%s", out)
 	}
+	if out := run(tok+"\n", "introspect"); !strings.Contains(out, `"active": true`) || !strings.Contains(out, `"sub": "cli-user"`) {
+		t.Errorf("introspect: got\n%s", out)
+	}
 	if out := run(tok+"\n", "consume"); !strings.Contains(out, `"uses_left": 0`) {
 		t.Errorf("consume: got\n%s", out)
 	}

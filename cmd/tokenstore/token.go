@@ -14,7 +14,7 @@ import (
 	"github.com/tokenstore/tokenstore/client"
 )
 
-const tokenUsage = `usage: tokenstore token <issue|lookup|consume|revoke|get|list> [flags] [TOKEN|-]
+const tokenUsage = `usage: tokenstore token <issue|lookup|introspect|consume|revoke|get|list> [flags] [TOKEN|-]
 
 A TOKEN argument of "-" (or none) is read from standard input, which keeps
 secrets out of the process list and shell history.`
@@ -48,6 +48,7 @@ func tokenCmd(args []string) error {
 		fs.StringVar(&req.Title, "title", "", "title shown in session lists")
 	case "lookup":
 		fs.StringVar(&consistency, "consistency", "", "local or leader")
+	case "introspect":
 	case "consume":
 		fs.StringVar(&req.Kind, "kind", "", "required kind")
 		fs.StringVar(&req.ClientID, "client-id", "", "required client id")
@@ -85,6 +86,11 @@ func tokenCmd(args []string) error {
 		out, _, err = withSecret(fs, func(s string) (any, client.Meta, error) {
 			r, m, err := c.Lookup(ctx, s, client.LookupOptions{Consistency: consistency})
 			return r, m, err
+		})
+	case "introspect":
+		out, _, err = withSecret(fs, func(s string) (any, client.Meta, error) {
+			r, err := c.Introspect(ctx, s)
+			return r, client.Meta{}, err
 		})
 	case "consume":
 		out, _, err = withSecret(fs, func(s string) (any, client.Meta, error) {

@@ -40,7 +40,7 @@ type Config struct {
 }
 
 // Workloads lists what Run can drive.
-var Workloads = []string{"issue", "consume", "lookup", "nonce", "memcached"}
+var Workloads = []string{"issue", "consume", "lookup", "introspect", "nonce", "memcached"}
 
 // Result is what a run measured.
 type Result struct {
@@ -173,14 +173,22 @@ func prepare(ctx context.Context, cs nodes, cfg Config, progress io.Writer) (fun
 			_, err := cs.of(w).Consume(ctx, wire.ConsumeRequest{Token: toks[i]})
 			return err
 		}, nil
-	case "lookup":
+	case "lookup", "introspect":
 		toks, err := preissue(ctx, cs, cfg, "access", progress)
 		if err != nil {
 			return nil, err
 		}
 		var next atomic.Int64
 		return func(ctx context.Context, w int) error {
-			_, _, err := cs.of(w).Lookup(ctx, toks[int(next.Add(1))%len(toks)], client.LookupOptions{})
+			tok := toks[int(next.Add(1))%len(toks)]
+			if cfg.Workload == "introspect" {
+				r, err := cs.of(w).Introspect(ctx, tok)
+				if err == nil && !r.Active {
+					err = fmt.Errorf("bench: an issued token introspects inactive")
+				}
+				return err
+			}
+			_, _, err := cs.of(w).Lookup(ctx, tok, client.LookupOptions{})
 			return err
 		}, nil
 	case "nonce":

@@ -451,16 +451,16 @@ func TestBenchSmoke(t *testing.T) {
 	// A generous timeout: the smoke run checks the wiring, and the machine
 	// may be busy.
 	d := startDaemon(t, t.TempDir(), "--memcached", mc.Addr, "--memcached-timeout", "2s")
-	out, err := exec.Command(binary, "bench", "run", "--addr", "http://"+d.apiAddr, "--workload", "issue,consume,lookup,nonce,memcached",
+	out, err := exec.Command(binary, "bench", "run", "--addr", "http://"+d.apiAddr, "--workload", "issue,consume,lookup,introspect,nonce,memcached",
 		"--memcached", mc.Addr, "--clients", "4", "--duration", "500ms", "--tokens", "40").Output()
 	if err != nil {
 		t.Fatalf("bench run: %v\n%s", err, out)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 6 || !strings.HasPrefix(lines[5], "ratio    nonce/memcached = ") {
+	if len(lines) != 7 || !strings.HasPrefix(lines[6], "ratio    nonce/memcached = ") {
 		t.Fatalf("want one result line per workload and the nonce/memcached ratio, got:\n%s", out)
 	}
-	for i, w := range []string{"issue", "consume", "lookup", "nonce", "memcached"} {
+	for i, w := range []string{"issue", "consume", "lookup", "introspect", "nonce", "memcached"} {
 		l := lines[i]
 		if !strings.HasPrefix(l, w+" ") || strings.Contains(l, " ops=0 ") || !strings.Contains(l, " errors=0 ") {
 			t.Errorf("want a %s result with ops and no errors, got: %s", w, l)

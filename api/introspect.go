@@ -40,14 +40,17 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) *Error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.WriteTimeout)
 	defer cancel()
-	rec, _, err := s.cfg.Store.ReadRecord(ctx, s.cfg.Hasher.Sum(presented), cluster.Local, 0, 0)
+	hash := s.cfg.Hasher.Sum(presented)
+	rec, _, err := s.cfg.Store.ReadRecord(ctx, hash, cluster.Local, 0, 0)
 	if err != nil {
 		return storeError(err)
 	}
-	if rec == nil || rec.Status(s.now()) != fsm.StatusActive {
+	now := s.now()
+	if rec == nil || rec.Status(now) != fsm.StatusActive {
 		writeJSON(w, http.StatusOK, inactive)
 		return nil
 	}
+	s.touch(rec, hash, now, "", "")
 	out := wire.IntrospectResponse{Active: true, Subject: rec.Subject, ClientID: rec.ClientID,
 		Scope: strings.Join(rec.Scopes, " "), TokenType: rec.Kind, RLC: rec.RLC, ID: rec.ID,
 		IssuedAt: time.Unix(0, rec.CreatedAt).Unix()}

@@ -35,6 +35,9 @@ type Store interface {
 	AppliedIndex() uint64
 	// ClusterStatus describes every node of the cluster.
 	ClusterStatus(ctx context.Context) cluster.Status
+	// Touch notes a read of the token with digest hash, for its last-used
+	// time; it is written later, in bulk.
+	Touch(hash string, at time.Time, ip, userAgent string)
 	// Ready is nil when the node can serve.
 	Ready() error
 }

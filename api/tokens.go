@@ -163,10 +163,8 @@ func checkFields(req *wire.IssueRequest) *Error {
 			return e
 		}
 	}
-	if req.IP != "" {
-		if _, err := netip.ParseAddr(req.IP); err != nil {
-			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"ip\" must be an IPv4 or IPv6 address.")
-		}
+	if e := checkClient(req.IP, ""); e != nil {
+		return e
 	}
 	if len(req.Data) > maxData {
 		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"data\" exceeds %d bytes.", maxData)
@@ -204,6 +202,9 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *Error {
 	if e != nil {
 		return e
 	}
+	if e := checkClient(req.IP, req.UserAgent); e != nil {
+		return e
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.WriteTimeout)
 	defer cancel()
 	rec, index, err := s.cfg.Store.ReadRecord(ctx, hash, c, req.MinIndex, s.cfg.MinIndexWait)
@@ -220,8 +221,26 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *Error {
 	if err := fsm.StatusErr(rec.Status(now)); err != nil {
 		return recordError(err, rec)
 	}
+	s.touch(rec, hash, now, req.IP, req.UserAgent)
 	writeJSON(w, http.StatusOK, toWire(rec, now))
 	return nil
+}
+
+// touch notes a read for the token's last-used time, if its kind keeps one.
+func (s *Server) touch(rec *fsm.Record, hash string, now int64, ip, ua string) {
+	if k, ok := s.cfg.Policy.Kinds[rec.Kind]; ok && k.UpdateLastUsed {
+		s.cfg.Store.Touch(hash, time.Unix(0, now), ip, ua)
+	}
+}
+
+// checkClient validates the optional ip and user_agent of a read.
+func checkClient(ip, ua string) *Error {
+	if ip != "" {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"ip\" must be an IPv4 or IPv6 address.")
+		}
+	}
+	return checkText("user_agent", ua, maxUA)
 }
 
 // consistency parses a read's consistency level; local is the default.

@@ -116,13 +116,15 @@ func (c *Client) Issue(ctx context.Context, req wire.IssueRequest) (*wire.IssueR
 type LookupOptions struct {
 	Consistency string // wire.ConsistencyLocal (default) or wire.ConsistencyLeader
 	MinIndex    uint64 // read-your-writes: wait until the replica applied this index
+	// IP and UserAgent of the end user, recorded with the last use.
+	IP, UserAgent string
 }
 
 // Lookup reads a token without consuming it.
 func (c *Client) Lookup(ctx context.Context, token string, o LookupOptions) (*wire.Record, Meta, error) {
 	var out wire.Record
 	m, err := c.do(ctx, http.MethodPost, "/v1/tokens/lookup",
-		wire.LookupRequest{Token: token, Consistency: o.Consistency, MinIndex: o.MinIndex}, &out)
+		wire.LookupRequest{Token: token, Consistency: o.Consistency, MinIndex: o.MinIndex, IP: o.IP, UserAgent: o.UserAgent}, &out)
 	return &out, m, err
 }
 

@@ -13,6 +13,8 @@ type metrics struct {
 	gcDeleted    prometheus.Counter
 	forwarded    prometheus.Counter
 	leaderReads  prometheus.Counter
+	touched      prometheus.Counter
+	touchDropped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -35,6 +37,14 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		forwarded: f.NewCounter(prometheus.CounterOpts{
 			Name: "tokenstore_forwarded_writes_total",
 			Help: "Writes this node forwarded to the leader and got an answer for.",
+		}),
+		touched: f.NewCounter(prometheus.CounterOpts{
+			Name: "tokenstore_last_used_written_total",
+			Help: "Last-use times this node proposed that were applied.",
+		}),
+		touchDropped: f.NewCounter(prometheus.CounterOpts{
+			Name: "tokenstore_last_used_dropped_total",
+			Help: "Reads whose last-use time was not buffered because the buffer was full.",
 		}),
 		leaderReads: f.NewCounter(prometheus.CounterOpts{
 			Name: "tokenstore_leader_reads_total",

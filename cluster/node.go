@@ -77,6 +77,9 @@ type Config struct {
 	// ReconcileInterval: how often the leader compares membership with
 	// the Raft configuration. Default 1s.
 	ReconcileInterval time.Duration
+	// LastUsedGranularity: a token's last use is written at most this
+	// often. Default 1m.
+	LastUsedGranularity time.Duration
 
 	SnapshotThreshold uint64        // default 8192 entries
 	SnapshotInterval  time.Duration // default 2m
@@ -112,6 +115,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = time.Second
+	}
+	if c.LastUsedGranularity == 0 {
+		c.LastUsedGranularity = time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -157,6 +163,8 @@ type Node struct {
 	reqPrefix string // of this process's request ids
 	reqSeq    atomic.Uint64
 
+	touches touches // last uses waiting to be written
+
 	closeOnce sync.Once
 	closing   chan struct{}
 	wg        sync.WaitGroup
@@ -181,6 +189,7 @@ func Open(cfg Config) (*Node, error) {
 		inflight: make(chan struct{}, maxInflight),
 		closing:  make(chan struct{}),
 		changed:  make(chan struct{}, 1),
+		touches:  touches{pending: map[string]fsm.Use{}, written: map[string]int64{}},
 		joinWake: make(chan struct{}, 1),
 	}
 	prefix := make([]byte, 12)
@@ -196,9 +205,10 @@ func Open(cfg Config) (*Node, error) {
 	n.rpc = n.rpcClient()
 	n.rpcSrv = n.rpcServer()
 	go n.rpcSrv.Serve(n.mux.RPCListener())
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.coalesce()
 	go n.watchLeadership()
+	go n.flushTouches()
 	if cfg.GossipAddr != "" {
 		if err := n.startMembership(); err != nil {
 			n.Close()

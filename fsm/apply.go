@@ -209,3 +209,25 @@ func (c *Expire) apply(tx *applyTx) Result {
 	}
 	return Result{Count: n}
 }
+
+func (c *Touch) apply(tx *applyTx) Result {
+	n := 0
+	for _, u := range c.Uses {
+		r := tx.byHash(u.Hash)
+		at := min(u.At, tx.now) // a reader's clock ahead of the log's does not date a use in the future
+		if r == nil || r.Status(tx.now) != StatusActive || at <= r.LastUsedAt {
+			continue
+		}
+		used := *r
+		used.LastUsedAt, used.ModifyIndex = at, tx.index
+		if u.IP != "" {
+			used.IP = u.IP
+		}
+		if u.UserAgent != "" {
+			used.UserAgent = u.UserAgent
+		}
+		tx.put(r, &used)
+		n++
+	}
+	return Result{Count: n}
+}

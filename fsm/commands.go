@@ -27,6 +27,7 @@ const (
 	TypeRevokeSubject Type = 5
 	TypeRevokeFamily  Type = 6
 	TypeExpire        Type = 7
+	TypeTouch         Type = 8
 )
 
 // Command is anything that can be written to the log.
@@ -44,6 +45,7 @@ var registry = map[Type]func() applier{
 	TypeRevokeSubject: func() applier { return new(RevokeSubject) },
 	TypeRevokeFamily:  func() applier { return new(RevokeFamily) },
 	TypeExpire:        func() applier { return new(Expire) },
+	TypeTouch:         func() applier { return new(Touch) },
 }
 
 // applier is a command that knows how to change the state.
@@ -109,6 +111,24 @@ type Expire struct {
 	Before int64    `codec:"b"`
 	IDs    []string `codec:"i"`
 }
+
+// Touch records when tokens were last used by reads (lookups,
+// introspection). Nodes buffer their reads and propose them in bulk, at
+// most once per token per granularity: never a log entry per read.
+type Touch struct {
+	Uses []Use `codec:"u"`
+}
+
+// Use is one token's latest read on a node.
+type Use struct {
+	Hash      string `codec:"h"`
+	At        int64  `codec:"a"` // the reader's clock; capped at log time
+	IP        string `codec:"ip,omitempty"`
+	UserAgent string `codec:"ua,omitempty"`
+}
+
+// Type implements Command.
+func (*Touch) Type() Type { return TypeTouch }
 
 // Type implements Command.
 func (*Batch) Type() Type { return TypeBatch }

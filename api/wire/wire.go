@@ -120,6 +120,10 @@ type LookupRequest struct {
 	Token       string `json:"token"`
 	Consistency string `json:"consistency,omitempty"`
 	MinIndex    uint64 `json:"min_index,omitempty"`
+	// IP and UserAgent, when given, are recorded with the token's last use
+	// (kinds whose policy updates last_used).
+	IP        string `json:"ip,omitempty"`
+	UserAgent string `json:"user_agent,omitempty"`
 }
 
 // ConsumeRequest is the body of POST /v1/tokens/consume.

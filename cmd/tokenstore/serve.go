@@ -41,14 +41,14 @@ type serveFlags struct {
 	nonceFailOpen                 bool
 	nonceLocalMax                 int
 
-	apiAdvertise                      string
-	gossipAddr, gossipAdvertise       string
-	gossipLANAddr, gossipLANAdvertise string
-	gossipKey, join, primaryDC        string
-	tlsCert, tlsKey, tlsCA            string
-	bootstrapExpect                   int
-	nonVoter                          bool
-	deadNodeTimeout                   time.Duration
+	apiAdvertise                         string
+	gossipAddr, gossipAdvertise          string
+	gossipLANAddr, gossipLANAdvertise    string
+	gossipKey, join, primaryDC           string
+	tlsCert, tlsKey, tlsCA               string
+	bootstrapExpect                      int
+	nonVoter                             bool
+	deadNodeTimeout, lastUsedGranularity time.Duration
 }
 
 func serve(args []string) error {
@@ -88,6 +88,7 @@ func serve(args []string) error {
 	fs.BoolVar(&f.nonVoter, "nonvoter", false, "join as a non-voter: a read replica that never leads")
 	fs.StringVar(&f.primaryDC, "primary-dc", "", "datacenter that leadership moves to whenever a voter there is healthy")
 	fs.DurationVar(&f.deadNodeTimeout, "dead-node-timeout", 72*time.Hour, "remove a node from the Raft configuration after it has been gone this long")
+	fs.DurationVar(&f.lastUsedGranularity, "last-used-granularity", time.Minute, "a token's last use (lookups, introspection) is written at most this often")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for node-to-node mutual TLS (Raft and forwarding)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key of --tls-cert")
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA that every node's certificate must be signed by")
@@ -221,7 +222,7 @@ func clusterConfig(f serveFlags) (cluster.Config, error) {
 	c := cluster.Config{
 		NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.raftAddr, RaftAdvertise: f.raftAdvertise,
 		DC: f.dc, APIAddr: f.apiAdvertise, NonVoter: f.nonVoter, PrimaryDC: f.primaryDC,
-		BootstrapExpect: f.bootstrapExpect, DeadNodeTimeout: f.deadNodeTimeout,
+		BootstrapExpect: f.bootstrapExpect, DeadNodeTimeout: f.deadNodeTimeout, LastUsedGranularity: f.lastUsedGranularity,
 		SnapshotThreshold: f.snapshotThreshold, SnapshotInterval: f.snapshotInterval, GCGrace: f.gcGrace,
 	}
 	if f.join != "" {

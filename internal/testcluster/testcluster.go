@@ -50,6 +50,8 @@ type Options struct {
 	RaftAddr, GossipAddr, GossipLANAddr string
 	// MinIndexWait bounds a local read's wait for min_index.
 	MinIndexWait time.Duration
+	// LastUsedGranularity: how often a token's last use may be written.
+	LastUsedGranularity time.Duration
 }
 
 // Node is one running node with its API server and a client for it.
@@ -108,7 +110,8 @@ func start(t testing.TB, o Options) (*Node, error) {
 		DataDir: o.DataDir, RaftAddr: o.RaftAddr, DC: o.DC, APIAddr: srv.Listener.Addr().String(),
 		Bootstrap: !clustered, BootstrapExpect: o.BootstrapExpect, Join: o.Join, NonVoter: o.NonVoter,
 		PrimaryDC: o.PrimaryDC, TLS: o.TLS, GossipKeys: o.GossipKeys, DeadNodeTimeout: o.DeadNodeTimeout,
-		GCGrace: o.GCGrace, GCInterval: o.GCTick, SnapshotThreshold: o.Snapshot,
+		LastUsedGranularity: o.LastUsedGranularity,
+		GCGrace:             o.GCGrace, GCInterval: o.GCTick, SnapshotThreshold: o.Snapshot,
 		Logger: log, LogOutput: logs, LogLevel: "debug", Registry: reg,
 	}
 	if clustered {

@@ -496,9 +496,6 @@ func (n *Node) voters() int {
 	return v
 }
 
-// ByHash reads the local replica by secret digest.
-func (n *Node) ByHash(h string) *fsm.Record { return n.store.ByHash(h) }
-
 // ByID reads the local replica by public id.
 func (n *Node) ByID(id string) *fsm.Record { return n.store.ByID(id) }
 

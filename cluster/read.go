@@ -38,7 +38,7 @@ func (n *Node) ReadRecord(ctx context.Context, hash string, c Consistency, minIn
 		minIndex = max(minIndex, index)
 	case Local:
 		if minIndex == 0 {
-			return n.store.ByHash(hash), n.store.AppliedIndex(), nil
+			return n.localRead(hash)
 		}
 	default:
 		return nil, 0, fmt.Errorf("unknown consistency %d", c)
@@ -47,7 +47,7 @@ func (n *Node) ReadRecord(ctx context.Context, hash string, c Consistency, minIn
 	caughtUp := n.store.WaitApplied(wctx, minIndex) == nil
 	cancel()
 	if caughtUp {
-		return n.store.ByHash(hash), n.store.AppliedIndex(), nil
+		return n.localRead(hash)
 	}
 	if n.raft.State() == raft.Leader {
 		// The leader has applied all it committed: an index beyond it is
@@ -132,5 +132,10 @@ func (n *Node) leaderRead(ctx context.Context, hash string, minIndex uint64) (*f
 	if applied := n.store.AppliedIndex(); applied < minIndex {
 		return nil, 0, fmt.Errorf("%w: index %d is not committed (commit %d)", ErrBehind, minIndex, applied)
 	}
+	return n.localRead(hash)
+}
+
+// localRead reads this replica and the index it reflects.
+func (n *Node) localRead(hash string) (*fsm.Record, uint64, error) {
 	return n.store.ByHash(hash), n.store.AppliedIndex(), nil
 }

@@ -53,7 +53,13 @@ func TestConsume(t *testing.T) {
 		}
 		noSecret(t, "consume", r.Body, out.Token, e.n.Hasher)
 		wantExplained(t, e.lookup(t, out.Token), wire.CodeTokenConsumed, *rec.LastUsedAt, "")
-		wantExplained(t, e.consume(t, wire.ConsumeRequest{Token: out.Token}), wire.CodeTokenConsumed, *rec.LastUsedAt, "")
+		// A code's second presentation is an attack on its grant (reuse
+		// detection, tested with rotation); other single-use kinds are
+		// only used up.
+		wantExplained(t, e.consume(t, wire.ConsumeRequest{Token: out.Token}), wire.CodeTokenReused, *rec.LastUsedAt, "")
+		req := e.issue(t, wire.IssueRequest{Kind: "oauth1_request", Subject: "user:42"})
+		wantJSON(t, e.consume(t, wire.ConsumeRequest{Token: req.Token}), http.StatusOK, &rec)
+		wantExplained(t, e.consume(t, wire.ConsumeRequest{Token: req.Token}), wire.CodeTokenConsumed, *rec.LastUsedAt, "")
 		var got wire.Record
 		wantJSON(t, e.do(t, http.MethodGet, "/v1/tokens/"+out.ID, ""), http.StatusOK, &got)
 		if got.Status != "consumed" || got.Data != nil {
@@ -226,9 +232,9 @@ func consumeAtOnce(t *testing.T, e *env, tok string, n int) []reply {
 	return replies
 }
 
-// tally checks that every answer is a 200 or a 410 token_consumed and
-// returns the number of 200s.
-func tally(t *testing.T, replies []reply, id string) int {
+// tally checks that every answer is a 200 or a 410 with code (the
+// token's second presentation) and returns the number of 200s.
+func tally(t *testing.T, replies []reply, id, code string) int {
 	t.Helper()
 	ok := 0
 	for _, r := range replies {
@@ -240,7 +246,7 @@ func tally(t *testing.T, replies []reply, id string) int {
 			}
 			continue
 		}
-		if _, err := errorShape(r, http.StatusGone, wire.CodeTokenConsumed); err != nil {
+		if _, err := errorShape(r, http.StatusGone, code); err != nil {
 			t.Error(err)
 		}
 	}
@@ -255,7 +261,7 @@ func TestConsumeExactlyOnce(t *testing.T) {
 	t.Run("single use", func(t *testing.T) {
 		for i := 0; i < tokens; i++ {
 			out := e.issue(t, wire.IssueRequest{Kind: "oauth2_code", Subject: "user:race", ClientID: "app1"})
-			if ok := tally(t, consumeAtOnce(t, e, out.Token, consumers), out.ID); ok != 1 {
+			if ok := tally(t, consumeAtOnce(t, e, out.Token, consumers), out.ID, wire.CodeTokenReused); ok != 1 {
 				t.Errorf("token %d: %d of %d concurrent consumes succeeded, want exactly 1", i, ok, consumers)
 			}
 			wantError(t, e.lookup(t, out.Token), http.StatusGone, wire.CodeTokenConsumed)
@@ -266,7 +272,7 @@ func TestConsumeExactlyOnce(t *testing.T) {
 		for i := 0; i < 3; i++ {
 			out := e.issue(t, wire.IssueRequest{Kind: "access", Subject: "user:race", MaxUses: 3})
 			replies := consumeAtOnce(t, e, out.Token, consumers)
-			if ok := tally(t, replies, out.ID); ok != 3 {
+			if ok := tally(t, replies, out.ID, wire.CodeTokenConsumed); ok != 3 {
 				t.Errorf("token %d: %d of %d concurrent consumes succeeded, want exactly 3", i, ok, consumers)
 			}
 			left := map[int64]int{}

@@ -22,6 +22,8 @@ type Error struct {
 	At      *time.Time
 	// RetryAfter, when set, is sent as Retry-After (503s).
 	RetryAfter time.Duration
+	// Challenge, when set, is sent as WWW-Authenticate (401s).
+	Challenge string
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -33,6 +35,9 @@ func errorf(status int, code, format string, args ...any) *Error {
 func writeError(w http.ResponseWriter, e *Error) {
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", fmt.Sprint(int(e.RetryAfter.Seconds()+0.5)))
+	}
+	if e.Challenge != "" {
+		w.Header().Set("WWW-Authenticate", e.Challenge)
 	}
 	body := wire.Error{Error: wire.ErrorBody{Code: e.Code, Message: e.Message, At: e.At}}
 	writeJSON(w, e.Status, body)
@@ -83,6 +88,8 @@ func recordError(err error, r *fsm.Record) *Error {
 		return errorf(http.StatusForbidden, wire.CodeKindMismatch, "This token is not of the requested kind.")
 	case errors.Is(err, fsm.ErrClientMismatch):
 		return errorf(http.StatusForbidden, wire.CodeClientMismatch, "This token was not issued to this client.")
+	case errors.Is(err, fsm.ErrScope):
+		return errorf(http.StatusBadRequest, wire.CodeInvalidScope, "The requested scopes exceed those of the grant.")
 	case r == nil:
 		return errorf(http.StatusInternalServerError, wire.CodeInternal, "internal error")
 	case errors.Is(err, fsm.ErrExpired):
@@ -96,6 +103,10 @@ func recordError(err error, r *fsm.Record) *Error {
 			msg += ": " + r.Reason
 		}
 		return &Error{Status: http.StatusGone, Code: wire.CodeTokenRevoked, At: at, Message: msg + "."}
+	case errors.Is(err, fsm.ErrReused):
+		at := wireTime(r.InvalidatedAt)
+		return &Error{Status: http.StatusGone, Code: wire.CodeTokenReused, At: at,
+			Message: fmt.Sprintf("This token was already used on %s; every token of its grant has been revoked.", at.Format(time.RFC3339))}
 	case errors.Is(err, fsm.ErrConsumed):
 		at := wireTime(r.InvalidatedAt)
 		return &Error{Status: http.StatusGone, Code: wire.CodeTokenConsumed, At: at,

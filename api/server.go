@@ -61,6 +61,11 @@ type Config struct {
 	WriteTimeout time.Duration
 	// MinIndexWait bounds a local read's wait for min_index; default 2s.
 	MinIndexWait time.Duration
+	// RotationGrace is how long a retried rotation of the same refresh
+	// token gets the same successor instead of revoking the family; 0: off.
+	RotationGrace time.Duration
+	// Authz configures Envoy external authorization.
+	Authz AuthzConfig
 	// Now is the reader's clock; default time.Now.
 	Now func() time.Time
 }
@@ -87,6 +92,7 @@ func New(cfg Config) *Server {
 	if cfg.MinIndexWait == 0 {
 		cfg.MinIndexWait = 2 * time.Second
 	}
+	cfg.Authz.setDefaults()
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
@@ -100,6 +106,7 @@ func (s *Server) routes() {
 	s.handle("POST /v1/tokens/lookup", s.lookup)
 	s.handle("POST /v1/tokens/consume", s.consume)
 	s.handle("POST /v1/tokens/revoke", s.revoke)
+	s.handle("POST /v1/tokens/rotate", s.rotate)
 	s.handle("GET /v1/tokens/{id}", s.getByID)
 	s.handle("DELETE /v1/tokens/{id}", s.revokeByID)
 	s.handle("GET /v1/tokens", s.list)
@@ -109,6 +116,9 @@ func (s *Server) routes() {
 		s.handle("POST /v1/nonces", s.checkNonce)
 	}
 	s.handle("POST /v1/introspect", s.introspect)
+	// Every method: Envoy sends the original request's. Authorization is
+	// the end user's here, so the caller's key comes in its own header.
+	s.handleWithKey(AuthzPrefix, apiKeyHeader, s.authzEnvoy)
 	s.handle("GET /v1/cluster", s.clusterStatus)
 	s.open("/", s.noRoute)
 	s.open("GET /healthz", func(w http.ResponseWriter, r *http.Request) *Error {
@@ -164,13 +174,32 @@ func caller(r *http.Request) string {
 
 // handle registers an authenticated /v1 route.
 func (s *Server) handle(pattern string, h handlerFunc) {
+	s.handleWithKey(pattern, authorizationHeader, h)
+}
+
+// A keySource finds the API key in a request, and says where for people.
+type keySource struct {
+	find  func(*http.Request) (string, bool)
+	where string
+}
+
+var (
+	authorizationHeader = keySource{func(r *http.Request) (string, bool) { return bearerToken(r.Header.Get("Authorization")) },
+		"Authorization: Bearer <key>"}
+	apiKeyHeader = keySource{func(r *http.Request) (string, bool) { v := r.Header.Get(wire.HeaderAPIKey); return v, v != "" },
+		wire.HeaderAPIKey + ": <key>"}
+)
+
+// handleWithKey registers a route that needs an API key (when keys are
+// configured), found by src.
+func (s *Server) handleWithKey(pattern string, src keySource, h handlerFunc) {
 	s.mux.Handle(pattern, s.wrap(pattern, func(w http.ResponseWriter, r *http.Request) *Error {
 		if s.cfg.Keys != nil {
-			key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			name, match := s.cfg.Keys.Match(strings.TrimSpace(key))
+			key, ok := src.find(r)
+			name, match := s.cfg.Keys.Match(key)
 			if !ok || !match {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="tokenstore"`)
-				return errorf(http.StatusUnauthorized, wire.CodeUnauthorized, "A valid API key is required (Authorization: Bearer <key>).")
+				return &Error{Status: http.StatusUnauthorized, Code: wire.CodeUnauthorized, Challenge: `Bearer realm="tokenstore"`,
+					Message: "A valid API key is required (" + src.where + ")."}
 			}
 			r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, name))
 		}

@@ -76,10 +76,52 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request) *Error {
 	}
 	rec := res.Record
 	s.log.Debug("issued", "kind", rec.Kind, "id", rec.ID, "hash", token.LogPrefix(rec.Hash))
-	writeJSON(w, http.StatusCreated, wire.IssueResponse{
-		Token: secret, ID: rec.ID, Kind: rec.Kind, ExpiresAt: wireTime(rec.ExpiresAt), Index: rec.CreateIndex,
-	})
+	writeJSON(w, http.StatusCreated, issued(rec, secret))
 	return nil
+}
+
+func issued(rec *fsm.Record, secret string) wire.IssueResponse {
+	return wire.IssueResponse{Token: secret, ID: rec.ID, Kind: rec.Kind, ExpiresAt: wireTime(rec.ExpiresAt),
+		Index: rec.CreateIndex, Family: rec.Family}
+}
+
+// resolve applies the policy of kind to a requested TTL (a Go duration
+// string, "" for the default) and max uses.
+func (s *Server) resolve(kind, ttlText string, maxUses int64) (time.Duration, int64, *Error) {
+	var ttl time.Duration
+	if ttlText != "" {
+		d, err := time.ParseDuration(ttlText)
+		if err != nil || d <= 0 {
+			return 0, 0, errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"ttl\" must be a positive duration such as \"90s\", \"10m\" or \"8760h\".")
+		}
+		ttl = d
+	}
+	ttl, uses, err := s.cfg.Policy.Resolve(kind, ttl, maxUses)
+	switch {
+	case errors.Is(err, token.ErrUnknownKind):
+		return 0, 0, errorf(http.StatusBadRequest, wire.CodeUnknownKind, "Unknown kind %q.", kind)
+	case errors.Is(err, token.ErrTTLTooLong):
+		return 0, 0, errorf(http.StatusBadRequest, wire.CodeTTLTooLong, "Field \"ttl\": %s.", err)
+	case errors.Is(err, token.ErrBadUses):
+		return 0, 0, errorf(http.StatusBadRequest, wire.CodeInvalidMaxUses, "Field \"max_uses\": %s.", err)
+	case err != nil:
+		return 0, 0, errorf(http.StatusBadRequest, wire.CodeInvalidField, "%s", err)
+	case ttl > maxTTL:
+		return 0, 0, errorf(http.StatusBadRequest, wire.CodeTTLTooLong, "Field \"ttl\": at most %s.", maxTTL)
+	}
+	return ttl, uses, nil
+}
+
+// mint returns a new secret of kind and a public id.
+func (s *Server) mint(kind string) (secret, id string, e *Error) {
+	secret, err := s.cfg.Format.Mint(kind)
+	if err == nil {
+		id, err = token.NewID()
+	}
+	if err != nil {
+		return "", "", errorf(http.StatusInternalServerError, wire.CodeInternal, "minting failed")
+	}
+	return secret, id, nil
 }
 
 // issueCommand validates an issue request against the policy and builds
@@ -88,32 +130,19 @@ func (s *Server) issueCommand(req *wire.IssueRequest, generator string) (*fsm.Is
 	if req.Kind == "" {
 		return nil, "", errorf(http.StatusBadRequest, wire.CodeMissingField, "Field \"kind\" is required.")
 	}
-	var ttl time.Duration
-	if req.TTL != "" {
-		d, err := time.ParseDuration(req.TTL)
-		if err != nil || d <= 0 {
-			return nil, "", errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"ttl\" must be a positive duration such as \"90s\", \"10m\" or \"8760h\".")
-		}
-		ttl = d
-	}
-	ttl, uses, err := s.cfg.Policy.Resolve(req.Kind, ttl, req.MaxUses)
-	switch {
-	case errors.Is(err, token.ErrUnknownKind):
-		return nil, "", errorf(http.StatusBadRequest, wire.CodeUnknownKind, "Unknown kind %q.", req.Kind)
-	case errors.Is(err, token.ErrTTLTooLong):
-		return nil, "", errorf(http.StatusBadRequest, wire.CodeTTLTooLong, "Field \"ttl\": %s.", err)
-	case errors.Is(err, token.ErrBadUses):
-		return nil, "", errorf(http.StatusBadRequest, wire.CodeInvalidMaxUses, "Field \"max_uses\": %s.", err)
-	case err != nil:
-		return nil, "", errorf(http.StatusBadRequest, wire.CodeInvalidField, "%s", err)
-	case ttl > maxTTL:
-		return nil, "", errorf(http.StatusBadRequest, wire.CodeTTLTooLong, "Field \"ttl\": at most %s.", maxTTL)
+	ttl, uses, e := s.resolve(req.Kind, req.TTL, req.MaxUses)
+	if e != nil {
+		return nil, "", e
 	}
 	if e := checkFields(req); e != nil {
 		return nil, "", e
 	}
-	secret := req.Token
-	if secret != "" {
+	secret, id, e := s.mint(req.Kind)
+	if e != nil {
+		return nil, "", e
+	}
+	if req.Token != "" {
+		secret = req.Token
 		if s.cfg.Format.Reserved(secret) {
 			return nil, "", errorf(http.StatusBadRequest, wire.CodePrefixReserved,
 				"A brought token may not start with %q; that prefix is for tokens minted here.", s.cfg.Format.Vendor()+"_")
@@ -121,12 +150,6 @@ func (s *Server) issueCommand(req *wire.IssueRequest, generator string) (*fsm.Is
 		if err := token.CheckBrought(secret); err != nil {
 			return nil, "", errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"token\": %s.", err)
 		}
-	} else if secret, err = s.cfg.Format.Mint(req.Kind); err != nil {
-		return nil, "", errorf(http.StatusInternalServerError, wire.CodeInternal, "minting failed")
-	}
-	id, err := token.NewID()
-	if err != nil {
-		return nil, "", errorf(http.StatusInternalServerError, wire.CodeInternal, "minting failed")
 	}
 	data := []byte(req.Data)
 	if string(data) == "null" {
@@ -136,6 +159,7 @@ func (s *Server) issueCommand(req *wire.IssueRequest, generator string) (*fsm.Is
 		ID: id, Hash: s.cfg.Hasher.Sum(secret), Kind: req.Kind, Subject: req.Subject, ClientID: req.ClientID,
 		Scopes: req.Scopes, Family: req.Family, Data: data, RLC: req.RLC, MaxUses: uses,
 		IP: req.IP, UserAgent: req.UserAgent, Title: req.Title, Generator: generator,
+		DetectReuse: s.cfg.Policy.Kinds[req.Kind].DetectReuse,
 	}}, secret, nil
 }
 
@@ -152,22 +176,29 @@ func checkFields(req *wire.IssueRequest) *Error {
 			return e
 		}
 	}
-	if len(req.Scopes) > maxScopes {
-		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"scopes\": at most %d scopes.", maxScopes)
-	}
-	for _, sc := range req.Scopes {
-		if sc == "" {
-			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"scopes\": a scope must not be empty.")
-		}
-		if e := checkText("scopes", sc, maxScope); e != nil {
-			return e
-		}
+	if e := checkScopes(req.Scopes); e != nil {
+		return e
 	}
 	if e := checkClient(req.IP, ""); e != nil {
 		return e
 	}
 	if len(req.Data) > maxData {
 		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"data\" exceeds %d bytes.", maxData)
+	}
+	return nil
+}
+
+func checkScopes(scopes []string) *Error {
+	if len(scopes) > maxScopes {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"scopes\": at most %d scopes.", maxScopes)
+	}
+	for _, sc := range scopes {
+		if sc == "" {
+			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"scopes\": a scope must not be empty.")
+		}
+		if e := checkText("scopes", sc, maxScope); e != nil {
+			return e
+		}
 	}
 	return nil
 }
@@ -268,6 +299,7 @@ func (s *Server) consume(w http.ResponseWriter, r *http.Request) *Error {
 		return e
 	}
 	if res.Err != nil {
+		s.logReuse(res)
 		return recordError(res.Err, res.Record)
 	}
 	writeJSON(w, http.StatusOK, toWire(res.Record, res.Record.LastUsedAt))
@@ -311,7 +343,7 @@ func (s *Server) revokeOne(w http.ResponseWriter, r *http.Request, c *fsm.Revoke
 
 // tokenActions are the paths under /v1/tokens/ that are actions, not ids
 // (ids are minted base62 and never spell one); other methods get 405.
-var tokenActions = map[string]bool{"lookup": true, "consume": true, "revoke": true}
+var tokenActions = map[string]bool{"lookup": true, "consume": true, "revoke": true, "rotate": true}
 
 func actionMethod(w http.ResponseWriter, r *http.Request) *Error {
 	w.Header().Set("Allow", http.MethodPost)

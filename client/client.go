@@ -85,6 +85,8 @@ var (
 	ErrTokenExists    = &Error{Code: wire.CodeTokenExists}
 	ErrKindMismatch   = &Error{Code: wire.CodeKindMismatch}
 	ErrClientMismatch = &Error{Code: wire.CodeClientMismatch}
+	ErrTokenReused    = &Error{Code: wire.CodeTokenReused}
+	ErrInvalidScope   = &Error{Code: wire.CodeInvalidScope}
 	ErrUnauthorized   = &Error{Code: wire.CodeUnauthorized}
 	ErrRouteNotFound  = &Error{Code: wire.CodeRouteNotFound}
 	ErrNoLeader       = &Error{Code: wire.CodeNoLeader}
@@ -192,6 +194,19 @@ func (c *Client) RevokeSubject(ctx context.Context, subject, kind, reason string
 	_, err := c.do(ctx, http.MethodPost, "/v1/subjects/"+url.PathEscape(subject)+"/revoke",
 		wire.BulkRevokeRequest{Kind: kind, Reason: reason}, &out)
 	return out.Revoked, err
+}
+
+// Rotate rotates a refresh token: it is consumed and its successor (and
+// the access token, if req.Access asks for one) issued in the same grant
+// family. Presenting a refresh token that was already rotated returns
+// ErrTokenReused, and the whole family is revoked, except for a retry
+// within the server's rotation grace, which returns the same successor.
+func (c *Client) Rotate(ctx context.Context, req wire.RotateRequest) (*wire.RotateResponse, error) {
+	var out wire.RotateResponse
+	if _, err := c.do(ctx, http.MethodPost, "/v1/tokens/rotate", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // RevokeFamily invalidates every active token of a grant family.

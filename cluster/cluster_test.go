@@ -87,8 +87,8 @@ func TestWritesOnAnyNodeAndReadConsistency(t *testing.T) {
 	if _, err := fs[1].Client.Consume(ctx, wire.ConsumeRequest{Token: iss.Token}); err != nil {
 		t.Fatalf("forwarded consume: %v", err)
 	}
-	if _, err := fs[0].Client.Consume(ctx, wire.ConsumeRequest{Token: iss.Token}); !errors.Is(err, client.ErrTokenConsumed) {
-		t.Fatalf("second consume on another follower: want token_consumed, got %v", err)
+	if _, err := fs[0].Client.Consume(ctx, wire.ConsumeRequest{Token: iss.Token}); !errors.Is(err, client.ErrTokenReused) {
+		t.Fatalf("second consume of a code on another follower: want token_reused, got %v", err)
 	}
 	// A min_index no replica will reach in time: 503 replica_behind, never 404.
 	_, _, err = fs[0].Client.Lookup(ctx, iss.Token, client.LookupOptions{MinIndex: iss.Index + 1_000_000})

@@ -42,11 +42,9 @@ type readArgs struct {
 // rpcReply carries a result or the cluster error that prevented one, by
 // name, so errors.Is works on the forwarding side as if local.
 type rpcReply struct {
-	Index  uint64      `codec:"i"`
-	Record *fsm.Record `codec:"r,omitempty"`
-	Count  int         `codec:"c,omitempty"`
-	Err    string      `codec:"e,omitempty"` // fsm.ErrName of the business outcome
-	Fail   string      `codec:"f,omitempty"` // clusterErrName of what failed
+	Index uint64 `codec:"i"`
+	fsm.Outcome
+	Fail string `codec:"f,omitempty"` // clusterErrName of what failed
 }
 
 type statusReply struct {
@@ -125,7 +123,7 @@ func resultReply(res fsm.Result, index uint64, err error) *rpcReply {
 	if err != nil {
 		return &rpcReply{Fail: clusterErrName(err)}
 	}
-	return &rpcReply{Index: index, Record: res.Record, Count: res.Count, Err: fsm.ErrName(res.Err)}
+	return &rpcReply{Index: index, Outcome: res.Outcome()}
 }
 
 func readRPC(w http.ResponseWriter, r *http.Request, v any) bool {
@@ -209,5 +207,5 @@ func (n *Node) forward(ctx context.Context, raftAddr, req string, entry []byte) 
 		return fsm.Result{}, 0, remoteErr(reply.Fail)
 	}
 	n.metrics.forwarded.Inc()
-	return fsm.Result{Record: reply.Record, Count: reply.Count, Err: fsm.ErrByName(reply.Err)}, reply.Index, nil
+	return reply.Result(), reply.Index, nil
 }

@@ -1,8 +1,10 @@
 package fsm
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Business outcomes of commands. They are returned in Result.Err, never as
@@ -22,6 +24,11 @@ var (
 	ErrKindMismatch = errors.New("token kind mismatch")
 	// ErrClientMismatch: consume named a client the token was not issued to.
 	ErrClientMismatch = errors.New("token client mismatch")
+	// ErrReused: a consumed authorization code or refresh token was
+	// presented again; its family has been revoked.
+	ErrReused = errors.New("token reused")
+	// ErrScope: a rotation asked for scopes the grant does not have.
+	ErrScope = errors.New("scope not granted")
 )
 
 // StatusErr maps a non-active status to its error (nil for active).
@@ -43,8 +50,14 @@ type Result struct {
 	// failure that concerns a known token (expired, consumed, revoked), its
 	// tombstone, so the caller can explain when and why.
 	Record *Record
-	// Count is the number of records affected by a bulk command.
+	// Count is the number of records affected by a bulk command, or
+	// revoked by a detected reuse.
 	Count int
+	// Access is the access token a rotation issued with the successor.
+	Access *Record
+	// Sealed is set when a retried rotation is answered within its grace
+	// period: the successor's (and access token's) secrets, sealed.
+	Sealed []byte
 	// Err is the business outcome; nil on success.
 	Err error
 	// Batch holds the results of a Batch's entries, in order.
@@ -86,7 +99,7 @@ func (b *Batch) apply(tx *applyTx) Result {
 			req = b.Reqs[i]
 		}
 		if prev := tx.st.request(req); prev != nil {
-			res.Batch[i] = prev.result()
+			res.Batch[i] = prev.Result()
 			continue
 		}
 		c, err := decodeEntry(e)
@@ -119,7 +132,10 @@ func (c *Issue) apply(tx *applyTx) Result {
 	}
 	r.UsesLeft = r.MaxUses
 	r.State = Active
-	r.InvalidatedAt, r.Reason, r.LastUsedAt = 0, "", 0
+	r.InvalidatedAt, r.Reason, r.LastUsedAt, r.HoldUntil, r.Rotated = 0, "", 0, 0, nil
+	if r.DetectReuse && r.Family == "" {
+		r.Family = r.ID // a grant starts a family of its own
+	}
 	r.CreateIndex, r.ModifyIndex = tx.index, tx.index
 	tx.put(nil, &r)
 	return Result{Record: &r}
@@ -129,6 +145,9 @@ func (c *Consume) apply(tx *applyTx) Result {
 	r := tx.byHash(c.Hash)
 	if r == nil {
 		return Result{Err: ErrNotFound}
+	}
+	if r.reuseTombstone() {
+		return reused(tx, r)
 	}
 	if err := StatusErr(r.Status(tx.now)); err != nil {
 		return Result{Record: r, Err: err}
@@ -193,6 +212,94 @@ func revokeAll(tx *applyTx, rs []*Record, kind, reason string) Result {
 	return Result{Count: n}
 }
 
+func (c *Rotate) apply(tx *applyTx) Result {
+	r := tx.byHash(c.Hash)
+	switch {
+	case r == nil:
+		return Result{Err: ErrNotFound}
+	case r.Kind != c.Kind:
+		return Result{Err: ErrKindMismatch}
+	case c.ClientID != "" && c.ClientID != r.ClientID:
+		return Result{Err: ErrClientMismatch}
+	}
+	if r.State == Consumed {
+		// A retry within the grace period gets the same successor, as long
+		// as nobody has used that one yet.
+		if ro := r.Rotated; ro != nil && tx.now < ro.GraceUntil {
+			if next := tx.byID(ro.Successor); next != nil && next.Status(tx.now) == StatusActive {
+				return Result{Record: next, Access: tx.byID(ro.Access), Sealed: ro.Sealed}
+			}
+		}
+		if r.reuseTombstone() {
+			return reused(tx, r)
+		}
+	}
+	if err := StatusErr(r.Status(tx.now)); err != nil {
+		return Result{Record: r, Err: err}
+	}
+	family := r.Family
+	if family == "" {
+		family = r.ID
+	}
+	next := *r
+	next.ID, next.Hash, next.Family, next.Generator = c.Next.ID, c.Next.Hash, family, c.Next.Generator
+	next.IP, next.UserAgent = cmp.Or(c.Next.IP, r.IP), cmp.Or(c.Next.UserAgent, r.UserAgent)
+	issues := []*Issue{{Record: next, TTL: c.TTL}}
+	if c.Access != nil {
+		a := c.Access.Record
+		if a.Scopes == nil {
+			a.Scopes = r.Scopes
+		} else if !subset(a.Scopes, r.Scopes) {
+			return Result{Err: ErrScope}
+		}
+		a.Subject, a.ClientID, a.Family, a.RLC, a.Title = r.Subject, r.ClientID, family, r.RLC, r.Title
+		a.IP, a.UserAgent = next.IP, next.UserAgent
+		issues = append(issues, &Issue{Record: a, TTL: c.Access.TTL})
+		if a.ID == next.ID || a.Hash == next.Hash {
+			return Result{Err: ErrExists}
+		}
+	}
+	for _, is := range issues {
+		if tx.byHash(is.Record.Hash) != nil || tx.st.getID(is.Record.ID) != nil {
+			return Result{Err: ErrExists}
+		}
+	}
+	// Nothing can fail from here on.
+	tomb := r.invalidate(Consumed, tx.now, "rotated", tx.index)
+	tomb.Family = family
+	tomb.Rotated = &Rotation{Successor: next.ID}
+	if c.Access != nil {
+		tomb.Rotated.Access = c.Access.Record.ID
+	}
+	if c.Grace > 0 {
+		tomb.Rotated.GraceUntil, tomb.Rotated.Sealed = tx.now+c.Grace, c.Sealed
+	}
+	tx.put(r, tomb)
+	res := issues[0].apply(tx)
+	if len(issues) > 1 {
+		res.Access = issues[1].apply(tx).Record
+	}
+	return res
+}
+
+// subset tells whether every scope of a is in b.
+func subset(a, b []string) bool {
+	for _, s := range a {
+		if !slices.Contains(b, s) {
+			return false
+		}
+	}
+	return true
+}
+
+// reused answers the second presentation of a consumed code or refresh
+// token: every active token of its family is revoked, with the reason.
+func reused(tx *applyTx, r *Record) Result {
+	reason := fmt.Sprintf("reuse of consumed %s %s detected", r.Kind, r.ID)
+	n := revokeAll(tx, tx.st.ofFamily(r.Family), "", reason).Count
+	return Result{Record: r, Count: n, Err: ErrReused}
+}
+
 func (c *Expire) apply(tx *applyTx) Result {
 	before := min(c.Before, tx.now) // never collect what is not yet due by log time
 	n := 0
@@ -203,6 +310,16 @@ func (c *Expire) apply(tx *applyTx) Result {
 		}
 		if gc := r.GCAt(); gc == 0 || gc > before {
 			continue
+		}
+		// A consumed code or refresh token is remembered while its family
+		// can be used, so that its reuse is still detected.
+		if r.reuseTombstone() {
+			if until := tx.st.familyUntil(r.Family); until > before {
+				held := *r
+				held.HoldUntil, held.ModifyIndex = until, tx.index
+				tx.put(r, &held)
+				continue
+			}
 		}
 		tx.st.delete(r)
 		n++

@@ -28,6 +28,7 @@ const (
 	TypeRevokeFamily  Type = 6
 	TypeExpire        Type = 7
 	TypeTouch         Type = 8
+	TypeRotate        Type = 9
 )
 
 // Command is anything that can be written to the log.
@@ -46,6 +47,7 @@ var registry = map[Type]func() applier{
 	TypeRevokeFamily:  func() applier { return new(RevokeFamily) },
 	TypeExpire:        func() applier { return new(Expire) },
 	TypeTouch:         func() applier { return new(Touch) },
+	TypeRotate:        func() applier { return new(Rotate) },
 }
 
 // applier is a command that knows how to change the state.
@@ -126,6 +128,32 @@ type Use struct {
 	IP        string `codec:"ip,omitempty"`
 	UserAgent string `codec:"ua,omitempty"`
 }
+
+// Rotate replaces a refresh token by its successor in the same family,
+// and optionally issues an access token with it, in one entry: all of it
+// happens or none of it. Presenting a consumed token again revokes its
+// family, except within the grace period of its rotation, where the
+// successor it already got is answered again (with Sealed, the secrets).
+type Rotate struct {
+	Hash     string `codec:"h"`           // the refresh token presented
+	Kind     string `codec:"k"`           // the kind that rotates
+	ClientID string `codec:"c,omitempty"` // when set, must match
+	// Next is the successor: ID, Hash, and optionally IP, UserAgent and
+	// Generator. Everything else is the rotated token's.
+	Next Record `codec:"n"`
+	TTL  int64  `codec:"t,omitempty"`
+	// Access, when set, is issued in the family: Record has ID, Hash,
+	// Kind, MaxUses, DetectReuse, Generator and Scopes (nil: the grant's,
+	// else a subset). Subject, client, family and rlc are the grant's.
+	Access *Issue `codec:"a,omitempty"`
+	// Grace, when positive, keeps Sealed with the rotated token's
+	// tombstone for that long (log time).
+	Grace  int64  `codec:"g,omitempty"`
+	Sealed []byte `codec:"x,omitempty"`
+}
+
+// Type implements Command.
+func (*Rotate) Type() Type { return TypeRotate }
 
 // Type implements Command.
 func (*Touch) Type() Type { return TypeTouch }

@@ -7,7 +7,10 @@
 // replica that applies the same log ends in the same state.
 package fsm
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // State is the lifecycle state of a record.
 type State uint8
@@ -66,6 +69,27 @@ type Record struct {
 	Reason        string   `codec:"re,omitempty"`
 	CreateIndex   uint64   `codec:"ci"`
 	ModifyIndex   uint64   `codec:"mi"`
+
+	// DetectReuse marks a single-use token whose second presentation is
+	// an attack (an authorization code, a refresh token): it revokes the
+	// whole family. Its tombstone is held while the family can be used.
+	DetectReuse bool `codec:"dr,omitempty"`
+	// HoldUntil keeps a tombstone past its expiry, while its family has
+	// tokens that can still be used; 0 for none.
+	HoldUntil int64 `codec:"hu,omitempty"`
+	// Rotated is set on the tombstone of a rotated refresh token.
+	Rotated *Rotation `codec:"ro,omitempty"`
+}
+
+// Rotation is what a rotated refresh token's tombstone remembers: the
+// tokens that replaced it and, within the grace period, their secrets
+// sealed under a key that only the rotated token's secret yields, so a
+// retried rotation can be answered the same without a secret on disk.
+type Rotation struct {
+	Successor  string `codec:"s"`
+	Access     string `codec:"a,omitempty"`
+	GraceUntil int64  `codec:"g,omitempty"`
+	Sealed     []byte `codec:"x,omitempty"`
 }
 
 // Status returns the record's status at time now (Unix nanoseconds). An
@@ -84,15 +108,30 @@ func (r *Record) Status(now int64) Status {
 
 // GCAt is when the record may be garbage collected: its expiry, or for the
 // tombstone of a never-expiring token, NeverExpiringTombstone after it was
-// invalidated. 0 means never.
+// invalidated; later if the tombstone is held. 0 means never.
 func (r *Record) GCAt() int64 {
-	if r.ExpiresAt != 0 {
-		return r.ExpiresAt
+	at := r.ExpiresAt
+	if at == 0 && r.State != Active {
+		at = r.InvalidatedAt + int64(NeverExpiringTombstone)
 	}
-	if r.State != Active {
-		return r.InvalidatedAt + int64(NeverExpiringTombstone)
+	return max(at, r.HoldUntil)
+}
+
+// reuseTombstone tells whether r is the tombstone of a consumed token whose
+// reuse must revoke its family.
+func (r *Record) reuseTombstone() bool {
+	return r.State == Consumed && r.DetectReuse && r.Family != ""
+}
+
+func (r *Record) inFamilyLive() bool { return r.State == Active && r.Family != "" }
+
+// liveUntil is how long an active record can be used, for its family's
+// liveness: its expiry, or for a token that never expires, forever.
+func (r *Record) liveUntil() int64 {
+	if r.ExpiresAt == 0 {
+		return math.MaxInt64
 	}
-	return 0
+	return r.ExpiresAt
 }
 
 // invalidate turns a copy of r into a tombstone.

@@ -17,15 +17,29 @@ const RequestWindow = 30 * time.Second
 // request is the remembered outcome of a command that carried a request
 // id. Record is shared with the state (records are never modified).
 type request struct {
-	ID     string  `codec:"i"`
-	At     int64   `codec:"a"`
+	ID string `codec:"i"`
+	At int64  `codec:"a"`
+	Outcome
+}
+
+// Outcome is a Result in the form that can be encoded: between nodes, and
+// in snapshots for remembered requests. Records are shared, not copied.
+type Outcome struct {
 	Record *Record `codec:"r,omitempty"`
+	Access *Record `codec:"ac,omitempty"`
+	Sealed []byte  `codec:"x,omitempty"`
 	Count  int     `codec:"c,omitempty"`
 	Err    string  `codec:"e,omitempty"` // ErrName of the business outcome
 }
 
-func (r *request) result() Result {
-	return Result{Record: r.Record, Count: r.Count, Err: ErrByName(r.Err)}
+// Outcome returns res in its encodable form.
+func (res Result) Outcome() Outcome {
+	return Outcome{Record: res.Record, Access: res.Access, Sealed: res.Sealed, Count: res.Count, Err: ErrName(res.Err)}
+}
+
+// Result is the inverse of Result.Outcome.
+func (o Outcome) Result() Result {
+	return Result{Record: o.Record, Access: o.Access, Sealed: o.Sealed, Count: o.Count, Err: ErrByName(o.Err)}
 }
 
 // request returns the remembered outcome of id, or nil.
@@ -38,7 +52,7 @@ func (s *state) request(id string) *request {
 }
 
 func (s *state) remember(id string, at int64, res Result) {
-	s.addRequest(&request{ID: id, At: at, Record: res.Record, Count: res.Count, Err: ErrName(res.Err)})
+	s.addRequest(&request{ID: id, At: at, Outcome: res.Outcome()})
 }
 
 // addRequest remembers r, which is no older than any remembered before
@@ -77,6 +91,8 @@ var errNames = map[string]error{
 	"revoked":         ErrRevoked,
 	"kind_mismatch":   ErrKindMismatch,
 	"client_mismatch": ErrClientMismatch,
+	"reused":          ErrReused,
+	"scope":           ErrScope,
 }
 
 // ErrName returns the stable name of a business outcome ("" for nil).

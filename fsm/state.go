@@ -16,8 +16,11 @@ type state struct {
 	byHash    map[string]*Record     // digest -> record
 	bySubject *btree.BTreeG[*Record] // (subject, id); records with a subject
 	byFamily  *btree.BTreeG[*Record] // (family, id); records with a family
-	byGC      *btree.BTreeG[*Record] // (GCAt, id); records that will be collected
-	counts    map[CountKey]int64
+	// (family, liveUntil, id): the active records of a family, so that how
+	// long a family can be used is one lookup (tombstones are held that long).
+	familyLive *btree.BTreeG[*Record]
+	byGC       *btree.BTreeG[*Record] // (GCAt, id); records that will be collected
+	counts     map[CountKey]int64
 
 	reqs     *btree.BTreeG[*request] // remembered request ids, by id
 	reqQueue []*request              // the same, oldest first
@@ -34,6 +37,13 @@ func newState() *state {
 		}),
 		byFamily: btree.NewG(btreeDegree, func(a, b *Record) bool {
 			return a.Family < b.Family || a.Family == b.Family && a.ID < b.ID
+		}),
+		familyLive: btree.NewG(btreeDegree, func(a, b *Record) bool {
+			if a.Family != b.Family {
+				return a.Family < b.Family
+			}
+			la, lb := a.liveUntil(), b.liveUntil()
+			return la < lb || la == lb && a.ID < b.ID
 		}),
 		byGC: btree.NewG(btreeDegree, func(a, b *Record) bool {
 			ga, gb := a.GCAt(), b.GCAt()
@@ -64,6 +74,9 @@ func (s *state) put(old, r *Record) {
 		if old.Family != "" && old.Family != r.Family {
 			s.byFamily.Delete(old)
 		}
+		if old.inFamilyLive() && !(r.inFamilyLive() && old.Family == r.Family && old.liveUntil() == r.liveUntil()) {
+			s.familyLive.Delete(old)
+		}
 		if g := old.GCAt(); g > 0 && g != r.GCAt() {
 			s.byGC.Delete(old)
 		}
@@ -76,6 +89,9 @@ func (s *state) put(old, r *Record) {
 	}
 	if r.Family != "" {
 		s.byFamily.ReplaceOrInsert(r)
+	}
+	if r.inFamilyLive() {
+		s.familyLive.ReplaceOrInsert(r)
 	}
 	if r.GCAt() > 0 {
 		s.byGC.ReplaceOrInsert(r)
@@ -91,6 +107,9 @@ func (s *state) delete(r *Record) {
 	}
 	if r.Family != "" {
 		s.byFamily.Delete(r)
+	}
+	if r.inFamilyLive() {
+		s.familyLive.Delete(r)
 	}
 	if r.GCAt() > 0 {
 		s.byGC.Delete(r)
@@ -114,6 +133,20 @@ func (s *state) ofSubject(subject string) []*Record {
 
 func (s *state) ofFamily(family string) []*Record {
 	return collectFrom(s.byFamily, &Record{Family: family}, func(r *Record) bool { return r.Family == family })
+}
+
+// familyUntil is how long family can still be used: the latest expiry of
+// its active records (math.MaxInt64 if one never expires), 0 if it has
+// none.
+func (s *state) familyUntil(family string) int64 {
+	var until int64
+	s.familyLive.DescendLessOrEqual(&Record{Family: family, ExpiresAt: 0, ID: "\xff"}, func(r *Record) bool {
+		if r.Family == family {
+			until = r.liveUntil()
+		}
+		return false
+	})
+	return until
 }
 
 func collectFrom(t *btree.BTreeG[*Record], from *Record, same func(*Record) bool) []*Record {

@@ -21,6 +21,9 @@ type Kind struct {
 	SingleUse      bool
 	MaxUses        int64 // cap on uses per token; 0 = unlimited
 	UpdateLastUsed bool
+	// DetectReuse: presenting a consumed token of this kind again revokes
+	// every token of its family (RFC 6749 §4.1.2, RFC 9700 §4.14).
+	DetectReuse bool
 }
 
 // Policy maps kind names to their policy.
@@ -38,8 +41,8 @@ func DefaultPolicy() *Policy {
 	return &Policy{Kinds: map[string]Kind{
 		"oauth1_request":  {Code: "r1", DefaultTTL: 10 * time.Minute, MaxTTL: time.Hour, SingleUse: true, MaxUses: 1},
 		"oauth1_callback": {Code: "c1", DefaultTTL: 10 * time.Minute, MaxTTL: time.Hour},
-		"oauth2_code":     {Code: "ac", DefaultTTL: 4 * time.Hour, MaxTTL: 4 * time.Hour, SingleUse: true, MaxUses: 1},
-		"oauth2_refresh":  {Code: "rt", DefaultTTL: year, MaxTTL: year, SingleUse: true, MaxUses: 1, UpdateLastUsed: true},
+		"oauth2_code":     {Code: "ac", DefaultTTL: 4 * time.Hour, MaxTTL: 4 * time.Hour, SingleUse: true, MaxUses: 1, DetectReuse: true},
+		"oauth2_refresh":  {Code: "rt", DefaultTTL: year, MaxTTL: year, SingleUse: true, MaxUses: 1, UpdateLastUsed: true, DetectReuse: true},
 		"access":          {Code: "at", DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour, UpdateLastUsed: true},
 		"remember":        {Code: "rm", DefaultTTL: 5 * year, MaxTTL: 5 * year, UpdateLastUsed: true},
 		"developer":       {Code: "dv", UpdateLastUsed: true},
@@ -105,6 +108,7 @@ type policyFile struct {
 		SingleUse      *bool   `yaml:"single_use"`
 		MaxUses        *int64  `yaml:"max_uses"`
 		UpdateLastUsed *bool   `yaml:"update_last_used"`
+		DetectReuse    *bool   `yaml:"detect_reuse"`
 	} `yaml:"kinds"`
 }
 
@@ -159,6 +163,9 @@ func ParsePolicy(b []byte) (*Policy, error) {
 		}
 		if o.UpdateLastUsed != nil {
 			k.UpdateLastUsed = *o.UpdateLastUsed
+		}
+		if o.DetectReuse != nil {
+			k.DetectReuse = *o.DetectReuse
 		}
 		p.Kinds[name] = k
 	}

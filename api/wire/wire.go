@@ -12,6 +12,14 @@ import (
 const (
 	HeaderIndex = "X-Tokenstore-Index" // Raft index the answer reflects
 	HeaderDC    = "X-Tokenstore-DC"    // datacenter of the node that answered
+	// HeaderAPIKey carries the caller's API key where Authorization is
+	// the end user's (Envoy external authorization).
+	HeaderAPIKey = "X-Tokenstore-Key"
+	// What Envoy external authorization answers about an allowed request.
+	HeaderSubject  = "X-Tokenstore-Subject"
+	HeaderRLC      = "X-Tokenstore-Rlc"
+	HeaderClientID = "X-Tokenstore-Client-Id"
+	HeaderTokenID  = "X-Tokenstore-Token-Id"
 )
 
 // Read consistency levels for lookups.
@@ -22,31 +30,37 @@ const (
 
 // Stable error codes. Clients match on these, never on messages.
 const (
-	CodeInvalidJSON      = "invalid_json"
-	CodeUnknownField     = "unknown_field"
-	CodeMissingField     = "missing_field"
-	CodeInvalidField     = "invalid_field"
-	CodeBodyTooLarge     = "body_too_large"
-	CodeUnknownKind      = "unknown_kind"
-	CodeTTLTooLong       = "ttl_too_long"
-	CodeInvalidMaxUses   = "invalid_max_uses"
-	CodePrefixReserved   = "token_prefix_reserved"
-	CodeTokenMalformed   = "token_malformed"
-	CodeTokenNotFound    = "token_not_found"
-	CodeTokenExpired     = "token_expired"
-	CodeTokenRevoked     = "token_revoked"
-	CodeTokenConsumed    = "token_consumed"
-	CodeTokenExists      = "token_exists"
-	CodeKindMismatch     = "kind_mismatch"
-	CodeClientMismatch   = "client_mismatch"
-	CodeUnauthorized     = "unauthorized"
-	CodeRouteNotFound    = "route_not_found"
-	CodeNoLeader         = "no_leader"
-	CodeOutcomeUnknown   = "write_outcome_unknown"
-	CodeReplicaBehind    = "replica_behind"
-	CodeUnavailable      = "unavailable"
-	CodeInternal         = "internal"
-	CodeMethodNotAllowed = "method_not_allowed"
+	CodeInvalidJSON    = "invalid_json"
+	CodeUnknownField   = "unknown_field"
+	CodeMissingField   = "missing_field"
+	CodeInvalidField   = "invalid_field"
+	CodeBodyTooLarge   = "body_too_large"
+	CodeUnknownKind    = "unknown_kind"
+	CodeTTLTooLong     = "ttl_too_long"
+	CodeInvalidMaxUses = "invalid_max_uses"
+	CodePrefixReserved = "token_prefix_reserved"
+	CodeTokenMalformed = "token_malformed"
+	CodeTokenNotFound  = "token_not_found"
+	CodeTokenExpired   = "token_expired"
+	CodeTokenRevoked   = "token_revoked"
+	CodeTokenConsumed  = "token_consumed"
+	CodeTokenExists    = "token_exists"
+	CodeKindMismatch   = "kind_mismatch"
+	CodeClientMismatch = "client_mismatch"
+	CodeTokenReused    = "token_reused"
+	CodeInvalidScope   = "invalid_scope"
+	// Envoy external authorization denials.
+	CodeCredentialMissing  = "credential_missing"
+	CodeCredentialInvalid  = "credential_invalid"
+	CodeCredentialConflict = "credential_conflict"
+	CodeUnauthorized       = "unauthorized"
+	CodeRouteNotFound      = "route_not_found"
+	CodeNoLeader           = "no_leader"
+	CodeOutcomeUnknown     = "write_outcome_unknown"
+	CodeReplicaBehind      = "replica_behind"
+	CodeUnavailable        = "unavailable"
+	CodeInternal           = "internal"
+	CodeMethodNotAllowed   = "method_not_allowed"
 
 	CodeNonceReplayed         = "nonce_replayed"
 	CodeTimestampOutOfWindow  = "timestamp_out_of_window"
@@ -113,6 +127,33 @@ type IssueResponse struct {
 	Kind      string     `json:"kind"`
 	ExpiresAt *time.Time `json:"expires_at"`
 	Index     uint64     `json:"index"`
+	// Family is the grant family; a code or refresh token issued without
+	// one starts a family named by its id.
+	Family string `json:"family,omitempty"`
+}
+
+// RotateRequest is the body of POST /v1/tokens/rotate: the refresh token
+// to rotate, and optionally an access token to issue with its successor.
+type RotateRequest struct {
+	Token     string         `json:"token"`
+	ClientID  string         `json:"client_id,omitempty"` // when set, must be the grant's
+	TTL       string         `json:"ttl,omitempty"`       // of the successor; default: the kind's
+	Access    *AccessRequest `json:"access,omitempty"`
+	IP        string         `json:"ip,omitempty"`
+	UserAgent string         `json:"user_agent,omitempty"`
+}
+
+// AccessRequest asks a rotation for an access token in the same family.
+type AccessRequest struct {
+	TTL    string   `json:"ttl,omitempty"`
+	Scopes []string `json:"scopes,omitempty"` // a subset of the grant's; default: all of them
+}
+
+// RotateResponse answers a rotation: the successor refresh token, and the
+// access token when one was asked for.
+type RotateResponse struct {
+	IssueResponse
+	Access *IssueResponse `json:"access,omitempty"`
 }
 
 // LookupRequest is the body of POST /v1/tokens/lookup.

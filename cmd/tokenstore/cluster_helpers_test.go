@@ -306,7 +306,7 @@ type consumeLoad struct {
 	targets  []*cnode
 	issued   map[string]string // acknowledged issues: token -> id
 	wins     map[string]int    // token -> consumes answered 200
-	answered map[string]int    // token -> consumes answered 200 or 410 token_consumed
+	answered map[string]int    // token -> consumes answered 200 or 410 token_reused
 	consumed int               // tokens with a successful consume
 	nFailed  int               // failed requests to nodes still targeted
 	failed   []string          // the first few of them
@@ -402,7 +402,7 @@ func (l *consumeLoad) work(w int) {
 						l.consumed++
 					}
 					l.mu.Unlock()
-				case errors.Is(err, client.ErrTokenConsumed):
+				case errors.Is(err, client.ErrTokenReused): // a code presented twice
 					l.mu.Lock()
 					l.answered[iss.Token]++
 					l.mu.Unlock()
@@ -451,7 +451,7 @@ func (l *consumeLoad) check(t *testing.T, n *cnode) {
 		case wins == 1 && rec.Status != "consumed":
 			report("token %s: consume was acknowledged, want status consumed on %s, got %q", id, n.id, rec.Status)
 		case answered == 2 && wins == 0:
-			report("token %s: both consumes were answered token_consumed, want exactly one 200 (status %q)", id, rec.Status)
+			report("token %s: both consumes were answered token_reused, want exactly one 200 (status %q)", id, rec.Status)
 		case rec.Status != "active" && rec.Status != "consumed":
 			report("token %s: want status active or consumed, got %q", id, rec.Status)
 		}

@@ -202,8 +202,8 @@ func TestClusterTLSAndGossipKey(t *testing.T) {
 	if _, err := fs[1].c.Consume(ctx, wire.ConsumeRequest{Token: iss.Token, ClientID: "app1"}); err != nil {
 		t.Fatalf("consume on %s after the rejections: want 200, got %v", fs[1].id, err)
 	}
-	if _, err := fs[0].c.Consume(ctx, wire.ConsumeRequest{Token: iss.Token}); !errors.Is(err, client.ErrTokenConsumed) {
-		t.Fatalf("second consume on %s: want token_consumed, got %v", fs[0].id, err)
+	if _, err := fs[0].c.Consume(ctx, wire.ConsumeRequest{Token: iss.Token}); !errors.Is(err, client.ErrTokenReused) {
+		t.Fatalf("second consume of a code on %s: want token_reused, got %v", fs[0].id, err)
 	}
 	for _, n := range members {
 		if _, err := n.c.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "after-" + n.id}); err != nil {

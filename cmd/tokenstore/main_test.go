@@ -441,8 +441,8 @@ func TestTokenCLI(t *testing.T) {
 		t.Errorf("consume: got\n%s", out)
 	}
 	cmd := exec.Command(binary, "token", "consume", "--addr", "http://"+d.apiAddr, tok)
-	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "token_consumed") {
-		t.Errorf("second consume: want a token_consumed failure, got %v: %s", err, out)
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "token_reused") {
+		t.Errorf("second consume of a code: want a token_reused failure, got %v: %s", err, out)
 	}
 }
 

@@ -49,6 +49,10 @@ type serveFlags struct {
 	bootstrapExpect                      int
 	nonVoter                             bool
 	deadNodeTimeout, lastUsedGranularity time.Duration
+
+	rotationGrace                      time.Duration
+	authzCookie, authzDefaultRLC       string
+	authzBearerKinds, authzCookieKinds string
 }
 
 func serve(args []string) error {
@@ -89,6 +93,11 @@ func serve(args []string) error {
 	fs.StringVar(&f.primaryDC, "primary-dc", "", "datacenter that leadership moves to whenever a voter there is healthy")
 	fs.DurationVar(&f.deadNodeTimeout, "dead-node-timeout", 72*time.Hour, "remove a node from the Raft configuration after it has been gone this long")
 	fs.DurationVar(&f.lastUsedGranularity, "last-used-granularity", time.Minute, "a token's last use (lookups, introspection) is written at most this often")
+	fs.DurationVar(&f.rotationGrace, "rotation-grace", 0, "a retried rotation of the same refresh token within this time gets the same successor instead of revoking the grant (0: off)")
+	fs.StringVar(&f.authzCookie, "authz-cookie", "tks_session", "session cookie that Envoy external authorization ("+api.AuthzPrefix+") reads")
+	fs.StringVar(&f.authzDefaultRLC, "authz-default-rlc", "default", "rate-limit class of an authorized request whose tokens name none")
+	fs.StringVar(&f.authzBearerKinds, "authz-bearer-kinds", "access,developer", "kinds accepted as Authorization: Bearer tokens by external authorization")
+	fs.StringVar(&f.authzCookieKinds, "authz-cookie-kinds", "access,remember", "kinds accepted in the session cookie by external authorization")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for node-to-node mutual TLS (Raft and forwarding)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key of --tls-cert")
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA that every node's certificate must be signed by")
@@ -125,6 +134,25 @@ func run(f serveFlags, logOut io.Writer) error {
 		if hashKey = []byte(strings.TrimSpace(string(b))); len(hashKey) < 32 {
 			return fmt.Errorf("hash key in %s: want at least 32 bytes", f.hashKeyFile)
 		}
+	}
+	authz := api.AuthzConfig{Cookie: f.authzCookie, DefaultRLC: f.authzDefaultRLC}
+	for _, k := range []struct {
+		flag, list string
+		out        *[]string
+	}{{"authz-bearer-kinds", f.authzBearerKinds, &authz.BearerKinds}, {"authz-cookie-kinds", f.authzCookieKinds, &authz.CookieKinds}} {
+		*k.out = []string{}
+		for _, kind := range strings.Split(k.list, ",") {
+			if kind = strings.TrimSpace(kind); kind == "" {
+				continue
+			}
+			if _, ok := policy.Kinds[kind]; !ok {
+				return fmt.Errorf("--%s: unknown kind %q", k.flag, kind)
+			}
+			*k.out = append(*k.out, kind)
+		}
+	}
+	if f.rotationGrace < 0 || f.rotationGrace > time.Hour {
+		return fmt.Errorf("--rotation-grace %s: want 0 (off) to 1h", f.rotationGrace)
 	}
 	var keys *api.Keys
 	if f.keysFile != "" {
@@ -167,6 +195,7 @@ func run(f serveFlags, logOut io.Writer) error {
 	var handler http.Handler = api.New(api.Config{
 		Store: node, Policy: policy, Format: format, Hasher: token.NewHasher(hashKey), Keys: keys,
 		Nonces: nonces, DC: f.dc, Logger: log, Registry: reg, Gatherer: reg,
+		RotationGrace: f.rotationGrace, Authz: authz,
 	})
 	if f.pprof {
 		mux := http.NewServeMux()

@@ -1,0 +1,109 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/fsm"
+	"github.com/tokenstore/tokenstore/token"
+)
+
+// The kinds a rotation works with: it rotates refresh tokens and issues
+// access tokens.
+const (
+	refreshKind = "oauth2_refresh"
+	accessKind  = "access"
+)
+
+// rotate is refresh-token rotation: the presented refresh token is
+// consumed and its successor issued in the same family, with an access
+// token if asked, in one log entry. A consumed refresh token presented
+// again revokes its family (410 token_reused), unless it is a retry within
+// --rotation-grace, which gets the successor it already got.
+func (s *Server) rotate(w http.ResponseWriter, r *http.Request) *Error {
+	var req wire.RotateRequest
+	if e := decodeJSON(w, r, &req, false); e != nil {
+		return e
+	}
+	hash, e := s.secretHash(req.Token)
+	if e != nil {
+		return e
+	}
+	if e := checkText("client_id", req.ClientID, maxShort); e != nil {
+		return e
+	}
+	if e := checkClient(req.IP, req.UserAgent); e != nil {
+		return e
+	}
+	ttl, _, e := s.resolve(refreshKind, req.TTL, 0)
+	if e != nil {
+		return e
+	}
+	secret, id, e := s.mint(refreshKind)
+	if e != nil {
+		return e
+	}
+	gen := caller(r)
+	cmd := &fsm.Rotate{Hash: hash, Kind: refreshKind, ClientID: req.ClientID, TTL: int64(ttl),
+		Next: fsm.Record{ID: id, Hash: s.cfg.Hasher.Sum(secret), IP: req.IP, UserAgent: req.UserAgent, Generator: gen}}
+	secrets := []string{secret}
+	if a := req.Access; a != nil {
+		ttl, uses, e := s.resolve(accessKind, a.TTL, 0)
+		if e != nil {
+			return e
+		}
+		if e := checkScopes(a.Scopes); e != nil {
+			return e
+		}
+		secret, id, e := s.mint(accessKind)
+		if e != nil {
+			return e
+		}
+		cmd.Access = &fsm.Issue{TTL: int64(ttl), Record: fsm.Record{ID: id, Hash: s.cfg.Hasher.Sum(secret),
+			Kind: accessKind, Scopes: a.Scopes, MaxUses: uses, DetectReuse: s.cfg.Policy.Kinds[accessKind].DetectReuse,
+			Generator: gen}}
+		secrets = append(secrets, secret)
+	}
+	if s.cfg.RotationGrace > 0 {
+		sealed, err := token.Seal(req.Token, secrets...)
+		if err != nil {
+			return errorf(http.StatusInternalServerError, wire.CodeInternal, "sealing failed")
+		}
+		cmd.Grace, cmd.Sealed = int64(s.cfg.RotationGrace), sealed
+	}
+	res, e := s.apply(r.Context(), w, cmd)
+	if e != nil {
+		return e
+	}
+	if res.Err != nil {
+		s.logReuse(res)
+		return recordError(res.Err, res.Record)
+	}
+	if res.Record.ID != id {
+		// A retry within the grace period: the successor it already got,
+		// whose secrets only the presented token opens.
+		opened, err := token.Open(req.Token, res.Sealed)
+		if err != nil || res.Access != nil && len(opened) < 2 {
+			return errorf(http.StatusInternalServerError, wire.CodeInternal, "the successor of this token cannot be recovered")
+		}
+		secrets = opened
+		s.log.Info("rotation retried within grace", "id", res.Record.ID, "family", res.Record.Family)
+	}
+	out := wire.RotateResponse{IssueResponse: issued(res.Record, secrets[0])}
+	if res.Access != nil {
+		a := issued(res.Access, secrets[1])
+		out.Access = &a
+	}
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+// logReuse reports a detected reuse: someone holds a token that was
+// already used, and the grant has been revoked.
+func (s *Server) logReuse(res fsm.Result) {
+	if errors.Is(res.Err, fsm.ErrReused) {
+		s.log.Warn("reuse of a consumed token: family revoked", "kind", res.Record.Kind, "id", res.Record.ID,
+			"family", res.Record.Family, "revoked", res.Count)
+	}
+}

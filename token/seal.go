@@ -1,0 +1,62 @@
+package token
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"strings"
+)
+
+// ErrUnseal: sealed secrets could not be opened with the secret given.
+var ErrUnseal = errors.New("sealed secrets cannot be opened")
+
+const sealInfo = "tokenstore rotation grace v1"
+
+// sealAEAD derives a key from a token's secret. The store keeps only a
+// hash of that secret, so what is sealed under it can be opened only by
+// whoever presents the secret again: a rotated refresh token opens the
+// successor it was given, and nothing on disk does.
+func sealAEAD(secret string) (cipher.AEAD, error) {
+	key, err := hkdf.Key(sha256.New, []byte(secret), nil, sealInfo, 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// Seal encrypts secrets (printable ASCII, as every token secret is) under
+// a key derived from secret.
+func Seal(secret string, secrets ...string) ([]byte, error) {
+	aead, err := sealAEAD(secret)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return aead.Seal(nonce, nonce, []byte(strings.Join(secrets, "\x00")), []byte(sealInfo)), nil
+}
+
+// Open reverses Seal, given the same secret.
+func Open(secret string, sealed []byte) ([]string, error) {
+	aead, err := sealAEAD(secret)
+	if err != nil {
+		return nil, err
+	}
+	if len(sealed) < aead.NonceSize() {
+		return nil, ErrUnseal
+	}
+	plain, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], []byte(sealInfo))
+	if err != nil {
+		return nil, ErrUnseal
+	}
+	return strings.Split(string(plain), "\x00"), nil
+}

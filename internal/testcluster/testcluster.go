@@ -52,6 +52,9 @@ type Options struct {
 	MinIndexWait time.Duration
 	// LastUsedGranularity: how often a token's last use may be written.
 	LastUsedGranularity time.Duration
+	// RotationGrace and Authz configure the API as serve's flags do.
+	RotationGrace time.Duration
+	Authz         api.AuthzConfig
 }
 
 // Node is one running node with its API server and a client for it.
@@ -136,6 +139,7 @@ func start(t testing.TB, o Options) (*Node, error) {
 	srv.Config.Handler = api.New(api.Config{
 		Store: node, Policy: o.Policy, Format: format, Hasher: hasher, Keys: o.Keys, Nonces: o.Nonces,
 		DC: o.DC, Logger: log, Registry: reg, Gatherer: reg, Now: o.Now, MinIndexWait: o.MinIndexWait,
+		RotationGrace: o.RotationGrace, Authz: o.Authz,
 	})
 	srv.Start()
 	return &Node{Node: node, API: srv, Client: client.New(srv.URL), Registry: reg,

@@ -40,7 +40,7 @@ type Config struct {
 }
 
 // Workloads lists what Run can drive.
-var Workloads = []string{"issue", "consume", "lookup", "introspect", "nonce", "memcached"}
+var Workloads = []string{"issue", "consume", "rotate", "lookup", "introspect", "nonce", "memcached"}
 
 // Result is what a run measured.
 type Result struct {
@@ -171,6 +171,22 @@ func prepare(ctx context.Context, cs nodes, cfg Config, progress io.Writer) (fun
 				return errExhausted
 			}
 			_, err := cs.of(w).Consume(ctx, wire.ConsumeRequest{Token: toks[i]})
+			return err
+		}, nil
+	case "rotate":
+		// Each operation rotates a fresh refresh token and takes an
+		// access token with its successor: the refresh grant's write.
+		toks, err := preissue(ctx, cs, cfg, "oauth2_refresh", progress)
+		if err != nil {
+			return nil, err
+		}
+		var next atomic.Int64
+		return func(ctx context.Context, w int) error {
+			i := next.Add(1) - 1
+			if int(i) >= len(toks) {
+				return errExhausted
+			}
+			_, err := cs.of(w).Rotate(ctx, wire.RotateRequest{Token: toks[i], Access: &wire.AccessRequest{}})
 			return err
 		}, nil
 	case "lookup", "introspect":

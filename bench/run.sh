@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Reproducible measurements on loopback, one command each:
 #
-#   bench/run.sh node     one node: issue, consume, lookup from 64 clients
+#   bench/run.sh node     one node: issue, consume, rotate, lookup and
+#                         introspect from 64 clients
 #   bench/run.sh nonce    nonce checks through the API against the same
 #                         add() made directly to the same memcached
-#   bench/run.sh cluster  three nodes: issue and consume from 64 clients
-#                         spread over all nodes, lookups on a follower
+#   bench/run.sh cluster  three nodes: issue, consume and rotate from 64
+#                         clients spread over all nodes; lookups and
+#                         introspection on a follower
 #
 # DURATION (default 10s) and CLIENTS (default 64) tune a run. Servers are
 # started on free loopback ports and stopped by their pids.
@@ -67,7 +69,7 @@ node)
 	api=127.0.0.1:$(port)
 	node n1 --api-addr "$api" --raft-addr 127.0.0.1:$(port)
 	ready "$api"
-	bench --addr "http://$api" --workload issue,consume,lookup
+	bench --addr "http://$api" --workload issue,consume,rotate,lookup,introspect
 	;;
 nonce)
 	command -v memcached >/dev/null || { echo "memcached is not installed (make deps)" >&2; exit 1; }
@@ -93,14 +95,14 @@ cluster)
 	done
 	for a in "${apis[@]}"; do ready "$a"; done
 	all=$(printf 'http://%s,' "${apis[@]}")
-	bench --addr "${all%,}" --workload issue,consume
+	bench --addr "${all%,}" --workload issue,consume,rotate
 	leader=$(curl -s "http://${apis[0]}/v1/cluster" | python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["leader"])')
 	follower=
 	for i in 0 1 2; do
 		[ "n$((i + 1))" != "$leader" ] && follower=${apis[$i]} && break
 	done
-	echo "lookups on follower $follower (leader $leader):"
-	bench --addr "http://$follower" --workload lookup
+	echo "reads on follower $follower (leader $leader):"
+	bench --addr "http://$follower" --workload lookup,introspect
 	;;
 *)
 	echo "usage: bench/run.sh node|nonce|cluster" >&2

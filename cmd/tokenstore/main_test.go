@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -311,13 +312,26 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 // SIGTERM exits cleanly and the restart restores from the snapshot.
 func TestNoSecretAtRest(t *testing.T) {
 	dir := t.TempDir()
-	d := startDaemon(t, dir, "--snapshot-threshold", "32", "--snapshot-interval", "100ms")
+	d := startDaemon(t, dir, "--snapshot-threshold", "32", "--snapshot-interval", "100ms", "--rotation-grace", "1h")
 	c := d.client()
 	ctx := context.Background()
 	toks := issueMany(t, c, 200, "oauth2_code", "access", "remember", "developer")
 	secrets := make([]string, 0, len(toks)+10)
 	for _, tk := range toks {
 		secrets = append(secrets, tk.token)
+	}
+	// Rotations within a grace period keep their successors' secrets,
+	// sealed under the rotated token's.
+	for range 5 {
+		rt, err := c.Issue(ctx, wire.IssueRequest{Kind: "oauth2_refresh", Subject: "rest"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		next, err := c.Rotate(ctx, wire.RotateRequest{Token: rt.Token, Access: &wire.AccessRequest{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, rt.Token, next.Token, next.Access.Token)
 	}
 	for i := range 10 {
 		brought := fmt.Sprintf("brought-secret-%02d-0123456789", i)
@@ -444,6 +458,23 @@ func TestTokenCLI(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "token_reused") {
 		t.Errorf("second consume of a code: want a token_reused failure, got %v: %s", err, out)
 	}
+
+	// Rotation and family revocation.
+	var rt, next wire.RotateResponse
+	if err := json.Unmarshal([]byte(run("", "issue", "--kind", "oauth2_refresh", "--subject", "cli-user", "--scopes", "a,b")), &rt); err != nil || rt.Family == "" {
+		t.Fatalf("issue refresh: %+v, %v", rt, err)
+	}
+	if err := json.Unmarshal([]byte(run(rt.Token+"\n", "rotate", "--access", "--access-scopes", "a")), &next); err != nil ||
+		next.Token == "" || next.Token == rt.Token || next.Family != rt.Family || next.Access == nil || next.Access.Token == "" {
+		t.Fatalf("rotate: %+v, %v", next, err)
+	}
+	cmd = exec.Command(binary, "token", "rotate", "--addr", "http://"+d.apiAddr, rt.Token)
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "token_reused") {
+		t.Errorf("rotating the old refresh token again: want token_reused, got %v: %s", err, out)
+	}
+	if out := run("", "revoke", "--family", rt.Family, "--reason", "test"); !strings.Contains(out, `"revoked": 0`) {
+		t.Errorf("revoke --family after the reuse revoked it: got\n%s", out)
+	}
 }
 
 func TestBenchSmoke(t *testing.T) {
@@ -451,16 +482,16 @@ func TestBenchSmoke(t *testing.T) {
 	// A generous timeout: the smoke run checks the wiring, and the machine
 	// may be busy.
 	d := startDaemon(t, t.TempDir(), "--memcached", mc.Addr, "--memcached-timeout", "2s")
-	out, err := exec.Command(binary, "bench", "run", "--addr", "http://"+d.apiAddr, "--workload", "issue,consume,lookup,introspect,nonce,memcached",
+	out, err := exec.Command(binary, "bench", "run", "--addr", "http://"+d.apiAddr, "--workload", "issue,consume,rotate,lookup,introspect,nonce,memcached",
 		"--memcached", mc.Addr, "--clients", "4", "--duration", "500ms", "--tokens", "40").Output()
 	if err != nil {
 		t.Fatalf("bench run: %v\n%s", err, out)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 7 || !strings.HasPrefix(lines[6], "ratio    nonce/memcached = ") {
+	if len(lines) != 8 || !strings.HasPrefix(lines[7], "ratio    nonce/memcached = ") {
 		t.Fatalf("want one result line per workload and the nonce/memcached ratio, got:\n%s", out)
 	}
-	for i, w := range []string{"issue", "consume", "lookup", "introspect", "nonce", "memcached"} {
+	for i, w := range []string{"issue", "consume", "rotate", "lookup", "introspect", "nonce", "memcached"} {
 		l := lines[i]
 		if !strings.HasPrefix(l, w+" ") || strings.Contains(l, " ops=0 ") || !strings.Contains(l, " errors=0 ") {
 			t.Errorf("want a %s result with ops and no errors, got: %s", w, l)

@@ -14,7 +14,7 @@ import (
 	"github.com/tokenstore/tokenstore/client"
 )
 
-const tokenUsage = `usage: tokenstore token <issue|lookup|introspect|consume|revoke|get|list> [flags] [TOKEN|-]
+const tokenUsage = `usage: tokenstore token <issue|lookup|introspect|consume|rotate|revoke|get|list> [flags] [TOKEN|-]
 
 A TOKEN argument of "-" (or none) is read from standard input, which keeps
 secrets out of the process list and shell history.`
@@ -33,6 +33,10 @@ func tokenCmd(args []string) error {
 		consistency              string
 		limit                    int
 		cursor                   string
+		family                   string
+		rot                      wire.RotateRequest
+		access                   bool
+		accessTTL, accessScopes  string
 	)
 	switch sub {
 	case "issue":
@@ -52,8 +56,15 @@ func tokenCmd(args []string) error {
 	case "consume":
 		fs.StringVar(&req.Kind, "kind", "", "required kind")
 		fs.StringVar(&req.ClientID, "client-id", "", "required client id")
+	case "rotate":
+		fs.StringVar(&rot.ClientID, "client-id", "", "required client id")
+		fs.StringVar(&rot.TTL, "ttl", "", "time to live of the successor (default: the kind's)")
+		fs.BoolVar(&access, "access", false, "issue an access token with the successor")
+		fs.StringVar(&accessTTL, "access-ttl", "", "time to live of the access token (default: the kind's)")
+		fs.StringVar(&accessScopes, "access-scopes", "", "comma-separated scopes of the access token (default: the grant's)")
 	case "revoke":
 		fs.StringVar(&id, "id", "", "revoke by public id instead of by token")
+		fs.StringVar(&family, "family", "", "revoke every token of this grant family instead")
 		fs.StringVar(&reason, "reason", "", "reason, shown to whoever presents the token")
 	case "get":
 	case "list":
@@ -97,9 +108,29 @@ func tokenCmd(args []string) error {
 			r, err := c.Consume(ctx, wire.ConsumeRequest{Token: s, Kind: req.Kind, ClientID: req.ClientID})
 			return r, client.Meta{}, err
 		})
+	case "rotate":
+		if access || accessTTL != "" || accessScopes != "" {
+			rot.Access = &wire.AccessRequest{TTL: accessTTL}
+			if accessScopes != "" {
+				rot.Access.Scopes = strings.Split(accessScopes, ",")
+			}
+		}
+		out, _, err = withSecret(fs, func(s string) (any, client.Meta, error) {
+			rot.Token = s
+			r, err := c.Rotate(ctx, rot)
+			return r, client.Meta{}, err
+		})
 	case "revoke":
-		if id != "" {
+		switch {
+		case family != "" && id != "":
+			return fmt.Errorf("--id and --family: one at a time")
+		case family != "":
+			n, e := c.RevokeFamily(ctx, family, reason)
+			out, err = wire.BulkRevokeResponse{Revoked: n}, e
+		case id != "":
 			out, err = c.RevokeID(ctx, id, reason)
+		}
+		if family != "" || id != "" {
 			break
 		}
 		out, _, err = withSecret(fs, func(s string) (any, client.Meta, error) {

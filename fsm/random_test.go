@@ -20,6 +20,10 @@ type gen struct {
 	stTime time.Time // the state machine's time: the latest batch time so far
 	ids    []string  // every id issued or tried, in order
 	nextID int
+	// grants adds what the model test does not follow: reuse detection on
+	// codes and refresh tokens, and rotations with and without grace.
+	grants  bool
+	refresh []string // refresh token ids issued or rotated to, for rotations to aim at
 }
 
 var (
@@ -72,6 +76,9 @@ func (g *gen) someID() string {
 // command returns the next command. s is read (DueForGC) to propose
 // realistic Expire commands, as the leader does.
 func (g *gen) command(s *fsm.Store) fsm.Command {
+	if g.grants && g.r.IntN(8) == 0 {
+		return g.rotate()
+	}
 	switch p := g.r.IntN(100); {
 	case p < 35:
 		id := fmt.Sprintf("id-%06d", g.nextID)
@@ -87,6 +94,9 @@ func (g *gen) command(s *fsm.Store) fsm.Command {
 		if g.r.IntN(3) == 0 {
 			c.Record.Data = []byte(fmt.Sprintf(`{"n":%d}`, g.r.IntN(1000)))
 		}
+		if g.grants && (c.Record.Kind == "oauth2_code" || c.Record.Kind == "oauth2_refresh") {
+			c.Record.DetectReuse = g.r.IntN(4) != 0
+		}
 		switch g.r.IntN(40) {
 		case 0: // an id that exists (or existed)
 			c.Record.ID = g.someID()
@@ -94,6 +104,9 @@ func (g *gen) command(s *fsm.Store) fsm.Command {
 			c.Record.Hash = secretHash(g.someID())
 		}
 		g.ids = append(g.ids, c.Record.ID)
+		if c.Record.Kind == "oauth2_refresh" {
+			g.refresh = append(g.refresh, c.Record.ID)
+		}
 		return c
 	case p < 60:
 		c := &fsm.Consume{Hash: secretHash(g.someID())}
@@ -129,6 +142,32 @@ func (g *gen) command(s *fsm.Store) fsm.Command {
 	}
 }
 
+// rotate rotates a refresh token, mostly a recent one (which may have been
+// rotated already: a retry or a reuse), sometimes any id.
+func (g *gen) rotate() *fsm.Rotate {
+	from := g.someID()
+	if n := len(g.refresh); n > 0 && g.r.IntN(5) != 0 {
+		from = g.refresh[n-1-g.r.IntN(min(n, 10))]
+	}
+	id := fmt.Sprintf("id-%06d", g.nextID)
+	g.nextID++
+	c := &fsm.Rotate{Hash: secretHash(from), Kind: "oauth2_refresh", TTL: int64(pick(g, genTTLs)),
+		Next: fsm.Record{ID: id, Hash: secretHash(id), IP: "192.0.2.7"}}
+	g.ids = append(g.ids, id)
+	g.refresh = append(g.refresh, id)
+	if g.r.IntN(2) == 0 {
+		c.Access = &fsm.Issue{TTL: int64(time.Hour), Record: fsm.Record{ID: id + "-at", Hash: secretHash(id + "-at"), Kind: "access"}}
+		g.ids = append(g.ids, id+"-at")
+	}
+	if g.r.IntN(3) == 0 {
+		c.Grace, c.Sealed = int64(time.Duration(g.r.IntN(5))*time.Minute), []byte(id)
+	}
+	if g.r.IntN(10) == 0 {
+		c.ClientID = pick(g, genClients)
+	}
+	return c
+}
+
 // outcome names a result for the coverage check of a random run.
 func outcome(c fsm.Command, res fsm.Result) string {
 	name := fmt.Sprintf("%T", c)[len("*fsm."):]
@@ -145,16 +184,16 @@ func outcome(c fsm.Command, res fsm.Result) string {
 
 // requireOutcomes fails if a random run never reached one of the outcomes
 // a run of that length must reach: otherwise it would prove little.
-func requireOutcomes(t *testing.T, seen map[string]int) {
+func requireOutcomes(t *testing.T, seen map[string]int, more ...string) {
 	t.Helper()
-	for _, o := range []string{
+	for _, o := range append(more,
 		"Issue: ok", "Issue: token exists",
 		"Consume: ok", "Consume: token not found", "Consume: token consumed", "Consume: token expired",
 		"Consume: token revoked", "Consume: token kind mismatch", "Consume: token client mismatch",
 		"Revoke: ok", "Revoke: token not found",
 		"RevokeSubject: count>0", "RevokeSubject: nothing", "RevokeFamily: count>0", "RevokeFamily: nothing",
 		"Expire: count>0", "Expire: nothing",
-	} {
+	) {
 		if seen[o] == 0 {
 			t.Errorf("the random run never produced %q; outcomes: %v", o, seen)
 		}
@@ -169,6 +208,7 @@ func TestReplayIsDeterministic(t *testing.T) {
 	for _, start := range []time.Time{t0, time.Date(2250, 6, 1, 0, 0, 0, 0, time.UTC)} {
 		t.Run(start.Format("2006"), func(t *testing.T) {
 			g := newGen(42, start)
+			g.grants = true
 			a, b := newHarness(t), newHarness(t)
 			var c *harness
 			seen := map[string]int{}
@@ -204,9 +244,14 @@ func TestReplayIsDeterministic(t *testing.T) {
 				}
 				if batches%25 == 0 {
 					checkConsistent(t, a.s, g.ids, ns(g.stTime))
+					for _, id := range g.ids {
+						if r := a.s.ByID(id); r != nil && r.HoldUntil != 0 {
+							seen["a tombstone held for its family"]++
+						}
+					}
 				}
 			}
-			requireOutcomes(t, seen)
+			requireOutcomes(t, seen, "a tombstone held for its family", "Rotate: ok", "Rotate: token reused", "Rotate: token not found", "Consume: token reused")
 
 			sa, sb, sc := a.snapshot(), b.snapshot(), c.snapshot()
 			if !bytes.Equal(sa, sb) {

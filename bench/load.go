@@ -143,6 +143,19 @@ type nodes []*client.Client
 // of returns the client worker w uses.
 func (cs nodes) of(w int) *client.Client { return cs[w%len(cs)] }
 
+// onceEach returns an operation that hands each token to op once, until
+// they run out.
+func (cs nodes) onceEach(toks []string, op func(ctx context.Context, c *client.Client, tok string) error) func(ctx context.Context, w int) error {
+	var next atomic.Int64
+	return func(ctx context.Context, w int) error {
+		i := next.Add(1) - 1
+		if int(i) >= len(toks) {
+			return errExhausted
+		}
+		return op(ctx, cs.of(w), toks[i])
+	}
+}
+
 // runID makes nonces unique across runs within their TTL.
 func runID() string { return strconv.FormatInt(time.Now().UnixNano(), 36) }
 
@@ -164,15 +177,10 @@ func prepare(ctx context.Context, cs nodes, cfg Config, progress io.Writer) (fun
 		if err != nil {
 			return nil, err
 		}
-		var next atomic.Int64
-		return func(ctx context.Context, w int) error {
-			i := next.Add(1) - 1
-			if int(i) >= len(toks) {
-				return errExhausted
-			}
-			_, err := cs.of(w).Consume(ctx, wire.ConsumeRequest{Token: toks[i]})
+		return cs.onceEach(toks, func(ctx context.Context, c *client.Client, tok string) error {
+			_, err := c.Consume(ctx, wire.ConsumeRequest{Token: tok})
 			return err
-		}, nil
+		}), nil
 	case "rotate":
 		// Each operation rotates a fresh refresh token and takes an
 		// access token with its successor: the refresh grant's write.
@@ -180,15 +188,10 @@ func prepare(ctx context.Context, cs nodes, cfg Config, progress io.Writer) (fun
 		if err != nil {
 			return nil, err
 		}
-		var next atomic.Int64
-		return func(ctx context.Context, w int) error {
-			i := next.Add(1) - 1
-			if int(i) >= len(toks) {
-				return errExhausted
-			}
-			_, err := cs.of(w).Rotate(ctx, wire.RotateRequest{Token: toks[i], Access: &wire.AccessRequest{}})
+		return cs.onceEach(toks, func(ctx context.Context, c *client.Client, tok string) error {
+			_, err := c.Rotate(ctx, wire.RotateRequest{Token: tok, Access: &wire.AccessRequest{}})
 			return err
-		}, nil
+		}), nil
 	case "lookup", "introspect":
 		toks, err := preissue(ctx, cs, cfg, "access", progress)
 		if err != nil {

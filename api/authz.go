@@ -13,8 +13,10 @@ import (
 )
 
 // AuthzPrefix is the path_prefix to give Envoy's HTTP external
-// authorization service: Envoy appends the original request's path.
-const AuthzPrefix = "/v1/authz/envoy/"
+// authorization service: Envoy appends the original request's path, so
+// every path under AuthzPrefix+"/" is a check, taken as it comes (never
+// cleaned into a redirect, which Envoy would take for a denial).
+const AuthzPrefix = "/v1/authz/envoy"
 
 // AuthzConfig configures Envoy external authorization.
 type AuthzConfig struct {
@@ -74,7 +76,7 @@ func (s *Server) authzEnvoy(w http.ResponseWriter, r *http.Request) *Error {
 	}
 	if len(recs) == 2 && recs[0].Subject != recs[1].Subject {
 		s.log.Warn("authz: bearer token and session cookie name different subjects",
-			"bearer_id", recs[0].ID, "cookie_id", recs[1].ID, "path", strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(AuthzPrefix, "/")))
+			"bearer_id", recs[0].ID, "cookie_id", recs[1].ID, "path", strings.TrimPrefix(r.URL.Path, AuthzPrefix))
 		return denied(wire.CodeCredentialConflict, "The bearer token and the session cookie belong to different users.")
 	}
 	rlc := cfg.DefaultRLC

@@ -76,6 +76,7 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *httpMetrics
+	authz   http.Handler
 }
 
 // New returns the API server for cfg.
@@ -118,7 +119,8 @@ func (s *Server) routes() {
 	s.handle("POST /v1/introspect", s.introspect)
 	// Every method: Envoy sends the original request's. Authorization is
 	// the end user's here, so the caller's key comes in its own header.
-	s.handleWithKey(AuthzPrefix, apiKeyHeader, s.authzEnvoy)
+	// ServeHTTP sends the checks here before the mux sees their paths.
+	s.authz = s.withKey(AuthzPrefix+"/", apiKeyHeader, s.authzEnvoy)
 	s.handle("GET /v1/cluster", s.clusterStatus)
 	s.open("/", s.noRoute)
 	s.open("GET /healthz", func(w http.ResponseWriter, r *http.Request) *Error {
@@ -144,6 +146,9 @@ func (s *Server) routes() {
 // noRoute answers what no route matched: 405 with Allow when the path
 // exists under other methods, else 404.
 func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) *Error {
+	if name, ok := strings.CutPrefix(r.URL.Path, "/v1/tokens/"); ok && tokenActions[name] {
+		return actionMethod(w, r) // not the {id} routes' methods
+	}
 	var allow []string
 	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host}
@@ -159,7 +164,13 @@ func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) *Error {
 }
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, AuthzPrefix+"/") {
+		s.authz.ServeHTTP(w, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // handlerFunc is a handler that returns its failure instead of writing it.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) *Error
@@ -174,7 +185,7 @@ func caller(r *http.Request) string {
 
 // handle registers an authenticated /v1 route.
 func (s *Server) handle(pattern string, h handlerFunc) {
-	s.handleWithKey(pattern, authorizationHeader, h)
+	s.mux.Handle(pattern, s.withKey(pattern, authorizationHeader, h))
 }
 
 // A keySource finds the API key in a request, and says where for people.
@@ -190,10 +201,10 @@ var (
 		wire.HeaderAPIKey + ": <key>"}
 )
 
-// handleWithKey registers a route that needs an API key (when keys are
-// configured), found by src.
-func (s *Server) handleWithKey(pattern string, src keySource, h handlerFunc) {
-	s.mux.Handle(pattern, s.wrap(pattern, func(w http.ResponseWriter, r *http.Request) *Error {
+// withKey returns the handler of a route that needs an API key (when keys
+// are configured), found by src.
+func (s *Server) withKey(route string, src keySource, h handlerFunc) http.Handler {
+	return s.wrap(route, func(w http.ResponseWriter, r *http.Request) *Error {
 		if s.cfg.Keys != nil {
 			key, ok := src.find(r)
 			name, match := s.cfg.Keys.Match(key)
@@ -204,7 +215,7 @@ func (s *Server) handleWithKey(pattern string, src keySource, h handlerFunc) {
 			r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, name))
 		}
 		return h(w, r)
-	}))
+	})
 }
 
 // open registers a route that needs no API key (health, metrics).

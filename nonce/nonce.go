@@ -33,6 +33,10 @@ var (
 // MaxLen bounds scope and nonce.
 const MaxLen = 256
 
+// expiryMargin is how much longer than its timestamp stays acceptable a
+// nonce is kept (see Check).
+const expiryMargin = 5 * time.Second
+
 // Store remembers keys with add() semantics.
 type Store interface {
 	// Add stores key for ttl unless it is present; it reports whether the
@@ -97,10 +101,11 @@ func (c *Checker) Check(scope, nonce string, timestamp int64) error {
 	}
 	// Remember the nonce for as long as its timestamp stays acceptable
 	// (through the second timestamp + window): a forgotten nonce whose
-	// timestamp still passes would be a replay. Two seconds more, because
-	// memcached counts expiry on a one-second clock that lags real time by
-	// up to a second, so an item can expire up to a second early.
-	ttl := time.Unix(timestamp, 0).Add(c.cfg.Window + 2*time.Second).Sub(now)
+	// timestamp still passes would be a replay. A margin more, because
+	// memcached counts expiry on a one-second clock that a timer moves
+	// on: it lags real time by a second, more on a starved CPU, and an
+	// item set while it lags expires that much early.
+	ttl := time.Unix(timestamp, 0).Add(c.cfg.Window + expiryMargin).Sub(now)
 	fresh, err := c.store.Add(Key(c.cfg.DC, scope, nonce), ttl)
 	switch {
 	case err != nil && c.cfg.FailOpen:

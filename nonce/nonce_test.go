@@ -177,6 +177,11 @@ func newMemcached(t *testing.T, cfg MemcachedConfig, servers ...*memcachedtest.S
 		cfg.Servers = append(cfg.Servers, s.Addr)
 	}
 	m, err := NewMemcached(cfg)
+	if cfg.Timeout == 0 {
+		// The tests are about answers, not speed: a loaded machine must
+		// not turn a slow memcached into an unavailable one.
+		cfg.Timeout = 2 * time.Second
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,7 @@ GO       ?= go
 FUZZTIME ?= 10s
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build run test deps check fuzz bench-node bench-nonce bench-cluster clean
+.PHONY: all build run test deps check fuzz bench-node bench-nonce bench-cluster bench-route clean
 
 all: build
 
@@ -18,12 +18,17 @@ test: deps check
 	$(GO) test -race -count=1 ./...
 	$(MAKE) fuzz
 
-# What the tests run for real: a memcached server, from Debian's packages.
+# What the tests run for real, from Debian's packages: a memcached server,
+# and Apache Traffic Server with its Lua plugin (the router's ATS export).
 deps:
 	@command -v memcached >/dev/null 2>&1 || { \
 		echo "installing memcached"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends memcached; }
+	@{ command -v traffic_server >/dev/null 2>&1 && test -f /usr/lib/trafficserver/modules/tslua.so; } || { \
+		echo "installing trafficserver"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends trafficserver; }
 
 check:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
@@ -36,13 +41,16 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeLookup$$' -fuzztime=$(FUZZTIME) ./api
 
 # Measurements on loopback (bench/run.sh): one node; nonce checks against
-# memcached direct; a three-node cluster. DURATION=30s CLIENTS=128 tune.
+# memcached direct; a three-node cluster; the router against its upstream.
+# DURATION=30s CLIENTS=128 tune.
 bench-node:
 	bench/run.sh node
 bench-nonce: deps
 	bench/run.sh nonce
 bench-cluster:
 	bench/run.sh cluster
+bench-route:
+	bench/run.sh route
 
 clean:
 	rm -rf bin

@@ -57,6 +57,8 @@ type Result struct {
 	Max      time.Duration `json:"max_ns"`
 	// FirstError is a sample of what failed, if anything did.
 	FirstError string `json:"first_error,omitempty"`
+
+	samples []time.Duration // sorted latencies, for Merge
 }
 
 func (r *Result) String() string {
@@ -84,18 +86,25 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		return nil, err
 	}
 
+	return measure(ctx, cfg.Workload, cfg.Clients, cfg.Duration, op, progress), nil
+}
+
+// measure runs op from clients closed-loop workers for duration and
+// reports latency percentiles; op returning errExhausted ends a worker.
+func measure(ctx context.Context, name string, clients int, duration time.Duration,
+	op func(ctx context.Context, worker int) error, progress io.Writer) *Result {
 	var (
 		done     atomic.Int64
 		failures atomic.Int64
 		firstErr atomic.Value
 		wg       sync.WaitGroup
-		lat      = make([][]time.Duration, cfg.Clients)
+		lat      = make([][]time.Duration, clients)
 	)
-	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	runCtx, cancel := context.WithTimeout(ctx, duration)
 	defer cancel()
-	stopProgress := reportProgress(runCtx, progress, cfg.Workload, &done)
+	stopProgress := reportProgress(runCtx, progress, name, &done)
 	start := time.Now()
-	for w := range cfg.Clients {
+	for w := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -121,18 +130,44 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	elapsed := time.Since(start)
 	stopProgress()
 
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	r := &Result{Workload: cfg.Workload, Clients: cfg.Clients, Ops: len(all), Errors: int(failures.Load()), Elapsed: elapsed}
+	r := &Result{Workload: name, Clients: clients, Errors: int(failures.Load()), Elapsed: elapsed}
 	if fe, ok := firstErr.Load().(string); ok {
 		r.FirstError = fe
 	}
+	r.summarize(slices.Concat(lat...))
+	return r
+}
+
+// summarize fills in the counts and percentiles from the latencies.
+func (r *Result) summarize(all []time.Duration) {
+	slices.Sort(all)
+	r.samples, r.Ops = all, len(all)
 	if len(all) > 0 {
-		r.OpsPerS = float64(len(all)) / elapsed.Seconds()
+		r.OpsPerS = float64(len(all)) / r.Elapsed.Seconds()
 		r.P50, r.P90, r.P99, r.P999 = pct(all, 50), pct(all, 90), pct(all, 99), pct(all, 99.9)
 		r.Max = all[len(all)-1]
 	}
-	return r, nil
+}
+
+// Merge combines runs of one workload (alternated with another, say)
+// into one result: percentiles over all samples, throughput over the
+// summed time.
+func Merge(rs []*Result) *Result {
+	if len(rs) == 0 {
+		return &Result{}
+	}
+	m := &Result{Workload: rs[0].Workload, Clients: rs[0].Clients}
+	var all [][]time.Duration
+	for _, r := range rs {
+		m.Errors += r.Errors
+		m.Elapsed += r.Elapsed
+		if m.FirstError == "" {
+			m.FirstError = r.FirstError
+		}
+		all = append(all, r.samples)
+	}
+	m.summarize(slices.Concat(all...))
+	return m
 }
 
 var errExhausted = errors.New("no pre-issued tokens left")

@@ -8,6 +8,9 @@
 #   bench/run.sh cluster  three nodes: issue, consume and rotate from 64
 #                         clients spread over all nodes; lookups and
 #                         introspection on a follower
+#   bench/run.sh route    the primary-DC router's overhead: the same GET
+#                         from 64 clients straight to an upstream and
+#                         through tokenstore route, alternated in one run
 #
 # DURATION (default 10s) and CLIENTS (default 64) tune a run. Servers are
 # started on free loopback ports and stopped by their pids.
@@ -104,8 +107,23 @@ cluster)
 	echo "reads on follower $follower (leader $leader):"
 	bench --addr "http://$follower" --workload lookup,introspect
 	;;
+route)
+	up=127.0.0.1:$(port)
+	"$ts" route echo --listen "$up" --dc a >"$work/echo.log" 2>&1 &
+	pids+=($!)
+	rt=127.0.0.1:$(port)
+	"$ts" route --listen "$rt" --local-dc a --upstream "a=http://$up" --primary-dc a --log-level warn >"$work/route.log" 2>&1 &
+	pids+=($!)
+	for u in "$up" "$rt"; do
+		for _ in $(seq 300); do
+			curl -sf -o /dev/null "http://$u/wiki/Main_Page" && break
+			sleep 0.1
+		done
+	done
+	"$ts" route bench --direct "http://$up" --via "http://$rt" --path /wiki/Main_Page --clients "$clients" --duration "$duration"
+	;;
 *)
-	echo "usage: bench/run.sh node|nonce|cluster" >&2
+	echo "usage: bench/run.sh node|nonce|cluster|route" >&2
 	exit 2
 	;;
 esac

@@ -3,6 +3,7 @@
 //	tokenstore serve   run a node
 //	tokenstore token   issue, look up, consume, revoke and list tokens
 //	tokenstore nonce   record an OAuth 1.0 replay nonce
+//	tokenstore route   the primary-DC router, and its ATS and Envoy exports
 //	tokenstore bench   measure a running node
 package main
 
@@ -17,6 +18,8 @@ commands:
   serve    run a token store node (no flags: single node, data in ./data)
   token    issue | lookup | introspect | consume | revoke | get | list tokens
   nonce    record an OAuth 1.0 nonce (fresh, or an error for a replay)
+  route    primary-DC router: proxy in front of the application servers;
+           export its rules for Apache Traffic Server (tslua) or Envoy
   bench    run a workload against a node and report latency
   version  print the version
 
@@ -38,6 +41,8 @@ func main() {
 		err = tokenCmd(args)
 	case "nonce":
 		err = nonceCmd(args)
+	case "route":
+		err = routeCmd(args)
 	case "bench":
 		err = benchCmd(args)
 	case "version":

@@ -103,6 +103,7 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) *Error {
 // already used, and the grant has been revoked.
 func (s *Server) logReuse(res fsm.Result) {
 	if errors.Is(res.Err, fsm.ErrReused) {
+		s.metrics.reuse.WithLabelValues(res.Record.Kind).Inc()
 		s.log.Warn("reuse of a consumed token: family revoked", "kind", res.Record.Kind, "id", res.Record.ID,
 			"family", res.Record.Family, "revoked", res.Count)
 	}

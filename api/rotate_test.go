@@ -625,6 +625,11 @@ func TestConcurrentRotation(t *testing.T) {
 	if recs, _ := e.listAll(t, "user:race", "", 100); len(recs) != 0 {
 		t.Errorf("after the races the subject has %d usable tokens, want none", len(recs))
 	}
+	// Every loser was a detected reuse, counted for alerting.
+	want := fmt.Sprintf(`tokenstore_token_reuse_detected_total{kind="oauth2_refresh"} %d`, tokens*(clients-1))
+	if m := e.do(t, http.MethodGet, "/metrics", ""); !strings.Contains(string(m.Body), want) {
+		t.Errorf("/metrics: want %q", want)
+	}
 }
 
 // TestRotationAcrossNodes: a rotation on one follower, its retry within

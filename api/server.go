@@ -277,6 +277,7 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	reuse    *prometheus.CounterVec
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -291,6 +292,10 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Help:    "API request latency by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}, []string{"route"}),
+		reuse: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenstore_token_reuse_detected_total",
+			Help: "Consumed codes and refresh tokens presented again (each revoked its family), by kind.",
+		}, []string{"kind"}),
 	}
 }
 

@@ -2,7 +2,7 @@ GO       ?= go
 FUZZTIME ?= 10s
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build run test deps check fuzz bench-node bench-nonce bench-cluster bench-route clean
+.PHONY: all build run test deps check fuzz bench-node bench-nonce bench-cluster bench-route bench-deps bench-peers clean
 
 all: build
 
@@ -51,6 +51,27 @@ bench-cluster:
 	bench/run.sh cluster
 bench-route:
 	bench/run.sh route
+
+# The peers of make bench-peers, from Debian's packages; make test does not
+# install them (their tests are skipped without them).
+bench-deps: deps
+	@{ command -v etcd >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1; } || { \
+		echo "installing etcd-server and redis-server"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends etcd-server redis-server; }
+
+# tokenstore side by side with etcd, Redis and memcached (BENCHMARKS.md).
+# DURATION, CLIENTS and SCALE (e.g. 10000,1000000) tune; OUT collects the
+# JSON, markdown report and plots.
+DURATION ?= 10s
+CLIENTS  ?= 64
+SCALE    ?= 10000
+OUT      ?= bench-out
+bench-peers: bench-deps build
+	mkdir -p $(OUT)
+	bin/tokenstore bench peers --clients $(CLIENTS) --duration $(DURATION) --scale $(SCALE) \
+		--node-flags "--snapshot-interval 5s" \
+		--json $(OUT)/peers.json --report $(OUT)/peers.md --plots $(OUT)/plots
 
 clean:
 	rm -rf bin

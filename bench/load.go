@@ -1,5 +1,6 @@
 // Package bench measures a running token store from the outside, through
-// the same Go client application servers use.
+// the same Go client application servers use, and its peers (etcd, Redis,
+// memcached) through theirs, with one driver loop.
 package bench
 
 import (
@@ -7,47 +8,60 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/bradfitz/gomemcache/memcache"
-
-	"github.com/tokenstore/tokenstore/api/wire"
-	"github.com/tokenstore/tokenstore/client"
-	"github.com/tokenstore/tokenstore/nonce"
+	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
-// Config describes one closed-loop run: Clients workers, each sending its
-// next request when the last one is answered, for Duration.
-type Config struct {
-	// Addr is one node's API address, or several comma-separated: workers
-	// are spread over them round-robin.
-	Addr     string
-	APIKey   string
-	Workload string // one of Workloads
+var (
+	// ErrUnsupported is answered by a Target for an operation its system
+	// has no equivalent of.
+	ErrUnsupported = errors.New("bench: operation not supported by this system")
+	// ErrExists is a put-if-absent or add() that found the key.
+	ErrExists = errors.New("bench: key exists")
+	// ErrNotFound is a consume or lookup of a missing key.
+	ErrNotFound = errors.New("bench: key not found")
+	// errExhausted ends a worker: the pre-issued tokens ran out.
+	errExhausted = errors.New("bench: no pre-issued tokens left")
+)
+
+// Load is how a workload is driven. With Rate zero it is a closed loop:
+// Clients workers, each sending its next request when the last one is
+// answered. With Rate set it is an open loop: requests are sent at fixed
+// intended times, Rate per second in total, whether or not earlier ones
+// were answered, and latency runs from the intended send time, so a
+// system that falls behind shows its backlog (no coordinated omission).
+type Load struct {
 	Clients  int
 	Duration time.Duration
-	// Tokens is how many tokens consume and lookup issue before measuring.
-	Tokens int
-	// Memcached is the server the "memcached" workload adds to directly,
-	// the peer of the "nonce" workload (which goes through the API).
-	Memcached string
+	Rate     float64
+	// MaxInFlight bounds the requests outstanding in an open loop; a
+	// send that finds the bound reached is dropped and counted as an
+	// error. Default: 16 × Clients.
+	MaxInFlight int
 }
 
-// Workloads lists what Run can drive.
-var Workloads = []string{"issue", "consume", "rotate", "lookup", "introspect", "nonce", "memcached"}
+func (l Load) validate() error {
+	if l.Clients < 1 || l.Duration <= 0 || l.Rate < 0 {
+		return fmt.Errorf("bench: need clients >= 1, a positive duration and a rate >= 0")
+	}
+	return nil
+}
 
-// Result is what a run measured.
+// Result is what a run of one workload on one system measured.
 type Result struct {
+	System   string        `json:"system"`
 	Workload string        `json:"workload"`
+	Mode     string        `json:"mode"` // closed or open
 	Clients  int           `json:"clients"`
+	Rate     float64       `json:"rate,omitempty"`
+	Live     int           `json:"live_tokens,omitempty"` // tokens issued before measuring
 	Ops      int           `json:"ops"`
 	Errors   int           `json:"errors"`
+	Dropped  int           `json:"dropped,omitempty"` // open loop: sends over --max-inflight, in Errors
 	Elapsed  time.Duration `json:"elapsed_ns"`
 	OpsPerS  float64       `json:"ops_per_s"`
 	P50      time.Duration `json:"p50_ns"`
@@ -57,8 +71,21 @@ type Result struct {
 	Max      time.Duration `json:"max_ns"`
 	// FirstError is a sample of what failed, if anything did.
 	FirstError string `json:"first_error,omitempty"`
+	// PerSecond is the completions in each second of the run.
+	PerSecond []int64 `json:"per_second,omitempty"`
+	// CDF is the latency distribution, for plots.
+	CDF []CDFPoint `json:"cdf,omitempty"`
+	// Steps are the parts of a composite operation (oauth), each with
+	// its own latencies.
+	Steps []*Result `json:"steps,omitempty"`
 
-	samples []time.Duration // sorted latencies, for Merge
+	hist *hdrhistogram.Histogram // for Merge
+}
+
+// CDFPoint is one point of a latency distribution.
+type CDFPoint struct {
+	Percentile float64       `json:"percentile"`
+	Latency    time.Duration `json:"latency_ns"`
 }
 
 func (r *Result) String() string {
@@ -68,43 +95,93 @@ func (r *Result) String() string {
 		r.P999.Round(time.Microsecond), r.Max.Round(time.Microsecond))
 }
 
-// Run drives the workload and reports latency percentiles. Progress lines
-// go to progress once a second.
-func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
-	if cfg.Clients < 1 || cfg.Duration <= 0 {
-		return nil, fmt.Errorf("bench: need clients >= 1 and a positive duration")
+// summarize fills in the counts and percentiles from h.
+func (r *Result) summarize(h *hdrhistogram.Histogram) {
+	r.hist, r.Ops = h, int(h.TotalCount())
+	if r.Ops == 0 {
+		return
 	}
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		MaxIdleConns: cfg.Clients * 2, MaxIdleConnsPerHost: cfg.Clients * 2, IdleConnTimeout: time.Minute,
-	}}
-	var cs nodes
-	for _, addr := range strings.Split(cfg.Addr, ",") {
-		cs = append(cs, client.New(strings.TrimSpace(addr), client.WithAPIKey(cfg.APIKey), client.WithHTTPClient(hc)))
+	if r.Elapsed > 0 {
+		r.OpsPerS = float64(r.Ops) / r.Elapsed.Seconds()
 	}
-	op, err := prepare(ctx, cs, cfg, progress)
-	if err != nil {
-		return nil, err
+	r.P50, r.P90, r.P99, r.P999 = at(h, 50), at(h, 90), at(h, 99), at(h, 99.9)
+	r.Max = time.Duration(h.Max()) * time.Microsecond
+	r.CDF = nil
+	for _, b := range h.CumulativeDistributionWithTicks(5) {
+		r.CDF = append(r.CDF, CDFPoint{Percentile: b.Quantile, Latency: time.Duration(b.ValueAt) * time.Microsecond})
 	}
-
-	return measure(ctx, cfg.Workload, cfg.Clients, cfg.Duration, op, progress), nil
 }
 
-// measure runs op from clients closed-loop workers for duration and
-// reports latency percentiles; op returning errExhausted ends a worker.
-func measure(ctx context.Context, name string, clients int, duration time.Duration,
-	op func(ctx context.Context, worker int) error, progress io.Writer) *Result {
+// Merge combines runs of one workload (alternated with another, say)
+// into one result: percentiles over all samples, throughput over the
+// summed time.
+func Merge(rs []*Result) *Result {
+	if len(rs) == 0 {
+		return &Result{}
+	}
+	m := &Result{System: rs[0].System, Workload: rs[0].Workload, Mode: rs[0].Mode, Clients: rs[0].Clients, Rate: rs[0].Rate}
+	h := hdrhistogram.New(histLowest, histHighest, histDigits)
+	for _, r := range rs {
+		m.Errors += r.Errors
+		m.Dropped += r.Dropped
+		m.Elapsed += r.Elapsed
+		m.PerSecond = append(m.PerSecond, r.PerSecond...)
+		if m.FirstError == "" {
+			m.FirstError = r.FirstError
+		}
+		if r.hist != nil {
+			h.Merge(r.hist)
+		}
+	}
+	m.summarize(h)
+	return m
+}
+
+// Op is one operation of a workload; worker spreads work (which
+// pre-issued token, which node).
+type Op func(ctx context.Context, worker int) error
+
+// failures counts errors and keeps the first.
+type failures struct {
+	n     atomic.Int64
+	first atomic.Value
+}
+
+func (f *failures) add(err error) {
+	f.n.Add(1)
+	f.first.CompareAndSwap(nil, err.Error())
+}
+
+func (f *failures) fill(r *Result) {
+	r.Errors = int(f.n.Load())
+	if s, ok := f.first.Load().(string); ok {
+		r.FirstError = s
+	}
+}
+
+// drive runs op under load and reports what it measured; op returning
+// errExhausted ends the run early (a closed-loop worker, or the open
+// loop's schedule).
+func drive(ctx context.Context, name string, load Load, op Op, progress io.Writer) *Result {
+	if load.Rate > 0 {
+		return driveOpen(ctx, name, load, op, progress)
+	}
+	return driveClosed(ctx, name, load, op, progress)
+}
+
+func driveClosed(ctx context.Context, name string, load Load, op Op, progress io.Writer) *Result {
 	var (
-		done     atomic.Int64
-		failures atomic.Int64
-		firstErr atomic.Value
-		wg       sync.WaitGroup
-		lat      = make([][]time.Duration, clients)
+		done atomic.Int64
+		fail failures
+		wg   sync.WaitGroup
+		h    = newHist()
 	)
-	runCtx, cancel := context.WithTimeout(ctx, duration)
+	runCtx, cancel := context.WithTimeout(ctx, load.Duration)
 	defer cancel()
-	stopProgress := reportProgress(runCtx, progress, name, &done)
 	start := time.Now()
-	for w := range clients {
+	tl := newTimeline(start)
+	stopProgress := reportProgress(runCtx, progress, name, &done, &fail.n)
+	for w := range load.Clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -117,11 +194,12 @@ func measure(ctx context.Context, name string, clients int, duration time.Durati
 				if runCtx.Err() != nil {
 					return // cut off by the deadline: neither success nor failure
 				}
-				lat[w] = append(lat[w], time.Since(t))
+				end := time.Now()
+				h.record(end.Sub(t))
+				tl.add(end)
 				done.Add(1)
 				if err != nil {
-					failures.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
+					fail.add(err)
 				}
 			}
 		}()
@@ -129,174 +207,89 @@ func measure(ctx context.Context, name string, clients int, duration time.Durati
 	wg.Wait()
 	elapsed := time.Since(start)
 	stopProgress()
-
-	r := &Result{Workload: name, Clients: clients, Errors: int(failures.Load()), Elapsed: elapsed}
-	if fe, ok := firstErr.Load().(string); ok {
-		r.FirstError = fe
-	}
-	r.summarize(slices.Concat(lat...))
+	r := &Result{Workload: name, Mode: "closed", Clients: load.Clients, Elapsed: elapsed, PerSecond: tl.perSecond(elapsed)}
+	fail.fill(r)
+	r.summarize(h.snapshot())
 	return r
 }
 
-// summarize fills in the counts and percentiles from the latencies.
-func (r *Result) summarize(all []time.Duration) {
-	slices.Sort(all)
-	r.samples, r.Ops = all, len(all)
-	if len(all) > 0 {
-		r.OpsPerS = float64(len(all)) / r.Elapsed.Seconds()
-		r.P50, r.P90, r.P99, r.P999 = pct(all, 50), pct(all, 90), pct(all, 99), pct(all, 99.9)
-		r.Max = all[len(all)-1]
-	}
-}
-
-// Merge combines runs of one workload (alternated with another, say)
-// into one result: percentiles over all samples, throughput over the
-// summed time.
-func Merge(rs []*Result) *Result {
-	if len(rs) == 0 {
-		return &Result{}
-	}
-	m := &Result{Workload: rs[0].Workload, Clients: rs[0].Clients}
-	var all [][]time.Duration
-	for _, r := range rs {
-		m.Errors += r.Errors
-		m.Elapsed += r.Elapsed
-		if m.FirstError == "" {
-			m.FirstError = r.FirstError
+func driveOpen(ctx context.Context, name string, load Load, op Op, progress io.Writer) *Result {
+	var (
+		done     atomic.Int64
+		fail     failures
+		dropped  atomic.Int64
+		wg       sync.WaitGroup
+		h        = newHist()
+		stopped  atomic.Bool
+		inflight = make(chan struct{}, cmpOr(load.MaxInFlight, 16*load.Clients))
+	)
+	// Requests in flight at the end may finish within a grace period.
+	opCtx, cancelOps := context.WithTimeout(ctx, load.Duration+30*time.Second)
+	defer cancelOps()
+	start := time.Now()
+	tl := newTimeline(start)
+	stopProgress := reportProgress(ctx, progress, name, &done, &fail.n)
+	for i := 0; ctx.Err() == nil && !stopped.Load(); i++ {
+		intended := start.Add(time.Duration(float64(i) / load.Rate * float64(time.Second)))
+		if intended.Sub(start) >= load.Duration {
+			break
 		}
-		all = append(all, r.samples)
-	}
-	m.summarize(slices.Concat(all...))
-	return m
-}
-
-var errExhausted = errors.New("no pre-issued tokens left")
-
-// nodes are the clients of the nodes a run drives, one per address.
-type nodes []*client.Client
-
-// of returns the client worker w uses.
-func (cs nodes) of(w int) *client.Client { return cs[w%len(cs)] }
-
-// onceEach returns an operation that hands each token to op once, until
-// they run out.
-func (cs nodes) onceEach(toks []string, op func(ctx context.Context, c *client.Client, tok string) error) func(ctx context.Context, w int) error {
-	var next atomic.Int64
-	return func(ctx context.Context, w int) error {
-		i := next.Add(1) - 1
-		if int(i) >= len(toks) {
-			return errExhausted
+		if d := time.Until(intended); d > 0 {
+			sleepCtx(ctx, d)
 		}
-		return op(ctx, cs.of(w), toks[i])
-	}
-}
-
-// runID makes nonces unique across runs within their TTL.
-func runID() string { return strconv.FormatInt(time.Now().UnixNano(), 36) }
-
-func pct(sorted []time.Duration, p float64) time.Duration {
-	i := int(float64(len(sorted))*p/100+0.5) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
-}
-
-// prepare issues what the workload needs and returns the operation.
-func prepare(ctx context.Context, cs nodes, cfg Config, progress io.Writer) (func(ctx context.Context, worker int) error, error) {
-	switch cfg.Workload {
-	case "issue":
-		return func(ctx context.Context, w int) error {
-			_, err := cs.of(w).Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "bench", TTL: "1h"})
-			return err
-		}, nil
-	case "consume":
-		toks, err := preissue(ctx, cs, cfg, "oauth2_code", progress)
-		if err != nil {
-			return nil, err
+		select {
+		case inflight <- struct{}{}:
+		default:
+			dropped.Add(1)
+			fail.add(fmt.Errorf("bench: %d requests in flight, send dropped", cap(inflight)))
+			continue
 		}
-		return cs.onceEach(toks, func(ctx context.Context, c *client.Client, tok string) error {
-			_, err := c.Consume(ctx, wire.ConsumeRequest{Token: tok})
-			return err
-		}), nil
-	case "rotate":
-		// Each operation rotates a fresh refresh token and takes an
-		// access token with its successor: the refresh grant's write.
-		toks, err := preissue(ctx, cs, cfg, "oauth2_refresh", progress)
-		if err != nil {
-			return nil, err
-		}
-		return cs.onceEach(toks, func(ctx context.Context, c *client.Client, tok string) error {
-			_, err := c.Rotate(ctx, wire.RotateRequest{Token: tok, Access: &wire.AccessRequest{}})
-			return err
-		}), nil
-	case "lookup", "introspect":
-		toks, err := preissue(ctx, cs, cfg, "access", progress)
-		if err != nil {
-			return nil, err
-		}
-		var next atomic.Int64
-		return func(ctx context.Context, w int) error {
-			tok := toks[int(next.Add(1))%len(toks)]
-			if cfg.Workload == "introspect" {
-				r, err := cs.of(w).Introspect(ctx, tok)
-				if err == nil && !r.Active {
-					err = fmt.Errorf("bench: an issued token introspects inactive")
-				}
-				return err
-			}
-			_, _, err := cs.of(w).Lookup(ctx, tok, client.LookupOptions{})
-			return err
-		}, nil
-	case "nonce":
-		run, seq := runID(), atomic.Int64{}
-		return func(ctx context.Context, w int) error {
-			return cs.of(w).CheckNonce(ctx, "bench", fmt.Sprint(run, "-", seq.Add(1)), time.Now().Unix())
-		}, nil
-	case "memcached":
-		// The same add a node makes for a nonce, straight from this client.
-		if cfg.Memcached == "" {
-			return nil, fmt.Errorf("bench: the memcached workload needs --memcached host:port")
-		}
-		mc := memcache.New(cfg.Memcached)
-		mc.MaxIdleConns = cfg.Clients
-		mc.Timeout = time.Second
-		run, seq := runID(), atomic.Int64{}
-		return func(ctx context.Context, w int) error {
-			key := nonce.Key("bench", "bench", fmt.Sprint(run, "-", seq.Add(1)))
-			return mc.Add(&memcache.Item{Key: key, Value: []byte{'1'}, Expiration: 301})
-		}, nil
-	}
-	return nil, fmt.Errorf("bench: unknown workload %q (want one of %v)", cfg.Workload, Workloads)
-}
-
-// preissue issues cfg.Tokens tokens of kind with cfg.Clients workers.
-func preissue(ctx context.Context, cs nodes, cfg Config, kind string, progress io.Writer) ([]string, error) {
-	if cfg.Tokens < 1 {
-		return nil, fmt.Errorf("bench: %s needs --tokens >= 1", cfg.Workload)
-	}
-	fmt.Fprintf(progress, "issuing %d %s tokens...\n", cfg.Tokens, kind)
-	toks := make([]string, cfg.Tokens)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, cfg.Clients)
-	for w := range cfg.Clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(toks); i = int(next.Add(1) - 1) {
-				res, err := cs.of(w).Issue(ctx, wire.IssueRequest{Kind: kind, Subject: "bench"})
-				if err != nil {
-					errs <- fmt.Errorf("bench: pre-issue: %w", err)
-					return
-				}
-				toks[i] = res.Token
+			defer func() { <-inflight }()
+			err := op(opCtx, i)
+			if errors.Is(err, errExhausted) {
+				stopped.Store(true)
+				return
+			}
+			end := time.Now()
+			h.record(end.Sub(intended))
+			tl.add(end)
+			done.Add(1)
+			if err != nil {
+				fail.add(err)
 			}
 		}()
 	}
 	wg.Wait()
-	close(errs)
-	return toks, <-errs
+	elapsed := time.Since(start)
+	stopProgress()
+	r := &Result{Workload: name, Mode: "open", Clients: load.Clients, Rate: load.Rate, Elapsed: elapsed,
+		Dropped: int(dropped.Load()), PerSecond: tl.perSecond(elapsed)}
+	fail.fill(r)
+	r.summarize(h.snapshot())
+	return r
 }
 
-func reportProgress(ctx context.Context, w io.Writer, name string, done *atomic.Int64) func() {
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func cmpOr(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// reportProgress writes a progress line once a second until stopped.
+func reportProgress(ctx context.Context, w io.Writer, name string, done, failed *atomic.Int64) func() {
 	stop := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
@@ -312,10 +305,21 @@ func reportProgress(ctx context.Context, w io.Writer, name string, done *atomic.
 				return
 			case <-t.C:
 				n := done.Load()
-				fmt.Fprintf(w, "  %s: %d ops, %d ops/s\n", name, n, n-last)
+				fmt.Fprintf(w, "  %s: %d ops, %d ops/s, %d errors\n", name, n, n-last, failed.Load())
 				last = n
 			}
 		}
 	}()
 	return func() { close(stop); <-finished }
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -2,38 +2,95 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tokenstore/tokenstore/bench"
 )
 
+const benchUsage = `usage: tokenstore bench run|cluster|peers [flags]
+
+  run      drive workloads against a running tokenstore
+  cluster  start a local cluster of this binary until SIGINT/SIGTERM
+  peers    tokenstore side by side with etcd, Redis and memcached`
+
 func benchCmd(args []string) error {
-	if len(args) == 0 || args[0] != "run" {
-		return fmt.Errorf("usage: tokenstore bench run [flags]")
+	if len(args) == 0 {
+		return fmt.Errorf("%s", benchUsage)
 	}
+	switch args[0] {
+	case "run":
+		return benchRun(args[1:])
+	case "cluster":
+		return benchCluster(args[1:])
+	case "peers":
+		return benchPeers(args[1:])
+	}
+	return fmt.Errorf("%s", benchUsage)
+}
+
+// outputs are the files a bench command writes besides the terminal.
+type outputs struct {
+	json, report, plots string
+}
+
+func (o *outputs) flags(fs *flag.FlagSet) {
+	fs.StringVar(&o.json, "json", "", "write the results as JSON to this file")
+	fs.StringVar(&o.report, "report", "", "write a markdown report to this file")
+	fs.StringVar(&o.plots, "plots", "", "write latency CDF and throughput PNGs to this directory")
+}
+
+// write prints the summary table and writes the requested files.
+func (o *outputs) write(rep *bench.Report) error {
+	fmt.Println()
+	if err := rep.WriteTable(os.Stdout); err != nil {
+		return err
+	}
+	if o.json != "" {
+		if err := rep.WriteJSON(o.json); err != nil {
+			return err
+		}
+	}
+	if o.report != "" {
+		if err := rep.WriteMarkdown(o.report); err != nil {
+			return err
+		}
+	}
+	if o.plots != "" {
+		if _, err := rep.WritePlots(o.plots); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func benchRun(args []string) error {
 	fs := flag.NewFlagSet("bench run", flag.ContinueOnError)
 	var cfg bench.Config
 	var workloads string
-	var asJSON bool
-	fs.StringVar(&cfg.Addr, "addr", envOr("TOKENSTORE_ADDR", "http://127.0.0.1:7400"), "node API address")
+	var out outputs
+	fs.StringVar(&cfg.Addr, "addr", envOr("TOKENSTORE_ADDR", "http://127.0.0.1:7400"), "node API address, or several comma-separated (requests are spread over them)")
 	fs.StringVar(&cfg.APIKey, "api-key", os.Getenv("TOKENSTORE_API_KEY"), "API key (or $TOKENSTORE_API_KEY)")
 	fs.StringVar(&workloads, "workload", "issue,consume", "comma-separated: "+strings.Join(bench.Workloads, ", "))
 	fs.IntVar(&cfg.Clients, "clients", 64, "concurrent clients (closed loop)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measuring time per workload")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "open loop: requests per second in total, latency from the intended send time (0: closed loop)")
+	fs.IntVar(&cfg.MaxInFlight, "max-inflight", 0, "open loop: requests outstanding at most; sends over it are dropped as errors (default 16 × clients)")
 	fs.IntVar(&cfg.Tokens, "tokens", 200000, "tokens issued before a consume or lookup run")
 	fs.StringVar(&cfg.Memcached, "memcached", "", "memcached host:port for the direct memcached workload")
-	fs.BoolVar(&asJSON, "json", false, "print results as JSON lines")
-	if err := fs.Parse(args[1:]); err != nil {
+	fs.IntVar(&cfg.OAuthLookups, "oauth-lookups", 3, "lookups of the access token in one oauth flow")
+	out.flags(fs)
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	rep := &bench.Report{Machine: bench.ReadMachine(), Started: time.Now().UTC()}
 	opsPerS := map[string]float64{}
 	for _, w := range strings.Split(workloads, ",") {
 		cfg.Workload = strings.TrimSpace(w)
@@ -42,17 +99,121 @@ func benchCmd(args []string) error {
 			return err
 		}
 		opsPerS[res.Workload] = res.OpsPerS
-		if asJSON {
-			json.NewEncoder(os.Stdout).Encode(res)
-		} else {
-			fmt.Println(res)
-		}
+		rep.Results = append(rep.Results, res)
+		fmt.Println(res)
 	}
 	// The API's nonce check against the same add() made directly.
-	if api, direct := opsPerS["nonce"], opsPerS["memcached"]; api > 0 && direct > 0 && !asJSON {
+	if api, direct := opsPerS["nonce"], opsPerS["memcached"]; api > 0 && direct > 0 {
 		fmt.Printf("ratio    nonce/memcached = %.2f\n", api/direct)
 	}
+	return out.write(rep)
+}
+
+func benchCluster(args []string) error {
+	fs := flag.NewFlagSet("bench cluster", flag.ContinueOnError)
+	cfg := bench.ClusterConfig{}
+	var dcs, dir, nodeFlags string
+	fs.IntVar(&cfg.Nodes, "nodes", 3, "nodes (in one datacenter unless --dcs is given)")
+	fs.StringVar(&dcs, "dcs", "", "datacenters and their node counts, name:n,name:n (the first is the primary)")
+	fs.StringVar(&dir, "dir", "", "directory for data and logs (default: a temporary one, removed at exit)")
+	fs.StringVar(&nodeFlags, "node-flags", "", "extra serve flags for every node, space-separated")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.DCs, err = bench.ParseDCs(dcs); err != nil {
+		return err
+	}
+	cfg.Args = strings.Fields(nodeFlags)
+	if cfg.Binary, err = os.Executable(); err != nil {
+		return err
+	}
+	cfg.Dir, err = benchDir(dir)
+	if err != nil {
+		return err
+	}
+	if dir == "" {
+		defer os.RemoveAll(cfg.Dir)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	c, err := bench.StartCluster(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Stop()
+	for _, n := range c.Nodes {
+		fmt.Printf("node %s dc=%s url=%s pid=%d\n", n.ID, n.DC, n.URL(), n.Pid())
+	}
+	fmt.Printf("addr %s\n", c.Addrs())
+	fmt.Fprintf(os.Stderr, "data and logs in %s; stop with SIGINT or SIGTERM\n", cfg.Dir)
+	<-ctx.Done()
+	fmt.Fprintln(os.Stderr, "stopping the cluster")
 	return nil
+}
+
+// benchDir is dir, created, or a new temporary directory.
+func benchDir(dir string) (string, error) {
+	if dir == "" {
+		return os.MkdirTemp("", "tokenstore-bench-")
+	}
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
+func benchPeers(args []string) error {
+	fs := flag.NewFlagSet("bench peers", flag.ContinueOnError)
+	var cfg bench.PeersConfig
+	var systems, ops, scales, dir, nodeFlags string
+	var out outputs
+	fs.StringVar(&systems, "systems", strings.Join(bench.Systems, ","), "systems to measure, comma-separated")
+	fs.StringVar(&ops, "ops", strings.Join(bench.PeerOps, ","), "operations, comma-separated")
+	fs.IntVar(&cfg.Load.Clients, "clients", 64, "concurrent clients (closed loop)")
+	fs.DurationVar(&cfg.Load.Duration, "duration", 10*time.Second, "measuring time per operation and system")
+	fs.Float64Var(&cfg.Load.Rate, "rate", 0, "open loop: requests per second in total (0: closed loop)")
+	fs.IntVar(&cfg.Load.MaxInFlight, "max-inflight", 0, "open loop: requests outstanding at most (default 16 × clients)")
+	fs.IntVar(&cfg.Tokens, "tokens", 100000, "tokens pre-issued for a consume run")
+	fs.StringVar(&scales, "scale", "10000", "live tokens issued before measuring, comma-separated (e.g. 10000,1000000)")
+	fs.IntVar(&cfg.Nodes, "nodes", 3, "tokenstore nodes and etcd members")
+	fs.StringVar(&dir, "dir", "", "directory for data and logs (default: a temporary one, removed at exit)")
+	fs.StringVar(&nodeFlags, "node-flags", "", "extra serve flags for every tokenstore node, space-separated")
+	out.flags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.Scales, err = bench.ParseScales(scales); err != nil {
+		return err
+	}
+	cfg.Systems, cfg.Ops, cfg.NodeArgs = fields(systems), fields(ops), strings.Fields(nodeFlags)
+	if cfg.Binary, err = os.Executable(); err != nil {
+		return err
+	}
+	if cfg.Dir, err = benchDir(dir); err != nil {
+		return err
+	}
+	if dir == "" {
+		defer os.RemoveAll(cfg.Dir)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.Peers(ctx, cfg, os.Stderr)
+	if rep != nil && len(rep.Results) > 0 {
+		if werr := out.write(rep); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return err
+}
+
+// fields splits a comma-separated flag value.
+func fields(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func envOr(name, def string) string {

@@ -1,0 +1,293 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Systems are what Peers measures, tokenstore first.
+var Systems = []string{"tokenstore", "etcd", "redis", "memcached"}
+
+// capabilities are the operations each system has an equivalent of.
+var capabilities = map[string][]string{
+	"tokenstore": PeerOps,
+	"etcd":       {"issue", "consume", "lookup"},
+	"redis":      {"issue", "consume", "lookup"},
+	"memcached":  {"nonce"},
+}
+
+// PeersConfig describes a side-by-side run: every system is started by
+// the bench on loopback, measured with the same operations and load, and
+// stopped by pid before the next one starts.
+type PeersConfig struct {
+	Binary  string   // the tokenstore binary
+	Dir     string   // data and logs of every server
+	Systems []string // default Systems
+	Ops     []string // default PeerOps
+	Load    Load
+	// Tokens is how many tokens a consume run pre-issues.
+	Tokens int
+	// Scales are the live token counts issued before measuring, in
+	// ascending order; each system is filled up to each in turn.
+	Scales []int
+	// Nodes of the tokenstore cluster and members of the etcd cluster.
+	Nodes int
+	// NodeArgs are added to every tokenstore node's serve flags.
+	NodeArgs []string
+}
+
+// Report is what a bench command measured, with the machine it ran on.
+type Report struct {
+	Machine Machine           `json:"machine"`
+	Started time.Time         `json:"started"`
+	Results []*Result         `json:"results"`
+	Scales  []*Scale          `json:"scales,omitempty"`
+	Skipped map[string]string `json:"skipped,omitempty"` // system: why
+}
+
+// Scale is what a system looked like with Live tokens: memory per
+// process and, for tokenstore, the last Raft snapshot's duration (from
+// the node logs) and how long a follower took from restart to ready.
+type Scale struct {
+	System   string           `json:"system"`
+	Live     int              `json:"live_tokens"`
+	RSS      map[string]int64 `json:"rss_bytes"`
+	Snapshot time.Duration    `json:"snapshot_ns,omitempty"`
+	Restore  time.Duration    `json:"restore_ns,omitempty"`
+}
+
+// system is one running system under measurement.
+type system struct {
+	name   string
+	all    Target // issue, consume, nonce: spread over every node
+	reader Target // lookup: a follower where there is one
+	stop   func()
+	rss    func() map[string]int64
+	// scaled records the snapshot and restore figures of tokenstore.
+	scaled func(ctx context.Context, s *Scale) error
+}
+
+func (s *system) close() {
+	s.all.Close()
+	if s.reader != s.all {
+		s.reader.Close()
+	}
+	s.stop()
+}
+
+// Peers runs every configured system in turn and reports their results.
+// A peer whose server is not installed is skipped and named in Skipped.
+func Peers(ctx context.Context, cfg PeersConfig, progress io.Writer) (*Report, error) {
+	if err := cfg.Load.validate(); err != nil {
+		return nil, err
+	}
+	cfg.Systems = orDefault(cfg.Systems, Systems)
+	cfg.Ops = orDefault(cfg.Ops, PeerOps)
+	if len(cfg.Scales) == 0 {
+		cfg.Scales = []int{10000}
+	}
+	slices.Sort(cfg.Scales)
+	rep := &Report{Machine: ReadMachine(), Started: time.Now().UTC(), Skipped: map[string]string{}}
+	mc, err := StartMemcached(ctx, cfg.Dir)
+	if err != nil && !errors.Is(err, ErrNotInstalled) {
+		return nil, err
+	}
+	if mc != nil {
+		defer mc.Stop()
+	}
+	for _, name := range cfg.Systems {
+		fmt.Fprintf(progress, "== %s\n", name)
+		sys, err := startSystem(ctx, name, cfg, mc)
+		if errors.Is(err, ErrNotInstalled) {
+			fmt.Fprintf(progress, "skipping %s: %v\n", name, err)
+			rep.Skipped[name] = err.Error()
+			continue
+		}
+		if err != nil {
+			return rep, fmt.Errorf("start %s: %w", name, err)
+		}
+		err = measureSystem(ctx, sys, cfg, rep, progress)
+		sys.close()
+		if err != nil {
+			return rep, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return rep, nil
+}
+
+func orDefault(v, def []string) []string {
+	if len(v) == 0 {
+		return def
+	}
+	return v
+}
+
+// measureSystem fills sys to each scale and runs every operation it has.
+func measureSystem(ctx context.Context, sys *system, cfg PeersConfig, rep *Report, progress io.Writer) error {
+	ops := capabilities[sys.name]
+	var live []string
+	for _, scale := range cfg.Scales {
+		if slices.Contains(ops, "issue") && len(live) < scale {
+			more, err := preissue(ctx, sys.all, scale-len(live), cfg.Load.Clients, progress)
+			if err != nil {
+				return err
+			}
+			live = append(live, more...)
+		}
+		for _, op := range cfg.Ops {
+			if !slices.Contains(ops, op) {
+				continue
+			}
+			t := sys.all
+			if op == "lookup" {
+				t = sys.reader
+			}
+			run, err := prepare(ctx, t, op, prepared{tokens: cfg.Tokens, clients: cfg.Load.Clients, live: live}, progress)
+			if err != nil {
+				return err
+			}
+			r := drive(ctx, op, cfg.Load, run, progress)
+			r.System, r.Live = sys.name, scale
+			fmt.Fprintf(progress, "%-10s %s\n", sys.name, r)
+			rep.Results = append(rep.Results, r)
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		s := &Scale{System: sys.name, Live: scale, RSS: sys.rss()}
+		if sys.scaled != nil {
+			if err := sys.scaled(ctx, s); err != nil {
+				return err
+			}
+		}
+		rep.Scales = append(rep.Scales, s)
+	}
+	return nil
+}
+
+// startSystem starts the servers of one system and connects its Targets.
+func startSystem(ctx context.Context, name string, cfg PeersConfig, mc *Server) (*system, error) {
+	clients := cfg.Load.Clients
+	switch name {
+	case "tokenstore":
+		return startTokenstore(ctx, cfg, mc)
+	case "etcd":
+		srv, err := StartEtcd(ctx, cfg.Dir, max(1, cfg.Nodes))
+		if err != nil {
+			return nil, err
+		}
+		var eps []string
+		for _, a := range srv.Addrs {
+			eps = append(eps, "http://"+a)
+		}
+		all, err := NewEtcd(ctx, eps)
+		if err != nil {
+			srv.Stop()
+			return nil, err
+		}
+		reader, err := NewEtcd(ctx, []string{etcdFollower(ctx, all.clients[0], eps)})
+		if err != nil {
+			all.Close()
+			srv.Stop()
+			return nil, err
+		}
+		return &system{name: name, all: all, reader: reader, stop: srv.Stop, rss: srv.RSS}, nil
+	case "redis":
+		srv, err := StartRedis(ctx, cfg.Dir)
+		if err != nil {
+			return nil, err
+		}
+		r, err := NewRedis(ctx, srv.Addrs[0], clients)
+		if err != nil {
+			srv.Stop()
+			return nil, err
+		}
+		return &system{name: name, all: r, reader: r, stop: srv.Stop, rss: srv.RSS}, nil
+	case "memcached":
+		if mc == nil {
+			return nil, fmt.Errorf("memcached: %w", ErrNotInstalled)
+		}
+		m := NewMemcached(mc.Addrs[0], clients)
+		return &system{name: name, all: m, reader: m, stop: func() {}, rss: mc.RSS}, nil
+	}
+	return nil, fmt.Errorf("bench: unknown system %q (want one of %v)", name, Systems)
+}
+
+// etcdFollower returns the endpoint of a member that does not lead, or
+// the first endpoint if that cannot be told.
+func etcdFollower(ctx context.Context, c *clientv3.Client, eps []string) string {
+	for _, ep := range eps {
+		st, err := c.Status(ctx, ep)
+		if err == nil && st.Leader != st.Header.MemberId {
+			return ep
+		}
+	}
+	return eps[0]
+}
+
+// startTokenstore starts a cluster of the real binary, its nonces in mc.
+func startTokenstore(ctx context.Context, cfg PeersConfig, mc *Server) (*system, error) {
+	args := slices.Clone(cfg.NodeArgs)
+	if mc != nil {
+		args = append(args, "--memcached", mc.Addrs[0], "--memcached-timeout", "2s")
+	}
+	c, err := StartCluster(ctx, ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, Nodes: max(1, cfg.Nodes), Args: args})
+	if err != nil {
+		return nil, err
+	}
+	_, followers, err := c.Roles(ctx)
+	if err != nil {
+		c.Stop()
+		return nil, err
+	}
+	reader := c.Nodes[0]
+	if len(followers) > 0 {
+		reader = followers[0]
+	}
+	sys := &system{name: "tokenstore", stop: c.Stop,
+		all:    NewTokenstore(c.Addrs(), "", cfg.Load.Clients),
+		reader: NewTokenstore(reader.URL(), "", cfg.Load.Clients),
+		rss: func() map[string]int64 {
+			out := map[string]int64{}
+			for _, n := range c.Nodes {
+				if b, err := n.Proc().RSS(); err == nil {
+					out[n.ID] = b
+				}
+			}
+			return out
+		},
+	}
+	sys.scaled = func(ctx context.Context, s *Scale) error {
+		for _, n := range c.Nodes {
+			if d, ok := n.LastSnapshot(); ok {
+				s.Snapshot = max(s.Snapshot, d)
+			}
+		}
+		// Restart a follower: it restores its last snapshot and replays
+		// the log after it. The lookup target stays on the same node.
+		d, err := reader.Restart(ctx)
+		s.Restore = d
+		return err
+	}
+	return sys, nil
+}
+
+// ParseScales parses "10000,1000000".
+func ParseScales(s string) ([]int, error) {
+	var out []int
+	for _, f := range splitList(s) {
+		var n int
+		if _, err := fmt.Sscan(strings.ReplaceAll(f, "_", ""), &n); err != nil || n < 1 {
+			return nil, fmt.Errorf("bench: bad scale %q", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}

@@ -1,0 +1,179 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+	"github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/tokenstore/tokenstore/nonce"
+)
+
+// Etcd is the Target of an etcd cluster through clientv3: issue is a
+// put-if-absent transaction with a lease, consume a compare-and-delete
+// transaction that returns the previous value, lookup a serializable get
+// (answered by the member the request reaches, like a tokenstore local
+// read). All tokens of a run share one lease with the token TTL: a lease
+// per token would add a LeaseGrant round trip that tokenstore does not
+// pay for its TTLs.
+type Etcd struct {
+	unsupported
+	clients []*clientv3.Client
+	next    atomic.Uint64
+	lease   clientv3.LeaseID
+}
+
+// NewEtcd connects one client per endpoint (requests are spread over
+// them round-robin) and grants the run's lease.
+func NewEtcd(ctx context.Context, endpoints []string) (*Etcd, error) {
+	e := &Etcd{unsupported: unsupported{"etcd"}}
+	for _, ep := range endpoints {
+		c, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("etcd %s: %w", ep, err)
+		}
+		e.clients = append(e.clients, c)
+	}
+	lease, err := e.clients[0].Grant(ctx, int64(TokenTTL/time.Second))
+	if err != nil {
+		e.Close()
+		return nil, fmt.Errorf("etcd: grant lease: %w", err)
+	}
+	e.lease = lease.ID
+	return e, nil
+}
+
+func (e *Etcd) client() *clientv3.Client {
+	return e.clients[int(e.next.Add(1)%uint64(len(e.clients)))]
+}
+
+// Issue puts key if it does not exist yet.
+func (e *Etcd) Issue(ctx context.Context, key string) (string, error) {
+	resp, err := e.client().Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, tokenValue, clientv3.WithLease(e.lease))).
+		Commit()
+	if err == nil && !resp.Succeeded {
+		err = ErrExists
+	}
+	return key, err
+}
+
+// Consume deletes key if it exists; success means the previous value
+// came back.
+func (e *Etcd) Consume(ctx context.Context, key string) error {
+	resp, err := e.client().Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).
+		Then(clientv3.OpDelete(key, clientv3.WithPrevKV())).
+		Commit()
+	if err != nil {
+		return err
+	}
+	if !resp.Succeeded || len(resp.Responses) == 0 || len(resp.Responses[0].GetResponseDeleteRange().PrevKvs) == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// Lookup is a serializable get.
+func (e *Etcd) Lookup(ctx context.Context, key string) error {
+	resp, err := e.client().Get(ctx, key, clientv3.WithSerializable())
+	if err == nil && resp.Count == 0 {
+		err = ErrNotFound
+	}
+	return err
+}
+
+// Close closes the clients.
+func (e *Etcd) Close() error {
+	var errs []error
+	for _, c := range e.clients {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// tokenValue is what peers store per token: about the size of a
+// tokenstore record's identifying fields.
+const tokenValue = `{"kind":"oauth2_code","subject":"bench","client_id":"bench-app"}`
+
+// Redis is the Target of one Redis server: SET NX PX, GETDEL and GET.
+type Redis struct {
+	unsupported
+	c *redis.Client
+}
+
+// NewRedis connects to addr with a pool for clients concurrent requests.
+func NewRedis(ctx context.Context, addr string, clients int) (*Redis, error) {
+	c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: clients, MinIdleConns: clients,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second})
+	if err := c.Ping(ctx).Err(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("redis %s: %w", addr, err)
+	}
+	return &Redis{unsupported: unsupported{"redis"}, c: c}, nil
+}
+
+// Issue is SET key value NX PX ttl.
+func (r *Redis) Issue(ctx context.Context, key string) (string, error) {
+	err := r.c.Do(ctx, "SET", key, tokenValue, "NX", "PX", TokenTTL.Milliseconds()).Err()
+	if errors.Is(err, redis.Nil) {
+		err = ErrExists
+	}
+	return key, err
+}
+
+// Consume is GETDEL key.
+func (r *Redis) Consume(ctx context.Context, key string) error {
+	err := r.c.GetDel(ctx, key).Err()
+	if errors.Is(err, redis.Nil) {
+		err = ErrNotFound
+	}
+	return err
+}
+
+// Lookup is GET key.
+func (r *Redis) Lookup(ctx context.Context, key string) error {
+	err := r.c.Get(ctx, key).Err()
+	if errors.Is(err, redis.Nil) {
+		err = ErrNotFound
+	}
+	return err
+}
+
+// Close closes the pool.
+func (r *Redis) Close() error { return r.c.Close() }
+
+// Memcached is the Target of one memcached server: the nonce add() a
+// tokenstore node makes, sent directly.
+type Memcached struct {
+	unsupported
+	mc *memcache.Client
+}
+
+// NewMemcached returns the Target of the server at addr.
+func NewMemcached(addr string, clients int) *Memcached {
+	mc := memcache.New(addr)
+	mc.MaxIdleConns = clients
+	mc.Timeout = 2 * time.Second
+	return &Memcached{unsupported: unsupported{"memcached"}, mc: mc}
+}
+
+// Nonce adds the key a node would add for the nonce.
+func (m *Memcached) Nonce(_ context.Context, key string) error {
+	err := m.mc.Add(&memcache.Item{Key: nonce.Key("bench", "bench", key), Value: []byte{'1'}, Expiration: 301})
+	if errors.Is(err, memcache.ErrNotStored) {
+		err = ErrExists
+	}
+	return err
+}
+
+// Close closes the connections.
+func (m *Memcached) Close() error { return m.mc.Close() }

@@ -1,0 +1,202 @@
+package bench
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Machine describes where a report was measured.
+type Machine struct {
+	CPUs     int               `json:"cpus"`
+	CPU      string            `json:"cpu"`
+	MemBytes int64             `json:"mem_bytes"`
+	Kernel   string            `json:"kernel"`
+	Go       string            `json:"go"`
+	Versions map[string]string `json:"versions,omitempty"` // peer servers
+}
+
+// ReadMachine describes this machine and the peer servers installed.
+func ReadMachine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), Versions: map[string]string{}}
+	m.CPU = procField("/proc/cpuinfo", "model name")
+	if kb := procField("/proc/meminfo", "MemTotal"); kb != "" {
+		var n int64
+		fmt.Sscan(strings.TrimSuffix(kb, " kB"), &n)
+		m.MemBytes = n * 1024
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	for bin, flag := range map[string]string{"etcd": "--version", "redis-server": "--version", "memcached": "-V"} {
+		if out, err := exec.Command(bin, flag).Output(); err == nil {
+			m.Versions[bin] = strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0]
+		}
+	}
+	return m
+}
+
+// procField is the value of the first "key: value" line of a /proc file.
+func procField(path, key string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// Ratio is tokenstore against one peer for one operation at one scale.
+type Ratio struct {
+	Op      string  `json:"op"`
+	Live    int     `json:"live_tokens,omitempty"`
+	Peer    string  `json:"peer"`
+	OpsPerS float64 `json:"ops_per_s"` // tokenstore / peer: higher is better
+	P99     float64 `json:"p99"`       // tokenstore / peer: lower is better
+}
+
+// Ratios compares tokenstore with every peer that ran the same operation
+// at the same scale.
+func (rep *Report) Ratios() []Ratio {
+	var out []Ratio
+	for _, ts := range rep.Results {
+		if ts.System != "tokenstore" {
+			continue
+		}
+		for _, p := range rep.Results {
+			if p.System == "tokenstore" || p.Workload != ts.Workload || p.Live != ts.Live || p.OpsPerS == 0 || p.P99 == 0 {
+				continue
+			}
+			out = append(out, Ratio{Op: ts.Workload, Live: ts.Live, Peer: p.System,
+				OpsPerS: ts.OpsPerS / p.OpsPerS, P99: float64(ts.P99) / float64(p.P99)})
+		}
+	}
+	return out
+}
+
+// allResults lists the results with the steps of composite operations.
+func (rep *Report) allResults() []*Result {
+	var out []*Result
+	for _, r := range rep.Results {
+		out = append(out, r)
+		out = append(out, r.Steps...)
+	}
+	return out
+}
+
+// WriteTable writes the summary: one row per system and operation, then
+// the ratios and the scale figures.
+func (rep *Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "system\top\tlive\tmode\tclients\tops/s\tp50\tp90\tp99\tp99.9\tmax\terrors\t")
+	for _, r := range rep.allResults() {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%d\t\n", r.System, r.Workload, r.Live, r.Mode, r.Clients,
+			r.OpsPerS, ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), ms(r.Max), r.Errors)
+	}
+	if ratios := rep.Ratios(); len(ratios) > 0 {
+		fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t\t\t\t\t")
+		fmt.Fprintln(tw, "tokenstore/peer\top\tlive\t\t\tops/s\t\t\tp99\t\t\t\t")
+		for _, x := range ratios {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t\t\t%.2f\t\t\t%.2f\t\t\t\t\n", x.Peer, x.Op, x.Live, x.OpsPerS, x.P99)
+		}
+	}
+	if len(rep.Scales) > 0 {
+		fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t\t\t\t\t")
+		fmt.Fprintln(tw, "system\tlive\tmax RSS/process\tsnapshot\trestore\t\t\t\t\t\t\t\t")
+		for _, s := range rep.Scales {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t\t\t\t\t\t\t\t\n", s.System, s.Live, mib(maxRSS(s.RSS)), ms(s.Snapshot), ms(s.Restore))
+		}
+	}
+	for name, why := range rep.Skipped {
+		fmt.Fprintf(tw, "skipped %s: %s\t\t\t\t\t\t\t\t\t\t\t\t\n", name, why)
+	}
+	return tw.Flush()
+}
+
+func maxRSS(m map[string]int64) int64 {
+	var top int64
+	for _, v := range m {
+		top = max(top, v)
+	}
+	return top
+}
+
+func ms(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.3fms", float64(d)/float64(time.Millisecond))
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+
+// WriteJSON writes the report as one JSON document to path.
+func (rep *Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// WriteMarkdown writes the report as markdown to path.
+func (rep *Report) WriteMarkdown(path string) error {
+	var b strings.Builder
+	m := rep.Machine
+	fmt.Fprintf(&b, "# tokenstore bench, %s\n\n", rep.Started.Format(time.RFC3339))
+	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %.1f GiB RAM, Linux %s, %s", m.CPUs, m.CPU, float64(m.MemBytes)/(1<<30), m.Kernel, m.Go)
+	for _, k := range sortedKeys(m.Versions) {
+		fmt.Fprintf(&b, "; %s", m.Versions[k])
+	}
+	b.WriteString(".\n\n## Results\n\n")
+	b.WriteString("| system | op | live tokens | mode | clients | ops/s | p50 | p90 | p99 | p99.9 | max | errors |\n")
+	b.WriteString("|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, r := range rep.allResults() {
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %d | %.0f | %s | %s | %s | %s | %s | %d |\n", r.System, r.Workload, r.Live, r.Mode,
+			r.Clients, r.OpsPerS, ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), ms(r.Max), r.Errors)
+	}
+	if ratios := rep.Ratios(); len(ratios) > 0 {
+		b.WriteString("\n## tokenstore / peer\n\n| op | live tokens | peer | ops/s ratio | p99 ratio |\n|---|--:|---|--:|--:|\n")
+		for _, x := range ratios {
+			fmt.Fprintf(&b, "| %s | %d | %s | %.2f | %.2f |\n", x.Op, x.Live, x.Peer, x.OpsPerS, x.P99)
+		}
+	}
+	if len(rep.Scales) > 0 {
+		b.WriteString("\n## Scale\n\n| system | live tokens | RSS per process | snapshot | restart to ready |\n|---|--:|---|--:|--:|\n")
+		for _, s := range rep.Scales {
+			var rss []string
+			for _, k := range sortedKeys(s.RSS) {
+				rss = append(rss, k+" "+mib(s.RSS[k]))
+			}
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", s.System, s.Live, strings.Join(rss, ", "), ms(s.Snapshot), ms(s.Restore))
+		}
+	}
+	for _, k := range sortedKeys(rep.Skipped) {
+		fmt.Fprintf(&b, "\nSkipped %s: %s\n", k, rep.Skipped[k])
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,155 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// probe answers readiness checks; a server that hangs must not stall a poll.
+var probe = &http.Client{Timeout: 2 * time.Second}
+
+// Server is a set of peer processes the bench started.
+type Server struct {
+	Name  string
+	Addrs []string // client addresses, host:port
+	Procs []*Proc
+}
+
+// Stop ends the processes by pid.
+func (s *Server) Stop() {
+	for _, p := range s.Procs {
+		p.Stop(30 * time.Second)
+	}
+}
+
+// RSS is the resident set size of each process.
+func (s *Server) RSS() map[string]int64 {
+	out := map[string]int64{}
+	for _, p := range s.Procs {
+		if b, err := p.RSS(); err == nil {
+			out[p.Name] = b
+		}
+	}
+	return out
+}
+
+// StartEtcd starts a members-member etcd cluster on loopback with its
+// data in dir.
+func StartEtcd(ctx context.Context, dir string, members int) (*Server, error) {
+	bin, err := lookPath("etcd")
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := freeAddrs(2 * members)
+	if err != nil {
+		return nil, err
+	}
+	var initial []string
+	for i := range members {
+		initial = append(initial, fmt.Sprintf("e%d=http://%s", i+1, addrs[2*i+1]))
+	}
+	s := &Server{Name: "etcd"}
+	for i := range members {
+		name, client, peer := fmt.Sprintf("e%d", i+1), addrs[2*i], addrs[2*i+1]
+		p, err := startProc(dir, "etcd-"+name, bin, "--name", name, "--data-dir", filepath.Join(dir, "etcd-"+name),
+			"--listen-client-urls", "http://"+client, "--advertise-client-urls", "http://"+client,
+			"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
+			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
+			"--initial-cluster-token", "bench", "--logger", "zap", "--log-level", "warn",
+			"--quota-backend-bytes", fmt.Sprint(8<<30))
+		if err != nil {
+			s.Stop()
+			return nil, err
+		}
+		s.Procs = append(s.Procs, p)
+		s.Addrs = append(s.Addrs, client)
+	}
+	for i, p := range s.Procs {
+		url := "http://" + s.Addrs[i] + "/health"
+		if err := p.waitUntil(ctx, time.Minute, func(ctx context.Context) error { return httpOK(ctx, url) }); err != nil {
+			s.Stop()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// httpOK GETs url and wants 200.
+func httpOK(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := probe.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// StartRedis starts one Redis server that fsyncs every write
+// (appendonly, appendfsync always) and never snapshots, with its files in
+// dir.
+func StartRedis(ctx context.Context, dir string) (*Server, error) {
+	bin, err := lookPath("redis-server")
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := freeAddrs(1)
+	if err != nil {
+		return nil, err
+	}
+	_, port, _ := strings.Cut(addrs[0], ":")
+	rdir := filepath.Join(dir, "redis")
+	if err := os.MkdirAll(rdir, 0o700); err != nil {
+		return nil, err
+	}
+	p, err := startProc(dir, "redis", bin, "--port", port, "--bind", "127.0.0.1", "--appendonly", "yes",
+		"--appendfsync", "always", "--save", "", "--dir", rdir, "--daemonize", "no", "--protected-mode", "no")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Name: "redis", Addrs: addrs, Procs: []*Proc{p}}
+	if err := p.waitUntil(ctx, 30*time.Second, func(ctx context.Context) error { return dialable(ctx, addrs[0]) }); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// StartMemcached starts one memcached server, as the nonce store of a
+// tokenstore node would run.
+func StartMemcached(ctx context.Context, dir string) (*Server, error) {
+	bin, err := lookPath("memcached")
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := freeAddrs(1)
+	if err != nil {
+		return nil, err
+	}
+	_, port, _ := strings.Cut(addrs[0], ":")
+	args := []string{"-l", "127.0.0.1", "-p", port, "-U", "0", "-t", "2", "-m", "256"}
+	if os.Geteuid() == 0 {
+		args = append(args, "-u", "root") // memcached refuses root without it
+	}
+	p, err := startProc(dir, "memcached", bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Name: "memcached", Addrs: addrs, Procs: []*Proc{p}}
+	if err := p.waitUntil(ctx, 30*time.Second, func(ctx context.Context) error { return dialable(ctx, addrs[0]) }); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tokenstore/tokenstore/bench"
+	"github.com/tokenstore/tokenstore/internal/memcachedtest"
+)
+
+// TestBenchCluster starts `bench cluster`, drives it with `bench run`
+// spread over its nodes, then stops it with SIGTERM: every process it
+// started must be gone.
+func TestBenchCluster(t *testing.T) {
+	cmd := exec.Command(binary, "bench", "cluster", "--nodes", "3", "--dir", t.TempDir())
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGKILL) })
+
+	var pids []int
+	var addr string
+	deadline := time.After(60 * time.Second)
+	for addr == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("bench cluster ended before printing its addresses:\n%s", stderr.String())
+			}
+			if a, ok := strings.CutPrefix(l, "addr "); ok {
+				addr = a
+			}
+			if _, p, ok := strings.Cut(l, " pid="); ok {
+				pid, err := strconv.Atoi(p)
+				if err != nil {
+					t.Fatalf("bad pid in %q", l)
+				}
+				pids = append(pids, pid)
+			}
+		case <-deadline:
+			t.Fatalf("bench cluster printed no addresses in 60s:\n%s", stderr.String())
+		}
+	}
+	urls := strings.Split(addr, ",")
+	if len(urls) != 3 || len(pids) != 3 {
+		t.Fatalf("want 3 URLs and 3 pids, got %q and %v", addr, pids)
+	}
+	for _, u := range urls {
+		resp, err := probe.Get(u + "/readyz")
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s not ready: %v %v", u, resp, err)
+		}
+		resp.Body.Close()
+	}
+	out, err := exec.Command(binary, "bench", "run", "--addr", addr, "--workload", "issue,lookup_leader",
+		"--clients", "4", "--duration", "300ms", "--tokens", "20").Output()
+	if err != nil || !strings.HasPrefix(string(out), "issue ") || strings.Contains(string(out), " ops=0 ") {
+		t.Fatalf("bench run over the cluster: %v\n%s", err, out)
+	}
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	for range lines {
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("bench cluster after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("bench cluster ignored SIGTERM for 60s")
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("node pid %d still exists after bench cluster ended (kill 0: %v)", pid, err)
+		}
+	}
+}
+
+// TestBenchRunOutputs runs closed and open loops, the oauth flow among
+// them, and checks the JSON, markdown and PNG outputs.
+func TestBenchRunOutputs(t *testing.T) {
+	mc := memcachedtest.Start(t)
+	d := startDaemon(t, t.TempDir(), "--memcached", mc.Addr, "--memcached-timeout", "2s")
+	dir := t.TempDir()
+	run := func(name string, args ...string) bench.Report {
+		t.Helper()
+		js, md, plots := filepath.Join(dir, name+".json"), filepath.Join(dir, name+".md"), filepath.Join(dir, name+"-plots")
+		args = append([]string{"bench", "run", "--addr", "http://" + d.apiAddr, "--memcached", mc.Addr, "--clients", "4",
+			"--duration", "500ms", "--tokens", "40", "--json", js, "--report", md, "--plots", plots}, args...)
+		if out, err := exec.Command(binary, args...).CombinedOutput(); err != nil {
+			t.Fatalf("bench %v: %v\n%s", args, err, out)
+		}
+		var rep bench.Report
+		b, err := os.ReadFile(js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &rep); err != nil {
+			t.Fatalf("%s does not decode: %v", js, err)
+		}
+		if b, err := os.ReadFile(md); err != nil || !bytes.Contains(b, []byte("| tokenstore |")) {
+			t.Errorf("%s: want a markdown table with tokenstore rows, got %v:\n%s", md, err, b)
+		}
+		// A CDF and a throughput plot per workload, a CDF per oauth step.
+		n := 0
+		for _, r := range rep.Results {
+			n += 2 + len(r.Steps)
+		}
+		checkPNGs(t, plots, n)
+		return rep
+	}
+
+	closed := run("closed", "--workload", "issue,consume,oauth,nonce,memcached", "--oauth-lookups", "2")
+	checkResults(t, closed, "closed", "issue", "consume", "oauth", "nonce", "memcached")
+	oauth := closed.Results[2]
+	var steps []string
+	for _, s := range oauth.Steps {
+		steps = append(steps, s.Workload)
+		if s.Ops == 0 {
+			t.Errorf("oauth step %s has no samples", s.Workload)
+		}
+	}
+	if want := []string{"oauth.issue_code", "oauth.consume_code", "oauth.issue_refresh", "oauth.issue_access", "oauth.lookup", "oauth.rotate"}; !slices.Equal(steps, want) {
+		t.Errorf("oauth steps %v, want %v", steps, want)
+	}
+
+	open := run("open", "--workload", "lookup,issue", "--rate", "200")
+	checkResults(t, open, "open", "lookup", "issue")
+	for _, r := range open.Results {
+		if r.Rate != 200 || r.Ops < 50 || r.Ops > 101 {
+			t.Errorf("open loop %s at 200/s for 500ms: %d ops at rate %v", r.Workload, r.Ops, r.Rate)
+		}
+	}
+}
+
+// checkResults wants one result per workload, in order, with samples,
+// no errors and percentiles in order.
+func checkResults(t *testing.T, rep bench.Report, mode string, workloads ...string) {
+	t.Helper()
+	if len(rep.Results) != len(workloads) {
+		t.Fatalf("want %d results, got %d", len(workloads), len(rep.Results))
+	}
+	for i, r := range rep.Results {
+		if r.Workload != workloads[i] || r.Mode != mode || r.Ops == 0 || r.Errors != 0 || len(r.CDF) == 0 ||
+			r.P50 > r.P99 || r.P99 > r.Max || len(r.PerSecond) == 0 {
+			t.Errorf("result %d: want %s %s with samples and no errors, got %+v", i, mode, workloads[i], r)
+		}
+	}
+}
+
+// checkPNGs wants n PNG files in dir.
+func checkPNGs(t *testing.T, dir string, n int) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.png"))
+	if err != nil || len(files) != n {
+		t.Fatalf("want %d PNGs in %s, got %v (%v)", n, dir, files, err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) {
+			t.Errorf("%s is not a PNG (%v)", f, err)
+		}
+	}
+}
+
+// TestBenchPeers runs `bench peers` briefly with tokenstore, memcached
+// and whichever of etcd and Redis are installed; each peer's results are
+// checked in a subtest that is skipped when the peer is absent.
+func TestBenchPeers(t *testing.T) {
+	if _, err := exec.LookPath("memcached"); err != nil {
+		t.Fatalf("memcached is not installed (make test installs it): %v", err)
+	}
+	systems := []string{"tokenstore", "memcached"}
+	for _, p := range []string{"etcd", "redis"} {
+		if _, err := exec.LookPath(peerBinary(p)); err == nil {
+			systems = append(systems, p)
+		}
+	}
+	dir := t.TempDir()
+	js, plots := filepath.Join(dir, "peers.json"), filepath.Join(dir, "plots")
+	out, err := exec.Command(binary, "bench", "peers", "--systems", strings.Join(systems, ","), "--clients", "4",
+		"--duration", "300ms", "--tokens", "30", "--scale", "20", "--dir", filepath.Join(dir, "data"),
+		"--json", js, "--report", filepath.Join(dir, "peers.md"), "--plots", plots).CombinedOutput()
+	if err != nil {
+		t.Fatalf("bench peers: %v\n%s", err, out)
+	}
+	var rep bench.Report
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("%s does not decode: %v", js, err)
+	}
+	files, _ := filepath.Glob(filepath.Join(plots, "*.png"))
+	checkPNGs(t, plots, max(1, len(files)))
+	if len(files) != 8 { // cdf and throughput for issue, consume, lookup and nonce
+		t.Errorf("want 8 plots, got %v", files)
+	}
+	want := map[string][]string{"tokenstore": bench.PeerOps, "etcd": {"issue", "consume", "lookup"},
+		"redis": {"issue", "consume", "lookup"}, "memcached": {"nonce"}}
+	for _, sys := range bench.Systems {
+		t.Run(sys, func(t *testing.T) {
+			if !slices.Contains(systems, sys) {
+				t.Skipf("%s is not installed", peerBinary(sys))
+			}
+			var ops []string
+			for _, r := range rep.Results {
+				if r.System != sys {
+					continue
+				}
+				ops = append(ops, r.Workload)
+				// A peer on a busy machine may time out a request now and
+				// then (an etcd leader election): the smoke run checks the
+				// wiring, so some errors are logged, not failed.
+				if r.Ops == 0 || r.Errors == r.Ops || r.Live != 20 {
+					t.Errorf("%s %s: want successful samples, 20 live tokens: %+v (%s)", sys, r.Workload, r, r.FirstError)
+				} else if r.Errors > 0 {
+					t.Logf("%s %s: %d of %d failed under load, first: %s", sys, r.Workload, r.Errors, r.Ops, r.FirstError)
+				}
+			}
+			if !slices.Equal(ops, want[sys]) {
+				t.Errorf("%s ran %v, want %v", sys, ops, want[sys])
+			}
+			if !slices.ContainsFunc(rep.Scales, func(s *bench.Scale) bool { return s.System == sys && len(s.RSS) > 0 }) {
+				t.Errorf("no RSS figures for %s", sys)
+			}
+			if sys != "tokenstore" && !slices.ContainsFunc(rep.Ratios(), func(r bench.Ratio) bool { return r.Peer == sys }) {
+				t.Errorf("no tokenstore/%s ratios", sys)
+			}
+		})
+	}
+	if t.Failed() {
+		t.Logf("bench peers output:\n%s", out)
+	}
+}
+
+// peerBinary is the server binary of a peer system.
+func peerBinary(system string) string {
+	if system == "redis" {
+		return "redis-server"
+	}
+	return system
+}

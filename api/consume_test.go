@@ -206,7 +206,13 @@ func TestInvalidTokensExplainThemselves(t *testing.T) {
 // once and returns the answers.
 func consumeAtOnce(t *testing.T, e *env, tok string, n int) []reply {
 	t.Helper()
-	body := []byte(fmt.Sprintf(`{"token":%q}`, tok))
+	return postAtOnce(t, e, "/v1/tokens/consume", []byte(fmt.Sprintf(`{"token":%q}`, tok)), n)
+}
+
+// postAtOnce sends the same POST from n goroutines released at once and
+// returns the answers.
+func postAtOnce(t *testing.T, e *env, path string, body []byte, n int) []reply {
+	t.Helper()
 	replies := make([]reply, n)
 	errs := make([]error, n)
 	release := make(chan struct{})
@@ -216,14 +222,14 @@ func consumeAtOnce(t *testing.T, e *env, tok string, n int) []reply {
 		go func() {
 			defer wg.Done()
 			<-release
-			replies[i], errs[i] = exchange(e.hc, http.MethodPost, e.n.API.URL, "/v1/tokens/consume", "", body)
+			replies[i], errs[i] = exchange(e.hc, http.MethodPost, e.n.API.URL, path, e.key, body)
 		}()
 	}
 	close(release)
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("consumer %d: %v", i, err)
+			t.Fatalf("%s %d: %v", path, i, err)
 		}
 		if err := commonHeaders(replies[i]); err != nil {
 			t.Error(err)

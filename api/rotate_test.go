@@ -15,7 +15,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -135,35 +134,6 @@ func around(t *testing.T, what string, at *time.Time, from, to time.Time, d time
 	if at == nil || at.Before(from.Add(d-slack)) || at.After(to.Add(d+slack)) {
 		t.Errorf("%s: expires_at %v, want %s after a moment in [%v, %v]", what, at, d, from, to)
 	}
-}
-
-// rotateAtOnce sends the same rotation from n goroutines released at once
-// and returns the answers.
-func rotateAtOnce(t *testing.T, e *env, body []byte, n int) []reply {
-	t.Helper()
-	replies := make([]reply, n)
-	errs := make([]error, n)
-	release := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-release
-			replies[i], errs[i] = exchange(e.hc, http.MethodPost, e.n.API.URL, "/v1/tokens/rotate", e.key, body)
-		}()
-	}
-	close(release)
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("rotation %d: %v", i, err)
-		}
-		if err := commonHeaders(replies[i]); err != nil {
-			t.Error(err)
-		}
-	}
-	return replies
 }
 
 // TestAuthorizationCodeFlow walks a grant through the HTTP API: code,
@@ -500,7 +470,7 @@ func TestRotationGrace(t *testing.T) {
 		}
 	}
 	same("retry within grace", e.rotated(t, req))
-	for i, r := range rotateAtOnce(t, e, []byte(mustJSON(t, req)), 8) {
+	for i, r := range postAtOnce(t, e, "/v1/tokens/rotate", []byte(mustJSON(t, req)), 8) {
 		var got wire.RotateResponse
 		wantJSON(t, r, http.StatusCreated, &got)
 		same(fmt.Sprintf("concurrent retry %d", i), got)
@@ -509,7 +479,7 @@ func TestRotationGrace(t *testing.T) {
 	// the others are its retries and get the same answer.
 	cold := e.issue(t, wire.IssueRequest{Kind: "oauth2_refresh", Subject: "user:grace", ClientID: "app1", Scopes: []string{"read"}})
 	var coldFirst *wire.RotateResponse
-	for i, r := range rotateAtOnce(t, e, []byte(mustJSON(t, wire.RotateRequest{Token: cold.Token, Access: &wire.AccessRequest{}})), 8) {
+	for i, r := range postAtOnce(t, e, "/v1/tokens/rotate", []byte(mustJSON(t, wire.RotateRequest{Token: cold.Token, Access: &wire.AccessRequest{}})), 8) {
 		var got wire.RotateResponse
 		wantJSON(t, r, http.StatusCreated, &got)
 		if coldFirst == nil {
@@ -598,7 +568,7 @@ func TestConcurrentRotation(t *testing.T) {
 		rt := e.issue(t, wire.IssueRequest{Kind: "oauth2_refresh", Subject: "user:race", ClientID: "app1", Scopes: []string{"read"}})
 		body := []byte(mustJSON(t, wire.RotateRequest{Token: rt.Token, Access: &wire.AccessRequest{}}))
 		var wins []wire.RotateResponse
-		for _, r := range rotateAtOnce(t, e, body, clients) {
+		for _, r := range postAtOnce(t, e, "/v1/tokens/rotate", body, clients) {
 			if r.Status == http.StatusCreated {
 				var out wire.RotateResponse
 				wantJSON(t, r, http.StatusCreated, &out)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tokenstore/tokenstore/client"
+	"github.com/tokenstore/tokenstore/internal/freeport"
 )
 
 // DC is one datacenter of a local cluster: its name and node count.
@@ -77,7 +78,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	for _, d := range dcs {
 		total += d.Nodes
 	}
-	addrs, err := freeAddrs(4 * total)
+	addrs, err := freeport.Addrs(4 * total)
 	if err != nil {
 		return nil, err
 	}

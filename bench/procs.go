@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -122,50 +120,6 @@ func (p *Proc) waitUntil(ctx context.Context, timeout time.Duration, ready func(
 		case <-time.After(25 * time.Millisecond):
 		}
 	}
-}
-
-// freeAddrs returns n distinct 127.0.0.1 addresses whose ports are free
-// for TCP and UDP, picked below the kernel's ephemeral range so that no
-// outgoing connection takes one before its server binds it.
-func freeAddrs(n int) ([]string, error) {
-	low := ephemeralLow()
-	const floor = 10000
-	var held []io.Closer
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	var out []string
-	for tries := 0; len(out) < n; tries++ {
-		if tries > 50*n {
-			return nil, fmt.Errorf("bench: found only %d of %d free loopback ports", len(out), n)
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(floor+rand.IntN(low-floor)))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		held = append(held, l)
-		u, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			continue
-		}
-		held = append(held, u)
-		out = append(out, addr)
-	}
-	return out, nil
-}
-
-func ephemeralLow() int {
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if low, err := strconv.Atoi(f[0]); err == nil && low > 11000 {
-				return low
-			}
-		}
-	}
-	return 32768
 }
 
 // dialable reports whether addr accepts TCP connections.

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/tokenstore/tokenstore/internal/freeport"
 )
 
 // probe answers readiness checks; a server that hangs must not stall a poll.
@@ -45,7 +47,7 @@ func StartEtcd(ctx context.Context, dir string, members int) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := freeAddrs(2 * members)
+	addrs, err := freeport.Addrs(2 * members)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +106,7 @@ func StartRedis(ctx context.Context, dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := freeAddrs(1)
+	addrs, err := freeport.Addrs(1)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +135,7 @@ func StartMemcached(ctx context.Context, dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := freeAddrs(1)
+	addrs, err := freeport.Addrs(1)
 	if err != nil {
 		return nil, err
 	}

@@ -92,6 +92,7 @@ func (s *snapshot) Release() {}
 type frameWriter struct {
 	w   *bufio.Writer
 	buf bytes.Buffer
+	enc *codec.Encoder // reused: a new encoder per frame costs more than the frame
 	err error
 }
 
@@ -100,7 +101,12 @@ func (fw *frameWriter) frame(t byte, v any) {
 		return
 	}
 	fw.buf.Reset()
-	if fw.err = codec.NewEncoder(&fw.buf, msgpackHandle).Encode(v); fw.err != nil {
+	if fw.enc == nil {
+		fw.enc = codec.NewEncoder(&fw.buf, msgpackHandle)
+	} else {
+		fw.enc.Reset(&fw.buf)
+	}
+	if fw.err = fw.enc.Encode(v); fw.err != nil {
 		return
 	}
 	fw.w.WriteByte(t)
@@ -133,6 +139,7 @@ func (s *Store) Restore(r io.Reader) error {
 	var reqs []*request // request frames come in id order
 	var meta snapshotMeta
 	var body []byte
+	dec := codec.NewDecoderBytes(nil, msgpackHandle) // reused, as the encoder
 	for {
 		t, err := br.ReadByte()
 		if errors.Is(err, io.EOF) {
@@ -152,7 +159,7 @@ func (s *Store) Restore(r io.Reader) error {
 		if _, err := io.ReadFull(br, body); err != nil {
 			return fmt.Errorf("restore: truncated frame: %w", err)
 		}
-		dec := codec.NewDecoderBytes(body, msgpackHandle)
+		dec.ResetBytes(body)
 		switch t {
 		case frameMeta:
 			err = dec.Decode(&meta)

@@ -202,6 +202,18 @@ func TestParsePolicyFields(t *testing.T) {
 			want: token.Kind{Code: "sk"},
 		},
 		{
+			name: "reuse detection off for codes, on for a new kind",
+			yaml: "kinds:\n  oauth2_code:\n    detect_reuse: false\n",
+			kind: "oauth2_code",
+			want: token.Kind{Code: "ac", DefaultTTL: 4 * time.Hour, MaxTTL: 4 * time.Hour, SingleUse: true, MaxUses: 1},
+		},
+		{
+			name: "a new kind that detects reuse",
+			yaml: "kinds:\n  device_code:\n    code: dc\n    default_ttl: 10m\n    single_use: true\n    detect_reuse: true\n",
+			kind: "device_code",
+			want: token.Kind{Code: "dc", DefaultTTL: 10 * time.Minute, SingleUse: true, MaxUses: 1, DetectReuse: true},
+		},
+		{
 			name: "developer gets a max",
 			yaml: "kinds:\n  developer:\n    default_ttl: 90d\n    max_ttl: 1y\n",
 			kind: "developer",

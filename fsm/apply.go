@@ -214,18 +214,15 @@ func revokeAll(tx *applyTx, rs []*Record, kind, reason string) Result {
 
 func (c *Rotate) apply(tx *applyTx) Result {
 	r := tx.byHash(c.Hash)
-	switch {
-	case r == nil:
+	if r == nil {
 		return Result{Err: ErrNotFound}
-	case r.Kind != c.Kind:
-		return Result{Err: ErrKindMismatch}
-	case c.ClientID != "" && c.ClientID != r.ClientID:
-		return Result{Err: ErrClientMismatch}
 	}
+	mismatch := r.Kind != c.Kind || c.ClientID != "" && c.ClientID != r.ClientID
 	if r.State == Consumed {
 		// A retry within the grace period gets the same successor, as long
-		// as nobody has used that one yet.
-		if ro := r.Rotated; ro != nil && tx.now < ro.GraceUntil {
+		// as nobody has used that one yet. Anything else presenting a used
+		// code or refresh token is reuse, whatever it asked for.
+		if ro := r.Rotated; ro != nil && tx.now < ro.GraceUntil && !mismatch {
 			if next := tx.byID(ro.Successor); next != nil && next.Status(tx.now) == StatusActive {
 				return Result{Record: next, Access: tx.byID(ro.Access), Sealed: ro.Sealed}
 			}
@@ -233,6 +230,12 @@ func (c *Rotate) apply(tx *applyTx) Result {
 		if r.reuseTombstone() {
 			return reused(tx, r)
 		}
+	}
+	switch {
+	case r.Kind != c.Kind:
+		return Result{Err: ErrKindMismatch}
+	case c.ClientID != "" && c.ClientID != r.ClientID:
+		return Result{Err: ErrClientMismatch}
 	}
 	if err := StatusErr(r.Status(tx.now)); err != nil {
 		return Result{Record: r, Err: err}

@@ -259,3 +259,18 @@ func TestRotateRequestIDRemembersAccess(t *testing.T) {
 		t.Errorf("retried request on a restored store: %+v, want rt2 with access %s", res, first.Access.ID)
 	}
 }
+
+// A used code presented for rotation is reuse like any other presentation
+// of it, even though codes do not rotate.
+func TestRotateUsedCodeIsReuse(t *testing.T) {
+	h := newHarness(t)
+	h.issue(t0, with(newIssue("code", "oauth2_code", time.Hour, 1), func(r *fsm.Record) { r.Family, r.DetectReuse = "g", true }))
+	h.issue(t0, refresh("rt", "g", time.Hour))
+	wantErr(t, "rotating an unused code", h.do(t0, rotation("code", "x", false)), fsm.ErrKindMismatch)
+	h.ok(t0, &fsm.Consume{Hash: secretHash("code")})
+	res := h.do(t0, rotation("code", "y", false))
+	wantErr(t, "rotating a used code", res, fsm.ErrReused)
+	if res.Count != 1 || h.s.ByID("rt").State != fsm.Revoked || h.s.ByID("y") != nil {
+		t.Errorf("rotating a used code: %+v; want rt revoked and nothing issued", res)
+	}
+}

@@ -197,7 +197,23 @@ func (c *RevokeSubject) apply(tx *applyTx) Result {
 }
 
 func (c *RevokeFamily) apply(tx *applyTx) Result {
-	return revokeAll(tx, tx.st.ofFamily(c.Family), "", c.Reason)
+	return revokeFamily(tx, c.Family, c.Reason)
+}
+
+// revokeFamily revokes every active token of family. Nothing of it can be
+// used any more, so its tombstones held for reuse detection are released
+// to their own expiry.
+func revokeFamily(tx *applyTx, family, reason string) Result {
+	rs := tx.st.ofFamily(family)
+	res := revokeAll(tx, rs, "", reason)
+	for _, r := range rs {
+		if r.HoldUntil != 0 {
+			released := *r
+			released.HoldUntil, released.ModifyIndex = 0, tx.index
+			tx.put(r, &released)
+		}
+	}
+	return res
 }
 
 func revokeAll(tx *applyTx, rs []*Record, kind, reason string) Result {
@@ -299,8 +315,8 @@ func subset(a, b []string) bool {
 // token: every active token of its family is revoked, with the reason.
 func reused(tx *applyTx, r *Record) Result {
 	reason := fmt.Sprintf("reuse of consumed %s %s detected", r.Kind, r.ID)
-	n := revokeAll(tx, tx.st.ofFamily(r.Family), "", reason).Count
-	return Result{Record: r, Count: n, Err: ErrReused}
+	n := revokeFamily(tx, r.Family, reason).Count
+	return Result{Record: tx.byID(r.ID), Count: n, Err: ErrReused}
 }
 
 func (c *Expire) apply(tx *applyTx) Result {

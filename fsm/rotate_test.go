@@ -236,9 +236,16 @@ func TestReuseTombstoneHeldWhileFamilyLives(t *testing.T) {
 	if h.s.ByID("rt2").State != fsm.Revoked {
 		t.Fatalf("rt2: want revoked by the reuse")
 	}
-	// The family is dead now: the tombstones go at their hold.
-	if n := gc(t0.Add(25 * time.Hour)); n != 2 {
-		t.Errorf("GC at +25h collected %d, want 2 (code and rt2)", n)
+	// The family is dead now: its held tombstones are released to their
+	// own expiry, the code's long past.
+	if r := h.s.ByID("code"); r == nil || r.HoldUntil != 0 {
+		t.Fatalf("code after its family was revoked: %+v, want its hold released", r)
+	}
+	if n := gc(t0.Add(6 * time.Hour)); n != 1 || h.s.ByID("code") != nil {
+		t.Errorf("GC at +6h collected %d, want 1 (the code)", n)
+	}
+	if n := gc(t0.Add(25 * time.Hour)); n != 1 {
+		t.Errorf("GC at +25h collected %d, want 1 (rt2)", n)
 	}
 	if n := gc(t0.Add(48 * time.Hour)); n != 1 || h.s.ByID("rt1") != nil {
 		t.Errorf("GC at +48h collected %d, want rt1", n)

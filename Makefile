@@ -2,7 +2,7 @@ GO       ?= go
 FUZZTIME ?= 10s
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: all build run test deps check fuzz bench-node bench-nonce bench-cluster bench-route bench-deps bench-peers clean
+.PHONY: all build run test deps check fuzz bench-node bench-nonce bench-cluster bench-route bench-deps bench-peers bench-chaos clean
 
 all: build
 
@@ -72,6 +72,17 @@ bench-peers: bench-deps build
 	bin/tokenstore bench peers --clients $(CLIENTS) --duration $(DURATION) --scale $(SCALE) \
 		--node-flags "--snapshot-interval 5s" \
 		--json $(OUT)/peers.json --report $(OUT)/peers.md --plots $(OUT)/plots
+
+# A two-DC cluster under process faults, its history checked for
+# linearizability, exactly-once use and lost writes (BENCHMARKS.md).
+# CHAOS_DURATION and SEED tune; the history, report and timeline go to
+# $(OUT)/chaos. make test runs a short one (TestBenchChaos).
+CHAOS_DURATION ?= 10m
+SEED           ?= 42
+bench-chaos: build
+	bin/tokenstore bench chaos --dcs a:3,b:2 --duration $(CHAOS_DURATION) --seed $(SEED) \
+		--faults kill-leader,kill-node,pause --fault-every 10s --downtime 3s --clients-per-dc 4 \
+		--out $(OUT)/chaos
 
 clean:
 	rm -rf bin

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tokenstore/tokenstore/client"
@@ -230,3 +231,25 @@ func logTime(line string) time.Time {
 	}
 	return t
 }
+
+// Kill ends the node with SIGKILL, without a leadership transfer or a
+// clean close of its stores.
+func (n *Node) Kill() { n.proc.Kill() }
+
+// Pause stops the node's process with SIGSTOP; Resume continues it.
+func (n *Node) Pause() error { return n.proc.Signal(syscall.SIGSTOP) }
+
+// Resume continues a paused node with SIGCONT.
+func (n *Node) Resume() error { return n.proc.Signal(syscall.SIGCONT) }
+
+// Start starts a node that was killed again on its data directory and
+// waits until it is ready.
+func (n *Node) Start(ctx context.Context) error {
+	if err := n.start(); err != nil {
+		return err
+	}
+	return n.waitReady(ctx, time.Minute)
+}
+
+// Running reports whether the node's process is alive.
+func (n *Node) Running() bool { return n.proc != nil && !n.proc.Exited() }

@@ -140,3 +140,15 @@ func lookPath(bin string) (string, error) {
 	}
 	return p, nil
 }
+
+// Kill sends SIGKILL to the pid and returns once the process is gone.
+func (p *Proc) Kill() {
+	if p.Exited() {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// Signal sends sig to the pid.
+func (p *Proc) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }

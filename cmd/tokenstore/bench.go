@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -13,11 +14,12 @@ import (
 	"github.com/tokenstore/tokenstore/bench"
 )
 
-const benchUsage = `usage: tokenstore bench run|cluster|peers [flags]
+const benchUsage = `usage: tokenstore bench run|cluster|peers|chaos [flags]
 
   run      drive workloads against a running tokenstore
   cluster  start a local cluster of this binary until SIGINT/SIGTERM
-  peers    tokenstore side by side with etcd, Redis and memcached`
+  peers    tokenstore side by side with etcd, Redis and memcached
+  chaos    a local multi-DC cluster under faults, its history checked`
 
 func benchCmd(args []string) error {
 	if len(args) == 0 {
@@ -30,6 +32,8 @@ func benchCmd(args []string) error {
 		return benchCluster(args[1:])
 	case "peers":
 		return benchPeers(args[1:])
+	case "chaos":
+		return benchChaos(args[1:])
 	}
 	return fmt.Errorf("%s", benchUsage)
 }
@@ -203,6 +207,59 @@ func benchPeers(args []string) error {
 		}
 	}
 	return err
+}
+
+// errChaosFailed is a chaos run whose history failed a check.
+var errChaosFailed = errors.New("bench chaos: a check failed")
+
+func benchChaos(args []string) error {
+	fs := flag.NewFlagSet("bench chaos", flag.ContinueOnError)
+	var cfg bench.ChaosConfig
+	var dcs, faults, dir, nodeFlags string
+	fs.StringVar(&dcs, "dcs", "a:3,b:2", "datacenters and their node counts, name:n,name:n (the first is the primary)")
+	fs.DurationVar(&cfg.Duration, "duration", time.Minute, "how long the clients run")
+	fs.Uint64Var(&cfg.Seed, "seed", uint64(time.Now().UnixNano()), "seed of the clients' and the faults' choices")
+	fs.StringVar(&faults, "faults", strings.Join(bench.FaultKinds, ","), "faults in order, cycled, comma-separated: "+strings.Join(bench.FaultKinds, ", ")+" or "+bench.FaultRandom)
+	fs.DurationVar(&cfg.FaultEvery, "fault-every", 15*time.Second, "time between the end of one fault and the start of the next")
+	fs.DurationVar(&cfg.Downtime, "downtime", 3*time.Second, "how long a killed node stays down and a paused one stopped")
+	fs.IntVar(&cfg.ClientsPerDC, "clients-per-dc", 4, "concurrent clients in every datacenter")
+	fs.IntVar(&cfg.Keys, "keys", 16, "recent token keys the clients share (fewer: more collisions)")
+	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "timeout of one request; a write that times out has an unknown outcome")
+	fs.StringVar(&cfg.Out, "out", "chaos-out", "directory for the history, the report, the timeline and, on failure, the linearizability visualization")
+	fs.StringVar(&dir, "dir", "", "directory for data and logs (default: a temporary one, removed at exit)")
+	fs.StringVar(&nodeFlags, "node-flags", "", "extra serve flags for every node, space-separated")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.DCs, err = bench.ParseDCs(dcs); err != nil {
+		return err
+	}
+	cfg.Faults, cfg.NodeArgs = fields(faults), strings.Fields(nodeFlags)
+	if cfg.Binary, err = os.Executable(); err != nil {
+		return err
+	}
+	if cfg.Dir, err = benchDir(dir); err != nil {
+		return err
+	}
+	if dir == "" {
+		defer os.RemoveAll(cfg.Dir)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintf(os.Stderr, "seed %d\n", cfg.Seed)
+	rep, err := bench.RunChaos(ctx, cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if err := rep.WriteText(os.Stdout); err != nil {
+		return err
+	}
+	fmt.Printf("files: %s\n", strings.Join(rep.Files, " "))
+	if !rep.Pass {
+		return errChaosFailed
+	}
+	return nil
 }
 
 // fields splits a comma-separated flag value.

@@ -270,3 +270,51 @@ func peerBinary(system string) string {
 	}
 	return system
 }
+
+// TestBenchChaos is the chaos smoke: a two-DC cluster of this binary,
+// clients in both DCs, the leader SIGKILLed and restarted, a node paused
+// past the election timeout, and then every check of the history must
+// pass. It asserts correctness only, never timings.
+func TestBenchChaos(t *testing.T) {
+	dir, out := t.TempDir(), t.TempDir()
+	cmd := exec.Command(binary, "bench", "chaos", "--dcs", "a:3,b:2", "--duration", "25s", "--seed", "7",
+		"--faults", "kill-leader,pause", "--fault-every", "6s", "--downtime", "3s", "--clients-per-dc", "2",
+		"--dir", dir, "--out", out)
+	stdout, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("bench chaos: %v\n%s\n%s", err, stdout, stderr)
+	}
+	var rep bench.ChaosReport
+	b, err := os.ReadFile(filepath.Join(out, "chaos.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("chaos.json does not decode: %v", err)
+	}
+	if !rep.Pass || len(rep.Checks) != 5 {
+		t.Fatalf("want 5 passing checks, got %+v\n%s", rep.Checks, stdout)
+	}
+	kinds := map[string]bool{}
+	for _, f := range rep.Faults {
+		kinds[f.Kind] = true
+		if f.Err != "" {
+			t.Errorf("fault %s on %s: %s", f.Kind, f.Node, f.Err)
+		}
+	}
+	if !kinds[bench.FaultKillLeader] || !kinds[bench.FaultPause] {
+		t.Errorf("want a leader kill and a pause, got %+v", rep.Faults)
+	}
+	if rep.Ops[bench.OpIssue][bench.OutcomeOK] == 0 || rep.Ops["final_"+bench.OpLookup][bench.OutcomeOK] == 0 {
+		t.Errorf("no acknowledged issues or no final reads: %v", rep.Ops)
+	}
+	ops, err := bench.ReadHistory(filepath.Join(out, "history.json"))
+	if err != nil || len(ops) == 0 {
+		t.Fatalf("history.json: %d operations, %v", len(ops), err)
+	}
+	checkPNGs(t, out, 1)
+}

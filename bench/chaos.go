@@ -1,0 +1,650 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/client"
+)
+
+// Faults a chaos run injects, by name.
+const (
+	// FaultKillLeader SIGKILLs the leader and restarts it on its data
+	// after the downtime.
+	FaultKillLeader = "kill-leader"
+	// FaultKillNode SIGKILLs a random node and restarts it on its data
+	// after the downtime.
+	FaultKillNode = "kill-node"
+	// FaultPause SIGSTOPs a random node for the downtime (longer than the
+	// election timeout), then SIGCONTs it.
+	FaultPause = "pause"
+	// FaultRandom picks one of the others at random, from the seed.
+	FaultRandom = "random"
+)
+
+// FaultKinds are the faults a schedule may name.
+var FaultKinds = []string{FaultKillLeader, FaultKillNode, FaultPause}
+
+// Errors of a chaos run.
+var (
+	ErrUnknownFault = errors.New("bench: unknown fault")
+	ErrNoLeaderSeen = errors.New("bench: no node names a leader of this cluster")
+)
+
+// ChaosConfig describes a chaos run: a local cluster of the real binary,
+// clients in every datacenter, and faults on a schedule.
+type ChaosConfig struct {
+	Binary, Dir string
+	DCs         []DC
+	NodeArgs    []string
+	Duration    time.Duration // of the client load
+	Seed        uint64
+	// Faults are injected in this order, cycled, one every FaultEvery.
+	Faults     []string
+	FaultEvery time.Duration
+	// Downtime is how long a killed node stays down and a paused one
+	// stopped.
+	Downtime     time.Duration
+	ClientsPerDC int
+	// Keys is how many recent token keys the clients share, so that
+	// their operations collide.
+	Keys int
+	// Timeout bounds one request; a write that times out is unknown.
+	Timeout time.Duration
+	// CheckTimeout bounds the linearizability check.
+	CheckTimeout time.Duration
+	// Out receives the history, the report and the timeline.
+	Out string
+}
+
+// FaultEvent is one injected fault, its times in seconds since the start.
+type FaultEvent struct {
+	Kind   string  `json:"kind"`
+	Node   string  `json:"node"`
+	DC     string  `json:"dc"`
+	At     float64 `json:"at_s"`
+	Healed float64 `json:"healed_s"`
+	// Resume is, for a leader kill, the time from the kill to the first
+	// acknowledged write invoked after it (-1: none).
+	Resume float64 `json:"resume_s,omitempty"`
+	// Writes counts the writes invoked while the fault lasted, WritesOK
+	// those that got a definite answer.
+	WritesOK int    `json:"writes_ok"`
+	Writes   int    `json:"writes"`
+	Err      string `json:"error,omitempty"`
+}
+
+// Second is the operations that returned in one second of a run.
+type Second struct {
+	OK     int `json:"ok"`
+	Errors int `json:"errors"`
+}
+
+// ChaosReport is the outcome of a chaos run.
+type ChaosReport struct {
+	DCs          string                    `json:"dcs"`
+	Duration     string                    `json:"duration"`
+	Seed         uint64                    `json:"seed"`
+	ClientsPerDC int                       `json:"clients_per_dc"`
+	Ops          map[string]map[string]int `json:"ops"` // kind → outcome → count
+	Checks       []Check                   `json:"checks"`
+	Faults       []FaultEvent              `json:"faults"`
+	PerSecond    []Second                  `json:"per_second"`
+	Pass         bool                      `json:"pass"`
+	Files        []string                  `json:"files"`
+}
+
+// chaosRun is the state of one run.
+type chaosRun struct {
+	cfg     ChaosConfig
+	cluster *Cluster
+	h       *History
+	log     io.Writer
+	hc      *http.Client
+	rng     *rand.Rand // faults' choices; used by one goroutine
+	next    atomic.Int64
+	probes  atomic.Int64
+}
+
+// RunChaos starts the cluster, drives it with clients in every DC while
+// faults are injected, heals, reads every key back at leader consistency
+// and checks the history. The error is for a run that could not be made;
+// a failed check is in the report.
+func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport, error) {
+	cfg = chaosDefaults(cfg)
+	for _, f := range cfg.Faults {
+		if f != FaultRandom && !slices.Contains(FaultKinds, f) {
+			return nil, fmt.Errorf("%w: %q", ErrUnknownFault, f)
+		}
+	}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, err
+	}
+	c, err := StartCluster(ctx, ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, DCs: cfg.DCs, Args: cfg.NodeArgs})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Stop()
+	tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute}
+	defer tr.CloseIdleConnections()
+	r := &chaosRun{cfg: cfg, cluster: c, log: log, hc: &http.Client{Transport: tr},
+		rng: rand.New(rand.NewPCG(cfg.Seed, 1))}
+	fmt.Fprintf(log, "cluster of %d nodes ready; load for %s, a fault every %s\n", len(c.Nodes), cfg.Duration, cfg.FaultEvery)
+	r.h = NewHistory()
+	faults := r.drive(ctx)
+	fmt.Fprintln(log, "faults healed; reading every key back from the leader")
+	r.verify(ctx)
+	return r.report(faults)
+}
+
+// chaosDefaults fills what cfg leaves zero.
+func chaosDefaults(cfg ChaosConfig) ChaosConfig {
+	if len(cfg.DCs) == 0 {
+		cfg.DCs = []DC{{"a", 3}, {"b", 2}}
+	}
+	if cfg.Duration <= 0 {
+		cfg.Duration = time.Minute
+	}
+	if len(cfg.Faults) == 0 {
+		cfg.Faults = FaultKinds
+	}
+	if cfg.FaultEvery <= 0 {
+		cfg.FaultEvery = 15 * time.Second
+	}
+	if cfg.Downtime <= 0 {
+		cfg.Downtime = 3 * time.Second
+	}
+	if cfg.ClientsPerDC <= 0 {
+		cfg.ClientsPerDC = 4
+	}
+	if cfg.Keys <= 0 {
+		cfg.Keys = 16
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.CheckTimeout <= 0 {
+		cfg.CheckTimeout = 5 * time.Minute
+	}
+	if cfg.Out == "" {
+		cfg.Out = filepath.Join(cfg.Dir, "chaos")
+	}
+	return cfg
+}
+
+// drive runs the clients for the duration and the faults alongside; it
+// returns once the clients stopped and the last fault healed.
+func (r *chaosRun) drive(ctx context.Context) []FaultEvent {
+	load, cancel := context.WithTimeout(ctx, r.cfg.Duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	id := 0
+	for _, dc := range r.cfg.DCs {
+		nodes := r.nodesOf(dc.Name)
+		for range r.cfg.ClientsPerDC {
+			cl := r.newClient(id, dc.Name, nodes)
+			wg.Add(1)
+			go func() { defer wg.Done(); cl.run(load) }()
+			id++
+		}
+	}
+	faults := r.faults(ctx, load)
+	wg.Wait()
+	return faults
+}
+
+// nodesOf are the API clients of the nodes of one DC.
+func (r *chaosRun) nodesOf(dc string) []*client.Client {
+	var out []*client.Client
+	for _, n := range r.cluster.Nodes {
+		if n.DC == dc {
+			out = append(out, client.New(n.URL(), client.WithHTTPClient(r.hc)))
+		}
+	}
+	return out
+}
+
+// faults injects the schedule until load ends; the fault in progress
+// then heals before it returns.
+func (r *chaosRun) faults(ctx, load context.Context) []FaultEvent {
+	var out []FaultEvent
+	for i := 0; ; i++ {
+		select {
+		case <-load.Done():
+			return out
+		case <-time.After(r.cfg.FaultEvery):
+		}
+		if load.Err() != nil {
+			return out
+		}
+		kind := r.cfg.Faults[i%len(r.cfg.Faults)]
+		if kind == FaultRandom {
+			kind = FaultKinds[r.rng.IntN(len(FaultKinds))]
+		}
+		ev := r.inject(ctx, kind)
+		fmt.Fprintf(r.log, "%6.1fs %s %s (dc %s), healed at %.1fs %s\n", ev.At, ev.Kind, ev.Node, ev.DC, ev.Healed, ev.Err)
+		out = append(out, ev)
+	}
+}
+
+// inject makes one fault and heals it.
+func (r *chaosRun) inject(ctx context.Context, kind string) FaultEvent {
+	ev := FaultEvent{Kind: kind}
+	var n *Node
+	var err error
+	if kind == FaultKillLeader {
+		n, err = r.leader(ctx)
+	} else {
+		n = r.cluster.Nodes[r.rng.IntN(len(r.cluster.Nodes))]
+	}
+	if err != nil {
+		ev.Err = err.Error()
+		ev.At, ev.Healed = r.seconds(), r.seconds()
+		return ev
+	}
+	ev.Node, ev.DC = n.ID, n.DC
+	ev.At = r.seconds()
+	switch kind {
+	case FaultPause:
+		err = n.Pause()
+		time.Sleep(r.cfg.Downtime) // the fault itself: the node stays stopped
+		if rerr := n.Resume(); err == nil {
+			err = rerr
+		}
+	default:
+		n.Kill()
+		time.Sleep(r.cfg.Downtime) // the fault itself: the node stays down
+		err = n.Start(ctx)
+	}
+	ev.Healed = r.seconds()
+	if err != nil {
+		ev.Err = err.Error()
+	}
+	return ev
+}
+
+// leader asks the running nodes which one leads.
+func (r *chaosRun) leader(ctx context.Context) (*Node, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range r.cluster.Nodes {
+			if !n.Running() {
+				continue
+			}
+			qctx, cancel := context.WithTimeout(ctx, time.Second)
+			info, err := client.New(n.URL(), client.WithHTTPClient(r.hc)).Cluster(qctx)
+			cancel()
+			if err != nil || info.Leader == "" {
+				continue
+			}
+			for _, l := range r.cluster.Nodes {
+				if l.ID == info.Leader {
+					return l, nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil, ErrNoLeaderSeen
+}
+
+func (r *chaosRun) seconds() float64 { return float64(r.h.Now()) / float64(time.Second) }
+
+// chaosClient is one closed-loop client of a DC: it spreads its requests
+// over the nodes of its DC and records every operation.
+type chaosClient struct {
+	r     *chaosRun
+	id    int
+	dc    string
+	nodes []*client.Client
+	rng   *rand.Rand
+	turn  int
+}
+
+func (r *chaosRun) newClient(id int, dc string, nodes []*client.Client) *chaosClient {
+	return &chaosClient{r: r, id: id, dc: dc, nodes: nodes, rng: rand.New(rand.NewPCG(r.cfg.Seed, uint64(id)+2))}
+}
+
+// node is the next node of the client's DC.
+func (c *chaosClient) node() *client.Client {
+	c.turn++
+	return c.nodes[c.turn%len(c.nodes)]
+}
+
+// run issues, consumes and looks up shared keys, with a reuse probe now
+// and then, until ctx ends.
+func (c *chaosClient) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		switch x := c.rng.Float64(); {
+		case x < 0.05:
+			c.probe(ctx)
+		case x < 0.40:
+			c.issue(ctx)
+		case x < 0.75:
+			c.consume(ctx, c.pick())
+		default:
+			c.lookup(ctx, c.pick(), OpLookup, 0)
+		}
+	}
+}
+
+// key names the n-th key of the run; a brought secret must not carry the
+// minted prefix.
+func (c *chaosClient) key(n int64) string {
+	return fmt.Sprintf("chaos-%d-%07d", c.r.cfg.Seed, n)
+}
+
+// pick is one of the most recent keys.
+func (c *chaosClient) pick() string {
+	n := c.r.next.Load()
+	if n == 0 {
+		return c.key(0)
+	}
+	return c.key(max(0, n-int64(c.r.cfg.Keys)) + c.rng.Int64N(min(n, int64(c.r.cfg.Keys))))
+}
+
+// do runs one operation against the store and records it.
+func (c *chaosClient) do(ctx context.Context, op HistOp, success string, f func(ctx context.Context) error) HistOp {
+	op.Client, op.DC = c.id, c.dc
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.r.cfg.Timeout)
+	defer cancel()
+	op.Call = c.r.h.Now()
+	err := f(rctx)
+	op.Return = c.r.h.Now()
+	op.Outcome, op.Result = classify(op.Kind, err, success)
+	if err != nil && op.Outcome != OutcomeOK {
+		op.Err = err.Error()
+	}
+	c.r.h.Add(op)
+	return op
+}
+
+// issue stores a single-use token under a new key half of the time and
+// an existing one otherwise.
+func (c *chaosClient) issue(ctx context.Context) {
+	key := c.pick()
+	if c.rng.IntN(2) == 0 {
+		key = c.key(c.r.next.Add(1) - 1)
+	}
+	n := c.node()
+	c.do(ctx, HistOp{Kind: OpIssue, Key: key}, ResultCreated, func(ctx context.Context) error {
+		_, err := n.Issue(ctx, wire.IssueRequest{Kind: chaosKind, Subject: "chaos", ClientID: benchClient, TTL: TokenTTL.String(), Token: key})
+		return err
+	})
+}
+
+func (c *chaosClient) consume(ctx context.Context, key string) {
+	n := c.node()
+	c.do(ctx, HistOp{Kind: OpConsume, Key: key}, ResultUsed, func(ctx context.Context) error {
+		_, err := n.Consume(ctx, wire.ConsumeRequest{Token: key})
+		return err
+	})
+}
+
+func (c *chaosClient) lookup(ctx context.Context, key, kind string, probe int) HistOp {
+	n := c.node()
+	return c.do(ctx, HistOp{Kind: kind, Key: key, Probe: probe}, ResultActive, func(ctx context.Context) error {
+		_, _, err := n.Lookup(ctx, key, client.LookupOptions{Consistency: wire.ConsistencyLeader})
+		return err
+	})
+}
+
+// probe issues a refresh token, rotates it, replays the rotation (reuse
+// detection must fire) and reads the successor (it must be revoked). A
+// step without a definite answer ends the probe.
+func (c *chaosClient) probe(ctx context.Context) {
+	id := int(c.r.probes.Add(1))
+	n := c.node()
+	ictx, cancel := context.WithTimeout(ctx, c.r.cfg.Timeout)
+	res, err := n.Issue(ictx, wire.IssueRequest{Kind: "oauth2_refresh", Subject: "chaos", ClientID: benchClient, TTL: TokenTTL.String()})
+	cancel()
+	if err != nil {
+		return
+	}
+	parent := res.Token
+	var child string
+	rot := c.do(ctx, HistOp{Kind: OpRotate, Key: parent, Probe: id}, ResultUsed, func(ctx context.Context) error {
+		out, err := n.Rotate(ctx, wire.RotateRequest{Token: parent})
+		if err == nil {
+			child = out.Token
+		}
+		return err
+	})
+	if rot.Outcome != OutcomeOK || rot.Result != ResultUsed {
+		return
+	}
+	replay := c.do(ctx, HistOp{Kind: OpReplay, Key: parent, Probe: id}, ResultUsed, func(ctx context.Context) error {
+		_, err := c.node().Rotate(ctx, wire.RotateRequest{Token: parent})
+		return err
+	})
+	if replay.Outcome != OutcomeOK {
+		return
+	}
+	c.lookup(ctx, child, OpLookupChild, id)
+}
+
+// chaosKind is the kind of the linearizability keys: single-use, without
+// reuse detection, so a consume only ever changes its own token.
+const chaosKind = "oauth1_request"
+
+// verify reads every key of the history back at leader consistency,
+// retrying each until it gets a definite answer or two minutes pass.
+func (r *chaosRun) verify(ctx context.Context) {
+	type target struct {
+		key, kind string
+		probe     int
+	}
+	seen := map[string]bool{}
+	var keys []target
+	for _, op := range r.h.Ops() {
+		kind := OpLookup
+		switch op.Kind {
+		case OpLookupChild:
+			kind = OpLookupChild
+		case OpIssue, OpConsume, OpLookup:
+		default:
+			continue
+		}
+		if !seen[op.Key] {
+			seen[op.Key] = true
+			keys = append(keys, target{op.Key, kind, op.Probe})
+		}
+	}
+	vctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	work := make(chan target)
+	var wg sync.WaitGroup
+	var all []*client.Client
+	for _, n := range r.cluster.Nodes {
+		all = append(all, client.New(n.URL(), client.WithHTTPClient(r.hc)))
+	}
+	base := len(r.cfg.DCs) * r.cfg.ClientsPerDC
+	for w := range 8 {
+		cl := &chaosClient{r: r, id: base + w, dc: "verify", nodes: all, turn: w}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for t := range work {
+				cl.readBack(vctx, t.key, t.kind, t.probe)
+			}
+		}()
+	}
+	for _, t := range keys {
+		work <- t
+	}
+	close(work)
+	wg.Wait()
+}
+
+// readBack retries a leader read of key until it is definite; only
+// definite answers are recorded.
+func (c *chaosClient) readBack(ctx context.Context, key, kind string, probe int) {
+	for ctx.Err() == nil {
+		n := c.node()
+		op := HistOp{Client: c.id, DC: c.dc, Kind: kind, Key: key, Probe: probe, Final: true}
+		rctx, cancel := context.WithTimeout(ctx, c.r.cfg.Timeout)
+		op.Call = c.r.h.Now()
+		_, _, err := n.Lookup(rctx, key, client.LookupOptions{Consistency: wire.ConsistencyLeader})
+		op.Return = c.r.h.Now()
+		cancel()
+		op.Outcome, op.Result = classify(kind, err, ResultActive)
+		if op.Outcome == OutcomeOK {
+			c.r.h.Add(op)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// report checks the history and writes the files.
+func (r *chaosRun) report(faults []FaultEvent) (*ChaosReport, error) {
+	ops := r.h.Ops()
+	sort.Slice(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
+	rep := &ChaosReport{DCs: dcString(r.cfg.DCs), Duration: r.cfg.Duration.String(), Seed: r.cfg.Seed,
+		ClientsPerDC: r.cfg.ClientsPerDC, Ops: countOps(ops), PerSecond: perSecond(ops)}
+	rep.Faults = measureFaults(faults, ops)
+	html := filepath.Join(r.cfg.Out, "linearizability.html")
+	rep.Checks = CheckHistory(ops, r.cfg.CheckTimeout, html)
+	rep.Pass = true
+	for _, c := range rep.Checks {
+		rep.Pass = rep.Pass && c.Pass
+	}
+	for _, f := range rep.Faults {
+		if f.Err != "" {
+			rep.Pass = false
+		}
+	}
+	if _, err := os.Stat(html); err == nil {
+		rep.Files = append(rep.Files, html)
+	}
+	return rep, r.writeFiles(rep, ops)
+}
+
+// writeFiles writes the history, the report as JSON and markdown and the
+// timeline PNG to the output directory.
+func (r *chaosRun) writeFiles(rep *ChaosReport, ops []HistOp) error {
+	files := map[string]func(string) error{
+		"history.json": func(p string) error { return WriteHistory(p, ops) },
+		"chaos.json":   rep.WriteJSON,
+		"chaos.md":     rep.WriteMarkdown,
+		"timeline.png": rep.WriteTimeline,
+	}
+	names := []string{"history.json", "chaos.json", "chaos.md", "timeline.png"}
+	for _, name := range names {
+		p := filepath.Join(r.cfg.Out, name)
+		if err := files[name](p); err != nil {
+			return err
+		}
+		rep.Files = append(rep.Files, p)
+	}
+	return nil
+}
+
+// isWrite reports whether op is a write of the history.
+func isWrite(op HistOp) bool {
+	return op.Kind == OpIssue || op.Kind == OpConsume || op.Kind == OpRotate || op.Kind == OpReplay
+}
+
+// acknowledged reports whether a write was acknowledged with a change.
+func acknowledged(op HistOp) bool {
+	return isWrite(op) && op.Outcome == OutcomeOK && (op.Result == ResultCreated || op.Result == ResultUsed)
+}
+
+// measureFaults adds to each fault the writes made while it lasted and,
+// for a leader kill, the time until writes resumed.
+func measureFaults(faults []FaultEvent, ops []HistOp) []FaultEvent {
+	out := append([]FaultEvent(nil), faults...)
+	for i := range out {
+		f := &out[i]
+		at, healed := int64(f.At*float64(time.Second)), int64(f.Healed*float64(time.Second))
+		first := int64(-1)
+		for _, op := range ops {
+			if !isWrite(op) || op.Final || op.Call < at {
+				continue
+			}
+			if op.Call <= healed {
+				f.Writes++
+				if op.Outcome == OutcomeOK {
+					f.WritesOK++
+				}
+			}
+			if acknowledged(op) && (first < 0 || op.Return < first) {
+				first = op.Return
+			}
+		}
+		if f.Kind == FaultKillLeader {
+			f.Resume = -1
+			if first >= 0 {
+				f.Resume = float64(first-at) / float64(time.Second)
+			}
+		}
+	}
+	return out
+}
+
+// countOps counts the operations by kind and outcome.
+func countOps(ops []HistOp) map[string]map[string]int {
+	out := map[string]map[string]int{}
+	for _, op := range ops {
+		kind := op.Kind
+		if op.Final {
+			kind = "final_" + kind
+		}
+		if out[kind] == nil {
+			out[kind] = map[string]int{}
+		}
+		out[kind][op.Outcome]++
+	}
+	return out
+}
+
+// perSecond buckets the operations of the load by the second they
+// returned in: definite answers, and failed or unknown ones.
+func perSecond(ops []HistOp) []Second {
+	var out []Second
+	for _, op := range ops {
+		if op.Final {
+			continue
+		}
+		s := int(op.Return / int64(time.Second))
+		for len(out) <= s {
+			out = append(out, Second{})
+		}
+		if op.Outcome == OutcomeOK {
+			out[s].OK++
+		} else {
+			out[s].Errors++
+		}
+	}
+	return out
+}
+
+func dcString(dcs []DC) string {
+	s := ""
+	for i, d := range dcs {
+		if i > 0 {
+			s += ","
+		}
+		s += fmt.Sprintf("%s:%d", d.Name, d.Nodes)
+	}
+	return s
+}

@@ -1,0 +1,130 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"image/color"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+)
+
+// WriteJSON writes the report as JSON to path.
+func (rep *ChaosReport) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// WriteMarkdown writes the report as markdown to path.
+func (rep *ChaosReport) WriteMarkdown(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := rep.WriteText(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// WriteText writes the report as markdown tables: the checks, the
+// operations by outcome and the faults.
+func (rep *ChaosReport) WriteText(w io.Writer) error {
+	verdict := "PASS"
+	if !rep.Pass {
+		verdict = "FAIL"
+	}
+	fmt.Fprintf(w, "chaos run: %s, dcs %s, %s, seed %d, %d clients per DC\n\n", verdict, rep.DCs, rep.Duration, rep.Seed, rep.ClientsPerDC)
+	fmt.Fprintln(w, "| check | result | detail |\n|---|---|---|")
+	for _, c := range rep.Checks {
+		res := "pass"
+		if !c.Pass {
+			res = "FAIL"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s |\n", c.Name, res, strings.ReplaceAll(c.Detail, "|", "/"))
+	}
+	fmt.Fprintln(w, "\n| operation | ok | unknown | failed |\n|---|---:|---:|---:|")
+	kinds := make([]string, 0, len(rep.Ops))
+	for k := range rep.Ops {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		o := rep.Ops[k]
+		fmt.Fprintf(w, "| %s | %d | %d | %d |\n", k, o[OutcomeOK], o[OutcomeUnknown], o[OutcomeFailed])
+	}
+	fmt.Fprintln(w, "\n| fault | node | at (s) | healed (s) | writes answered during it | writes resumed after (s) |\n|---|---|---:|---:|---:|---:|")
+	for _, f := range rep.Faults {
+		resume := ""
+		if f.Kind == FaultKillLeader {
+			resume = fmt.Sprintf("%.2f", f.Resume)
+		}
+		node := f.Node + " (" + f.DC + ")"
+		if f.Err != "" {
+			node += " error: " + f.Err
+		}
+		fmt.Fprintf(w, "| %s | %s | %.1f | %.1f | %d / %d | %s |\n", f.Kind, node, f.At, f.Healed, f.WritesOK, f.Writes, resume)
+	}
+	_, err := fmt.Fprintln(w)
+	return err
+}
+
+// WriteTimeline plots definite answers and failed or unknown operations
+// per second, with a dashed line at the start of every fault.
+func (rep *ChaosReport) WriteTimeline(path string) error {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("chaos: %s, seed %d", rep.DCs, rep.Seed)
+	p.X.Label.Text = "second of the run"
+	p.Y.Label.Text = "operations/s"
+	var ok, bad plotter.XYs
+	top := 1.0
+	for s, n := range rep.PerSecond {
+		ok = append(ok, plotter.XY{X: float64(s), Y: float64(n.OK)})
+		bad = append(bad, plotter.XY{X: float64(s), Y: float64(n.Errors)})
+		top = max(top, float64(n.OK), float64(n.Errors))
+	}
+	if len(ok) > 0 {
+		if err := addLine(p, 0, "answered", ok); err != nil {
+			return err
+		}
+		if err := addLine(p, 1, "failed or unknown", bad); err != nil {
+			return err
+		}
+	}
+	var labels plotter.XYLabels
+	for i, f := range rep.Faults {
+		l, err := plotter.NewLine(plotter.XYs{{X: f.At, Y: 0}, {X: f.At, Y: top}})
+		if err != nil {
+			return err
+		}
+		l.Color = color.Gray{Y: 96}
+		l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+		p.Add(l)
+		if i == 0 {
+			p.Legend.Add("fault", l)
+		}
+		labels.XYs = append(labels.XYs, plotter.XY{X: f.At, Y: top * (0.95 - 0.06*float64(i%4))})
+		labels.Labels = append(labels.Labels, f.Kind+" "+f.Node)
+	}
+	if len(labels.XYs) > 0 {
+		lb, err := plotter.NewLabels(labels)
+		if err != nil {
+			return err
+		}
+		for i := range lb.TextStyle {
+			lb.TextStyle[i].Color = plotutil.Color(2)
+		}
+		p.Add(lb)
+	}
+	return p.Save(9*vg.Inch, 4.5*vg.Inch, path)
+}

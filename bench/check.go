@@ -1,0 +1,322 @@
+package bench
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+)
+
+// Check is the verdict of one check of a chaos history.
+type Check struct {
+	Name   string `json:"name"`
+	Pass   bool   `json:"pass"`
+	Detail string `json:"detail"`
+}
+
+// Names of the checks.
+const (
+	CheckLinearizable = "linearizable"
+	CheckExactlyOnce  = "exactly_once"
+	CheckNoLostWrite  = "no_lost_write"
+	CheckReuse        = "reuse_detected"
+	CheckRevoked      = "revoked_stays_revoked"
+)
+
+// tokenState is the model's state of one single-use token.
+type tokenState byte
+
+const (
+	stateAbsent tokenState = iota
+	stateActive
+	stateUsed
+)
+
+func (s tokenState) String() string {
+	return [...]string{"absent", "active", "used"}[s]
+}
+
+// TokenModel is the sequential specification of one single-use token
+// (a kind without reuse detection), partitioned by key: issue with a
+// brought secret, consume, and lookup at leader consistency. An unknown
+// outcome returns at the end of the history and its step accepts either
+// effect, so it may be linearized as applied or, last, as never applied.
+var TokenModel = porcupine.Model{
+	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
+		byKey := map[string][]porcupine.Operation{}
+		var keys []string
+		for _, o := range history {
+			k := o.Input.(HistOp).Key
+			if _, ok := byKey[k]; !ok {
+				keys = append(keys, k)
+			}
+			byKey[k] = append(byKey[k], o)
+		}
+		out := make([][]porcupine.Operation, 0, len(keys))
+		for _, k := range keys {
+			out = append(out, byKey[k])
+		}
+		return out
+	},
+	Init: func() any { return stateAbsent },
+	Step: func(state, input, _ any) (bool, any) {
+		return stepToken(state.(tokenState), input.(HistOp))
+	},
+	DescribeOperation: func(input, _ any) string {
+		op := input.(HistOp)
+		if op.Outcome == OutcomeUnknown {
+			return fmt.Sprintf("%s(%s) -> ?", op.Kind, op.Key)
+		}
+		return fmt.Sprintf("%s(%s) -> %s", op.Kind, op.Key, op.Result)
+	},
+	DescribeState: func(state any) string { return state.(tokenState).String() },
+}
+
+// stepToken is one transition of TokenModel.
+func stepToken(s tokenState, op HistOp) (bool, tokenState) {
+	unknown := op.Outcome == OutcomeUnknown
+	switch op.Kind {
+	case OpIssue:
+		switch {
+		case unknown && s == stateAbsent:
+			return true, stateActive
+		case unknown:
+			return true, s
+		case op.Result == ResultCreated:
+			return s == stateAbsent, stateActive
+		case op.Result == wire.CodeTokenExists:
+			return s != stateAbsent, s
+		}
+	case OpConsume:
+		switch {
+		case unknown && s == stateActive:
+			return true, stateUsed
+		case unknown:
+			return true, s
+		case op.Result == ResultUsed:
+			return s == stateActive, stateUsed
+		case op.Result == wire.CodeTokenConsumed:
+			return s == stateUsed, s
+		case op.Result == wire.CodeTokenNotFound:
+			return s == stateAbsent, s
+		}
+	case OpLookup:
+		switch op.Result {
+		case ResultActive:
+			return s == stateActive, s
+		case wire.CodeTokenConsumed:
+			return s == stateUsed, s
+		case wire.CodeTokenNotFound:
+			return s == stateAbsent, s
+		}
+	}
+	return false, s
+}
+
+// linearizable are the operations TokenModel checks, as porcupine takes
+// them: failed operations had no effect and are left out; an unknown one
+// returns after everything else.
+func linearizable(ops []HistOp) []porcupine.Operation {
+	var end int64
+	for _, op := range ops {
+		end = max(end, op.Return)
+	}
+	var out []porcupine.Operation
+	for _, op := range ops {
+		if op.Outcome == OutcomeFailed || (op.Kind != OpIssue && op.Kind != OpConsume && op.Kind != OpLookup) {
+			continue
+		}
+		ret := op.Return
+		if op.Outcome == OutcomeUnknown {
+			ret = end + 1
+		}
+		out = append(out, porcupine.Operation{ClientId: op.Client, Input: op, Call: op.Call, Return: ret})
+	}
+	return out
+}
+
+// CheckLinearizability checks the token operations of ops against
+// TokenModel. When the history is not linearizable and html is set, it
+// writes porcupine's visualization there.
+func CheckLinearizability(ops []HistOp, timeout time.Duration, html string) Check {
+	hist := linearizable(ops)
+	res, info := porcupine.CheckOperationsVerbose(TokenModel, hist, timeout)
+	c := Check{Name: CheckLinearizable, Pass: res == porcupine.Ok}
+	switch res {
+	case porcupine.Ok:
+		c.Detail = fmt.Sprintf("%d operations linearizable", len(hist))
+	case porcupine.Unknown:
+		c.Detail = fmt.Sprintf("undecided after %s (%d operations)", timeout, len(hist))
+	default:
+		c.Detail = fmt.Sprintf("%d operations: not linearizable", len(hist))
+		if html != "" {
+			if err := porcupine.VisualizePath(TokenModel, info, html); err != nil {
+				c.Detail += fmt.Sprintf("; visualization: %v", err)
+			} else {
+				c.Detail += "; see " + html
+			}
+		}
+	}
+	return c
+}
+
+// CheckExactlyOnceUse fails when a token was used successfully more than
+// once: a consume, or a rotation of a refresh token, across all clients.
+func CheckExactlyOnceUse(ops []HistOp) Check {
+	uses := map[string]int{}
+	for _, op := range ops {
+		if op.Outcome == OutcomeOK && op.Result == ResultUsed {
+			uses[op.Key]++
+		}
+	}
+	var twice []string
+	for k, n := range uses {
+		if n > 1 {
+			twice = append(twice, fmt.Sprintf("%s×%d", k, n))
+		}
+	}
+	sort.Strings(twice)
+	c := Check{Name: CheckExactlyOnce, Pass: len(twice) == 0}
+	c.Detail = fmt.Sprintf("%d tokens used, %d used more than once", len(uses), len(twice))
+	if len(twice) > 0 {
+		c.Detail += ": " + firstFew(twice)
+	}
+	return c
+}
+
+// CheckNoLostWrites compares the final reads with what was acknowledged:
+// a token whose issue was acknowledged must be found, and one whose
+// consume was acknowledged must read as consumed. A key with an
+// acknowledged write and no final answer fails too.
+func CheckNoLostWrites(ops []HistOp) Check {
+	issued, used := map[string]bool{}, map[string]bool{}
+	final := map[string]string{}
+	for _, op := range ops {
+		switch {
+		case op.Final && op.Kind == OpLookup && op.Outcome == OutcomeOK:
+			final[op.Key] = op.Result
+		case op.Kind == OpIssue && op.Outcome == OutcomeOK && op.Result == ResultCreated:
+			issued[op.Key] = true
+		case op.Kind == OpConsume && op.Outcome == OutcomeOK && op.Result == ResultUsed:
+			used[op.Key] = true
+		}
+	}
+	var lost []string
+	for k := range issued {
+		f, ok := final[k]
+		switch {
+		case !ok:
+			lost = append(lost, k+" (no final answer)")
+		case f == wire.CodeTokenNotFound:
+			lost = append(lost, k+" (issue lost)")
+		case used[k] && f != wire.CodeTokenConsumed:
+			lost = append(lost, k+" (consume lost: "+f+")")
+		}
+	}
+	sort.Strings(lost)
+	c := Check{Name: CheckNoLostWrite, Pass: len(lost) == 0}
+	c.Detail = fmt.Sprintf("%d acknowledged issues, %d acknowledged consumes, %d lost", len(issued), len(used), len(lost))
+	if len(lost) > 0 {
+		c.Detail += ": " + firstFew(lost)
+	}
+	return c
+}
+
+// CheckReuseProbes checks the reuse probes: replaying a refresh token
+// that was rotated must answer token_reused, and every later definite
+// read of the successor must find it revoked, the final reads included.
+func CheckReuseProbes(ops []HistOp) (reuse, revoked Check) {
+	type probe struct {
+		rotated, replay  *HistOp
+		child            string
+		reads, readsLate []HistOp
+	}
+	probes := map[int]*probe{}
+	get := func(id int) *probe {
+		if probes[id] == nil {
+			probes[id] = &probe{}
+		}
+		return probes[id]
+	}
+	children := map[string]int{}
+	for i := range ops {
+		op := &ops[i]
+		if op.Probe == 0 {
+			continue
+		}
+		p := get(op.Probe)
+		switch op.Kind {
+		case OpRotate:
+			if op.Outcome == OutcomeOK && op.Result == ResultUsed {
+				p.rotated = op
+			}
+		case OpReplay:
+			if op.Outcome == OutcomeOK {
+				p.replay = op
+			}
+		case OpLookupChild:
+			children[op.Key] = op.Probe
+			if op.Outcome == OutcomeOK {
+				p.reads = append(p.reads, *op)
+			}
+		}
+	}
+	var missed, unrevoked []string
+	detected, checkedReads := 0, 0
+	for id, p := range probes {
+		if p.rotated == nil || p.replay == nil {
+			continue
+		}
+		if p.replay.Result != wire.CodeTokenReused {
+			missed = append(missed, fmt.Sprintf("probe %d: replay answered %s", id, p.replay.Result))
+			continue
+		}
+		detected++
+		for _, r := range p.reads {
+			if r.Call < p.replay.Return {
+				continue
+			}
+			checkedReads++
+			if r.Result != wire.CodeTokenRevoked && r.Result != wire.CodeTokenReused {
+				unrevoked = append(unrevoked, fmt.Sprintf("probe %d: successor read %s", id, r.Result))
+			}
+		}
+	}
+	sort.Strings(missed)
+	sort.Strings(unrevoked)
+	reuse = Check{Name: CheckReuse, Pass: len(missed) == 0,
+		Detail: fmt.Sprintf("%d probes, %d replays detected, %d missed", len(probes), detected, len(missed))}
+	if len(missed) > 0 {
+		reuse.Detail += ": " + firstFew(missed)
+	}
+	revoked = Check{Name: CheckRevoked, Pass: len(unrevoked) == 0,
+		Detail: fmt.Sprintf("%d reads of revoked successors, %d found valid", checkedReads, len(unrevoked))}
+	if len(unrevoked) > 0 {
+		revoked.Detail += ": " + firstFew(unrevoked)
+	}
+	return reuse, revoked
+}
+
+// CheckHistory runs every check on ops.
+func CheckHistory(ops []HistOp, timeout time.Duration, html string) []Check {
+	reuse, revoked := CheckReuseProbes(ops)
+	return []Check{
+		CheckLinearizability(ops, timeout, html),
+		CheckExactlyOnceUse(ops),
+		CheckNoLostWrites(ops),
+		reuse,
+		revoked,
+	}
+}
+
+// firstFew joins up to ten items.
+func firstFew(items []string) string {
+	if len(items) > 10 {
+		return strings.Join(items[:10], ", ") + fmt.Sprintf(" and %d more", len(items)-10)
+	}
+	return strings.Join(items, ", ")
+}

@@ -1,0 +1,141 @@
+package bench
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/client"
+)
+
+// Operation kinds of a chaos history. Issue, consume and lookup act on the
+// keys of the linearizability model; rotate, replay and child lookups are
+// the steps of a reuse probe.
+const (
+	OpIssue       = "issue"
+	OpConsume     = "consume"
+	OpLookup      = "lookup"
+	OpRotate      = "rotate"
+	OpReplay      = "replay"
+	OpLookupChild = "lookup_child"
+)
+
+// Outcomes of an operation.
+const (
+	// OutcomeOK is a definite answer: success or a business error.
+	OutcomeOK = "ok"
+	// OutcomeFailed is an operation that certainly had no effect: a read
+	// that got no answer, or a request the API refused as invalid.
+	OutcomeFailed = "failed"
+	// OutcomeUnknown is a write that may or may not have taken effect:
+	// a timeout, a lost connection, write_outcome_unknown, a 503.
+	OutcomeUnknown = "unknown"
+)
+
+// Results of a successful operation; business errors are their wire codes
+// (token_exists, token_consumed, token_not_found, token_revoked, ...).
+const (
+	ResultCreated = "created" // issue stored the token
+	ResultUsed    = "used"    // consume or rotate used the token up
+	ResultActive  = "active"  // lookup found the token valid
+)
+
+// HistOp is one operation of a chaos history, with its invoke and return
+// times in nanoseconds since the start of the run (monotonic clock).
+type HistOp struct {
+	Client  int    `json:"client"`
+	DC      string `json:"dc"`
+	Kind    string `json:"op"`
+	Key     string `json:"key"`
+	Call    int64  `json:"call_ns"`
+	Return  int64  `json:"return_ns"`
+	Outcome string `json:"outcome"`
+	Result  string `json:"result,omitempty"`
+	Err     string `json:"error,omitempty"`
+	// Probe numbers the steps of one reuse probe (0: not a probe).
+	Probe int `json:"probe,omitempty"`
+	// Final marks the verification reads made after the faults healed.
+	Final bool `json:"final,omitempty"`
+}
+
+// History records operations from many goroutines.
+type History struct {
+	start time.Time
+	mu    sync.Mutex
+	ops   []HistOp
+}
+
+// NewHistory starts a history; its clock counts from now.
+func NewHistory() *History { return &History{start: time.Now()} }
+
+// Now is the time since the start of the history.
+func (h *History) Now() int64 { return int64(time.Since(h.start)) }
+
+// Add records a finished operation.
+func (h *History) Add(op HistOp) {
+	h.mu.Lock()
+	h.ops = append(h.ops, op)
+	h.mu.Unlock()
+}
+
+// Ops returns a copy of the operations recorded so far.
+func (h *History) Ops() []HistOp {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]HistOp(nil), h.ops...)
+}
+
+// WriteHistory writes ops as JSON to path.
+func WriteHistory(path string, ops []HistOp) error {
+	b, err := json.MarshalIndent(ops, "", " ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// ReadHistory reads a history WriteHistory wrote.
+func ReadHistory(path string) ([]HistOp, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var ops []HistOp
+	return ops, json.Unmarshal(b, &ops)
+}
+
+// businessCodes are the API's definite answers about a token.
+var businessCodes = map[string]bool{
+	wire.CodeTokenExists: true, wire.CodeTokenConsumed: true, wire.CodeTokenNotFound: true,
+	wire.CodeTokenRevoked: true, wire.CodeTokenReused: true, wire.CodeTokenExpired: true,
+}
+
+// classify turns an operation's error into its outcome and result. A read
+// is never unknown: it has no effect, so a read without an answer failed.
+func classify(kind string, err error, success string) (outcome, result string) {
+	if err == nil {
+		return OutcomeOK, success
+	}
+	var ce *client.Error
+	if errors.As(err, &ce) {
+		if businessCodes[ce.Code] {
+			return OutcomeOK, ce.Code
+		}
+		if ce.Status >= 400 && ce.Status < 500 && ce.Status != http.StatusRequestTimeout {
+			return OutcomeFailed, ce.Code
+		}
+	}
+	if kind == OpLookup || kind == OpLookupChild || errors.Is(err, syscall.ECONNREFUSED) {
+		// A read has no effect; a refused connection never carried the
+		// request.
+		return OutcomeFailed, ""
+	}
+	// A 503 (no_leader, write_outcome_unknown, unavailable), a timeout or
+	// a lost connection: the write may have been applied.
+	return OutcomeUnknown, ""
+}

@@ -233,12 +233,18 @@ func (c *Rotate) apply(tx *applyTx) Result {
 	if r == nil {
 		return Result{Err: ErrNotFound}
 	}
-	mismatch := r.Kind != c.Kind || c.ClientID != "" && c.ClientID != r.ClientID
+	var mismatch error
+	switch {
+	case r.Kind != c.Kind:
+		mismatch = ErrKindMismatch
+	case c.ClientID != "" && c.ClientID != r.ClientID:
+		mismatch = ErrClientMismatch
+	}
 	if r.State == Consumed {
 		// A retry within the grace period gets the same successor, as long
 		// as nobody has used that one yet. Anything else presenting a used
 		// code or refresh token is reuse, whatever it asked for.
-		if ro := r.Rotated; ro != nil && tx.now < ro.GraceUntil && !mismatch {
+		if ro := r.Rotated; ro != nil && tx.now < ro.GraceUntil && mismatch == nil {
 			if next := tx.byID(ro.Successor); next != nil && next.Status(tx.now) == StatusActive {
 				return Result{Record: next, Access: tx.byID(ro.Access), Sealed: ro.Sealed}
 			}
@@ -247,11 +253,8 @@ func (c *Rotate) apply(tx *applyTx) Result {
 			return reused(tx, r)
 		}
 	}
-	switch {
-	case r.Kind != c.Kind:
-		return Result{Err: ErrKindMismatch}
-	case c.ClientID != "" && c.ClientID != r.ClientID:
-		return Result{Err: ErrClientMismatch}
+	if mismatch != nil {
+		return Result{Err: mismatch}
 	}
 	if err := StatusErr(r.Status(tx.now)); err != nil {
 		return Result{Record: r, Err: err}

@@ -256,8 +256,26 @@ func (e *env) listAll(t *testing.T, subject, kind string, limit int) ([]wire.Rec
 }
 
 // noSecret fails the test if body shows the secret or its digest in any
-// usual encoding, or a field that could hold them.
+// usual encoding (hidden), its log prefix, or a field that could hold them.
 func noSecret(t *testing.T, what string, body []byte, secret string, h token.Hasher) {
+	t.Helper()
+	hidden(t, what, body, secret, h)
+	if prefix := token.LogPrefix(h.Sum(secret)); bytes.Contains(body, []byte(prefix)) {
+		t.Errorf("%s: body contains the hex digest prefix: %s", what, body)
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) == nil {
+		for _, k := range []string{"token", "secret", "hash"} {
+			if _, ok := fields[k]; ok {
+				t.Errorf("%s: body has a %q field: %s", what, k, body)
+			}
+		}
+	}
+}
+
+// hidden fails the test if b shows secret, a good part of it, or its
+// digest in any usual encoding.
+func hidden(t *testing.T, what string, b []byte, secret string, h token.Hasher) {
 	t.Helper()
 	digest := h.Sum(secret)
 	for name, s := range map[string]string{
@@ -267,18 +285,9 @@ func noSecret(t *testing.T, what string, body []byte, secret string, h token.Has
 		"hex digest":        hex.EncodeToString([]byte(digest)),
 		"base64 digest":     base64.StdEncoding.EncodeToString([]byte(digest)),
 		"raw base64 digest": base64.RawURLEncoding.EncodeToString([]byte(digest)),
-		"hex digest prefix": token.LogPrefix(digest),
 	} {
-		if bytes.Contains(body, []byte(s)) {
-			t.Errorf("%s: body contains the %s: %s", what, name, body)
-		}
-	}
-	var fields map[string]json.RawMessage
-	if json.Unmarshal(body, &fields) == nil {
-		for _, k := range []string{"token", "secret", "hash"} {
-			if _, ok := fields[k]; ok {
-				t.Errorf("%s: body has a %q field: %s", what, k, body)
-			}
+		if bytes.Contains(b, []byte(s)) {
+			t.Errorf("%s shows the %s of %s…", what, name, secret[:10])
 		}
 	}
 }

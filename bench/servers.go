@@ -115,13 +115,19 @@ func StartRedis(ctx context.Context, dir string) (*Server, error) {
 	if err := os.MkdirAll(rdir, 0o700); err != nil {
 		return nil, err
 	}
-	p, err := startProc(dir, "redis", bin, "--port", port, "--bind", "127.0.0.1", "--appendonly", "yes",
+	return startOne(ctx, dir, "redis", addrs[0], bin, "--port", port, "--bind", "127.0.0.1", "--appendonly", "yes",
 		"--appendfsync", "always", "--save", "", "--dir", rdir, "--daemonize", "no", "--protected-mode", "no")
+}
+
+// startOne starts one server process listening at addr and waits until it
+// accepts connections.
+func startOne(ctx context.Context, dir, name, addr, bin string, args ...string) (*Server, error) {
+	p, err := startProc(dir, name, bin, args...)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Name: "redis", Addrs: addrs, Procs: []*Proc{p}}
-	if err := p.waitUntil(ctx, 30*time.Second, func(ctx context.Context) error { return dialable(ctx, addrs[0]) }); err != nil {
+	s := &Server{Name: name, Addrs: []string{addr}, Procs: []*Proc{p}}
+	if err := p.waitUntil(ctx, 30*time.Second, func(ctx context.Context) error { return dialable(ctx, addr) }); err != nil {
 		s.Stop()
 		return nil, err
 	}
@@ -144,14 +150,5 @@ func StartMemcached(ctx context.Context, dir string) (*Server, error) {
 	if os.Geteuid() == 0 {
 		args = append(args, "-u", "root") // memcached refuses root without it
 	}
-	p, err := startProc(dir, "memcached", bin, args...)
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{Name: "memcached", Addrs: addrs, Procs: []*Proc{p}}
-	if err := p.waitUntil(ctx, 30*time.Second, func(ctx context.Context) error { return dialable(ctx, addrs[0]) }); err != nil {
-		s.Stop()
-		return nil, err
-	}
-	return s, nil
+	return startOne(ctx, dir, "memcached", addrs[0], bin, args...)
 }

@@ -129,16 +129,11 @@ func benchCluster(args []string) error {
 		return err
 	}
 	cfg.Args = strings.Fields(nodeFlags)
-	if cfg.Binary, err = os.Executable(); err != nil {
+	var cleanup func()
+	if cfg.Binary, cfg.Dir, cleanup, err = benchEnv(dir); err != nil {
 		return err
 	}
-	cfg.Dir, err = benchDir(dir)
-	if err != nil {
-		return err
-	}
-	if dir == "" {
-		defer os.RemoveAll(cfg.Dir)
-	}
+	defer cleanup()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	c, err := bench.StartCluster(ctx, cfg)
@@ -156,12 +151,20 @@ func benchCluster(args []string) error {
 	return nil
 }
 
-// benchDir is dir, created, or a new temporary directory.
-func benchDir(dir string) (string, error) {
-	if dir == "" {
-		return os.MkdirTemp("", "tokenstore-bench-")
+// benchEnv is what a bench that starts servers needs: this binary, to run
+// them, and a directory for their data and logs: dir, created, or a new
+// temporary one that cleanup removes.
+func benchEnv(dir string) (binary, workDir string, cleanup func(), err error) {
+	if binary, err = os.Executable(); err != nil {
+		return "", "", nil, err
 	}
-	return dir, os.MkdirAll(dir, 0o755)
+	if dir != "" {
+		return binary, dir, func() {}, os.MkdirAll(dir, 0o755)
+	}
+	if workDir, err = os.MkdirTemp("", "tokenstore-bench-"); err != nil {
+		return "", "", nil, err
+	}
+	return binary, workDir, func() { os.RemoveAll(workDir) }, nil
 }
 
 func benchPeers(args []string) error {
@@ -189,15 +192,11 @@ func benchPeers(args []string) error {
 		return err
 	}
 	cfg.Systems, cfg.Ops, cfg.NodeArgs = fields(systems), fields(ops), strings.Fields(nodeFlags)
-	if cfg.Binary, err = os.Executable(); err != nil {
+	var cleanup func()
+	if cfg.Binary, cfg.Dir, cleanup, err = benchEnv(dir); err != nil {
 		return err
 	}
-	if cfg.Dir, err = benchDir(dir); err != nil {
-		return err
-	}
-	if dir == "" {
-		defer os.RemoveAll(cfg.Dir)
-	}
+	defer cleanup()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := bench.Peers(ctx, cfg, os.Stderr)
@@ -236,15 +235,11 @@ func benchChaos(args []string) error {
 		return err
 	}
 	cfg.Faults, cfg.NodeArgs = fields(faults), strings.Fields(nodeFlags)
-	if cfg.Binary, err = os.Executable(); err != nil {
+	var cleanup func()
+	if cfg.Binary, cfg.Dir, cleanup, err = benchEnv(dir); err != nil {
 		return err
 	}
-	if cfg.Dir, err = benchDir(dir); err != nil {
-		return err
-	}
-	if dir == "" {
-		defer os.RemoveAll(cfg.Dir)
-	}
+	defer cleanup()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprintf(os.Stderr, "seed %d\n", cfg.Seed)

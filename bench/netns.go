@@ -1,0 +1,495 @@
+package bench
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A Network puts every node of a local cluster in a network namespace of
+// its own, behind a router namespace that carries all traffic between
+// them, so that faults act on links the way a real network's would and
+// on every protocol alike: Raft, forwarded requests, and gossip over UDP
+// and TCP.
+//
+//	bench (host) ── veth ── router ── veth ── node n1 (10.X.1.2)
+//	                          │ ╰──── veth ── node n2 (10.X.1.6)
+//	                          │ ╰──── veth ── node n4 (10.X.2.2)
+//	                         tun: the cross-DC delay line
+//
+// Datacenter d holds 10.X.d.0/24, each node a /30 of it; the host end is
+// 10.X.0.1. The router's policy rules send packets between nodes of
+// different datacenters through a TUN device, where a goroutine holds
+// each for the one-way delay before writing it back; the kernel here has
+// no netem, and a TCP proxy such as toxiproxy neither carries UDP nor
+// knows which node a connection comes from. A partition is a pair of
+// blackhole rules per cut node pair: packets vanish silently, as on a
+// real split, while the clients on the host still reach every node.
+// It needs root and iproute2.
+type Network struct {
+	prefix string // names of this run's namespaces and host interface
+	router string // the router namespace
+	net    byte   // X of 10.X.0.0/16
+	nodes  map[string]*netNode
+	dcs    map[string]int // datacenter → d
+	dcOf   map[[4]byte]int
+
+	oneWay, jitter time.Duration
+	tun            *os.File
+	lines          map[[2]int]*delayLine
+	delayed        atomic.Int64 // packets through the delay line
+	wg             sync.WaitGroup
+
+	mu  sync.Mutex
+	cut [][2]string // blackhole rules in place, "from" and "to" prefixes
+}
+
+// NetNode is a node to place in a Network.
+type NetNode struct{ ID, DC string }
+
+type netNode struct {
+	NetNode
+	ns       string
+	ip, gate net.IP
+}
+
+// NetConfig is the cross-DC link of a Network.
+type NetConfig struct {
+	// Latency is the round trip between nodes of different datacenters;
+	// Jitter spreads it by up to ± Jitter, packets of a link in order.
+	Latency time.Duration `json:"latency_ns"`
+	Jitter  time.Duration `json:"jitter_ns"`
+}
+
+// Policy rule priorities in the router, in the order it evaluates them.
+const (
+	prioHost   = 100 // traffic to and from the bench's clients: never cut
+	prioCut    = 200 // partitions
+	prioFromWA = 300 // back from the delay line: straight to the node
+	prioWAN    = 400 // between datacenters: into the delay line
+	wanTable   = "100"
+	wanDev     = "wan"
+)
+
+// ErrNetUnavailable is a machine where the bench cannot build a Network:
+// not root, or no iproute2.
+var ErrNetUnavailable = errors.New("bench: network namespaces need root and iproute2")
+
+// RequireNetEnv, when set in the environment, makes the tests that build
+// a Network fail where they cannot, rather than skip or fall back.
+const RequireNetEnv = "TOKENSTORE_REQUIRE_NETNS"
+
+// NetAvailable tells whether this process can build a Network.
+func NetAvailable() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("%w: not root", ErrNetUnavailable)
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return fmt.Errorf("%w: %v", ErrNetUnavailable, err)
+	}
+	return nil
+}
+
+// NewNetwork builds the namespaces, links and routes for nodes; Close
+// removes them. Namespaces a killed bench left behind are removed first.
+func NewNetwork(nodes []NetNode, cfg NetConfig) (_ *Network, err error) {
+	if err := NetAvailable(); err != nil {
+		return nil, err
+	}
+	removeStaleNetworks()
+	n := &Network{prefix: "tsc" + strconv.Itoa(os.Getpid()), nodes: map[string]*netNode{},
+		dcs: map[string]int{}, dcOf: map[[4]byte]int{}, lines: map[[2]int]*delayLine{},
+		oneWay: cfg.Latency / 2, jitter: cfg.Jitter / 2}
+	n.router = n.prefix + "-r"
+	if n.net, err = freeSubnet(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	host := fmt.Sprintf("10.%d.0.1", n.net)
+	routerUp := fmt.Sprintf("10.%d.0.2", n.net)
+	if err := ip("netns", "add", n.router); err != nil {
+		return nil, err
+	}
+	var hostCmds, routerCmds []string
+	hostCmds = append(hostCmds,
+		fmt.Sprintf("link add %s type veth peer name host netns %s", n.prefix, n.router),
+		fmt.Sprintf("addr add %s/30 dev %s", host, n.prefix),
+		fmt.Sprintf("link set %s up", n.prefix),
+		fmt.Sprintf("route add 10.%d.0.0/16 via %s", n.net, routerUp))
+	routerCmds = append(routerCmds,
+		"link set lo up",
+		fmt.Sprintf("addr add %s/30 dev host", routerUp),
+		"link set host up",
+		fmt.Sprintf("rule add prio %d from %s/30 lookup main", prioHost, host),
+		fmt.Sprintf("rule add prio %d to %s/30 lookup main", prioHost, host))
+	perDC := map[int]int{}
+	for i, nd := range nodes {
+		d, ok := n.dcs[nd.DC]
+		if !ok {
+			d = len(n.dcs) + 1
+			n.dcs[nd.DC] = d
+		}
+		k := perDC[d]
+		perDC[d]++
+		if d > 250 || k > 62 {
+			return nil, fmt.Errorf("bench: network: too many datacenters or nodes")
+		}
+		nn := &netNode{NetNode: nd, ns: fmt.Sprintf("%s-%d", n.prefix, i+1),
+			gate: net.IPv4(10, n.net, byte(d), byte(4*k+1)).To4(), ip: net.IPv4(10, n.net, byte(d), byte(4*k+2)).To4()}
+		n.nodes[nd.ID] = nn
+		n.dcOf[[4]byte(nn.ip)] = d
+		if err := ip("netns", "add", nn.ns); err != nil {
+			return nil, err
+		}
+		dev := fmt.Sprintf("n%d", i+1)
+		routerCmds = append(routerCmds,
+			fmt.Sprintf("link add %s type veth peer name eth0 netns %s", dev, nn.ns),
+			fmt.Sprintf("addr add %s/30 dev %s", nn.gate, dev),
+			fmt.Sprintf("link set %s up", dev))
+	}
+	if err := ipBatch("", hostCmds); err != nil {
+		return nil, err
+	}
+	if err := ipBatch(n.router, routerCmds); err != nil {
+		return nil, err
+	}
+	for _, nn := range n.nodes {
+		if err := ipBatch(nn.ns, []string{"link set lo up", fmt.Sprintf("addr add %s/30 dev eth0", nn.ip),
+			"link set eth0 up", fmt.Sprintf("route add default via %s", nn.gate)}); err != nil {
+			return nil, err
+		}
+	}
+	if err := inNetns(n.router, routerSysctls); err != nil {
+		return nil, err
+	}
+	if cfg.Latency > 0 {
+		if err := n.startDelayLine(); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// routerSysctls make the router forward and accept packets back from
+// the delay line, whose source addresses are not routed through it.
+func routerSysctls() error {
+	for _, s := range []string{"ipv4/ip_forward", "ipv4/conf/all/rp_filter", "ipv4/conf/default/rp_filter"} {
+		v := "0"
+		if s == "ipv4/ip_forward" {
+			v = "1"
+		}
+		if err := os.WriteFile("/proc/sys/net/"+s, []byte(v), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startDelayLine opens the TUN device in the router and routes traffic
+// between datacenters through it.
+func (n *Network) startDelayLine() error {
+	err := inNetns(n.router, func() (err error) {
+		n.tun, err = openTUN(wanDev)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	cmds := []string{
+		"link set " + wanDev + " up",
+		fmt.Sprintf("route add default dev %s table %s", wanDev, wanTable),
+		fmt.Sprintf("rule add prio %d iif %s lookup main", prioFromWA, wanDev),
+	}
+	for a, da := range n.dcs {
+		for b, db := range n.dcs {
+			if a != b {
+				cmds = append(cmds, fmt.Sprintf("rule add prio %d from 10.%d.%d.0/24 to 10.%d.%d.0/24 lookup %s",
+					prioWAN, n.net, da, n.net, db, wanTable))
+				n.lines[[2]int{da, db}] = &delayLine{ch: make(chan packet, 4096)}
+			}
+		}
+	}
+	if err := ipBatch(n.router, cmds); err != nil {
+		return err
+	}
+	for _, l := range n.lines {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); l.run(n.tun) }()
+	}
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.delay() }()
+	return nil
+}
+
+// packet is one IP packet in a delay line, written back when due.
+type packet struct {
+	b   []byte
+	due time.Time
+}
+
+// delayLine is one direction between two datacenters: packets leave in
+// the order they came, each no earlier than its due time.
+type delayLine struct {
+	ch   chan packet
+	last time.Time // the latest due time handed out; used by delay only
+}
+
+func (l *delayLine) run(tun *os.File) {
+	for p := range l.ch {
+		if d := time.Until(p.due); d > 0 {
+			time.Sleep(d)
+		}
+		tun.Write(p.b) // a packet the kernel refuses is a lost packet
+	}
+}
+
+// delay reads the packets the router sends between datacenters and
+// queues each on its line with the one-way delay and jitter; a full line
+// drops, as a router's queue does.
+func (n *Network) delay() {
+	defer func() {
+		for _, l := range n.lines {
+			close(l.ch)
+		}
+	}()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	buf := make([]byte, 1<<16)
+	for {
+		k, err := n.tun.Read(buf)
+		if err != nil {
+			return
+		}
+		p := buf[:k]
+		if k < 20 || p[0]>>4 != 4 {
+			continue
+		}
+		l := n.lines[[2]int{n.dcOf[[4]byte(p[12:16])], n.dcOf[[4]byte(p[16:20])]}]
+		if l == nil {
+			continue
+		}
+		d := n.oneWay
+		if n.jitter > 0 {
+			d += time.Duration(rng.Int64N(int64(2*n.jitter)+1)) - n.jitter
+		}
+		due := time.Now().Add(d)
+		if due.Before(l.last) {
+			due = l.last
+		}
+		l.last = due
+		select {
+		case l.ch <- packet{b: bytes.Clone(p), due: due}:
+			n.delayed.Add(1)
+		default:
+		}
+	}
+}
+
+// IP is the node's address.
+func (n *Network) IP(id string) string { return n.nodes[id].ip.String() }
+
+// Command runs bin with args in the node's namespace; ip netns exec
+// execs bin, so the process's pid is the command's.
+func (n *Network) Command(id, bin string, args ...string) (string, []string) {
+	return "ip", append([]string{"netns", "exec", n.nodes[id].ns, bin}, args...)
+}
+
+// Partition cuts every node of side off from every other node, in both
+// directions, until Heal; the host's clients still reach all of them.
+func (n *Network) Partition(side []string) error {
+	in := map[string]bool{}
+	for _, id := range side {
+		if n.nodes[id] == nil {
+			return fmt.Errorf("bench: network: no node %q", id)
+		}
+		in[id] = true
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var cmds []string
+	for _, a := range side {
+		for id, b := range n.nodes {
+			if in[id] {
+				continue
+			}
+			for _, pair := range [][2]string{{n.nodes[a].ip.String(), b.ip.String()}, {b.ip.String(), n.nodes[a].ip.String()}} {
+				cmds = append(cmds, fmt.Sprintf("rule add prio %d from %s to %s blackhole", prioCut, pair[0], pair[1]))
+				n.cut = append(n.cut, pair)
+			}
+		}
+	}
+	return ipBatch(n.router, cmds)
+}
+
+// Heal removes every partition.
+func (n *Network) Heal() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var cmds []string
+	for _, pair := range n.cut {
+		cmds = append(cmds, fmt.Sprintf("rule del prio %d from %s to %s blackhole", prioCut, pair[0], pair[1]))
+	}
+	n.cut = nil
+	return ipBatch(n.router, cmds)
+}
+
+// Close removes the namespaces, which takes their links and the host's
+// route with them, and stops the delay line. The processes in the
+// namespaces must have ended.
+func (n *Network) Close() error {
+	if n.tun != nil {
+		n.tun.Close()
+		n.wg.Wait()
+	}
+	var errs []error
+	for _, nn := range n.nodes {
+		errs = append(errs, ip("netns", "del", nn.ns))
+	}
+	return errors.Join(append(errs, ip("netns", "del", n.router))...)
+}
+
+// staleNetns names a namespace of a run: tsc<pid>-<name>.
+var staleNetns = regexp.MustCompile(`^tsc([0-9]+)-`)
+
+// removeStaleNetworks removes the namespaces of runs whose bench process
+// is gone, after killing, by pid, the nodes still running in them.
+func removeStaleNetworks() {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		m := staleNetns.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		pid, _ := strconv.Atoi(m[1])
+		if pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		out, _ := exec.Command("ip", "netns", "pids", e.Name()).Output()
+		for _, f := range strings.Fields(string(out)) {
+			if p, err := strconv.Atoi(f); err == nil {
+				syscall.Kill(p, syscall.SIGKILL)
+			}
+		}
+		ip("netns", "del", e.Name())
+	}
+}
+
+// freeSubnet picks X for 10.X.0.0/16 among 200–250, one no address or
+// route of the host uses.
+func freeSubnet() (byte, error) {
+	out, err := exec.Command("ip", "-4", "-o", "route", "show", "table", "all").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("ip route: %v: %s", err, out)
+	}
+	used := string(out)
+	start := 200 + os.Getpid()%51
+	for i := range 51 {
+		x := 200 + (start-200+i)%51
+		if !strings.Contains(used, fmt.Sprintf("10.%d.", x)) {
+			return byte(x), nil
+		}
+	}
+	return 0, fmt.Errorf("bench: network: no free 10.X.0.0/16 for X in 200–250")
+}
+
+// ip runs one iproute2 command.
+func ip(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// ipBatch runs iproute2 commands in one process, in namespace ns ("" is
+// the host's).
+func ipBatch(ns string, cmds []string) error {
+	if len(cmds) == 0 {
+		return nil
+	}
+	args := []string{"-batch", "-"}
+	if ns != "" {
+		args = append([]string{"-n", ns}, args...)
+	}
+	cmd := exec.Command("ip", args...)
+	cmd.Stdin = strings.NewReader(strings.Join(cmds, "\n") + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// inNetns runs f on an OS thread moved into the named namespace, on a
+// goroutine of its own: should the thread fail to move back, it stays
+// locked and the runtime ends it with the goroutine.
+func inNetns(name string, f func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- err
+			return
+		}
+		defer self.Close()
+		target, err := os.Open(filepath.Join("/run/netns", name))
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- err
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("setns %s: %w", name, err)
+			return
+		}
+		ferr := f()
+		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("setns back from %s: %w", name, err)
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- ferr
+	}()
+	return <-done
+}
+
+// openTUN creates a TUN device of IP packets without a header, in the
+// calling thread's namespace; reads and writes go through the poller.
+func openTUN(name string) (*os.File, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("TUNSETIFF %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), "/dev/net/tun"), nil
+}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,17 +31,33 @@ const (
 	// FaultPause SIGSTOPs a random node for the downtime (longer than the
 	// election timeout), then SIGCONTs it.
 	FaultPause = "pause"
+	// FaultPartitionPrimary cuts the nodes of the primary DC off from all
+	// others, gossip included, for the partition time.
+	FaultPartitionPrimary = "partition-primary"
+	// FaultPartitionFollower cuts a random follower off from all other
+	// nodes for the partition time.
+	FaultPartitionFollower = "partition-follower"
 	// FaultRandom picks one of the others at random, from the seed.
 	FaultRandom = "random"
 )
 
-// FaultKinds are the faults a schedule may name.
-var FaultKinds = []string{FaultKillLeader, FaultKillNode, FaultPause}
+// FaultKinds are the faults a schedule may name; the partitions need
+// an emulated network.
+var FaultKinds = []string{FaultKillLeader, FaultKillNode, FaultPause, FaultPartitionPrimary, FaultPartitionFollower}
+
+// ProcessFaults are the faults that need no emulated network.
+var ProcessFaults = []string{FaultKillLeader, FaultKillNode, FaultPause}
+
+// isPartition tells the faults that cut the network.
+func isPartition(kind string) bool {
+	return kind == FaultPartitionPrimary || kind == FaultPartitionFollower
+}
 
 // Errors of a chaos run.
 var (
 	ErrUnknownFault = errors.New("bench: unknown fault")
 	ErrNoLeaderSeen = errors.New("bench: no node names a leader of this cluster")
+	ErrNeedsNetwork = errors.New("bench: partitions need the emulated network")
 )
 
 // ChaosConfig describes a chaos run: a local cluster of the real binary,
@@ -49,15 +66,20 @@ type ChaosConfig struct {
 	Binary, Dir string
 	DCs         []DC
 	NodeArgs    []string
-	Duration    time.Duration // of the client load
-	Seed        uint64
+	// Net, when set, runs the nodes in network namespaces with this
+	// cross-DC link; partitions need it.
+	Net      *NetConfig
+	Duration time.Duration // of the client load
+	Seed     uint64
 	// Faults are injected in this order, cycled, one every FaultEvery.
 	Faults     []string
 	FaultEvery time.Duration
 	// Downtime is how long a killed node stays down and a paused one
 	// stopped.
-	Downtime     time.Duration
-	ClientsPerDC int
+	Downtime time.Duration
+	// PartitionTime is how long a partition lasts.
+	PartitionTime time.Duration
+	ClientsPerDC  int
 	// Keys is how many recent token keys the clients share, so that
 	// their operations collide.
 	Keys int
@@ -72,7 +94,7 @@ type ChaosConfig struct {
 // FaultEvent is one injected fault, its times in seconds since the start.
 type FaultEvent struct {
 	Kind   string  `json:"kind"`
-	Node   string  `json:"node"`
+	Node   string  `json:"node"` // for a partition, the nodes cut off
 	DC     string  `json:"dc"`
 	At     float64 `json:"at_s"`
 	Healed float64 `json:"healed_s"`
@@ -81,9 +103,15 @@ type FaultEvent struct {
 	Resume float64 `json:"resume_s,omitempty"`
 	// Writes counts the writes invoked while the fault lasted, WritesOK
 	// those that got a definite answer.
-	WritesOK int    `json:"writes_ok"`
-	Writes   int    `json:"writes"`
-	Err      string `json:"error,omitempty"`
+	WritesOK int `json:"writes_ok"`
+	Writes   int `json:"writes"`
+	// For a partition: the DCs wholly on the side that keeps a majority
+	// of the voters (none: neither side has one), and the operations
+	// their clients invoked while it lasted, and answered.
+	MajorityDCs []string `json:"majority_dcs,omitempty"`
+	MajorityOps int      `json:"majority_ops,omitempty"`
+	MajorityOK  int      `json:"majority_ok,omitempty"`
+	Err         string   `json:"error,omitempty"`
 }
 
 // Second is the operations that returned in one second of a run.
@@ -95,6 +123,7 @@ type Second struct {
 // ChaosReport is the outcome of a chaos run.
 type ChaosReport struct {
 	DCs          string                    `json:"dcs"`
+	Net          *NetConfig                `json:"network,omitempty"`
 	Duration     string                    `json:"duration"`
 	Seed         uint64                    `json:"seed"`
 	ClientsPerDC int                       `json:"clients_per_dc"`
@@ -128,11 +157,14 @@ func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport
 		if f != FaultRandom && !slices.Contains(FaultKinds, f) {
 			return nil, fmt.Errorf("%w: %q", ErrUnknownFault, f)
 		}
+		if isPartition(f) && cfg.Net == nil {
+			return nil, fmt.Errorf("%w: %s", ErrNeedsNetwork, f)
+		}
 	}
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, err
 	}
-	c, err := StartCluster(ctx, ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, DCs: cfg.DCs, Args: cfg.NodeArgs})
+	c, err := StartCluster(ctx, ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, DCs: cfg.DCs, Args: cfg.NodeArgs, Net: cfg.Net})
 	if err != nil {
 		return nil, err
 	}
@@ -152,19 +184,25 @@ func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport
 // chaosDefaults fills what cfg leaves zero.
 func chaosDefaults(cfg ChaosConfig) ChaosConfig {
 	if len(cfg.DCs) == 0 {
-		cfg.DCs = []DC{{"a", 3}, {"b", 2}}
+		cfg.DCs = []DC{{Name: "a", Nodes: 3}, {Name: "b", Nodes: 2}}
 	}
 	if cfg.Duration <= 0 {
 		cfg.Duration = time.Minute
 	}
 	if len(cfg.Faults) == 0 {
-		cfg.Faults = FaultKinds
+		cfg.Faults = ProcessFaults
+		if cfg.Net != nil {
+			cfg.Faults = FaultKinds
+		}
 	}
 	if cfg.FaultEvery <= 0 {
 		cfg.FaultEvery = 15 * time.Second
 	}
 	if cfg.Downtime <= 0 {
 		cfg.Downtime = 3 * time.Second
+	}
+	if cfg.PartitionTime <= 0 {
+		cfg.PartitionTime = 8 * time.Second
 	}
 	if cfg.ClientsPerDC <= 0 {
 		cfg.ClientsPerDC = 4
@@ -231,7 +269,11 @@ func (r *chaosRun) faults(ctx, load context.Context) []FaultEvent {
 		}
 		kind := r.cfg.Faults[i%len(r.cfg.Faults)]
 		if kind == FaultRandom {
-			kind = FaultKinds[r.rng.IntN(len(FaultKinds))]
+			kinds := ProcessFaults
+			if r.cluster.Net != nil {
+				kinds = FaultKinds
+			}
+			kind = kinds[r.rng.IntN(len(kinds))]
 		}
 		ev := r.inject(ctx, kind)
 		fmt.Fprintf(r.log, "%6.1fs %s %s (dc %s), healed at %.1fs %s\n", ev.At, ev.Kind, ev.Node, ev.DC, ev.Healed, ev.Err)
@@ -244,9 +286,18 @@ func (r *chaosRun) inject(ctx context.Context, kind string) FaultEvent {
 	ev := FaultEvent{Kind: kind}
 	var n *Node
 	var err error
-	if kind == FaultKillLeader {
+	switch kind {
+	case FaultKillLeader:
 		n, err = r.leader(ctx)
-	} else {
+	case FaultPartitionPrimary:
+		return r.partition(kind, r.nodesIn(r.cfg.DCs[0].Name))
+	case FaultPartitionFollower:
+		var l *Node
+		if l, err = r.leader(ctx); err == nil {
+			others := slices.DeleteFunc(slices.Clone(r.cluster.Nodes), func(x *Node) bool { return x == l })
+			return r.partition(kind, []*Node{others[r.rng.IntN(len(others))]})
+		}
+	default:
 		n = r.cluster.Nodes[r.rng.IntN(len(r.cluster.Nodes))]
 	}
 	if err != nil {
@@ -273,6 +324,69 @@ func (r *chaosRun) inject(ctx context.Context, kind string) FaultEvent {
 		ev.Err = err.Error()
 	}
 	return ev
+}
+
+// partition cuts side off from the other nodes for the partition time,
+// then heals, and names the DCs left wholly on the majority side.
+func (r *chaosRun) partition(kind string, side []*Node) FaultEvent {
+	ev := FaultEvent{Kind: kind}
+	var ids, dcs []string
+	in := map[string]bool{}
+	voters := 0
+	for _, n := range side {
+		ids = append(ids, n.ID)
+		if !slices.Contains(dcs, n.DC) {
+			dcs = append(dcs, n.DC)
+		}
+		in[n.ID] = true
+		if n.Voter {
+			voters++
+		}
+	}
+	total := 0
+	split := map[string]bool{} // DCs with nodes on both sides
+	for _, n := range r.cluster.Nodes {
+		if n.Voter {
+			total++
+		}
+		if !in[n.ID] && slices.Contains(dcs, n.DC) {
+			split[n.DC] = true
+		}
+	}
+	for _, d := range r.cfg.DCs {
+		if split[d.Name] {
+			continue
+		}
+		inside := slices.Contains(dcs, d.Name)
+		if (inside && 2*voters > total) || (!inside && 2*(total-voters) > total) {
+			ev.MajorityDCs = append(ev.MajorityDCs, d.Name)
+		}
+	}
+	ev.Node, ev.DC = strings.Join(ids, ","), strings.Join(dcs, ",")
+	ev.At = r.seconds()
+	err := r.cluster.Net.Partition(ids)
+	if err == nil {
+		time.Sleep(r.cfg.PartitionTime) // the fault itself: the side stays cut off
+	}
+	if herr := r.cluster.Net.Heal(); err == nil {
+		err = herr
+	}
+	ev.Healed = r.seconds()
+	if err != nil {
+		ev.Err = err.Error()
+	}
+	return ev
+}
+
+// nodesIn are the nodes of one DC.
+func (r *chaosRun) nodesIn(dc string) []*Node {
+	var out []*Node
+	for _, n := range r.cluster.Nodes {
+		if n.DC == dc {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // leader asks the running nodes which one leads.
@@ -519,7 +633,7 @@ func (c *chaosClient) readBack(ctx context.Context, key, kind string, probe int)
 func (r *chaosRun) report(faults []FaultEvent) (*ChaosReport, error) {
 	ops := r.h.Ops()
 	sort.Slice(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
-	rep := &ChaosReport{DCs: dcString(r.cfg.DCs), Duration: r.cfg.Duration.String(), Seed: r.cfg.Seed,
+	rep := &ChaosReport{DCs: dcString(r.cfg.DCs), Net: r.cfg.Net, Duration: r.cfg.Duration.String(), Seed: r.cfg.Seed,
 		ClientsPerDC: r.cfg.ClientsPerDC, Ops: countOps(ops), PerSecond: perSecond(ops)}
 	rep.Faults = measureFaults(faults, ops)
 	html := filepath.Join(r.cfg.Out, "linearizability.html")
@@ -578,6 +692,12 @@ func measureFaults(faults []FaultEvent, ops []HistOp) []FaultEvent {
 		at, healed := int64(f.At*float64(time.Second)), int64(f.Healed*float64(time.Second))
 		first := int64(-1)
 		for _, op := range ops {
+			if len(f.MajorityDCs) > 0 && !op.Final && op.Call >= at && op.Call <= healed && slices.Contains(f.MajorityDCs, op.DC) {
+				f.MajorityOps++
+				if op.Outcome == OutcomeOK {
+					f.MajorityOK++
+				}
+			}
 			if !isWrite(op) || op.Final || op.Call < at {
 				continue
 			}
@@ -639,12 +759,9 @@ func perSecond(ops []HistOp) []Second {
 }
 
 func dcString(dcs []DC) string {
-	s := ""
-	for i, d := range dcs {
-		if i > 0 {
-			s += ","
-		}
-		s += fmt.Sprintf("%s:%d", d.Name, d.Nodes)
+	var out []string
+	for _, d := range dcs {
+		out = append(out, d.String())
 	}
-	return s
+	return strings.Join(out, ",")
 }

@@ -44,7 +44,11 @@ func (rep *ChaosReport) WriteText(w io.Writer) error {
 	if !rep.Pass {
 		verdict = "FAIL"
 	}
-	fmt.Fprintf(w, "chaos run: %s, dcs %s, %s, seed %d, %d clients per DC\n\n", verdict, rep.DCs, rep.Duration, rep.Seed, rep.ClientsPerDC)
+	network := "loopback"
+	if rep.Net != nil {
+		network = fmt.Sprintf("namespaces, cross-DC round trip %s ± %s", rep.Net.Latency, rep.Net.Jitter)
+	}
+	fmt.Fprintf(w, "chaos run: %s, dcs %s, %s, seed %d, %d clients per DC, network: %s\n\n", verdict, rep.DCs, rep.Duration, rep.Seed, rep.ClientsPerDC, network)
 	fmt.Fprintln(w, "| check | result | detail |\n|---|---|---|")
 	for _, c := range rep.Checks {
 		res := "pass"
@@ -63,17 +67,24 @@ func (rep *ChaosReport) WriteText(w io.Writer) error {
 		o := rep.Ops[k]
 		fmt.Fprintf(w, "| %s | %d | %d | %d |\n", k, o[OutcomeOK], o[OutcomeUnknown], o[OutcomeFailed])
 	}
-	fmt.Fprintln(w, "\n| fault | node | at (s) | healed (s) | writes answered during it | writes resumed after (s) |\n|---|---|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "\n| fault | node | at (s) | healed (s) | writes answered during it | writes resumed after (s) | majority side answered |\n|---|---|---:|---:|---:|---:|---|")
 	for _, f := range rep.Faults {
-		resume := ""
+		resume, majority := "", ""
 		if f.Kind == FaultKillLeader {
 			resume = fmt.Sprintf("%.2f", f.Resume)
+		}
+		if isPartition(f.Kind) {
+			majority = "no side has a majority"
+			if len(f.MajorityDCs) > 0 {
+				majority = fmt.Sprintf("%d / %d (%.1f%%), clients of %s", f.MajorityOK, f.MajorityOps,
+					100*float64(f.MajorityOK)/float64(max(1, f.MajorityOps)), strings.Join(f.MajorityDCs, ","))
+			}
 		}
 		node := f.Node + " (" + f.DC + ")"
 		if f.Err != "" {
 			node += " error: " + f.Err
 		}
-		fmt.Fprintf(w, "| %s | %s | %.1f | %.1f | %d / %d | %s |\n", f.Kind, node, f.At, f.Healed, f.WritesOK, f.Writes, resume)
+		fmt.Fprintf(w, "| %s | %s | %.1f | %.1f | %d / %d | %s | %s |\n", f.Kind, node, f.At, f.Healed, f.WritesOK, f.Writes, resume, majority)
 	}
 	_, err := fmt.Fprintln(w)
 	return err

@@ -15,24 +15,40 @@ import (
 	"github.com/tokenstore/tokenstore/internal/freeport"
 )
 
-// DC is one datacenter of a local cluster: its name and node count.
+// DC is one datacenter of a local cluster: its name, its voters and its
+// non-voters (read replicas that never lead).
 type DC struct {
-	Name  string
-	Nodes int
+	Name      string
+	Nodes     int
+	NonVoters int
 }
 
-// ParseDCs parses "a:3,b:2".
+// ParseDCs parses "a:3,b:2", and "b:1+1" for one voter and one
+// non-voter.
 func ParseDCs(s string) ([]DC, error) {
 	var out []DC
 	for _, f := range splitList(s) {
 		name, n, ok := strings.Cut(f, ":")
-		count, err := strconv.Atoi(n)
-		if !ok || name == "" || err != nil || count < 1 {
-			return nil, fmt.Errorf("bench: bad datacenter %q (want name:nodes)", f)
+		v, nv, hasNV := strings.Cut(n, "+")
+		voters, err := strconv.Atoi(v)
+		nonVoters := 0
+		if hasNV && err == nil {
+			nonVoters, err = strconv.Atoi(nv)
 		}
-		out = append(out, DC{name, count})
+		if !ok || name == "" || err != nil || voters < 0 || nonVoters < 0 || voters+nonVoters < 1 {
+			return nil, fmt.Errorf("bench: bad datacenter %q (want name:voters or name:voters+nonvoters)", f)
+		}
+		out = append(out, DC{name, voters, nonVoters})
 	}
 	return out, nil
+}
+
+// String is the DC as ParseDCs takes it.
+func (d DC) String() string {
+	if d.NonVoters > 0 {
+		return fmt.Sprintf("%s:%d+%d", d.Name, d.Nodes, d.NonVoters)
+	}
+	return fmt.Sprintf("%s:%d", d.Name, d.Nodes)
 }
 
 // ClusterConfig describes a local cluster of the real binary.
@@ -43,16 +59,22 @@ type ClusterConfig struct {
 	DCs    []DC   // the first one is the primary
 	// Args are added to every node's serve flags.
 	Args []string
+	// Net, when set, puts every node in a network namespace of its own
+	// behind an emulated network (see Network); otherwise all listen on
+	// 127.0.0.1.
+	Net *NetConfig
 }
 
 // Node is one tokenstore process of a local cluster.
 type Node struct {
 	ID, DC string
+	Voter  bool
 	API    string // host:port
 	proc   *Proc
 	args   []string
 	bin    string
 	dir    string
+	net    *Network
 }
 
 // URL is the node's API base URL.
@@ -67,44 +89,75 @@ func (n *Node) Proc() *Proc { return n.proc }
 // Cluster is a local cluster; Stop ends its processes by pid.
 type Cluster struct {
 	Nodes []*Node
+	// Net is the emulated network, when the config asked for one.
+	Net *Network
 }
 
 // StartCluster starts every node and waits until all are ready.
 func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	dcs := cfg.DCs
 	if len(dcs) == 0 {
-		dcs = []DC{{"dc1", max(1, cfg.Nodes)}}
-	}
-	total := 0
-	for _, d := range dcs {
-		total += d.Nodes
-	}
-	addrs, err := freeport.Addrs(4 * total)
-	if err != nil {
-		return nil, err
+		dcs = []DC{{Name: "dc1", Nodes: max(1, cfg.Nodes)}}
 	}
 	c := &Cluster{}
-	i := 0
+	voters := 0
 	for _, d := range dcs {
-		for range d.Nodes {
-			a := addrs[4*i : 4*i+4]
-			id := "n" + strconv.Itoa(i+1)
-			args := []string{"serve", "--data-dir", filepath.Join(cfg.Dir, id), "--node-id", id, "--dc", d.Name,
-				"--api-addr", a[0], "--raft-addr", a[1], "--log-level", "info"}
-			if total > 1 {
-				join := addrs[2] // the first node's gossip address
-				if i == 0 {
-					join = addrs[4+2]
-				}
-				args = append(args, "--gossip-addr", a[2], "--gossip-lan-addr", a[3],
-					"--bootstrap-expect", strconv.Itoa(total), "--join", join)
-				if len(dcs) > 1 {
-					args = append(args, "--primary-dc", dcs[0].Name)
-				}
-			}
-			c.Nodes = append(c.Nodes, &Node{ID: id, DC: d.Name, API: a[0], args: append(args, cfg.Args...), bin: cfg.Binary, dir: cfg.Dir})
-			i++
+		for k := range d.Nodes + d.NonVoters {
+			id := "n" + strconv.Itoa(len(c.Nodes)+1)
+			c.Nodes = append(c.Nodes, &Node{ID: id, DC: d.Name, Voter: k < d.Nodes, bin: cfg.Binary, dir: cfg.Dir})
 		}
+		voters += d.Nodes
+	}
+	// API, Raft, WAN and LAN gossip addresses of every node.
+	var addrs []string
+	if cfg.Net != nil {
+		var nodes []NetNode
+		for _, n := range c.Nodes {
+			nodes = append(nodes, NetNode{n.ID, n.DC})
+		}
+		net, err := NewNetwork(nodes, *cfg.Net)
+		if err != nil {
+			return nil, err
+		}
+		c.Net = net
+		for _, n := range c.Nodes {
+			n.net = net
+			for port := range 4 {
+				addrs = append(addrs, fmt.Sprintf("%s:%d", net.IP(n.ID), 7000+port))
+			}
+		}
+	} else {
+		var err error
+		if addrs, err = freeport.Addrs(4 * len(c.Nodes)); err != nil {
+			return nil, err
+		}
+	}
+	for i, n := range c.Nodes {
+		a := addrs[4*i : 4*i+4]
+		n.API = a[0]
+		n.args = []string{"serve", "--data-dir", filepath.Join(cfg.Dir, n.ID), "--node-id", n.ID, "--dc", n.DC,
+			"--api-addr", a[0], "--raft-addr", a[1], "--log-level", "info"}
+		if len(c.Nodes) > 1 {
+			join := addrs[2] // the first node's gossip address
+			if i == 0 {
+				join = addrs[4+2]
+			}
+			n.args = append(n.args, "--gossip-addr", a[2], "--gossip-lan-addr", a[3], "--join", join)
+			if n.Voter {
+				n.args = append(n.args, "--bootstrap-expect", strconv.Itoa(voters))
+			} else {
+				n.args = append(n.args, "--nonvoter")
+			}
+			if len(dcs) > 1 {
+				n.args = append(n.args, "--primary-dc", dcs[0].Name)
+			}
+		}
+		if c.Net != nil {
+			// The namespaces' addresses are not loopback, but only
+			// this bench reaches them.
+			n.args = append(n.args, "--insecure")
+		}
+		n.args = append(n.args, cfg.Args...)
 	}
 	for _, n := range c.Nodes {
 		if err := n.start(); err != nil {
@@ -122,7 +175,11 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 }
 
 func (n *Node) start() error {
-	p, err := startProc(n.dir, n.ID, n.bin, n.args...)
+	bin, args := n.bin, n.args
+	if n.net != nil {
+		bin, args = n.net.Command(n.ID, bin, args...)
+	}
+	p, err := startProc(n.dir, n.ID, bin, args...)
 	n.proc = p
 	return err
 }
@@ -176,12 +233,16 @@ func (c *Cluster) Roles(ctx context.Context) (leader *Node, followers []*Node, e
 	return leader, followers, nil
 }
 
-// Stop ends every process by its pid (SIGTERM, then SIGKILL).
+// Stop ends every process by its pid (SIGTERM, then SIGKILL), then
+// removes the network.
 func (c *Cluster) Stop() {
 	for _, n := range c.Nodes {
 		if n.proc != nil {
 			n.proc.Stop(30 * time.Second)
 		}
+	}
+	if c.Net != nil {
+		c.Net.Close()
 	}
 }
 

@@ -215,12 +215,18 @@ func benchChaos(args []string) error {
 	fs := flag.NewFlagSet("bench chaos", flag.ContinueOnError)
 	var cfg bench.ChaosConfig
 	var dcs, faults, dir, nodeFlags string
-	fs.StringVar(&dcs, "dcs", "a:3,b:2", "datacenters and their node counts, name:n,name:n (the first is the primary)")
+	var net bench.NetConfig
+	var netns bool
+	fs.StringVar(&dcs, "dcs", "a:3,b:2", "datacenters and their voters, name:voters[+nonvoters],... (the first is the primary)")
+	fs.BoolVar(&netns, "netns", true, "run every node in a network namespace of its own behind an emulated network (needs root and iproute2); false: all on 127.0.0.1, without partitions or latency")
+	fs.DurationVar(&net.Latency, "latency", 40*time.Millisecond, "round trip between nodes of different datacenters (with --netns)")
+	fs.DurationVar(&net.Jitter, "jitter", 10*time.Millisecond, "the cross-DC round trip varies by up to ± this much")
 	fs.DurationVar(&cfg.Duration, "duration", time.Minute, "how long the clients run")
 	fs.Uint64Var(&cfg.Seed, "seed", uint64(time.Now().UnixNano()), "seed of the clients' and the faults' choices")
-	fs.StringVar(&faults, "faults", strings.Join(bench.FaultKinds, ","), "faults in order, cycled, comma-separated: "+strings.Join(bench.FaultKinds, ", ")+" or "+bench.FaultRandom)
+	fs.StringVar(&faults, "faults", "", "faults in order, cycled, comma-separated: "+strings.Join(bench.FaultKinds, ", ")+" or "+bench.FaultRandom+" (default: all; without --netns, those that need no network)")
 	fs.DurationVar(&cfg.FaultEvery, "fault-every", 15*time.Second, "time between the end of one fault and the start of the next")
 	fs.DurationVar(&cfg.Downtime, "downtime", 3*time.Second, "how long a killed node stays down and a paused one stopped")
+	fs.DurationVar(&cfg.PartitionTime, "partition-time", 8*time.Second, "how long a partition lasts")
 	fs.IntVar(&cfg.ClientsPerDC, "clients-per-dc", 4, "concurrent clients in every datacenter")
 	fs.IntVar(&cfg.Keys, "keys", 16, "recent token keys the clients share (fewer: more collisions)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "timeout of one request; a write that times out has an unknown outcome")
@@ -235,6 +241,9 @@ func benchChaos(args []string) error {
 		return err
 	}
 	cfg.Faults, cfg.NodeArgs = fields(faults), strings.Fields(nodeFlags)
+	if netns {
+		cfg.Net = &net
+	}
 	var cleanup func()
 	if cfg.Binary, cfg.Dir, cleanup, err = benchEnv(dir); err != nil {
 		return err

@@ -441,16 +441,18 @@ func (c *chaosClient) node() *client.Client {
 	return c.nodes[c.turn%len(c.nodes)]
 }
 
-// run issues, consumes and looks up shared keys, with a reuse probe now
-// and then, until ctx ends.
+// run issues, consumes and looks up shared keys, with a reuse probe or
+// an authorization-code flow now and then, until ctx ends.
 func (c *chaosClient) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		switch x := c.rng.Float64(); {
 		case x < 0.05:
 			c.probe(ctx)
-		case x < 0.40:
+		case x < 0.15:
+			c.flow(ctx)
+		case x < 0.45:
 			c.issue(ctx)
-		case x < 0.75:
+		case x < 0.78:
 			c.consume(ctx, c.pick())
 		default:
 			c.lookup(ctx, c.pick(), OpLookup, 0)
@@ -557,8 +559,9 @@ func (c *chaosClient) probe(ctx context.Context) {
 // reuse detection, so a consume only ever changes its own token.
 const chaosKind = "oauth1_request"
 
-// verify reads every key of the history back at leader consistency,
-// retrying each until it gets a definite answer or two minutes pass.
+// verify reads every key of the history and every acknowledged flow
+// token back at leader consistency, retrying each until it gets a
+// definite answer or two minutes pass.
 func (r *chaosRun) verify(ctx context.Context) {
 	type target struct {
 		key, kind string
@@ -572,6 +575,11 @@ func (r *chaosRun) verify(ctx context.Context) {
 		case OpLookupChild:
 			kind = OpLookupChild
 		case OpIssue, OpConsume, OpLookup:
+		case OpFlowIssueCode, OpFlowIssueRefresh, OpFlowIssueAccess:
+			if !flowIssued(op) {
+				continue
+			}
+			kind = OpFlowLookup
 		default:
 			continue
 		}

@@ -25,6 +25,8 @@ const (
 	CheckNoLostWrite  = "no_lost_write"
 	CheckReuse        = "reuse_detected"
 	CheckRevoked      = "revoked_stays_revoked"
+	CheckCodeRace     = "code_race"
+	CheckFlowWrite    = "flow_no_lost_write"
 )
 
 // tokenState is the model's state of one single-use token.
@@ -165,7 +167,9 @@ func CheckLinearizability(ops []HistOp, timeout time.Duration, html string) Chec
 }
 
 // CheckExactlyOnceUse fails when a token was used successfully more than
-// once: a consume, or a rotation of a refresh token, across all clients.
+// once, across all clients: any operation answered used counts for its
+// key, so this covers consumes of plain keys, rotations of the probes and
+// the flows' code consumes (raced or not) and rotations.
 func CheckExactlyOnceUse(ops []HistOp) Check {
 	uses := map[string]int{}
 	for _, op := range ops {
@@ -301,6 +305,114 @@ func CheckReuseProbes(ops []HistOp) (reuse, revoked Check) {
 	return reuse, revoked
 }
 
+// CheckCodeRaces checks the flows that consumed their code twice at once
+// through two DCs. Reuse detection is on for oauth2_code, so when both
+// consumes got a definite answer exactly one used the code and the other
+// was answered token_reused; both used is a double use. A lone definite
+// answer, the other consume being unknown or failed, must be one of the
+// two.
+func CheckCodeRaces(ops []HistOp) Check {
+	races := map[int][]string{} // flow → definite answers
+	for _, op := range ops {
+		if op.Kind != OpFlowRace {
+			continue
+		}
+		answers := races[op.Flow]
+		if op.Outcome == OutcomeOK {
+			answers = append(answers, op.Result)
+		}
+		races[op.Flow] = answers
+	}
+	var bad []string
+	decided, doubles := 0, 0
+	for id, answers := range races {
+		sort.Strings(answers)
+		switch {
+		case len(answers) == 2 && answers[0] == ResultUsed && answers[1] == ResultUsed:
+			decided++
+			doubles++
+			bad = append(bad, fmt.Sprintf("flow %d: code used twice", id))
+		case len(answers) == 2:
+			decided++
+			if answers[0] != wire.CodeTokenReused || answers[1] != ResultUsed {
+				bad = append(bad, fmt.Sprintf("flow %d: answered %s and %s", id, answers[0], answers[1]))
+			}
+		case len(answers) == 1 && answers[0] != ResultUsed && answers[0] != wire.CodeTokenReused:
+			bad = append(bad, fmt.Sprintf("flow %d: answered %s", id, answers[0]))
+		}
+	}
+	sort.Strings(bad)
+	c := Check{Name: CheckCodeRace, Pass: len(bad) == 0}
+	c.Detail = fmt.Sprintf("%d code races, %d with both answers definite, %d double uses, %d failed", len(races), decided, doubles, len(bad))
+	if len(bad) > 0 {
+		c.Detail += ": " + firstFew(bad)
+	}
+	return c
+}
+
+// CheckFlowWrites compares what the flows were told with the final reads
+// of their tokens. It stands apart from CheckNoLostWrites because flow
+// tokens live otherwise than the plain keys: minted by the node, in
+// families, used up by rotation, and read back as flow_lookup, outside the
+// linearizability model. A token whose issue was acknowledged must have a
+// final answer that is not token_not_found (active, consumed, or revoked
+// with its family), and no leader read invoked after the issue returned
+// may answer token_not_found. A code whose consume was acknowledged (or
+// answered token_reused in a race: the other consume used it) and a
+// refresh token whose rotation was acknowledged must read token_consumed:
+// a lookup of a used code or refresh token answers its consumed tombstone,
+// which a family revocation leaves as it is.
+func CheckFlowWrites(ops []HistOp) Check {
+	issued := map[string]int64{} // token → return of its acknowledged issue
+	used := map[string]string{}  // token → the step that used it
+	final := map[string]string{}
+	for _, op := range ops {
+		switch {
+		case flowIssued(op):
+			issued[op.Key] = op.Return
+		case op.Outcome != OutcomeOK:
+		case op.Kind == OpFlowLookup && op.Final:
+			final[op.Key] = op.Result
+		case (op.Kind == OpFlowConsume || op.Kind == OpFlowRotate) && op.Result == ResultUsed,
+			op.Kind == OpFlowRace && (op.Result == ResultUsed || op.Result == wire.CodeTokenReused):
+			used[op.Key] = op.Kind
+		}
+	}
+	var lost []string
+	for _, op := range ops {
+		ret, ok := issued[op.Key]
+		if ok && op.Kind == OpFlowLookup && !op.Final && op.Outcome == OutcomeOK &&
+			op.Result == wire.CodeTokenNotFound && op.Call > ret {
+			lost = append(lost, fmt.Sprintf("flow %d: %s read token_not_found after its issue", op.Flow, op.Key))
+		}
+	}
+	keys := map[string]bool{}
+	for k := range issued {
+		keys[k] = true
+	}
+	for k := range used {
+		keys[k] = true
+	}
+	for k := range keys {
+		f, ok := final[k]
+		switch {
+		case !ok:
+			lost = append(lost, k+" (no final answer)")
+		case f == wire.CodeTokenNotFound:
+			lost = append(lost, k+" (issue lost)")
+		case used[k] != "" && f != wire.CodeTokenConsumed:
+			lost = append(lost, k+" ("+used[k]+" lost: "+f+")")
+		}
+	}
+	sort.Strings(lost)
+	c := Check{Name: CheckFlowWrite, Pass: len(lost) == 0}
+	c.Detail = fmt.Sprintf("%d acknowledged flow issues, %d tokens known used, %d lost", len(issued), len(used), len(lost))
+	if len(lost) > 0 {
+		c.Detail += ": " + firstFew(lost)
+	}
+	return c
+}
+
 // CheckHistory runs every check on ops.
 func CheckHistory(ops []HistOp, timeout time.Duration, html string) []Check {
 	reuse, revoked := CheckReuseProbes(ops)
@@ -310,6 +422,8 @@ func CheckHistory(ops []HistOp, timeout time.Duration, html string) []Check {
 		CheckNoLostWrites(ops),
 		reuse,
 		revoked,
+		CheckCodeRaces(ops),
+		CheckFlowWrites(ops),
 	}
 }
 

@@ -35,11 +35,63 @@ func good() []HistOp {
 	}
 }
 
-func TestCheckHistoryPasses(t *testing.T) {
-	for _, c := range CheckHistory(good(), 10*time.Second, "") {
-		if !c.Pass {
-			t.Errorf("%s failed on a good history: %s", c.Name, c.Detail)
+// flows are authorization-code flows that keep every promise: one that
+// ran to its rotation, a race decided both ways, a race with an unknown
+// consume, an issue without an answer, and the final reads.
+func flows() []HistOp {
+	return []HistOp{
+		{Client: 4, Kind: OpFlowIssueCode, Key: "ac1", Flow: 1, Call: 0, Return: 2, Outcome: OutcomeOK, Result: ResultCreated},
+		{Client: 4, Kind: OpFlowConsume, Key: "ac1", Flow: 1, Call: 3, Return: 4, Outcome: OutcomeOK, Result: ResultUsed},
+		{Client: 4, Kind: OpFlowIssueRefresh, Key: "rt1", Flow: 1, Call: 5, Return: 6, Outcome: OutcomeOK, Result: ResultCreated},
+		{Client: 4, Kind: OpFlowIssueAccess, Key: "at1", Flow: 1, Call: 7, Return: 8, Outcome: OutcomeOK, Result: ResultCreated},
+		{Client: 4, Kind: OpFlowLookup, Key: "at1", Flow: 1, Call: 9, Return: 10, Outcome: OutcomeOK, Result: ResultActive},
+		{Client: 4, Kind: OpFlowRotate, Key: "rt1", Flow: 1, Call: 11, Return: 12, Outcome: OutcomeOK, Result: ResultUsed},
+		{Client: 5, Kind: OpFlowIssueCode, Key: "ac2", Flow: 2, Call: 0, Return: 2, Outcome: OutcomeOK, Result: ResultCreated},
+		{Client: 5, Kind: OpFlowRace, Key: "ac2", Flow: 2, Call: 3, Return: 6, Outcome: OutcomeOK, Result: ResultUsed},
+		{Client: 5, Kind: OpFlowRace, Key: "ac2", Flow: 2, Call: 3, Return: 7, Outcome: OutcomeOK, Result: wire.CodeTokenReused},
+		{Client: 6, Kind: OpFlowIssueCode, Key: "ac3", Flow: 3, Call: 0, Return: 2, Outcome: OutcomeOK, Result: ResultCreated},
+		{Client: 6, Kind: OpFlowRace, Key: "ac3", Flow: 3, Call: 3, Return: 9, Outcome: OutcomeUnknown},
+		{Client: 6, Kind: OpFlowRace, Key: "ac3", Flow: 3, Call: 3, Return: 5, Outcome: OutcomeOK, Result: wire.CodeTokenReused},
+		{Client: 7, Kind: OpFlowIssueCode, Flow: 4, Call: 0, Return: 9, Outcome: OutcomeUnknown},
+		{Client: 3, Kind: OpFlowLookup, Key: "ac1", Call: 100, Return: 101, Outcome: OutcomeOK, Result: wire.CodeTokenConsumed, Final: true},
+		{Client: 3, Kind: OpFlowLookup, Key: "rt1", Call: 100, Return: 101, Outcome: OutcomeOK, Result: wire.CodeTokenConsumed, Final: true},
+		{Client: 3, Kind: OpFlowLookup, Key: "at1", Call: 100, Return: 101, Outcome: OutcomeOK, Result: ResultActive, Final: true},
+		{Client: 3, Kind: OpFlowLookup, Key: "ac2", Call: 100, Return: 101, Outcome: OutcomeOK, Result: wire.CodeTokenConsumed, Final: true},
+		{Client: 3, Kind: OpFlowLookup, Key: "ac3", Call: 100, Return: 101, Outcome: OutcomeOK, Result: wire.CodeTokenConsumed, Final: true},
+	}
+}
+
+// withFlows is good() followed by flows(), so the indexes of good() hold.
+func withFlows() []HistOp { return append(good(), flows()...) }
+
+// opIndex is the index in ops of the operation of kind on key, final or not;
+// for a race, the one that answered result.
+func opIndex(t *testing.T, ops []HistOp, kind, key, result string, final bool) int {
+	t.Helper()
+	for i, op := range ops {
+		if op.Kind == kind && op.Key == key && op.Final == final && (kind != OpFlowRace || op.Result == result) {
+			return i
 		}
+	}
+	t.Fatalf("no %s of %s (final %v) in the history", kind, key, final)
+	return -1
+}
+
+func TestCheckHistoryPasses(t *testing.T) {
+	for _, ops := range [][]HistOp{good(), withFlows()} {
+		for _, c := range CheckHistory(ops, 10*time.Second, "") {
+			if !c.Pass {
+				t.Errorf("%s failed on a good history of %d operations: %s", c.Name, len(ops), c.Detail)
+			}
+		}
+	}
+}
+
+// Flow operations stay out of the linearizability model, which knows
+// single-use tokens without families only.
+func TestLinearizableLeavesFlowsOut(t *testing.T) {
+	if got := linearizable(flows()); len(got) != 0 {
+		t.Errorf("want no flow operation checked for linearizability, got %d", len(got))
 	}
 }
 
@@ -111,6 +163,65 @@ func TestCheckHistoryCatchesReuse(t *testing.T) {
 	}
 }
 
+func TestCheckHistoryCatchesRaceDoubleUse(t *testing.T) {
+	ops := withFlows()
+	ops[opIndex(t, ops, OpFlowRace, "ac2", wire.CodeTokenReused, false)].Result = ResultUsed
+	bad := failing(t, ops, "")
+	for _, name := range []string{CheckCodeRace, CheckExactlyOnce} {
+		if _, ok := bad[name]; !ok {
+			t.Errorf("%s passed a code used by both consumes of a race", name)
+		}
+	}
+	if _, ok := bad[CheckLinearizable]; ok {
+		t.Errorf("a double use of a flow code failed the plain keys' model: %s", bad[CheckLinearizable])
+	}
+
+	ops = withFlows()
+	ops[opIndex(t, ops, OpFlowRace, "ac2", wire.CodeTokenReused, false)].Result = wire.CodeTokenConsumed
+	if _, ok := failing(t, ops, "")[CheckCodeRace]; !ok {
+		t.Error("a race whose second consume was not detected as reuse passed")
+	}
+	ops = withFlows()
+	ops[opIndex(t, ops, OpFlowRace, "ac3", wire.CodeTokenReused, false)].Result = wire.CodeTokenConsumed
+	if _, ok := failing(t, ops, "")[CheckCodeRace]; !ok {
+		t.Error("a lone definite race answer other than used or token_reused passed")
+	}
+}
+
+func TestCheckHistoryCatchesLostFlowWrite(t *testing.T) {
+	cases := []struct {
+		name   string
+		key    string
+		final  bool
+		result string // the read's answer; "" drops the read
+	}{
+		{"access token issue lost", "at1", true, wire.CodeTokenNotFound},
+		{"code consume lost", "ac1", true, ResultActive},
+		{"rotation lost", "rt1", true, ResultActive},
+		{"raced code reads active", "ac3", true, ResultActive},
+		{"no final answer", "ac2", true, ""},
+		{"leader read misses the issue", "at1", false, wire.CodeTokenNotFound},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ops := withFlows()
+			i := opIndex(t, ops, OpFlowLookup, c.key, "", c.final)
+			if c.result == "" {
+				ops = append(ops[:i], ops[i+1:]...)
+			} else {
+				ops[i].Result = c.result
+			}
+			bad := failing(t, ops, "")
+			if _, ok := bad[CheckFlowWrite]; !ok {
+				t.Errorf("%s passed", CheckFlowWrite)
+			}
+			if _, ok := bad[CheckNoLostWrite]; ok {
+				t.Errorf("a flow token failed the plain keys' %s: %s", CheckNoLostWrite, bad[CheckNoLostWrite])
+			}
+		})
+	}
+}
+
 func TestClassify(t *testing.T) {
 	cases := []struct {
 		kind    string
@@ -123,6 +234,8 @@ func TestClassify(t *testing.T) {
 		{OpConsume, errCode(503, wire.CodeNoLeader), OutcomeUnknown},
 		{OpIssue, errCode(400, wire.CodeInvalidField), OutcomeFailed},
 		{OpLookup, errCode(503, wire.CodeNoLeader), OutcomeFailed},
+		{OpFlowLookup, os.ErrDeadlineExceeded, OutcomeFailed},
+		{OpFlowRace, errCode(410, wire.CodeTokenReused), OutcomeOK},
 		{OpConsume, os.ErrDeadlineExceeded, OutcomeUnknown},
 		{OpIssue, &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, OutcomeFailed},
 		{OpIssue, &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, OutcomeUnknown},

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,6 +24,30 @@ const (
 	OpRotate      = "rotate"
 	OpReplay      = "replay"
 	OpLookupChild = "lookup_child"
+)
+
+// Operation kinds of the OAuth 2.0 authorization-code flows. The steps of
+// one flow share HistOp.Flow, and the key of a step is the token it acts
+// on: an issue's key is the token the node minted, empty when the issue got
+// no answer.
+const (
+	// OpFlowIssueCode issues the oauth2_code that starts a flow's family.
+	OpFlowIssueCode = "flow_issue_code"
+	// OpFlowIssueRefresh issues an oauth2_refresh in the code's family.
+	OpFlowIssueRefresh = "flow_issue_refresh"
+	// OpFlowIssueAccess issues an access token in the code's family.
+	OpFlowIssueAccess = "flow_issue_access"
+	// OpFlowConsume consumes the code.
+	OpFlowConsume = "flow_consume"
+	// OpFlowRace is one of two concurrent consumes of the code, through
+	// nodes of different DCs: one may use it, the other must be answered
+	// token_reused.
+	OpFlowRace = "flow_race"
+	// OpFlowLookup reads a flow token at leader consistency: the access
+	// token during the flow, every flow token in the final reads.
+	OpFlowLookup = "flow_lookup"
+	// OpFlowRotate rotates the refresh token, with an access token.
+	OpFlowRotate = "flow_rotate"
 )
 
 // Outcomes of an operation.
@@ -59,6 +84,9 @@ type HistOp struct {
 	Err     string `json:"error,omitempty"`
 	// Probe numbers the steps of one reuse probe (0: not a probe).
 	Probe int `json:"probe,omitempty"`
+	// Flow numbers the steps of one authorization-code flow (0: not a
+	// flow step).
+	Flow int `json:"flow,omitempty"`
 	// Final marks the verification reads made after the faults healed.
 	Final bool `json:"final,omitempty"`
 }
@@ -66,6 +94,7 @@ type HistOp struct {
 // History records operations from many goroutines.
 type History struct {
 	start time.Time
+	flows atomic.Int64
 	mu    sync.Mutex
 	ops   []HistOp
 }
@@ -75,6 +104,9 @@ func NewHistory() *History { return &History{start: time.Now()} }
 
 // Now is the time since the start of the history.
 func (h *History) Now() int64 { return int64(time.Since(h.start)) }
+
+// NextFlow numbers a new flow of the run, from 1.
+func (h *History) NextFlow() int { return int(h.flows.Add(1)) }
 
 // Add records a finished operation.
 func (h *History) Add(op HistOp) {
@@ -130,7 +162,7 @@ func classify(kind string, err error, success string) (outcome, result string) {
 			return OutcomeFailed, ce.Code
 		}
 	}
-	if kind == OpLookup || kind == OpLookupChild || errors.Is(err, syscall.ECONNREFUSED) {
+	if kind == OpLookup || kind == OpLookupChild || kind == OpFlowLookup || errors.Is(err, syscall.ECONNREFUSED) {
 		// A read has no effect; a refused connection never carried the
 		// request.
 		return OutcomeFailed, ""

@@ -272,9 +272,10 @@ func peerBinary(system string) string {
 }
 
 // TestBenchChaos is the chaos smoke: a two-DC cluster of this binary,
-// clients in both DCs, the leader SIGKILLed and restarted, a node paused
-// past the election timeout, and then every check of the history must
-// pass. It asserts correctness only, never timings.
+// clients in both DCs (plain keys, reuse probes and authorization-code
+// flows), the leader SIGKILLed and restarted, a node paused past the
+// election timeout, and then every check of the history must pass. It
+// asserts correctness only, never timings.
 func TestBenchChaos(t *testing.T) {
 	dir, out := t.TempDir(), t.TempDir()
 	cmd := exec.Command(binary, "bench", "chaos", "--dcs", "a:3,b:2", "--duration", "25s", "--seed", "7",
@@ -296,8 +297,8 @@ func TestBenchChaos(t *testing.T) {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatalf("chaos.json does not decode: %v", err)
 	}
-	if !rep.Pass || len(rep.Checks) != 5 {
-		t.Fatalf("want 5 passing checks, got %+v\n%s", rep.Checks, stdout)
+	if !rep.Pass || len(rep.Checks) != 7 {
+		t.Fatalf("want 7 passing checks, got %+v\n%s", rep.Checks, stdout)
 	}
 	kinds := map[string]bool{}
 	for _, f := range rep.Faults {
@@ -311,6 +312,14 @@ func TestBenchChaos(t *testing.T) {
 	}
 	if rep.Ops[bench.OpIssue][bench.OutcomeOK] == 0 || rep.Ops["final_"+bench.OpLookup][bench.OutcomeOK] == 0 {
 		t.Errorf("no acknowledged issues or no final reads: %v", rep.Ops)
+	}
+	flowOK := 0
+	for _, kind := range []string{bench.OpFlowIssueCode, bench.OpFlowConsume, bench.OpFlowRace, bench.OpFlowIssueRefresh,
+		bench.OpFlowIssueAccess, bench.OpFlowLookup, bench.OpFlowRotate} {
+		flowOK += rep.Ops[kind][bench.OutcomeOK]
+	}
+	if flowOK == 0 || rep.Ops["final_"+bench.OpFlowLookup][bench.OutcomeOK] == 0 {
+		t.Errorf("no acknowledged flow step or no final read of a flow token: %v", rep.Ops)
 	}
 	ops, err := bench.ReadHistory(filepath.Join(out, "history.json"))
 	if err != nil || len(ops) == 0 {

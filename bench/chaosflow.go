@@ -1,0 +1,141 @@
+package bench
+
+import (
+	"context"
+	"sync"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/client"
+)
+
+// Token kinds of an authorization-code flow.
+const (
+	flowCode    = "oauth2_code"
+	flowRefresh = "oauth2_refresh"
+	flowAccess  = "access"
+)
+
+// flow is the authorization-code flow of one user: issue a code, consume
+// it, issue a refresh and an access token in the code's family, read the
+// access token from the leader and rotate the refresh token with a new
+// access token. About one flow in four consumes the code twice at once
+// instead, and ends there. A step without a definite answer, or with a
+// business error where success was needed, ends the flow.
+func (c *chaosClient) flow(ctx context.Context) {
+	id := c.r.h.NextFlow()
+	race := c.rng.IntN(4) == 0
+	code, ok := c.issueFlow(ctx, id, OpFlowIssueCode, wire.IssueRequest{Kind: flowCode})
+	if !ok {
+		return
+	}
+	if race {
+		c.race(ctx, id, code.Token)
+		return
+	}
+	n := c.node()
+	op := c.do(ctx, HistOp{Kind: OpFlowConsume, Key: code.Token, Flow: id}, ResultUsed, func(ctx context.Context) error {
+		_, err := n.Consume(ctx, wire.ConsumeRequest{Token: code.Token, Kind: flowCode, ClientID: benchClient})
+		return err
+	})
+	if !definite(op, ResultUsed) {
+		return
+	}
+	refresh, ok := c.issueFlow(ctx, id, OpFlowIssueRefresh, wire.IssueRequest{Kind: flowRefresh, Family: code.Family})
+	if !ok {
+		return
+	}
+	access, ok := c.issueFlow(ctx, id, OpFlowIssueAccess, wire.IssueRequest{Kind: flowAccess, Family: code.Family})
+	if !ok {
+		return
+	}
+	n = c.node()
+	op = c.do(ctx, HistOp{Kind: OpFlowLookup, Key: access.Token, Flow: id}, ResultActive, func(ctx context.Context) error {
+		_, _, err := n.Lookup(ctx, access.Token, client.LookupOptions{Consistency: wire.ConsistencyLeader})
+		return err
+	})
+	if !definite(op, ResultActive) {
+		return
+	}
+	n = c.node()
+	c.do(ctx, HistOp{Kind: OpFlowRotate, Key: refresh.Token, Flow: id}, ResultUsed, func(ctx context.Context) error {
+		_, err := n.Rotate(ctx, wire.RotateRequest{Token: refresh.Token, ClientID: benchClient, Access: &wire.AccessRequest{}})
+		return err
+	})
+}
+
+// definite reports whether op was answered with success.
+func definite(op HistOp, success string) bool {
+	return op.Outcome == OutcomeOK && op.Result == success
+}
+
+// race consumes the code twice at the same time, through a node of the
+// client's DC and a node of another DC (another node of the same DC when
+// there is only one), and records both.
+func (c *chaosClient) race(ctx context.Context, id int, code string) {
+	nodes := []*client.Client{c.node(), c.farNode()}
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.do(ctx, HistOp{Kind: OpFlowRace, Key: code, Flow: id}, ResultUsed, func(ctx context.Context) error {
+				_, err := n.Consume(ctx, wire.ConsumeRequest{Token: code, Kind: flowCode, ClientID: benchClient})
+				return err
+			})
+		}()
+	}
+	wg.Wait()
+}
+
+// farNode is a random node of another DC, or with a single DC the next
+// node of the client's own.
+func (c *chaosClient) farNode() *client.Client {
+	var dcs []string
+	for _, dc := range c.r.cfg.DCs {
+		if dc.Name != c.dc {
+			dcs = append(dcs, dc.Name)
+		}
+	}
+	if len(dcs) == 0 {
+		return c.node()
+	}
+	nodes := c.r.nodesOf(dcs[c.rng.IntN(len(dcs))])
+	if len(nodes) == 0 {
+		return c.node()
+	}
+	return nodes[c.rng.IntN(len(nodes))]
+}
+
+// issueFlow issues a server-minted token of a flow (subject "chaos",
+// client benchClient, the chaos TTL) and records it like do, under the
+// token the answer names: the key of an issue is not known before. It
+// reports whether the issue was acknowledged.
+func (c *chaosClient) issueFlow(ctx context.Context, id int, kind string, req wire.IssueRequest) (*wire.IssueResponse, bool) {
+	req.Subject, req.ClientID, req.TTL = "chaos", benchClient, TokenTTL.String()
+	n := c.node()
+	op := HistOp{Client: c.id, DC: c.dc, Kind: kind, Flow: id}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.r.cfg.Timeout)
+	defer cancel()
+	op.Call = c.r.h.Now()
+	res, err := n.Issue(rctx, req)
+	op.Return = c.r.h.Now()
+	op.Outcome, op.Result = classify(kind, err, ResultCreated)
+	if err != nil && op.Outcome != OutcomeOK {
+		op.Err = err.Error()
+	}
+	if err == nil {
+		op.Key = res.Token
+	}
+	c.r.h.Add(op)
+	return res, definite(op, ResultCreated)
+}
+
+// flowIssued reports whether op is an acknowledged issue of a flow token,
+// one that must be found after the faults healed.
+func flowIssued(op HistOp) bool {
+	switch op.Kind {
+	case OpFlowIssueCode, OpFlowIssueRefresh, OpFlowIssueAccess:
+		return op.Key != "" && definite(op, ResultCreated)
+	}
+	return false
+}

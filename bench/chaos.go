@@ -477,6 +477,14 @@ func (c *chaosClient) pick() string {
 
 // do runs one operation against the store and records it.
 func (c *chaosClient) do(ctx context.Context, op HistOp, success string, f func(ctx context.Context) error) HistOp {
+	c.call(ctx, &op, success, f)
+	c.r.h.Add(op)
+	return op
+}
+
+// call runs f with the request timeout and fills in op: who made it, its
+// invoke and return times and its outcome. f may fill in op's key.
+func (c *chaosClient) call(ctx context.Context, op *HistOp, success string, f func(ctx context.Context) error) {
 	op.Client, op.DC = c.id, c.dc
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.r.cfg.Timeout)
 	defer cancel()
@@ -487,8 +495,6 @@ func (c *chaosClient) do(ctx context.Context, op HistOp, success string, f func(
 	if err != nil && op.Outcome != OutcomeOK {
 		op.Err = err.Error()
 	}
-	c.r.h.Add(op)
-	return op
 }
 
 // issue stores a single-use token under a new key half of the time and
@@ -683,7 +689,12 @@ func (r *chaosRun) writeFiles(rep *ChaosReport, ops []HistOp) error {
 
 // isWrite reports whether op is a write of the history.
 func isWrite(op HistOp) bool {
-	return op.Kind == OpIssue || op.Kind == OpConsume || op.Kind == OpRotate || op.Kind == OpReplay
+	switch op.Kind {
+	case OpIssue, OpConsume, OpRotate, OpReplay,
+		OpFlowIssueCode, OpFlowIssueRefresh, OpFlowIssueAccess, OpFlowConsume, OpFlowRace, OpFlowRotate:
+		return true
+	}
+	return false
 }
 
 // acknowledged reports whether a write was acknowledged with a change.

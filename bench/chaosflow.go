@@ -107,25 +107,20 @@ func (c *chaosClient) farNode() *client.Client {
 }
 
 // issueFlow issues a server-minted token of a flow (subject "chaos",
-// client benchClient, the chaos TTL) and records it like do, under the
-// token the answer names: the key of an issue is not known before. It
-// reports whether the issue was acknowledged.
+// client benchClient, the chaos TTL) and records it under the token the
+// answer names, the key of an issue being unknown before. It reports
+// whether the issue was acknowledged.
 func (c *chaosClient) issueFlow(ctx context.Context, id int, kind string, req wire.IssueRequest) (*wire.IssueResponse, bool) {
 	req.Subject, req.ClientID, req.TTL = "chaos", benchClient, TokenTTL.String()
 	n := c.node()
-	op := HistOp{Client: c.id, DC: c.dc, Kind: kind, Flow: id}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.r.cfg.Timeout)
-	defer cancel()
-	op.Call = c.r.h.Now()
-	res, err := n.Issue(rctx, req)
-	op.Return = c.r.h.Now()
-	op.Outcome, op.Result = classify(kind, err, ResultCreated)
-	if err != nil && op.Outcome != OutcomeOK {
-		op.Err = err.Error()
-	}
-	if err == nil {
-		op.Key = res.Token
-	}
+	op := HistOp{Kind: kind, Flow: id}
+	var res *wire.IssueResponse
+	c.call(ctx, &op, ResultCreated, func(ctx context.Context) (err error) {
+		if res, err = n.Issue(ctx, req); err == nil {
+			op.Key = res.Token
+		}
+		return err
+	})
 	c.r.h.Add(op)
 	return res, definite(op, ResultCreated)
 }

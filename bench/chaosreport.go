@@ -91,7 +91,8 @@ func (rep *ChaosReport) WriteText(w io.Writer) error {
 }
 
 // WriteTimeline plots definite answers and failed or unknown operations
-// per second, with a dashed line at the start of every fault.
+// per second, with a dashed line at the start of every fault and a bar
+// under its label for as long as it lasted.
 func (rep *ChaosReport) WriteTimeline(path string) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("chaos: %s, seed %d", rep.DCs, rep.Seed)
@@ -124,7 +125,14 @@ func (rep *ChaosReport) WriteTimeline(path string) error {
 		if i == 0 {
 			p.Legend.Add("fault", l)
 		}
-		labels.XYs = append(labels.XYs, plotter.XY{X: f.At, Y: top * (0.95 - 0.06*float64(i%4))})
+		y := top * (0.95 - 0.06*float64(i%4))
+		span, err := plotter.NewLine(plotter.XYs{{X: f.At, Y: y}, {X: f.Healed, Y: y}})
+		if err != nil {
+			return err
+		}
+		span.Color, span.Width = plotutil.Color(2), vg.Points(2)
+		p.Add(span)
+		labels.XYs = append(labels.XYs, plotter.XY{X: f.At, Y: y})
 		labels.Labels = append(labels.Labels, f.Kind+" "+f.Node)
 	}
 	if len(labels.XYs) > 0 {

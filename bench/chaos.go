@@ -246,10 +246,8 @@ func (r *chaosRun) drive(ctx context.Context) []FaultEvent {
 // nodesOf are the API clients of the nodes of one DC.
 func (r *chaosRun) nodesOf(dc string) []*client.Client {
 	var out []*client.Client
-	for _, n := range r.cluster.Nodes {
-		if n.DC == dc {
-			out = append(out, client.New(n.URL(), client.WithHTTPClient(r.hc)))
-		}
+	for _, n := range r.nodesIn(dc) {
+		out = append(out, client.New(n.URL(), client.WithHTTPClient(r.hc)))
 	}
 	return out
 }
@@ -327,42 +325,17 @@ func (r *chaosRun) inject(ctx context.Context, kind string) FaultEvent {
 }
 
 // partition cuts side off from the other nodes for the partition time,
-// then heals, and names the DCs left wholly on the majority side.
+// then heals.
 func (r *chaosRun) partition(kind string, side []*Node) FaultEvent {
 	ev := FaultEvent{Kind: kind}
 	var ids, dcs []string
-	in := map[string]bool{}
-	voters := 0
 	for _, n := range side {
 		ids = append(ids, n.ID)
 		if !slices.Contains(dcs, n.DC) {
 			dcs = append(dcs, n.DC)
 		}
-		in[n.ID] = true
-		if n.Voter {
-			voters++
-		}
 	}
-	total := 0
-	split := map[string]bool{} // DCs with nodes on both sides
-	for _, n := range r.cluster.Nodes {
-		if n.Voter {
-			total++
-		}
-		if !in[n.ID] && slices.Contains(dcs, n.DC) {
-			split[n.DC] = true
-		}
-	}
-	for _, d := range r.cfg.DCs {
-		if split[d.Name] {
-			continue
-		}
-		inside := slices.Contains(dcs, d.Name)
-		if (inside && 2*voters > total) || (!inside && 2*(total-voters) > total) {
-			ev.MajorityDCs = append(ev.MajorityDCs, d.Name)
-		}
-	}
-	ev.Node, ev.DC = strings.Join(ids, ","), strings.Join(dcs, ",")
+	ev.Node, ev.DC, ev.MajorityDCs = strings.Join(ids, ","), strings.Join(dcs, ","), r.majorityDCs(ids)
 	ev.At = r.seconds()
 	err := r.cluster.Net.Partition(ids)
 	if err == nil {
@@ -376,6 +349,34 @@ func (r *chaosRun) partition(kind string, side []*Node) FaultEvent {
 		ev.Err = err.Error()
 	}
 	return ev
+}
+
+// majorityDCs are the DCs whose nodes are all on the side of a partition
+// that holds a majority of the voters: the nodes in side, or the others.
+func (r *chaosRun) majorityDCs(side []string) []string {
+	voters, inside := 0, 0
+	for _, n := range r.cluster.Nodes {
+		if n.Voter {
+			voters++
+			if slices.Contains(side, n.ID) {
+				inside++
+			}
+		}
+	}
+	var out []string
+	for _, d := range r.cfg.DCs {
+		in := 0
+		nodes := r.nodesIn(d.Name)
+		for _, n := range nodes {
+			if slices.Contains(side, n.ID) {
+				in++
+			}
+		}
+		if (in == len(nodes) && 2*inside > voters) || (in == 0 && 2*(voters-inside) > voters) {
+			out = append(out, d.Name)
+		}
+	}
+	return out
 }
 
 // nodesIn are the nodes of one DC.

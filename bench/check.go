@@ -197,7 +197,7 @@ func CheckExactlyOnceUse(ops []HistOp) Check {
 // consume was acknowledged must read as consumed. A key with an
 // acknowledged write and no final answer fails too.
 func CheckNoLostWrites(ops []HistOp) Check {
-	issued, used := map[string]bool{}, map[string]bool{}
+	issued, used := map[string]bool{}, map[string]string{}
 	final := map[string]string{}
 	for _, op := range ops {
 		switch {
@@ -206,22 +206,10 @@ func CheckNoLostWrites(ops []HistOp) Check {
 		case op.Kind == OpIssue && op.Outcome == OutcomeOK && op.Result == ResultCreated:
 			issued[op.Key] = true
 		case op.Kind == OpConsume && op.Outcome == OutcomeOK && op.Result == ResultUsed:
-			used[op.Key] = true
+			used[op.Key] = op.Kind
 		}
 	}
-	var lost []string
-	for k := range issued {
-		f, ok := final[k]
-		switch {
-		case !ok:
-			lost = append(lost, k+" (no final answer)")
-		case f == wire.CodeTokenNotFound:
-			lost = append(lost, k+" (issue lost)")
-		case used[k] && f != wire.CodeTokenConsumed:
-			lost = append(lost, k+" (consume lost: "+f+")")
-		}
-	}
-	sort.Strings(lost)
+	lost := contradicted(issued, used, final)
 	c := Check{Name: CheckNoLostWrite, Pass: len(lost) == 0}
 	c.Detail = fmt.Sprintf("%d acknowledged issues, %d acknowledged consumes, %d lost", len(issued), len(used), len(lost))
 	if len(lost) > 0 {
@@ -393,17 +381,7 @@ func CheckFlowWrites(ops []HistOp) Check {
 	for k := range used {
 		keys[k] = true
 	}
-	for k := range keys {
-		f, ok := final[k]
-		switch {
-		case !ok:
-			lost = append(lost, k+" (no final answer)")
-		case f == wire.CodeTokenNotFound:
-			lost = append(lost, k+" (issue lost)")
-		case used[k] != "" && f != wire.CodeTokenConsumed:
-			lost = append(lost, k+" ("+used[k]+" lost: "+f+")")
-		}
-	}
+	lost = append(lost, contradicted(keys, used, final)...)
 	sort.Strings(lost)
 	c := Check{Name: CheckFlowWrite, Pass: len(lost) == 0}
 	c.Detail = fmt.Sprintf("%d acknowledged flow issues, %d tokens known used, %d lost", len(issued), len(used), len(lost))
@@ -411,6 +389,26 @@ func CheckFlowWrites(ops []HistOp) Check {
 		c.Detail += ": " + firstFew(lost)
 	}
 	return c
+}
+
+// contradicted lists, sorted, the keys whose final read contradicts an
+// acknowledged write: no final answer, token_not_found, or not consumed
+// although used[key], the step that used it, was acknowledged.
+func contradicted(keys map[string]bool, used, final map[string]string) []string {
+	var out []string
+	for k := range keys {
+		f, ok := final[k]
+		switch {
+		case !ok:
+			out = append(out, k+" (no final answer)")
+		case f == wire.CodeTokenNotFound:
+			out = append(out, k+" (issue lost)")
+		case used[k] != "" && f != wire.CodeTokenConsumed:
+			out = append(out, k+" ("+used[k]+" lost: "+f+")")
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // CheckHistory runs every check on ops.

@@ -1,0 +1,40 @@
+package bench
+
+import (
+	"slices"
+	"strconv"
+	"testing"
+)
+
+func TestMajorityDCs(t *testing.T) {
+	run := func(dcs ...DC) *chaosRun {
+		r := &chaosRun{cfg: ChaosConfig{DCs: dcs}, cluster: &Cluster{}}
+		for _, d := range dcs {
+			for k := range d.Nodes + d.NonVoters {
+				id := "n" + strconv.Itoa(len(r.cluster.Nodes)+1)
+				r.cluster.Nodes = append(r.cluster.Nodes, &Node{ID: id, DC: d.Name, Voter: k < d.Nodes})
+			}
+		}
+		return r
+	}
+	a3b2 := run(DC{Name: "a", Nodes: 3}, DC{Name: "b", Nodes: 2})
+	a2b2 := run(DC{Name: "a", Nodes: 2}, DC{Name: "b", Nodes: 2})
+	a2b1nv2 := run(DC{Name: "a", Nodes: 2}, DC{Name: "b", Nodes: 1, NonVoters: 2})
+	for _, tc := range []struct {
+		r    *chaosRun
+		side []string
+		want []string
+	}{
+		{a3b2, []string{"n1", "n2", "n3"}, []string{"a"}}, // the primary DC keeps 3 of 5
+		{a3b2, []string{"n4", "n5"}, []string{"a"}},
+		{a3b2, []string{"n4"}, []string{"a"}}, // b is split
+		{a3b2, []string{"n1"}, []string{"b"}}, // a is split
+		{a2b2, []string{"n1", "n2"}, nil},     // 2 of 4 is no majority
+		{a2b1nv2, []string{"n3", "n4", "n5"}, []string{"a"}},
+		{a2b1nv2, []string{"n4"}, []string{"a"}},
+	} {
+		if got := tc.r.majorityDCs(tc.side); !slices.Equal(got, tc.want) {
+			t.Errorf("%s cut off: majority DCs %v, want %v", tc.side, got, tc.want)
+		}
+	}
+}

@@ -116,31 +116,25 @@ func NewNetwork(nodes []NetNode, cfg NetConfig) (_ *Network, err error) {
 		dcs: map[string]int{}, dcOf: map[[4]byte]int{}, lines: map[[2]int]*delayLine{},
 		oneWay: cfg.Latency / 2, jitter: cfg.Jitter / 2}
 	n.router = n.prefix + "-r"
-	if n.net, err = freeSubnet(); err != nil {
-		return nil, err
-	}
 	defer func() {
 		if err != nil {
 			n.Close()
 		}
 	}()
-	host := fmt.Sprintf("10.%d.0.1", n.net)
-	routerUp := fmt.Sprintf("10.%d.0.2", n.net)
 	if err := ip("netns", "add", n.router); err != nil {
 		return nil, err
 	}
-	var hostCmds, routerCmds []string
-	hostCmds = append(hostCmds,
-		fmt.Sprintf("link add %s type veth peer name host netns %s", n.prefix, n.router),
-		fmt.Sprintf("addr add %s/30 dev %s", host, n.prefix),
-		fmt.Sprintf("link set %s up", n.prefix),
-		fmt.Sprintf("route add 10.%d.0.0/16 via %s", n.net, routerUp))
-	routerCmds = append(routerCmds,
+	if err := n.claimSubnet(); err != nil {
+		return nil, err
+	}
+	host := fmt.Sprintf("10.%d.0.1", n.net)
+	routerUp := fmt.Sprintf("10.%d.0.2", n.net)
+	routerCmds := []string{
 		"link set lo up",
 		fmt.Sprintf("addr add %s/30 dev host", routerUp),
 		"link set host up",
 		fmt.Sprintf("rule add prio %d from %s/30 lookup main", prioHost, host),
-		fmt.Sprintf("rule add prio %d to %s/30 lookup main", prioHost, host))
+		fmt.Sprintf("rule add prio %d to %s/30 lookup main", prioHost, host)}
 	perDC := map[int]int{}
 	for i, nd := range nodes {
 		d, ok := n.dcs[nd.DC]
@@ -165,9 +159,6 @@ func NewNetwork(nodes []NetNode, cfg NetConfig) (_ *Network, err error) {
 			fmt.Sprintf("link add %s type veth peer name eth0 netns %s", dev, nn.ns),
 			fmt.Sprintf("addr add %s/30 dev %s", nn.gate, dev),
 			fmt.Sprintf("link set %s up", dev))
-	}
-	if err := ipBatch("", hostCmds); err != nil {
-		return nil, err
 	}
 	if err := ipBatch(n.router, routerCmds); err != nil {
 		return nil, err
@@ -392,22 +383,34 @@ func removeStaleNetworks() {
 	}
 }
 
-// freeSubnet picks X for 10.X.0.0/16 among 200–250, one no address or
-// route of the host uses.
-func freeSubnet() (byte, error) {
+// claimSubnet picks X for 10.X.0.0/16 among 200–250, one no route of
+// the host uses, and links the host to the router with a route to it.
+// Adding the route is the claim: should another run have taken X in the
+// meantime, it fails, and the next X is tried.
+func (n *Network) claimSubnet() error {
 	out, err := exec.Command("ip", "-4", "-o", "route", "show", "table", "all").CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("ip route: %v: %s", err, out)
+		return fmt.Errorf("ip route: %v: %s", err, out)
 	}
 	used := string(out)
-	start := 200 + os.Getpid()%51
+	start := os.Getpid() % 51
 	for i := range 51 {
-		x := 200 + (start-200+i)%51
-		if !strings.Contains(used, fmt.Sprintf("10.%d.", x)) {
-			return byte(x), nil
+		x := 200 + (start+i)%51
+		if strings.Contains(used, fmt.Sprintf("10.%d.", x)) {
+			continue
 		}
+		err = ipBatch("", []string{
+			fmt.Sprintf("link add %s type veth peer name host netns %s", n.prefix, n.router),
+			fmt.Sprintf("addr add 10.%d.0.1/30 dev %s", x, n.prefix),
+			fmt.Sprintf("link set %s up", n.prefix),
+			fmt.Sprintf("route add 10.%d.0.0/16 via 10.%d.0.2", x, x)})
+		if err == nil {
+			n.net = byte(x)
+			return nil
+		}
+		ip("link", "del", n.prefix) // its peer in the router goes with it
 	}
-	return 0, fmt.Errorf("bench: network: no free 10.X.0.0/16 for X in 200–250")
+	return fmt.Errorf("bench: network: no free 10.X.0.0/16 for X in 200–250: %v", err)
 }
 
 // ip runs one iproute2 command.

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -296,24 +297,29 @@ func CheckReuseProbes(ops []HistOp) (reuse, revoked Check) {
 // CheckCodeRaces checks the flows that consumed their code twice at once
 // through two DCs. Reuse detection is on for oauth2_code, so when both
 // consumes got a definite answer exactly one used the code and the other
-// was answered token_reused; both used is a double use. A lone definite
-// answer, the other consume being unknown or failed, must be one of the
-// two.
+// was answered token_reused; both used is a double use. With one definite
+// answer, it must be used, or token_reused when the other consume's
+// outcome is unknown (it may have used the code); one that certainly
+// failed left the code unused, so token_reused is then wrong.
 func CheckCodeRaces(ops []HistOp) Check {
-	races := map[int][]string{} // flow → definite answers
+	races := map[int][]HistOp{}
 	for _, op := range ops {
-		if op.Kind != OpFlowRace {
-			continue
+		if op.Kind == OpFlowRace {
+			races[op.Flow] = append(races[op.Flow], op)
 		}
-		answers := races[op.Flow]
-		if op.Outcome == OutcomeOK {
-			answers = append(answers, op.Result)
-		}
-		races[op.Flow] = answers
 	}
 	var bad []string
 	decided, doubles := 0, 0
-	for id, answers := range races {
+	for id, race := range races {
+		var answers, others []string
+		for _, op := range race {
+			if op.Outcome == OutcomeOK {
+				answers = append(answers, op.Result)
+			} else {
+				others = append(others, op.Outcome)
+			}
+		}
+		unknown := slices.Contains(others, OutcomeUnknown)
 		sort.Strings(answers)
 		switch {
 		case len(answers) == 2 && answers[0] == ResultUsed && answers[1] == ResultUsed:
@@ -325,8 +331,8 @@ func CheckCodeRaces(ops []HistOp) Check {
 			if answers[0] != wire.CodeTokenReused || answers[1] != ResultUsed {
 				bad = append(bad, fmt.Sprintf("flow %d: answered %s and %s", id, answers[0], answers[1]))
 			}
-		case len(answers) == 1 && answers[0] != ResultUsed && answers[0] != wire.CodeTokenReused:
-			bad = append(bad, fmt.Sprintf("flow %d: answered %s", id, answers[0]))
+		case len(answers) == 1 && answers[0] != ResultUsed && (answers[0] != wire.CodeTokenReused || !unknown):
+			bad = append(bad, fmt.Sprintf("flow %d: answered %s, the other consume %s", id, answers[0], strings.Join(others, ",")))
 		}
 	}
 	sort.Strings(bad)
@@ -374,11 +380,8 @@ func CheckFlowWrites(ops []HistOp) Check {
 			lost = append(lost, fmt.Sprintf("flow %d: %s read token_not_found after its issue", op.Flow, op.Key))
 		}
 	}
-	keys := map[string]bool{}
+	keys := map[string]bool{} // a flow uses only tokens it was told it issued
 	for k := range issued {
-		keys[k] = true
-	}
-	for k := range used {
 		keys[k] = true
 	}
 	lost = append(lost, contradicted(keys, used, final)...)

@@ -186,6 +186,11 @@ func TestCheckHistoryCatchesRaceDoubleUse(t *testing.T) {
 	if _, ok := failing(t, ops, "")[CheckCodeRace]; !ok {
 		t.Error("a lone definite race answer other than used or token_reused passed")
 	}
+	ops = withFlows()
+	ops[opIndex(t, ops, OpFlowRace, "ac3", "", false)].Outcome = OutcomeFailed
+	if _, ok := failing(t, ops, "")[CheckCodeRace]; !ok {
+		t.Error("token_reused passed although the other consume certainly failed: nobody used the code")
+	}
 }
 
 func TestCheckHistoryCatchesLostFlowWrite(t *testing.T) {

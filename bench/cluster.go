@@ -24,21 +24,27 @@ type DC struct {
 }
 
 // ParseDCs parses "a:3,b:2", and "b:1+1" for one voter and one
-// non-voter.
+// non-voter; a cluster needs a voter. An empty s is no DCs.
 func ParseDCs(s string) ([]DC, error) {
 	var out []DC
+	voters := 0
 	for _, f := range splitList(s) {
 		name, n, ok := strings.Cut(f, ":")
 		v, nv, hasNV := strings.Cut(n, "+")
-		voters, err := strconv.Atoi(v)
-		nonVoters := 0
+		d := DC{Name: name}
+		var err error
+		d.Nodes, err = strconv.Atoi(v)
 		if hasNV && err == nil {
-			nonVoters, err = strconv.Atoi(nv)
+			d.NonVoters, err = strconv.Atoi(nv)
 		}
-		if !ok || name == "" || err != nil || voters < 0 || nonVoters < 0 || voters+nonVoters < 1 {
+		if !ok || name == "" || err != nil || d.Nodes < 0 || d.NonVoters < 0 || d.Nodes+d.NonVoters < 1 {
 			return nil, fmt.Errorf("bench: bad datacenter %q (want name:voters or name:voters+nonvoters)", f)
 		}
-		out = append(out, DC{name, voters, nonVoters})
+		out = append(out, d)
+		voters += d.Nodes
+	}
+	if len(out) > 0 && voters == 0 {
+		return nil, fmt.Errorf("bench: datacenters %q have no voter", s)
 	}
 	return out, nil
 }

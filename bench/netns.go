@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,9 +43,11 @@ import (
 // real split, while the clients on the host still reach every node.
 // It needs root and iproute2.
 type Network struct {
-	prefix string // names of this run's namespaces and host interface
-	router string // the router namespace
-	net    byte   // X of 10.X.0.0/16
+	prefix string   // of this network's namespace names
+	link   string   // the host's end of the link to the router
+	router string   // the router namespace
+	made   []string // the namespaces this network created
+	net    byte     // X of 10.X.0.0/16
 	nodes  map[string]*netNode
 	dcs    map[string]int // datacenter → d
 	dcOf   map[[4]byte]int
@@ -71,14 +74,15 @@ type netNode struct {
 // NetConfig is the cross-DC link of a Network.
 type NetConfig struct {
 	// Latency is the round trip between nodes of different datacenters;
-	// Jitter spreads it by up to ± Jitter, packets of a link in order.
+	// Jitter spreads it by up to ± Jitter. Packets of a direction stay
+	// in order, so on a busy link the delay leans to the upper end.
 	Latency time.Duration `json:"latency_ns"`
 	Jitter  time.Duration `json:"jitter_ns"`
 }
 
 // Policy rule priorities in the router, in the order it evaluates them.
+// Traffic between the host and a node matches none of them.
 const (
-	prioHost   = 100 // traffic to and from the bench's clients: never cut
 	prioCut    = 200 // partitions
 	prioFromWA = 300 // back from the delay line: straight to the node
 	prioWAN    = 400 // between datacenters: into the delay line
@@ -102,8 +106,14 @@ func NetAvailable() error {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return fmt.Errorf("%w: %v", ErrNetUnavailable, err)
 	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return fmt.Errorf("%w: %v", ErrNetUnavailable, err)
+	}
 	return nil
 }
+
+// netSeq numbers the networks of this process.
+var netSeq atomic.Int64
 
 // NewNetwork builds the namespaces, links and routes for nodes; Close
 // removes them. Namespaces a killed bench left behind are removed first.
@@ -112,7 +122,9 @@ func NewNetwork(nodes []NetNode, cfg NetConfig) (_ *Network, err error) {
 		return nil, err
 	}
 	removeStaleNetworks()
-	n := &Network{prefix: "tsc" + strconv.Itoa(os.Getpid()), nodes: map[string]*netNode{},
+	seq := netSeq.Add(1)
+	n := &Network{prefix: fmt.Sprintf("%s%d-%d", netnsPrefix, os.Getpid(), seq),
+		link: fmt.Sprintf("tsn%dx%d", os.Getpid(), seq), nodes: map[string]*netNode{},
 		dcs: map[string]int{}, dcOf: map[[4]byte]int{}, lines: map[[2]int]*delayLine{},
 		oneWay: cfg.Latency / 2, jitter: cfg.Jitter / 2}
 	n.router = n.prefix + "-r"
@@ -121,20 +133,16 @@ func NewNetwork(nodes []NetNode, cfg NetConfig) (_ *Network, err error) {
 			n.Close()
 		}
 	}()
-	if err := ip("netns", "add", n.router); err != nil {
+	if err := n.addNetns(n.router); err != nil {
 		return nil, err
 	}
 	if err := n.claimSubnet(); err != nil {
 		return nil, err
 	}
-	host := fmt.Sprintf("10.%d.0.1", n.net)
-	routerUp := fmt.Sprintf("10.%d.0.2", n.net)
 	routerCmds := []string{
 		"link set lo up",
-		fmt.Sprintf("addr add %s/30 dev host", routerUp),
-		"link set host up",
-		fmt.Sprintf("rule add prio %d from %s/30 lookup main", prioHost, host),
-		fmt.Sprintf("rule add prio %d to %s/30 lookup main", prioHost, host)}
+		fmt.Sprintf("addr add 10.%d.0.2/30 dev host", n.net),
+		"link set host up"}
 	perDC := map[int]int{}
 	for i, nd := range nodes {
 		d, ok := n.dcs[nd.DC]
@@ -151,7 +159,7 @@ func NewNetwork(nodes []NetNode, cfg NetConfig) (_ *Network, err error) {
 			gate: net.IPv4(10, n.net, byte(d), byte(4*k+1)).To4(), ip: net.IPv4(10, n.net, byte(d), byte(4*k+2)).To4()}
 		n.nodes[nd.ID] = nn
 		n.dcOf[[4]byte(nn.ip)] = d
-		if err := ip("netns", "add", nn.ns); err != nil {
+		if err := n.addNetns(nn.ns); err != nil {
 			return nil, err
 		}
 		dev := fmt.Sprintf("n%d", i+1)
@@ -180,8 +188,9 @@ func NewNetwork(nodes []NetNode, cfg NetConfig) (_ *Network, err error) {
 	return n, nil
 }
 
-// routerSysctls make the router forward and accept packets back from
-// the delay line, whose source addresses are not routed through it.
+// routerSysctls make the router forward, and accept the cross-DC packets
+// that arrive from a node's link although the route back to their source
+// goes through the delay line (strict reverse-path filtering drops them).
 func routerSysctls() error {
 	for _, s := range []string{"ipv4/ip_forward", "ipv4/conf/all/rp_filter", "ipv4/conf/default/rp_filter"} {
 		v := "0"
@@ -305,6 +314,7 @@ func (n *Network) Command(id, bin string, args ...string) (string, []string) {
 
 // Partition cuts every node of side off from every other node, in both
 // directions, until Heal; the host's clients still reach all of them.
+// One partition at a time: Heal first.
 func (n *Network) Partition(side []string) error {
 	in := map[string]bool{}
 	for _, id := range side {
@@ -315,8 +325,11 @@ func (n *Network) Partition(side []string) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if len(n.cut) > 0 {
+		return fmt.Errorf("bench: network: already partitioned")
+	}
 	var cmds []string
-	for _, a := range side {
+	for a := range in {
 		for id, b := range n.nodes {
 			if in[id] {
 				continue
@@ -342,8 +355,8 @@ func (n *Network) Heal() error {
 	return ipBatch(n.router, cmds)
 }
 
-// Close removes the namespaces, which takes their links and the host's
-// route with them, and stops the delay line. The processes in the
+// Close removes the namespaces it made, which takes their links and the
+// host's route with them, and stops the delay line. The processes in the
 // namespaces must have ended.
 func (n *Network) Close() error {
 	if n.tun != nil {
@@ -351,14 +364,29 @@ func (n *Network) Close() error {
 		n.wg.Wait()
 	}
 	var errs []error
-	for _, nn := range n.nodes {
-		errs = append(errs, ip("netns", "del", nn.ns))
+	for _, ns := range n.made {
+		errs = append(errs, ip("netns", "del", ns))
 	}
-	return errors.Join(append(errs, ip("netns", "del", n.router))...)
+	n.made = nil
+	return errors.Join(errs...)
 }
 
-// staleNetns names a namespace of a run: tsc<pid>-<name>.
-var staleNetns = regexp.MustCompile(`^tsc([0-9]+)-`)
+// addNetns creates a namespace and remembers it for Close.
+func (n *Network) addNetns(name string) error {
+	if err := ip("netns", "add", name); err != nil {
+		return err
+	}
+	n.made = append(n.made, name)
+	return nil
+}
+
+// netnsPrefix starts the name of every namespace of a Network, followed
+// by the bench's pid.
+const netnsPrefix = "tokenstore-bench-"
+
+// staleNetns names a namespace of a Network: the prefix, the pid of its
+// process, the network's number, the node.
+var staleNetns = regexp.MustCompile(`^` + netnsPrefix + `([0-9]+)-[0-9]+-`)
 
 // removeStaleNetworks removes the namespaces of runs whose bench process
 // is gone, after killing, by pid, the nodes still running in them.
@@ -383,34 +411,66 @@ func removeStaleNetworks() {
 	}
 }
 
-// claimSubnet picks X for 10.X.0.0/16 among 200–250, one no route of
-// the host uses, and links the host to the router with a route to it.
-// Adding the route is the claim: should another run have taken X in the
-// meantime, it fails, and the next X is tried.
+// claimSubnet picks X for 10.X.0.0/16 among 200–250, one that overlaps
+// no route of the host, and links the host to the router with a route to
+// it. Adding the route is the claim: should another network have taken X
+// in the meantime, it fails, and the next X is tried.
 func (n *Network) claimSubnet() error {
-	out, err := exec.Command("ip", "-4", "-o", "route", "show", "table", "all").CombinedOutput()
+	routes, err := hostRoutes()
 	if err != nil {
-		return fmt.Errorf("ip route: %v: %s", err, out)
+		return err
 	}
-	used := string(out)
+	if err := ipBatch("", []string{fmt.Sprintf("link add %s type veth peer name host netns %s", n.link, n.router),
+		fmt.Sprintf("link set %s up", n.link)}); err != nil {
+		return err
+	}
 	start := os.Getpid() % 51
 	for i := range 51 {
 		x := 200 + (start+i)%51
-		if strings.Contains(used, fmt.Sprintf("10.%d.", x)) {
+		subnet := &net.IPNet{IP: net.IPv4(10, byte(x), 0, 0).To4(), Mask: net.CIDRMask(16, 32)}
+		if slices.ContainsFunc(routes, func(r *net.IPNet) bool { return r.Contains(subnet.IP) || subnet.Contains(r.IP) }) {
 			continue
 		}
-		err = ipBatch("", []string{
-			fmt.Sprintf("link add %s type veth peer name host netns %s", n.prefix, n.router),
-			fmt.Sprintf("addr add 10.%d.0.1/30 dev %s", x, n.prefix),
-			fmt.Sprintf("link set %s up", n.prefix),
-			fmt.Sprintf("route add 10.%d.0.0/16 via 10.%d.0.2", x, x)})
+		err = ipBatch("", []string{fmt.Sprintf("addr add 10.%d.0.1/30 dev %s", x, n.link),
+			fmt.Sprintf("route add %s via 10.%d.0.2 dev %s", subnet, x, n.link)})
 		if err == nil {
 			n.net = byte(x)
 			return nil
 		}
-		ip("link", "del", n.prefix) // its peer in the router goes with it
+		ip("addr", "flush", "dev", n.link)
 	}
 	return fmt.Errorf("bench: network: no free 10.X.0.0/16 for X in 200–250: %v", err)
+}
+
+// routeTypes are the words that may come before the destination of a
+// route in ip route's output.
+var routeTypes = []string{"unicast", "local", "broadcast", "multicast", "anycast", "unreachable", "blackhole", "prohibit", "throw", "nat"}
+
+// hostRoutes are the destinations of the host's IPv4 routes in every
+// table, but the default ones.
+func hostRoutes() ([]*net.IPNet, error) {
+	out, err := exec.Command("ip", "-4", "-o", "route", "show", "table", "all").CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("ip route: %v: %s", err, out)
+	}
+	var routes []*net.IPNet
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 && slices.Contains(routeTypes, f[0]) {
+			f = f[1:]
+		}
+		if len(f) == 0 || f[0] == "default" {
+			continue
+		}
+		dst := f[0]
+		if !strings.Contains(dst, "/") {
+			dst += "/32"
+		}
+		if _, r, err := net.ParseCIDR(dst); err == nil {
+			routes = append(routes, r)
+		}
+	}
+	return routes, nil
 }
 
 // ip runs one iproute2 command.
@@ -423,12 +483,12 @@ func ip(args ...string) error {
 }
 
 // ipBatch runs iproute2 commands in one process, in namespace ns ("" is
-// the host's).
+// the host's); one that fails does not stop the others.
 func ipBatch(ns string, cmds []string) error {
 	if len(cmds) == 0 {
 		return nil
 	}
-	args := []string{"-batch", "-"}
+	args := []string{"-force", "-batch", "-"}
 	if ns != "" {
 		args = append([]string{"-n", ns}, args...)
 	}

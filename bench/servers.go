@@ -13,7 +13,8 @@ import (
 )
 
 // probe answers readiness checks; a server that hangs must not stall a poll.
-var probe = &http.Client{Timeout: 2 * time.Second}
+// It never goes through a proxy: the nodes may be on private addresses.
+var probe = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
 
 // Server is a set of peer processes the bench started.
 type Server struct {

@@ -118,7 +118,7 @@ func benchCluster(args []string) error {
 	cfg := bench.ClusterConfig{}
 	var dcs, dir, nodeFlags string
 	fs.IntVar(&cfg.Nodes, "nodes", 3, "nodes (in one datacenter unless --dcs is given)")
-	fs.StringVar(&dcs, "dcs", "", "datacenters and their node counts, name:n,name:n (the first is the primary)")
+	fs.StringVar(&dcs, "dcs", "", "datacenters and their voters, name:voters[+nonvoters],... (the first is the primary)")
 	fs.StringVar(&dir, "dir", "", "directory for data and logs (default: a temporary one, removed at exit)")
 	fs.StringVar(&nodeFlags, "node-flags", "", "extra serve flags for every node, space-separated")
 	if err := fs.Parse(args); err != nil {
@@ -242,6 +242,9 @@ func benchChaos(args []string) error {
 	}
 	cfg.Faults, cfg.NodeArgs = fields(faults), strings.Fields(nodeFlags)
 	if netns {
+		if err := bench.NetAvailable(); err != nil {
+			return fmt.Errorf("%w (--netns=false runs the process faults on loopback)", err)
+		}
 		cfg.Net = &net
 	}
 	var cleanup func()

@@ -281,8 +281,8 @@ func peerBinary(system string) string {
 func TestBenchChaos(t *testing.T) {
 	dir, out := t.TempDir(), t.TempDir()
 	faults := []string{bench.FaultKillLeader, bench.FaultPartitionPrimary}
-	args := []string{"bench", "chaos", "--dcs", "a:3,b:2", "--duration", "25s", "--seed", "7",
-		"--fault-every", "6s", "--downtime", "3s", "--partition-time", "6s", "--clients-per-dc", "2",
+	args := []string{"bench", "chaos", "--dcs", "a:3,b:2", "--duration", "30s", "--seed", "7",
+		"--fault-every", "4s", "--downtime", "3s", "--partition-time", "5s", "--clients-per-dc", "2",
 		"--dir", dir, "--out", out}
 	if err := bench.NetAvailable(); err != nil {
 		if os.Getenv(bench.RequireNetEnv) != "" {
@@ -322,8 +322,8 @@ func TestBenchChaos(t *testing.T) {
 			t.Errorf("partition of DC a: want its clients, the majority side's, answered, got %+v", f)
 		}
 	}
-	if !slices.Equal(kinds, faults) {
-		t.Errorf("want the faults %v, got %+v", faults, rep.Faults)
+	if len(kinds) < len(faults) || !slices.Equal(kinds[:len(faults)], faults) {
+		t.Errorf("want the faults %v first, got %+v", faults, rep.Faults)
 	}
 	if rep.Ops[bench.OpIssue][bench.OutcomeOK] == 0 || rep.Ops["final_"+bench.OpLookup][bench.OutcomeOK] == 0 {
 		t.Errorf("no acknowledged issues or no final reads: %v", rep.Ops)

@@ -106,12 +106,14 @@ type FaultEvent struct {
 	WritesOK int `json:"writes_ok"`
 	Writes   int `json:"writes"`
 	// For a partition: the DCs wholly on the side that keeps a majority
-	// of the voters (none: neither side has one), and the operations
-	// their clients invoked while it lasted, and answered.
-	MajorityDCs []string `json:"majority_dcs,omitempty"`
-	MajorityOps int      `json:"majority_ops,omitempty"`
-	MajorityOK  int      `json:"majority_ok,omitempty"`
-	Err         string   `json:"error,omitempty"`
+	// of the voters (none: neither side has one), the operations their
+	// clients invoked while it lasted, and answered, and those they
+	// invoked in as long a time just before it.
+	MajorityDCs       []string `json:"majority_dcs,omitempty"`
+	MajorityOps       int      `json:"majority_ops,omitempty"`
+	MajorityOK        int      `json:"majority_ok,omitempty"`
+	MajorityOpsBefore int      `json:"majority_ops_before,omitempty"`
+	Err               string   `json:"error,omitempty"`
 }
 
 // Second is the operations that returned in one second of a run.
@@ -145,6 +147,8 @@ type chaosRun struct {
 	rng     *rand.Rand // faults' choices; used by one goroutine
 	next    atomic.Int64
 	probes  atomic.Int64
+	// background are operations a client started and did not wait for.
+	background sync.WaitGroup
 }
 
 // RunChaos starts the cluster, drives it with clients in every DC while
@@ -240,6 +244,7 @@ func (r *chaosRun) drive(ctx context.Context) []FaultEvent {
 	}
 	faults := r.faults(ctx, load)
 	wg.Wait()
+	r.background.Wait()
 	return faults
 }
 
@@ -718,11 +723,15 @@ func measureFaults(faults []FaultEvent, ops []HistOp) []FaultEvent {
 		first := int64(-1)
 		for _, op := range ops {
 			// A race's second consume goes to another DC on purpose.
-			if len(f.MajorityDCs) > 0 && !op.Final && op.Kind != OpFlowRace && op.Call >= at && op.Call <= healed &&
-				slices.Contains(f.MajorityDCs, op.DC) {
-				f.MajorityOps++
-				if op.Outcome == OutcomeOK {
-					f.MajorityOK++
+			if len(f.MajorityDCs) > 0 && !op.Final && op.Kind != OpFlowRace && slices.Contains(f.MajorityDCs, op.DC) {
+				switch {
+				case op.Call >= at && op.Call <= healed:
+					f.MajorityOps++
+					if op.Outcome == OutcomeOK {
+						f.MajorityOK++
+					}
+				case op.Call >= 2*at-healed && op.Call < at:
+					f.MajorityOpsBefore++
 				}
 			}
 			if !isWrite(op) || op.Final || op.Call < at {

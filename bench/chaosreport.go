@@ -6,6 +6,7 @@ import (
 	"image/color"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -76,8 +77,10 @@ func (rep *ChaosReport) WriteText(w io.Writer) error {
 		if isPartition(f.Kind) {
 			majority = "no side has a majority"
 			if len(f.MajorityDCs) > 0 {
-				majority = fmt.Sprintf("%d / %d (%.1f%%), clients of %s", f.MajorityOK, f.MajorityOps,
-					100*float64(f.MajorityOK)/float64(max(1, f.MajorityOps)), strings.Join(f.MajorityDCs, ","))
+				d := max(f.Healed-f.At, 0.001)
+				majority = fmt.Sprintf("%d / %d (%.1f%%), %.0f/s (before: %.0f/s), clients of %s", f.MajorityOK, f.MajorityOps,
+					100*float64(f.MajorityOK)/float64(max(1, f.MajorityOps)), float64(f.MajorityOps)/d, float64(f.MajorityOpsBefore)/d,
+					strings.Join(f.MajorityDCs, ","))
 			}
 		}
 		node := f.Node + " (" + f.DC + ")"
@@ -91,8 +94,8 @@ func (rep *ChaosReport) WriteText(w io.Writer) error {
 }
 
 // WriteTimeline plots definite answers and failed or unknown operations
-// per second, with a dashed line at the start of every fault and a bar
-// under its label for as long as it lasted.
+// per second, with a dashed line at the start of every fault and, above,
+// a bar for as long as it lasted, one row and color per kind of fault.
 func (rep *ChaosReport) WriteTimeline(path string) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("chaos: %s, seed %d", rep.DCs, rep.Seed)
@@ -113,7 +116,10 @@ func (rep *ChaosReport) WriteTimeline(path string) error {
 			return err
 		}
 	}
+	// Each kind of fault has a row above the lines, in a color of its own:
+	// a bar for as long as the fault lasted, labeled with its node.
 	var labels plotter.XYLabels
+	var colors []color.Color
 	for i, f := range rep.Faults {
 		l, err := plotter.NewLine(plotter.XYs{{X: f.At, Y: 0}, {X: f.At, Y: top}})
 		if err != nil {
@@ -125,15 +131,22 @@ func (rep *ChaosReport) WriteTimeline(path string) error {
 		if i == 0 {
 			p.Legend.Add("fault", l)
 		}
-		y := top * (0.95 - 0.06*float64(i%4))
+		row := slices.Index(FaultKinds, f.Kind)
+		y := top * (1.04 + 0.05*float64(row))
 		span, err := plotter.NewLine(plotter.XYs{{X: f.At, Y: y}, {X: f.Healed, Y: y}})
 		if err != nil {
 			return err
 		}
-		span.Color, span.Width = plotutil.Color(2), vg.Points(2)
+		span.Color, span.Width = plotutil.Color(2+row), vg.Points(3)
 		p.Add(span)
-		labels.XYs = append(labels.XYs, plotter.XY{X: f.At, Y: y})
-		labels.Labels = append(labels.Labels, f.Kind+" "+f.Node)
+		if !slices.ContainsFunc(rep.Faults[:i], func(g FaultEvent) bool { return g.Kind == f.Kind }) {
+			p.Legend.Add(f.Kind, span)
+		}
+		if !strings.Contains(f.Node, ",") {
+			labels.XYs = append(labels.XYs, plotter.XY{X: f.Healed, Y: y})
+			labels.Labels = append(labels.Labels, f.Node)
+			colors = append(colors, plotutil.Color(2+row))
+		}
 	}
 	if len(labels.XYs) > 0 {
 		lb, err := plotter.NewLabels(labels)
@@ -141,9 +154,14 @@ func (rep *ChaosReport) WriteTimeline(path string) error {
 			return err
 		}
 		for i := range lb.TextStyle {
-			lb.TextStyle[i].Color = plotutil.Color(2)
+			lb.TextStyle[i].Color = colors[i]
+			lb.TextStyle[i].Font.Size = vg.Points(7)
+			lb.TextStyle[i].YAlign = -0.5
 		}
 		p.Add(lb)
 	}
+	// Room on the right for the legend.
+	p.Legend.Top = true
+	p.X.Max *= 1.22
 	return p.Save(9*vg.Inch, 4.5*vg.Inch, path)
 }

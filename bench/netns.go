@@ -36,9 +36,9 @@ import (
 // Datacenter d holds 10.X.d.0/24, each node a /30 of it; the host end is
 // 10.X.0.1. The router's policy rules send packets between nodes of
 // different datacenters through a TUN device, where a goroutine holds
-// each for the one-way delay before writing it back; the kernel here has
-// no netem, and a TCP proxy such as toxiproxy neither carries UDP nor
-// knows which node a connection comes from. A partition is a pair of
+// each for the one-way delay before writing it back: netem is a module
+// that minimal kernels leave out, and a TCP proxy such as toxiproxy
+// neither carries UDP nor knows which node a connection comes from. A partition is a pair of
 // blackhole rules per cut node pair: packets vanish silently, as on a
 // real split, while the clients on the host still reach every node.
 // It needs root and iproute2.

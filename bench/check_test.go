@@ -143,6 +143,12 @@ func TestCheckHistoryCatchesLostWrite(t *testing.T) {
 	if _, ok := failing(t, ops, "")[CheckNoLostWrite]; !ok {
 		t.Error("a key without a final answer passed")
 	}
+	ops = good()
+	ops[8].Outcome, ops[8].Result = OutcomeOK, ResultUsed // k2's consume acknowledged after its unknown issue
+	ops[11].Result = ResultActive                         // ...and lost
+	if _, ok := failing(t, ops, "")[CheckNoLostWrite]; !ok {
+		t.Error("a lost consume of a key whose issue was unknown passed")
+	}
 }
 
 func TestCheckHistoryCatchesReuse(t *testing.T) {

@@ -28,7 +28,7 @@ type DC struct {
 func ParseDCs(s string) ([]DC, error) {
 	var out []DC
 	voters := 0
-	for _, f := range splitList(s) {
+	for _, f := range SplitList(s) {
 		name, n, ok := strings.Cut(f, ":")
 		v, nv, hasNV := strings.Cut(n, "+")
 		d := DC{Name: name}

@@ -282,7 +282,7 @@ func startTokenstore(ctx context.Context, cfg PeersConfig, mc *Server) (*system,
 // ParseScales parses "10000,1000000".
 func ParseScales(s string) ([]int, error) {
 	var out []int
-	for _, f := range splitList(s) {
+	for _, f := range SplitList(s) {
 		var n int
 		if _, err := fmt.Sscan(strings.ReplaceAll(f, "_", ""), &n); err != nil || n < 1 {
 			return nil, fmt.Errorf("bench: bad scale %q", f)

@@ -313,8 +313,8 @@ func reportProgress(ctx context.Context, w io.Writer, name string, done, failed 
 	return func() { close(stop); <-finished }
 }
 
-// splitList splits a comma-separated flag value, dropping blanks.
-func splitList(s string) []string {
+// SplitList splits a comma-separated flag value, dropping blanks.
+func SplitList(s string) []string {
 	var out []string
 	for _, f := range strings.Split(s, ",") {
 		if f = strings.TrimSpace(f); f != "" {

@@ -103,21 +103,30 @@ func httpOK(ctx context.Context, url string) error {
 // (appendonly, appendfsync always) and never snapshots, with its files in
 // dir.
 func StartRedis(ctx context.Context, dir string) (*Server, error) {
-	bin, err := lookPath("redis-server")
+	bin, addr, port, err := onePort("redis-server")
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := freeport.Addrs(1)
-	if err != nil {
-		return nil, err
-	}
-	_, port, _ := strings.Cut(addrs[0], ":")
 	rdir := filepath.Join(dir, "redis")
 	if err := os.MkdirAll(rdir, 0o700); err != nil {
 		return nil, err
 	}
-	return startOne(ctx, dir, "redis", addrs[0], bin, "--port", port, "--bind", "127.0.0.1", "--appendonly", "yes",
+	return startOne(ctx, dir, "redis", addr, bin, "--port", port, "--bind", "127.0.0.1", "--appendonly", "yes",
 		"--appendfsync", "always", "--save", "", "--dir", rdir, "--daemonize", "no", "--protected-mode", "no")
+}
+
+// onePort finds a single-process peer's binary and a free loopback
+// address, and its port, for it to listen on.
+func onePort(name string) (bin, addr, port string, err error) {
+	if bin, err = lookPath(name); err != nil {
+		return "", "", "", err
+	}
+	addrs, err := freeport.Addrs(1)
+	if err != nil {
+		return "", "", "", err
+	}
+	_, port, _ = strings.Cut(addrs[0], ":")
+	return bin, addrs[0], port, nil
 }
 
 // startOne starts one server process listening at addr and waits until it
@@ -138,18 +147,13 @@ func startOne(ctx context.Context, dir, name, addr, bin string, args ...string) 
 // StartMemcached starts one memcached server, as the nonce store of a
 // tokenstore node would run.
 func StartMemcached(ctx context.Context, dir string) (*Server, error) {
-	bin, err := lookPath("memcached")
+	bin, addr, port, err := onePort("memcached")
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := freeport.Addrs(1)
-	if err != nil {
-		return nil, err
-	}
-	_, port, _ := strings.Cut(addrs[0], ":")
 	args := []string{"-l", "127.0.0.1", "-p", port, "-U", "0", "-t", "2", "-m", "256"}
 	if os.Geteuid() == 0 {
 		args = append(args, "-u", "root") // memcached refuses root without it
 	}
-	return startOne(ctx, dir, "memcached", addrs[0], bin, args...)
+	return startOne(ctx, dir, "memcached", addr, bin, args...)
 }

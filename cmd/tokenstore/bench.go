@@ -116,21 +116,19 @@ func benchRun(args []string) error {
 func benchCluster(args []string) error {
 	fs := flag.NewFlagSet("bench cluster", flag.ContinueOnError)
 	cfg := bench.ClusterConfig{}
-	var dcs, dir, nodeFlags string
+	var sf serverFlags
 	fs.IntVar(&cfg.Nodes, "nodes", 3, "nodes (in one datacenter unless --dcs is given)")
-	fs.StringVar(&dcs, "dcs", "", "datacenters and their voters, name:voters[+nonvoters],... (the first is the primary)")
-	fs.StringVar(&dir, "dir", "", "directory for data and logs (default: a temporary one, removed at exit)")
-	fs.StringVar(&nodeFlags, "node-flags", "", "extra serve flags for every node, space-separated")
+	dcs := dcsFlag(fs, "")
+	sf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	var err error
-	if cfg.DCs, err = bench.ParseDCs(dcs); err != nil {
+	if cfg.DCs, err = bench.ParseDCs(*dcs); err != nil {
 		return err
 	}
-	cfg.Args = strings.Fields(nodeFlags)
 	var cleanup func()
-	if cfg.Binary, cfg.Dir, cleanup, err = benchEnv(dir); err != nil {
+	if cfg.Binary, cfg.Dir, cfg.Args, cleanup, err = sf.env(); err != nil {
 		return err
 	}
 	defer cleanup()
@@ -151,26 +149,42 @@ func benchCluster(args []string) error {
 	return nil
 }
 
-// benchEnv is what a bench that starts servers needs: this binary, to run
-// them, and a directory for their data and logs: dir, created, or a new
-// temporary one that cleanup removes.
-func benchEnv(dir string) (binary, workDir string, cleanup func(), err error) {
+// serverFlags are the flags of the bench subcommands that start servers:
+// a directory for data and logs, and extra serve flags.
+type serverFlags struct{ dir, nodeFlags string }
+
+func (f *serverFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.dir, "dir", "", "directory for data and logs (default: a temporary one, removed at exit)")
+	fs.StringVar(&f.nodeFlags, "node-flags", "", "extra serve flags for every tokenstore node, space-separated")
+}
+
+// env is what a bench that starts servers needs: this binary, to run
+// them, a directory for their data and logs (--dir, created, or a new
+// temporary one that cleanup removes), and the extra serve flags.
+func (f *serverFlags) env() (binary, workDir string, nodeArgs []string, cleanup func(), err error) {
 	if binary, err = os.Executable(); err != nil {
-		return "", "", nil, err
+		return "", "", nil, nil, err
 	}
-	if dir != "" {
-		return binary, dir, func() {}, os.MkdirAll(dir, 0o755)
+	nodeArgs = strings.Fields(f.nodeFlags)
+	if f.dir != "" {
+		return binary, f.dir, nodeArgs, func() {}, os.MkdirAll(f.dir, 0o755)
 	}
 	if workDir, err = os.MkdirTemp("", "tokenstore-bench-"); err != nil {
-		return "", "", nil, err
+		return "", "", nil, nil, err
 	}
-	return binary, workDir, func() { os.RemoveAll(workDir) }, nil
+	return binary, workDir, nodeArgs, func() { os.RemoveAll(workDir) }, nil
+}
+
+// dcsFlag is --dcs of the subcommands that start a local cluster.
+func dcsFlag(fs *flag.FlagSet, def string) *string {
+	return fs.String("dcs", def, "datacenters and their voters, name:voters[+nonvoters],... (the first is the primary)")
 }
 
 func benchPeers(args []string) error {
 	fs := flag.NewFlagSet("bench peers", flag.ContinueOnError)
 	var cfg bench.PeersConfig
-	var systems, ops, scales, dir, nodeFlags string
+	var systems, ops, scales string
+	var sf serverFlags
 	var out outputs
 	fs.StringVar(&systems, "systems", strings.Join(bench.Systems, ","), "systems to measure, comma-separated")
 	fs.StringVar(&ops, "ops", strings.Join(bench.PeerOps, ","), "operations, comma-separated")
@@ -181,8 +195,7 @@ func benchPeers(args []string) error {
 	fs.IntVar(&cfg.Tokens, "tokens", 100000, "tokens pre-issued for a consume run")
 	fs.StringVar(&scales, "scale", "10000", "live tokens issued before measuring, comma-separated (e.g. 10000,1000000)")
 	fs.IntVar(&cfg.Nodes, "nodes", 3, "tokenstore nodes and etcd members")
-	fs.StringVar(&dir, "dir", "", "directory for data and logs (default: a temporary one, removed at exit)")
-	fs.StringVar(&nodeFlags, "node-flags", "", "extra serve flags for every tokenstore node, space-separated")
+	sf.register(fs)
 	out.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -191,9 +204,9 @@ func benchPeers(args []string) error {
 	if cfg.Scales, err = bench.ParseScales(scales); err != nil {
 		return err
 	}
-	cfg.Systems, cfg.Ops, cfg.NodeArgs = fields(systems), fields(ops), strings.Fields(nodeFlags)
+	cfg.Systems, cfg.Ops = bench.SplitList(systems), bench.SplitList(ops)
 	var cleanup func()
-	if cfg.Binary, cfg.Dir, cleanup, err = benchEnv(dir); err != nil {
+	if cfg.Binary, cfg.Dir, cfg.NodeArgs, cleanup, err = sf.env(); err != nil {
 		return err
 	}
 	defer cleanup()
@@ -214,10 +227,11 @@ var errChaosFailed = errors.New("bench chaos: a check failed")
 func benchChaos(args []string) error {
 	fs := flag.NewFlagSet("bench chaos", flag.ContinueOnError)
 	var cfg bench.ChaosConfig
-	var dcs, faults, dir, nodeFlags string
+	var faults string
+	var sf serverFlags
 	var net bench.NetConfig
 	var netns bool
-	fs.StringVar(&dcs, "dcs", "a:3,b:2", "datacenters and their voters, name:voters[+nonvoters],... (the first is the primary)")
+	dcs := dcsFlag(fs, "a:3,b:2")
 	fs.BoolVar(&netns, "netns", true, "run every node in a network namespace of its own behind an emulated network (needs root and iproute2); false: all on 127.0.0.1, without partitions or latency")
 	fs.DurationVar(&net.Latency, "latency", 40*time.Millisecond, "round trip between nodes of different datacenters (with --netns)")
 	fs.DurationVar(&net.Jitter, "jitter", 10*time.Millisecond, "the cross-DC round trip varies by up to ± this much")
@@ -231,16 +245,15 @@ func benchChaos(args []string) error {
 	fs.IntVar(&cfg.Keys, "keys", 16, "recent token keys the clients share (fewer: more collisions)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "timeout of one request; a write that times out has an unknown outcome")
 	fs.StringVar(&cfg.Out, "out", "chaos-out", "directory for the history, the report, the timeline and, on failure, the linearizability visualization")
-	fs.StringVar(&dir, "dir", "", "directory for data and logs (default: a temporary one, removed at exit)")
-	fs.StringVar(&nodeFlags, "node-flags", "", "extra serve flags for every node, space-separated")
+	sf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	var err error
-	if cfg.DCs, err = bench.ParseDCs(dcs); err != nil {
+	if cfg.DCs, err = bench.ParseDCs(*dcs); err != nil {
 		return err
 	}
-	cfg.Faults, cfg.NodeArgs = fields(faults), strings.Fields(nodeFlags)
+	cfg.Faults = bench.SplitList(faults)
 	if netns {
 		if err := bench.NetAvailable(); err != nil {
 			return fmt.Errorf("%w (--netns=false runs the process faults on loopback)", err)
@@ -248,7 +261,7 @@ func benchChaos(args []string) error {
 		cfg.Net = &net
 	}
 	var cleanup func()
-	if cfg.Binary, cfg.Dir, cleanup, err = benchEnv(dir); err != nil {
+	if cfg.Binary, cfg.Dir, cfg.NodeArgs, cleanup, err = sf.env(); err != nil {
 		return err
 	}
 	defer cleanup()
@@ -267,17 +280,6 @@ func benchChaos(args []string) error {
 		return errChaosFailed
 	}
 	return nil
-}
-
-// fields splits a comma-separated flag value.
-func fields(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 func envOr(name, def string) string {

@@ -119,13 +119,7 @@ func TestBenchRunOutputs(t *testing.T) {
 			t.Fatalf("bench %v: %v\n%s", args, err, out)
 		}
 		var rep bench.Report
-		b, err := os.ReadFile(js)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(b, &rep); err != nil {
-			t.Fatalf("%s does not decode: %v", js, err)
-		}
+		decodeFile(t, js, &rep)
 		if b, err := os.ReadFile(md); err != nil || !bytes.Contains(b, []byte("| tokenstore |")) {
 			t.Errorf("%s: want a markdown table with tokenstore rows, got %v:\n%s", md, err, b)
 		}
@@ -213,13 +207,7 @@ func TestBenchPeers(t *testing.T) {
 		t.Fatalf("bench peers: %v\n%s", err, out)
 	}
 	var rep bench.Report
-	b, err := os.ReadFile(js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatalf("%s does not decode: %v", js, err)
-	}
+	decodeFile(t, js, &rep)
 	files, _ := filepath.Glob(filepath.Join(plots, "*.png"))
 	checkPNGs(t, plots, max(1, len(files)))
 	if len(files) != 8 { // cdf and throughput for issue, consume, lookup and nonce
@@ -302,13 +290,7 @@ func TestBenchChaos(t *testing.T) {
 		t.Fatalf("bench chaos: %v\n%s\n%s", err, stdout, stderr)
 	}
 	var rep bench.ChaosReport
-	b, err := os.ReadFile(filepath.Join(out, "chaos.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatalf("chaos.json does not decode: %v", err)
-	}
+	decodeFile(t, filepath.Join(out, "chaos.json"), &rep)
 	if !rep.Pass || len(rep.Checks) != 7 {
 		t.Fatalf("want 7 passing checks, got %+v\n%s", rep.Checks, stdout)
 	}
@@ -341,4 +323,16 @@ func TestBenchChaos(t *testing.T) {
 		t.Fatalf("history.json: %d operations, %v", len(ops), err)
 	}
 	checkPNGs(t, out, 1)
+}
+
+// decodeFile decodes the JSON file at path into v.
+func decodeFile(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s does not decode: %v", path, err)
+	}
 }

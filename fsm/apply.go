@@ -29,6 +29,12 @@ var (
 	ErrReused = errors.New("token reused")
 	// ErrScope: a rotation asked for scopes the grant does not have.
 	ErrScope = errors.New("scope not granted")
+	// ErrBadEntry: the log entry (or batch entry) does not decode, or is a
+	// batch inside a batch; it changed nothing, on every replica.
+	ErrBadEntry = errors.New("log entry cannot be applied")
+	// ErrHalted: this replica met an entry of a type it does not know and
+	// stopped applying there; it needs a newer version (Store.Halted).
+	ErrHalted = errors.New("state machine halted")
 )
 
 // StatusErr maps a non-active status to its error (nil for active).
@@ -82,43 +88,9 @@ func (tx *applyTx) byID(id string) *Record {
 
 func (tx *applyTx) put(old, r *Record) { tx.st.put(old, r) }
 
-func (b *Batch) apply(tx *applyTx) Result {
-	// Time never runs backwards in the state, even if a new leader's clock
-	// is behind the old one's.
-	if b.Now > tx.now {
-		tx.now = b.Now
-	}
-	if len(b.Reqs) != 0 && len(b.Reqs) != len(b.Entries) {
-		panic(fmt.Sprintf("fsm: batch at index %d has %d request ids for %d entries", tx.index, len(b.Reqs), len(b.Entries)))
-	}
-	tx.st.forgetRequests(tx.now - int64(RequestWindow))
-	res := Result{Batch: make([]Result, len(b.Entries))}
-	for i, e := range b.Entries {
-		req := ""
-		if len(b.Reqs) > 0 {
-			req = b.Reqs[i]
-		}
-		if prev := tx.st.request(req); prev != nil {
-			res.Batch[i] = prev.Result()
-			continue
-		}
-		c, err := decodeEntry(e)
-		switch {
-		case errors.Is(err, errUnknownSkippable):
-			continue
-		case err != nil:
-			panic(fmt.Sprintf("fsm: batch entry %d at index %d: %v", i, tx.index, err))
-		}
-		if _, nested := c.(*Batch); nested {
-			panic(fmt.Sprintf("fsm: nested batch at index %d", tx.index))
-		}
-		res.Batch[i] = c.apply(tx)
-		if req != "" {
-			tx.st.remember(req, tx.now, res.Batch[i])
-		}
-	}
-	return res
-}
+// apply is never reached: Store.Apply applies a batch itself, entry by
+// entry, and a batch inside a batch is refused as a bad entry.
+func (b *Batch) apply(*applyTx) Result { return Result{Err: ErrBadEntry} }
 
 func (c *Issue) apply(tx *applyTx) Result {
 	// getID, not byID: an empty id is taken like any other once used.

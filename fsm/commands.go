@@ -200,12 +200,22 @@ func Decode(b []byte) (Command, error) {
 	return c, nil
 }
 
-// errUnknownSkippable is returned for an unknown type flagged IgnoreUnknown.
-var errUnknownSkippable = errors.New("unknown command type marked ignorable")
+// Why decodeEntry could not return a command.
+var (
+	// errUnknownSkippable: an unknown type flagged IgnoreUnknown.
+	errUnknownSkippable = errors.New("unknown command type marked ignorable")
+	// errUnknownType: a type this build does not know, not flagged
+	// ignorable: a newer node's command, or a corrupt entry. Applying
+	// anything past it could diverge from the nodes that know it.
+	errUnknownType = errors.New("unknown command type")
+	// errUndecodable: a known type whose body does not decode, or an
+	// empty entry. Every node of this build fails it the same way.
+	errUndecodable = errors.New("undecodable entry")
+)
 
 func decodeEntry(b []byte) (applier, error) {
 	if len(b) == 0 {
-		return nil, fmt.Errorf("decode: empty entry")
+		return nil, fmt.Errorf("%w: empty", errUndecodable)
 	}
 	t := Type(b[0])
 	newCmd, ok := registry[t]
@@ -213,11 +223,11 @@ func decodeEntry(b []byte) (applier, error) {
 		if t&IgnoreUnknown != 0 {
 			return nil, errUnknownSkippable
 		}
-		return nil, fmt.Errorf("decode: unknown command type %d", b[0])
+		return nil, fmt.Errorf("%w %d", errUnknownType, b[0])
 	}
 	c := newCmd()
 	if err := codec.NewDecoderBytes(b[1:], msgpackHandle).Decode(c); err != nil {
-		return nil, fmt.Errorf("decode %T: %w", c, err)
+		return nil, fmt.Errorf("%w: %T: %v", errUndecodable, c, err)
 	}
 	return c, nil
 }

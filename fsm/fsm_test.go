@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -383,40 +385,129 @@ func TestConsumeMismatchDoesNotUse(t *testing.T) {
 	wantErr(t, "Consume naming a client of a client-less token", h.do(t2031, &fsm.Consume{Hash: secretHash("public"), ClientID: "app1"}), fsm.ErrClientMismatch)
 }
 
-func TestUndecodableEntriesPanic(t *testing.T) {
+// Entries that do not decode are answered, the same on every replica, and
+// change nothing; the store goes on applying.
+func TestBadEntriesAreAnswered(t *testing.T) {
 	enc := func(c fsm.Command) []byte { return encode(t, c) }
 	batchOf := func(entries ...[]byte) []byte { return enc(&fsm.Batch{Now: ns(t2031), Entries: entries}) }
 	issue := enc(newIssue("tok", "access", time.Hour, 0))
 	consume := enc(&fsm.Consume{Hash: secretHash("tok")})
+	// The probe of a forwarded write of one unknown-looking byte: 0x63 is
+	// no type, so it halts (TestUnknownTypeHalts); as the body of a known
+	// type it is garbage.
 	for _, tt := range []struct {
-		name  string
-		entry []byte
+		name   string
+		entry  []byte
+		batch  []error // per-entry answers; nil: a top-level answer
+		reason string
 	}{
-		{"empty entry", []byte{}},
-		{"nil entry", nil},
-		{"unknown type 0", []byte{0x00, 0x80}},
-		{"unknown type without the ignore flag", []byte{0x7f, 0x80}},
-		{"issue with a garbage body", []byte{byte(fsm.TypeIssue), 0xc1}},
-		{"issue with a string body", []byte{byte(fsm.TypeIssue), 0xa3, 'a', 'b', 'c'}},
-		{"consume without a body", []byte{byte(fsm.TypeConsume)}},
-		{"consume with a truncated body", consume[:len(consume)-1]},
-		{"batch with a garbage body", []byte{byte(fsm.TypeBatch), 0xff}},
-		{"batch with a garbage entry", batchOf(issue, []byte{byte(fsm.TypeConsume), 0xc1})},
-		{"batch with an empty entry", batchOf(issue, []byte{})},
-		{"batch with an unknown entry", batchOf([]byte{0x7f, 0x80})},
-		{"nested batch", batchOf(issue, batchOf(consume))},
-		{"nested empty batch", batchOf(batchOf())},
+		{"empty entry", []byte{}, nil, fsm.RejectUndecodable},
+		{"nil entry", nil, nil, fsm.RejectUndecodable},
+		{"issue with a garbage body", []byte{byte(fsm.TypeIssue), 0xc1}, nil, fsm.RejectUndecodable},
+		{"issue with a string body", []byte{byte(fsm.TypeIssue), 0xa3, 'a', 'b', 'c'}, nil, fsm.RejectUndecodable},
+		{"issue with one byte of body", []byte{byte(fsm.TypeIssue), 0x63}, nil, fsm.RejectUndecodable},
+		{"consume without a body", []byte{byte(fsm.TypeConsume)}, nil, fsm.RejectUndecodable},
+		{"consume with a truncated body", consume[:len(consume)-1], nil, fsm.RejectUndecodable},
+		{"batch with a garbage body", []byte{byte(fsm.TypeBatch), 0xff}, nil, fsm.RejectUndecodable},
+		{"batch with a garbage entry", batchOf(issue, []byte{byte(fsm.TypeConsume), 0xc1}), []error{nil, fsm.ErrBadEntry}, fsm.RejectUndecodable},
+		{"batch with an empty entry", batchOf(issue, []byte{}), []error{nil, fsm.ErrBadEntry}, fsm.RejectUndecodable},
+		{"nested batch", batchOf(issue, batchOf(consume)), []error{nil, fsm.ErrBadEntry}, fsm.RejectNestedBatch},
+		{"nested empty batch", batchOf(batchOf()), []error{fsm.ErrBadEntry}, fsm.RejectNestedBatch},
+		{"batch with more request ids than entries", enc(&fsm.Batch{Now: ns(t2031), Entries: [][]byte{issue}, Reqs: []string{"x", "y"}}),
+			[]error{fsm.ErrBadEntry}, fsm.RejectBadBatch},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s := fsm.New() // a store that panicked is not used again
-			msg := mustPanic(t, "Apply("+tt.name+")", func() { s.Apply(7, tt.entry) })
-			if !strings.Contains(msg, "index 7") {
-				t.Fatalf("panic %q does not name the log index 7", msg)
+			h := newHarness(t)
+			h.issue(t2031, newIssue("before", "access", time.Hour, 0))
+			h.index++
+			res := h.s.Apply(h.index, tt.entry)
+			if tt.batch == nil {
+				wantErr(t, "Apply("+tt.name+")", res, fsm.ErrBadEntry)
+			} else {
+				if len(res.Batch) != len(tt.batch) {
+					t.Fatalf("Apply(%s): %d batch results, want %d", tt.name, len(res.Batch), len(tt.batch))
+				}
+				for i, want := range tt.batch {
+					wantErr(t, fmt.Sprintf("batch entry %d", i), res.Batch[i], want)
+				}
 			}
-			if got := s.AppliedIndex(); got != 0 {
-				t.Fatalf("AppliedIndex() after a panicking entry = %d, want 0", got)
+			if got := h.s.AppliedIndex(); got != h.index {
+				t.Fatalf("AppliedIndex() = %d after a bad entry at %d, want %d", got, h.index, h.index)
+			}
+			if got := h.s.Rejected(tt.reason); got != 1 {
+				t.Fatalf("Rejected(%q) = %d, want 1", tt.reason, got)
+			}
+			if _, halted := h.s.Halted(); halted {
+				t.Fatal("a bad entry halted the store")
+			}
+			// The store goes on: the token issued before is intact, and
+			// the next entry applies.
+			if r := h.s.ByID("before"); r == nil || r.Status(ns(t2031)) != fsm.StatusActive {
+				t.Fatalf("the token issued before the bad entry: %+v", r)
+			}
+			h.issue(t2031.Add(time.Second), newIssue("after", "access", time.Hour, 0))
+		})
+	}
+}
+
+// An entry of a type this build does not know, without the ignore flag,
+// may be a newer node's command: the store stops applying there, keeps
+// answering, refuses snapshots, and reports where it stopped.
+func TestUnknownTypeHalts(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		entry func(t *testing.T) []byte
+	}{
+		{"the one-byte probe 0x63", func(*testing.T) []byte { return []byte{0x63} }},
+		{"unknown type 0", func(*testing.T) []byte { return []byte{0x00, 0x80} }},
+		{"unknown type in a batch", func(t *testing.T) []byte {
+			return encode(t, &fsm.Batch{Now: ns(t2031), Entries: [][]byte{
+				encode(t, newIssue("not-applied", "access", time.Hour, 0)), {0x7f, 0x80}}})
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.issue(t2031, newIssue("before", "access", time.Hour, 0))
+			var halts []fsm.Halt
+			h.s.OnHalt(func(x fsm.Halt) { halts = append(halts, x) })
+			applied := h.s.AppliedIndex()
+			h.index++
+			wantErr(t, "Apply(unknown type)", h.s.Apply(h.index, tt.entry(t)), fsm.ErrHalted)
+			halt, halted := h.s.Halted()
+			if !halted || halt.Index != h.index {
+				t.Fatalf("Halted() = %+v, %v; want halted at %d", halt, halted, h.index)
+			}
+			if h.s.AppliedIndex() != applied || h.s.ByID("not-applied") != nil {
+				t.Fatal("the halting entry was partly applied")
+			}
+			// Later entries are not applied, and the halt is reported once.
+			h.index++
+			wantErr(t, "Apply after the halt", h.s.Apply(h.index, batchEntry(t, t2031, newIssue("later", "access", time.Hour, 0))), fsm.ErrHalted)
+			if h.s.ByID("later") != nil || len(halts) != 1 || h.s.Rejected(fsm.RejectUnknownType) != 1 {
+				t.Fatalf("after the halt: later applied %v, halts reported %d, counted %d; want not applied, 1, 1",
+					h.s.ByID("later") != nil, len(halts), h.s.Rejected(fsm.RejectUnknownType))
+			}
+			if err := h.s.WriteSnapshot(io.Discard); !errors.Is(err, fsm.ErrHalted) {
+				t.Fatalf("snapshot of a halted store: %v, want ErrHalted", err)
+			}
+			if h.s.ByID("before") == nil {
+				t.Fatal("a halted store lost what it had applied")
 			}
 		})
+	}
+}
+
+// What cannot be answered the same on every replica still panics: an index
+// that does not follow the last one applied means the log was rewritten
+// under the state machine. Content never does (TestBadEntriesAreAnswered).
+func TestIndexRegressionPanics(t *testing.T) {
+	h := newHarness(t)
+	h.issue(t2031, newIssue("tok", "access", time.Hour, 0))
+	msg := mustPanic(t, "Apply at an index already applied", func() {
+		h.s.Apply(h.index, batchEntry(t, t2031, newIssue("again", "access", time.Hour, 0)))
+	})
+	if !strings.Contains(msg, "rewritten") {
+		t.Fatalf("panic %q does not say the log was rewritten", msg)
 	}
 }
 

@@ -93,6 +93,8 @@ var errNames = map[string]error{
 	"client_mismatch": ErrClientMismatch,
 	"reused":          ErrReused,
 	"scope":           ErrScope,
+	"bad_entry":       ErrBadEntry,
+	"halted":          ErrHalted,
 }
 
 // ErrName returns the stable name of a business outcome ("" for nil).

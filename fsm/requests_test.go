@@ -83,15 +83,9 @@ func TestRequestForgottenAfterWindow(t *testing.T) {
 	}
 }
 
-func TestBatchRequestCountMismatchPanics(t *testing.T) {
-	h := newHarness(t)
-	b := &fsm.Batch{Now: ns(t0), Entries: [][]byte{encode(t, newIssue("a", "access", time.Hour, 0))}, Reqs: []string{"x", "y"}}
-	mustPanic(t, "batch with more request ids than entries", func() { h.s.Apply(1, encode(t, b)) })
-}
-
 func TestErrNames(t *testing.T) {
 	for _, err := range []error{nil, fsm.ErrNotFound, fsm.ErrExists, fsm.ErrExpired, fsm.ErrConsumed,
-		fsm.ErrRevoked, fsm.ErrKindMismatch, fsm.ErrClientMismatch} {
+		fsm.ErrRevoked, fsm.ErrKindMismatch, fsm.ErrClientMismatch, fsm.ErrReused, fsm.ErrScope, fsm.ErrBadEntry, fsm.ErrHalted} {
 		if got := fsm.ErrByName(fsm.ErrName(err)); got != err {
 			t.Errorf("ErrByName(ErrName(%v)) = %v", err, got)
 		}

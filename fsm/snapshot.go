@@ -44,6 +44,11 @@ type snapshotMeta struct {
 // the primary index, so writes go on while it streams.
 func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 	s := (*Store)(f)
+	if h, halted := s.Halted(); halted {
+		// A snapshot would let Raft drop the entries this node has not
+		// applied; a node that can apply them needs them.
+		return nil, fmt.Errorf("snapshot: %w at index %d: %s", ErrHalted, h.Index, h.Reason)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return &snapshot{records: s.st.byID.Clone(), reqs: s.st.reqs.Clone(),
@@ -194,12 +199,17 @@ func (s *Store) Restore(r io.Reader) error {
 	s.mu.Lock()
 	s.st, s.lastNow = st, meta.LastNow
 	s.mu.Unlock()
+	// The snapshot was taken by a node that applied what halted this one.
+	s.halt.Store(nil)
 	s.setApplied(meta.Applied)
 	return nil
 }
 
 // WriteSnapshot writes the current state as a snapshot stream to w.
 func (s *Store) WriteSnapshot(w io.Writer) error {
-	snap, _ := s.RaftFSM().Snapshot()
+	snap, err := s.RaftFSM().Snapshot()
+	if err != nil {
+		return err
+	}
 	return snap.(*snapshot).write(w)
 }

@@ -18,6 +18,9 @@ type Store struct {
 	lastNow int64 // latest leader time applied
 
 	applied  atomic.Uint64
+	halt     atomic.Pointer[Halt] // set once the store stops applying
+	onHalt   func(Halt)
+	rejects  map[string]*atomic.Uint64 // by reason; fixed at New
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced on every applied entry
 }
@@ -30,7 +33,11 @@ type CountKey struct {
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{st: newState(), notify: make(chan struct{})}
+	s := &Store{st: newState(), notify: make(chan struct{}), rejects: map[string]*atomic.Uint64{}}
+	for _, r := range RejectReasons {
+		s.rejects[r] = new(atomic.Uint64)
+	}
+	return s
 }
 
 // RaftFSM returns the raft.FSM view of the store, keeping Apply, Snapshot
@@ -46,23 +53,182 @@ func (f *raftFSM) Apply(l *raft.Log) any { return (*Store)(f).Apply(l.Index, l.D
 // applied index covers every entry Raft hands to the state machine and a
 // read waiting for a commit index that is a configuration entry finishes.
 func (f *raftFSM) StoreConfiguration(index uint64, _ raft.Configuration) {
-	(*Store)(f).setApplied(index)
+	if s := (*Store)(f); s.halt.Load() == nil {
+		s.setApplied(index)
+	}
 }
 
 // Apply applies an encoded command at log index. Exposed for tests that
 // drive the state machine without Raft; in a node only Raft calls it.
+//
+// No content of an entry can take the store down. An entry that does not
+// decode, or a batch that is malformed, is answered ErrBadEntry (on every
+// replica alike, since they all run the same decoder on the same bytes)
+// and changes nothing; an unknown type flagged IgnoreUnknown is skipped.
+// An unknown type without the flag halts the store at that index (see
+// Halted): it may be a newer node's command, and applying anything past
+// it could diverge from the nodes that know it.
+//
+// Only what cannot be answered deterministically panics: an index that
+// does not follow the last one applied means the log under the state
+// machine was rewritten, and no answer would be the same on every node.
 func (s *Store) Apply(index uint64, data []byte) Result {
+	if s.halt.Load() != nil {
+		return Result{Err: ErrHalted}
+	}
+	if last := s.applied.Load(); index <= last {
+		panic(fmt.Sprintf("fsm: entry at index %d after index %d was applied: the log was rewritten under the state machine", index, last))
+	}
 	c, err := decodeEntry(data)
-	if errors.Is(err, errUnknownSkippable) {
-		s.setApplied(index)
-		return Result{}
-	}
 	if err != nil {
-		panic(fmt.Sprintf("fsm: entry at index %d: %v", index, err))
+		return s.refuse(index, data, err)
 	}
-	res := s.applyLocked(c, index)
+	var res Result
+	if b, ok := c.(*Batch); ok {
+		var halted bool
+		if res, halted = s.applyBatch(index, b); halted {
+			return res
+		}
+	} else {
+		res = s.applyLocked(c, index)
+	}
 	s.setApplied(index)
 	return res
+}
+
+// refuse answers an entry that did not decode.
+func (s *Store) refuse(index uint64, data []byte, err error) Result {
+	switch {
+	case errors.Is(err, errUnknownSkippable):
+		s.rejected(RejectSkipped)
+		s.setApplied(index)
+		return Result{}
+	case errors.Is(err, errUnknownType):
+		return s.stop(Halt{Index: index, Type: Type(data[0]), Reason: err.Error()})
+	}
+	s.rejected(RejectUndecodable)
+	s.setApplied(index)
+	return Result{Err: ErrBadEntry}
+}
+
+// applyBatch decodes every entry of b before applying any, so that an
+// entry that halts the store leaves nothing of its index applied.
+func (s *Store) applyBatch(index uint64, b *Batch) (Result, bool) {
+	res := Result{Batch: make([]Result, len(b.Entries))}
+	if len(b.Reqs) != 0 && len(b.Reqs) != len(b.Entries) {
+		s.rejected(RejectBadBatch)
+		for i := range res.Batch {
+			res.Batch[i].Err = ErrBadEntry
+		}
+		return res, false
+	}
+	cmds := make([]applier, len(b.Entries))
+	for i, e := range b.Entries {
+		c, err := decodeEntry(e)
+		switch {
+		case err == nil:
+			if _, nested := c.(*Batch); nested {
+				s.rejected(RejectNestedBatch)
+				c = badEntry{}
+			}
+		case errors.Is(err, errUnknownSkippable):
+			s.rejected(RejectSkipped)
+			c = nil
+		case errors.Is(err, errUnknownType):
+			return s.stop(Halt{Index: index, Type: Type(e[0]), Reason: fmt.Sprintf("batch entry %d: %v", i, err)}), true
+		default:
+			s.rejected(RejectUndecodable)
+			c = badEntry{}
+		}
+		cmds[i] = c
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx := &applyTx{st: s.st, now: s.lastNow, index: index}
+	// Time never runs backwards in the state, even if a new leader's clock
+	// is behind the old one's.
+	tx.now = max(tx.now, b.Now)
+	tx.st.forgetRequests(tx.now - int64(RequestWindow))
+	for i, c := range cmds {
+		req := ""
+		if len(b.Reqs) > 0 {
+			req = b.Reqs[i]
+		}
+		if prev := tx.st.request(req); prev != nil {
+			res.Batch[i] = prev.Result()
+			continue
+		}
+		if c == nil {
+			continue // skipped
+		}
+		res.Batch[i] = c.apply(tx)
+		if req != "" {
+			tx.st.remember(req, tx.now, res.Batch[i])
+		}
+	}
+	s.lastNow = tx.now
+	return res, false
+}
+
+// badEntry stands for a batch entry that cannot be applied.
+type badEntry struct{}
+
+func (badEntry) Type() Type             { return 0 }
+func (badEntry) apply(*applyTx) Result  { return Result{Err: ErrBadEntry} }
+func (s *Store) rejected(reason string) { s.rejects[reason].Add(1) }
+
+// stop halts the store at h.Index: nothing from there on is applied, reads
+// should answer unavailable, and snapshots are refused, so that the log
+// from h.Index on is kept for a node that can apply it.
+func (s *Store) stop(h Halt) Result {
+	if s.halt.CompareAndSwap(nil, &h) {
+		s.rejected(RejectUnknownType)
+		if s.onHalt != nil {
+			s.onHalt(h)
+		}
+	}
+	return Result{Err: ErrHalted}
+}
+
+// Halt says where and why the store stopped applying.
+type Halt struct {
+	Index  uint64
+	Type   Type
+	Reason string
+}
+
+// Halted reports whether the store has stopped applying, and where.
+func (s *Store) Halted() (Halt, bool) {
+	if h := s.halt.Load(); h != nil {
+		return *h, true
+	}
+	return Halt{}, false
+}
+
+// OnHalt sets a function called once, when the store halts. Set it before
+// the store applies anything.
+func (s *Store) OnHalt(f func(Halt)) { s.onHalt = f }
+
+// Why an entry, or an entry of a batch, was not applied as proposed: the
+// reasons counted by Rejected.
+const (
+	RejectUndecodable = "undecodable"          // answered ErrBadEntry
+	RejectNestedBatch = "nested_batch"         // answered ErrBadEntry
+	RejectBadBatch    = "bad_batch"            // request ids do not match the entries: each answered ErrBadEntry
+	RejectSkipped     = "skipped_unknown_type" // flagged ignorable: skipped
+	RejectUnknownType = "unknown_type"         // the store halted
+)
+
+// RejectReasons lists the reasons of Rejected.
+var RejectReasons = []string{RejectUndecodable, RejectNestedBatch, RejectBadBatch, RejectSkipped, RejectUnknownType}
+
+// Rejected returns how many entries this store did not apply as proposed,
+// for reason.
+func (s *Store) Rejected(reason string) uint64 {
+	if c, ok := s.rejects[reason]; ok {
+		return c.Load()
+	}
+	return 0
 }
 
 func (s *Store) applyLocked(c applier, index uint64) Result {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/tokenstore/tokenstore/api/wire"
@@ -62,7 +63,14 @@ func unavailable(code, msg string) *Error {
 // storeError maps what the cluster layer could not do to an API error:
 // a store that cannot answer is a 503 with Retry-After, never a 404 or 500.
 func storeError(err error) *Error {
+	var e *Error
 	switch {
+	case errors.As(err, &e):
+		return e // the checks of a command (CommandChecker)
+	case errors.Is(err, cluster.ErrRefused):
+		return errorf(http.StatusBadRequest, wire.CodeWriteRefused, "The leader refused this write: %s", strings.TrimPrefix(err.Error(), cluster.ErrRefused.Error()+" by the leader: "))
+	case errors.Is(err, cluster.ErrHalted):
+		return unavailable(wire.CodeReplicaHalted, "This node stopped applying the log at an entry it does not know; it needs a newer version. "+err.Error())
 	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrNoLeader):
 		return unavailable(wire.CodeNoLeader, "The token store has no leader reachable from this node; retry shortly.")
 	case errors.Is(err, cluster.ErrOutcomeUnknown):

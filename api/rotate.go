@@ -30,13 +30,7 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) *Error {
 	if e != nil {
 		return e
 	}
-	if e := checkText("client_id", req.ClientID, maxShort); e != nil {
-		return e
-	}
-	if e := checkClient(req.IP, req.UserAgent); e != nil {
-		return e
-	}
-	ttl, _, e := s.resolve(refreshKind, req.TTL, 0)
+	ttl, e := parseTTL(req.TTL)
 	if e != nil {
 		return e
 	}
@@ -49,11 +43,8 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) *Error {
 		Next: fsm.Record{ID: id, Hash: s.cfg.Hasher.Sum(secret), IP: req.IP, UserAgent: req.UserAgent, Generator: gen}}
 	secrets := []string{secret}
 	if a := req.Access; a != nil {
-		ttl, uses, e := s.resolve(accessKind, a.TTL, 0)
+		ttl, e := parseTTL(a.TTL)
 		if e != nil {
-			return e
-		}
-		if e := checkScopes(a.Scopes); e != nil {
 			return e
 		}
 		secret, id, e := s.mint(accessKind)
@@ -61,8 +52,7 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) *Error {
 			return e
 		}
 		cmd.Access = &fsm.Issue{TTL: int64(ttl), Record: fsm.Record{ID: id, Hash: s.cfg.Hasher.Sum(secret),
-			Kind: accessKind, Scopes: a.Scopes, MaxUses: uses, DetectReuse: s.cfg.Policy.Kinds[accessKind].DetectReuse,
-			Generator: gen}}
+			Kind: accessKind, Scopes: a.Scopes, Generator: gen}}
 		secrets = append(secrets, secret)
 	}
 	if s.cfg.RotationGrace > 0 {

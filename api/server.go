@@ -30,8 +30,8 @@ type Store interface {
 	// replica has applied minIndex (waiting up to localWait, then asking
 	// the leader), and returns the index the answer reflects.
 	ReadRecord(ctx context.Context, hash string, c cluster.Consistency, minIndex uint64, localWait time.Duration) (*fsm.Record, uint64, error)
-	ByID(id string) *fsm.Record
-	ListBySubject(subject, kind, after string, limit int, now int64) ([]*fsm.Record, string)
+	ByID(id string) (*fsm.Record, error)
+	ListBySubject(subject, kind, after string, limit int, now int64) ([]*fsm.Record, string, error)
 	AppliedIndex() uint64
 	// ClusterStatus describes every node of the cluster.
 	ClusterStatus(ctx context.Context) cluster.Status

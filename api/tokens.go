@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -34,7 +33,12 @@ const maxTTL = 100 * 365 * 24 * time.Hour
 
 func (s *Server) now() int64 { return s.cfg.Now().UnixNano() }
 
+// apply checks a command (the checks a leader also runs on a forwarded
+// one, CommandChecker) and proposes it.
 func (s *Server) apply(ctx context.Context, w http.ResponseWriter, c fsm.Command) (fsm.Result, *Error) {
+	if e := checkCommand(s.cfg.Policy, c); e != nil {
+		return fsm.Result{}, e
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
 	res, index, err := s.cfg.Store.Apply(ctx, c)
@@ -85,31 +89,17 @@ func issued(rec *fsm.Record, secret string) wire.IssueResponse {
 		Index: rec.CreateIndex, Family: rec.Family}
 }
 
-// resolve applies the policy of kind to a requested TTL (a Go duration
-// string, "" for the default) and max uses.
-func (s *Server) resolve(kind, ttlText string, maxUses int64) (time.Duration, int64, *Error) {
-	var ttl time.Duration
-	if ttlText != "" {
-		d, err := time.ParseDuration(ttlText)
-		if err != nil || d <= 0 {
-			return 0, 0, errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"ttl\" must be a positive duration such as \"90s\", \"10m\" or \"8760h\".")
-		}
-		ttl = d
+// parseTTL reads a requested TTL, a Go duration string ("" for the kind's
+// default: 0). The policy bounds it when the command is checked.
+func parseTTL(text string) (time.Duration, *Error) {
+	if text == "" {
+		return 0, nil
 	}
-	ttl, uses, err := s.cfg.Policy.Resolve(kind, ttl, maxUses)
-	switch {
-	case errors.Is(err, token.ErrUnknownKind):
-		return 0, 0, errorf(http.StatusBadRequest, wire.CodeUnknownKind, "Unknown kind %q.", kind)
-	case errors.Is(err, token.ErrTTLTooLong):
-		return 0, 0, errorf(http.StatusBadRequest, wire.CodeTTLTooLong, "Field \"ttl\": %s.", err)
-	case errors.Is(err, token.ErrBadUses):
-		return 0, 0, errorf(http.StatusBadRequest, wire.CodeInvalidMaxUses, "Field \"max_uses\": %s.", err)
-	case err != nil:
-		return 0, 0, errorf(http.StatusBadRequest, wire.CodeInvalidField, "%s", err)
-	case ttl > maxTTL:
-		return 0, 0, errorf(http.StatusBadRequest, wire.CodeTTLTooLong, "Field \"ttl\": at most %s.", maxTTL)
+	d, err := time.ParseDuration(text)
+	if err != nil || d <= 0 {
+		return 0, errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"ttl\" must be a positive duration such as \"90s\", \"10m\" or \"8760h\".")
 	}
-	return ttl, uses, nil
+	return d, nil
 }
 
 // mint returns a new secret of kind and a public id.
@@ -124,17 +114,17 @@ func (s *Server) mint(kind string) (secret, id string, e *Error) {
 	return secret, id, nil
 }
 
-// issueCommand validates an issue request against the policy and builds
-// the command, minting a secret unless the caller brought one.
+// issueCommand builds the command of an issue request, minting a secret
+// unless the caller brought one; apply checks it against the policy.
 func (s *Server) issueCommand(req *wire.IssueRequest, generator string) (*fsm.Issue, string, *Error) {
 	if req.Kind == "" {
 		return nil, "", errorf(http.StatusBadRequest, wire.CodeMissingField, "Field \"kind\" is required.")
 	}
-	ttl, uses, e := s.resolve(req.Kind, req.TTL, req.MaxUses)
-	if e != nil {
+	if e := checkKindName(s.cfg.Policy, req.Kind, false); e != nil {
 		return nil, "", e
 	}
-	if e := checkFields(req); e != nil {
+	ttl, e := parseTTL(req.TTL)
+	if e != nil {
 		return nil, "", e
 	}
 	secret, id, e := s.mint(req.Kind)
@@ -157,35 +147,9 @@ func (s *Server) issueCommand(req *wire.IssueRequest, generator string) (*fsm.Is
 	}
 	return &fsm.Issue{TTL: int64(ttl), Record: fsm.Record{
 		ID: id, Hash: s.cfg.Hasher.Sum(secret), Kind: req.Kind, Subject: req.Subject, ClientID: req.ClientID,
-		Scopes: req.Scopes, Family: req.Family, Data: data, RLC: req.RLC, MaxUses: uses,
+		Scopes: req.Scopes, Family: req.Family, Data: data, RLC: req.RLC, MaxUses: req.MaxUses,
 		IP: req.IP, UserAgent: req.UserAgent, Title: req.Title, Generator: generator,
-		DetectReuse: s.cfg.Policy.Kinds[req.Kind].DetectReuse,
 	}}, secret, nil
-}
-
-func checkFields(req *wire.IssueRequest) *Error {
-	for _, f := range []struct {
-		name, value string
-		max         int
-	}{
-		{"subject", req.Subject, maxShort}, {"client_id", req.ClientID, maxShort},
-		{"family", req.Family, maxShort}, {"title", req.Title, maxShort},
-		{"rlc", req.RLC, maxRLC}, {"user_agent", req.UserAgent, maxUA},
-	} {
-		if e := checkText(f.name, f.value, f.max); e != nil {
-			return e
-		}
-	}
-	if e := checkScopes(req.Scopes); e != nil {
-		return e
-	}
-	if e := checkClient(req.IP, ""); e != nil {
-		return e
-	}
-	if len(req.Data) > maxData {
-		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"data\" exceeds %d bytes.", maxData)
-	}
-	return nil
 }
 
 func checkScopes(scopes []string) *Error {
@@ -354,7 +318,10 @@ func (s *Server) getByID(w http.ResponseWriter, r *http.Request) *Error {
 	if tokenActions[r.PathValue("id")] {
 		return actionMethod(w, r)
 	}
-	rec := s.cfg.Store.ByID(r.PathValue("id"))
+	rec, err := s.cfg.Store.ByID(r.PathValue("id"))
+	if err != nil {
+		return storeError(err)
+	}
 	if rec == nil {
 		return recordError(fsm.ErrNotFound, nil)
 	}
@@ -386,7 +353,10 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) *Error {
 		limit = n
 	}
 	now := s.now()
-	recs, next := s.cfg.Store.ListBySubject(subject, kind, cursor, limit, now)
+	recs, next, err := s.cfg.Store.ListBySubject(subject, kind, cursor, limit, now)
+	if err != nil {
+		return storeError(err)
+	}
 	out := wire.ListResponse{Tokens: make([]wire.Record, len(recs)), NextCursor: next}
 	for i, rec := range recs {
 		out.Tokens[i] = toWire(rec, now)

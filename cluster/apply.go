@@ -50,9 +50,10 @@ type applied struct {
 // unknown (leadership lost mid-apply, the leader unreachable) is retried
 // safely: it applies at most once, and the retry answers its result.
 func (n *Node) Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, error) {
-	if _, ok := c.(*fsm.Batch); ok {
-		return fsm.Result{}, 0, fmt.Errorf("apply: a batch cannot ride in a batch")
+	if err := n.admit(c, false); err != nil {
+		return fsm.Result{}, 0, err
 	}
+	leaderOnly := leaderTypes[c.Type()]
 	entry, err := fsm.Encode(c)
 	if err != nil {
 		return fsm.Result{}, 0, err
@@ -60,7 +61,7 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, er
 	req := n.newRequestID()
 	unknown := false // some attempt may have applied
 	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
-		res, index, err := n.applyOnce(ctx, req, entry)
+		res, index, err := n.applyOnce(ctx, req, entry, leaderOnly)
 		switch {
 		case err == nil:
 			return res, index, nil
@@ -84,10 +85,14 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, er
 	}
 }
 
-// applyOnce makes one attempt: locally on the leader, else forwarded.
-func (n *Node) applyOnce(ctx context.Context, req string, entry []byte) (fsm.Result, uint64, error) {
+// applyOnce makes one attempt: locally on the leader, else forwarded,
+// unless only the leader may propose it.
+func (n *Node) applyOnce(ctx context.Context, req string, entry []byte, leaderOnly bool) (fsm.Result, uint64, error) {
 	if n.raft.State() == raft.Leader {
 		return n.applyLocal(ctx, req, entry)
+	}
+	if leaderOnly {
+		return fsm.Result{}, 0, fmt.Errorf("%w: only the leader proposes this command", ErrRefused)
 	}
 	addr, _ := n.raft.LeaderWithID()
 	if addr == "" {
@@ -180,6 +185,10 @@ func (n *Node) propose(batch []*pending) {
 			return
 		}
 		res, ok := f.Response().(fsm.Result)
+		if ok && res.Err != nil && res.Batch == nil {
+			fail(batch, res.Err) // the state machine answered the entry as a whole (ErrHalted)
+			return
+		}
 		if !ok || len(res.Batch) != len(batch) {
 			fail(batch, fmt.Errorf("apply: unexpected response %T", f.Response()))
 			return

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
@@ -66,7 +67,24 @@ var clusterErrs = map[string]error{
 	"behind":          ErrBehind,
 }
 
+// refusedPrefix starts the name of ErrRefused on the wire; the reason follows.
+const refusedPrefix = "refused: "
+
+// refused makes err, which failed the checks, an ErrRefused.
+func refused(err error) error {
+	if errors.Is(err, ErrRefused) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrRefused, err)
+}
+
 func clusterErrName(err error) string {
+	if errors.Is(err, ErrRefused) {
+		return refusedPrefix + err.Error()
+	}
+	if errors.Is(err, ErrHalted) {
+		return "halted"
+	}
 	for name, e := range clusterErrs {
 		if errors.Is(err, e) {
 			return name
@@ -78,6 +96,12 @@ func clusterErrName(err error) string {
 // remoteErr turns a failure named by the leader back into its sentinel. A
 // leader shutting down is a leader going away: for the caller, no leader.
 func remoteErr(name string) error {
+	if reason, ok := strings.CutPrefix(name, refusedPrefix); ok {
+		return fmt.Errorf("%w by the leader: %s", ErrRefused, strings.TrimPrefix(reason, ErrRefused.Error()+": "))
+	}
+	if name == "halted" {
+		return fmt.Errorf("%w on the leader", ErrHalted)
+	}
 	switch e, ok := clusterErrs[name]; {
 	case !ok:
 		return fmt.Errorf("leader: %s", name)
@@ -96,9 +120,16 @@ func (n *Node) rpcServer() *http.Server {
 		if !readRPC(w, r, &args) {
 			return
 		}
+		entry, err := n.admitForwarded(args.Req, args.Entry)
+		if err != nil {
+			n.metrics.refused.Inc()
+			n.log.Warn("refused a forwarded write", "remote", r.RemoteAddr, "err", err)
+			writeRPC(w, resultReply(fsm.Result{}, 0, refused(err)))
+			return
+		}
 		// The leader applies once; retrying is the forwarding node's job,
 		// under the same request id.
-		res, index, err := n.applyLocal(r.Context(), args.Req, args.Entry)
+		res, index, err := n.applyLocal(r.Context(), args.Req, entry)
 		writeRPC(w, resultReply(res, index, err))
 	})
 	mux.HandleFunc("POST "+rpcReadIndex, func(w http.ResponseWriter, r *http.Request) {

@@ -15,6 +15,7 @@ type metrics struct {
 	leaderReads  prometheus.Counter
 	touched      prometheus.Counter
 	touchDropped prometheus.Counter
+	refused      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -46,6 +47,10 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 			Name: "tokenstore_last_used_dropped_total",
 			Help: "Reads whose last-use time was not buffered because the buffer was full.",
 		}),
+		refused: f.NewCounter(prometheus.CounterOpts{
+			Name: "tokenstore_forwarded_writes_refused_total",
+			Help: "Writes forwarded by a peer that this node refused before proposing them (bad type, bad fields).",
+		}),
 		leaderReads: f.NewCounter(prometheus.CounterOpts{
 			Name: "tokenstore_leader_reads_total",
 			Help: "Reads this node could not serve locally in time and the leader answered.",
@@ -60,6 +65,22 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		Help: "1 if this node is the Raft leader.",
 	}, func() float64 {
 		if n.IsLeader() {
+			return 1
+		}
+		return 0
+	})
+	for _, reason := range fsm.RejectReasons {
+		f.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "tokenstore_fsm_rejected_entries_total",
+			Help:        "Log entries (or batch entries) the local state machine did not apply as proposed, by reason: answered as bad, skipped, or halting.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(n.store.Rejected(reason)) })
+	}
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tokenstore_fsm_halted",
+		Help: "1 if the local state machine stopped at an entry it cannot apply.",
+	}, func() float64 {
+		if _, halted := n.store.Halted(); halted {
 			return 1
 		}
 		return 0

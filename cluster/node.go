@@ -46,6 +46,12 @@ var (
 	ErrBusy = errors.New("raft queue full")
 	// ErrBehind: the local replica did not reach the requested index in time.
 	ErrBehind = errors.New("replica has not reached the requested index")
+	// ErrRefused: the command failed the checks before it could be
+	// proposed (a forwarded write the leader refused); nothing was written.
+	ErrRefused = errors.New("write refused")
+	// ErrHalted: the local state machine stopped at an entry it cannot
+	// apply (fsm.Store.Halted); it serves nothing until a newer version runs.
+	ErrHalted = fsm.ErrHalted
 )
 
 // Config configures a node. Zero values take the defaults noted.
@@ -80,6 +86,12 @@ type Config struct {
 	// LastUsedGranularity: a token's last use is written at most this
 	// often. Default 1m.
 	LastUsedGranularity time.Duration
+	// Check validates a command a peer forwards before the leader proposes
+	// it: the API's field checks (api.CommandChecker, which the API runs on
+	// its own writes), and the policy's decisions (single use, max uses,
+	// reuse detection, TTL bounds) recomputed, in place. A refusal answers
+	// the peer ErrRefused. nil checks command types only.
+	Check func(fsm.Command) error
 
 	SnapshotThreshold uint64        // default 8192 entries
 	SnapshotInterval  time.Duration // default 2m
@@ -198,6 +210,10 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n.reqPrefix = base64.RawURLEncoding.EncodeToString(prefix) + "."
 	n.metrics = newMetrics(cfg.Registry, n)
+	n.store.OnHalt(func(h fsm.Halt) {
+		n.log.Error("the state machine stopped applying: this node does not know an entry of the log; it serves nothing until a version that knows it runs on this data",
+			"index", h.Index, "type", int(h.Type), "reason", h.Reason)
+	})
 	if err := n.openRaft(); err != nil {
 		n.closeStores()
 		return nil, err
@@ -400,6 +416,9 @@ func (n *Node) notLeader() error {
 // node, if it leads, has applied everything from earlier terms; a follower
 // must not lag the commit index by more than maxLag entries.
 func (n *Node) Ready() error {
+	if err := n.halted(); err != nil {
+		return err
+	}
 	addr, _ := n.raft.LeaderWithID()
 	if addr == "" {
 		return ErrNoLeader
@@ -418,6 +437,14 @@ func (n *Node) Ready() error {
 }
 
 const maxLag = 1000
+
+// halted is ErrHalted, naming where and why, once the state machine stopped.
+func (n *Node) halted() error {
+	if h, ok := n.store.Halted(); ok {
+		return fmt.Errorf("%w at log index %d (command type %d): %s", ErrHalted, h.Index, h.Type, h.Reason)
+	}
+	return nil
+}
 
 // IsLeader reports whether this node is the leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
@@ -497,12 +524,21 @@ func (n *Node) voters() int {
 }
 
 // ByID reads the local replica by public id.
-func (n *Node) ByID(id string) *fsm.Record { return n.store.ByID(id) }
+func (n *Node) ByID(id string) (*fsm.Record, error) {
+	if err := n.halted(); err != nil {
+		return nil, err
+	}
+	return n.store.ByID(id), nil
+}
 
 // ListBySubject reads a page of a subject's active tokens from the local
 // replica.
-func (n *Node) ListBySubject(subject, kind, after string, limit int, now int64) ([]*fsm.Record, string) {
-	return n.store.ListBySubject(subject, kind, after, limit, now)
+func (n *Node) ListBySubject(subject, kind, after string, limit int, now int64) ([]*fsm.Record, string, error) {
+	if err := n.halted(); err != nil {
+		return nil, "", err
+	}
+	recs, next := n.store.ListBySubject(subject, kind, after, limit, now)
+	return recs, next, nil
 }
 
 // AppliedIndex is the index the local replica reflects.

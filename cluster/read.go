@@ -137,5 +137,8 @@ func (n *Node) leaderRead(ctx context.Context, hash string, minIndex uint64) (*f
 
 // localRead reads this replica and the index it reflects.
 func (n *Node) localRead(hash string) (*fsm.Record, uint64, error) {
+	if err := n.halted(); err != nil {
+		return nil, 0, err
+	}
 	return n.store.ByHash(hash), n.store.AppliedIndex(), nil
 }

@@ -58,6 +58,8 @@ const (
 	CodeNoLeader           = "no_leader"
 	CodeOutcomeUnknown     = "write_outcome_unknown"
 	CodeReplicaBehind      = "replica_behind"
+	CodeReplicaHalted      = "replica_halted"
+	CodeWriteRefused       = "write_refused"
 	CodeUnavailable        = "unavailable"
 	CodeInternal           = "internal"
 	CodeMethodNotAllowed   = "method_not_allowed"

@@ -151,8 +151,8 @@ func run(f serveFlags, logOut io.Writer) error {
 			*k.out = append(*k.out, kind)
 		}
 	}
-	if f.rotationGrace < 0 || f.rotationGrace > time.Hour {
-		return fmt.Errorf("--rotation-grace %s: want 0 (off) to 1h", f.rotationGrace)
+	if f.rotationGrace < 0 || f.rotationGrace > api.MaxRotationGrace {
+		return fmt.Errorf("--rotation-grace %s: want 0 (off) to %s", f.rotationGrace, api.MaxRotationGrace)
 	}
 	var keys *api.Keys
 	if f.keysFile != "" {
@@ -178,6 +178,7 @@ func run(f serveFlags, logOut io.Writer) error {
 		return err
 	}
 	ccfg.Logger, ccfg.LogOutput, ccfg.LogLevel, ccfg.Registry = log, logOut, f.logLevel, reg
+	ccfg.Check = api.CommandChecker(policy)
 	// The API listens first, so that the address other nodes are told is
 	// the one bound (port 0 allowed).
 	ln, err := net.Listen("tcp", f.apiAddr)

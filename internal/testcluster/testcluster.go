@@ -116,6 +116,7 @@ func start(t testing.TB, o Options) (*Node, error) {
 		LastUsedGranularity: o.LastUsedGranularity,
 		GCGrace:             o.GCGrace, GCInterval: o.GCTick, SnapshotThreshold: o.Snapshot,
 		Logger: log, LogOutput: logs, LogLevel: "debug", Registry: reg,
+		Check: api.CommandChecker(o.Policy),
 	}
 	if clustered {
 		cfg.GossipAddr, cfg.GossipLANAddr = o.GossipAddr, o.GossipLANAddr

@@ -1,0 +1,222 @@
+package api
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/fsm"
+	"github.com/tokenstore/tokenstore/token"
+)
+
+// MaxRotationGrace bounds --rotation-grace, and the grace a rotation may
+// carry.
+const MaxRotationGrace = time.Hour
+
+// Bounds of what only nodes propose (last uses, expiry) and of a sealed
+// rotation.
+const (
+	maxID        = 64 // public ids are 22 base62 characters
+	maxUsesBatch = 10_000
+	maxExpireIDs = 10_000
+	maxSealed    = 4 << 10
+)
+
+// CommandChecker returns the validation of every command the API
+// proposes. The cluster runs the same function on every write a peer
+// forwards (cluster.Config.Check), so the two paths cannot drift. It
+// recomputes what the policy decides (TTL bounds, uses, single use, reuse
+// detection) from p, in place, and refuses what the API would refuse. The
+// error is an *Error.
+func CommandChecker(p *token.Policy) func(fsm.Command) error {
+	return func(c fsm.Command) error {
+		if e := checkCommand(p, c); e != nil {
+			return e
+		}
+		return nil
+	}
+}
+
+func checkCommand(p *token.Policy, c fsm.Command) *Error {
+	switch c := c.(type) {
+	case *fsm.Issue:
+		return checkIssue(p, c)
+	case *fsm.Consume:
+		return firstError(checkHash(c.Hash), checkKindName(p, c.Kind, true), checkText("client_id", c.ClientID, maxShort))
+	case *fsm.Revoke:
+		if (c.Hash == "") == (c.ID == "") {
+			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "A revocation names a token by its secret or by its id.")
+		}
+		if c.Hash != "" {
+			if e := checkHash(c.Hash); e != nil {
+				return e
+			}
+		}
+		return firstError(checkText("id", c.ID, maxID), checkText("reason", c.Reason, maxShort))
+	case *fsm.RevokeSubject:
+		return firstError(checkRequired("subject", c.Subject, maxShort), checkKindName(p, c.Kind, true), checkText("reason", c.Reason, maxShort))
+	case *fsm.RevokeFamily:
+		return firstError(checkRequired("family", c.Family, maxShort), checkText("reason", c.Reason, maxShort))
+	case *fsm.Rotate:
+		return checkRotate(p, c)
+	case *fsm.Touch:
+		if len(c.Uses) > maxUsesBatch {
+			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "At most %d last uses in one command.", maxUsesBatch)
+		}
+		for _, u := range c.Uses {
+			if e := firstError(checkHash(u.Hash), checkClient(u.IP, u.UserAgent)); e != nil {
+				return e
+			}
+		}
+		return nil
+	case *fsm.Expire:
+		if len(c.IDs) > maxExpireIDs {
+			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "At most %d ids in one expiry.", maxExpireIDs)
+		}
+		return nil
+	}
+	return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Command type %d is not a write.", c.Type())
+}
+
+// checkIssue checks an issue and rebuilds its record from the fields a
+// caller may set, with the policy's TTL, uses and reuse detection.
+func checkIssue(p *token.Policy, c *fsm.Issue) *Error {
+	r := c.Record
+	if r.Kind == "" {
+		return errorf(http.StatusBadRequest, wire.CodeMissingField, "Field \"kind\" is required.")
+	}
+	ttl, uses, e := resolvePolicy(p, r.Kind, time.Duration(c.TTL), r.MaxUses)
+	if e != nil {
+		return e
+	}
+	if e := firstError(checkRequired("id", r.ID, maxID), checkHash(r.Hash), checkRecordFields(&r)); e != nil {
+		return e
+	}
+	c.TTL = int64(ttl)
+	c.Record = fsm.Record{ID: r.ID, Hash: r.Hash, Kind: r.Kind, Subject: r.Subject, ClientID: r.ClientID,
+		Scopes: r.Scopes, Family: r.Family, Data: r.Data, RLC: r.RLC, MaxUses: uses,
+		IP: r.IP, UserAgent: r.UserAgent, Title: r.Title, Generator: r.Generator,
+		DetectReuse: p.Kinds[r.Kind].DetectReuse}
+	return nil
+}
+
+// checkRecordFields bounds the caller's fields of a record.
+func checkRecordFields(r *fsm.Record) *Error {
+	for _, f := range []struct {
+		name, value string
+		max         int
+	}{
+		{"subject", r.Subject, maxShort}, {"client_id", r.ClientID, maxShort},
+		{"family", r.Family, maxShort}, {"title", r.Title, maxShort},
+		{"rlc", r.RLC, maxRLC}, {"generator", r.Generator, maxShort},
+	} {
+		if e := checkText(f.name, f.value, f.max); e != nil {
+			return e
+		}
+	}
+	if e := firstError(checkScopes(r.Scopes), checkClient(r.IP, r.UserAgent)); e != nil {
+		return e
+	}
+	if len(r.Data) > maxData {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"data\" exceeds %d bytes.", maxData)
+	}
+	if len(r.Data) > 0 && !json.Valid(r.Data) {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"data\" must be JSON.")
+	}
+	return nil
+}
+
+// checkRotate checks a rotation as the API builds it: a refresh token
+// rotated, optionally with an access token, both with the policy's TTLs.
+func checkRotate(p *token.Policy, c *fsm.Rotate) *Error {
+	if c.Kind != refreshKind {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Only %s tokens rotate.", refreshKind)
+	}
+	ttl, _, e := resolvePolicy(p, refreshKind, time.Duration(c.TTL), 0)
+	if e != nil {
+		return e
+	}
+	n := c.Next
+	if e := firstError(checkHash(c.Hash), checkText("client_id", c.ClientID, maxShort), checkRequired("id", n.ID, maxID),
+		checkHash(n.Hash), checkClient(n.IP, n.UserAgent), checkText("generator", n.Generator, maxShort)); e != nil {
+		return e
+	}
+	if c.Grace < 0 || c.Grace > int64(MaxRotationGrace) || len(c.Sealed) > maxSealed || (c.Grace == 0) != (len(c.Sealed) == 0) {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "A rotation's grace is 0 to %s, with the successor sealed.", MaxRotationGrace)
+	}
+	c.TTL = int64(ttl)
+	c.Next = fsm.Record{ID: n.ID, Hash: n.Hash, IP: n.IP, UserAgent: n.UserAgent, Generator: n.Generator}
+	if c.Access == nil {
+		return nil
+	}
+	a := c.Access.Record
+	if a.Kind != accessKind {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "A rotation issues %s tokens.", accessKind)
+	}
+	attl, uses, e := resolvePolicy(p, accessKind, time.Duration(c.Access.TTL), a.MaxUses)
+	if e != nil {
+		return e
+	}
+	if e := firstError(checkRequired("id", a.ID, maxID), checkHash(a.Hash), checkScopes(a.Scopes), checkText("generator", a.Generator, maxShort)); e != nil {
+		return e
+	}
+	c.Access = &fsm.Issue{TTL: int64(attl), Record: fsm.Record{ID: a.ID, Hash: a.Hash, Kind: accessKind, Scopes: a.Scopes,
+		MaxUses: uses, DetectReuse: p.Kinds[accessKind].DetectReuse, Generator: a.Generator}}
+	return nil
+}
+
+// resolvePolicy applies the policy of kind to a TTL (0 for the default)
+// and max uses.
+func resolvePolicy(p *token.Policy, kind string, ttl time.Duration, maxUses int64) (time.Duration, int64, *Error) {
+	if ttl < 0 {
+		return 0, 0, errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"ttl\" must be a positive duration such as \"90s\", \"10m\" or \"8760h\".")
+	}
+	ttl, uses, err := p.Resolve(kind, ttl, maxUses)
+	switch {
+	case errors.Is(err, token.ErrUnknownKind):
+		return 0, 0, errorf(http.StatusBadRequest, wire.CodeUnknownKind, "Unknown kind %q.", kind)
+	case errors.Is(err, token.ErrTTLTooLong):
+		return 0, 0, errorf(http.StatusBadRequest, wire.CodeTTLTooLong, "Field \"ttl\": %s.", err)
+	case errors.Is(err, token.ErrBadUses):
+		return 0, 0, errorf(http.StatusBadRequest, wire.CodeInvalidMaxUses, "Field \"max_uses\": %s.", err)
+	case err != nil:
+		return 0, 0, errorf(http.StatusBadRequest, wire.CodeInvalidField, "%s", err)
+	case ttl > maxTTL:
+		return 0, 0, errorf(http.StatusBadRequest, wire.CodeTTLTooLong, "Field \"ttl\": at most %s.", maxTTL)
+	}
+	return ttl, uses, nil
+}
+
+func checkKindName(p *token.Policy, kind string, optional bool) *Error {
+	if _, known := p.Kinds[kind]; known || (optional && kind == "") {
+		return nil
+	}
+	return errorf(http.StatusBadRequest, wire.CodeUnknownKind, "Unknown kind %q.", kind)
+}
+
+// checkHash checks a secret's digest: every hasher's is 32 bytes.
+func checkHash(h string) *Error {
+	if len(h) != sha256.Size {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "A token digest is %d bytes, not %d.", sha256.Size, len(h))
+	}
+	return nil
+}
+
+func checkRequired(name, v string, max int) *Error {
+	if v == "" {
+		return errorf(http.StatusBadRequest, wire.CodeMissingField, "Field %q is required.", name)
+	}
+	return checkText(name, v, max)
+}
+
+func firstError(es ...*Error) *Error {
+	for _, e := range es {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}

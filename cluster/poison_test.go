@@ -1,0 +1,161 @@
+package cluster_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/client"
+	"github.com/tokenstore/tokenstore/cluster"
+	"github.com/tokenstore/tokenstore/fsm"
+	"github.com/tokenstore/tokenstore/internal/testcluster"
+)
+
+// restartAll kills every node and starts each again on its data and
+// addresses, without waiting for it to be ready (a halted node is not).
+func restartAll(t *testing.T, old []*testcluster.Node) []*testcluster.Node {
+	t.Helper()
+	opts := make([]testcluster.Options, len(old))
+	for i, n := range old {
+		o := n.Opts
+		o.RaftAddr, o.GossipAddr, o.GossipLANAddr = n.RaftAddr(), n.GossipAddr(), n.GossipLANAddr()
+		opts[i] = o
+	}
+	for _, n := range old {
+		n.Kill()
+	}
+	var nodes []*testcluster.Node
+	for i, o := range opts {
+		o.Join = nil
+		for j := range opts {
+			if j != i {
+				o.Join = append(o.Join, opts[j].GossipAddr)
+			}
+		}
+		n := testcluster.Start(t, o)
+		t.Cleanup(n.Kill)
+		nodes = append(nodes, n)
+	}
+	return nodes
+}
+
+func leaderOf(t *testing.T, nodes []*testcluster.Node) *testcluster.Node {
+	t.Helper()
+	var leader *testcluster.Node
+	waitFor(t, "a leader", 30*time.Second, func() error {
+		for _, n := range nodes {
+			if n.IsLeader() {
+				leader = n
+				return nil
+			}
+		}
+		return errors.New("none")
+	})
+	return leader
+}
+
+// Entries that the leader's checks would never let through, put into the
+// log as they are: every replica answers them the same, keeps running and
+// restarts cleanly on its data; an unknown type halts every replica at its
+// index, up and reporting it, again after a restart.
+func TestBadLogEntriesLeaveReplicasUp(t *testing.T) {
+	c := testcluster.StartCluster(t, testcluster.Options{}, testcluster.Options{}, testcluster.Options{})
+	ctx := ctxFor(t, 2*time.Minute)
+	leader, err := c.WaitForLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := leader.Client.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "user:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := mustEncode(t, &fsm.Issue{Record: fsm.Record{ID: "raw", Hash: strings.Repeat("h", 32), Kind: "access"}})
+	for _, tt := range []struct {
+		name   string
+		entry  []byte
+		want   error // the state machine's answer
+		reason string
+	}{
+		{"undecodable bytes", []byte{byte(fsm.TypeIssue), 0xc1, 0x63}, fsm.ErrBadEntry, fsm.RejectUndecodable},
+		{"a nested batch", mustEncode(t, &fsm.Batch{Entries: [][]byte{mustEncode(t, &fsm.Batch{Entries: [][]byte{issue}})}}), nil, fsm.RejectNestedBatch},
+		{"an unknown type flagged ignorable", []byte{byte(fsm.IgnoreUnknown) | 0x63, 0x01}, nil, fsm.RejectSkipped},
+	} {
+		res, err := leader.ApplyRaw(tt.entry)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		r, _ := res.(fsm.Result)
+		if !errors.Is(r.Err, tt.want) {
+			t.Fatalf("%s: the state machine answered %+v, want %v", tt.name, r, tt.want)
+		}
+		if tt.reason == fsm.RejectNestedBatch && (len(r.Batch) != 1 || !errors.Is(r.Batch[0].Err, fsm.ErrBadEntry)) {
+			t.Fatalf("%s: answered %+v, want the entry answered as bad", tt.name, r)
+		}
+		index := leader.AppliedIndex()
+		for _, n := range c.Nodes() {
+			waitFor(t, fmt.Sprintf("%s: %s applies past it", tt.name, n.ID()), 30*time.Second, func() error {
+				if got := n.AppliedIndex(); got < index {
+					return fmt.Errorf("applied %d of %d", got, index)
+				}
+				return nil
+			})
+			if got := n.Store().Rejected(tt.reason); got < 1 {
+				t.Fatalf("%s: %s counted %d rejections for %s, want 1", tt.name, n.ID(), got, tt.reason)
+			}
+			if err := n.Ready(); err != nil {
+				t.Fatalf("%s: %s is not ready: %v", tt.name, n.ID(), err)
+			}
+		}
+	}
+	if c.Nodes()[0].Store().ByID("raw") != nil {
+		t.Fatal("the issue inside a nested batch was applied")
+	}
+
+	nodes := restartAll(t, c.Nodes())
+	leader = leaderOf(t, nodes)
+	for _, n := range nodes {
+		n.WaitReady(t)
+		if _, _, err := n.Client.Lookup(ctx, before.Token, client.LookupOptions{MinIndex: before.Index}); err != nil {
+			t.Fatalf("after the restart, %s: the token issued before: %v", n.ID(), err)
+		}
+	}
+
+	// An unknown type without the flag halts every replica at its index.
+	res, err := leader.ApplyRaw([]byte{0x63})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := res.(fsm.Result); !errors.Is(r.Err, fsm.ErrHalted) {
+		t.Fatalf("unknown type: the leader's state machine answered %+v, want ErrHalted", r)
+	}
+	checkHalted := func(nodes []*testcluster.Node) {
+		t.Helper()
+		for _, n := range nodes {
+			waitFor(t, n.ID()+" halts", 30*time.Second, func() error {
+				err := n.Ready()
+				if !errors.Is(err, cluster.ErrHalted) || !strings.Contains(err.Error(), "command type 99") {
+					return fmt.Errorf("Ready() = %v, want halted naming type 99", err)
+				}
+				return nil
+			})
+			if _, _, err := n.Client.Lookup(ctx, before.Token, client.LookupOptions{}); err == nil || !strings.Contains(err.Error(), "replica_halted") {
+				t.Fatalf("%s: a lookup on a halted replica: %v, want 503 replica_halted", n.ID(), err)
+			}
+		}
+	}
+	checkHalted(nodes)
+	nodes = restartAll(t, nodes)
+	checkHalted(nodes)
+}
+
+func mustEncode(t *testing.T, c fsm.Command) []byte {
+	t.Helper()
+	b, err := fsm.Encode(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -1,16 +1,25 @@
 package cluster_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-msgpack/v2/codec"
+
+	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/cluster"
+	"github.com/tokenstore/tokenstore/fsm"
 	"github.com/tokenstore/tokenstore/internal/testcluster"
 	"github.com/tokenstore/tokenstore/internal/testpki"
 )
@@ -188,5 +197,106 @@ func TestBootstrapCountsOnlyCheckedPeers(t *testing.T) {
 				t.Fatalf("after the leader's rounds: want %v, got %v", want, got)
 			}
 		})
+	}
+}
+
+// rpcCaller calls a node's RPC routes as another node would, through a
+// mux of its own with the TLS configuration given (nil: plain TCP).
+type rpcCaller struct{ http *http.Client }
+
+func newRPCCaller(t *testing.T, conf *tls.Config) *rpcCaller {
+	t.Helper()
+	m, err := cluster.ListenMux("127.0.0.1:0", nil, conf, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+		return m.DialRPC(ctx, addr)
+	}}
+	t.Cleanup(func() {
+		tr.CloseIdleConnections()
+		m.Close()
+	})
+	return &rpcCaller{http: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+}
+
+// rpcReply is what the read and apply routes answer.
+type rpcReply struct {
+	Index  uint64      `codec:"i"`
+	Record *fsm.Record `codec:"r"`
+	Err    string      `codec:"e"`
+	Fail   string      `codec:"f"`
+}
+
+// call posts args, msgpack-encoded, to path on the node at raftAddr.
+func (c *rpcCaller) call(raftAddr, path string, args any) (*rpcReply, error) {
+	var body []byte
+	if err := codec.NewEncoderBytes(&body, &codec.MsgpackHandle{}).Encode(args); err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Post("http://"+raftAddr+path, "application/msgpack", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(b))
+	}
+	var r rpcReply
+	return &r, codec.NewDecoderBytes(b, &codec.MsgpackHandle{}).Decode(&r)
+}
+
+// TestReadAndApplyRPCsNeedAPeerCertificate: a caller without a certificate
+// from the cluster CA reads nothing and writes nothing through the node
+// port; a peer with one does both.
+func TestReadAndApplyRPCsNeedAPeerCertificate(t *testing.T) {
+	ca := testpki.New(t)
+	n := testcluster.Start(t, tlsNode(t, ca, "n1"))
+	ctx := ctxFor(t, time.Minute)
+	iss, err := n.Client.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "u"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := map[string]any{"h": n.Hasher.Sum(iss.Token)}
+	entry, err := fsm.Encode(&fsm.Revoke{ID: iss.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoke := map[string]any{"q": "peers-test.1", "e": entry}
+
+	for _, s := range []struct {
+		name string
+		conf *tls.Config
+	}{
+		{"plain TCP", nil},
+		{"TLS without a certificate", &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}},
+		{"certificate from another CA", tlsNode(t, testpki.New(t), "x").TLS},
+	} {
+		c := newRPCCaller(t, s.conf)
+		if r, err := c.call(n.RaftAddr(), "/rpc/v1/read", read); err == nil {
+			t.Errorf("%s: read answered: %+v", s.name, r)
+		}
+		if r, err := c.call(n.RaftAddr(), "/rpc/v1/apply", revoke); err == nil {
+			t.Errorf("%s: apply answered: %+v", s.name, r)
+		}
+	}
+	if rec, err := n.Client.Get(ctx, iss.ID); err != nil || rec.Status != "active" {
+		t.Fatalf("after refused calls: want the token active, got %+v, %v", rec, err)
+	}
+
+	peer := newRPCCaller(t, tlsNode(t, ca, "peer").TLS)
+	r, err := peer.call(n.RaftAddr(), "/rpc/v1/read", read)
+	if err != nil || r.Fail != "" || r.Record == nil || r.Record.ID != iss.ID {
+		t.Fatalf("peer read: want record %s, got %+v, %v", iss.ID, r, err)
+	}
+	if r, err := peer.call(n.RaftAddr(), "/rpc/v1/apply", revoke); err != nil || r.Fail != "" || r.Err != "" {
+		t.Fatalf("peer apply of a revoke: got %+v, %v", r, err)
+	}
+	if rec, err := n.Client.Get(ctx, iss.ID); err != nil || rec.Status != "revoked" {
+		t.Fatalf("after the peer's revoke: want the token revoked, got %+v, %v", rec, err)
 	}
 }

@@ -209,19 +209,33 @@ func (n *Node) reconcile(ctx context.Context) {
 }
 
 func (n *Node) addMembers(ctx context.Context, servers []raft.Server) {
-	for _, m := range n.members.Members() {
-		if !m.Alive || m.ID == n.cfg.NodeID || m.RaftAddr == "" {
-			continue
+	members := slices.DeleteFunc(n.members.Members(), func(m MemberStatus) bool {
+		return !m.Alive || m.ID == n.cfg.NodeID || m.RaftAddr == ""
+	})
+	index := func(m MemberStatus) int {
+		return slices.IndexFunc(servers, func(s raft.Server) bool { return s.ID == raft.ServerID(m.ID) })
+	}
+	// Gossip only says who a node claims to be: a new or moved node must
+	// answer as itself over the node-to-node transport (mutual TLS when
+	// on) before it gets a vote, or it would only add to quorum. The
+	// checks run at once, so strangers do not hold up the round.
+	var unchecked []MemberStatus
+	for _, m := range members {
+		if i := index(m); i < 0 || servers[i].Address != raft.ServerAddress(m.RaftAddr) {
+			unchecked = append(unchecked, m)
 		}
+	}
+	checked := map[string]error{}
+	for i, err := range n.checkPeers(ctx, unchecked) {
+		checked[unchecked[i].ID] = err
+	}
+	for _, m := range members {
 		id, addr := raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr)
-		i := slices.IndexFunc(servers, func(s raft.Server) bool { return s.ID == id })
+		i := index(m)
 		var f raft.IndexFuture
 		switch {
 		case i < 0 || servers[i].Address != addr:
-			// Gossip only says who a node claims to be: it must answer as
-			// that node over the node-to-node transport (mutual TLS when
-			// on) before it gets a vote, or it would only add to quorum.
-			if err := n.checkPeer(ctx, m); err != nil {
+			if err := checked[m.ID]; err != nil {
 				n.log.Warn("not adding a node gossip announced: it does not answer as itself", "node", m.ID, "raft_addr", m.RaftAddr, "err", err)
 				continue
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -54,6 +55,15 @@ func (n *Node) membershipChanged() {
 // become part of a Raft configuration (so that nobody bootstraps with it).
 func (n *Node) joinLoop() {
 	defer n.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-n.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	joined := len(n.cfg.Join) == 0
 	wait := 100 * time.Millisecond
 	t := time.NewTimer(0)
@@ -75,18 +85,19 @@ func (n *Node) joinLoop() {
 			}
 		}
 		if !n.hadState {
-			n.maybeBootstrap()
+			n.maybeBootstrap(ctx)
 		}
 		t.Reset(wait)
 	}
 }
 
 // maybeBootstrap forms a new cluster once BootstrapExpect voters with no
-// Raft state see each other. Every one of them bootstraps with the same
+// Raft state see each other and have each proved who they are over the
+// node-to-node transport. Every one of them bootstraps with the same
 // configuration (all of them, by id), which Raft allows; a node that
 // sees any member with state joins that cluster instead, added by its
 // leader.
-func (n *Node) maybeBootstrap() {
+func (n *Node) maybeBootstrap(ctx context.Context) {
 	if n.inConfiguration() {
 		n.hadState = true
 		if err := n.members.UpdateMeta(n.meta()); err != nil {
@@ -97,7 +108,7 @@ func (n *Node) maybeBootstrap() {
 	if n.cfg.BootstrapExpect == 0 || n.cfg.NonVoter {
 		return
 	}
-	var servers []raft.Server
+	var candidates []MemberStatus
 	for _, m := range n.members.Members() {
 		if m.Alive && m.HasState {
 			return // a cluster exists: wait to be added
@@ -109,9 +120,25 @@ func (n *Node) maybeBootstrap() {
 			n.log.Warn("a node expects another cluster size; not bootstrapping", "node", m.ID, "expect", m.Expect)
 			return
 		}
+		candidates = append(candidates, m)
+	}
+	if len(candidates) < n.cfg.BootstrapExpect {
+		return
+	}
+	// Gossip only says who a node claims to be. A node that fails the
+	// check is left out, so the nodes that pass all compute the same
+	// list; with too few left, the next round tries again.
+	var servers []raft.Server
+	for i, err := range n.checkPeers(ctx, candidates) {
+		m := candidates[i]
+		if err != nil {
+			n.log.Warn("not bootstrapping with a node gossip announced: it does not answer as itself",
+				"node", m.ID, "raft_addr", m.RaftAddr, "err", err)
+			continue
+		}
 		servers = append(servers, raft.Server{ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.RaftAddr), Suffrage: raft.Voter})
 	}
-	if len(servers) < n.cfg.BootstrapExpect {
+	if len(servers) < n.cfg.BootstrapExpect || ctx.Err() != nil {
 		return
 	}
 	slices.SortFunc(servers, func(a, b raft.Server) int { return compareIDs(a.ID, b.ID) })
@@ -182,19 +209,33 @@ func (n *Node) reconcile(ctx context.Context) {
 }
 
 func (n *Node) addMembers(ctx context.Context, servers []raft.Server) {
-	for _, m := range n.members.Members() {
-		if !m.Alive || m.ID == n.cfg.NodeID || m.RaftAddr == "" {
-			continue
+	members := slices.DeleteFunc(n.members.Members(), func(m MemberStatus) bool {
+		return !m.Alive || m.ID == n.cfg.NodeID || m.RaftAddr == ""
+	})
+	index := func(m MemberStatus) int {
+		return slices.IndexFunc(servers, func(s raft.Server) bool { return s.ID == raft.ServerID(m.ID) })
+	}
+	// Gossip only says who a node claims to be: a new or moved node must
+	// answer as itself over the node-to-node transport (mutual TLS when
+	// on) before it gets a vote, or it would only add to quorum. The
+	// checks run at once, so strangers do not hold up the round.
+	var unchecked []MemberStatus
+	for _, m := range members {
+		if i := index(m); i < 0 || servers[i].Address != raft.ServerAddress(m.RaftAddr) {
+			unchecked = append(unchecked, m)
 		}
+	}
+	checked := map[string]error{}
+	for i, err := range n.checkPeers(ctx, unchecked) {
+		checked[unchecked[i].ID] = err
+	}
+	for _, m := range members {
 		id, addr := raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr)
-		i := slices.IndexFunc(servers, func(s raft.Server) bool { return s.ID == id })
+		i := index(m)
 		var f raft.IndexFuture
 		switch {
 		case i < 0 || servers[i].Address != addr:
-			// Gossip only says who a node claims to be: it must answer as
-			// that node over the node-to-node transport (mutual TLS when
-			// on) before it gets a vote, or it would only add to quorum.
-			if err := n.checkPeer(ctx, m); err != nil {
+			if err := checked[m.ID]; err != nil {
 				n.log.Warn("not adding a node gossip announced: it does not answer as itself", "node", m.ID, "raft_addr", m.RaftAddr, "err", err)
 				continue
 			}
@@ -272,8 +313,14 @@ func (n *Node) moveToPrimary(ctx context.Context, servers []raft.Server) bool {
 	return false
 }
 
-// checkPeer asks the node at m's Raft address who it is.
+// checkPeer asks the node at m's Raft address who it is, over the
+// node-to-node transport: with mutual TLS, only a node holding a
+// certificate from the cluster CA can answer at all. Ours is taken as it
+// is.
 func (n *Node) checkPeer(ctx context.Context, m MemberStatus) error {
+	if m.ID == n.cfg.NodeID && m.RaftAddr == n.RaftAddr() {
+		return nil
+	}
 	st, err := n.remoteStatus(ctx, m.RaftAddr)
 	if err != nil {
 		return err
@@ -282,4 +329,16 @@ func (n *Node) checkPeer(ctx context.Context, m MemberStatus) error {
 		return fmt.Errorf("answers as %q", st.ID)
 	}
 	return nil
+}
+
+// checkPeers runs checkPeer on every member at once (each bounded by the
+// status call's timeout) and returns each one's result, in order.
+func (n *Node) checkPeers(ctx context.Context, ms []MemberStatus) []error {
+	errs := make([]error, len(ms))
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		wg.Go(func() { errs[i] = n.checkPeer(ctx, m) })
+	}
+	wg.Wait()
+	return errs
 }

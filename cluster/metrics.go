@@ -15,6 +15,7 @@ type metrics struct {
 	leaderReads  prometheus.Counter
 	touched      prometheus.Counter
 	touchDropped prometheus.Counter
+	clockClamped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -45,6 +46,10 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		touchDropped: f.NewCounter(prometheus.CounterOpts{
 			Name: "tokenstore_last_used_dropped_total",
 			Help: "Reads whose last-use time was not buffered because the buffer was full.",
+		}),
+		clockClamped: f.NewCounter(prometheus.CounterOpts{
+			Name: "tokenstore_clock_clamped_total",
+			Help: "Batches whose log time was clamped because this leader's clock was more than the slack from the voters' median.",
 		}),
 		leaderReads: f.NewCounter(prometheus.CounterOpts{
 			Name: "tokenstore_leader_reads_total",

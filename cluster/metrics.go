@@ -69,7 +69,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(&recordCollector{store: n.store})
+	reg.MustRegister(&recordCollector{store: n.store}, voterClocks{n})
 	return m
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenstore/tokenstore/fsm"
 )
@@ -321,5 +322,29 @@ func (n *Node) refreshVoters(ctx context.Context, gen uint64) {
 		case <-t.C:
 		}
 		n.sampleVoters(ctx, gen)
+	}
+}
+
+// voterClocks exports, on the leader, how far each voter's clock is
+// estimated to be from the leader's own: the way to find a wrong clock.
+type voterClocks struct{ n *Node }
+
+var voterClockDesc = prometheus.NewDesc("tokenstore_voter_clock_offset_seconds",
+	"On the leader: each voter's wall clock as last reported, less the leader's own.",
+	[]string{"node"}, nil)
+
+func (c voterClocks) Describe(ch chan<- *prometheus.Desc) { ch <- voterClockDesc }
+
+func (c voterClocks) Collect(ch chan<- prometheus.Metric) {
+	if !c.n.IsLeader() {
+		return
+	}
+	now, own := time.Now(), c.n.cfg.Now().UnixNano()
+	v := &c.n.seen
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for id, s := range v.samples {
+		off := time.Duration(s.estimate(now, own) - own)
+		ch <- prometheus.MustNewConstMetric(voterClockDesc, prometheus.GaugeValue, off.Seconds(), string(id))
 	}
 }

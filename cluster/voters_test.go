@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"errors"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -199,5 +201,33 @@ func TestClampLogIsRateLimited(t *testing.T) {
 		if log != s.log || k != s.count {
 			t.Fatalf("clamp %d at +%s: want log=%v count %d, got log=%v count %d", i, s.after, s.log, s.count, log, k)
 		}
+	}
+}
+
+// A one-voter cluster is its own majority: it stamps batches at once, and
+// gates types by what its build knows.
+func TestOneVoterKnowsItsOwnClockAndTypes(t *testing.T) {
+	clock := func() time.Time { return base }
+	n, err := Open(Config{DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", Bootstrap: true, Now: clock,
+		LogOutput: io.Discard, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for n.Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready after 30s: %v", n.Ready())
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+	if got, err := n.logNow(); err != nil || got != base.UnixNano() {
+		t.Fatalf("logNow on a one-voter leader: want its own clock %s, got %s, %v", base, time.Unix(0, got).UTC(), err)
+	}
+	if !n.votersKnow(fsm.TypeRotate) {
+		t.Error("votersKnow: false for a base type")
+	}
+	if n.votersKnow(fsm.TypeRotate + 1) {
+		t.Error("votersKnow: true for a type no build registers")
 	}
 }

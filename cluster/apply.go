@@ -167,7 +167,13 @@ func (n *Node) propose(batch []*pending) {
 	for i, p := range batch {
 		entries[i], reqs[i] = p.entry, p.req
 	}
-	data, err := fsm.Encode(&fsm.Batch{Now: time.Now().UnixNano(), Entries: entries, Reqs: reqs})
+	now, err := n.logNow()
+	if err != nil {
+		<-n.inflight
+		fail(batch, err)
+		return
+	}
+	data, err := fsm.Encode(&fsm.Batch{Now: now, Entries: entries, Reqs: reqs})
 	if err != nil {
 		<-n.inflight
 		fail(batch, err)
@@ -232,8 +238,10 @@ func (n *Node) drainQueue() {
 
 // commitEmpty writes an empty batch outside the coalescer and waits until
 // it is applied: a new leader's proof that all earlier entries are applied.
+// It carries no time (Now 0: the state keeps its own), since the leader
+// has not yet heard its voters' clocks.
 func (n *Node) commitEmpty() error {
-	data, err := fsm.Encode(&fsm.Batch{Now: time.Now().UnixNano()})
+	data, err := fsm.Encode(&fsm.Batch{})
 	if err != nil {
 		return err
 	}

@@ -53,6 +53,10 @@ type statusReply struct {
 	State   string `codec:"s"`
 	Applied uint64 `codec:"a"`
 	Commit  uint64 `codec:"c"`
+	// Now is the node's wall clock, unix nanos, and Types the command
+	// types it knows; a node of the first release sends neither.
+	Now   int64   `codec:"n,omitempty"`
+	Types []uint8 `codec:"t,omitempty"`
 }
 
 var rpcHandle = &codec.MsgpackHandle{}

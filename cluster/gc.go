@@ -10,8 +10,9 @@ import (
 // collectGarbage runs on the leader: every GCInterval it proposes expiry
 // commands for records whose GC time is GCGrace in the past, at most
 // GCMaxPerTick commands of GCBatch ids each, so GC never floods the log.
-// Deadlines are absolute leader times in the records, so a change of
-// leader neither resets nor extends any TTL.
+// Deadlines are absolute log times in the records, so a change of leader
+// neither resets nor extends any TTL, and "now" is log time too: a leader
+// whose clock runs ahead does not collect what is not yet due.
 func (n *Node) collectGarbage(ctx context.Context) {
 	t := time.NewTicker(n.cfg.GCInterval)
 	defer t.Stop()
@@ -22,7 +23,12 @@ func (n *Node) collectGarbage(ctx context.Context) {
 		case <-t.C:
 		}
 		for range n.cfg.GCMaxPerTick {
-			before := time.Now().Add(-n.cfg.GCGrace).UnixNano()
+			now, err := n.logNow()
+			if err != nil {
+				n.log.Debug("gc", "err", err)
+				break
+			}
+			before := now - int64(n.cfg.GCGrace)
 			ids := n.store.DueForGC(before, n.cfg.GCBatch)
 			if len(ids) == 0 {
 				break

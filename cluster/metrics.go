@@ -16,6 +16,7 @@ type metrics struct {
 	touched      prometheus.Counter
 	touchDropped prometheus.Counter
 	refused      prometheus.Counter
+	clockClamped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -51,6 +52,10 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 			Name: "tokenstore_forwarded_writes_refused_total",
 			Help: "Writes forwarded by a peer that this node refused before proposing them (bad type, bad fields).",
 		}),
+		clockClamped: f.NewCounter(prometheus.CounterOpts{
+			Name: "tokenstore_clock_clamped_total",
+			Help: "Batches whose log time was clamped because this leader's clock was more than the slack from the voters' median.",
+		}),
 		leaderReads: f.NewCounter(prometheus.CounterOpts{
 			Name: "tokenstore_leader_reads_total",
 			Help: "Reads this node could not serve locally in time and the leader answered.",
@@ -85,7 +90,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		}
 		return 0
 	})
-	reg.MustRegister(&recordCollector{store: n.store})
+	reg.MustRegister(&recordCollector{store: n.store}, voterClocks{n})
 	return m
 }
 

@@ -100,6 +100,10 @@ type Config struct {
 	GCBatch           int           // ids per expiry command, default 500
 	GCMaxPerTick      int           // expiry commands per tick, default 4
 
+	// Now is the node's wall clock; default time.Now. Log time follows
+	// what the voters' clocks say (voters.go).
+	Now func() time.Time
+
 	Logger    *slog.Logger
 	LogOutput io.Writer // for Raft's own logger; default stderr
 	LogLevel  string    // Raft log level; default "info"
@@ -130,6 +134,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.LastUsedGranularity == 0 {
 		c.LastUsedGranularity = time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -171,6 +178,9 @@ type Node struct {
 	// committed before its term; leader reads and GC wait for it.
 	leaderReady atomic.Bool
 	hadState    bool // Raft state existed when the node opened
+	// seen is what the leader knows of its voters' clocks and command
+	// types; log time and the version gate follow it.
+	seen voterView
 
 	reqPrefix string // of this process's request ids
 	reqSeq    atomic.Uint64
@@ -384,6 +394,7 @@ func (n *Node) watchLeadership() {
 }
 
 func (n *Node) lead(ctx context.Context) {
+	gen := n.seen.reset()
 	for {
 		err := n.commitEmpty()
 		if err == nil {
@@ -399,9 +410,15 @@ func (n *Node) lead(ctx context.Context) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	// No batch gets a time before a majority of the voters has said what
+	// their clocks read.
+	if !n.waitForVoters(ctx, gen) {
+		return
+	}
 	n.leaderReady.Store(true)
 	n.log.Info("leading", "applied_index", n.store.AppliedIndex())
 	go n.reconcile(ctx)
+	go n.refreshVoters(ctx, gen)
 	n.collectGarbage(ctx)
 }
 

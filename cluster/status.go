@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/tokenstore/tokenstore/fsm"
 )
 
 // NodeStatus is one server of the Raft configuration as seen from here.
@@ -35,8 +37,14 @@ type Status struct {
 const statusTimeout = time.Second
 
 func (n *Node) localStatus() *statusReply {
+	known := fsm.KnownTypes()
+	types := make([]uint8, len(known))
+	for i, t := range known {
+		types[i] = uint8(t)
+	}
 	return &statusReply{ID: n.cfg.NodeID, State: n.raft.State().String(),
-		Applied: n.store.AppliedIndex(), Commit: n.raft.CommitIndex()}
+		Applied: n.store.AppliedIndex(), Commit: n.raft.CommitIndex(),
+		Now: n.cfg.Now().UnixNano(), Types: types}
 }
 
 func (n *Node) remoteStatus(ctx context.Context, raftAddr string) (*statusReply, error) {

@@ -231,3 +231,33 @@ func decodeEntry(b []byte) (applier, error) {
 	}
 	return c, nil
 }
+
+// KnownTypes returns the command types this build can apply, in order. A
+// node reports them, so that the leader proposes a new type only once
+// every voter knows it.
+func KnownTypes() []Type {
+	var ts []Type
+	for t := range 256 {
+		if _, ok := registry[Type(t)]; ok {
+			ts = append(ts, Type(t))
+		}
+	}
+	return ts
+}
+
+// BaseTypes returns the command types of the first release. Every node
+// knows them, including a node too old to report what it knows.
+func BaseTypes() []Type {
+	return []Type{TypeBatch, TypeIssue, TypeConsume, TypeRevoke, TypeRevokeSubject,
+		TypeRevokeFamily, TypeExpire, TypeTouch, TypeRotate}
+}
+
+// IsBaseType tells whether t is one of BaseTypes.
+func IsBaseType(t Type) bool {
+	for _, b := range BaseTypes() {
+		if t == b {
+			return true
+		}
+	}
+	return false
+}

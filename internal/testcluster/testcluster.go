@@ -30,7 +30,8 @@ type Options struct {
 	HashKey  []byte
 	GCGrace  time.Duration
 	GCTick   time.Duration
-	Now      func() time.Time // the API's clock (reads); writes use the node's
+	Clock    func() time.Time // the node's wall clock (what it reports, log time when it leads); default time.Now
+	Now      func() time.Time // the API's clock (reads); default Clock
 	DataDir  string           // reuse a directory (restart); default: a new temp dir
 	Snapshot uint64           // snapshot threshold
 	// Nonces serves /v1/nonces; default: the in-process store, as serve's
@@ -98,6 +99,10 @@ func start(t testing.TB, o Options) (*Node, error) {
 	if o.RaftAddr == "" {
 		o.RaftAddr = "127.0.0.1:0"
 	}
+	apiNow := o.Now
+	if apiNow == nil {
+		apiNow = o.Clock
+	}
 	format, err := token.NewFormat(token.DefaultVendor, o.Policy)
 	if err != nil {
 		return nil, err
@@ -115,7 +120,7 @@ func start(t testing.TB, o Options) (*Node, error) {
 		PrimaryDC: o.PrimaryDC, TLS: o.TLS, GossipKeys: o.GossipKeys, DeadNodeTimeout: o.DeadNodeTimeout,
 		LastUsedGranularity: o.LastUsedGranularity,
 		GCGrace:             o.GCGrace, GCInterval: o.GCTick, SnapshotThreshold: o.Snapshot,
-		Logger: log, LogOutput: logs, LogLevel: "debug", Registry: reg,
+		Logger: log, LogOutput: logs, LogLevel: "debug", Registry: reg, Now: o.Clock,
 		Check: api.CommandChecker(o.Policy),
 	}
 	if clustered {
@@ -139,7 +144,7 @@ func start(t testing.TB, o Options) (*Node, error) {
 	}
 	srv.Config.Handler = api.New(api.Config{
 		Store: node, Policy: o.Policy, Format: format, Hasher: hasher, Keys: o.Keys, Nonces: o.Nonces,
-		DC: o.DC, Logger: log, Registry: reg, Gatherer: reg, Now: o.Now, MinIndexWait: o.MinIndexWait,
+		DC: o.DC, Logger: log, Registry: reg, Gatherer: reg, Now: apiNow, MinIndexWait: o.MinIndexWait,
 		RotationGrace: o.RotationGrace, Authz: o.Authz,
 	})
 	srv.Start()
@@ -279,6 +284,46 @@ func (c *Cluster) Restart(i int) *Node {
 	c.nodes[i] = n
 	c.mu.Unlock()
 	return n
+}
+
+// KillAll stops every node as an outage of the whole cluster would (see
+// Kill); RestartAll starts them again.
+func (c *Cluster) KillAll() {
+	for _, n := range c.Nodes() {
+		n.Opts.RaftAddr, n.Opts.GossipAddr, n.Opts.GossipLANAddr = n.RaftAddr(), n.GossipAddr(), n.GossipLANAddr()
+		n.Kill()
+	}
+}
+
+// RestartAll starts every node killed by KillAll again on its data
+// directory and addresses, each joining through the others, and waits
+// until every node is ready. Options changed in Nodes()[i].Opts meanwhile
+// (a clock moved on) take effect.
+func (c *Cluster) RestartAll() {
+	c.t.Helper()
+	old := c.Nodes()
+	started := make([]*Node, len(old))
+	for i, n := range old {
+		o := n.Opts
+		o.Join = nil
+		for j, other := range old {
+			if j != i {
+				o.Join = append(o.Join, other.Opts.GossipAddr)
+			}
+		}
+		s, err := start(c.t, o)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		c.t.Cleanup(s.Stop)
+		started[i] = s
+	}
+	for _, n := range started {
+		n.WaitReady(c.t)
+	}
+	c.mu.Lock()
+	c.nodes = started
+	c.mu.Unlock()
 }
 
 // Buffer is a bytes.Buffer safe for concurrent writers.

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"slices"
@@ -31,6 +30,7 @@ import (
 type serveFlags struct {
 	dataDir, apiAddr, raftAddr, raftAdvertise string
 	nodeID, dc                                string
+	pprofAddr                                 string
 	policyFile, keysFile, hashKeyFile, vendor string
 	insecure, pprof                           bool
 	logLevel, logFormat                       string
@@ -70,7 +70,8 @@ func serve(args []string) error {
 	fs.StringVar(&f.hashKeyFile, "hash-key-file", "", "file with a cluster-wide key: secrets are stored as HMAC-SHA-256 instead of SHA-256")
 	fs.StringVar(&f.vendor, "vendor-prefix", token.DefaultVendor, "prefix of minted secrets")
 	fs.BoolVar(&f.insecure, "insecure", false, "allow, with a warning at every start, what is refused off loopback: an API without API keys, a Raft port without mutual TLS, gossip without --gossip-key")
-	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the API address")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the API address, behind --api-keys (refused on a non-loopback API without keys)")
+	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go profiles under /debug/pprof/ on a listener of their own, which must be loopback")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&f.gcGrace, "gc-grace", 10*time.Minute, "how long expired tokens answer token_expired before they are collected")
@@ -167,6 +168,9 @@ func run(f serveFlags, logOut io.Writer) error {
 		}
 		log.Warn("INSECURE: the API is off loopback without --api-keys: anyone who reaches it can issue, read and revoke tokens (--insecure)", "api_addr", f.apiAddr)
 	}
+	if err := checkProfiles(f, keys); err != nil {
+		return err
+	}
 	ccfg, err := clusterConfig(f)
 	if err != nil {
 		return err
@@ -191,22 +195,27 @@ func run(f serveFlags, logOut io.Writer) error {
 	if ccfg.APIAddr == "" {
 		ccfg.APIAddr = ln.Addr().String()
 	}
-	node, err := cluster.Open(ccfg)
+	pprofLn, err := listenProfiles(f.pprofAddr)
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	var handler http.Handler = api.New(api.Config{
+	node, err := cluster.Open(ccfg)
+	if err != nil {
+		ln.Close()
+		if pprofLn != nil {
+			pprofLn.Close()
+		}
+		return err
+	}
+	apiSrv := api.New(api.Config{
 		Store: node, Policy: policy, Format: format, Hasher: token.NewHasher(hashKey), Keys: keys,
 		Nonces: nonces, DC: f.dc, Logger: log, Registry: reg, Gatherer: reg,
 		RotationGrace: f.rotationGrace, Authz: authz,
 	})
+	var handler http.Handler = apiSrv
 	if f.pprof {
-		mux := http.NewServeMux()
-		mux.Handle("/", handler)
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		handler = mux
+		handler = withProfiles(apiSrv)
 	}
 	srv := &http.Server{
 		Handler:           handler,
@@ -220,17 +229,26 @@ func run(f serveFlags, logOut io.Writer) error {
 		"raft_addr", node.RaftAddr(), "data_dir", f.dataDir, "auth", keys != nil, "hmac", hashKey != nil,
 		"node_tls", ccfg.TLS != nil)
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- fmt.Errorf("api: %w", srv.Serve(ln)) }()
+	pprofSrv := profileServer(log)
+	if pprofLn != nil {
+		log.Info("serving Go profiles", "pprof_addr", pprofLn.Addr().String())
+		go func() { serveErr <- fmt.Errorf("pprof: %w", pprofSrv.Serve(pprofLn)) }()
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	select {
 	case s := <-sig:
 		log.Info("shutting down: draining requests", "signal", s.String())
 	case err := <-serveErr:
+		srv.Close()
+		pprofSrv.Close()
 		node.Close()
-		return fmt.Errorf("api: %w", err)
+		return err
 	}
+	// Profiles are not requests to drain.
+	pprofSrv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), f.drainTimeout)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {

@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"io"
 	"net"
+	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +138,75 @@ func TestSecuredNodePortsOffLoopback(t *testing.T) {
 	logs := d.logs()
 	if strings.Contains(logs, "INSECURE") || !strings.Contains(logs, "node_tls=true") {
 		t.Errorf("want a start with node_tls=true and no INSECURE warning, log:\n%s", tail(logs, 40))
+	}
+}
+
+// TestProfiles: --pprof on the API port asks for the API's key, and
+// --pprof-addr serves the profiles on a loopback listener of their own.
+func TestProfiles(t *testing.T) {
+	const key = "profile-reader-key-0123"
+	keys := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(keys, []byte("ops:"+key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pprofAddr := freeAddr(t)
+	d := startDaemon(t, t.TempDir(), "--api-keys", keys, "--pprof", "--pprof-addr", pprofAddr)
+	get := func(url, bearer string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err := probe.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	for _, tc := range []struct {
+		name, url, bearer string
+		want              int
+	}{
+		{"API port without a key", "http://" + d.apiAddr + "/debug/pprof/", "", http.StatusUnauthorized},
+		{"API port with a wrong key", "http://" + d.apiAddr + "/debug/pprof/heap", "not-the-key-at-all-0000", http.StatusUnauthorized},
+		{"API port with the key", "http://" + d.apiAddr + "/debug/pprof/", key, http.StatusOK},
+		{"API port, a profile with the key", "http://" + d.apiAddr + "/debug/pprof/goroutine?debug=1", key, http.StatusOK},
+		{"own listener", "http://" + pprofAddr + "/debug/pprof/", "", http.StatusOK},
+		{"own listener, a profile", "http://" + pprofAddr + "/debug/pprof/heap?debug=1", "", http.StatusOK},
+		{"own listener serves profiles only", "http://" + pprofAddr + "/readyz", "", http.StatusNotFound},
+		{"no command line (it may hold a key)", "http://" + pprofAddr + "/debug/pprof/cmdline", "", http.StatusNotFound},
+	} {
+		if code, body := get(tc.url, tc.bearer); code != tc.want {
+			t.Errorf("%s: GET %s: want %d, got %d: %.200s", tc.name, tc.url, tc.want, code, body)
+		}
+	}
+	if !strings.Contains(d.logs(), "pprof_addr="+pprofAddr) {
+		t.Errorf("want the profile listener logged at start, log:\n%s", tail(d.logs(), 20))
+	}
+	if err := d.stop(); err != nil || !strings.Contains(d.logs(), "stopped cleanly") {
+		t.Errorf("SIGTERM with a profile listener: want a clean stop, got %v, log:\n%s", err, tail(d.logs(), 20))
+	}
+}
+
+// TestRefusesOpenProfiles: profiles off loopback without a key are refused,
+// --insecure or not, and so is a --pprof-addr that is not loopback.
+func TestRefusesOpenProfiles(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"--pprof on an open API", []string{"--pprof", "--api-addr", "0.0.0.0:0", "--insecure"}, "refusing --pprof"},
+		{"--pprof-addr on all interfaces", []string{"--pprof-addr", "0.0.0.0:0"}, "refusing --pprof-addr"},
+		{"--pprof-addr on a host name", []string{"--pprof-addr", "debug.invalid:6060", "--insecure"}, "refusing --pprof-addr"},
+	} {
+		if out := refusal(t, tc.args...); !strings.Contains(out, tc.want) {
+			t.Errorf("%s: want %q, got: %s", tc.name, tc.want, out)
+		}
 	}
 }

@@ -218,6 +218,17 @@ func (s *Server) withKey(route string, src keySource, h handlerFunc) http.Handle
 	})
 }
 
+// RequireKey returns h behind the check of the /v1 routes, for handlers
+// served beside the API (profiles): when keys are configured, a request
+// without a valid Authorization: Bearer key is answered 401. route names
+// it in the metrics.
+func (s *Server) RequireKey(route string, h http.Handler) http.Handler {
+	return s.withKey(route, authorizationHeader, func(w http.ResponseWriter, r *http.Request) *Error {
+		h.ServeHTTP(w, r)
+		return nil
+	})
+}
+
 // open registers a route that needs no API key (health, metrics).
 func (s *Server) open(pattern string, h handlerFunc) { s.mux.Handle(pattern, s.wrap(pattern, h)) }
 

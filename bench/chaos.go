@@ -168,7 +168,9 @@ func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, err
 	}
-	c, err := StartCluster(ctx, ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, DCs: cfg.DCs, Args: cfg.NodeArgs, Net: cfg.Net})
+	// Mutual TLS and a gossip key on loopback too: faults meet the same
+	// transport with or without namespaces.
+	c, err := StartCluster(ctx, ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, DCs: cfg.DCs, Args: cfg.NodeArgs, Net: cfg.Net, Secure: true})
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,10 @@ package bench
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/client"
 	"github.com/tokenstore/tokenstore/internal/freeport"
+	"github.com/tokenstore/tokenstore/internal/pki"
 )
 
 // DC is one datacenter of a local cluster: its name, its voters and its
@@ -69,6 +73,10 @@ type ClusterConfig struct {
 	// behind an emulated network (see Network); otherwise all listen on
 	// 127.0.0.1.
 	Net *NetConfig
+	// Secure runs the nodes with mutual TLS and a gossip key made for
+	// this run (nodeSecurity). Always so with Net: its addresses are not
+	// loopback.
+	Secure bool
 }
 
 // Node is one tokenstore process of a local cluster.
@@ -138,6 +146,18 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 			return nil, err
 		}
 	}
+	var secure map[string][]string
+	if cfg.Secure || c.Net != nil {
+		ip := func(string) string { return "127.0.0.1" }
+		if c.Net != nil {
+			ip = c.Net.IP
+		}
+		var err error
+		if secure, err = nodeSecurity(cfg.Dir, c.Nodes, ip); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
 	for i, n := range c.Nodes {
 		a := addrs[4*i : 4*i+4]
 		n.API = a[0]
@@ -158,9 +178,10 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 				n.args = append(n.args, "--primary-dc", dcs[0].Name)
 			}
 		}
+		n.args = append(n.args, secure[n.ID]...)
 		if c.Net != nil {
-			// The namespaces' addresses are not loopback, but only
-			// this bench reaches them.
+			// The API addresses in the namespaces are not loopback and
+			// have no API keys, but only this bench reaches them.
 			n.args = append(n.args, "--insecure")
 		}
 		n.args = append(n.args, cfg.Args...)
@@ -178,6 +199,30 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 		}
 	}
 	return c, nil
+}
+
+// nodeSecurity makes a CA, a certificate for every node (with the
+// node's IP) and a gossip key for this run, under dir/tls, and returns
+// each node's serve flags for them. The CA's key is never written.
+func nodeSecurity(dir string, nodes []*Node, ip func(id string) string) (map[string][]string, error) {
+	ca, err := pki.NewCA("tokenstore bench CA", 365*24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	gossipKey := base64.StdEncoding.EncodeToString(key)
+	out := map[string][]string{}
+	for _, n := range nodes {
+		f, err := ca.Issue(filepath.Join(dir, "tls", n.ID), pki.Identity{Name: n.ID, IPs: []net.IP{net.ParseIP(ip(n.ID))}, DNS: []string{n.ID}})
+		if err != nil {
+			return nil, err
+		}
+		out[n.ID] = []string{"--tls-cert", f.Cert, "--tls-key", f.Key, "--tls-ca", f.CA, "--gossip-key", gossipKey}
+	}
+	return out, nil
 }
 
 func (n *Node) start() error {

@@ -119,6 +119,7 @@ func benchCluster(args []string) error {
 	var sf serverFlags
 	fs.IntVar(&cfg.Nodes, "nodes", 3, "nodes (in one datacenter unless --dcs is given)")
 	dcs := dcsFlag(fs, "")
+	fs.BoolVar(&cfg.Secure, "secure", false, "nodes talk over mutual TLS with a gossip key, both made for this run in --dir")
 	sf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,11 +21,12 @@ import (
 	"github.com/tokenstore/tokenstore/internal/memcachedtest"
 )
 
-// TestBenchCluster starts `bench cluster`, drives it with `bench run`
-// spread over its nodes, then stops it with SIGTERM: every process it
-// started must be gone.
+// TestBenchCluster starts `bench cluster` with --secure, drives it with
+// `bench run` spread over its nodes, then stops it with SIGTERM: every
+// process it started must be gone.
 func TestBenchCluster(t *testing.T) {
-	cmd := exec.Command(binary, "bench", "cluster", "--nodes", "3", "--dir", t.TempDir())
+	dir := t.TempDir()
+	cmd := exec.Command(binary, "bench", "cluster", "--nodes", "3", "--secure", "--dir", dir)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +81,12 @@ func TestBenchCluster(t *testing.T) {
 			t.Fatalf("%s not ready: %v %v", u, resp, err)
 		}
 		resp.Body.Close()
+	}
+	for i := range 3 {
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("n%d.log", i+1)))
+		if err != nil || !bytes.Contains(b, []byte("node_tls=true")) {
+			t.Errorf("--secure: want node n%d started with node_tls=true, got %v:\n%s", i+1, err, tail(string(b), 20))
+		}
 	}
 	out, err := exec.Command(binary, "bench", "run", "--addr", addr, "--workload", "issue,lookup_leader",
 		"--clients", "4", "--duration", "300ms", "--tokens", "20").Output()
@@ -288,6 +296,17 @@ func TestBenchChaos(t *testing.T) {
 			stderr = ee.Stderr
 		}
 		t.Fatalf("bench chaos: %v\n%s\n%s", err, stdout, stderr)
+	}
+	// Every node ran the node port over mutual TLS and gossip with a key.
+	logs, _ := filepath.Glob(filepath.Join(dir, "n*.log"))
+	if len(logs) != 5 {
+		t.Errorf("want the logs of 5 nodes in the bench's directory, got %v", logs)
+	}
+	for _, l := range logs {
+		b, err := os.ReadFile(l)
+		if s := string(b); err != nil || !strings.Contains(s, "node_tls=true") || strings.Contains(s, raftWarning) || strings.Contains(s, gossipWarning) {
+			t.Errorf("%s: want node_tls=true and no warning about the Raft port or gossip, got %v:\n%s", filepath.Base(l), err, tail(s, 20))
+		}
 	}
 	var rep bench.ChaosReport
 	decodeFile(t, filepath.Join(out, "chaos.json"), &rep)

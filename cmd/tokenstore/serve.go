@@ -10,9 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,6 +30,7 @@ import (
 type serveFlags struct {
 	dataDir, apiAddr, raftAddr, raftAdvertise string
 	nodeID, dc                                string
+	pprofAddr                                 string
 	policyFile, keysFile, hashKeyFile, vendor string
 	insecure, pprof                           bool
 	logLevel, logFormat                       string
@@ -68,8 +69,9 @@ func serve(args []string) error {
 	fs.StringVar(&f.keysFile, "api-keys", "", "file of API keys, one name:key per line")
 	fs.StringVar(&f.hashKeyFile, "hash-key-file", "", "file with a cluster-wide key: secrets are stored as HMAC-SHA-256 instead of SHA-256")
 	fs.StringVar(&f.vendor, "vendor-prefix", token.DefaultVendor, "prefix of minted secrets")
-	fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback API address without API keys")
-	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the API address")
+	fs.BoolVar(&f.insecure, "insecure", false, "allow, with a warning at every start, what is refused off loopback: an API without API keys, a Raft port without mutual TLS, gossip without --gossip-key")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the API address, behind --api-keys (refused on a non-loopback API without keys)")
+	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go profiles under /debug/pprof/ on a listener of their own, which must be loopback")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&f.gcGrace, "gc-grace", 10*time.Minute, "how long expired tokens answer token_expired before they are collected")
@@ -164,16 +166,22 @@ func run(f serveFlags, logOut io.Writer) error {
 		if !f.insecure {
 			return fmt.Errorf("refusing to serve the API on non-loopback %s without --api-keys (or pass --insecure)", f.apiAddr)
 		}
-		log.Warn("serving the API on a non-loopback address without authentication (--insecure)", "api_addr", f.apiAddr)
+		log.Warn("INSECURE: the API is off loopback without --api-keys: anyone who reaches it can issue, read and revoke tokens (--insecure)", "api_addr", f.apiAddr)
+	}
+	if err := checkProfiles(f, keys); err != nil {
+		return err
+	}
+	ccfg, err := clusterConfig(f)
+	if err != nil {
+		return err
+	}
+	if err := checkNodePorts(f.insecure, ccfg, log); err != nil {
+		return err
 	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	nonces, err := newNonceChecker(f, log, reg)
-	if err != nil {
-		return err
-	}
-	ccfg, err := clusterConfig(f)
 	if err != nil {
 		return err
 	}
@@ -188,22 +196,27 @@ func run(f serveFlags, logOut io.Writer) error {
 	if ccfg.APIAddr == "" {
 		ccfg.APIAddr = ln.Addr().String()
 	}
-	node, err := cluster.Open(ccfg)
+	pprofLn, err := listenProfiles(f.pprofAddr)
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	var handler http.Handler = api.New(api.Config{
+	node, err := cluster.Open(ccfg)
+	if err != nil {
+		ln.Close()
+		if pprofLn != nil {
+			pprofLn.Close()
+		}
+		return err
+	}
+	apiSrv := api.New(api.Config{
 		Store: node, Policy: policy, Format: format, Hasher: token.NewHasher(hashKey), Keys: keys,
 		Nonces: nonces, DC: f.dc, Logger: log, Registry: reg, Gatherer: reg,
 		RotationGrace: f.rotationGrace, Authz: authz,
 	})
+	var handler http.Handler = apiSrv
 	if f.pprof {
-		mux := http.NewServeMux()
-		mux.Handle("/", handler)
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		handler = mux
+		handler = withProfiles(apiSrv)
 	}
 	srv := &http.Server{
 		Handler:           handler,
@@ -213,25 +226,30 @@ func run(f serveFlags, logOut io.Writer) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	if ccfg.TLS == nil && ccfg.GossipAddr != "" && !isLoopback(node.RaftAddr()) {
-		log.Warn("node-to-node traffic (Raft, forwarded writes) is neither encrypted nor authenticated: use --tls-cert, --tls-key and --tls-ca, or keep the Raft port on a private network",
-			"raft_addr", node.RaftAddr())
-	}
 	log.Info("tokenstore serving", "node", node.ID(), "dc", f.dc, "api_addr", ln.Addr().String(),
 		"raft_addr", node.RaftAddr(), "data_dir", f.dataDir, "auth", keys != nil, "hmac", hashKey != nil,
 		"node_tls", ccfg.TLS != nil)
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- fmt.Errorf("api: %w", srv.Serve(ln)) }()
+	pprofSrv := profileServer(log)
+	if pprofLn != nil {
+		log.Info("serving Go profiles", "pprof_addr", pprofLn.Addr().String())
+		go func() { serveErr <- fmt.Errorf("pprof: %w", pprofSrv.Serve(pprofLn)) }()
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	select {
 	case s := <-sig:
 		log.Info("shutting down: draining requests", "signal", s.String())
 	case err := <-serveErr:
+		srv.Close()
+		pprofSrv.Close()
 		node.Close()
-		return fmt.Errorf("api: %w", err)
+		return err
 	}
+	// Profiles are not requests to drain.
+	pprofSrv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), f.drainTimeout)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
@@ -291,6 +309,9 @@ func clusterConfig(f serveFlags) (cluster.Config, error) {
 		}
 	}
 	if f.tlsCert != "" || f.tlsKey != "" || f.tlsCA != "" {
+		if f.tlsCert == "" || f.tlsKey == "" || f.tlsCA == "" {
+			return c, fmt.Errorf("--tls-cert, --tls-key and --tls-ca: give all three for node-to-node mutual TLS")
+		}
 		tlsConf, err := cluster.LoadTLS(cluster.TLSFiles{Cert: f.tlsCert, Key: f.tlsKey, CA: f.tlsCA})
 		if err != nil {
 			return c, err
@@ -298,6 +319,45 @@ func clusterConfig(f serveFlags) (cluster.Config, error) {
 		c.TLS = tlsConf
 	}
 	return c, nil
+}
+
+// checkNodePorts refuses node-to-node ports off loopback without their
+// protection: the Raft port (Raft and forwarded writes) without mutual
+// TLS, gossip without a key ring. With insecure they are allowed, and
+// each is logged at every start.
+func checkNodePorts(insecure bool, c cluster.Config, log *slog.Logger) error {
+	if raft := offLoopback(c.RaftAddr, c.RaftAdvertise); len(raft) > 0 && c.TLS == nil {
+		if !insecure {
+			return fmt.Errorf("refusing to run the Raft port on non-loopback %s without mutual TLS: give --tls-cert, --tls-key and --tls-ca (or pass --insecure)",
+				strings.Join(raft, ", "))
+		}
+		log.Warn("INSECURE: the Raft port is off loopback without TLS: anyone who reaches it can read the replicated log, join the cluster and write as a node (--insecure)",
+			"raft_addr", strings.Join(raft, ","))
+	}
+	if c.GossipAddr == "" || len(c.GossipKeys) > 0 {
+		return nil
+	}
+	if gossip := offLoopback(c.GossipAddr, c.GossipAdvertise, c.GossipLANAddr, c.GossipLANAdvertise); len(gossip) > 0 {
+		if !insecure {
+			return fmt.Errorf("refusing to gossip on non-loopback %s without a key ring: give --gossip-key (or pass --insecure)",
+				strings.Join(gossip, ", "))
+		}
+		log.Warn("INSECURE: gossip is off loopback without --gossip-key: anyone who reaches it can read and forge the membership (addresses, roles, DCs) (--insecure)",
+			"gossip_addr", strings.Join(gossip, ","))
+	}
+	return nil
+}
+
+// offLoopback returns the given addresses that are set and not loopback,
+// each once.
+func offLoopback(addrs ...string) []string {
+	var out []string
+	for _, a := range addrs {
+		if a != "" && !isLoopback(a) && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // nextPort returns addr with its port plus one (port 0 stays 0).

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/tokenstore/tokenstore/api"
+)
+
+// checkProfiles refuses profiles where anyone could read them: on a
+// non-loopback API address without API keys (--insecure or not), or on a
+// --pprof-addr that is not loopback.
+func checkProfiles(f serveFlags, keys *api.Keys) error {
+	if f.pprof && keys == nil && !isLoopback(f.apiAddr) {
+		return fmt.Errorf("refusing --pprof on the non-loopback API address %s without --api-keys, even with --insecure: use --pprof-addr on loopback", f.apiAddr)
+	}
+	if f.pprofAddr != "" && !isLoopback(f.pprofAddr) {
+		return fmt.Errorf("refusing --pprof-addr %s: profiles are served on loopback only", f.pprofAddr)
+	}
+	return nil
+}
+
+// profiles serves the Go profiles under /debug/pprof/. The command line
+// (pprof.Cmdline) is left out: it may hold a --gossip-key.
+func profiles() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// withProfiles adds the profiles to the API's handler, behind the API's
+// key check.
+func withProfiles(apiSrv *api.Server) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", apiSrv)
+	mux.Handle("/debug/pprof/", apiSrv.RequireKey("/debug/pprof/", profiles()))
+	return mux
+}
+
+// profileServer serves the profiles on a listener of their own. It has no
+// write timeout: a CPU profile or trace takes as long as it is asked to.
+func profileServer(log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           profiles(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// listenProfiles binds --pprof-addr; nil without it.
+func listenProfiles(addr string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("pprof listen: %w", err)
+	}
+	return ln, nil
+}

@@ -69,6 +69,8 @@ func storeError(err error) *Error {
 		return e // the checks of a command (CommandChecker)
 	case errors.Is(err, cluster.ErrRefused):
 		return errorf(http.StatusBadRequest, wire.CodeWriteRefused, "The leader refused this write: %s", strings.TrimPrefix(err.Error(), cluster.ErrRefused.Error()+" by the leader: "))
+	case errors.Is(err, cluster.ErrUnsupported):
+		return unavailable(wire.CodeUpgrading, "Not every node of the cluster runs a version that supports this write yet; retry once the upgrade is done.")
 	case errors.Is(err, cluster.ErrHalted):
 		return unavailable(wire.CodeReplicaHalted, "This node stopped applying the log at an entry it does not know; it needs a newer version. "+err.Error())
 	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrNoLeader):

@@ -109,6 +109,11 @@ func (n *Node) newRequestID() string {
 
 // applyLocal queues one command for the coalescer and waits for it.
 func (n *Node) applyLocal(ctx context.Context, req string, entry []byte) (fsm.Result, uint64, error) {
+	// The version gate: a replica that does not know a command would halt
+	// at it, so it is proposed only once every voter knows it.
+	if t := fsm.Type(entry[0]); !n.votersKnow(t) {
+		return fsm.Result{}, 0, fmt.Errorf("%w: command type %d is not known to every voter yet", ErrUnsupported, t)
+	}
 	p := &pending{req: req, entry: entry, done: make(chan applied, 1)}
 	select {
 	case n.queue <- p:

@@ -109,7 +109,7 @@ func issueBetween(t *testing.T, ctx context.Context, n, leader *testcluster.Node
 		}
 		return nil
 	})
-	r := leader.ByID(iss.ID)
+	r := leader.Store().ByID(iss.ID)
 	if r == nil {
 		t.Fatalf("issued token %s missing on the leader", iss.ID)
 	}
@@ -175,12 +175,12 @@ func TestWrongClockCannotExpireTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "GC collected the token due by the true time", 30*time.Second, func() error {
-		if leader.ByID(due.ID) != nil {
+		if leader.Store().ByID(due.ID) != nil {
 			return fmt.Errorf("token %s still there", due.ID)
 		}
 		return nil
 	})
-	if leader.ByID(old.ID) == nil {
+	if leader.Store().ByID(old.ID) == nil {
 		t.Fatalf("GC collected token %s, due only in 10 minutes by the true time", old.ID)
 	}
 	rec, _, err := follower.Client.Lookup(ctx, old.Token, client.LookupOptions{Consistency: wire.ConsistencyLeader})

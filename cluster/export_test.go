@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"time"
 )
@@ -14,4 +15,11 @@ func (n *Node) ApplyRaw(data []byte) (any, error) {
 		return nil, fmt.Errorf("apply raw entry: %w", err)
 	}
 	return f.Response(), nil
+}
+
+// Propose queues an encoded command on this node, the leader, as a
+// forwarded write is queued once admitted.
+func (n *Node) Propose(entry []byte) error {
+	_, _, err := n.applyLocal(context.Background(), "", entry)
+	return err
 }

@@ -69,6 +69,7 @@ var clusterErrs = map[string]error{
 	"shutdown":        ErrShutdown,
 	"busy":            ErrBusy,
 	"behind":          ErrBehind,
+	"unsupported":     ErrUnsupported,
 }
 
 // refusedPrefix starts the name of ErrRefused on the wire; the reason follows.

@@ -49,6 +49,9 @@ var (
 	// ErrRefused: the command failed the checks before it could be
 	// proposed (a forwarded write the leader refused); nothing was written.
 	ErrRefused = errors.New("write refused")
+	// ErrUnsupported: the write needs a command type that not every voter
+	// knows yet (a rolling upgrade in progress); it was not proposed.
+	ErrUnsupported = errors.New("not every voter supports this write yet")
 	// ErrHalted: the local state machine stopped at an entry it cannot
 	// apply (fsm.Store.Halted); it serves nothing until a newer version runs.
 	ErrHalted = fsm.ErrHalted

@@ -159,3 +159,24 @@ func mustEncode(t *testing.T, c fsm.Command) []byte {
 	}
 	return b
 }
+
+// The version gate: the leader does not propose a command type that a
+// voter has not reported knowing (here none knows it), since every replica
+// that does not know it would halt there.
+func TestLeaderProposesOnlyTypesEveryVoterKnows(t *testing.T) {
+	c := testcluster.StartCluster(t, testcluster.Options{}, testcluster.Options{}, testcluster.Options{})
+	leader, err := c.WaitForLeader(ctxFor(t, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied := leader.AppliedIndex()
+	if err := leader.Propose([]byte{0x40, 0x80}); !errors.Is(err, cluster.ErrUnsupported) {
+		t.Fatalf("proposing a type no voter knows: %v, want ErrUnsupported", err)
+	}
+	if err := leader.Propose(mustEncode(t, &fsm.RevokeFamily{Family: "f", Reason: "gate"})); err != nil {
+		t.Fatalf("proposing a type every voter knows: %v", err)
+	}
+	if leader.AppliedIndex() <= applied {
+		t.Fatal("the known command was not applied")
+	}
+}

@@ -60,6 +60,7 @@ const (
 	CodeReplicaBehind      = "replica_behind"
 	CodeReplicaHalted      = "replica_halted"
 	CodeWriteRefused       = "write_refused"
+	CodeUpgrading          = "cluster_upgrading"
 	CodeUnavailable        = "unavailable"
 	CodeInternal           = "internal"
 	CodeMethodNotAllowed   = "method_not_allowed"

@@ -165,8 +165,8 @@ func holdFor(t *testing.T, what string, d time.Duration, cond func() error) {
 }
 
 // readyz returns the status code of the node's /readyz.
-func (n *cnode) readyz() (int, error) {
-	resp, err := probe.Get("http://" + n.apiAddr + "/readyz")
+func (d *daemon) readyz() (int, error) {
+	resp, err := probe.Get("http://" + d.apiAddr + "/readyz")
 	if err != nil {
 		return 0, err
 	}

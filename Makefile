@@ -47,6 +47,10 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./token
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeIssue$$' -fuzztime=$(FUZZTIME) ./api
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeLookup$$' -fuzztime=$(FUZZTIME) ./api
+	$(GO) test -run='^$$' -fuzz='^FuzzApply$$' -fuzztime=$(FUZZTIME) ./fsm
+	$(GO) test -run='^$$' -fuzz='^FuzzRestore$$' -fuzztime=$(FUZZTIME) ./fsm
+	$(GO) test -run='^$$' -fuzz='^FuzzForwardedWrite$$' -fuzztime=$(FUZZTIME) ./cluster
+	$(GO) test -run='^$$' -fuzz='^FuzzReadCall$$' -fuzztime=$(FUZZTIME) ./cluster
 
 # Measurements on loopback (bench/run.sh): one node; nonce checks against
 # memcached direct; a three-node cluster; the router against its upstream.

@@ -27,13 +27,13 @@ const maxRequestID = 128
 // what the policy decides, in place. A local command was checked by the
 // API that built it, with the same function, or is this node's own (last
 // uses, expiry) built from its state.
-func (n *Node) admit(c fsm.Command, fromPeer bool) error {
+func admit(check func(fsm.Command) error, c fsm.Command, fromPeer bool) error {
 	t := c.Type()
 	if !peerTypes[t] && (fromPeer || !leaderTypes[t]) {
 		return fmt.Errorf("%w: command type %d cannot be proposed by %s", ErrRefused, t, origin(fromPeer))
 	}
-	if fromPeer && n.cfg.Check != nil {
-		if err := n.cfg.Check(c); err != nil {
+	if fromPeer && check != nil {
+		if err := check(c); err != nil {
 			return fmt.Errorf("%w: %v", ErrRefused, err)
 		}
 	}
@@ -49,7 +49,7 @@ func origin(fromPeer bool) string {
 
 // admitForwarded decodes and admits a write a peer forwarded, and returns
 // it encoded as it will be proposed.
-func (n *Node) admitForwarded(req string, entry []byte) ([]byte, error) {
+func admitForwarded(check func(fsm.Command) error, req string, entry []byte) ([]byte, error) {
 	if len(req) > maxRequestID {
 		return nil, fmt.Errorf("%w: request id of %d bytes", ErrRefused, len(req))
 	}
@@ -57,7 +57,7 @@ func (n *Node) admitForwarded(req string, entry []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
-	if err := n.admit(c, true); err != nil {
+	if err := admit(check, c, true); err != nil {
 		return nil, err
 	}
 	return fsm.Encode(c)

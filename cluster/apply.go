@@ -50,7 +50,7 @@ type applied struct {
 // unknown (leadership lost mid-apply, the leader unreachable) is retried
 // safely: it applies at most once, and the retry answers its result.
 func (n *Node) Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, error) {
-	if err := n.admit(c, false); err != nil {
+	if err := admit(n.cfg.Check, c, false); err != nil {
 		return fsm.Result{}, 0, err
 	}
 	leaderOnly := leaderTypes[c.Type()]

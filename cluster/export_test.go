@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+
+	"github.com/tokenstore/tokenstore/fsm"
 )
 
 // ApplyRaw puts data into the Raft log as it is, past every check of the
@@ -23,3 +27,35 @@ func (n *Node) Propose(entry []byte) error {
 	_, _, err := n.applyLocal(context.Background(), "", entry)
 	return err
 }
+
+// DecodeForwarded decodes the body of a forwarded write as the leader's
+// handler does, and admits it with check.
+func DecodeForwarded(check func(fsm.Command) error, body []byte) ([]byte, error) {
+	var args applyArgs
+	if err := decodeRPC(body, &args); err != nil {
+		return nil, err
+	}
+	return admitForwarded(check, args.Req, args.Entry)
+}
+
+// DecodeRead decodes the body of a read call as the leader's handler does.
+func DecodeRead(body []byte) (hash string, minIndex uint64, err error) {
+	var args readArgs
+	err = decodeRPC(body, &args)
+	return args.Hash, args.MinIndex, err
+}
+
+// EncodeRPC encodes v as a node-to-node call body.
+func EncodeRPC(v any) []byte {
+	var b []byte
+	if err := codec.NewEncoderBytes(&b, rpcHandle).Encode(v); err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// ForwardedWrite is the body of a forwarded write.
+type ForwardedWrite = applyArgs
+
+// ReadCall is the body of a leader read.
+type ReadCall = readArgs

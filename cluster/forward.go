@@ -125,7 +125,7 @@ func (n *Node) rpcServer() *http.Server {
 		if !readRPC(w, r, &args) {
 			return
 		}
-		entry, err := n.admitForwarded(args.Req, args.Entry)
+		entry, err := admitForwarded(n.cfg.Check, args.Req, args.Entry)
 		if err != nil {
 			n.metrics.refused.Inc()
 			n.log.Warn("refused a forwarded write", "remote", r.RemoteAddr, "err", err)
@@ -165,13 +165,18 @@ func resultReply(res fsm.Result, index uint64, err error) *rpcReply {
 func readRPC(w http.ResponseWriter, r *http.Request, v any) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRPCBody))
 	if err == nil {
-		err = codec.NewDecoderBytes(body, rpcHandle).Decode(v)
+		err = decodeRPC(body, v)
 	}
 	if err != nil {
 		http.Error(w, "bad rpc body: "+err.Error(), http.StatusBadRequest)
 		return false
 	}
 	return true
+}
+
+// decodeRPC decodes the msgpack body of a node-to-node call into v.
+func decodeRPC(body []byte, v any) error {
+	return codec.NewDecoderBytes(body, rpcHandle).Decode(v)
 }
 
 func writeRPC(w http.ResponseWriter, v any) {

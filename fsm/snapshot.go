@@ -198,6 +198,7 @@ func (s *Store) Restore(r io.Reader) error {
 	st.reqQueue = reqs
 	s.mu.Lock()
 	s.st, s.lastNow = st, meta.LastNow
+	s.lastIndex = 0 // Raft goes on after the snapshot's index, which it knows and the stream does not
 	s.mu.Unlock()
 	// The snapshot was taken by a node that applied what halted this one.
 	s.halt.Store(nil)

@@ -17,12 +17,15 @@ type Store struct {
 	st      *state
 	lastNow int64 // latest leader time applied
 
-	applied  atomic.Uint64
-	halt     atomic.Pointer[Halt] // set once the store stops applying
-	onHalt   func(Halt)
-	rejects  map[string]*atomic.Uint64 // by reason; fixed at New
-	notifyMu sync.Mutex
-	notify   chan struct{} // closed and replaced on every applied entry
+	applied atomic.Uint64
+	// lastIndex is the last index Apply was given since the store opened
+	// or was restored: Raft's own order, never a snapshot's claim.
+	lastIndex uint64
+	halt      atomic.Pointer[Halt] // set once the store stops applying
+	onHalt    func(Halt)
+	rejects   map[string]*atomic.Uint64 // by reason; fixed at New
+	notifyMu  sync.Mutex
+	notify    chan struct{} // closed and replaced on every applied entry
 }
 
 // CountKey groups records for the per-kind gauges.
@@ -76,9 +79,10 @@ func (s *Store) Apply(index uint64, data []byte) Result {
 	if s.halt.Load() != nil {
 		return Result{Err: ErrHalted}
 	}
-	if last := s.applied.Load(); index <= last {
-		panic(fmt.Sprintf("fsm: entry at index %d after index %d was applied: the log was rewritten under the state machine", index, last))
+	if index <= s.lastIndex {
+		panic(fmt.Sprintf("fsm: entry at index %d after index %d was applied: the log was rewritten under the state machine", index, s.lastIndex))
 	}
+	s.lastIndex = index
 	c, err := decodeEntry(data)
 	if err != nil {
 		return s.refuse(index, data, err)

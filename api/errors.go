@@ -63,10 +63,7 @@ func unavailable(code, msg string) *Error {
 // storeError maps what the cluster layer could not do to an API error:
 // a store that cannot answer is a 503 with Retry-After, never a 404 or 500.
 func storeError(err error) *Error {
-	var e *Error
 	switch {
-	case errors.As(err, &e):
-		return e // the checks of a command (CommandChecker)
 	case errors.Is(err, cluster.ErrRefused):
 		return errorf(http.StatusBadRequest, wire.CodeWriteRefused, "The leader refused this write: %s", strings.TrimPrefix(err.Error(), cluster.ErrRefused.Error()+" by the leader: "))
 	case errors.Is(err, cluster.ErrUnsupported):

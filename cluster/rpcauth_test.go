@@ -1,15 +1,10 @@
 package cluster
 
 import (
-	"context"
 	"crypto/tls"
-	"errors"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/tokenstore/tokenstore/internal/testpki"
 )
@@ -19,33 +14,7 @@ import (
 func servePeersOnly(t *testing.T, m *Mux, nodeTLS *tls.Config) {
 	t.Helper()
 	n := &Node{cfg: Config{TLS: nodeTLS}, log: slog.New(slog.DiscardHandler)}
-	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
-	srv := &http.Server{Handler: n.peersOnly(ok), ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(m.RPCListener()) }()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("rpc server: %v; want http.ErrServerClosed", err)
-		}
-	})
-}
-
-// rpcStatusCode fetches / from to's RPC server through from and returns
-// the HTTP status code.
-func rpcStatusCode(from *Mux, to net.Addr) (int, error) {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-		return from.DialRPC(ctx, addr)
-	}}
-	defer tr.CloseIdleConnections()
-	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + to.String() + "/")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode, nil
+	serveRPC(t, m, n.peersOnly(okHandler))
 }
 
 func TestPeersOnly(t *testing.T) {
@@ -74,7 +43,7 @@ func TestPeersOnly(t *testing.T) {
 			srv, _ := newMux(t, tc.server)
 			servePeersOnly(t, srv, tc.server)
 			cli, _ := newMux(t, tc.client)
-			code, err := rpcStatusCode(cli, srv.Addr())
+			code, _, err := rpcFetch(cli, srv.Addr())
 			switch {
 			case tc.want == 0 && err == nil:
 				t.Fatalf("want the handshake refused, got status %d", code)

@@ -154,12 +154,14 @@ func withoutLoadCheck(t *testing.T, base *tls.Config, f testpki.Files) *tls.Conf
 }
 
 // serveOK answers every RPC request with "ok".
-func serveOK(t *testing.T, m *Mux) {
+func serveOK(t *testing.T, m *Mux) { serveRPC(t, m, okHandler) }
+
+var okHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
+
+// serveRPC serves h on m's RPC protocol until the test ends.
+func serveRPC(t *testing.T, m *Mux, h http.Handler) {
 	t.Helper()
-	srv := &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(m.RPCListener()) }()
 	t.Cleanup(func() {
@@ -170,8 +172,18 @@ func serveOK(t *testing.T, m *Mux) {
 	})
 }
 
-// rpcGet fetches / from to's RPC server, dialing through from.
+// rpcGet fetches / from to's RPC server, dialing through from; an answer
+// other than 200 is an error.
 func rpcGet(from *Mux, to net.Addr) (string, error) {
+	code, body, err := rpcFetch(from, to)
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("rpc answered %d: %s", code, body)
+	}
+	return body, err
+}
+
+// rpcFetch fetches / from to's RPC server, dialing through from.
+func rpcFetch(from *Mux, to net.Addr) (int, string, error) {
 	tr := &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 		return from.DialRPC(ctx, addr)
 	}}
@@ -179,11 +191,11 @@ func rpcGet(from *Mux, to net.Addr) (string, error) {
 	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	resp, err := c.Get("http://" + to.String() + "/")
 	if err != nil {
-		return "", err
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return string(b), err
+	return resp.StatusCode, string(b), err
 }
 
 // answerRPCs grants every Raft RPC that reaches trans and counts them.

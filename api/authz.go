@@ -60,6 +60,9 @@ func (s *Server) authzEnvoy(w http.ResponseWriter, r *http.Request) *Error {
 	}
 	ip := clientIP(r.Header.Get("X-Forwarded-For"))
 	ua := r.Header.Get("User-Agent")
+	if checkText("user_agent", ua, maxUA) != nil {
+		ua = "" // the end user's header: recorded only when it is one the API takes
+	}
 	var recs []*fsm.Record // the bearer token's first
 	for _, c := range []struct {
 		presented, what string

@@ -36,7 +36,7 @@ func (s *Server) now() int64 { return s.cfg.Now().UnixNano() }
 // apply checks a command (the checks a leader also runs on a forwarded
 // one, CommandChecker) and proposes it.
 func (s *Server) apply(ctx context.Context, w http.ResponseWriter, c fsm.Command) (fsm.Result, *Error) {
-	if e := checkCommand(s.cfg.Policy, c); e != nil {
+	if e := checkCommand(s.cfg.Policy, s.cfg.RotationGrace, c); e != nil {
 		return fsm.Result{}, e
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)

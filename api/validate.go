@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/tokenstore/tokenstore/api/wire"
@@ -29,18 +30,19 @@ const (
 // proposes. The cluster runs the same function on every write a peer
 // forwards (cluster.Config.Check), so the two paths cannot drift. It
 // recomputes what the policy decides (TTL bounds, uses, single use, reuse
-// detection) from p, in place, and refuses what the API would refuse. The
-// error is an *Error.
-func CommandChecker(p *token.Policy) func(fsm.Command) error {
+// detection) from p, in place, and refuses what the API would refuse; a
+// rotation's grace is bounded by this node's (--rotation-grace). The error
+// is an *Error.
+func CommandChecker(p *token.Policy, rotationGrace time.Duration) func(fsm.Command) error {
 	return func(c fsm.Command) error {
-		if e := checkCommand(p, c); e != nil {
+		if e := checkCommand(p, rotationGrace, c); e != nil {
 			return e
 		}
 		return nil
 	}
 }
 
-func checkCommand(p *token.Policy, c fsm.Command) *Error {
+func checkCommand(p *token.Policy, rotationGrace time.Duration, c fsm.Command) *Error {
 	switch c := c.(type) {
 	case *fsm.Issue:
 		return checkIssue(p, c)
@@ -61,16 +63,16 @@ func checkCommand(p *token.Policy, c fsm.Command) *Error {
 	case *fsm.RevokeFamily:
 		return firstError(checkRequired("family", c.Family, maxShort), checkText("reason", c.Reason, maxShort))
 	case *fsm.Rotate:
-		return checkRotate(p, c)
+		return checkRotate(p, rotationGrace, c)
 	case *fsm.Touch:
 		if len(c.Uses) > maxUsesBatch {
 			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "At most %d last uses in one command.", maxUsesBatch)
 		}
-		for _, u := range c.Uses {
-			if e := firstError(checkHash(u.Hash), checkClient(u.IP, u.UserAgent)); e != nil {
-				return e
-			}
-		}
+		// Last uses are informational: one bad use is dropped, not the
+		// others with it.
+		c.Uses = slices.DeleteFunc(c.Uses, func(u fsm.Use) bool {
+			return firstError(checkHash(u.Hash), checkClient(u.IP, u.UserAgent)) != nil
+		})
 		return nil
 	case *fsm.Expire:
 		if len(c.IDs) > maxExpireIDs {
@@ -130,8 +132,9 @@ func checkRecordFields(r *fsm.Record) *Error {
 }
 
 // checkRotate checks a rotation as the API builds it: a refresh token
-// rotated, optionally with an access token, both with the policy's TTLs.
-func checkRotate(p *token.Policy, c *fsm.Rotate) *Error {
+// rotated, optionally with an access token, both with the policy's TTLs,
+// the grace at most this node's.
+func checkRotate(p *token.Policy, grace time.Duration, c *fsm.Rotate) *Error {
 	if c.Kind != refreshKind {
 		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Only %s tokens rotate.", refreshKind)
 	}
@@ -144,8 +147,11 @@ func checkRotate(p *token.Policy, c *fsm.Rotate) *Error {
 		checkHash(n.Hash), checkClient(n.IP, n.UserAgent), checkText("generator", n.Generator, maxShort)); e != nil {
 		return e
 	}
-	if c.Grace < 0 || c.Grace > int64(MaxRotationGrace) || len(c.Sealed) > maxSealed || (c.Grace == 0) != (len(c.Sealed) == 0) {
-		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "A rotation's grace is 0 to %s, with the successor sealed.", MaxRotationGrace)
+	if c.Grace < 0 || len(c.Sealed) > maxSealed || (c.Grace == 0) != (len(c.Sealed) == 0) {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "A rotation's grace is 0 or more, with the successor sealed.")
+	}
+	if c.Grace = min(c.Grace, int64(grace)); c.Grace == 0 {
+		c.Sealed = nil
 	}
 	c.TTL = int64(ttl)
 	c.Next = fsm.Record{ID: n.ID, Hash: n.Hash, IP: n.IP, UserAgent: n.UserAgent, Generator: n.Generator}

@@ -16,7 +16,7 @@ import (
 // decides instead of taking it from the command, keep only the fields a
 // caller sets, and are idempotent.
 func TestCommandCheckerRecomputesPolicy(t *testing.T) {
-	check := api.CommandChecker(token.DefaultPolicy())
+	check := api.CommandChecker(token.DefaultPolicy(), time.Minute)
 	hash := strings.Repeat("h", 32)
 	forged := &fsm.Issue{TTL: 0, Record: fsm.Record{ID: "c1", Hash: hash, Kind: "oauth2_code", Subject: "user:1",
 		MaxUses: 0, DetectReuse: false, ExpiresAt: 1, CreatedAt: 2, UsesLeft: 9, State: fsm.Revoked, HoldUntil: 3,
@@ -39,9 +39,21 @@ func TestCommandCheckerRecomputesPolicy(t *testing.T) {
 	if err := check(rot); err != nil {
 		t.Fatal(err)
 	}
+	long := &fsm.Rotate{Hash: hash, Kind: "oauth2_refresh", Next: fsm.Record{ID: "n", Hash: hash}, Grace: int64(time.Hour), Sealed: []byte{1}}
+	if err := check(long); err != nil || long.Grace != int64(time.Minute) {
+		t.Fatalf("a grace past this node's: %v, grace %s; want it bounded to 1m", err, time.Duration(long.Grace))
+	}
+	if off := api.CommandChecker(token.DefaultPolicy(), 0); off(long) != nil || long.Grace != 0 || long.Sealed != nil {
+		t.Fatalf("a grace where this node has none: grace %d, sealed %v; want neither", long.Grace, long.Sealed)
+	}
 	if rot.Next.Subject != "" || rot.Next.Data != nil || rot.Access.Record.Data != nil || rot.Access.Record.DetectReuse ||
 		rot.TTL != int64(365*24*time.Hour) || rot.Access.TTL != int64(time.Hour) {
 		t.Fatalf("checked rotation kept fields the API never sets, or not the policy's TTLs: %+v, access %+v", rot, rot.Access)
+	}
+
+	touch := &fsm.Touch{Uses: []fsm.Use{{Hash: hash, At: 1, UserAgent: "ok"}, {Hash: hash, At: 2, UserAgent: "bad\x7f"}, {Hash: "short", At: 3}}}
+	if err := check(touch); err != nil || len(touch.Uses) != 1 || touch.Uses[0].At != 1 {
+		t.Fatalf("last uses with bad ones: %v, kept %+v; want only the good one kept", err, touch.Uses)
 	}
 
 	for _, tt := range []struct {
@@ -59,7 +71,7 @@ func TestCommandCheckerRecomputesPolicy(t *testing.T) {
 		{"a short digest", &fsm.Consume{Hash: "abc"}, "invalid_field"},
 		{"no id", &fsm.Issue{Record: fsm.Record{Hash: hash, Kind: "access"}}, "missing_field"},
 		{"an access token rotated", &fsm.Rotate{Hash: hash, Kind: "access", Next: fsm.Record{ID: "n", Hash: hash}}, "invalid_field"},
-		{"a grace past the bound", &fsm.Rotate{Hash: hash, Kind: "oauth2_refresh", Next: fsm.Record{ID: "n", Hash: hash}, Grace: int64(2 * time.Hour), Sealed: []byte{1}}, "invalid_field"},
+		{"a grace without the successor sealed", &fsm.Rotate{Hash: hash, Kind: "oauth2_refresh", Next: fsm.Record{ID: "n", Hash: hash}, Grace: int64(time.Minute)}, "invalid_field"},
 		{"a revocation naming nothing", &fsm.Revoke{}, "invalid_field"},
 		{"a batch", &fsm.Batch{}, "invalid_field"},
 	} {

@@ -1,20 +1,23 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/tokenstore/tokenstore/fsm"
 )
 
-// What may be proposed. A peer forwards what its API and its last-use
-// buffer propose: client writes and Touch. Expiry is the leader's own
-// garbage collection; a Batch is what the leader makes of the commands it
-// admits. Neither is ever taken from a peer.
+// What may be proposed. Client writes come from the API, which checks
+// them itself before a node proposes or forwards them. Touch is a node's
+// buffered last uses, which any node proposes. Expiry is the leader's own
+// garbage collection. A Batch is what the leader makes of the commands it
+// admits: it is never taken from anyone.
 var (
-	peerTypes = map[fsm.Type]bool{
+	clientTypes = map[fsm.Type]bool{
 		fsm.TypeIssue: true, fsm.TypeConsume: true, fsm.TypeRevoke: true, fsm.TypeRevokeSubject: true,
-		fsm.TypeRevokeFamily: true, fsm.TypeRotate: true, fsm.TypeTouch: true,
+		fsm.TypeRevokeFamily: true, fsm.TypeRotate: true,
 	}
+	nodeTypes   = map[fsm.Type]bool{fsm.TypeTouch: true}
 	leaderTypes = map[fsm.Type]bool{fsm.TypeExpire: true}
 )
 
@@ -22,17 +25,16 @@ var (
 const maxRequestID = 128
 
 // admit checks a command before it is proposed: its type may be proposed
-// from where it comes (fromPeer: a forwarded write). A forwarded command
-// also passes Config.Check, the API's own validation, which recomputes
-// what the policy decides, in place. A local command was checked by the
-// API that built it, with the same function, or is this node's own (last
-// uses, expiry) built from its state.
+// from where it comes (fromPeer: a forwarded write), and it passes check,
+// the API's own validation (Config.Check), which recomputes what the
+// policy decides, in place. A client write of this node's own API was
+// checked there, by the same function.
 func admit(check func(fsm.Command) error, c fsm.Command, fromPeer bool) error {
 	t := c.Type()
-	if !peerTypes[t] && (fromPeer || !leaderTypes[t]) {
+	if !clientTypes[t] && !nodeTypes[t] && (fromPeer || !leaderTypes[t]) {
 		return fmt.Errorf("%w: command type %d cannot be proposed by %s", ErrRefused, t, origin(fromPeer))
 	}
-	if fromPeer && check != nil {
+	if check != nil && (fromPeer || !clientTypes[t]) {
 		if err := check(c); err != nil {
 			return fmt.Errorf("%w: %v", ErrRefused, err)
 		}
@@ -54,6 +56,10 @@ func admitForwarded(check func(fsm.Command) error, req string, entry []byte) ([]
 		return nil, fmt.Errorf("%w: request id of %d bytes", ErrRefused, len(req))
 	}
 	c, err := fsm.Decode(entry)
+	if errors.Is(err, fsm.ErrUnknownType) {
+		// Maybe a newer node's command, in a rolling upgrade: not now.
+		return nil, fmt.Errorf("%w: %v", ErrUnsupported, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRefused, err)
 	}

@@ -69,6 +69,9 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, er
 			unknown = true
 		case errors.Is(err, ErrNotLeader), errors.Is(err, ErrNoLeader), errors.Is(err, ErrBusy):
 		default:
+			if unknown {
+				return fsm.Result{}, 0, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+			}
 			return fsm.Result{}, 0, err
 		}
 		n.log.Debug("retrying write", "req", req, "err", err)
@@ -109,6 +112,10 @@ func (n *Node) newRequestID() string {
 
 // applyLocal queues one command for the coalescer and waits for it.
 func (n *Node) applyLocal(ctx context.Context, req string, entry []byte) (fsm.Result, uint64, error) {
+	// A halted state machine would commit the write and not answer it.
+	if err := n.halted(); err != nil {
+		return fsm.Result{}, 0, err
+	}
 	// The version gate: a replica that does not know a command would halt
 	// at it, so it is proposed only once every voter knows it.
 	if t := fsm.Type(entry[0]); !n.votersKnow(t) {
@@ -197,7 +204,9 @@ func (n *Node) propose(batch []*pending) {
 		}
 		res, ok := f.Response().(fsm.Result)
 		if ok && res.Err != nil && res.Batch == nil {
-			fail(batch, res.Err) // the state machine answered the entry as a whole (ErrHalted)
+			// Committed, but this node's state machine halted before it:
+			// other replicas may apply it.
+			fail(batch, fmt.Errorf("%w: committed at index %d, not applied here: %v", ErrOutcomeUnknown, f.Index(), res.Err))
 			return
 		}
 		if !ok || len(res.Batch) != len(batch) {

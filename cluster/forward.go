@@ -75,9 +75,10 @@ var clusterErrs = map[string]error{
 // refusedPrefix starts the name of ErrRefused on the wire; the reason follows.
 const refusedPrefix = "refused: "
 
-// refused makes err, which failed the checks, an ErrRefused.
+// refused makes err, which failed the checks, an ErrRefused, unless it is
+// for now only (ErrUnsupported).
 func refused(err error) error {
-	if errors.Is(err, ErrRefused) {
+	if errors.Is(err, ErrRefused) || errors.Is(err, ErrUnsupported) {
 		return err
 	}
 	return fmt.Errorf("%w: %v", ErrRefused, err)

@@ -18,7 +18,7 @@ import (
 // unchanged (the checks are idempotent), and applies as a command, never
 // as a bad entry.
 func FuzzForwardedWrite(f *testing.F) {
-	check := api.CommandChecker(token.DefaultPolicy())
+	check := api.CommandChecker(token.DefaultPolicy(), time.Minute)
 	hash := strings.Repeat("h", 32)
 	seed := func(c fsm.Command) {
 		b, err := fsm.Encode(c)

@@ -126,8 +126,9 @@ func (n *Node) maybeBootstrap(ctx context.Context) {
 		return
 	}
 	// Gossip only says who a node claims to be. A node that fails the
-	// check is left out, so the nodes that pass all compute the same
-	// list; with too few left, the next round tries again.
+	// check is left out. Only exactly BootstrapExpect checked voters
+	// bootstrap: with fewer the next round tries again, and with more,
+	// nodes whose checks disagreed could bootstrap different lists.
 	var servers []raft.Server
 	for i, err := range n.checkPeers(ctx, candidates) {
 		m := candidates[i]
@@ -137,6 +138,10 @@ func (n *Node) maybeBootstrap(ctx context.Context) {
 			continue
 		}
 		servers = append(servers, raft.Server{ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.RaftAddr), Suffrage: raft.Voter})
+	}
+	if len(servers) > n.cfg.BootstrapExpect {
+		n.log.Warn("more voters expect to bootstrap than --bootstrap-expect; not bootstrapping", "expect", n.cfg.BootstrapExpect, "voters", len(servers))
+		return
 	}
 	if len(servers) < n.cfg.BootstrapExpect || ctx.Err() != nil {
 		return

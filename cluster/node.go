@@ -226,6 +226,7 @@ func Open(cfg Config) (*Node, error) {
 	n.store.OnHalt(func(h fsm.Halt) {
 		n.log.Error("the state machine stopped applying: this node does not know an entry of the log; it serves nothing until a version that knows it runs on this data",
 			"index", h.Index, "type", int(h.Type), "reason", h.Reason)
+		go n.handOverHalted() // not on Raft's apply goroutine, which it waits for
 	})
 	if err := n.openRaft(); err != nil {
 		n.closeStores()
@@ -413,6 +414,11 @@ func (n *Node) lead(ctx context.Context) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	// A halted state machine cannot answer what it commits.
+	if n.halted() != nil {
+		n.handOverHalted()
+		return
+	}
 	// No batch gets a time before a majority of the voters has said what
 	// their clocks read.
 	if !n.waitForVoters(ctx, gen) {
@@ -423,6 +429,20 @@ func (n *Node) lead(ctx context.Context) {
 	go n.reconcile(ctx)
 	go n.refreshVoters(ctx, gen)
 	n.collectGarbage(ctx)
+}
+
+// handOverHalted gives leadership away from a node whose state machine
+// halted, if it leads and another voter can take it: a leader must answer
+// the writes it commits.
+func (n *Node) handOverHalted() {
+	if n.raft.State() != raft.Leader || n.voters() < 2 {
+		return
+	}
+	if err := n.raft.LeadershipTransfer().Error(); err != nil {
+		n.log.Warn("handing leadership over from a halted state machine", "err", err)
+		return
+	}
+	n.log.Info("handed leadership over: this node's state machine halted")
 }
 
 func (n *Node) notLeader() error {

@@ -147,6 +147,17 @@ func TestBadLogEntriesLeaveReplicasUp(t *testing.T) {
 		}
 	}
 	checkHalted(nodes)
+	// A halted leader commits nothing it could not answer: writes are
+	// refused before they reach the log.
+	for _, n := range nodes {
+		last := n.AppliedIndex()
+		if _, err := n.Client.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "user:2"}); err == nil || !strings.Contains(err.Error(), "replica_halted") {
+			t.Fatalf("an issue on %s of a halted cluster: %v, want 503 replica_halted", n.ID(), err)
+		}
+		if got := n.Store().AppliedIndex(); got != last {
+			t.Fatalf("%s applied %d past its halt", n.ID(), got)
+		}
+	}
 	nodes = restartAll(t, nodes)
 	checkHalted(nodes)
 }

@@ -200,14 +200,17 @@ func Decode(b []byte) (Command, error) {
 	return c, nil
 }
 
+// ErrUnknownType is why Decode fails on a command type this build does not
+// know: a newer node's command, or a corrupt entry.
+var ErrUnknownType = errors.New("unknown command type")
+
 // Why decodeEntry could not return a command.
 var (
 	// errUnknownSkippable: an unknown type flagged IgnoreUnknown.
-	errUnknownSkippable = errors.New("unknown command type marked ignorable")
-	// errUnknownType: a type this build does not know, not flagged
-	// ignorable: a newer node's command, or a corrupt entry. Applying
+	errUnknownSkippable = fmt.Errorf("%w marked ignorable", ErrUnknownType)
+	// errUnknownType: an unknown type not flagged ignorable. Applying
 	// anything past it could diverge from the nodes that know it.
-	errUnknownType = errors.New("unknown command type")
+	errUnknownType = ErrUnknownType
 	// errUndecodable: a known type whose body does not decode, or an
 	// empty entry. Every node of this build fails it the same way.
 	errUndecodable = errors.New("undecodable entry")
@@ -252,12 +255,12 @@ func BaseTypes() []Type {
 		TypeRevokeFamily, TypeExpire, TypeTouch, TypeRotate}
 }
 
-// IsBaseType tells whether t is one of BaseTypes.
-func IsBaseType(t Type) bool {
+var baseTypes = func() (t [256]bool) {
 	for _, b := range BaseTypes() {
-		if t == b {
-			return true
-		}
+		t[b] = true
 	}
-	return false
-}
+	return t
+}()
+
+// IsBaseType tells whether t is one of BaseTypes.
+func IsBaseType(t Type) bool { return baseTypes[t] }

@@ -97,7 +97,9 @@ var errNames = map[string]error{
 	"halted":          ErrHalted,
 }
 
-// ErrName returns the stable name of a business outcome ("" for nil).
+// ErrName returns the stable name of a business outcome ("" for nil). An
+// outcome this build has no name for (one read from a newer node) keeps
+// the name it came with.
 func ErrName(err error) string {
 	if err == nil {
 		return ""
@@ -107,7 +109,11 @@ func ErrName(err error) string {
 			return name
 		}
 	}
-	panic(fmt.Sprintf("fsm: no name for outcome %v", err))
+	var u unknownOutcome
+	if errors.As(err, &u) {
+		return string(u)
+	}
+	return "internal"
 }
 
 // ErrByName is the inverse of ErrName; an unknown name is an error of its
@@ -119,5 +125,10 @@ func ErrByName(name string) error {
 	if e, ok := errNames[name]; ok {
 		return e
 	}
-	return fmt.Errorf("unknown outcome %q", name)
+	return unknownOutcome(name)
 }
+
+// unknownOutcome is an outcome whose name this build does not know.
+type unknownOutcome string
+
+func (u unknownOutcome) Error() string { return fmt.Sprintf("unknown outcome %q", string(u)) }

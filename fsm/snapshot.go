@@ -114,6 +114,11 @@ func (fw *frameWriter) frame(t byte, v any) {
 	if fw.err = fw.enc.Encode(v); fw.err != nil {
 		return
 	}
+	if fw.buf.Len() > maxFrame {
+		// Restore would refuse it: fail the snapshot now, keeping the log.
+		fw.err = fmt.Errorf("frame of %d bytes exceeds %d", fw.buf.Len(), maxFrame)
+		return
+	}
 	fw.w.WriteByte(t)
 	var n [binary.MaxVarintLen64]byte
 	fw.w.Write(n[:binary.PutUvarint(n[:], uint64(fw.buf.Len()))])

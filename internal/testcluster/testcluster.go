@@ -121,7 +121,7 @@ func start(t testing.TB, o Options) (*Node, error) {
 		LastUsedGranularity: o.LastUsedGranularity,
 		GCGrace:             o.GCGrace, GCInterval: o.GCTick, SnapshotThreshold: o.Snapshot,
 		Logger: log, LogOutput: logs, LogLevel: "debug", Registry: reg, Now: o.Clock,
-		Check: api.CommandChecker(o.Policy),
+		Check: api.CommandChecker(o.Policy, o.RotationGrace),
 	}
 	if clustered {
 		cfg.GossipAddr, cfg.GossipLANAddr = o.GossipAddr, o.GossipLANAddr

@@ -294,6 +294,7 @@ func TestRotateValidation(t *testing.T) {
 			http.StatusBadRequest, wire.CodeInvalidScope},
 		{"empty scope", mustJSON(t, wire.RotateRequest{Token: rt.Token, Access: &wire.AccessRequest{Scopes: []string{""}}}),
 			http.StatusBadRequest, wire.CodeInvalidField},
+		{"no scope asked: not the grant's", `{"token":"` + rt.Token + `","access":{"scopes":[]}}`, http.StatusBadRequest, wire.CodeInvalidScope},
 		{"ttl beyond the refresh max", mustJSON(t, wire.RotateRequest{Token: rt.Token, TTL: "8761h"}), http.StatusBadRequest, wire.CodeTTLTooLong},
 		{"access ttl beyond the max", mustJSON(t, wire.RotateRequest{Token: rt.Token, Access: &wire.AccessRequest{TTL: "25h"}}),
 			http.StatusBadRequest, wire.CodeTTLTooLong},

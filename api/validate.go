@@ -166,6 +166,11 @@ func checkRotate(p *token.Policy, grace time.Duration, c *fsm.Rotate) *Error {
 	if e != nil {
 		return e
 	}
+	if a.Scopes != nil && len(a.Scopes) == 0 {
+		// The log does not tell an empty list from none, and none means
+		// the grant's scopes: asking for no scope must not get them all.
+		return errorf(http.StatusBadRequest, wire.CodeInvalidScope, "Field \"access.scopes\": name at least one scope, or leave it out for the grant's.")
+	}
 	if e := firstError(checkRequired("id", a.ID, maxID), checkHash(a.Hash), checkScopes(a.Scopes), checkText("generator", a.Generator, maxShort)); e != nil {
 		return e
 	}

@@ -73,6 +73,8 @@ func TestCommandCheckerRecomputesPolicy(t *testing.T) {
 		{"an access token rotated", &fsm.Rotate{Hash: hash, Kind: "access", Next: fsm.Record{ID: "n", Hash: hash}}, "invalid_field"},
 		{"a grace without the successor sealed", &fsm.Rotate{Hash: hash, Kind: "oauth2_refresh", Next: fsm.Record{ID: "n", Hash: hash}, Grace: int64(time.Minute)}, "invalid_field"},
 		{"a revocation naming nothing", &fsm.Revoke{}, "invalid_field"},
+		{"an access token asking for no scope", &fsm.Rotate{Hash: hash, Kind: "oauth2_refresh", Next: fsm.Record{ID: "n", Hash: hash},
+			Access: &fsm.Issue{Record: fsm.Record{ID: "a", Hash: hash, Kind: "access", Scopes: []string{}}}}, "invalid_scope"},
 		{"a batch", &fsm.Batch{}, "invalid_field"},
 	} {
 		err := check(tt.c)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"strconv"
@@ -35,6 +36,11 @@ const (
 	day  = 24 * time.Hour
 	year = 365 * day
 )
+
+// MaxTTL bounds every TTL of a policy and of a request, also of kinds
+// without a max: an expiry is leader time plus the TTL in int64
+// nanoseconds, which ends in 2262.
+const MaxTTL = 100 * year
 
 // DefaultPolicy is the built-in table (DESIGN §1).
 func DefaultPolicy() *Policy {
@@ -150,6 +156,9 @@ func ParsePolicy(b []byte) (*Policy, error) {
 				continue
 			}
 			d, err := ParseTTL(*f.in)
+			if err == nil && d > MaxTTL {
+				err = fmt.Errorf("%q is longer than the longest TTL, %dy", *f.in, MaxTTL/year)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("policy: %s.%s: %w", name, f.key, err)
 			}
@@ -226,6 +235,9 @@ func ParseTTL(s string) (time.Duration, error) {
 		unit := day
 		if s[len(s)-1] == 'y' {
 			unit = year
+		}
+		if time.Duration(n) > math.MaxInt64/unit {
+			return 0, fmt.Errorf("duration %q does not fit in a time.Duration (at most about 292y)", s)
 		}
 		return time.Duration(n) * unit, nil
 	}

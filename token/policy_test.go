@@ -278,6 +278,10 @@ func TestParsePolicyRejects(t *testing.T) {
 		{"bad default duration", "kinds:\n  access:\n    default_ttl: soon\n", "bad duration"},
 		{"bad max duration", "kinds:\n  access:\n    max_ttl: 1w\n", "bad duration"},
 		{"negative duration", "kinds:\n  access:\n    default_ttl: -1h\n", "bad duration"},
+		{"a year count too large for a duration", "kinds:\n  remember:\n    default_ttl: 585y\n    max_ttl: 585y\n", "remember.default_ttl"},
+		{"a max too large for a duration", "kinds:\n  developer:\n    max_ttl: 106752d\n", "developer.max_ttl"},
+		{"a TTL past the longest", "kinds:\n  remember:\n    max_ttl: 101y\n", "remember.max_ttl: \"101y\" is longer than the longest TTL, 100y"},
+		{"hours past the longest", "kinds:\n  developer:\n    default_ttl: 900000h\n", "developer.default_ttl"},
 		{"negative max_uses", "kinds:\n  access:\n    max_uses: -1\n", "negative"},
 		{"single-use with max_uses 3", "kinds:\n  oauth2_code:\n    max_uses: 3\n", "single_use"},
 		{"code too long", "kinds:\n  access:\n    code: acc\n", "code"},
@@ -297,6 +301,17 @@ func TestParsePolicyRejects(t *testing.T) {
 				t.Fatalf("ParsePolicy(%q) error %q, want it to contain %q", tt.yaml, err, tt.want)
 			}
 		})
+	}
+}
+
+// The longest TTL a policy may give is the longest a request may ask.
+func TestParsePolicyLongestTTL(t *testing.T) {
+	p, err := token.ParsePolicy([]byte("kinds:\n  remember:\n    default_ttl: 100y\n    max_ttl: 100y\n"))
+	if err != nil {
+		t.Fatalf("ParsePolicy with 100y: %v, want it accepted", err)
+	}
+	if got := p.Kinds["remember"].MaxTTL; got != token.MaxTTL {
+		t.Fatalf("remember max TTL = %s, want %s", got, token.MaxTTL)
 	}
 }
 
@@ -354,12 +369,10 @@ func TestParseTTLRejects(t *testing.T) {
 	}
 }
 
-// TestParseTTLOverflow: days and years are multiplied into a Duration
-// (int64 nanoseconds, at most about 292 years) without an overflow check,
-// so large values wrap around: "300y" becomes negative and "600y" a
-// positive ~14 years.
+// TestParseTTLOverflow: days and years multiplied into a Duration (int64
+// nanoseconds, at most about 292 years) must not wrap around: "300y" would
+// be negative and "600y" a positive ~14 years.
 func TestParseTTLOverflow(t *testing.T) {
-	t.Skip("bug: token/policy.go ParseTTL: time.Duration(n) * unit overflows for n*unit > math.MaxInt64 (e.g. \"600y\" parses as ~14y); want an error")
 	for _, in := range []string{"300y", "600y", "106752d", "213504d", "2147483647d", "2147483647y"} {
 		got, err := token.ParseTTL(in)
 		if err == nil {

@@ -299,34 +299,49 @@ func (s *Store) ByID(id string) *Record {
 	return s.st.getID(id)
 }
 
+// ListScan is the most records one page of ListBySubject examines, active
+// or not: a subject with many expired, consumed or revoked records (or of
+// other kinds) costs a bounded walk under the read lock per page, never
+// one over all of them.
+const ListScan = 2048
+
 // ListBySubject returns up to limit records of subject that are active at
 // now, in id order, starting after the id "after" (a page cursor), and
 // the cursor of the next page ("" at the end). Kind filters when set.
+// A page examines at most ListScan records (limit is at most ListScan-1):
+// when that runs out first, the page holds fewer than limit records, none
+// maybe, and the cursor resumes after the last record examined.
 func (s *Store) ListBySubject(subject, kind, after string, limit int, now int64) ([]*Record, string) {
 	if limit < 1 {
 		return nil, ""
 	}
+	limit = min(limit, ListScan-1)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var out []*Record
-	next := ""
+	next, last, scanned := "", "", 0
 	// "after\x00" sorts just past "after": the page starts after the cursor.
 	from := &Record{Subject: subject}
 	if after != "" {
 		from.ID = after + "\x00"
 	}
 	s.st.bySubject.AscendGreaterOrEqual(from, func(r *Record) bool {
-		if r.Subject != subject {
+		switch {
+		case r.Subject != subject:
+			return false
+		case scanned == ListScan:
+			next = last // r is the first record not examined
 			return false
 		}
-		if r.Status(now) != StatusActive || (kind != "" && r.Kind != kind) {
-			return true
+		scanned++
+		if r.Status(now) == StatusActive && (kind == "" || r.Kind == kind) {
+			if len(out) == limit {
+				next = out[len(out)-1].ID
+				return false
+			}
+			out = append(out, r)
 		}
-		if len(out) == limit {
-			next = out[len(out)-1].ID
-			return false
-		}
-		out = append(out, r)
+		last = r.ID
 		return true
 	})
 	return out, next

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -14,14 +15,33 @@ import (
 const MaxBody = 64 << 10
 
 // decodeJSON reads exactly one JSON object into v: unknown fields, wrong
-// types, trailing data and bodies over MaxBody are rejected with a clear
-// code. An empty body decodes as {} when emptyOK.
+// types, trailing data, duplicate keys, keys in another case and bodies
+// over MaxBody are rejected with a clear code. An empty body decodes as {}
+// when emptyOK.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) *Error {
 	return decodeStrict(http.MaxBytesReader(w, r.Body, MaxBody), v, emptyOK)
 }
 
 func decodeStrict(body io.Reader, v any, emptyOK bool) *Error {
-	dec := json.NewDecoder(body)
+	b, err := io.ReadAll(body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return tooLarge()
+		}
+		return errorf(http.StatusBadRequest, wire.CodeInvalidJSON, "The body could not be read.")
+	}
+	if e := decodeInto(b, v, emptyOK); e != nil {
+		return e
+	}
+	// encoding/json keeps the last of two equal keys and matches keys
+	// regardless of case: {"subject":"u2","subject":"u3"} or "Subject"
+	// would be read as something the caller may not have meant.
+	return exactKeys(b, v)
+}
+
+func decodeInto(b []byte, v any, emptyOK bool) *Error {
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if errors.Is(err, io.EOF) && emptyOK {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/tokenstore/tokenstore/api/wire"
@@ -27,9 +28,8 @@ const (
 	defListLen = 100
 )
 
-// maxTTL bounds every TTL, also of kinds without a max: the expiry is
-// leader time plus the TTL in int64 nanoseconds, which ends in 2262.
-const maxTTL = 100 * 365 * 24 * time.Hour
+// maxTTL bounds every TTL, also of kinds without a max (see token.MaxTTL).
+const maxTTL = token.MaxTTL
 
 func (s *Server) now() int64 { return s.cfg.Now().UnixNano() }
 
@@ -167,8 +167,10 @@ func checkScopes(scopes []string) *Error {
 	return nil
 }
 
-// checkText bounds a string field and keeps control characters out of the
-// state (they would corrupt index keys and logs).
+// checkText bounds a string field and keeps out of the state what would
+// corrupt index keys and logs or make two strings look alike: control
+// characters (C0, DEL, C1), bidirectional formatting and zero-width
+// characters. Text is otherwise kept and compared byte for byte.
 func checkText(name, v string, max int) *Error {
 	if len(v) > max {
 		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field %q exceeds %d bytes.", name, max)
@@ -177,11 +179,29 @@ func checkText(name, v string, max int) *Error {
 		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field %q must be valid UTF-8.", name)
 	}
 	for _, c := range v {
-		if c < 0x20 || c == 0x7f {
-			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field %q must not contain control characters.", name)
+		switch {
+		case unicode.IsControl(c), c == '\u2028', c == '\u2029':
+			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field %q must not contain control characters (U+%04X).", name, c)
+		case isBidiControl(c):
+			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field %q must not contain bidirectional formatting characters (U+%04X).", name, c)
+		case isZeroWidth(c):
+			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field %q must not contain zero-width characters (U+%04X).", name, c)
 		}
 	}
 	return nil
+}
+
+// isBidiControl reports the marks, embeddings, overrides and isolates of
+// Unicode's bidirectional algorithm (UAX #9), which reorder how text shows.
+func isBidiControl(c rune) bool {
+	return c == '\u061c' || c == '\u200e' || c == '\u200f' || ('\u202a' <= c && c <= '\u202e') || ('\u2066' <= c && c <= '\u2069')
+}
+
+// isZeroWidth reports characters that show as nothing: zero-width space,
+// (non-)joiners, word joiner and invisible operators, the Mongolian vowel
+// separator and the byte order mark.
+func isZeroWidth(c rune) bool {
+	return ('\u200b' <= c && c <= '\u200d') || ('\u2060' <= c && c <= '\u2064') || c == '\u180e' || c == '\ufeff'
 }
 
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *Error {

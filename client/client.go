@@ -171,6 +171,9 @@ type ListOptions struct {
 }
 
 // List returns one page of a subject's active tokens (no secrets, no data).
+// A page examines a bounded number of records, so it may hold fewer than
+// o.Limit tokens, none even, and still a NextCursor: page on until
+// NextCursor is empty. Subjects are compared byte for byte.
 func (c *Client) List(ctx context.Context, subject string, o ListOptions) (*wire.ListResponse, error) {
 	q := url.Values{"subject": {subject}}
 	if o.Kind != "" {

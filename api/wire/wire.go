@@ -194,7 +194,9 @@ type BulkRevokeResponse struct {
 	Revoked int `json:"revoked"`
 }
 
-// ListResponse is one page of a subject's tokens.
+// ListResponse is one page of a subject's tokens. It may hold fewer
+// tokens than the limit asked, none even, with a NextCursor: the listing
+// ends only when NextCursor is empty.
 type ListResponse struct {
 	Tokens     []Record `json:"tokens"`
 	NextCursor string   `json:"next_cursor,omitempty"`

@@ -19,7 +19,6 @@ var rawMessage = reflect.TypeFor[json.RawMessage]()
 // are not walked.
 func exactKeys(b []byte, v any) *Error {
 	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
 	if _, err := dec.Token(); err != nil {
 		return nil // an empty body, decoded as {}
 	}
@@ -97,7 +96,7 @@ func (k *keyWalk) array(t reflect.Type, path string) *Error {
 	if t == nil || t == rawMessage || (t.Kind() != reflect.Slice && t.Kind() != reflect.Array) {
 		return k.skipRest()
 	}
-	for i := 0; k.dec.More(); i++ {
+	for k.dec.More() {
 		if e := k.value(t.Elem(), path+"[]"); e != nil {
 			return e
 		}

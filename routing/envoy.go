@@ -29,8 +29,9 @@ func EnvoyCluster(dc string) string { return "dc_" + dc }
 //     than an ASCII letter or digit may also be percent-encoded (Envoy
 //     does not decode the path); each pattern stays small enough for
 //     Envoy's default re2.max_program_size.error_level (100);
-//   - the title parameter is Envoy's query_parameters matcher (the first
-//     parameter of that name, raw);
+//   - the title parameter is a pattern on :path for its last occurrence,
+//     as PHP reads a repeated name (Envoy's query_parameters matcher
+//     would take the first);
 //   - the cookie is a pattern on the cookie header, the non-write promise
 //     an inverted, case-insensitive match with a missing header taken as
 //     empty.
@@ -108,9 +109,9 @@ func ExportEnvoy(cfg ExportConfig) (*routev3.RouteConfiguration, error) {
 		for _, t := range r.Titles.Names {
 			add("primary/path: "+s+"?"+r.Titles.Param+"="+t, ReasonPath, &routev3.RouteMatch{
 				PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: EncodedRegex(s)}},
-				QueryParameters: []*routev3.QueryParameterMatcher{{
-					Name:                         r.Titles.Param,
-					QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: safeRegex(EncodedRegex(t))},
+				Headers: []*routev3.HeaderMatcher{{
+					Name:                 ":path",
+					HeaderMatchSpecifier: stringMatch(safeRegex(LastParamRegex(r.Titles.Param, EncodedRegex(t)))),
 				}},
 			})
 		}
@@ -190,6 +191,31 @@ func EncodedRegex(s string) string {
 		b.WriteString("(?:" + regexp.QuoteMeta(string(c)) + "|%" + hexDigit(hex[0]) + hexDigit(hex[1]) + ")")
 	}
 	return b.String()
+}
+
+// LastParamRegex is an RE2 pattern (matched whole) for a :path whose last
+// query parameter of raw name name has a raw value matching value, which
+// must not match "&". A parameter "name" without "=" counts as one with
+// an empty value, as in PHP.
+func LastParamRegex(name, value string) string {
+	return `[^?]*\?(?:[^&]*&)*` + regexp.QuoteMeta(name) + `=` + value + `(?:&` + notParamRegex(name) + `)*`
+}
+
+// notParamRegex is an RE2 pattern for one query parameter (no "&") that
+// is neither name nor name=…: RE2 has no negative look-ahead, so each
+// way of leaving the name is spelled out, nested.
+func notParamRegex(name string) string {
+	// After all of name, anything but "=" continues a longer name.
+	re := regexp.QuoteMeta(name[len(name)-1:]) + `[^&=][^&]*`
+	for i := len(name) - 1; i >= 0; i-- {
+		alt := `[^&` + regexp.QuoteMeta(name[i:i+1]) + `][^&]*`
+		if i == len(name)-1 {
+			re = `(?:` + alt + `|` + re + `)?`
+		} else {
+			re = `(?:` + alt + `|` + regexp.QuoteMeta(name[i:i+1]) + re + `)?`
+		}
+	}
+	return re
 }
 
 func hexDigit(d byte) string {

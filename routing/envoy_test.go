@@ -232,7 +232,7 @@ func routeMatches(t *testing.T, m *routev3.RouteMatch, path, query string, heade
 		}
 	}
 	for _, q := range m.GetQueryParameters() {
-		v, ok := firstParam(query, q.GetName())
+		v, ok := envoyFirstParam(query, q.GetName())
 		if !ok || !stringMatches(t, q.GetStringMatch(), v) {
 			return false
 		}
@@ -258,6 +258,17 @@ func stringMatches(t *testing.T, s *matcherv3.StringMatcher, v string) bool {
 	}
 	t.Fatalf("string matcher %T not evaluated", s.GetMatchPattern())
 	return false
+}
+
+// envoyFirstParam is Envoy's query_parameters lookup: the raw value of
+// the first parameter whose raw name is name.
+func envoyFirstParam(rawQuery, name string) (string, bool) {
+	for _, part := range strings.Split(rawQuery, "&") {
+		if k, v, _ := strings.Cut(part, "="); k == name && part != "" {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 var regexCache = map[string]*regexp.Regexp{}
@@ -295,5 +306,35 @@ func TestEnvoyExportRejects(t *testing.T) {
 		if strings.Contains(r.GetName(), "(https)") {
 			t.Fatalf("https twin without a cookie to make Secure: %s", r.GetName())
 		}
+	}
+}
+
+// TestLastParamRegexIsLastParam: the :path pattern agrees with the
+// router's lastParam on every query built from names and values near the
+// title parameter's.
+func TestLastParamRegexIsLastParam(t *testing.T) {
+	const title = "Special:OAuth/token"
+	re := regexp.MustCompile(`\A(?:` + LastParamRegex("title", EncodedRegex(title)) + `)\z`)
+	parts := []string{"title=" + title, "title=Special%3AOAuth%2Ftoken", "title=Main_Page", "title", "title=",
+		"titles=" + title, "xtitle=" + title, "titl=" + title, "t", "", "=x", "title.x=1", "title=" + title + "2", "a=b=c"}
+	var queries []string
+	for _, a := range parts {
+		for _, b := range parts {
+			queries = append(queries, a+"&"+b)
+			for _, c := range parts {
+				queries = append(queries, a+"&"+b+"&"+c)
+			}
+		}
+		queries = append(queries, a)
+	}
+	for _, q := range queries {
+		v, ok := lastParam(q, "title")
+		want := ok && decodeURL(v) == title
+		if got := re.MatchString("/w/index.php?" + q); got != want {
+			t.Errorf("query %q: pattern says %v, lastParam %q, %v", q, got, v, ok)
+		}
+	}
+	if re.MatchString("/w/index.php") || re.MatchString("/w/index.php?") {
+		t.Error("a path without a title matches")
 	}
 }

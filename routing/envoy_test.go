@@ -10,6 +10,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -250,6 +251,11 @@ func stringMatches(t *testing.T, s *matcherv3.StringMatcher, v string) bool {
 			return strings.EqualFold(p.Exact, v)
 		}
 		return p.Exact == v
+	case *matcherv3.StringMatcher_Prefix:
+		if s.GetIgnoreCase() {
+			return len(v) >= len(p.Prefix) && strings.EqualFold(v[:len(p.Prefix)], p.Prefix)
+		}
+		return strings.HasPrefix(v, p.Prefix)
 	case *matcherv3.StringMatcher_SafeRegex:
 		if s.GetIgnoreCase() {
 			t.Fatal("ignore_case with a regex: Envoy ignores it")
@@ -336,5 +342,51 @@ func TestLastParamRegexIsLastParam(t *testing.T) {
 	}
 	if re.MatchString("/w/index.php") || re.MatchString("/w/index.php?") {
 		t.Error("a path without a title matches")
+	}
+}
+
+// TestEnvoyExportStripsClientHeaders: the exported configuration has the
+// header_mutation filter remove every client-sent x-tokenstore-* request
+// header, in any case, and nothing else.
+func TestEnvoyExportStripsClientHeaders(t *testing.T) {
+	rc, err := ExportEnvoy(exportConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := EnvoyYAML(rc, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := parseEnvoyYAML(t, y).GetTypedPerFilterConfig()[EnvoyHeaderMutationFilter]
+	if a == nil {
+		t.Fatalf("no %s configuration in:\n%s", EnvoyHeaderMutationFilter, y)
+	}
+	var m headermutationv3.HeaderMutationPerRoute
+	if err := a.UnmarshalTo(&m); err != nil {
+		t.Fatal(err)
+	}
+	removed := func(name string) bool {
+		for _, mu := range m.GetMutations().GetRequestMutations() {
+			if mu.GetRemove() != "" && strings.EqualFold(mu.GetRemove(), name) {
+				return true
+			}
+			if km := mu.GetRemoveOnMatch().GetKeyMatcher(); km != nil && stringMatches(t, km, strings.ToLower(name)) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, h := range []string{"X-Tokenstore-Subject", "X-Tokenstore-Client-Id", "X-Tokenstore-Rlc", "X-Tokenstore-Token-Id", "x-tokenstore-anything"} {
+		if !removed(h) {
+			t.Errorf("a client-sent %s reaches the upstream", h)
+		}
+	}
+	for _, h := range []string{"authorization", "cookie", "x-forwarded-for", "x-tokenstoreless"} {
+		if removed(h) {
+			t.Errorf("%s is removed", h)
+		}
+	}
+	if len(m.GetMutations().GetResponseMutations()) != 0 || len(rc.GetRequestHeadersToRemove()) != 0 {
+		t.Errorf("want only request mutations on the filter; got %v, request_headers_to_remove %v", &m, rc.GetRequestHeadersToRemove())
 	}
 }

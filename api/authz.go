@@ -29,6 +29,11 @@ type AuthzConfig struct {
 	// Authorization: Bearer and in the session cookie; defaults: access
 	// and developer; access and remember.
 	BearerKinds, CookieKinds []string
+	// TrustedProxies is how many proxies in front of the node append to
+	// X-Forwarded-For (Envoy with use_remote_address counts as one): the
+	// recorded last-use IP is the entry the outermost of them appended,
+	// the TrustedProxies-th from the right. 0 records no IP; nil means 1.
+	TrustedProxies *int
 }
 
 func (c *AuthzConfig) setDefaults() {
@@ -40,6 +45,10 @@ func (c *AuthzConfig) setDefaults() {
 	if c.CookieKinds == nil {
 		c.CookieKinds = []string{accessKind, "remember"}
 	}
+	if c.TrustedProxies == nil {
+		one := 1
+		c.TrustedProxies = &one
+	}
 }
 
 // authzEnvoy is an Envoy HTTP external authorization service. Envoy sends
@@ -47,7 +56,9 @@ func (c *AuthzConfig) setDefaults() {
 // with the subject and rate-limit class as headers for the upstream, a
 // 401 stops it. The credentials are a bearer token and a session cookie:
 // when both are present they must name the same subject, and the bearer
-// token's rate-limit class wins over the cookie's.
+// token's rate-limit class wins over the cookie's. A 200 always carries
+// all four identity headers (empty only for a token without a client
+// id), so each overrides a client-sent header of its name upstream.
 func (s *Server) authzEnvoy(w http.ResponseWriter, r *http.Request) *Error {
 	cfg := &s.cfg.Authz
 	bearer, hasBearer := bearerToken(r.Header.Get("Authorization"))
@@ -58,7 +69,7 @@ func (s *Server) authzEnvoy(w http.ResponseWriter, r *http.Request) *Error {
 	if !hasBearer && session == "" {
 		return denied(wire.CodeCredentialMissing, "A bearer token or a session cookie is required.")
 	}
-	ip := clientIP(r.Header.Get("X-Forwarded-For"))
+	ip := clientIP(r.Header.Values("X-Forwarded-For"), *cfg.TrustedProxies)
 	ua := r.Header.Get("User-Agent")
 	if checkText("user_agent", ua, maxUA) != nil {
 		ua = "" // the end user's header: recorded only when it is one the API takes
@@ -116,6 +127,10 @@ func (s *Server) credential(ctx context.Context, presented, what string, kinds [
 		return nil, denied(wire.CodeCredentialInvalid, "The "+what+" is "+string(rec.Status(now))+".")
 	case !slices.Contains(kinds, rec.Kind):
 		return nil, denied(wire.CodeCredentialInvalid, "A "+rec.Kind+" token cannot be used as a "+what+".")
+	case rec.Subject == "":
+		// A token issued without a subject names nobody: an upstream
+		// would read an empty subject as whatever it defaults to.
+		return nil, denied(wire.CodeCredentialInvalid, "The "+what+" has no subject; it is no identity.")
 	}
 	s.touch(rec, hash, now, ip, ua)
 	return rec, nil
@@ -136,13 +151,25 @@ func bearerToken(h string) (string, bool) {
 	return cred, cred != ""
 }
 
-// clientIP is the first address of X-Forwarded-For (the client as the
-// edge proxy saw it), if it is one.
-func clientIP(xff string) string {
-	first, _, _ := strings.Cut(xff, ",")
-	first = strings.TrimSpace(first)
-	if checkClient(first, "") != nil {
+// clientIP is the address the outermost of trusted proxies appended to
+// X-Forwarded-For (its fields taken in order, as one list): the
+// trusted-th entry from the right. Entries left of it are whatever the
+// client sent. No address when there are fewer entries, or that one is
+// not an IP address.
+func clientIP(fields []string, trusted int) string {
+	if trusted <= 0 {
 		return ""
 	}
-	return first
+	var entries []string
+	for _, f := range fields {
+		entries = append(entries, strings.Split(f, ",")...)
+	}
+	if len(entries) < trusted {
+		return ""
+	}
+	ip := strings.Trim(entries[len(entries)-trusted], " \t")
+	if checkClient(ip, "") != nil {
+		return ""
+	}
+	return ip
 }

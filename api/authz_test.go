@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api"
 	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/cluster"
 	"github.com/tokenstore/tokenstore/internal/testcluster"
 )
 
@@ -72,11 +74,16 @@ func wantAllowed(t *testing.T, r reply, want allowed) {
 	if len(r.Body) != 0 {
 		t.Errorf("%s: want an empty body", r)
 	}
+	// Each identity header is present, empty or not, so that Envoy
+	// replaces a client-sent one of the same name.
 	for h, v := range map[string]string{wire.HeaderSubject: want.subject, wire.HeaderRLC: want.rlc,
 		wire.HeaderClientID: want.clientID, wire.HeaderTokenID: want.tokenID} {
-		if got := r.Header.Get(h); got != v {
-			t.Errorf("%s: %s %q, want %q", r, h, got, v)
+		if got := r.Header.Values(h); len(got) != 1 || got[0] != v {
+			t.Errorf("%s: %s %q, want exactly one, %q", r, h, got, v)
 		}
+	}
+	if want.subject == "" || want.rlc == "" || want.tokenID == "" {
+		t.Errorf("%s: an allowed answer must name a subject, a class and a token: %+v", r, want)
 	}
 	if err := commonHeaders(r); err != nil {
 		t.Error(err)
@@ -113,6 +120,10 @@ func TestEnvoyAuthz(t *testing.T) {
 	dev := issue("developer", "user:1", "dev", "")
 	silver := issue("remember", "user:1", "silver", "")
 	bare := issue("remember", "user:1", "", "")
+	// Tokens without a subject name nobody.
+	anonAccess := issue("access", "", "gold", "")
+	anonDev := issue("developer", "", "dev", "")
+	anonRemember := issue("remember", "", "silver", "")
 	other := issue("remember", "user:2", "bronze", "")
 	refresh := issue("oauth2_refresh", "user:1", "gold", "")
 	revoked := issue("access", "user:1", "gold", "")
@@ -166,6 +177,12 @@ func TestEnvoyAuthz(t *testing.T) {
 		{name: "developer token in the cookie", cookie: dev.Token, code: wire.CodeCredentialInvalid, says: "developer"},
 		{name: "expired cookie", cookie: expired.Token, code: wire.CodeCredentialInvalid, says: "expired"},
 		{name: "valid bearer, revoked cookie", authorization: bearer(gold.Token), cookie: revoked.Token, code: wire.CodeCredentialInvalid, says: "revoked"},
+		{name: "access bearer without subject", authorization: bearer(anonAccess.Token), code: wire.CodeCredentialInvalid, says: "no subject"},
+		{name: "developer bearer without subject", authorization: bearer(anonDev.Token), code: wire.CodeCredentialInvalid, says: "no subject"},
+		{name: "remember cookie without subject", cookie: anonRemember.Token, code: wire.CodeCredentialInvalid, says: "no subject"},
+		{name: "access cookie without subject", cookie: anonAccess.Token, code: wire.CodeCredentialInvalid, says: "no subject"},
+		{name: "valid bearer, cookie without subject", authorization: bearer(gold.Token), cookie: anonRemember.Token, code: wire.CodeCredentialInvalid, says: "no subject"},
+		{name: "bearer without subject, valid cookie", authorization: bearer(anonAccess.Token), cookie: silver.Token, code: wire.CodeCredentialInvalid, says: "no subject"},
 	}
 	// An invalid bearer token is refused also next to a valid cookie.
 	for _, bad := range []struct{ what, tok, says string }{
@@ -217,6 +234,26 @@ func TestEnvoyAuthz(t *testing.T) {
 		}
 		for _, tok := range []string{gold.Token, other.Token} {
 			hidden(t, "the node's log", []byte(e.n.Logs.String()), tok, e.n.Hasher)
+		}
+	})
+
+	t.Run("client-sent identity headers are overridden", func(t *testing.T) {
+		// A token without a client id still answers the header, empty.
+		noClient := e.issue(t, wire.IssueRequest{Kind: "access", Subject: "user:3"})
+		forged := map[string]string{wire.HeaderSubject: "user:admin", wire.HeaderClientID: "admin-console",
+			wire.HeaderRLC: "unlimited", wire.HeaderTokenID: "forged-id"}
+		for _, c := range []struct {
+			tok  wire.IssueResponse
+			want allowed
+		}{
+			{noClient, allowed{subject: "user:3", rlc: "default", tokenID: noClient.ID}},
+			{plain, as(plain, "user:1", "default")},
+		} {
+			h := creds(bearer(c.tok.Token), cookie, "")
+			for k, v := range forged {
+				h.Set(k, v)
+			}
+			wantAllowed(t, check(t, e.n, http.MethodGet, api.AuthzPrefix+"/api/items", h), c.want)
 		}
 	})
 
@@ -337,4 +374,60 @@ func TestEnvoyAuthzCallerKey(t *testing.T) {
 			t.Errorf("%s: %s: the message does not say the key goes in Authorization", what, r)
 		}
 	}
+}
+
+// TestEnvoyAuthzTrustedProxies: the recorded last-use IP is the entry of
+// X-Forwarded-For that the outermost trusted proxy appended, never one the
+// client put to its left.
+func TestEnvoyAuthzTrustedProxies(t *testing.T) {
+	t.Parallel()
+	const xff = "203.0.113.66, 198.51.100.9, 10.0.0.1"
+	for _, c := range []struct {
+		name    string
+		trusted *int
+		fields  []string
+		want    string // "" for no address recorded
+	}{
+		{name: "default: one proxy", fields: []string{xff}, want: "10.0.0.1"},
+		{name: "two proxies", trusted: ptr(2), fields: []string{xff}, want: "198.51.100.9"},
+		{name: "two proxies, repeated fields", trusted: ptr(2), fields: []string{"203.0.113.66", "198.51.100.9,10.0.0.1"}, want: "198.51.100.9"},
+		{name: "three proxies", trusted: ptr(3), fields: []string{xff}, want: "203.0.113.66"},
+		{name: "fewer entries than proxies", trusted: ptr(4), fields: []string{xff}},
+		{name: "none trusted", trusted: ptr(0), fields: []string{xff}},
+		{name: "not an address", trusted: ptr(2), fields: []string{"10.0.0.7, unknown, 10.0.0.1"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			e := startEnv(t, testcluster.Options{Authz: api.AuthzConfig{TrustedProxies: c.trusted}})
+			at := e.issue(t, wire.IssueRequest{Kind: "access", Subject: "user:p", ClientID: "web"})
+			h := creds("Bearer "+at.Token, "", "")
+			h.Del("X-Forwarded-For")
+			for _, f := range c.fields {
+				h.Add("X-Forwarded-For", f)
+			}
+			wantAllowed(t, check(t, e.n, http.MethodGet, api.AuthzPrefix+"/x", h),
+				allowed{subject: "user:p", rlc: "default", clientID: "web", tokenID: at.ID})
+			// The use is written within a second or so; read the replica
+			// directly, since a lookup would be a use of its own.
+			eventually(t, 10*time.Second, "the authorization's use is recorded", func() (bool, string) {
+				rec, _, err := e.n.ReadRecord(context.Background(), e.n.Hasher.Sum(at.Token), cluster.Local, 0, 0)
+				if err != nil || rec == nil {
+					return false, "read: " + errString(err)
+				}
+				if rec.LastUsedAt == 0 {
+					return false, "no use recorded yet"
+				}
+				return rec.IP == c.want, "recorded IP " + rec.IP + ", want " + c.want
+			})
+		})
+	}
+}
+
+func ptr(n int) *int { return &n }
+
+func errString(err error) string {
+	if err == nil {
+		return "no record"
+	}
+	return err.Error()
 }

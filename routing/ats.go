@@ -255,22 +255,24 @@ local function promised()
     return v ~= nil and string.lower(v) == PROMISE_VALUE
 end
 
--- The raw value of the first query parameter named name.
-local function first_param(query, name)
+-- The raw value of the last query parameter named name: PHP keeps the
+-- last of a repeated name, so that is the title MediaWiki serves.
+local function last_param(query, name)
     if query == nil then
         return nil
     end
+    local value = nil
     for part in string.gmatch(query, "[^&]+") do
         local eq = string.find(part, "=", 1, true)
         if eq == nil then
             if part == name then
-                return ""
+                value = ""
             end
         elseif string.sub(part, 1, eq - 1) == name then
-            return string.sub(part, eq + 1)
+            value = string.sub(part, eq + 1)
         end
     end
-    return nil
+    return value
 end
 
 local function path_matches(path, query)
@@ -289,7 +291,7 @@ local function path_matches(path, query)
         end
     end
     if SCRIPTS[p] then
-        local t = first_param(query, TITLE_PARAM)
+        local t = last_param(query, TITLE_PARAM)
         if t ~= nil and TITLES[decode(t)] then
             return true
         end

@@ -6,16 +6,28 @@ import (
 	"regexp/syntax"
 	"strings"
 
+	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
 	"gopkg.in/yaml.v3"
 )
 
 // EnvoyRouteName is the name of the exported RouteConfiguration and of
 // its one virtual host.
 const EnvoyRouteName = "tokenstore_route"
+
+// EnvoyHeaderMutationFilter is the name the HTTP connection manager must
+// give its header_mutation filter, placed before ext_authz, for the
+// exported configuration to strip client-sent x-tokenstore-* headers.
+const EnvoyHeaderMutationFilter = "envoy.filters.http.header_mutation"
+
+// ClientHeaderPrefix is the prefix of the headers only the token store
+// and its proxies may set: an edge removes client-sent ones.
+const ClientHeaderPrefix = "x-tokenstore-"
 
 // EnvoyCluster is the Envoy cluster a DC's upstream must be defined as.
 func EnvoyCluster(dc string) string { return "dc_" + dc }
@@ -29,8 +41,9 @@ func EnvoyCluster(dc string) string { return "dc_" + dc }
 //     than an ASCII letter or digit may also be percent-encoded (Envoy
 //     does not decode the path); each pattern stays small enough for
 //     Envoy's default re2.max_program_size.error_level (100);
-//   - the title parameter is Envoy's query_parameters matcher (the first
-//     parameter of that name, raw);
+//   - the title parameter is a pattern on :path for its last occurrence,
+//     as PHP reads a repeated name (Envoy's query_parameters matcher
+//     would take the first);
 //   - the cookie is a pattern on the cookie header, the non-write promise
 //     an inverted, case-insensitive match with a missing header taken as
 //     empty.
@@ -38,7 +51,11 @@ func EnvoyCluster(dc string) string { return "dc_" + dc }
 // Routes that write also add the stick cookie (response_headers_to_add);
 // each has a twin for x-forwarded-proto https that adds it Secure. Every
 // route names the serving DC and the decision in x-tokenstore-served-dc
-// and x-tokenstore-route. The result passes Validate().
+// and x-tokenstore-route. Requests lose every client-sent x-tokenstore-*
+// header through the header_mutation filter's per-route configuration
+// (EnvoyHeaderMutationFilter): that filter runs before ext_authz, whose
+// identity headers would be stripped too by the route configuration's
+// own request_headers_to_remove. The result passes Validate().
 func ExportEnvoy(cfg ExportConfig) (*routev3.RouteConfiguration, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
@@ -108,9 +125,9 @@ func ExportEnvoy(cfg ExportConfig) (*routev3.RouteConfiguration, error) {
 		for _, t := range r.Titles.Names {
 			add("primary/path: "+s+"?"+r.Titles.Param+"="+t, ReasonPath, &routev3.RouteMatch{
 				PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: EncodedRegex(s)}},
-				QueryParameters: []*routev3.QueryParameterMatcher{{
-					Name:                         r.Titles.Param,
-					QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: safeRegex(EncodedRegex(t))},
+				Headers: []*routev3.HeaderMatcher{{
+					Name:                 ":path",
+					HeaderMatchSpecifier: stringMatch(safeRegex(LastParamRegex(r.Titles.Param, EncodedRegex(t)))),
 				}},
 			})
 		}
@@ -127,8 +144,13 @@ func ExportEnvoy(cfg ExportConfig) (*routev3.RouteConfiguration, error) {
 	routes = append(routes, envoyRoute("local", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		EnvoyCluster(cfg.LocalDC), cfg.LocalDC, "local", ""))
 
+	strip, err := stripClientHeaders()
+	if err != nil {
+		return nil, err
+	}
 	rc := &routev3.RouteConfiguration{
-		Name: EnvoyRouteName,
+		Name:                 EnvoyRouteName,
+		TypedPerFilterConfig: map[string]*anypb.Any{EnvoyHeaderMutationFilter: strip},
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    EnvoyRouteName,
 			Domains: []string{"*"},
@@ -139,6 +161,25 @@ func ExportEnvoy(cfg ExportConfig) (*routev3.RouteConfiguration, error) {
 		return nil, fmt.Errorf("export envoy: generated configuration does not validate: %w", err)
 	}
 	return rc, nil
+}
+
+// stripClientHeaders is the header_mutation per-route configuration that
+// removes every request header named ClientHeaderPrefix+"…".
+func stripClientHeaders() (*anypb.Any, error) {
+	m := &headermutationv3.HeaderMutationPerRoute{Mutations: &headermutationv3.Mutations{
+		RequestMutations: []*mutationv3.HeaderMutation{{Action: &mutationv3.HeaderMutation_RemoveOnMatch_{
+			RemoveOnMatch: &mutationv3.HeaderMutation_RemoveOnMatch{KeyMatcher: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: ClientHeaderPrefix}, IgnoreCase: true}},
+		}}},
+	}}
+	if err := m.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("export envoy: header mutation: %w", err)
+	}
+	a, err := anypb.New(m)
+	if err != nil {
+		return nil, fmt.Errorf("export envoy: header mutation: %w", err)
+	}
+	return a, nil
 }
 
 func envoyRoute(name string, m *routev3.RouteMatch, cluster, dc, route, stick string) *routev3.Route {
@@ -190,6 +231,31 @@ func EncodedRegex(s string) string {
 		b.WriteString("(?:" + regexp.QuoteMeta(string(c)) + "|%" + hexDigit(hex[0]) + hexDigit(hex[1]) + ")")
 	}
 	return b.String()
+}
+
+// LastParamRegex is an RE2 pattern (matched whole) for a :path whose last
+// query parameter of raw name name has a raw value matching value, which
+// must not match "&". A parameter "name" without "=" counts as one with
+// an empty value, as in PHP.
+func LastParamRegex(name, value string) string {
+	return `[^?]*\?(?:[^&]*&)*` + regexp.QuoteMeta(name) + `=` + value + `(?:&` + notParamRegex(name) + `)*`
+}
+
+// notParamRegex is an RE2 pattern for one query parameter (no "&") that
+// is neither name nor name=…: RE2 has no negative look-ahead, so each
+// way of leaving the name is spelled out, nested.
+func notParamRegex(name string) string {
+	// After all of name, anything but "=" continues a longer name.
+	re := regexp.QuoteMeta(name[len(name)-1:]) + `[^&=][^&]*`
+	for i := len(name) - 1; i >= 0; i-- {
+		alt := `[^&` + regexp.QuoteMeta(name[i:i+1]) + `][^&]*`
+		if i == len(name)-1 {
+			re = `(?:` + alt + `|` + re + `)?`
+		} else {
+			re = `(?:` + alt + `|` + regexp.QuoteMeta(name[i:i+1]) + re + `)?`
+		}
+	}
+	return re
 }
 
 func hexDigit(d byte) string {

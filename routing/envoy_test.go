@@ -10,6 +10,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -232,7 +233,7 @@ func routeMatches(t *testing.T, m *routev3.RouteMatch, path, query string, heade
 		}
 	}
 	for _, q := range m.GetQueryParameters() {
-		v, ok := firstParam(query, q.GetName())
+		v, ok := envoyFirstParam(query, q.GetName())
 		if !ok || !stringMatches(t, q.GetStringMatch(), v) {
 			return false
 		}
@@ -250,6 +251,11 @@ func stringMatches(t *testing.T, s *matcherv3.StringMatcher, v string) bool {
 			return strings.EqualFold(p.Exact, v)
 		}
 		return p.Exact == v
+	case *matcherv3.StringMatcher_Prefix:
+		if s.GetIgnoreCase() {
+			return len(v) >= len(p.Prefix) && strings.EqualFold(v[:len(p.Prefix)], p.Prefix)
+		}
+		return strings.HasPrefix(v, p.Prefix)
 	case *matcherv3.StringMatcher_SafeRegex:
 		if s.GetIgnoreCase() {
 			t.Fatal("ignore_case with a regex: Envoy ignores it")
@@ -258,6 +264,17 @@ func stringMatches(t *testing.T, s *matcherv3.StringMatcher, v string) bool {
 	}
 	t.Fatalf("string matcher %T not evaluated", s.GetMatchPattern())
 	return false
+}
+
+// envoyFirstParam is Envoy's query_parameters lookup: the raw value of
+// the first parameter whose raw name is name.
+func envoyFirstParam(rawQuery, name string) (string, bool) {
+	for _, part := range strings.Split(rawQuery, "&") {
+		if k, v, _ := strings.Cut(part, "="); k == name && part != "" {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 var regexCache = map[string]*regexp.Regexp{}
@@ -295,5 +312,81 @@ func TestEnvoyExportRejects(t *testing.T) {
 		if strings.Contains(r.GetName(), "(https)") {
 			t.Fatalf("https twin without a cookie to make Secure: %s", r.GetName())
 		}
+	}
+}
+
+// TestLastParamRegexIsLastParam: the :path pattern agrees with the
+// router's lastParam on every query built from names and values near the
+// title parameter's.
+func TestLastParamRegexIsLastParam(t *testing.T) {
+	const title = "Special:OAuth/token"
+	re := regexp.MustCompile(`\A(?:` + LastParamRegex("title", EncodedRegex(title)) + `)\z`)
+	parts := []string{"title=" + title, "title=Special%3AOAuth%2Ftoken", "title=Main_Page", "title", "title=",
+		"titles=" + title, "xtitle=" + title, "titl=" + title, "t", "", "=x", "title.x=1", "title=" + title + "2", "a=b=c"}
+	var queries []string
+	for _, a := range parts {
+		for _, b := range parts {
+			queries = append(queries, a+"&"+b)
+			for _, c := range parts {
+				queries = append(queries, a+"&"+b+"&"+c)
+			}
+		}
+		queries = append(queries, a)
+	}
+	for _, q := range queries {
+		v, ok := lastParam(q, "title")
+		want := ok && decodeURL(v) == title
+		if got := re.MatchString("/w/index.php?" + q); got != want {
+			t.Errorf("query %q: pattern says %v, lastParam %q, %v", q, got, v, ok)
+		}
+	}
+	if re.MatchString("/w/index.php") || re.MatchString("/w/index.php?") {
+		t.Error("a path without a title matches")
+	}
+}
+
+// TestEnvoyExportStripsClientHeaders: the exported configuration has the
+// header_mutation filter remove every client-sent x-tokenstore-* request
+// header, in any case, and nothing else.
+func TestEnvoyExportStripsClientHeaders(t *testing.T) {
+	rc, err := ExportEnvoy(exportConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := EnvoyYAML(rc, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := parseEnvoyYAML(t, y).GetTypedPerFilterConfig()[EnvoyHeaderMutationFilter]
+	if a == nil {
+		t.Fatalf("no %s configuration in:\n%s", EnvoyHeaderMutationFilter, y)
+	}
+	var m headermutationv3.HeaderMutationPerRoute
+	if err := a.UnmarshalTo(&m); err != nil {
+		t.Fatal(err)
+	}
+	removed := func(name string) bool {
+		for _, mu := range m.GetMutations().GetRequestMutations() {
+			if mu.GetRemove() != "" && strings.EqualFold(mu.GetRemove(), name) {
+				return true
+			}
+			if km := mu.GetRemoveOnMatch().GetKeyMatcher(); km != nil && stringMatches(t, km, strings.ToLower(name)) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, h := range []string{"X-Tokenstore-Subject", "X-Tokenstore-Client-Id", "X-Tokenstore-Rlc", "X-Tokenstore-Token-Id", "x-tokenstore-anything"} {
+		if !removed(h) {
+			t.Errorf("a client-sent %s reaches the upstream", h)
+		}
+	}
+	for _, h := range []string{"authorization", "cookie", "x-forwarded-for", "x-tokenstoreless"} {
+		if removed(h) {
+			t.Errorf("%s is removed", h)
+		}
+	}
+	if len(m.GetMutations().GetResponseMutations()) != 0 || len(rc.GetRequestHeadersToRemove()) != 0 {
+		t.Errorf("want only request mutations on the filter; got %v, request_headers_to_remove %v", &m, rc.GetRequestHeadersToRemove())
 	}
 }

@@ -296,7 +296,7 @@ func (r *Rules) pathMatches(rawPath, rawQuery string) bool {
 		}
 	}
 	if c.scripts[p] {
-		if v, ok := firstParam(rawQuery, r.Titles.Param); ok && c.titles[decodeURL(v)] {
+		if v, ok := lastParam(rawQuery, r.Titles.Param); ok && c.titles[decodeURL(v)] {
 			return true
 		}
 	}
@@ -337,9 +337,10 @@ func hasCookie(fields []string, pair string) bool {
 	return false
 }
 
-// firstParam returns the raw value of the first query parameter whose
-// raw name is name ("" for a parameter without "=").
-func firstParam(rawQuery, name string) (string, bool) {
+// lastParam returns the raw value of the last query parameter whose raw
+// name is name ("" for a parameter without "="): PHP keeps the last of a
+// repeated name, so that is the title MediaWiki serves.
+func lastParam(rawQuery, name string) (value string, found bool) {
 	for rawQuery != "" {
 		part := rawQuery
 		if i := strings.IndexByte(rawQuery, '&'); i >= 0 {
@@ -347,12 +348,11 @@ func firstParam(rawQuery, name string) (string, bool) {
 		} else {
 			rawQuery = ""
 		}
-		k, v, _ := strings.Cut(part, "=")
-		if k == name {
-			return v, true
+		if k, v, _ := strings.Cut(part, "="); k == name {
+			value, found = v, true
 		}
 	}
-	return "", false
+	return value, found
 }
 
 // decodeURL decodes, in one pass, each %XX whose byte is not an ASCII

@@ -168,22 +168,26 @@ func TestDecodeURL(t *testing.T) {
 	}
 }
 
-func TestFirstParam(t *testing.T) {
+func TestLastParam(t *testing.T) {
 	for _, c := range []struct {
 		q, v string
 		ok   bool
 	}{
 		{"title=A&x=1", "A", true},
 		{"x=1&title=B", "B", true},
-		{"title=A&title=B", "A", true},
+		{"title=A&title=B", "B", true},
+		{"title=A&x=1&title=B&y=2", "B", true},
+		{"title=A&title", "", true},
+		{"title=A&title=", "", true},
+		{"title=A&titles=B&xtitle=C&title.=D", "A", true},
 		{"titles=A", "", false},
 		{"x=1&&title", "", true},
 		{"a=b=c&title=x=y", "x=y", true},
 		{"", "", false},
 	} {
-		v, ok := firstParam(c.q, "title")
+		v, ok := lastParam(c.q, "title")
 		if v != c.v || ok != c.ok {
-			t.Errorf("firstParam(%q) = %q, %v; want %q, %v", c.q, v, ok, c.v, c.ok)
+			t.Errorf("lastParam(%q) = %q, %v; want %q, %v", c.q, v, ok, c.v, c.ok)
 		}
 	}
 }

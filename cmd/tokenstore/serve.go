@@ -27,6 +27,10 @@ import (
 	"github.com/tokenstore/tokenstore/token"
 )
 
+// maxTrustedProxies bounds --trusted-proxies: a longer chain of proxies
+// that each append to X-Forwarded-For is a misconfiguration.
+const maxTrustedProxies = 16
+
 type serveFlags struct {
 	dataDir, apiAddr, raftAddr, raftAdvertise string
 	nodeID, dc                                string
@@ -54,6 +58,7 @@ type serveFlags struct {
 	rotationGrace                      time.Duration
 	authzCookie, authzDefaultRLC       string
 	authzBearerKinds, authzCookieKinds string
+	trustedProxies                     int
 }
 
 func serve(args []string) error {
@@ -100,6 +105,7 @@ func serve(args []string) error {
 	fs.StringVar(&f.authzDefaultRLC, "authz-default-rlc", "default", "rate-limit class of an authorized request whose tokens name none")
 	fs.StringVar(&f.authzBearerKinds, "authz-bearer-kinds", "access,developer", "kinds accepted as Authorization: Bearer tokens by external authorization")
 	fs.StringVar(&f.authzCookieKinds, "authz-cookie-kinds", "access,remember", "kinds accepted in the session cookie by external authorization")
+	fs.IntVar(&f.trustedProxies, "trusted-proxies", 1, "proxies in front of external authorization that append to X-Forwarded-For: the last-use IP is the entry this far from the right (0: record none)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for node-to-node mutual TLS (Raft and forwarding)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM key of --tls-cert")
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA that every node's certificate must be signed by")
@@ -137,7 +143,10 @@ func run(f serveFlags, logOut io.Writer) error {
 			return fmt.Errorf("hash key in %s: want at least 32 bytes", f.hashKeyFile)
 		}
 	}
-	authz := api.AuthzConfig{Cookie: f.authzCookie, DefaultRLC: f.authzDefaultRLC}
+	if f.trustedProxies < 0 || f.trustedProxies > maxTrustedProxies {
+		return fmt.Errorf("--trusted-proxies %d: want 0 to %d", f.trustedProxies, maxTrustedProxies)
+	}
+	authz := api.AuthzConfig{Cookie: f.authzCookie, DefaultRLC: f.authzDefaultRLC, TrustedProxies: &f.trustedProxies}
 	for _, k := range []struct {
 		flag, list string
 		out        *[]string

@@ -291,3 +291,52 @@ func TestNonceMemcachedDown(t *testing.T) {
 	}
 	wantNonce(t, "replay after recovery", checkNonce(t, closed, fresh), 409, wire.CodeNonceReplayed)
 }
+
+// TestNonceMemcachedRestartAfterLoad restarts memcached after 64-way load
+// on a node whose nonce store keeps its default breaker: the node answers
+// 201 again soon after memcached is back, not 503 until every connection
+// the load left idle, now dead, has failed a probe of its own.
+func TestNonceMemcachedRestartAfterLoad(t *testing.T) {
+	mc := memcachedtest.Start(t)
+	n := testcluster.Start(t, testcluster.Options{Nonces: newMemcachedChecker(t, nonce.Config{}, nonce.MemcachedConfig{}, mc)})
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for g := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for i := range 10 {
+				a, err := postNonce(n.API.URL, nonceReq("load", fmt.Sprint(g, "-", i), time.Now().Unix()))
+				if err != nil || a.status != 201 {
+					t.Errorf("load: want 201, got %d %q (%v)", a.status, a.code, err)
+					return
+				}
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	mc.Kill()
+	for i := range 3 { // enough to open the breaker
+		a := checkNonce(t, n, nonceReq("s", fmt.Sprint("down-", i), time.Now().Unix()))
+		wantNonce(t, "memcached down", a, 503, wire.CodeNonceStoreUnavailable)
+	}
+	mc.Restart()
+	deadline := time.Now().Add(15 * time.Second)
+	for i := 0; ; i++ {
+		a := checkNonce(t, n, nonceReq("s", fmt.Sprint("after-", i), time.Now().Unix()))
+		if a.status == 201 {
+			break
+		}
+		wantNonce(t, "recovering", a, 503, wire.CodeNonceStoreUnavailable)
+		if time.Now().After(deadline) {
+			t.Fatalf("still 503 15s after memcached was back (%d checks)", i+1)
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+}

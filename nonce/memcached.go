@@ -3,7 +3,9 @@ package nonce
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"net"
 	"sync"
 	"time"
 
@@ -18,18 +20,26 @@ type MemcachedConfig struct {
 	Timeout time.Duration // per operation; default 250ms
 	// Breaker: after Failures consecutive failures the store answers
 	// ErrUnavailable at once for Cooldown (doubling up to MaxCooldown while
-	// probes keep failing), then lets one probe through.
+	// probes keep failing), then lets one probe through. MaxCooldown bounds
+	// how long checks keep failing after memcached is back.
 	Failures    int           // default 3
 	Cooldown    time.Duration // default 250ms
-	MaxCooldown time.Duration // default 5s
+	MaxCooldown time.Duration // default 1s
 	Registry    prometheus.Registerer
 }
 
 // Memcached is a Store on memcached's add: NOT_STORED means the key exists.
+//
+// It keeps one client, with its own idle pool, per server: a connection
+// error drops that server's idle connections, which a restart of memcached
+// has left dead. Kept, each would fail one breaker probe in turn, and the
+// store would answer ErrUnavailable for minutes after memcached is back.
 type Memcached struct {
-	mc      *memcache.Client
+	servers memcache.ServerSelector     // key placement over all servers
+	clients map[string]*memcache.Client // by server address
 	br      *breaker
 	latency *prometheus.HistogramVec
+	drops   prometheus.Counter
 }
 
 // NewMemcached returns a store on the given servers. It does not connect
@@ -48,7 +58,7 @@ func NewMemcached(cfg MemcachedConfig) (*Memcached, error) {
 		cfg.Cooldown = 250 * time.Millisecond
 	}
 	if cfg.MaxCooldown < cfg.Cooldown {
-		cfg.MaxCooldown = max(cfg.Cooldown, 5*time.Second)
+		cfg.MaxCooldown = max(cfg.Cooldown, time.Second)
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
@@ -57,18 +67,28 @@ func NewMemcached(cfg MemcachedConfig) (*Memcached, error) {
 	if err := ss.SetServers(cfg.Servers...); err != nil {
 		return nil, fmt.Errorf("memcached servers %v: %w", cfg.Servers, err)
 	}
-	mc := memcache.NewFromSelector(ss)
-	mc.Timeout = cfg.Timeout
-	mc.MaxIdleConns = 64
+	clients := map[string]*memcache.Client{}
+	ss.Each(func(addr net.Addr) error {
+		mc := memcache.NewFromSelector(oneServer{addr})
+		mc.Timeout = cfg.Timeout
+		mc.MaxIdleConns = 64
+		clients[addr.String()] = mc
+		return nil
+	})
 	f := promauto.With(cfg.Registry)
 	m := &Memcached{
-		mc: mc,
-		br: &breaker{threshold: cfg.Failures, base: cfg.Cooldown, max: cfg.MaxCooldown, now: time.Now},
+		servers: ss,
+		clients: clients,
+		br:      &breaker{threshold: cfg.Failures, base: cfg.Cooldown, max: cfg.MaxCooldown, now: time.Now},
 		latency: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tokenstore_memcached_duration_seconds",
 			Help:    "memcached add latency by result (stored, not_stored, error).",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 14),
 		}, []string{"result"}),
+		drops: f.NewCounter(prometheus.CounterOpts{
+			Name: "tokenstore_memcached_pool_drops_total",
+			Help: "Times a connection error dropped a memcached server's idle connections.",
+		}),
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tokenstore_memcached_breaker_state",
@@ -84,7 +104,7 @@ func (m *Memcached) Add(key string, ttl time.Duration) (bool, error) {
 	}
 	secs := int32(min(math.Ceil(ttl.Seconds()), 30*24*3600-1)) // beyond 30 days memcached reads a date
 	start := time.Now()
-	err := m.mc.Add(&memcache.Item{Key: key, Value: []byte{'1'}, Expiration: max(secs, 1)})
+	err := m.add(&memcache.Item{Key: key, Value: []byte{'1'}, Expiration: max(secs, 1)})
 	switch {
 	case err == nil:
 		m.latency.WithLabelValues("stored").Observe(time.Since(start).Seconds())
@@ -99,6 +119,42 @@ func (m *Memcached) Add(key string, ttl time.Duration) (bool, error) {
 	m.br.failed()
 	return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
+
+// add sends the item to its server's client and, on a connection error,
+// closes that client's idle connections: the next request dials afresh.
+func (m *Memcached) add(it *memcache.Item) error {
+	addr, err := m.servers.PickServer(it.Key)
+	if err != nil {
+		return err
+	}
+	mc := m.clients[addr.String()]
+	if mc == nil {
+		return fmt.Errorf("memcached: no client for server %s", addr)
+	}
+	err = mc.Add(it)
+	if connError(err) {
+		mc.Close() // only idle connections; the client stays usable
+		m.drops.Inc()
+	}
+	return err
+}
+
+// connError reports whether err says the connection or the server is gone
+// (refused, reset, closed, timed out), rather than an answer from a live
+// server such as NOT_STORED or SERVER_ERROR, after which idle connections
+// are still good.
+func connError(err error) bool {
+	var ne net.Error
+	var cte *memcache.ConnectTimeoutError
+	return errors.As(err, &ne) || errors.As(err, &cte) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+}
+
+// oneServer is the selector of one server's client.
+type oneServer struct{ addr net.Addr }
+
+func (s oneServer) PickServer(string) (net.Addr, error) { return s.addr, nil }
+func (s oneServer) Each(f func(net.Addr) error) error   { return f(s.addr) }
 
 type breakerState int
 

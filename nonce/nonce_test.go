@@ -3,11 +3,17 @@ package nonce
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tokenstore/tokenstore/internal/memcachedtest"
 )
@@ -176,12 +182,12 @@ func newMemcached(t *testing.T, cfg MemcachedConfig, servers ...*memcachedtest.S
 	for _, s := range servers {
 		cfg.Servers = append(cfg.Servers, s.Addr)
 	}
-	m, err := NewMemcached(cfg)
 	if cfg.Timeout == 0 {
 		// The tests are about answers, not speed: a loaded machine must
 		// not turn a slow memcached into an unavailable one.
 		cfg.Timeout = 2 * time.Second
 	}
+	m, err := NewMemcached(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,6 +311,119 @@ func TestMemcachedDownFailsClosedAndRecovers(t *testing.T) {
 	}
 	if store.br.current() != closed {
 		t.Error("breaker not closed after recovery")
+	}
+}
+
+// load runs 64 checkers at once, each with n fresh nonces, so the store
+// ends with as many idle connections as it keeps.
+func load(t *testing.T, c *Checker, prefix string, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for g := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for i := range n {
+				if err := c.Check("load", fmt.Sprint(prefix, g, "-", i), time.Now().Unix()); err != nil {
+					t.Errorf("load: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+}
+
+// TestMemcachedRestartAfterLoadRecovers restarts memcached after 64-way
+// load: the idle connections the load left behind are dead, and checks
+// must succeed again soon after memcached is back, not once every dead
+// connection has failed a breaker probe of its own. The breaker keeps its
+// defaults, as the daemon runs it.
+func TestMemcachedRestartAfterLoadRecovers(t *testing.T) {
+	mc := memcachedtest.Start(t)
+	store := newMemcached(t, MemcachedConfig{}, mc)
+	c := NewChecker(store, Config{})
+	load(t, c, "before-", 20)
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	mc.Kill()
+	for i := range 3 { // enough to open the breaker
+		if err := c.Check("s", fmt.Sprint("down-", i), time.Now().Unix()); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("memcached down: want ErrUnavailable, got %v", err)
+		}
+	}
+	mc.Restart()
+	back := time.Now()
+	deadline := back.Add(15 * time.Second)
+	failed := 0
+	for {
+		err := c.Check("s", fmt.Sprint("after-", time.Now().UnixNano()), time.Now().Unix())
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("recovering: want ErrUnavailable until memcached answers, got %v", err)
+		}
+		failed++
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery 15s after memcached was back (%d checks failed): %v", failed, err)
+		}
+		<-time.After(10 * time.Millisecond)
+	}
+	t.Logf("checks succeed %s after memcached was back (%d failed meanwhile)", time.Since(back), failed)
+	var drops dto.Metric
+	if err := store.drops.Write(&drops); err != nil || drops.GetCounter().GetValue() < 1 {
+		t.Errorf("tokenstore_memcached_pool_drops_total: want at least 1 after the restart, got %v (%v)", drops.GetCounter().GetValue(), err)
+	}
+	load(t, c, "after-", 20)
+}
+
+// TestBreakerDefaultBoundsRecovery: however long memcached was down, the
+// default breaker lets a probe through within a second, so checks succeed
+// again about a second after memcached is back.
+func TestBreakerDefaultBoundsRecovery(t *testing.T) {
+	m, err := NewMemcached(MemcachedConfig{Servers: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := newClock()
+	m.br.now = clk.now
+	for range 3 {
+		m.br.failed()
+	}
+	for range 20 { // memcached stays down: every probe fails
+		clk.advance(time.Second)
+		if !m.br.allow() {
+			t.Fatal("no probe a second after the last one failed")
+		}
+		m.br.failed()
+	}
+}
+
+func TestConnError(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"no error", nil, false},
+		{"not stored", memcache.ErrNotStored, false},
+		{"malformed key", memcache.ErrMalformedKey, false},
+		{"server error", errors.New("memcache: unexpected response line from \"add\": \"SERVER_ERROR out of memory\""), false},
+		{"closed by the server", io.EOF, true},
+		{"cut short", io.ErrUnexpectedEOF, true},
+		{"refused", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, true},
+		{"reset", &net.OpError{Op: "write", Net: "tcp", Err: syscall.ECONNRESET}, true},
+		{"connect timeout", &memcache.ConnectTimeoutError{Addr: &net.TCPAddr{}}, true},
+	} {
+		if got := connError(tc.err); got != tc.want {
+			t.Errorf("%s (%v): want connError %v, got %v", tc.name, tc.err, tc.want, got)
+		}
 	}
 }
 

@@ -249,7 +249,10 @@ func (c *Rotate) apply(tx *applyTx) Result {
 		family = r.ID
 	}
 	if f := tx.st.families.revoked(family, tx.now); f != nil {
-		return Result{Record: r, Family: f, Err: ErrFamilyRevoked}
+		// The presented token, as of its family's revocation.
+		t := *r
+		t.Data, t.InvalidatedAt, t.Reason = nil, f.At, f.Reason
+		return Result{Record: &t, Family: f, Err: ErrFamilyRevoked}
 	}
 	next := *r
 	next.ID, next.Hash, next.Family, next.Generator = c.Next.ID, c.Next.Hash, family, c.Next.Generator

@@ -72,6 +72,9 @@ func TestIssueIntoFamilyRevokedOnRequest(t *testing.T) {
 	}
 	// Another family is open.
 	e.issue(t, wire.IssueRequest{Kind: "access", Subject: "user:1", Family: "another"})
+	if m := e.do(t, http.MethodGet, "/metrics", ""); !strings.Contains(string(m.Body), "\ntokenstore_revoked_families 1\n") {
+		t.Errorf("/metrics lacks tokenstore_revoked_families 1")
+	}
 }
 
 // A consumed token keeps its data until its own expiry, for lookups and

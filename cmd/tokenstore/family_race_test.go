@@ -44,35 +44,36 @@ func TestCodeExchangeRaceRevokesFamilyForGood(t *testing.T) {
 				defer wg.Done()
 				<-start
 				rec, err := n.c.Consume(ctx, wire.ConsumeRequest{Token: code.Token, Kind: "oauth2_code", ClientID: "app1"})
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case errors.Is(err, client.ErrTokenReused):
-					reused++
-					return
-				case err != nil:
-					failures = append(failures, fmt.Sprintf("consume on %s: %v", n.id, err))
+				if err != nil {
+					mu.Lock()
+					if errors.Is(err, client.ErrTokenReused) {
+						reused++
+					} else {
+						failures = append(failures, fmt.Sprintf("consume on %s: %v", n.id, err))
+					}
+					mu.Unlock()
 					return
 				}
-				winners++
-				mu.Unlock()
+				// The winner issues into the code's family, as an OAuth
+				// server's token endpoint does.
 				var got []string
 				var errs []error
 				for _, req := range []wire.IssueRequest{
 					{Kind: "oauth2_refresh", Subject: rec.Subject, ClientID: rec.ClientID, Family: rec.Family, Scopes: rec.Scopes},
 					{Kind: "access", Subject: rec.Subject, ClientID: rec.ClientID, Family: rec.Family, Scopes: rec.Scopes},
 				} {
-					out, err := n.c.Issue(ctx, req)
-					if err != nil {
+					if out, err := n.c.Issue(ctx, req); err != nil {
 						errs = append(errs, err)
-						continue
+					} else {
+						got = append(got, out.Token)
 					}
-					got = append(got, out.Token)
 				}
 				mu.Lock()
+				defer mu.Unlock()
+				winners++
 				issued = append(issued, got...)
 				for _, err := range errs {
-					if errors.Is(err, client.ErrFamilyRevoked) && client.TokenOf(err) != nil && client.TokenOf(err).Family == code.Family {
+					if tok := client.TokenOf(err); errors.Is(err, client.ErrFamilyRevoked) && tok != nil && tok.Family == code.Family {
 						refusals++
 					} else {
 						failures = append(failures, fmt.Sprintf("issue on %s: %v", n.id, err))

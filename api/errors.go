@@ -25,6 +25,8 @@ type Error struct {
 	RetryAfter time.Duration
 	// Challenge, when set, is sent as WWW-Authenticate (401s).
 	Challenge string
+	// Token, when set, names the token a 410 is about.
+	Token *wire.ErrorToken
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -40,7 +42,7 @@ func writeError(w http.ResponseWriter, e *Error) {
 	if e.Challenge != "" {
 		w.Header().Set("WWW-Authenticate", e.Challenge)
 	}
-	body := wire.Error{Error: wire.ErrorBody{Code: e.Code, Message: e.Message, At: e.At}}
+	body := wire.Error{Error: wire.ErrorBody{Code: e.Code, Message: e.Message, At: e.At, Token: e.Token}}
 	writeJSON(w, e.Status, body)
 }
 
@@ -84,8 +86,38 @@ func storeError(err error) *Error {
 }
 
 // recordError explains a failed token operation. r is the record or
-// tombstone the failure concerns, when there is one.
+// tombstone the failure concerns, when there is one; a 410 names it.
 func recordError(err error, r *fsm.Record) *Error {
+	e := recordErrorBody(err, r)
+	if e.Status == http.StatusGone {
+		e.Token = errorToken(r)
+	}
+	return e
+}
+
+// recordErrorData is recordError for a request that asked for the token's
+// data ("with_data"): a 410 carries it while the token has not reached its
+// own expiry (by now, the reader's clock), never after.
+func recordErrorData(err error, r *fsm.Record, withData bool, now int64) *Error {
+	e := recordError(err, r)
+	if withData && e.Token != nil && len(r.Data) > 0 && (r.ExpiresAt == 0 || now < r.ExpiresAt) {
+		e.Token.Data = r.Data
+	}
+	return e
+}
+
+// errorToken is the token a 410 is about, without its data.
+func errorToken(r *fsm.Record) *wire.ErrorToken {
+	scopes := r.Scopes
+	if scopes == nil {
+		scopes = []string{}
+	}
+	return &wire.ErrorToken{ID: r.ID, Kind: r.Kind, Subject: r.Subject, ClientID: r.ClientID, Family: r.Family,
+		Scopes: scopes, CreatedAt: wireTime(r.CreatedAt), ExpiresAt: wireTime(r.ExpiresAt),
+		InvalidatedAt: wireTime(r.InvalidatedAt), Reason: r.Reason}
+}
+
+func recordErrorBody(err error, r *fsm.Record) *Error {
 	switch {
 	case errors.Is(err, fsm.ErrNotFound):
 		return errorf(http.StatusNotFound, wire.CodeTokenNotFound, "No such token.")
@@ -110,6 +142,17 @@ func recordError(err error, r *fsm.Record) *Error {
 			msg += ": " + r.Reason
 		}
 		return &Error{Status: http.StatusGone, Code: wire.CodeTokenRevoked, At: at, Message: msg + "."}
+	case errors.Is(err, fsm.ErrFamilyRevoked):
+		at := wireTime(r.InvalidatedAt)
+		msg := "This token's grant was revoked"
+		if at != nil {
+			msg += " on " + at.Format(time.RFC3339)
+		}
+		if r.Reason != "" {
+			msg += ": " + r.Reason
+		}
+		return &Error{Status: http.StatusGone, Code: wire.CodeFamilyRevoked, At: at,
+			Message: msg + "; nothing can be issued into it any more."}
 	case errors.Is(err, fsm.ErrReused):
 		at := wireTime(r.InvalidatedAt)
 		return &Error{Status: http.StatusGone, Code: wire.CodeTokenReused, At: at,

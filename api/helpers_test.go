@@ -105,13 +105,17 @@ func errorShape(r reply, status int, code string) (wire.ErrorBody, error) {
 		return wire.ErrorBody{}, fmt.Errorf("%s: \"error\" is not an object: %v", r, err)
 	}
 	for k := range inner {
-		if k != "code" && k != "message" && k != "at" {
-			return wire.ErrorBody{}, fmt.Errorf("%s: unexpected key %q in \"error\", want only code, message, at", r, k)
+		if k != "code" && k != "message" && k != "at" && (k != "token" || status != http.StatusGone) {
+			return wire.ErrorBody{}, fmt.Errorf("%s: unexpected key %q in \"error\", want only code, message, at (and token in a 410)", r, k)
 		}
 	}
 	var e wire.Error
 	if err := json.Unmarshal(r.Body, &e); err != nil {
 		return wire.ErrorBody{}, fmt.Errorf("%s: error body does not decode: %v", r, err)
+	}
+	// Every 410 names the token it is about.
+	if tok := e.Error.Token; status == http.StatusGone && (tok == nil || tok.ID == "" || tok.Kind == "" || tok.Scopes == nil || tok.CreatedAt == nil) {
+		return e.Error, fmt.Errorf("%s: a 410 without error.token naming its id, kind, scopes and created_at", r)
 	}
 	if e.Error.Code != code {
 		return e.Error, fmt.Errorf("%s: code %q, want %q", r, e.Error.Code, code)

@@ -6,7 +6,6 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/fsm"
-	"github.com/tokenstore/tokenstore/token"
 )
 
 // The kinds a rotation works with: it rotates refresh tokens and issues
@@ -56,7 +55,7 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) *Error {
 		secrets = append(secrets, secret)
 	}
 	if s.cfg.RotationGrace > 0 {
-		sealed, err := token.Seal(req.Token, secrets...)
+		sealed, err := s.cfg.Hasher.Seal(req.Token, secrets...)
 		if err != nil {
 			return errorf(http.StatusInternalServerError, wire.CodeInternal, "sealing failed")
 		}
@@ -73,7 +72,7 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) *Error {
 	if res.Record.ID != id {
 		// A retry within the grace period: the successor it already got,
 		// whose secrets only the presented token opens.
-		opened, err := token.Open(req.Token, res.Sealed)
+		opened, err := s.cfg.Hasher.Open(req.Token, res.Sealed)
 		if err != nil || res.Access != nil && len(opened) < 2 {
 			return errorf(http.StatusInternalServerError, wire.CodeInternal, "the successor of this token cannot be recovered")
 		}

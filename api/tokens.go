@@ -76,7 +76,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request) *Error {
 		return e
 	}
 	if res.Err != nil {
-		return recordError(res.Err, nil)
+		return recordError(res.Err, res.Record)
 	}
 	rec := res.Record
 	s.log.Debug("issued", "kind", rec.Kind, "id", rec.ID, "hash", token.LogPrefix(rec.Hash))
@@ -234,7 +234,7 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *Error {
 	// served as valid, whether or not GC has run.
 	now := s.now()
 	if err := fsm.StatusErr(rec.Status(now)); err != nil {
-		return recordError(err, rec)
+		return recordErrorData(err, rec, req.WithData, now)
 	}
 	s.touch(rec, hash, now, req.IP, req.UserAgent)
 	writeJSON(w, http.StatusOK, toWire(rec, now))
@@ -284,7 +284,7 @@ func (s *Server) consume(w http.ResponseWriter, r *http.Request) *Error {
 	}
 	if res.Err != nil {
 		s.logReuse(res)
-		return recordError(res.Err, res.Record)
+		return recordErrorData(res.Err, res.Record, req.WithData, s.now())
 	}
 	writeJSON(w, http.StatusOK, toWire(res.Record, res.Record.LastUsedAt))
 	return nil
@@ -345,7 +345,11 @@ func (s *Server) getByID(w http.ResponseWriter, r *http.Request) *Error {
 	if rec == nil {
 		return recordError(fsm.ErrNotFound, nil)
 	}
-	writeJSON(w, http.StatusOK, toWire(rec, s.now()))
+	out := toWire(rec, s.now())
+	if rec.State != fsm.Active {
+		out.Data = nil // a used code's data is for whoever presents it again (with_data), not for inspection
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -47,6 +47,7 @@ func checkCommand(p *token.Policy, rotationGrace time.Duration, c fsm.Command) *
 	case *fsm.Issue:
 		return checkIssue(p, c)
 	case *fsm.Consume:
+		c.FamilyHold = familyHold(p)
 		return firstError(checkHash(c.Hash), checkKindName(p, c.Kind, true), checkText("client_id", c.ClientID, maxShort))
 	case *fsm.Revoke:
 		if (c.Hash == "") == (c.ID == "") {
@@ -61,8 +62,10 @@ func checkCommand(p *token.Policy, rotationGrace time.Duration, c fsm.Command) *
 	case *fsm.RevokeSubject:
 		return firstError(checkRequired("subject", c.Subject, maxShort), checkKindName(p, c.Kind, true), checkText("reason", c.Reason, maxShort))
 	case *fsm.RevokeFamily:
+		c.FamilyHold = familyHold(p)
 		return firstError(checkRequired("family", c.Family, maxShort), checkText("reason", c.Reason, maxShort))
 	case *fsm.Rotate:
+		c.FamilyHold = familyHold(p)
 		return checkRotate(p, rotationGrace, c)
 	case *fsm.Touch:
 		if len(c.Uses) > maxUsesBatch {
@@ -177,6 +180,23 @@ func checkRotate(p *token.Policy, grace time.Duration, c *fsm.Rotate) *Error {
 	c.Access = &fsm.Issue{TTL: int64(attl), Record: fsm.Record{ID: a.ID, Hash: a.Hash, Kind: accessKind, Scopes: a.Scopes,
 		MaxUses: uses, DetectReuse: p.Kinds[accessKind].DetectReuse, Generator: a.Generator}}
 	return nil
+}
+
+// familyHold is how long a revoked family is remembered as revoked: as
+// long as any token could have been issued into it, the longest max TTL
+// of the kinds that detect reuse (the kinds a family grows from).
+func familyHold(p *token.Policy) int64 {
+	var hold time.Duration
+	for _, k := range p.Kinds {
+		if !k.DetectReuse {
+			continue
+		}
+		if k.MaxTTL == 0 || k.MaxTTL > maxTTL {
+			return int64(maxTTL) // a kind that never expires: the longest any TTL is
+		}
+		hold = max(hold, k.MaxTTL)
+	}
+	return int64(hold)
 }
 
 // resolvePolicy applies the policy of kind to a TTL (0 for the default)

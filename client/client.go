@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -54,6 +55,23 @@ type Error struct {
 	Message    string
 	At         *time.Time    // the date the error is about (expiry, revocation), if any
 	RetryAfter time.Duration // from Retry-After on 503s
+	// Token is the token a 410 is about (never its secret): what an OAuth
+	// server revokes after a used code, with Data when asked for
+	// (ConsumeRequest.WithData). Get it with TokenOf.
+	Token *wire.ErrorToken
+}
+
+// TokenOf returns the token an API error names (a 410), or nil:
+//
+//	if tok := client.TokenOf(err); tok != nil && errors.Is(err, client.ErrTokenReused) {
+//		revokeWhatWasIssuedFrom(tok.Family, tok.Data)
+//	}
+func TokenOf(err error) *wire.ErrorToken {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Token
+	}
+	return nil
 }
 
 func (e *Error) Error() string {
@@ -86,6 +104,7 @@ var (
 	ErrKindMismatch   = &Error{Code: wire.CodeKindMismatch}
 	ErrClientMismatch = &Error{Code: wire.CodeClientMismatch}
 	ErrTokenReused    = &Error{Code: wire.CodeTokenReused}
+	ErrFamilyRevoked  = &Error{Code: wire.CodeFamilyRevoked}
 	ErrInvalidScope   = &Error{Code: wire.CodeInvalidScope}
 	ErrUnauthorized   = &Error{Code: wire.CodeUnauthorized}
 	ErrRouteNotFound  = &Error{Code: wire.CodeRouteNotFound}
@@ -296,7 +315,7 @@ func (c *Client) send(ctx context.Context, method, path, contentType string, bod
 		e := &Error{Status: resp.StatusCode}
 		var we wire.Error
 		if json.Unmarshal(b, &we) == nil && we.Error.Code != "" {
-			e.Code, e.Message, e.At = we.Error.Code, we.Error.Message, we.Error.At
+			e.Code, e.Message, e.At, e.Token = we.Error.Code, we.Error.Message, we.Error.At, we.Error.Token
 		} else {
 			e.Code, e.Message = wire.CodeInternal, strings.TrimSpace(string(b))
 		}

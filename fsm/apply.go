@@ -27,6 +27,9 @@ var (
 	// ErrReused: a consumed authorization code or refresh token was
 	// presented again; its family has been revoked.
 	ErrReused = errors.New("token reused")
+	// ErrFamilyRevoked: an issue or rotation into a family that was
+	// revoked for good; Result.Family says when and why.
+	ErrFamilyRevoked = errors.New("family revoked")
 	// ErrScope: a rotation asked for scopes the grant does not have.
 	ErrScope = errors.New("scope not granted")
 	// ErrBadEntry: the log entry (or batch entry) does not decode, or is a
@@ -64,6 +67,8 @@ type Result struct {
 	// Sealed is set when a retried rotation is answered within its grace
 	// period: the successor's (and access token's) secrets, sealed.
 	Sealed []byte
+	// Family is the revocation an ErrFamilyRevoked answer is about.
+	Family *RevokedFamily
 	// Err is the business outcome; nil on success.
 	Err error
 	// Batch holds the results of a Batch's entries, in order.
@@ -108,6 +113,12 @@ func (c *Issue) apply(tx *applyTx) Result {
 	if r.DetectReuse && r.Family == "" {
 		r.Family = r.ID // a grant starts a family of its own
 	}
+	if f := tx.st.families.revoked(r.Family, tx.now); f != nil {
+		// The refused token, as it would have been, names what the
+		// answer is about; nothing is stored.
+		r.Data, r.State, r.InvalidatedAt, r.Reason = nil, Revoked, f.At, f.Reason
+		return Result{Record: &r, Family: f, Err: ErrFamilyRevoked}
+	}
 	r.CreateIndex, r.ModifyIndex = tx.index, tx.index
 	tx.put(nil, &r)
 	return Result{Record: &r}
@@ -119,7 +130,7 @@ func (c *Consume) apply(tx *applyTx) Result {
 		return Result{Err: ErrNotFound}
 	}
 	if r.reuseTombstone() {
-		return reused(tx, r)
+		return reused(tx, r, c.FamilyHold)
 	}
 	if err := StatusErr(r.Status(tx.now)); err != nil {
 		return Result{Record: r, Err: err}
@@ -169,13 +180,15 @@ func (c *RevokeSubject) apply(tx *applyTx) Result {
 }
 
 func (c *RevokeFamily) apply(tx *applyTx) Result {
-	return revokeFamily(tx, c.Family, c.Reason)
+	return revokeFamily(tx, c.Family, c.Reason, c.FamilyHold)
 }
 
-// revokeFamily revokes every active token of family. Nothing of it can be
-// used any more, so its tombstones held for reuse detection are released
-// to their own expiry.
-func revokeFamily(tx *applyTx, family, reason string) Result {
+// revokeFamily revokes every active token of family and, for hold, keeps
+// anything from being issued into it. Nothing of it can be used any more,
+// so its tombstones held for reuse detection are released to their own
+// expiry.
+func revokeFamily(tx *applyTx, family, reason string, hold int64) Result {
+	tx.st.families.remember(family, tx.now, reason, hold)
 	rs := tx.st.ofFamily(family)
 	res := revokeAll(tx, rs, "", reason)
 	for _, r := range rs {
@@ -222,7 +235,7 @@ func (c *Rotate) apply(tx *applyTx) Result {
 			}
 		}
 		if r.reuseTombstone() {
-			return reused(tx, r)
+			return reused(tx, r, c.FamilyHold)
 		}
 	}
 	if mismatch != nil {
@@ -234,6 +247,12 @@ func (c *Rotate) apply(tx *applyTx) Result {
 	family := r.Family
 	if family == "" {
 		family = r.ID
+	}
+	if f := tx.st.families.revoked(family, tx.now); f != nil {
+		// The presented token, as of its family's revocation.
+		t := *r
+		t.Data, t.InvalidatedAt, t.Reason = nil, f.At, f.Reason
+		return Result{Record: &t, Family: f, Err: ErrFamilyRevoked}
 	}
 	next := *r
 	next.ID, next.Hash, next.Family, next.Generator = c.Next.ID, c.Next.Hash, family, c.Next.Generator
@@ -288,9 +307,9 @@ func subset(a, b []string) bool {
 
 // reused answers the second presentation of a consumed code or refresh
 // token: every active token of its family is revoked, with the reason.
-func reused(tx *applyTx, r *Record) Result {
+func reused(tx *applyTx, r *Record, hold int64) Result {
 	reason := fmt.Sprintf("reuse of consumed %s %s detected", r.Kind, r.ID)
-	n := revokeFamily(tx, r.Family, reason).Count
+	n := revokeFamily(tx, r.Family, reason, hold).Count
 	return Result{Record: tx.byID(r.ID), Count: n, Err: ErrReused}
 }
 
@@ -309,9 +328,7 @@ func (c *Expire) apply(tx *applyTx) Result {
 		// can be used, so that its reuse is still detected.
 		if r.reuseTombstone() {
 			if until := tx.st.familyUntil(r.Family); until > before {
-				held := *r
-				held.HoldUntil, held.ModifyIndex = until, tx.index
-				tx.put(r, &held)
+				tx.put(r, r.held(until, tx.index))
 				continue
 			}
 		}

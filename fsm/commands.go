@@ -83,6 +83,9 @@ type Consume struct {
 	Hash     string `codec:"h"`
 	Kind     string `codec:"k,omitempty"`
 	ClientID string `codec:"c,omitempty"`
+	// FamilyHold, when positive, is how long (log time) a family revoked
+	// by this command's reuse detection is remembered as revoked.
+	FamilyHold int64 `codec:"fh,omitempty"`
 }
 
 // Revoke invalidates one token, found by Hash or by ID.
@@ -104,6 +107,9 @@ type RevokeSubject struct {
 type RevokeFamily struct {
 	Family string `codec:"f"`
 	Reason string `codec:"r,omitempty"`
+	// FamilyHold, when positive, is how long (log time) the family is
+	// remembered as revoked, so that nothing is issued into it after.
+	FamilyHold int64 `codec:"fh,omitempty"`
 }
 
 // Expire deletes the listed records whose GC time is at or before Before.
@@ -150,6 +156,8 @@ type Rotate struct {
 	// tombstone for that long (log time).
 	Grace  int64  `codec:"g,omitempty"`
 	Sealed []byte `codec:"x,omitempty"`
+	// FamilyHold is as Consume's, for a reuse this rotation detects.
+	FamilyHold int64 `codec:"fh,omitempty"`
 }
 
 // Type implements Command.

@@ -77,8 +77,9 @@ func TestTimeNeverRunsBackwards(t *testing.T) {
 // the data the live record had.
 func wantTombstone(t testing.TB, r *fsm.Record, state fsm.State, at time.Time, reason string, index uint64) {
 	t.Helper()
-	if r == nil || r.State != state || r.InvalidatedAt != ns(at) || r.Reason != reason || r.Data != nil || r.UsesLeft != 0 || r.ModifyIndex != index {
-		t.Fatalf("tombstone %+v; want state %d, InvalidatedAt %d, reason %q, no data, UsesLeft 0, ModifyIndex %d",
+	// A consumed token keeps its data until its expiry; a revoked one none.
+	if r == nil || r.State != state || r.InvalidatedAt != ns(at) || r.Reason != reason || (state == fsm.Revoked && r.Data != nil) || r.UsesLeft != 0 || r.ModifyIndex != index {
+		t.Fatalf("tombstone %+v; want state %d, InvalidatedAt %d, reason %q, no data if revoked, UsesLeft 0, ModifyIndex %d",
 			r, state, ns(at), reason, index)
 	}
 }
@@ -96,6 +97,9 @@ func TestConsumedTombstone(t *testing.T) {
 	}
 	stored := h.s.ByHash(secretHash("code"))
 	wantTombstone(t, stored, fsm.Consumed, used, "consumed", h.index)
+	if !bytes.Equal(stored.Data, data) {
+		t.Fatalf("tombstone data %q, want the token's data %q kept until its expiry", stored.Data, data)
+	}
 	if stored.ExpiresAt != ns(expiry) || stored.Subject != "user:1" {
 		t.Fatalf("tombstone %+v lost its expiry %d or subject", stored, ns(expiry))
 	}

@@ -123,6 +123,10 @@ func (r *Record) reuseTombstone() bool {
 	return r.State == Consumed && r.DetectReuse && r.Family != ""
 }
 
+// holdsSealed tells whether r is a rotated tombstone that still holds its
+// sealed successor.
+func (r *Record) holdsSealed() bool { return r.Rotated != nil && len(r.Rotated.Sealed) > 0 }
+
 func (r *Record) inFamilyLive() bool { return r.State == Active && r.Family != "" }
 
 // liveUntil is how long an active record can be used, for its family's
@@ -134,14 +138,34 @@ func (r *Record) liveUntil() int64 {
 	return r.ExpiresAt
 }
 
-// invalidate turns a copy of r into a tombstone.
+// invalidate turns a copy of r into a tombstone. A consumed token keeps
+// its data until its own expiry, so that whoever presents it again can be
+// told what it was issued for (an OAuth server rebuilds its stored request
+// from it); a revoked one keeps none.
 func (r *Record) invalidate(state State, now int64, reason string, index uint64) *Record {
 	t := *r
 	t.State = state
 	t.InvalidatedAt = now
 	t.Reason = reason
-	t.Data = nil
+	if state != Consumed {
+		t.Data = nil
+	}
 	t.UsesLeft = 0
 	t.ModifyIndex = index
+	return &t
+}
+
+// held returns a copy of the tombstone r kept past its expiry for its
+// family, until until. It keeps only what explains it and detects reuse:
+// its ids, family, kind and times, never its data.
+func (r *Record) held(until int64, index uint64) *Record {
+	t := *r
+	t.HoldUntil, t.ModifyIndex = until, index
+	t.Data, t.Scopes, t.IP, t.UserAgent, t.Title, t.RLC, t.Generator = nil, nil, "", "", "", "", ""
+	if t.Rotated != nil {
+		ro := *t.Rotated
+		ro.Sealed = nil
+		t.Rotated = &ro
+	}
 	return &t
 }

@@ -30,16 +30,18 @@ type Outcome struct {
 	Sealed []byte  `codec:"x,omitempty"`
 	Count  int     `codec:"c,omitempty"`
 	Err    string  `codec:"e,omitempty"` // ErrName of the business outcome
+	// Family is Result.Family.
+	Family *RevokedFamily `codec:"fr,omitempty"`
 }
 
 // Outcome returns res in its encodable form.
 func (res Result) Outcome() Outcome {
-	return Outcome{Record: res.Record, Access: res.Access, Sealed: res.Sealed, Count: res.Count, Err: ErrName(res.Err)}
+	return Outcome{Record: res.Record, Access: res.Access, Sealed: res.Sealed, Count: res.Count, Err: ErrName(res.Err), Family: res.Family}
 }
 
 // Result is the inverse of Result.Outcome.
 func (o Outcome) Result() Result {
-	return Result{Record: o.Record, Access: o.Access, Sealed: o.Sealed, Count: o.Count, Err: ErrByName(o.Err)}
+	return Result{Record: o.Record, Access: o.Access, Sealed: o.Sealed, Count: o.Count, Err: ErrByName(o.Err), Family: o.Family}
 }
 
 // request returns the remembered outcome of id, or nil.
@@ -93,6 +95,7 @@ var errNames = map[string]error{
 	"client_mismatch": ErrClientMismatch,
 	"reused":          ErrReused,
 	"scope":           ErrScope,
+	"family_revoked":  ErrFamilyRevoked,
 	"bad_entry":       ErrBadEntry,
 	"halted":          ErrHalted,
 }

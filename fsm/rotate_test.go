@@ -54,7 +54,7 @@ func TestRotate(t *testing.T) {
 	}
 	tomb := h.s.ByID("rt1")
 	if tomb.State != fsm.Consumed || tomb.Rotated == nil || tomb.Rotated.Successor != "rt2" || tomb.Rotated.Access != "rt2-at" ||
-		tomb.Rotated.GraceUntil != 0 || tomb.Data != nil || tomb.InvalidatedAt != ns(now) {
+		tomb.Rotated.GraceUntil != 0 || string(tomb.Data) != `{"k":1}` || tomb.InvalidatedAt != ns(now) {
 		t.Errorf("rotated token %+v (rotation %+v): want a consumed tombstone naming its successors", tomb, tomb.Rotated)
 	}
 	// The next rotation continues the chain.

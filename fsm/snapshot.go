@@ -22,8 +22,10 @@ import (
 //	frame: type byte | uvarint body length | msgpack body
 //
 // The first frame is the meta frame; one record frame follows per record,
-// in id order, then one request frame per remembered request id. Restore
-// rejects versions it does not know.
+// in id order, then one request frame per remembered request id, then one
+// family frame per remembered revoked family (a node that predates family
+// frames refuses a snapshot that has any). Restore rejects versions it
+// does not know.
 const (
 	snapshotMagic   = "TKSNAP"
 	snapshotVersion = 1
@@ -31,6 +33,7 @@ const (
 	frameMeta    = 1
 	frameRecord  = 2
 	frameRequest = 3
+	frameFamily  = 4
 
 	maxFrame = 1 << 20
 )
@@ -51,14 +54,15 @@ func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &snapshot{records: s.st.byID.Clone(), reqs: s.st.reqs.Clone(),
+	return &snapshot{records: s.st.byID.Clone(), reqs: s.st.reqs.Clone(), families: s.st.families.byName.Clone(),
 		meta: snapshotMeta{LastNow: s.lastNow, Applied: s.applied.Load()}}, nil
 }
 
 type snapshot struct {
-	records *btree.BTreeG[*Record]
-	reqs    *btree.BTreeG[*request]
-	meta    snapshotMeta
+	records  *btree.BTreeG[*Record]
+	reqs     *btree.BTreeG[*request]
+	families *btree.BTreeG[*RevokedFamily]
+	meta     snapshotMeta
 }
 
 // Persist streams the records one by one into sink.
@@ -83,6 +87,10 @@ func (s *snapshot) write(w io.Writer) error {
 	})
 	s.reqs.Ascend(func(r *request) bool {
 		fw.frame(frameRequest, r)
+		return fw.err == nil
+	})
+	s.families.Ascend(func(f *RevokedFamily) bool {
+		fw.frame(frameFamily, f)
 		return fw.err == nil
 	})
 	if fw.err != nil {
@@ -190,6 +198,15 @@ func (s *Store) Restore(r io.Reader) error {
 				} else {
 					st.reqs.ReplaceOrInsert(r)
 					reqs = append(reqs, r)
+				}
+			}
+		case frameFamily:
+			f := new(RevokedFamily)
+			if err = dec.Decode(f); err == nil {
+				if f.Family == "" || st.families.revoked(f.Family, f.Until-1) != nil {
+					err = fmt.Errorf("empty or duplicate revoked family %q", f.Family)
+				} else {
+					st.families.put(f)
 				}
 			}
 		default:

@@ -20,7 +20,11 @@ type state struct {
 	// long a family can be used is one lookup (tombstones are held that long).
 	familyLive *btree.BTreeG[*Record]
 	byGC       *btree.BTreeG[*Record] // (GCAt, id); records that will be collected
-	counts     map[CountKey]int64
+	// (grace end, id): rotated tombstones that still hold their sealed
+	// successor, so it is dropped once the grace period ends.
+	sealed   *btree.BTreeG[*Record]
+	counts   map[CountKey]int64
+	families families // revoked families, remembered while they can be issued into
 
 	reqs     *btree.BTreeG[*request] // remembered request ids, by id
 	reqQueue []*request              // the same, oldest first
@@ -49,8 +53,13 @@ func newState() *state {
 			ga, gb := a.GCAt(), b.GCAt()
 			return ga < gb || ga == gb && a.ID < b.ID
 		}),
-		counts: map[CountKey]int64{},
-		reqs:   btree.NewG(btreeDegree, func(a, b *request) bool { return a.ID < b.ID }),
+		sealed: btree.NewG(btreeDegree, func(a, b *Record) bool {
+			ga, gb := a.Rotated.GraceUntil, b.Rotated.GraceUntil
+			return ga < gb || ga == gb && a.ID < b.ID
+		}),
+		counts:   map[CountKey]int64{},
+		families: newFamilies(),
+		reqs:     btree.NewG(btreeDegree, func(a, b *request) bool { return a.ID < b.ID }),
 	}
 }
 
@@ -80,6 +89,9 @@ func (s *state) put(old, r *Record) {
 		if g := old.GCAt(); g > 0 && g != r.GCAt() {
 			s.byGC.Delete(old)
 		}
+		if old.holdsSealed() {
+			s.sealed.Delete(old)
+		}
 		s.count(old, -1)
 	}
 	s.byID.ReplaceOrInsert(r)
@@ -95,6 +107,9 @@ func (s *state) put(old, r *Record) {
 	}
 	if r.GCAt() > 0 {
 		s.byGC.ReplaceOrInsert(r)
+	}
+	if r.holdsSealed() {
+		s.sealed.ReplaceOrInsert(r)
 	}
 	s.count(r, 1)
 }
@@ -114,7 +129,32 @@ func (s *state) delete(r *Record) {
 	if r.GCAt() > 0 {
 		s.byGC.Delete(r)
 	}
+	if r.holdsSealed() {
+		s.sealed.Delete(r)
+	}
 	s.count(r, -1)
+}
+
+// housekeep is what log time alone decides, before each entry applies:
+// revoked families are forgotten once no token could still be issued into
+// them, and sealed successors are dropped once their grace period ends.
+func (s *state) housekeep(now int64, index uint64) {
+	s.families.forget(now)
+	var due []*Record
+	s.sealed.Ascend(func(r *Record) bool {
+		if r.Rotated.GraceUntil > now {
+			return false
+		}
+		due = append(due, r)
+		return true
+	})
+	for _, r := range due {
+		ro := *r.Rotated
+		ro.Sealed = nil
+		t := *r
+		t.Rotated, t.ModifyIndex = &ro, index
+		s.put(r, &t)
+	}
 }
 
 func (s *state) count(r *Record, n int64) {

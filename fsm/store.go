@@ -153,6 +153,7 @@ func (s *Store) applyBatch(index uint64, b *Batch) (Result, bool) {
 	// is behind the old one's.
 	tx.now = max(tx.now, b.Now)
 	tx.st.forgetRequests(tx.now - int64(RequestWindow))
+	tx.st.housekeep(tx.now, index)
 	for i, c := range cmds {
 		req := ""
 		if len(b.Reqs) > 0 {
@@ -239,6 +240,7 @@ func (s *Store) applyLocked(c applier, index uint64) Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tx := &applyTx{st: s.st, now: s.lastNow, index: index}
+	tx.st.housekeep(tx.now, index)
 	res := c.apply(tx)
 	s.lastNow = tx.now
 	return res

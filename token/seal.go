@@ -15,12 +15,14 @@ var ErrUnseal = errors.New("sealed secrets cannot be opened")
 
 const sealInfo = "tokenstore rotation grace v1"
 
-// sealAEAD derives a key from a token's secret. The store keeps only a
-// hash of that secret, so what is sealed under it can be opened only by
-// whoever presents the secret again: a rotated refresh token opens the
-// successor it was given, and nothing on disk does.
-func sealAEAD(secret string) (cipher.AEAD, error) {
-	key, err := hkdf.Key(sha256.New, []byte(secret), nil, sealInfo, 32)
+// sealAEAD derives a key from a token's secret, with salt (the cluster's
+// hash key, nil without one). The store keeps only a hash of that secret,
+// so what is sealed under it can be opened only by whoever presents the
+// secret again: a rotated refresh token opens the successor it was given,
+// and nothing on disk does. With the salt, a copy of the data without the
+// cluster key cannot even test guesses of a low-entropy brought token.
+func sealAEAD(salt []byte, secret string) (cipher.AEAD, error) {
+	key, err := hkdf.Key(sha256.New, []byte(secret), salt, sealInfo, 32)
 	if err != nil {
 		return nil, err
 	}
@@ -32,9 +34,30 @@ func sealAEAD(secret string) (cipher.AEAD, error) {
 }
 
 // Seal encrypts secrets (printable ASCII, as every token secret is) under
-// a key derived from secret.
-func Seal(secret string, secrets ...string) ([]byte, error) {
-	aead, err := sealAEAD(secret)
+// a key derived from secret alone.
+func Seal(secret string, secrets ...string) ([]byte, error) { return seal(nil, secret, secrets) }
+
+// Open reverses Seal, given the same secret.
+func Open(secret string, sealed []byte) ([]string, error) { return open(nil, secret, sealed) }
+
+// Seal is Seal with the key derived from secret and the hasher's key, so
+// that only a holder of the cluster key and of secret can open it.
+func (h Hasher) Seal(secret string, secrets ...string) ([]byte, error) {
+	return seal(h.key, secret, secrets)
+}
+
+// Open reverses Hasher.Seal. Secrets sealed without the key (by a node
+// that did not use it yet, within a grace period) open too.
+func (h Hasher) Open(secret string, sealed []byte) ([]string, error) {
+	out, err := open(h.key, secret, sealed)
+	if err != nil && len(h.key) > 0 {
+		return open(nil, secret, sealed)
+	}
+	return out, err
+}
+
+func seal(salt []byte, secret string, secrets []string) ([]byte, error) {
+	aead, err := sealAEAD(salt, secret)
 	if err != nil {
 		return nil, err
 	}
@@ -45,9 +68,8 @@ func Seal(secret string, secrets ...string) ([]byte, error) {
 	return aead.Seal(nonce, nonce, []byte(strings.Join(secrets, "\x00")), []byte(sealInfo)), nil
 }
 
-// Open reverses Seal, given the same secret.
-func Open(secret string, sealed []byte) ([]string, error) {
-	aead, err := sealAEAD(secret)
+func open(salt []byte, secret string, sealed []byte) ([]string, error) {
+	aead, err := sealAEAD(salt, secret)
 	if err != nil {
 		return nil, err
 	}

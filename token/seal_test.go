@@ -42,3 +42,32 @@ func TestSealOpen(t *testing.T) {
 		}
 	}
 }
+
+// A hasher with the cluster key seals under a key derived from it too: a
+// copy of the data without the cluster key cannot open (or test guesses
+// against) what it sealed, and a hasher without a key opens only its own.
+func TestHasherSealUsesClusterKey(t *testing.T) {
+	const secret = "a-brought-refresh-token"
+	keyed := NewHasher([]byte("cluster-key"))
+	sealed, err := keyed.Seal(secret, "successor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := keyed.Open(secret, sealed); err != nil || !slices.Equal(got, []string{"successor"}) {
+		t.Fatalf("keyed Open = %q, %v; want the successor", got, err)
+	}
+	for name, open := range map[string]func(string, []byte) ([]string, error){
+		"without a key":     Open,
+		"hasher without":    NewHasher(nil).Open,
+		"another cluster's": NewHasher([]byte("other-key")).Open,
+	} {
+		if _, err := open(secret, sealed); !errors.Is(err, ErrUnseal) {
+			t.Errorf("Open %s: error %v, want ErrUnseal", name, err)
+		}
+	}
+	// What a node sealed before it used the key still opens.
+	old, _ := Seal(secret, "successor")
+	if got, err := keyed.Open(secret, old); err != nil || !slices.Equal(got, []string{"successor"}) {
+		t.Fatalf("keyed Open of an unkeyed seal = %q, %v; want the successor", got, err)
+	}
+}

@@ -48,6 +48,7 @@ const (
 	CodeKindMismatch   = "kind_mismatch"
 	CodeClientMismatch = "client_mismatch"
 	CodeTokenReused    = "token_reused"
+	CodeFamilyRevoked  = "family_revoked"
 	CodeInvalidScope   = "invalid_scope"
 	// Envoy external authorization denials.
 	CodeCredentialMissing  = "credential_missing"
@@ -80,6 +81,26 @@ type ErrorBody struct {
 	Code    string     `json:"code"`
 	Message string     `json:"message"`
 	At      *time.Time `json:"at,omitempty"`
+	// Token names the token a 410 is about (never its secret), so that an
+	// OAuth server can revoke what it issued from a used code.
+	Token *ErrorToken `json:"token,omitempty"`
+}
+
+// ErrorToken is the token a 410 is about, with a record's wire names. Data
+// is there only when the request asked for it ("with_data") and the token
+// has not passed its own expiry.
+type ErrorToken struct {
+	ID            string          `json:"id"`
+	Kind          string          `json:"kind"`
+	Subject       string          `json:"subject"`
+	ClientID      string          `json:"client_id"`
+	Family        string          `json:"family"`
+	Scopes        []string        `json:"scopes"`
+	CreatedAt     *time.Time      `json:"created_at"`
+	ExpiresAt     *time.Time      `json:"expires_at"`
+	InvalidatedAt *time.Time      `json:"invalidated_at,omitempty"`
+	Reason        string          `json:"reason,omitempty"`
+	Data          json.RawMessage `json:"data,omitempty"`
 }
 
 // Record is a token as the API shows it: never the secret.
@@ -168,6 +189,8 @@ type LookupRequest struct {
 	// (kinds whose policy updates last_used).
 	IP        string `json:"ip,omitempty"`
 	UserAgent string `json:"user_agent,omitempty"`
+	// WithData asks a 410 to carry the token's data in error.token.
+	WithData bool `json:"with_data,omitempty"`
 }
 
 // ConsumeRequest is the body of POST /v1/tokens/consume.
@@ -175,6 +198,9 @@ type ConsumeRequest struct {
 	Token    string `json:"token"`
 	Kind     string `json:"kind,omitempty"`
 	ClientID string `json:"client_id,omitempty"`
+	// WithData asks a 410 (a used code: token_reused) to carry the
+	// token's data in error.token, so a server can rebuild its request.
+	WithData bool `json:"with_data,omitempty"`
 }
 
 // RevokeRequest is the body of POST /v1/tokens/revoke.

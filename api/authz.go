@@ -49,6 +49,7 @@ func (c *AuthzConfig) setDefaults() {
 // when both are present they must name the same subject, and the bearer
 // token's rate-limit class wins over the cookie's.
 func (s *Server) authzEnvoy(w http.ResponseWriter, r *http.Request) *Error {
+	s.contactHeaders(w)
 	cfg := &s.cfg.Authz
 	bearer, hasBearer := bearerToken(r.Header.Get("Authorization"))
 	var session string

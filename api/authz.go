@@ -60,6 +60,7 @@ func (c *AuthzConfig) setDefaults() {
 // all four identity headers (empty only for a token without a client
 // id), so each overrides a client-sent header of its name upstream.
 func (s *Server) authzEnvoy(w http.ResponseWriter, r *http.Request) *Error {
+	s.contactHeaders(w)
 	cfg := &s.cfg.Authz
 	bearer, hasBearer := bearerToken(r.Header.Get("Authorization"))
 	var session string

@@ -76,6 +76,8 @@ func storeError(err error) *Error {
 		return unavailable(wire.CodeNoLeader, "The token store has no leader reachable from this node; retry shortly.")
 	case errors.Is(err, cluster.ErrOutcomeUnknown):
 		return unavailable(wire.CodeOutcomeUnknown, "Leadership changed while the write was in flight; it may or may not have been applied.")
+	case errors.Is(err, cluster.ErrStale):
+		return unavailable(wire.CodeReplicaStale, "This replica has not heard from a leader recently enough to answer; retry shortly, or read at consistency leader.")
 	case errors.Is(err, cluster.ErrBehind):
 		return unavailable(wire.CodeReplicaBehind, "This replica has not caught up with the requested index; retry shortly.")
 	case errors.Is(err, cluster.ErrShutdown), errors.Is(err, cluster.ErrBusy),

@@ -15,7 +15,8 @@ import (
 // optional token_type_hint, which the store does not need). Anything that
 // is not a valid token now answers exactly {"active":false}: unknown,
 // expired, revoked, consumed or malformed alike, so a resource server
-// learns nothing more than that.
+// learns nothing more than that. A replica too stale to answer says 503
+// replica_stale, never active:true.
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) *Error {
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
@@ -39,6 +40,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) *Error {
 		writeJSON(w, http.StatusOK, inactive)
 		return nil
 	}
+	s.contactHeaders(w)
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.WriteTimeout)
 	defer cancel()
 	rec, _, err := s.cfg.Store.ReadRecord(ctx, hash, cluster.Local, 0, 0)

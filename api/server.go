@@ -33,6 +33,9 @@ type Store interface {
 	ByID(id string) (*fsm.Record, error)
 	ListBySubject(subject, kind, after string, limit int, now int64) ([]*fsm.Record, string, error)
 	AppliedIndex() uint64
+	// LeaderContact is how long ago the node last heard from a leader (0
+	// on the leader), and whether it knows one now.
+	LeaderContact() (time.Duration, bool)
 	// ClusterStatus describes every node of the cluster.
 	ClusterStatus(ctx context.Context) cluster.Status
 	// Touch notes a read of the token with digest hash, for its last-used
@@ -313,6 +316,13 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 func (m *httpMetrics) observe(route string, status int, d time.Duration) {
 	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 	m.latency.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// contactHeaders tells, on a local read, how fresh the replica is.
+func (s *Server) contactHeaders(w http.ResponseWriter) {
+	since, known := s.cfg.Store.LeaderContact()
+	w.Header().Set(wire.HeaderLastContact, strconv.FormatInt(since.Milliseconds(), 10))
+	w.Header().Set(wire.HeaderKnownLeader, strconv.FormatBool(known))
 }
 
 func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) *Error {

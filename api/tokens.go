@@ -220,6 +220,7 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *Error {
 	if e := checkClient(req.IP, req.UserAgent); e != nil {
 		return e
 	}
+	s.contactHeaders(w)
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.WriteTimeout)
 	defer cancel()
 	rec, index, err := s.cfg.Store.ReadRecord(ctx, hash, c, req.MinIndex, s.cfg.MinIndexWait)
@@ -338,6 +339,7 @@ func (s *Server) getByID(w http.ResponseWriter, r *http.Request) *Error {
 	if tokenActions[r.PathValue("id")] {
 		return actionMethod(w, r)
 	}
+	s.contactHeaders(w)
 	rec, err := s.cfg.Store.ByID(r.PathValue("id"))
 	if err != nil {
 		return storeError(err)
@@ -377,6 +379,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) *Error {
 		limit = n
 	}
 	now := s.now()
+	s.contactHeaders(w)
 	recs, next, err := s.cfg.Store.ListBySubject(subject, kind, cursor, limit, now)
 	if err != nil {
 		return storeError(err)

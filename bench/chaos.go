@@ -113,6 +113,14 @@ type FaultEvent struct {
 	MajorityOps       int      `json:"majority_ops,omitempty"`
 	MajorityOK        int      `json:"majority_ok,omitempty"`
 	MajorityOpsBefore int      `json:"majority_ops_before,omitempty"`
+	// For a partition: the DCs wholly on a side without a majority of
+	// the voters (cut off from any leader), the writes their clients had
+	// in flight while it lasted, and those the nodes answered before it
+	// healed, 503s included: a cut-off node answers, it does not hold a
+	// write until the client gives up.
+	CutDCs            []string `json:"cut_dcs,omitempty"`
+	CutWrites         int      `json:"cut_writes,omitempty"`
+	CutWritesAnswered int      `json:"cut_writes_answered,omitempty"`
 	Err               string   `json:"error,omitempty"`
 }
 
@@ -346,6 +354,7 @@ func (r *chaosRun) partition(kind string, side []*Node) FaultEvent {
 		}
 	}
 	ev.Node, ev.DC, ev.MajorityDCs = strings.Join(ids, ","), strings.Join(dcs, ","), r.majorityDCs(ids)
+	ev.CutDCs = r.cutDCs(ids)
 	ev.At = r.seconds()
 	err := r.cluster.Net.Partition(ids)
 	if err == nil {
@@ -383,6 +392,34 @@ func (r *chaosRun) majorityDCs(side []string) []string {
 			}
 		}
 		if (in == len(nodes) && 2*inside > voters) || (in == 0 && 2*(voters-inside) > voters) {
+			out = append(out, d.Name)
+		}
+	}
+	return out
+}
+
+// cutDCs are the DCs whose nodes are all on a side of a partition that
+// holds no majority of the voters: the nodes in side, or the others.
+func (r *chaosRun) cutDCs(side []string) []string {
+	voters, inside := 0, 0
+	for _, n := range r.cluster.Nodes {
+		if n.Voter {
+			voters++
+			if slices.Contains(side, n.ID) {
+				inside++
+			}
+		}
+	}
+	var out []string
+	for _, d := range r.cfg.DCs {
+		in := 0
+		nodes := r.nodesIn(d.Name)
+		for _, n := range nodes {
+			if slices.Contains(side, n.ID) {
+				in++
+			}
+		}
+		if (in == len(nodes) && 2*inside <= voters) || (in == 0 && 2*(voters-inside) <= voters) {
 			out = append(out, d.Name)
 		}
 	}
@@ -503,6 +540,8 @@ func (c *chaosClient) call(ctx context.Context, op *HistOp, success string, f fu
 	err := f(rctx)
 	op.Return = c.r.h.Now()
 	op.Outcome, op.Result = classify(op.Kind, err, success)
+	var ce *client.Error
+	op.Answered = err == nil || errors.As(err, &ce)
 	if err != nil && op.Outcome != OutcomeOK {
 		op.Err = err.Error()
 	}
@@ -734,6 +773,12 @@ func measureFaults(faults []FaultEvent, ops []HistOp) []FaultEvent {
 					}
 				case op.Call >= 2*at-healed && op.Call < at:
 					f.MajorityOpsBefore++
+				}
+			}
+			if isWrite(op) && !op.Final && op.Kind != OpFlowRace && slices.Contains(f.CutDCs, op.DC) && op.Call <= healed && op.Return >= at {
+				f.CutWrites++
+				if op.Answered && op.Return <= healed {
+					f.CutWritesAnswered++
 				}
 			}
 			if !isWrite(op) || op.Final || op.Call < at {

@@ -21,20 +21,23 @@ func TestMajorityDCs(t *testing.T) {
 	a2b2 := run(DC{Name: "a", Nodes: 2}, DC{Name: "b", Nodes: 2})
 	a2b1nv2 := run(DC{Name: "a", Nodes: 2}, DC{Name: "b", Nodes: 1, NonVoters: 2})
 	for _, tc := range []struct {
-		r    *chaosRun
-		side []string
-		want []string
+		r         *chaosRun
+		side      []string
+		want, cut []string
 	}{
-		{a3b2, []string{"n1", "n2", "n3"}, []string{"a"}}, // the primary DC keeps 3 of 5
-		{a3b2, []string{"n4", "n5"}, []string{"a"}},
-		{a3b2, []string{"n4"}, []string{"a"}}, // b is split
-		{a3b2, []string{"n1"}, []string{"b"}}, // a is split
-		{a2b2, []string{"n1", "n2"}, nil},     // 2 of 4 is no majority
-		{a2b1nv2, []string{"n3", "n4", "n5"}, []string{"a"}},
-		{a2b1nv2, []string{"n4"}, []string{"a"}},
+		{a3b2, []string{"n1", "n2", "n3"}, []string{"a"}, []string{"b"}}, // the primary DC keeps 3 of 5
+		{a3b2, []string{"n4", "n5"}, []string{"a"}, []string{"b"}},
+		{a3b2, []string{"n4"}, []string{"a"}, nil},            // b is split
+		{a3b2, []string{"n1"}, []string{"b"}, nil},            // a is split
+		{a2b2, []string{"n1", "n2"}, nil, []string{"a", "b"}}, // 2 of 4 is no majority
+		{a2b1nv2, []string{"n3", "n4", "n5"}, []string{"a"}, []string{"b"}},
+		{a2b1nv2, []string{"n4"}, []string{"a"}, nil},
 	} {
 		if got := tc.r.majorityDCs(tc.side); !slices.Equal(got, tc.want) {
 			t.Errorf("%s cut off: majority DCs %v, want %v", tc.side, got, tc.want)
+		}
+		if got := tc.r.cutDCs(tc.side); !slices.Equal(got, tc.cut) {
+			t.Errorf("%s cut off: DCs cut off from any leader %v, want %v", tc.side, got, tc.cut)
 		}
 	}
 }

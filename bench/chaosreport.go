@@ -68,9 +68,9 @@ func (rep *ChaosReport) WriteText(w io.Writer) error {
 		o := rep.Ops[k]
 		fmt.Fprintf(w, "| %s | %d | %d | %d |\n", k, o[OutcomeOK], o[OutcomeUnknown], o[OutcomeFailed])
 	}
-	fmt.Fprintln(w, "\n| fault | node | at (s) | healed (s) | writes answered during it | writes resumed after (s) | majority side answered |\n|---|---|---:|---:|---:|---:|---|")
+	fmt.Fprintln(w, "\n| fault | node | at (s) | healed (s) | writes answered during it | writes resumed after (s) | majority side answered | cut side's writes answered before the heal |\n|---|---|---:|---:|---:|---:|---|---|")
 	for _, f := range rep.Faults {
-		resume, majority := "", ""
+		resume, majority, cut := "", "", ""
 		if f.Kind == FaultKillLeader {
 			resume = fmt.Sprintf("%.2f", f.Resume)
 		}
@@ -83,11 +83,15 @@ func (rep *ChaosReport) WriteText(w io.Writer) error {
 					strings.Join(f.MajorityDCs, ","))
 			}
 		}
+		if isPartition(f.Kind) && len(f.CutDCs) > 0 {
+			cut = fmt.Sprintf("%d / %d (%.1f%%, 503s included), clients of %s", f.CutWritesAnswered, f.CutWrites,
+				100*float64(f.CutWritesAnswered)/float64(max(1, f.CutWrites)), strings.Join(f.CutDCs, ","))
+		}
 		node := f.Node + " (" + f.DC + ")"
 		if f.Err != "" {
 			node += " error: " + f.Err
 		}
-		fmt.Fprintf(w, "| %s | %s | %.1f | %.1f | %d / %d | %s | %s |\n", f.Kind, node, f.At, f.Healed, f.WritesOK, f.Writes, resume, majority)
+		fmt.Fprintf(w, "| %s | %s | %.1f | %.1f | %d / %d | %s | %s | %s |\n", f.Kind, node, f.At, f.Healed, f.WritesOK, f.Writes, resume, majority, cut)
 	}
 	_, err := fmt.Fprintln(w)
 	return err

@@ -89,6 +89,9 @@ type HistOp struct {
 	Flow int `json:"flow,omitempty"`
 	// Final marks the verification reads made after the faults healed.
 	Final bool `json:"final,omitempty"`
+	// Answered: the node gave an HTTP answer, whatever its status (a 503
+	// included), not a timeout or a lost connection.
+	Answered bool `json:"answered,omitempty"`
 }
 
 // History records operations from many goroutines.

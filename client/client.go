@@ -111,6 +111,7 @@ var (
 	ErrNoLeader       = &Error{Code: wire.CodeNoLeader}
 	ErrOutcomeUnknown = &Error{Code: wire.CodeOutcomeUnknown}
 	ErrReplicaBehind  = &Error{Code: wire.CodeReplicaBehind}
+	ErrReplicaStale   = &Error{Code: wire.CodeReplicaStale}
 	ErrUnavailable    = &Error{Code: wire.CodeUnavailable}
 	ErrInternal       = &Error{Code: wire.CodeInternal}
 
@@ -124,6 +125,11 @@ var (
 type Meta struct {
 	Index uint64 // X-Tokenstore-Index: the Raft index the answer reflects
 	DC    string // X-Tokenstore-DC
+	// Local reads also tell how fresh the replica is: how long ago it
+	// last heard from a leader (X-Tokenstore-Last-Contact, 0 on the
+	// leader) and whether it knows one (X-Tokenstore-Known-Leader).
+	LastContact time.Duration
+	KnownLeader bool
 }
 
 // Issue creates a token and returns its secret (shown only this once).
@@ -307,6 +313,10 @@ func (c *Client) send(ctx context.Context, method, path, contentType string, bod
 	defer resp.Body.Close()
 	m := Meta{DC: resp.Header.Get(wire.HeaderDC)}
 	m.Index, _ = strconv.ParseUint(resp.Header.Get(wire.HeaderIndex), 10, 64)
+	if ms, err := strconv.ParseInt(resp.Header.Get(wire.HeaderLastContact), 10, 64); err == nil {
+		m.LastContact = time.Duration(ms) * time.Millisecond
+	}
+	m.KnownLeader = resp.Header.Get(wire.HeaderKnownLeader) == "true"
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return m, err

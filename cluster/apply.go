@@ -74,6 +74,14 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, er
 			}
 			return fsm.Result{}, 0, err
 		}
+		// A node cut off from every leader answers at once, not at the
+		// caller's deadline; it answers normally once a leader is known.
+		if n.noLeader() {
+			if unknown {
+				return fsm.Result{}, 0, fmt.Errorf("%w: %v; %v", ErrOutcomeUnknown, ErrNoLeader, err)
+			}
+			return fsm.Result{}, 0, fmt.Errorf("%w for over %s: %v", ErrNoLeader, noLeaderBound, err)
+		}
 		n.log.Debug("retrying write", "req", req, "err", err)
 		select {
 		case <-ctx.Done():

@@ -232,6 +232,14 @@ func (n *Node) call(ctx context.Context, raftAddr, path string, args, reply any)
 	return codec.NewDecoderBytes(b, rpcHandle).Decode(reply)
 }
 
+// callLeader is call to the leader, given up once this node has known no
+// leader for noLeaderBound (a leader cut off may never answer).
+func (n *Node) callLeader(ctx context.Context, raftAddr, path string, args, reply any) error {
+	ctx, cancel := n.untilNoLeader(ctx)
+	defer cancel()
+	return n.call(ctx, raftAddr, path, args, reply)
+}
+
 // errUnreachable: an RPC did not complete; what it asked may or may not
 // have happened.
 var errUnreachable = errors.New("node unreachable")
@@ -239,7 +247,7 @@ var errUnreachable = errors.New("node unreachable")
 // forward sends one command to the leader at raftAddr.
 func (n *Node) forward(ctx context.Context, raftAddr, req string, entry []byte) (fsm.Result, uint64, error) {
 	var reply rpcReply
-	if err := n.call(ctx, raftAddr, rpcApply, &applyArgs{Req: req, Entry: entry}, &reply); err != nil {
+	if err := n.callLeader(ctx, raftAddr, rpcApply, &applyArgs{Req: req, Entry: entry}, &reply); err != nil {
 		if errors.Is(err, errUnreachable) {
 			return fsm.Result{}, 0, fmt.Errorf("%w: forwarding to the leader: %v", ErrOutcomeUnknown, err)
 		}

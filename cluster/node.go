@@ -52,6 +52,9 @@ var (
 	// ErrUnsupported: the write needs a command type that not every voter
 	// knows yet (a rolling upgrade in progress); it was not proposed.
 	ErrUnsupported = errors.New("not every voter supports this write yet")
+	// ErrStale: this replica has not heard from a leader for longer than
+	// Config.MaxStaleness; it does not answer local reads.
+	ErrStale = errors.New("replica has not heard from a leader recently")
 	// ErrHalted: the local state machine stopped at an entry it cannot
 	// apply (fsm.Store.Halted); it serves nothing until a newer version runs.
 	ErrHalted = fsm.ErrHalted
@@ -89,6 +92,9 @@ type Config struct {
 	// LastUsedGranularity: a token's last use is written at most this
 	// often. Default 1m.
 	LastUsedGranularity time.Duration
+	// MaxStaleness: a replica that has not heard from a leader for this
+	// long answers local reads ErrStale. 0: no bound.
+	MaxStaleness time.Duration
 	// Check validates a command a peer forwards before the leader proposes
 	// it: the API's field checks (api.CommandChecker, which the API runs on
 	// its own writes), and the policy's decisions (single use, max uses,
@@ -189,6 +195,7 @@ type Node struct {
 	reqSeq    atomic.Uint64
 
 	touches touches // last uses waiting to be written
+	contact contact // what the node last knew of a leader
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -222,6 +229,8 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.reqPrefix = base64.RawURLEncoding.EncodeToString(prefix) + "."
+	n.contact.opened = time.Now()
+	n.contact.known, n.contact.gone = n.contact.opened, make(chan struct{})
 	n.metrics = newMetrics(cfg.Registry, n)
 	n.store.OnHalt(func(h fsm.Halt) {
 		n.log.Error("the state machine stopped applying: this node does not know an entry of the log; it serves nothing until a version that knows it runs on this data",
@@ -235,10 +244,11 @@ func Open(cfg Config) (*Node, error) {
 	n.rpc = n.rpcClient()
 	n.rpcSrv = n.rpcServer()
 	go n.rpcSrv.Serve(n.mux.RPCListener())
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.coalesce()
 	go n.watchLeadership()
 	go n.flushTouches()
+	go n.watchContact()
 	if cfg.GossipAddr != "" {
 		if err := n.startMembership(); err != nil {
 			n.Close()

@@ -27,7 +27,8 @@ const (
 // and the log index the answer reflects. minIndex > 0 asks for
 // read-your-writes: the local replica waits, within localWait, until it
 // has applied minIndex, and if it cannot, the leader answers. A nil record
-// means none.
+// means none. A Local read from a replica that has not heard from a
+// leader for Config.MaxStaleness is ErrStale.
 func (n *Node) ReadRecord(ctx context.Context, hash string, c Consistency, minIndex uint64, localWait time.Duration) (*fsm.Record, uint64, error) {
 	switch c {
 	case Linearizable:
@@ -37,6 +38,9 @@ func (n *Node) ReadRecord(ctx context.Context, hash string, c Consistency, minIn
 		}
 		minIndex = max(minIndex, index)
 	case Local:
+		if err := n.checkStale(); err != nil {
+			return nil, 0, err
+		}
 		if minIndex == 0 {
 			return n.localRead(hash)
 		}
@@ -68,7 +72,7 @@ func (n *Node) readIndexFromLeader(ctx context.Context) (uint64, error) {
 		return 0, ErrNoLeader
 	}
 	var reply rpcReply
-	if err := n.call(ctx, string(addr), rpcReadIndex, struct{}{}, &reply); err != nil {
+	if err := n.callLeader(ctx, string(addr), rpcReadIndex, struct{}{}, &reply); err != nil {
 		return 0, notReached(err)
 	}
 	if reply.Fail != "" {
@@ -83,7 +87,7 @@ func (n *Node) readFromLeader(ctx context.Context, hash string, minIndex uint64)
 		return nil, 0, ErrNoLeader
 	}
 	var reply rpcReply
-	if err := n.call(ctx, string(addr), rpcRead, &readArgs{Hash: hash, MinIndex: minIndex}, &reply); err != nil {
+	if err := n.callLeader(ctx, string(addr), rpcRead, &readArgs{Hash: hash, MinIndex: minIndex}, &reply); err != nil {
 		return nil, 0, notReached(err)
 	}
 	if reply.Fail != "" {

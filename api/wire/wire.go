@@ -12,6 +12,11 @@ import (
 const (
 	HeaderIndex = "X-Tokenstore-Index" // Raft index the answer reflects
 	HeaderDC    = "X-Tokenstore-DC"    // datacenter of the node that answered
+	// Local reads also tell how fresh the replica is, as Consul does:
+	// milliseconds since the node last heard from a leader (0 on the
+	// leader), and whether it knows a leader ("true" or "false").
+	HeaderLastContact = "X-Tokenstore-Last-Contact"
+	HeaderKnownLeader = "X-Tokenstore-Known-Leader"
 	// HeaderAPIKey carries the caller's API key where Authorization is
 	// the end user's (Envoy external authorization).
 	HeaderAPIKey = "X-Tokenstore-Key"
@@ -60,6 +65,7 @@ const (
 	CodeOutcomeUnknown     = "write_outcome_unknown"
 	CodeReplicaBehind      = "replica_behind"
 	CodeReplicaHalted      = "replica_halted"
+	CodeReplicaStale       = "replica_stale"
 	CodeWriteRefused       = "write_refused"
 	CodeUpgrading          = "cluster_upgrading"
 	CodeUnavailable        = "unavailable"

@@ -322,6 +322,11 @@ func TestBenchChaos(t *testing.T) {
 		if f.Kind == bench.FaultPartitionPrimary && (!slices.Equal(f.MajorityDCs, []string{"a"}) || f.MajorityOK == 0) {
 			t.Errorf("partition of DC a: want its clients, the majority side's, answered, got %+v", f)
 		}
+		// The cut-off side answers its clients (503s included) before
+		// the partition heals, instead of holding writes until they time out.
+		if f.Kind == bench.FaultPartitionPrimary && (!slices.Equal(f.CutDCs, []string{"b"}) || f.CutWritesAnswered == 0) {
+			t.Errorf("partition of DC a: want DC b's clients, the cut side's, answered before the heal, got %+v", f)
+		}
 	}
 	if len(kinds) < len(faults) || !slices.Equal(kinds[:len(faults)], faults) {
 		t.Errorf("want the faults %v first, got %+v", faults, rep.Faults)

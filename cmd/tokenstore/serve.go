@@ -54,6 +54,7 @@ type serveFlags struct {
 	bootstrapExpect                      int
 	nonVoter                             bool
 	deadNodeTimeout, lastUsedGranularity time.Duration
+	maxStaleness                         time.Duration
 
 	rotationGrace                      time.Duration
 	authzCookie, authzDefaultRLC       string
@@ -100,6 +101,7 @@ func serve(args []string) error {
 	fs.StringVar(&f.primaryDC, "primary-dc", "", "datacenter that leadership moves to whenever a voter there is healthy")
 	fs.DurationVar(&f.deadNodeTimeout, "dead-node-timeout", 72*time.Hour, "remove a node from the Raft configuration after it has been gone this long")
 	fs.DurationVar(&f.lastUsedGranularity, "last-used-granularity", time.Minute, "a token's last use (lookups, introspection) is written at most this often")
+	fs.DurationVar(&f.maxStaleness, "max-staleness", 30*time.Second, "a replica that has not heard from a leader for this long answers local reads (lookup, introspection, external authorization) 503 replica_stale (0: no bound)")
 	fs.DurationVar(&f.rotationGrace, "rotation-grace", 0, "a retried rotation of the same refresh token within this time gets the same successor instead of revoking the grant (0: off)")
 	fs.StringVar(&f.authzCookie, "authz-cookie", "tks_session", "session cookie that Envoy external authorization ("+api.AuthzPrefix+") reads")
 	fs.StringVar(&f.authzDefaultRLC, "authz-default-rlc", "default", "rate-limit class of an authorized request whose tokens name none")
@@ -281,12 +283,16 @@ func clusterConfig(f serveFlags) (cluster.Config, error) {
 		DC: f.dc, APIAddr: f.apiAdvertise, NonVoter: f.nonVoter, PrimaryDC: f.primaryDC,
 		BootstrapExpect: f.bootstrapExpect, DeadNodeTimeout: f.deadNodeTimeout, LastUsedGranularity: f.lastUsedGranularity,
 		SnapshotThreshold: f.snapshotThreshold, SnapshotInterval: f.snapshotInterval, GCGrace: f.gcGrace,
+		MaxStaleness: f.maxStaleness,
 	}
 	if f.join != "" {
 		c.Join = strings.Split(f.join, ",")
 	}
 	c.Bootstrap = f.join == "" && f.bootstrapExpect == 0
 	clustered := !c.Bootstrap || f.gossipAddr != ""
+	if f.maxStaleness < 0 {
+		return c, fmt.Errorf("--max-staleness %s: want 0 (no bound) or more", f.maxStaleness)
+	}
 	if f.bootstrapExpect < 0 {
 		return c, fmt.Errorf("--bootstrap-expect %d: want 0 or more", f.bootstrapExpect)
 	}

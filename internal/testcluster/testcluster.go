@@ -49,6 +49,9 @@ type Options struct {
 	DeadNodeTimeout time.Duration
 	// Addresses; default 127.0.0.1:0 (a restart reuses the old ones).
 	RaftAddr, GossipAddr, GossipLANAddr string
+	// MaxStaleness bounds how long ago a replica answering local reads
+	// last heard from a leader; 0: no bound.
+	MaxStaleness time.Duration
 	// MinIndexWait bounds a local read's wait for min_index.
 	MinIndexWait time.Duration
 	// LastUsedGranularity: how often a token's last use may be written.
@@ -118,8 +121,8 @@ func start(t testing.TB, o Options) (*Node, error) {
 		DataDir: o.DataDir, RaftAddr: o.RaftAddr, DC: o.DC, APIAddr: srv.Listener.Addr().String(),
 		Bootstrap: !clustered, BootstrapExpect: o.BootstrapExpect, Join: o.Join, NonVoter: o.NonVoter,
 		PrimaryDC: o.PrimaryDC, TLS: o.TLS, GossipKeys: o.GossipKeys, DeadNodeTimeout: o.DeadNodeTimeout,
-		LastUsedGranularity: o.LastUsedGranularity,
-		GCGrace:             o.GCGrace, GCInterval: o.GCTick, SnapshotThreshold: o.Snapshot,
+		LastUsedGranularity: o.LastUsedGranularity, MaxStaleness: o.MaxStaleness,
+		GCGrace: o.GCGrace, GCInterval: o.GCTick, SnapshotThreshold: o.Snapshot,
 		Logger: log, LogOutput: logs, LogLevel: "debug", Registry: reg, Now: o.Clock,
 		Check: api.CommandChecker(o.Policy, o.RotationGrace),
 	}

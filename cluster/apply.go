@@ -129,6 +129,14 @@ func (n *Node) applyLocal(ctx context.Context, req string, entry []byte) (fsm.Re
 	if t := fsm.Type(entry[0]); !n.votersKnow(t) {
 		return fsm.Result{}, 0, fmt.Errorf("%w: command type %d is not known to every voter yet", ErrUnsupported, t)
 	}
+	// Likewise, fields that a replica of an older version would ignore
+	// are written only once every voter runs this one.
+	if v := n.votersVersion(); v < fsm.Version {
+		var err error
+		if entry, err = fsm.Downgrade(entry, v); err != nil {
+			return fsm.Result{}, 0, fmt.Errorf("%w: %v", ErrRefused, err)
+		}
+	}
 	p := &pending{req: req, entry: entry, done: make(chan applied, 1)}
 	select {
 	case n.queue <- p:

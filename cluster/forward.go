@@ -53,10 +53,12 @@ type statusReply struct {
 	State   string `codec:"s"`
 	Applied uint64 `codec:"a"`
 	Commit  uint64 `codec:"c"`
-	// Now is the node's wall clock, unix nanos, and Types the command
-	// types it knows; a node of the first release sends neither.
-	Now   int64   `codec:"n,omitempty"`
-	Types []uint8 `codec:"t,omitempty"`
+	// Now is the node's wall clock, unix nanos, Types the command types
+	// it knows, and Version its fsm.Version; a node of the first release
+	// sends none of them.
+	Now     int64   `codec:"n,omitempty"`
+	Types   []uint8 `codec:"t,omitempty"`
+	Version uint8   `codec:"v,omitempty"`
 }
 
 var rpcHandle = &codec.MsgpackHandle{}

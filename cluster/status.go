@@ -44,7 +44,7 @@ func (n *Node) localStatus() *statusReply {
 	}
 	return &statusReply{ID: n.cfg.NodeID, State: n.raft.State().String(),
 		Applied: n.store.AppliedIndex(), Commit: n.raft.CommitIndex(),
-		Now: n.cfg.Now().UnixNano(), Types: types}
+		Now: n.cfg.Now().UnixNano(), Types: types, Version: fsm.Version}
 }
 
 func (n *Node) remoteStatus(ctx context.Context, raftAddr string) (*statusReply, error) {

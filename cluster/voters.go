@@ -46,6 +46,7 @@ type voterSample struct {
 	// time since, whatever the leader's own wall clock does meanwhile.
 	received time.Time
 	types    []fsm.Type
+	version  int // fsm.Version; 1 for a node that reports none
 }
 
 // estimate is the voter's clock at now as the leader can tell it; own is
@@ -58,7 +59,7 @@ func (s voterSample) estimate(now time.Time, own int64) int64 {
 }
 
 func sampleOf(r *statusReply, received time.Time) voterSample {
-	s := voterSample{clock: r.Now, received: received, types: make([]fsm.Type, len(r.Types))}
+	s := voterSample{clock: r.Now, received: received, types: make([]fsm.Type, len(r.Types)), version: max(1, int(r.Version))}
 	for i, t := range r.Types {
 		s.types[i] = fsm.Type(t)
 	}
@@ -182,6 +183,26 @@ func (v *voterView) allKnow(self raft.ServerID, voters []raft.ServerID, t fsm.Ty
 	return true
 }
 
+// minVersion is the lowest fsm.Version among the voters: 1 while one has
+// not reported (a down voter replays the log on its return, with whatever
+// version it runs then).
+func (v *voterView) minVersion(self raft.ServerID, voters []raft.ServerID) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	lowest := fsm.Version
+	for _, id := range voters {
+		if id == self {
+			continue
+		}
+		s, ok := v.samples[id]
+		if !ok {
+			return 1
+		}
+		lowest = min(lowest, s.version)
+	}
+	return lowest
+}
+
 // clampLog rate-limits the lines about clamps.
 type clampLog struct {
 	last    time.Time // of the last line; zero before the first
@@ -259,6 +280,12 @@ func (n *Node) votersKnow(t fsm.Type) bool {
 		return true
 	}
 	return n.seen.allKnow(raft.ServerID(n.cfg.NodeID), serverIDs(n.voterServers()), t)
+}
+
+// votersVersion is the fsm.Version every voter runs, as far as the leader
+// knows.
+func (n *Node) votersVersion() int {
+	return n.seen.minVersion(raft.ServerID(n.cfg.NodeID), serverIDs(n.voterServers()))
 }
 
 // sampleVoters asks every other voter for its status in parallel, each

@@ -231,3 +231,24 @@ func TestOneVoterKnowsItsOwnClockAndTypes(t *testing.T) {
 		t.Error("votersKnow: true for a type no build registers")
 	}
 }
+
+func TestVotersVersion(t *testing.T) {
+	voters := []raft.ServerID{"a", "b", "c"}
+	v := &voterView{}
+	gen := v.reset()
+	if got := v.minVersion("a", voters); got != 1 {
+		t.Fatalf("minVersion with no reports = %d, want 1", got)
+	}
+	v.put(gen, "b", sampleOf(&statusReply{Version: fsm.Version}, time.Now()))
+	if got := v.minVersion("a", voters); got != 1 {
+		t.Fatalf("minVersion while voter c has not reported = %d, want 1", got)
+	}
+	v.put(gen, "c", sampleOf(&statusReply{}, time.Now())) // a first-release node reports none
+	if got := v.minVersion("a", voters); got != 1 {
+		t.Fatalf("minVersion with a first-release voter = %d, want 1", got)
+	}
+	v.put(gen, "c", sampleOf(&statusReply{Version: fsm.Version}, time.Now()))
+	if got := v.minVersion("a", voters); got != fsm.Version {
+		t.Fatalf("minVersion with every voter on this build = %d, want %d", got, fsm.Version)
+	}
+}

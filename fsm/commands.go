@@ -272,3 +272,47 @@ var baseTypes = func() (t [256]bool) {
 
 // IsBaseType tells whether t is one of BaseTypes.
 func IsBaseType(t Type) bool { return baseTypes[t] }
+
+// Version numbers what this build's state machine does with the commands
+// it knows, for changes that add no command type but a field an older
+// replica would ignore, so that it would diverge:
+//
+//	1: the first release
+//	2: revoked families are remembered (FamilyHold)
+//
+// The leader writes a version's fields only once every voter runs it
+// (Downgrade).
+const Version = 2
+
+// Downgrade returns entry as replicas of version v apply it as this build
+// does: the fields of later versions are cleared. A command without such
+// fields is returned as it is.
+func Downgrade(entry []byte, v int) ([]byte, error) {
+	if v >= Version {
+		return entry, nil
+	}
+	c, err := decodeEntry(entry)
+	if err != nil {
+		return nil, err
+	}
+	switch c := c.(type) {
+	case *Consume:
+		if c.FamilyHold == 0 {
+			return entry, nil
+		}
+		c.FamilyHold = 0
+	case *Rotate:
+		if c.FamilyHold == 0 {
+			return entry, nil
+		}
+		c.FamilyHold = 0
+	case *RevokeFamily:
+		if c.FamilyHold == 0 {
+			return entry, nil
+		}
+		c.FamilyHold = 0
+	default:
+		return entry, nil
+	}
+	return Encode(c)
+}

@@ -1,6 +1,7 @@
 package fsm_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"runtime"
@@ -202,4 +203,46 @@ func TestRevokedFamilyMemory(t *testing.T) {
 		t.Errorf("a revoked family costs %.0f bytes, want at most 400", per)
 	}
 	runtime.KeepAlive(names)
+}
+
+// Until every voter runs this version, the leader writes no field an
+// older replica would ignore: Downgrade clears them, and only them.
+func TestDowngradeClearsNewerFields(t *testing.T) {
+	for _, c := range []fsm.Command{
+		&fsm.Consume{Hash: "h", FamilyHold: 9},
+		&fsm.Rotate{Hash: "h", Kind: "oauth2_refresh", FamilyHold: 9},
+		&fsm.RevokeFamily{Family: "f", Reason: "r", FamilyHold: 9},
+	} {
+		entry := encode(t, c)
+		if same, err := fsm.Downgrade(entry, fsm.Version); err != nil || !bytes.Equal(same, entry) {
+			t.Fatalf("Downgrade(%T) to this version changed it: %v", c, err)
+		}
+		old, err := fsm.Downgrade(entry, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := fsm.Decode(old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var hold int64
+		switch g := got.(type) {
+		case *fsm.Consume:
+			hold = g.FamilyHold
+		case *fsm.Rotate:
+			hold = g.FamilyHold
+		case *fsm.RevokeFamily:
+			hold = g.FamilyHold
+			if g.Family != "f" || g.Reason != "r" {
+				t.Fatalf("Downgrade changed other fields: %+v", g)
+			}
+		}
+		if hold != 0 {
+			t.Fatalf("Downgrade(%T) to version 1 kept FamilyHold %d", c, hold)
+		}
+	}
+	issue := encode(t, newIssue("x", "access", time.Hour, 0))
+	if same, _ := fsm.Downgrade(issue, 1); !bytes.Equal(same, issue) {
+		t.Fatal("Downgrade changed a command without newer fields")
+	}
 }

@@ -24,6 +24,7 @@ func TestTextFieldsRefuseInvisibleCharacters(t *testing.T) {
 		{"a C1 control", "\u0085"}, {"a C1 CSI", "\u009b"}, {"a right-to-left override", "\u202e"},
 		{"a left-to-right embedding", "\u202a"}, {"a first-strong isolate", "\u2068"}, {"a right-to-left mark", "\u200f"},
 		{"an Arabic letter mark", "\u061c"}, {"a zero-width space", "\u200b"}, {"a zero-width joiner", "\u200d"},
+		{"a soft hyphen", "\u00ad"}, {"a tag character", "\U000e0041"}, {"a Hangul filler", "\u3164"},
 		{"a word joiner", "\u2060"}, {"a byte order mark", "\ufeff"}, {"a line separator", "\u2028"},
 	}
 	fields := []struct {

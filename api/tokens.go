@@ -186,6 +186,11 @@ func checkText(name, v string, max int) *Error {
 			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field %q must not contain bidirectional formatting characters (U+%04X).", name, c)
 		case isZeroWidth(c):
 			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field %q must not contain zero-width characters (U+%04X).", name, c)
+		case unicode.Is(unicode.Cf, c), isInvisible(c):
+			// Other format characters (soft hyphen, tag characters that
+			// smuggle ASCII, deprecated formatting, annotation marks) and
+			// blank fillers hide what a text says.
+			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field %q must not contain invisible characters (U+%04X).", name, c)
 		}
 	}
 	return nil
@@ -202,6 +207,12 @@ func isBidiControl(c rune) bool {
 // separator and the byte order mark.
 func isZeroWidth(c rune) bool {
 	return ('\u200b' <= c && c <= '\u200d') || ('\u2060' <= c && c <= '\u2064') || c == '\u180e' || c == '\ufeff'
+}
+
+// isInvisible reports the Hangul fillers: letters that show as blank.
+// (Variation selectors stay: emoji need them.)
+func isInvisible(c rune) bool {
+	return c == '\u115f' || c == '\u1160' || c == '\u3164' || c == '\uffa0'
 }
 
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *Error {

@@ -77,6 +77,11 @@ func checkCommand(p *token.Policy, rotationGrace time.Duration, c fsm.Command) *
 			return firstError(checkHash(u.Hash), checkClient(u.IP, u.UserAgent)) != nil
 		})
 		return nil
+	case *fsm.Fence:
+		if c.Version < 1 || c.Version > fsm.Version {
+			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "A fence of version %d; this node runs %d.", c.Version, fsm.Version)
+		}
+		return nil
 	case *fsm.Expire:
 		if len(c.IDs) > maxExpireIDs {
 			return errorf(http.StatusBadRequest, wire.CodeInvalidField, "At most %d ids in one expiry.", maxExpireIDs)

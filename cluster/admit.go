@@ -10,7 +10,8 @@ import (
 // What may be proposed. Client writes come from the API, which checks
 // them itself before a node proposes or forwards them. Touch is a node's
 // buffered last uses, which any node proposes. Expiry is the leader's own
-// garbage collection. A Batch is what the leader makes of the commands it
+// garbage collection, and a Fence its mark of the version the log needs.
+// A Batch is what the leader makes of the commands it
 // admits: it is never taken from anyone.
 var (
 	clientTypes = map[fsm.Type]bool{
@@ -18,7 +19,7 @@ var (
 		fsm.TypeRevokeFamily: true, fsm.TypeRotate: true,
 	}
 	nodeTypes   = map[fsm.Type]bool{fsm.TypeTouch: true}
-	leaderTypes = map[fsm.Type]bool{fsm.TypeExpire: true}
+	leaderTypes = map[fsm.Type]bool{fsm.TypeExpire: true, fsm.TypeFence: true}
 )
 
 // maxRequestID bounds a forwarded request id (a node's are about 20 bytes).

@@ -130,8 +130,8 @@ func (n *Node) applyLocal(ctx context.Context, req string, entry []byte) (fsm.Re
 		return fsm.Result{}, 0, fmt.Errorf("%w: command type %d is not known to every voter yet", ErrUnsupported, t)
 	}
 	// Likewise, fields that a replica of an older version would ignore
-	// are written only once every voter runs this one.
-	if v := n.votersVersion(); v < fsm.Version {
+	// are written only after the log's fence of this version (maybeFence).
+	if v := n.store.LogVersion(); v < fsm.Version {
 		var err error
 		if entry, err = fsm.Downgrade(entry, v); err != nil {
 			return fsm.Result{}, 0, fmt.Errorf("%w: %v", ErrRefused, err)

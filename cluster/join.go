@@ -333,6 +333,10 @@ func (n *Node) checkPeer(ctx context.Context, m MemberStatus) error {
 	if st.ID != m.ID {
 		return fmt.Errorf("answers as %q", st.ID)
 	}
+	// A node older than the log's fence would halt at it.
+	if v, need := max(1, int(st.Version)), n.store.LogVersion(); v < need {
+		return fmt.Errorf("runs state machine version %d; the log needs %d", v, need)
+	}
 	return nil
 }
 

@@ -229,8 +229,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.reqPrefix = base64.RawURLEncoding.EncodeToString(prefix) + "."
-	n.contact.opened = time.Now()
-	n.contact.known, n.contact.gone = n.contact.opened, make(chan struct{})
+	n.contact.gone = make(chan struct{})
 	n.metrics = newMetrics(cfg.Registry, n)
 	n.store.OnHalt(func(h fsm.Halt) {
 		n.log.Error("the state machine stopped applying: this node does not know an entry of the log; it serves nothing until a version that knows it runs on this data",
@@ -241,6 +240,12 @@ func Open(cfg Config) (*Node, error) {
 		n.closeStores()
 		return nil, err
 	}
+	// Counted from here: restoring a large snapshot at start is no time
+	// without a leader.
+	n.contact.mu.Lock()
+	n.contact.opened = time.Now()
+	n.contact.known = n.contact.opened
+	n.contact.mu.Unlock()
 	n.rpc = n.rpcClient()
 	n.rpcSrv = n.rpcServer()
 	go n.rpcSrv.Serve(n.mux.RPCListener())
@@ -434,6 +439,7 @@ func (n *Node) lead(ctx context.Context) {
 	if !n.waitForVoters(ctx, gen) {
 		return
 	}
+	n.maybeFence(ctx)
 	n.leaderReady.Store(true)
 	n.log.Info("leading", "applied_index", n.store.AppliedIndex())
 	go n.reconcile(ctx)
@@ -573,9 +579,10 @@ func (n *Node) voters() int {
 	return v
 }
 
-// ByID reads the local replica by public id.
+// ByID reads the local replica by public id; like every local read, it
+// fails on a halted or stale replica.
 func (n *Node) ByID(id string) (*fsm.Record, error) {
-	if err := n.halted(); err != nil {
+	if err := errors.Join(n.halted(), n.checkStale()); err != nil {
 		return nil, err
 	}
 	return n.store.ByID(id), nil
@@ -584,7 +591,7 @@ func (n *Node) ByID(id string) (*fsm.Record, error) {
 // ListBySubject reads a page of a subject's active tokens from the local
 // replica.
 func (n *Node) ListBySubject(subject, kind, after string, limit int, now int64) ([]*fsm.Record, string, error) {
-	if err := n.halted(); err != nil {
+	if err := errors.Join(n.halted(), n.checkStale()); err != nil {
 		return nil, "", err
 	}
 	recs, next := n.store.ListBySubject(subject, kind, after, limit, now)

@@ -191,3 +191,17 @@ func TestLeaderProposesOnlyTypesEveryVoterKnows(t *testing.T) {
 		t.Fatal("the known command was not applied")
 	}
 }
+
+// A cluster whose voters all run this build writes the fence of its
+// version, after which the log may hold that version's fields.
+func TestVotersOfThisVersionFenceTheLog(t *testing.T) {
+	c := testcluster.StartCluster(t, testcluster.Options{}, testcluster.Options{}, testcluster.Options{})
+	for _, n := range c.Nodes() {
+		waitFor(t, n.ID()+" applies the fence", 30*time.Second, func() error {
+			if got := n.Store().LogVersion(); got != fsm.Version {
+				return fmt.Errorf("LogVersion %d, want %d", got, fsm.Version)
+			}
+			return nil
+		})
+	}
+}

@@ -288,6 +288,23 @@ func (n *Node) votersVersion() int {
 	return n.seen.minVersion(raft.ServerID(n.cfg.NodeID), serverIDs(n.voterServers()))
 }
 
+// maybeFence writes the fence of this build's fsm.Version once every voter
+// runs it, so that the log may hold its fields from there on; a node of an
+// older version that still applies the log halts at the fence instead of
+// ignoring them.
+func (n *Node) maybeFence(ctx context.Context) {
+	if n.store.LogVersion() >= fsm.Version || n.votersVersion() < fsm.Version || !n.votersKnow(fsm.TypeFence) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, _, err := n.Apply(ctx, &fsm.Fence{Version: fsm.Version}); err != nil {
+		n.log.Warn("writing the log's version fence", "version", fsm.Version, "err", err)
+		return
+	}
+	n.log.Info("the log now needs state machine version", "version", fsm.Version)
+}
+
 // sampleVoters asks every other voter for its status in parallel, each
 // call bounded by statusTimeout, records what they report, and drops the
 // samples of servers that are no longer voters.
@@ -349,6 +366,7 @@ func (n *Node) refreshVoters(ctx context.Context, gen uint64) {
 		case <-t.C:
 		}
 		n.sampleVoters(ctx, gen)
+		n.maybeFence(ctx)
 	}
 }
 

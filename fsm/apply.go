@@ -93,6 +93,11 @@ func (tx *applyTx) byID(id string) *Record {
 
 func (tx *applyTx) put(old, r *Record) { tx.st.put(old, r) }
 
+func (c *Fence) apply(tx *applyTx) Result {
+	tx.st.logVersion = max(tx.st.logVersion, c.Version)
+	return Result{}
+}
+
 // apply is never reached: Store.Apply applies a batch itself, entry by
 // entry, and a batch inside a batch is refused as a bad entry.
 func (b *Batch) apply(*applyTx) Result { return Result{Err: ErrBadEntry} }
@@ -188,8 +193,12 @@ func (c *RevokeFamily) apply(tx *applyTx) Result {
 // so its tombstones held for reuse detection are released to their own
 // expiry.
 func revokeFamily(tx *applyTx, family, reason string, hold int64) Result {
-	tx.st.families.remember(family, tx.now, reason, hold)
 	rs := tx.st.ofFamily(family)
+	if len(rs) > 0 {
+		// A name nothing was issued into is not remembered: the memory of
+		// revoked families grows with grants, not with requests.
+		tx.st.families.remember(family, tx.now, reason, hold)
+	}
 	res := revokeAll(tx, rs, "", reason)
 	for _, r := range rs {
 		if r.HoldUntil != 0 {

@@ -29,6 +29,7 @@ const (
 	TypeExpire        Type = 7
 	TypeTouch         Type = 8
 	TypeRotate        Type = 9
+	TypeFence         Type = 10
 )
 
 // Command is anything that can be written to the log.
@@ -48,6 +49,7 @@ var registry = map[Type]func() applier{
 	TypeExpire:        func() applier { return new(Expire) },
 	TypeTouch:         func() applier { return new(Touch) },
 	TypeRotate:        func() applier { return new(Rotate) },
+	TypeFence:         func() applier { return new(Fence) },
 }
 
 // applier is a command that knows how to change the state.
@@ -159,6 +161,19 @@ type Rotate struct {
 	// FamilyHold is as Consume's, for a reuse this rotation detects.
 	FamilyHold int64 `codec:"fh,omitempty"`
 }
+
+// Fence marks the log: from this entry on, it holds commands that need
+// state machines of at least Version. The leader writes it once every
+// voter runs that version; a node of an older release meets a type it
+// does not know and halts there, and one that knows the type but not the
+// version halts too: never a replica that applies newer fields as if they
+// were not there.
+type Fence struct {
+	Version int `codec:"v"`
+}
+
+// Type implements Command.
+func (*Fence) Type() Type { return TypeFence }
 
 // Type implements Command.
 func (*Rotate) Type() Type { return TypeRotate }
@@ -275,13 +290,13 @@ func IsBaseType(t Type) bool { return baseTypes[t] }
 
 // Version numbers what this build's state machine does with the commands
 // it knows, for changes that add no command type but a field an older
-// replica would ignore, so that it would diverge:
+// replica would ignore, and so diverge:
 //
 //	1: the first release
 //	2: revoked families are remembered (FamilyHold)
 //
-// The leader writes a version's fields only once every voter runs it
-// (Downgrade).
+// The leader writes a version's fields only after a Fence of that version
+// (Downgrade until then).
 const Version = 2
 
 // Downgrade returns entry as replicas of version v apply it as this build

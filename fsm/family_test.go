@@ -87,6 +87,7 @@ func TestRevokeWithoutHoldRemembersNothing(t *testing.T) {
 
 func TestRevokedFamilyForgottenAfterHold(t *testing.T) {
 	h := newHarness(t)
+	h.ok(t0, inFamily("at0", "access", "f1"))
 	h.ok(t0, &fsm.RevokeFamily{Family: "f1", Reason: "first", FamilyHold: int64(time.Hour)})
 	// Revoked again with a longer hold: the first time and reason stay.
 	h.ok(t0.Add(time.Minute), &fsm.RevokeFamily{Family: "f1", Reason: "second", FamilyHold: int64(2 * time.Hour)})
@@ -103,6 +104,8 @@ func TestRevokedFamilyForgottenAfterHold(t *testing.T) {
 
 func TestSnapshotCarriesRevokedFamilies(t *testing.T) {
 	h := newHarness(t)
+	h.ok(t0, inFamily("at-f1", "access", "f1"))
+	h.ok(t0, inFamily("at-f2", "access", "f2"))
 	h.ok(t0, &fsm.RevokeFamily{Family: "f1", Reason: "logout", FamilyHold: hold})
 	h.ok(t0, &fsm.RevokeFamily{Family: "f2", Reason: "leak", FamilyHold: hold})
 	snap := h.snapshot()
@@ -180,15 +183,22 @@ func TestRevokedFamilyMemory(t *testing.T) {
 		names[i] = fmt.Sprintf("fam%019d", i)
 	}
 	reason := "reuse of consumed oauth2_code 0123456789abcdefghijkl detected"
+	// Only a family that has tokens is remembered: one each, issued before
+	// the count starts (revoking turns it into a tombstone of its size).
+	for i, name := range names {
+		is := newIssue(name, "access", time.Hour, 0)
+		is.Record.Family = name
+		s.Apply(uint64(i+1), encode(t, &fsm.Batch{Now: ns(t2031), Entries: [][]byte{encode(t, is)}}))
+	}
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	for i, name := range names {
-		b, err := fsm.Encode(&fsm.RevokeFamily{Family: name, Reason: reason, FamilyHold: hold})
+		b, err := fsm.Encode(&fsm.Batch{Now: ns(t2031), Entries: [][]byte{encode(t, &fsm.RevokeFamily{Family: name, Reason: reason, FamilyHold: hold})}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.Apply(uint64(i+1), b)
+		s.Apply(uint64(n+i+1), b)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
@@ -245,4 +255,43 @@ func TestDowngradeClearsNewerFields(t *testing.T) {
 	if same, _ := fsm.Downgrade(issue, 1); !bytes.Equal(same, issue) {
 		t.Fatal("Downgrade changed a command without newer fields")
 	}
+}
+
+// A Fence raises the version the log needs; a fence of a version this
+// build does not run halts it, as an unknown type would; snapshots carry
+// the version, and a state that needs a newer one is not restored.
+func TestFence(t *testing.T) {
+	h := newHarness(t)
+	if got := h.s.LogVersion(); got != 1 {
+		t.Fatalf("LogVersion of a new store = %d, want 1", got)
+	}
+	h.ok(t2031, &fsm.Fence{Version: fsm.Version})
+	if got := h.s.LogVersion(); got != fsm.Version {
+		t.Fatalf("LogVersion after the fence = %d, want %d", got, fsm.Version)
+	}
+	restored := fsm.New()
+	if err := restored.Restore(bytes.NewReader(snapshotBytes(t, h.s))); err != nil || restored.LogVersion() != fsm.Version {
+		t.Fatalf("restored LogVersion = %d (%v), want %d", restored.LogVersion(), err, fsm.Version)
+	}
+	h.index++
+	res := h.s.Apply(h.index, encode(t, &fsm.Batch{Now: ns(t2031), Entries: [][]byte{encode(t, &fsm.Fence{Version: fsm.Version + 1})}}))
+	if !errors.Is(res.Err, fsm.ErrHalted) {
+		t.Fatalf("a fence of a newer version: %+v, want ErrHalted", res)
+	}
+	if halt, ok := h.s.Halted(); !ok || halt.Type != fsm.TypeFence {
+		t.Fatalf("Halted() = %+v, %v; want halted at the fence", halt, ok)
+	}
+}
+
+// A family nothing was issued into is not remembered: the memory of
+// revoked families grows with grants, not with revocation requests.
+func TestRevokingAnUnknownFamilyRemembersNothing(t *testing.T) {
+	h := newHarness(t)
+	h.ok(t2031, &fsm.RevokeFamily{Family: "typo", Reason: "r", FamilyHold: hold})
+	if got := h.s.RevokedFamilies(); got != 0 {
+		t.Fatalf("%d revoked families after revoking one without tokens, want 0", got)
+	}
+	is := newIssue("x", "access", time.Hour, 0)
+	is.Record.Family = "typo"
+	h.issue(t2031, is)
 }

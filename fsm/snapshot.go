@@ -39,8 +39,9 @@ const (
 )
 
 type snapshotMeta struct {
-	LastNow int64  `codec:"n"`
-	Applied uint64 `codec:"a"`
+	LastNow    int64  `codec:"n"`
+	Applied    uint64 `codec:"a"`
+	LogVersion int    `codec:"lv,omitempty"` // the state's Fence
 }
 
 // Snapshot captures a point-in-time view: an O(1) copy-on-write clone of
@@ -55,7 +56,7 @@ func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return &snapshot{records: s.st.byID.Clone(), reqs: s.st.reqs.Clone(), families: s.st.families.byName.Clone(),
-		meta: snapshotMeta{LastNow: s.lastNow, Applied: s.applied.Load()}}, nil
+		meta: snapshotMeta{LastNow: s.lastNow, Applied: s.applied.Load(), LogVersion: s.st.logVersion}}, nil
 }
 
 type snapshot struct {
@@ -203,7 +204,7 @@ func (s *Store) Restore(r io.Reader) error {
 		case frameFamily:
 			f := new(RevokedFamily)
 			if err = dec.Decode(f); err == nil {
-				if f.Family == "" || st.families.revoked(f.Family, f.Until-1) != nil {
+				if f.Family == "" || st.families.byName.Has(f) {
 					err = fmt.Errorf("empty or duplicate revoked family %q", f.Family)
 				} else {
 					st.families.put(f)
@@ -219,7 +220,12 @@ func (s *Store) Restore(r io.Reader) error {
 	slices.SortFunc(reqs, func(a, b *request) int { return cmp.Or(cmp.Compare(a.At, b.At), strings.Compare(a.ID, b.ID)) })
 	st.reqQueue = reqs
 	s.mu.Lock()
+	if meta.LogVersion > Version {
+		return fmt.Errorf("restore: the state needs version %d of the state machine, this node runs %d", meta.LogVersion, Version)
+	}
+	st.logVersion = meta.LogVersion
 	s.st, s.lastNow = st, meta.LastNow
+	s.logVersion.Store(int32(meta.LogVersion))
 	s.lastIndex = 0 // Raft goes on after the snapshot's index, which it knows and the stream does not
 	s.mu.Unlock()
 	// The snapshot was taken by a node that applied what halted this one.

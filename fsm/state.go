@@ -25,6 +25,9 @@ type state struct {
 	sealed   *btree.BTreeG[*Record]
 	counts   map[CountKey]int64
 	families families // revoked families, remembered while they can be issued into
+	// logVersion is the highest Fence applied: the Version the log needs
+	// from there on. 0 for none (the first release's).
+	logVersion int
 
 	reqs     *btree.BTreeG[*request] // remembered request ids, by id
 	reqQueue []*request              // the same, oldest first

@@ -22,10 +22,12 @@ type Store struct {
 	// or was restored: Raft's own order, never a snapshot's claim.
 	lastIndex uint64
 	halt      atomic.Pointer[Halt] // set once the store stops applying
-	onHalt    func(Halt)
-	rejects   map[string]*atomic.Uint64 // by reason; fixed at New
-	notifyMu  sync.Mutex
-	notify    chan struct{} // closed and replaced on every applied entry
+	// logVersion mirrors state.logVersion, for the leader\'s write path.
+	logVersion atomic.Int32
+	onHalt     func(Halt)
+	rejects    map[string]*atomic.Uint64 // by reason; fixed at New
+	notifyMu   sync.Mutex
+	notify     chan struct{} // closed and replaced on every applied entry
 }
 
 // CountKey groups records for the per-kind gauges.
@@ -135,6 +137,9 @@ func (s *Store) applyBatch(index uint64, b *Batch) (Result, bool) {
 				s.rejected(RejectNestedBatch)
 				c = badEntry{}
 			}
+			if f, ok := c.(*Fence); ok && f.Version > Version {
+				return s.stop(Halt{Index: index, Type: TypeFence, Reason: fmt.Sprintf("batch entry %d: the log needs version %d of the state machine, this node runs %d", i, f.Version, Version)}), true
+			}
 		case errors.Is(err, errUnknownSkippable):
 			s.rejected(RejectSkipped)
 			c = nil
@@ -172,8 +177,13 @@ func (s *Store) applyBatch(index uint64, b *Batch) (Result, bool) {
 		}
 	}
 	s.lastNow = tx.now
+	s.logVersion.Store(int32(tx.st.logVersion))
 	return res, false
 }
+
+// LogVersion is the Version the log needs from the last applied Fence on:
+// at least 1.
+func (s *Store) LogVersion() int { return max(1, int(s.logVersion.Load())) }
 
 // badEntry stands for a batch entry that cannot be applied.
 type badEntry struct{}

@@ -146,7 +146,12 @@ func (m *Memcached) add(it *memcache.Item) error {
 func connError(err error) bool {
 	var ne net.Error
 	var cte *memcache.ConnectTimeoutError
-	return errors.As(err, &ne) || errors.As(err, &cte) ||
+	if errors.As(err, &cte) {
+		return true
+	}
+	// A read or write that timed out was on a live but slow server: its
+	// other connections are as good as they were.
+	return errors.As(err, &ne) && !ne.Timeout() ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -420,6 +421,7 @@ func TestConnError(t *testing.T) {
 		{"refused", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, true},
 		{"reset", &net.OpError{Op: "write", Net: "tcp", Err: syscall.ECONNRESET}, true},
 		{"connect timeout", &memcache.ConnectTimeoutError{Addr: &net.TCPAddr{}}, true},
+		{"read timed out on a slow server", &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, false},
 	} {
 		if got := connError(tc.err); got != tc.want {
 			t.Errorf("%s (%v): want connError %v, got %v", tc.name, tc.err, tc.want, got)

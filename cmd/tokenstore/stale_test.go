@@ -57,7 +57,8 @@ func (r localRead) String() string {
 }
 
 // readLocally makes the three local reads, lookup, introspection and
-// external authorization, of secret on the node.
+// external authorization, of secret on the node, and the listing of its
+// subject, user:1.
 func readLocally(d *daemon, secret string) ([]localRead, error) {
 	base := "http://" + d.apiAddr
 	reqs := []struct {
@@ -77,6 +78,9 @@ func readLocally(d *daemon, secret string) ([]localRead, error) {
 				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			}
 			return r, err
+		}},
+		{"list", func() (*http.Request, error) {
+			return http.NewRequest(http.MethodGet, base+"/v1/tokens?subject=user:1", nil)
 		}},
 		{"authz", func() (*http.Request, error) {
 			r, err := http.NewRequest(http.MethodGet, base+api.AuthzPrefix+"/account", nil)

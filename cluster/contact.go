@@ -16,12 +16,13 @@ import (
 // and leader reads answer ErrNoLeader at once instead of waiting out the
 // caller's deadline, and calls in flight to the old leader are given up.
 
-// noLeaderBound is a heartbeat timeout (the leader is noticed gone) and
-// two election timeouts (a node keeps refusing votes while it still knows
-// the old leader, and a split vote retries after another), plus a second:
-// long enough for an ordinary election to end, short enough that a
-// cut-off node's clients get an answer well within their own timeouts.
-var noLeaderBound = raft.DefaultConfig().HeartbeatTimeout + 2*raft.DefaultConfig().ElectionTimeout + time.Second
+// noLeaderBound counts from when the node stopped knowing a leader (a
+// heartbeat timeout after the leader went quiet): two election timeouts
+// (a node keeps refusing votes while it still knows the old leader, and a
+// split vote retries after another) and a second. Long enough for an
+// ordinary election to end, short enough that a cut-off node's clients get
+// an answer well within their own timeouts.
+var noLeaderBound = 2*raft.DefaultConfig().ElectionTimeout + time.Second
 
 // contactTick is how often the node samples whether it leads or knows a
 // leader.

@@ -278,7 +278,7 @@ func TestBenchChaos(t *testing.T) {
 	dir, out := t.TempDir(), t.TempDir()
 	faults := []string{bench.FaultKillLeader, bench.FaultPartitionPrimary}
 	args := []string{"bench", "chaos", "--dcs", "a:3,b:2", "--duration", "30s", "--seed", "7",
-		"--fault-every", "4s", "--downtime", "3s", "--partition-time", "5s", "--clients-per-dc", "2",
+		"--fault-every", "4s", "--downtime", "3s", "--partition-time", "8s", "--clients-per-dc", "2",
 		"--dir", dir, "--out", out}
 	if err := bench.NetAvailable(); err != nil {
 		if os.Getenv(bench.RequireNetEnv) != "" {

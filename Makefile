@@ -9,8 +9,10 @@ NETNS    := $(if $(filter 0,$(shell id -u)),1,)
 
 all: build
 
+# The daemon, and the benchmarks beside it (they find the daemon there).
 build:
 	$(GO) build -o bin/tokenstore ./cmd/tokenstore
+	$(GO) build -o bin/tokenstore-bench ./cmd/tokenstore-bench
 
 # The embedded default: one node, data in ./data, API on 127.0.0.1:7400.
 run:
@@ -81,7 +83,7 @@ SCALE    ?= 10000
 OUT      ?= bench-out
 bench-peers: bench-deps build
 	mkdir -p $(OUT)
-	bin/tokenstore bench peers --clients $(CLIENTS) --duration $(DURATION) --scale $(SCALE) \
+	bin/tokenstore-bench peers --clients $(CLIENTS) --duration $(DURATION) --scale $(SCALE) \
 		--node-flags "--snapshot-interval 5s" \
 		--json $(OUT)/peers.json --report $(OUT)/peers.md --plots $(OUT)/plots
 
@@ -93,7 +95,7 @@ bench-peers: bench-deps build
 CHAOS_DURATION ?= 10m
 SEED           ?= 42
 bench-chaos: build
-	bin/tokenstore bench chaos --dcs a:3,b:2 --duration $(CHAOS_DURATION) --seed $(SEED) \
+	bin/tokenstore-bench chaos --dcs a:3,b:2 --duration $(CHAOS_DURATION) --seed $(SEED) \
 		--faults kill-leader,partition-primary,kill-node,pause,partition-follower \
 		--fault-every 10s --downtime 3s --partition-time 8s --clients-per-dc 4 \
 		--out $(OUT)/chaos

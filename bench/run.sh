@@ -30,7 +30,9 @@ cleanup() {
 trap cleanup EXIT
 
 go build -o "$work/tokenstore" ./cmd/tokenstore
+go build -o "$work/tokenstore-bench" ./cmd/tokenstore-bench
 ts="$work/tokenstore"
+tb="$work/tokenstore-bench"
 
 # port: a free loopback port below the ephemeral range.
 port() {
@@ -65,7 +67,7 @@ ready() {
 	exit 1
 }
 
-bench() { "$ts" bench run --clients "$clients" --duration "$duration" "$@"; }
+bench() { "$tb" run --clients "$clients" --duration "$duration" "$@"; }
 
 case "$mode" in
 node)
@@ -109,7 +111,7 @@ cluster)
 	;;
 route)
 	up=127.0.0.1:$(port)
-	"$ts" route echo --listen "$up" --dc a >"$work/echo.log" 2>&1 &
+	"$tb" echo --listen "$up" --dc a >"$work/echo.log" 2>&1 &
 	pids+=($!)
 	rt=127.0.0.1:$(port)
 	"$ts" route --listen "$rt" --local-dc a --upstream "a=http://$up" --primary-dc a --log-level warn >"$work/route.log" 2>&1 &
@@ -120,7 +122,7 @@ route)
 			sleep 0.1
 		done
 	done
-	"$ts" route bench --direct "http://$up" --via "http://$rt" --path /wiki/Main_Page --clients "$clients" --duration "$duration"
+	"$tb" route --direct "http://$up" --via "http://$rt" --path /wiki/Main_Page --clients "$clients" --duration "$duration"
 	;;
 *)
 	echo "usage: bench/run.sh node|nonce|cluster|route" >&2

@@ -26,7 +26,7 @@ import (
 // process it started must be gone.
 func TestBenchCluster(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command(binary, "bench", "cluster", "--nodes", "3", "--secure", "--dir", dir)
+	cmd := exec.Command(benchBinary, "cluster", "--nodes", "3", "--secure", "--dir", dir)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +88,7 @@ func TestBenchCluster(t *testing.T) {
 			t.Errorf("--secure: want node n%d started with node_tls=true, got %v:\n%s", i+1, err, tail(string(b), 20))
 		}
 	}
-	out, err := exec.Command(binary, "bench", "run", "--addr", addr, "--workload", "issue,lookup_leader",
+	out, err := exec.Command(benchBinary, "run", "--addr", addr, "--workload", "issue,lookup_leader",
 		"--clients", "4", "--duration", "300ms", "--tokens", "20").Output()
 	if err != nil || !strings.HasPrefix(string(out), "issue ") || strings.Contains(string(out), " ops=0 ") {
 		t.Fatalf("bench run over the cluster: %v\n%s", err, out)
@@ -121,9 +121,9 @@ func TestBenchRunOutputs(t *testing.T) {
 	run := func(name string, args ...string) bench.Report {
 		t.Helper()
 		js, md, plots := filepath.Join(dir, name+".json"), filepath.Join(dir, name+".md"), filepath.Join(dir, name+"-plots")
-		args = append([]string{"bench", "run", "--addr", "http://" + d.apiAddr, "--memcached", mc.Addr, "--clients", "4",
+		args = append([]string{"run", "--addr", "http://" + d.apiAddr, "--memcached", mc.Addr, "--clients", "4",
 			"--duration", "500ms", "--tokens", "40", "--json", js, "--report", md, "--plots", plots}, args...)
-		if out, err := exec.Command(binary, args...).CombinedOutput(); err != nil {
+		if out, err := exec.Command(benchBinary, args...).CombinedOutput(); err != nil {
 			t.Fatalf("bench %v: %v\n%s", args, err, out)
 		}
 		var rep bench.Report
@@ -208,7 +208,7 @@ func TestBenchPeers(t *testing.T) {
 	}
 	dir := t.TempDir()
 	js, plots := filepath.Join(dir, "peers.json"), filepath.Join(dir, "plots")
-	out, err := exec.Command(binary, "bench", "peers", "--systems", strings.Join(systems, ","), "--clients", "4",
+	out, err := exec.Command(benchBinary, "peers", "--systems", strings.Join(systems, ","), "--clients", "4",
 		"--duration", "300ms", "--tokens", "30", "--scale", "20", "--dir", filepath.Join(dir, "data"),
 		"--json", js, "--report", filepath.Join(dir, "peers.md"), "--plots", plots).CombinedOutput()
 	if err != nil {
@@ -277,7 +277,7 @@ func peerBinary(system string) string {
 func TestBenchChaos(t *testing.T) {
 	dir, out := t.TempDir(), t.TempDir()
 	faults := []string{bench.FaultKillLeader, bench.FaultPartitionPrimary}
-	args := []string{"bench", "chaos", "--dcs", "a:3,b:2", "--duration", "30s", "--seed", "7",
+	args := []string{"chaos", "--dcs", "a:3,b:2", "--duration", "30s", "--seed", "7",
 		"--fault-every", "4s", "--downtime", "3s", "--partition-time", "8s", "--clients-per-dc", "2",
 		"--dir", dir, "--out", out}
 	if err := bench.NetAvailable(); err != nil {
@@ -288,7 +288,7 @@ func TestBenchChaos(t *testing.T) {
 		faults[1] = bench.FaultPause
 		args = append(args, "--netns=false")
 	}
-	cmd := exec.Command(binary, append(args, "--faults", strings.Join(faults, ","))...)
+	cmd := exec.Command(benchBinary, append(args, "--faults", strings.Join(faults, ","))...)
 	stdout, err := cmd.Output()
 	if err != nil {
 		var stderr []byte

@@ -4,7 +4,9 @@
 //	tokenstore token   issue, look up, consume, revoke and list tokens
 //	tokenstore nonce   record an OAuth 1.0 replay nonce
 //	tokenstore route   the primary-DC router, and its ATS and Envoy exports
-//	tokenstore bench   measure a running node
+//
+// The benchmarks are a command of their own, tokenstore-bench: the daemon
+// links none of their tooling.
 package main
 
 import (
@@ -20,7 +22,6 @@ commands:
   nonce    record an OAuth 1.0 nonce (fresh, or an error for a replay)
   route    primary-DC router: proxy in front of the application servers;
            export its rules for Apache Traffic Server (tslua) or Envoy
-  bench    run a workload against a node and report latency
   version  print the version
 
 Run "tokenstore <command> -h" for the flags of a command.
@@ -43,8 +44,6 @@ func main() {
 		err = nonceCmd(args)
 	case "route":
 		err = routeCmd(args)
-	case "bench":
-		err = benchCmd(args)
 	case "version":
 		fmt.Println("tokenstore", version)
 	case "-h", "--help", "help":
@@ -57,4 +56,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "tokenstore:", err)
 		os.Exit(1)
 	}
+}
+
+// envOr is the environment variable name, or def when it is unset.
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }

@@ -24,8 +24,9 @@ import (
 	"github.com/tokenstore/tokenstore/internal/testnet"
 )
 
-// binary is the tokenstore command built once for these tests.
-var binary string
+// binary is the tokenstore command built once for these tests, and
+// benchBinary tokenstore-bench beside it (where it finds the daemon).
+var binary, benchBinary string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "tokenstore-bin-")
@@ -33,12 +34,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "tokenstore")
-	build := exec.Command("go", "build", "-o", binary, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build tokenstore:", err)
-		os.Exit(1)
+	binary, benchBinary = filepath.Join(dir, "tokenstore"), filepath.Join(dir, "tokenstore-bench")
+	for out, pkg := range map[string]string{binary: ".", benchBinary: "../tokenstore-bench"} {
+		build := exec.Command("go", "build", "-o", out, pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build", out, err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -482,7 +485,7 @@ func TestBenchSmoke(t *testing.T) {
 	// A generous timeout: the smoke run checks the wiring, and the machine
 	// may be busy.
 	d := startDaemon(t, t.TempDir(), "--memcached", mc.Addr, "--memcached-timeout", "2s")
-	out, err := exec.Command(binary, "bench", "run", "--addr", "http://"+d.apiAddr, "--workload", "issue,consume,rotate,lookup,introspect,nonce,memcached",
+	out, err := exec.Command(benchBinary, "run", "--addr", "http://"+d.apiAddr, "--workload", "issue,consume,rotate,lookup,introspect,nonce,memcached",
 		"--memcached", mc.Addr, "--clients", "4", "--duration", "500ms", "--tokens", "40").Output()
 	if err != nil {
 		t.Fatalf("bench run: %v\n%s", err, out)

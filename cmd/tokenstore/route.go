@@ -21,15 +21,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/tokenstore/tokenstore/bench"
 	"github.com/tokenstore/tokenstore/routing"
 )
 
 const routeUsage = `usage: tokenstore route [flags]             run the primary-DC router
        tokenstore route export --format F   write the rules for another proxy
        tokenstore route rules               print the built-in rules (YAML)
-       tokenstore route echo                a small upstream for trials and benchmarks
-       tokenstore route bench               router overhead: direct vs through the router
+
+(tokenstore-bench echo is a small upstream for trials; tokenstore-bench
+route measures the router's overhead.)
 
 The router is an HTTP reverse proxy run in each datacenter in front of the
 application servers. Requests that write (POST unless it carries
@@ -60,10 +60,6 @@ func routeCmd(args []string) error {
 			}
 			_, err := os.Stdout.Write(routing.DefaultRulesYAML())
 			return err
-		case "echo":
-			return routeEcho(args[1:])
-		case "bench":
-			return routeBench(args[1:])
 		}
 	}
 	return routeServe(args)
@@ -366,73 +362,4 @@ func routeExport(args []string, stdout io.Writer) error {
 		}
 		return write(b)
 	}
-}
-
-func routeEcho(args []string) error {
-	fs := flag.NewFlagSet("route echo", flag.ContinueOnError)
-	listen := fs.String("listen", "127.0.0.1:7481", "address to serve on")
-	dc := fs.String("dc", "dc1", "DC name it answers with (X-Upstream-DC)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return err
-	}
-	body := []byte("served by " + *dc + "\n")
-	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Header().Set("X-Upstream-DC", *dc)
-		w.Header().Set("Content-Type", "text/plain")
-		w.Write(body)
-	})}
-	fmt.Fprintf(os.Stderr, "tokenstore route echo: DC %s on %s\n", *dc, ln.Addr())
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	go func() { <-ctx.Done(); srv.Close() }()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
-}
-
-func routeBench(args []string) error {
-	fs := flag.NewFlagSet("route bench", flag.ContinueOnError)
-	direct := fs.String("direct", "", "base URL of the upstream itself")
-	via := fs.String("via", "", "base URL of the router in front of it")
-	path := fs.String("path", "/wiki/Main_Page", "request path (and query) of each request")
-	clients := fs.Int("clients", 64, "concurrent clients (closed loop)")
-	duration := fs.Duration("duration", 10*time.Second, "measuring time of each half")
-	rounds := fs.Int("rounds", 2, "alternations of direct and router runs (each runs duration/rounds)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *direct == "" || *via == "" || *rounds < 1 {
-		return errors.New("usage: tokenstore route bench --direct URL --via URL [--path P] [--clients N] [--duration D] [--rounds R]")
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	// Alternate short runs so that drift of the machine hits both sides.
-	var results [2][]*bench.Result
-	for range *rounds {
-		for i, base := range []string{*direct, *via} {
-			name := [2]string{"direct", "router"}[i]
-			r, err := bench.RunHTTP(ctx, bench.HTTPConfig{Name: name, URL: strings.TrimRight(base, "/") + *path,
-				Clients: *clients, Duration: *duration / time.Duration(*rounds)}, io.Discard)
-			if err != nil {
-				return err
-			}
-			results[i] = append(results[i], r)
-		}
-	}
-	var sum [2]*bench.Result
-	for i := range 2 {
-		sum[i] = bench.Merge(results[i])
-		fmt.Println(sum[i])
-	}
-	if sum[0].OpsPerS > 0 && sum[1].OpsPerS > 0 {
-		fmt.Printf("ratio    router/direct: throughput %.2f, p50 %+.0fµs, p99 %+.0fµs\n", sum[1].OpsPerS/sum[0].OpsPerS,
-			float64(sum[1].P50-sum[0].P50)/1e3, float64(sum[1].P99-sum[0].P99)/1e3)
-	}
-	return nil
 }

@@ -354,7 +354,7 @@ func TestRouteExportCLI(t *testing.T) {
 // as bench/run.sh route runs them.
 func TestRouteBenchSmoke(t *testing.T) {
 	addr := testnet.Addr(t)
-	echo := exec.Command(binary, "route", "echo", "--listen", addr, "--dc", "a")
+	echo := exec.Command(benchBinary, "echo", "--listen", addr, "--dc", "a")
 	if err := echo.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +373,7 @@ func TestRouteBenchSmoke(t *testing.T) {
 		return nil
 	})
 	rp := startRoute(t, "--local-dc", "a", "--upstream", "a=http://"+addr, "--primary-dc", "a")
-	out, err := exec.Command(binary, "route", "bench", "--direct", "http://"+addr, "--via", "http://"+rp.addr,
+	out, err := exec.Command(benchBinary, "route", "--direct", "http://"+addr, "--via", "http://"+rp.addr,
 		"--clients", "4", "--duration", "600ms", "--rounds", "2").Output()
 	if err != nil {
 		t.Fatalf("route bench: %v\n%s", err, out)

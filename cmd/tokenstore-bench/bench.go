@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -14,28 +16,50 @@ import (
 	"github.com/tokenstore/tokenstore/bench"
 )
 
-const benchUsage = `usage: tokenstore bench run|cluster|peers|chaos [flags]
+const usage = `usage: tokenstore-bench <command> [flags]
 
+commands:
   run      drive workloads against a running tokenstore
-  cluster  start a local cluster of this binary until SIGINT/SIGTERM
+  cluster  start a local cluster of tokenstore until SIGINT/SIGTERM
   peers    tokenstore side by side with etcd, Redis and memcached
-  chaos    a local multi-DC cluster under faults, its history checked`
+  chaos    a local multi-DC cluster under faults, its history checked
+  route    the router's overhead: the same request direct and through it
+  echo     a small upstream for trials and benchmarks of the router
 
-func benchCmd(args []string) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%s", benchUsage)
+The commands that start nodes run the tokenstore binary named by
+$TOKENSTORE_BIN, else the one next to this binary, else tokenstore on $PATH.
+Run "tokenstore-bench <command> -h" for the flags of a command.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
 	}
-	switch args[0] {
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "run":
-		return benchRun(args[1:])
+		err = benchRun(args)
 	case "cluster":
-		return benchCluster(args[1:])
+		err = benchCluster(args)
 	case "peers":
-		return benchPeers(args[1:])
+		err = benchPeers(args)
 	case "chaos":
-		return benchChaos(args[1:])
+		err = benchChaos(args)
+	case "route":
+		err = routeBench(args)
+	case "echo":
+		err = echo(args)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "tokenstore-bench: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
 	}
-	return fmt.Errorf("%s", benchUsage)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tokenstore-bench:", err)
+		os.Exit(1)
+	}
 }
 
 // outputs are the files a bench command writes besides the terminal.
@@ -159,11 +183,11 @@ func (f *serverFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.nodeFlags, "node-flags", "", "extra serve flags for every tokenstore node, space-separated")
 }
 
-// env is what a bench that starts servers needs: this binary, to run
-// them, a directory for their data and logs (--dir, created, or a new
-// temporary one that cleanup removes), and the extra serve flags.
+// env is what a bench that starts servers needs: the tokenstore binary,
+// to run them, a directory for their data and logs (--dir, created, or a
+// new temporary one that cleanup removes), and the extra serve flags.
 func (f *serverFlags) env() (binary, workDir string, nodeArgs []string, cleanup func(), err error) {
-	if binary, err = os.Executable(); err != nil {
+	if binary, err = daemonBinary(); err != nil {
 		return "", "", nil, nil, err
 	}
 	nodeArgs = strings.Fields(f.nodeFlags)
@@ -174,6 +198,25 @@ func (f *serverFlags) env() (binary, workDir string, nodeArgs []string, cleanup 
 		return "", "", nil, nil, err
 	}
 	return binary, workDir, nodeArgs, func() { os.RemoveAll(workDir) }, nil
+}
+
+// daemonBinary finds the tokenstore binary: $TOKENSTORE_BIN, the one next
+// to this binary (as make build puts them), or tokenstore on $PATH.
+func daemonBinary() (string, error) {
+	if b := os.Getenv("TOKENSTORE_BIN"); b != "" {
+		return b, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		next := filepath.Join(filepath.Dir(self), "tokenstore")
+		if _, err := os.Stat(next); err == nil {
+			return next, nil
+		}
+	}
+	b, err := exec.LookPath("tokenstore")
+	if err != nil {
+		return "", fmt.Errorf("no tokenstore binary: set $TOKENSTORE_BIN, or put it next to tokenstore-bench or on $PATH: %w", err)
+	}
+	return b, nil
 }
 
 // dcsFlag is --dcs of the subcommands that start a local cluster.

@@ -40,9 +40,19 @@ deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends iproute2; }
 
+# The daemon builds where its users run it, and links no benchmark tooling.
+DAEMON_PLATFORMS := darwin/arm64 darwin/amd64 linux/arm64
+TOOLING_DEPS     := go.etcd.io/etcd/client|github.com/redis/go-redis|gonum.org|porcupine|go.uber.org/zap
+
 check:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	@for p in $(DAEMON_PLATFORMS); do \
+		echo "build ./cmd/tokenstore for $$p"; \
+		GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -o /dev/null ./cmd/tokenstore || exit 1; \
+	done
+	@linked=$$($(GO) list -deps ./cmd/tokenstore | grep -E '$(TOOLING_DEPS)'); \
+	if [ -n "$$linked" ]; then echo "the daemon links benchmark tooling:"; echo "$$linked"; exit 1; fi
 
 # Each fuzz target runs briefly; longer runs: make fuzz FUZZTIME=10m.
 fuzz:

@@ -116,6 +116,7 @@ type Config struct {
 	Logger    *slog.Logger
 	LogOutput io.Writer // for Raft's own logger; default stderr
 	LogLevel  string    // Raft log level; default "info"
+	LogJSON   bool      // Raft's lines as JSON, as the node's own with --log-format json
 	Registry  prometheus.Registerer
 }
 
@@ -266,9 +267,10 @@ func Open(cfg Config) (*Node, error) {
 func (n *Node) openRaft() error {
 	cfg := n.cfg
 	hlog := hclog.New(&hclog.LoggerOptions{
-		Name:   "raft",
-		Level:  hclog.LevelFromString(cfg.LogLevel),
-		Output: cfg.LogOutput,
+		Name:       "raft",
+		Level:      hclog.LevelFromString(cfg.LogLevel),
+		Output:     cfg.LogOutput,
+		JSONFormat: cfg.LogJSON,
 	})
 	var err error
 	n.bolt, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})

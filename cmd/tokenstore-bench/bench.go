@@ -56,6 +56,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "tokenstore-bench: unknown command %q\n\n%s", cmd, usage)
 		os.Exit(2)
 	}
+	if errors.Is(err, flag.ErrHelp) {
+		return // -h: the flag set printed the usage
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tokenstore-bench:", err)
 		os.Exit(1)

@@ -10,6 +10,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 )
@@ -51,6 +53,9 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "tokenstore: unknown command %q\n\n%s", cmd, usage)
 		os.Exit(2)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return // -h: the flag set printed the usage
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tokenstore:", err)

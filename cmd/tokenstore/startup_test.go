@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -208,5 +209,46 @@ func TestRefusesOpenProfiles(t *testing.T) {
 		if out := refusal(t, tc.args...); !strings.Contains(out, tc.want) {
 			t.Errorf("%s: want %q, got: %s", tc.name, tc.want, out)
 		}
+	}
+}
+
+// -h on every command prints its usage and exits 0.
+func TestHelpExitsZero(t *testing.T) {
+	for _, c := range []struct {
+		bin  string
+		args []string
+	}{
+		{binary, []string{"-h"}}, {binary, []string{"serve", "-h"}}, {binary, []string{"token", "-h"}},
+		{binary, []string{"token", "issue", "-h"}}, {binary, []string{"nonce", "-h"}}, {binary, []string{"route", "-h"}},
+		{binary, []string{"route", "export", "-h"}},
+		{benchBinary, []string{"-h"}}, {benchBinary, []string{"run", "-h"}}, {benchBinary, []string{"cluster", "-h"}},
+		{benchBinary, []string{"peers", "-h"}}, {benchBinary, []string{"chaos", "-h"}}, {benchBinary, []string{"route", "-h"}},
+		{benchBinary, []string{"echo", "-h"}},
+	} {
+		out, err := exec.Command(c.bin, c.args...).CombinedOutput()
+		if err != nil || !strings.Contains(strings.ToLower(string(out)), "usage") {
+			t.Errorf("%s %s: %v, output %q; want exit 0 and the usage", filepath.Base(c.bin), strings.Join(c.args, " "), err, out)
+		}
+	}
+}
+
+// With --log-format json every line a node writes is JSON, Raft's own too.
+func TestJSONLogsAreOneStream(t *testing.T) {
+	d := startDaemon(t, t.TempDir(), "--log-format", "json")
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(d.logs()), "\n")
+	raft := 0
+	for _, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Fatalf("a log line that is not JSON: %q", l)
+		}
+		if strings.Contains(l, `"@module":"raft"`) {
+			raft++
+		}
+	}
+	if raft == 0 {
+		t.Fatalf("no line of Raft's among %d lines", len(lines))
 	}
 }

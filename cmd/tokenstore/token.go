@@ -24,6 +24,10 @@ func tokenCmd(args []string) error {
 		return fmt.Errorf("%s", tokenUsage)
 	}
 	sub := args[0]
+	if sub == "-h" || sub == "--help" || sub == "help" {
+		fmt.Println(tokenUsage)
+		return nil
+	}
 	fs := flag.NewFlagSet("token "+sub, flag.ContinueOnError)
 	addr := fs.String("addr", envOr("TOKENSTORE_ADDR", "http://127.0.0.1:7400"), "node API address")
 	key := fs.String("api-key", os.Getenv("TOKENSTORE_API_KEY"), "API key (or $TOKENSTORE_API_KEY)")

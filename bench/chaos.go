@@ -372,35 +372,15 @@ func (r *chaosRun) partition(kind string, side []*Node) FaultEvent {
 
 // majorityDCs are the DCs whose nodes are all on the side of a partition
 // that holds a majority of the voters: the nodes in side, or the others.
-func (r *chaosRun) majorityDCs(side []string) []string {
-	voters, inside := 0, 0
-	for _, n := range r.cluster.Nodes {
-		if n.Voter {
-			voters++
-			if slices.Contains(side, n.ID) {
-				inside++
-			}
-		}
-	}
-	var out []string
-	for _, d := range r.cfg.DCs {
-		in := 0
-		nodes := r.nodesIn(d.Name)
-		for _, n := range nodes {
-			if slices.Contains(side, n.ID) {
-				in++
-			}
-		}
-		if (in == len(nodes) && 2*inside > voters) || (in == 0 && 2*(voters-inside) > voters) {
-			out = append(out, d.Name)
-		}
-	}
-	return out
-}
+func (r *chaosRun) majorityDCs(side []string) []string { return r.dcsOnSide(side, true) }
 
 // cutDCs are the DCs whose nodes are all on a side of a partition that
 // holds no majority of the voters: the nodes in side, or the others.
-func (r *chaosRun) cutDCs(side []string) []string {
+func (r *chaosRun) cutDCs(side []string) []string { return r.dcsOnSide(side, false) }
+
+// dcsOnSide lists the DCs wholly on one side of a partition (the nodes in
+// side, or the others) whose holding a majority of the voters is majority.
+func (r *chaosRun) dcsOnSide(side []string, majority bool) []string {
 	voters, inside := 0, 0
 	for _, n := range r.cluster.Nodes {
 		if n.Voter {
@@ -419,7 +399,7 @@ func (r *chaosRun) cutDCs(side []string) []string {
 				in++
 			}
 		}
-		if (in == len(nodes) && 2*inside <= voters) || (in == 0 && 2*(voters-inside) <= voters) {
+		if (in == len(nodes) && (2*inside > voters) == majority) || (in == 0 && (2*(voters-inside) > voters) == majority) {
 			out = append(out, d.Name)
 		}
 	}

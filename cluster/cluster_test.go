@@ -12,7 +12,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
-	"github.com/tokenstore/tokenstore/cluster"
+	"github.com/tokenstore/tokenstore/cluster/transport"
 	"github.com/tokenstore/tokenstore/internal/testcluster"
 	"github.com/tokenstore/tokenstore/internal/testpki"
 )
@@ -382,7 +382,7 @@ func TestTLSRejectsAStrangerAndWrongGossipKey(t *testing.T) {
 	ca := testpki.New(t)
 	tlsFor := func(name string, ca *testpki.CA) testcluster.Options {
 		f := ca.Issue(t, name)
-		conf, err := cluster.LoadTLS(cluster.TLSFiles{Cert: f.Cert, Key: f.Key, CA: f.CA})
+		conf, err := transport.LoadTLS(transport.TLSFiles{Cert: f.Cert, Key: f.Key, CA: f.CA})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -155,7 +155,7 @@ func (n *Node) rpcServer() *http.Server {
 	mux.HandleFunc("GET "+rpcStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeRPC(w, n.localStatus())
 	})
-	return &http.Server{Handler: n.peersOnly(mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	return &http.Server{Handler: n.mux.PeersOnly(mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 }
 
 func resultReply(res fsm.Result, index uint64, err error) *rpcReply {

@@ -28,6 +28,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokenstore/tokenstore/cluster/transport"
 	"github.com/tokenstore/tokenstore/fsm"
 )
 
@@ -68,7 +69,7 @@ type Config struct {
 	RaftAdvertise string // default: the address RaftAddr bound (port 0 allowed)
 	DC            string
 	APIAddr       string      // the client API address others are told
-	TLS           *tls.Config // node-to-node mutual TLS (LoadTLS); nil: plain TCP
+	TLS           *tls.Config // node-to-node mutual TLS (transport.LoadTLS); nil: plain TCP
 
 	// Bootstrap makes a node with no Raft state a one-voter cluster.
 	Bootstrap bool
@@ -169,7 +170,7 @@ type Node struct {
 	raft      *raft.Raft
 	store     *fsm.Store
 	bolt      *raftboltdb.BoltStore
-	mux       *Mux
+	mux       *transport.Mux
 	transport *raft.NetworkTransport
 	rpc       *http.Client
 	rpcSrv    *http.Server
@@ -296,7 +297,7 @@ func (n *Node) openRaft() error {
 		}
 		adv = a
 	}
-	if n.mux, err = ListenMux(cfg.RaftAddr, adv, cfg.TLS, n.log); err != nil {
+	if n.mux, err = transport.Listen(cfg.RaftAddr, adv, cfg.TLS, n.log); err != nil {
 		return err
 	}
 	n.transport = n.mux.RaftTransport(hlog)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/cluster"
+	"github.com/tokenstore/tokenstore/cluster/transport"
 	"github.com/tokenstore/tokenstore/fsm"
 	"github.com/tokenstore/tokenstore/internal/testcluster"
 	"github.com/tokenstore/tokenstore/internal/testpki"
@@ -33,7 +34,7 @@ var (
 func tlsNode(t *testing.T, ca *testpki.CA, name string, keys ...[]byte) testcluster.Options {
 	t.Helper()
 	f := ca.Issue(t, name)
-	conf, err := cluster.LoadTLS(cluster.TLSFiles(f))
+	conf, err := transport.LoadTLS(transport.TLSFiles(f))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +207,7 @@ type rpcCaller struct{ http *http.Client }
 
 func newRPCCaller(t *testing.T, conf *tls.Config) *rpcCaller {
 	t.Helper()
-	m, err := cluster.ListenMux("127.0.0.1:0", nil, conf, slog.New(slog.DiscardHandler))
+	m, err := transport.Listen("127.0.0.1:0", nil, conf, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

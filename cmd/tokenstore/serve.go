@@ -23,6 +23,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api"
 	"github.com/tokenstore/tokenstore/cluster"
+	"github.com/tokenstore/tokenstore/cluster/transport"
 	"github.com/tokenstore/tokenstore/nonce"
 	"github.com/tokenstore/tokenstore/token"
 )
@@ -328,7 +329,7 @@ func clusterConfig(f serveFlags) (cluster.Config, error) {
 		if f.tlsCert == "" || f.tlsKey == "" || f.tlsCA == "" {
 			return c, fmt.Errorf("--tls-cert, --tls-key and --tls-ca: give all three for node-to-node mutual TLS")
 		}
-		tlsConf, err := cluster.LoadTLS(cluster.TLSFiles{Cert: f.tlsCert, Key: f.tlsKey, CA: f.tlsCA})
+		tlsConf, err := transport.LoadTLS(transport.TLSFiles{Cert: f.tlsCert, Key: f.tlsKey, CA: f.tlsCA})
 		if err != nil {
 			return c, err
 		}

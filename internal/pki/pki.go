@@ -30,7 +30,7 @@ type CA struct {
 
 // Files names the PEM files of one identity: its certificate, its private
 // key and the certificate of the CA that signed it. The fields match
-// cluster.TLSFiles, so a conversion is enough.
+// transport.TLSFiles (cluster/transport), so a conversion is enough.
 type Files struct{ Cert, Key, CA string }
 
 // Identity describes a node certificate.

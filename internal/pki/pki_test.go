@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenstore/tokenstore/cluster"
+	"github.com/tokenstore/tokenstore/cluster/transport"
 	"github.com/tokenstore/tokenstore/internal/pki"
 )
 
@@ -24,7 +24,7 @@ func TestIssueWritesANodeIdentityTheClusterLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cluster.LoadTLS(cluster.TLSFiles(f)); err != nil {
+	if _, err := transport.LoadTLS(transport.TLSFiles(f)); err != nil {
 		t.Fatalf("LoadTLS of an issued identity: want it accepted, got %v", err)
 	}
 	if st, err := os.Stat(f.Key); err != nil || st.Mode().Perm() != 0o600 {

@@ -1,21 +1,12 @@
-package cluster
+package transport
 
 import (
 	"crypto/tls"
-	"log/slog"
 	"net/http"
 	"testing"
 
 	"github.com/tokenstore/tokenstore/internal/testpki"
 )
-
-// servePeersOnly serves, on m's RPC protocol, a handler behind the
-// peersOnly of a node configured with nodeTLS.
-func servePeersOnly(t *testing.T, m *Mux, nodeTLS *tls.Config) {
-	t.Helper()
-	n := &Node{cfg: Config{TLS: nodeTLS}, log: slog.New(slog.DiscardHandler)}
-	serveRPC(t, m, n.peersOnly(okHandler))
-}
 
 func TestPeersOnly(t *testing.T) {
 	ca := testpki.New(t)
@@ -41,7 +32,7 @@ func TestPeersOnly(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, _ := newMux(t, tc.server)
-			servePeersOnly(t, srv, tc.server)
+			serveRPC(t, srv, srv.PeersOnly(okHandler))
 			cli, _ := newMux(t, tc.client)
 			code, _, err := rpcFetch(cli, srv.Addr())
 			switch {

@@ -1,4 +1,4 @@
-package cluster
+package transport
 
 import (
 	"bytes"
@@ -108,7 +108,7 @@ func (countSnapshot) Release() {}
 func newMux(t *testing.T, conf *tls.Config) (*Mux, *testLogs) {
 	t.Helper()
 	logs := newTestLogs(t)
-	m, err := ListenMux("127.0.0.1:0", nil, conf, logs.slog())
+	m, err := Listen("127.0.0.1:0", nil, conf, logs.slog())
 	if err != nil {
 		t.Fatalf("listen mux: %v", err)
 	}
@@ -259,7 +259,7 @@ func muxGoroutines() int {
 	}
 	count := 0
 	for _, g := range bytes.Split(buf, []byte("\n\n")) {
-		if bytes.Contains(g, []byte("tokenstore/cluster.(*Mux)")) {
+		if bytes.Contains(g, []byte("tokenstore/cluster/transport.(*Mux)")) {
 			count++
 		}
 	}

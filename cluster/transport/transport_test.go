@@ -1,4 +1,4 @@
-package cluster
+package transport
 
 import (
 	"context"
@@ -233,7 +233,7 @@ func TestMuxSilentConnectionDoesNotBlock(t *testing.T) {
 }
 
 func TestMuxCloseUnblocksAccept(t *testing.T) {
-	m, err := ListenMux("127.0.0.1:0", nil, nil, newTestLogs(t).slog())
+	m, err := Listen("127.0.0.1:0", nil, nil, newTestLogs(t).slog())
 	if err != nil {
 		t.Fatalf("listen mux: %v", err)
 	}
@@ -275,7 +275,7 @@ func TestMuxCloseLeavesNoGoroutines(t *testing.T) {
 	if n := muxGoroutines(); n != 0 {
 		t.Fatalf("%d mux goroutines before the test; want 0", n)
 	}
-	m, err := ListenMux("127.0.0.1:0", nil, nil, newTestLogs(t).slog())
+	m, err := Listen("127.0.0.1:0", nil, nil, newTestLogs(t).slog())
 	if err != nil {
 		t.Fatalf("listen mux: %v", err)
 	}
@@ -395,9 +395,9 @@ func TestLoadTLSHandshake(t *testing.T) {
 	}
 }
 
-func TestListenMuxAdvertise(t *testing.T) {
+func TestListenAdvertise(t *testing.T) {
 	adv := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 7000}
-	m, err := ListenMux("127.0.0.1:0", adv, nil, nil)
+	m, err := Listen("127.0.0.1:0", adv, nil, nil)
 	if err != nil {
 		t.Fatalf("listen with advertise %s: %v", adv, err)
 	}
@@ -421,9 +421,9 @@ func TestListenMuxAdvertise(t *testing.T) {
 		{"unspecified advertise", "127.0.0.1:0", &net.TCPAddr{IP: net.IPv4zero, Port: 7000}},
 		{"unspecified bind without advertise", "0.0.0.0:0", nil},
 	} {
-		if m, err := ListenMux(tc.bind, tc.adv, nil, nil); err == nil {
+		if m, err := Listen(tc.bind, tc.adv, nil, nil); err == nil {
 			m.Close()
-			t.Errorf("%s: ListenMux succeeded; want an error", tc.name)
+			t.Errorf("%s: Listen succeeded; want an error", tc.name)
 		}
 	}
 }

@@ -8,13 +8,15 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/tokenstore/tokenstore/cluster/membership"
 )
 
 // startMembership joins the gossip pools and starts what follows from
 // them: the first bootstrap of a new cluster (BootstrapExpect) and
 // rejoining the others after a restart.
 func (n *Node) startMembership() error {
-	m, err := StartMembership(MembershipConfig{
+	m, err := membership.Start(membership.Config{
 		Meta:         n.meta(),
 		WANBind:      n.cfg.GossipAddr,
 		WANAdvertise: n.cfg.GossipAdvertise,
@@ -34,8 +36,8 @@ func (n *Node) startMembership() error {
 	return nil
 }
 
-func (n *Node) meta() MemberMeta {
-	return MemberMeta{
+func (n *Node) meta() membership.Meta {
+	return membership.Meta{
 		ID: n.cfg.NodeID, DC: n.cfg.DC, RaftAddr: n.RaftAddr(), APIAddr: n.cfg.APIAddr,
 		Voter: !n.cfg.NonVoter, Expect: n.cfg.BootstrapExpect, HasState: n.hadState,
 	}
@@ -108,7 +110,7 @@ func (n *Node) maybeBootstrap(ctx context.Context) {
 	if n.cfg.BootstrapExpect == 0 || n.cfg.NonVoter {
 		return
 	}
-	var candidates []MemberStatus
+	var candidates []membership.Status
 	for _, m := range n.members.Members() {
 		if m.Alive && m.HasState {
 			return // a cluster exists: wait to be added
@@ -214,17 +216,17 @@ func (n *Node) reconcile(ctx context.Context) {
 }
 
 func (n *Node) addMembers(ctx context.Context, servers []raft.Server) {
-	members := slices.DeleteFunc(n.members.Members(), func(m MemberStatus) bool {
+	members := slices.DeleteFunc(n.members.Members(), func(m membership.Status) bool {
 		return !m.Alive || m.ID == n.cfg.NodeID || m.RaftAddr == ""
 	})
-	index := func(m MemberStatus) int {
+	index := func(m membership.Status) int {
 		return slices.IndexFunc(servers, func(s raft.Server) bool { return s.ID == raft.ServerID(m.ID) })
 	}
 	// Gossip only says who a node claims to be: a new or moved node must
 	// answer as itself over the node-to-node transport (mutual TLS when
 	// on) before it gets a vote, or it would only add to quorum. The
 	// checks run at once, so strangers do not hold up the round.
-	var unchecked []MemberStatus
+	var unchecked []membership.Status
 	for _, m := range members {
 		if i := index(m); i < 0 || servers[i].Address != raft.ServerAddress(m.RaftAddr) {
 			unchecked = append(unchecked, m)
@@ -322,7 +324,7 @@ func (n *Node) moveToPrimary(ctx context.Context, servers []raft.Server) bool {
 // node-to-node transport: with mutual TLS, only a node holding a
 // certificate from the cluster CA can answer at all. Ours is taken as it
 // is.
-func (n *Node) checkPeer(ctx context.Context, m MemberStatus) error {
+func (n *Node) checkPeer(ctx context.Context, m membership.Status) error {
 	if m.ID == n.cfg.NodeID && m.RaftAddr == n.RaftAddr() {
 		return nil
 	}
@@ -342,7 +344,7 @@ func (n *Node) checkPeer(ctx context.Context, m MemberStatus) error {
 
 // checkPeers runs checkPeer on every member at once (each bounded by the
 // status call's timeout) and returns each one's result, in order.
-func (n *Node) checkPeers(ctx context.Context, ms []MemberStatus) []error {
+func (n *Node) checkPeers(ctx context.Context, ms []membership.Status) []error {
 	errs := make([]error, len(ms))
 	var wg sync.WaitGroup
 	for i, m := range ms {

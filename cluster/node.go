@@ -28,6 +28,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokenstore/tokenstore/cluster/membership"
 	"github.com/tokenstore/tokenstore/cluster/transport"
 	"github.com/tokenstore/tokenstore/fsm"
 )
@@ -174,7 +175,7 @@ type Node struct {
 	transport *raft.NetworkTransport
 	rpc       *http.Client
 	rpcSrv    *http.Server
-	members   *Membership // nil without gossip
+	members   *membership.Membership // nil without gossip
 	metrics   *metrics
 
 	// changed wakes the leader's reconcile loop, joinWake the join loop,

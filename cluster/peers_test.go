@@ -18,7 +18,7 @@ import (
 	"github.com/hashicorp/go-msgpack/v2/codec"
 
 	"github.com/tokenstore/tokenstore/api/wire"
-	"github.com/tokenstore/tokenstore/cluster"
+	"github.com/tokenstore/tokenstore/cluster/membership"
 	"github.com/tokenstore/tokenstore/cluster/transport"
 	"github.com/tokenstore/tokenstore/fsm"
 	"github.com/tokenstore/tokenstore/internal/testcluster"
@@ -46,8 +46,8 @@ func tlsNode(t *testing.T, ca *testpki.CA, name string, keys ...[]byte) testclus
 // given. It reports whether its join was answered.
 func announce(t *testing.T, id, raftAddr, seed string, keys ...[]byte) bool {
 	t.Helper()
-	m, err := cluster.StartMembership(cluster.MembershipConfig{
-		Meta:    cluster.MemberMeta{ID: id, DC: "dc1", RaftAddr: raftAddr, APIAddr: "127.0.0.1:1", Voter: true, Expect: 3},
+	m, err := membership.Start(membership.Config{
+		Meta:    membership.Meta{ID: id, DC: "dc1", RaftAddr: raftAddr, APIAddr: "127.0.0.1:1", Voter: true, Expect: 3},
 		WANBind: "127.0.0.1:0", LANBind: "127.0.0.1:0",
 		Keyring: keys,
 		Logger:  slog.New(slog.DiscardHandler),

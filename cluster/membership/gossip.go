@@ -1,4 +1,4 @@
-package cluster
+package membership
 
 // The memberlist plumbing of Membership: sockets, keyring, pool settings,
 // the delegates that carry and vet metadata, and log routing.
@@ -131,7 +131,7 @@ func (m *Membership) poolConfig(p pool, t *memberlist.NetTransport, adv *net.TCP
 	return c
 }
 
-func encodeMeta(meta MemberMeta) ([]byte, error) {
+func encodeMeta(meta Meta) ([]byte, error) {
 	b, err := json.Marshal(meta)
 	if err != nil {
 		return nil, fmt.Errorf("encode member meta: %w", err)
@@ -142,8 +142,8 @@ func encodeMeta(meta MemberMeta) ([]byte, error) {
 	return b, nil
 }
 
-func decodeMeta(b []byte) (MemberMeta, error) {
-	var meta MemberMeta
+func decodeMeta(b []byte) (Meta, error) {
+	var meta Meta
 	if err := json.Unmarshal(b, &meta); err != nil {
 		return meta, fmt.Errorf("decode member meta: %w", err)
 	}

@@ -1,4 +1,4 @@
-package cluster
+package membership
 
 import (
 	"bytes"
@@ -39,8 +39,8 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-func testMeta(id, dc string) MemberMeta {
-	return MemberMeta{
+func testMeta(id, dc string) Meta {
+	return Meta{
 		ID:       id,
 		DC:       dc,
 		RaftAddr: id + ".raft:8300",
@@ -57,7 +57,7 @@ type nodeOpts struct {
 
 func startMember(t *testing.T, id, dc string, o nodeOpts) *Membership {
 	t.Helper()
-	m, err := StartMembership(MembershipConfig{
+	m, err := Start(Config{
 		Meta:         testMeta(id, dc),
 		WANBind:      "127.0.0.1:0",
 		LANBind:      "127.0.0.1:0",
@@ -118,15 +118,15 @@ func seesAlive(obs *Membership, want ...*Membership) error {
 		if !ok || !s.Alive {
 			return fmt.Errorf("%s sees %s: known %v, alive %v", obs.cfg.Meta.ID, w.cfg.Meta.ID, ok, s.Alive)
 		}
-		if wm := w.currentMeta(); s.MemberMeta != wm {
-			return fmt.Errorf("%s sees %s with meta %+v, want %+v", obs.cfg.Meta.ID, w.cfg.Meta.ID, s.MemberMeta, wm)
+		if wm := w.currentMeta(); s.Meta != wm {
+			return fmt.Errorf("%s sees %s with meta %+v, want %+v", obs.cfg.Meta.ID, w.cfg.Meta.ID, s.Meta, wm)
 		}
 	}
 	return nil
 }
 
 // currentMeta decodes what m announces, for comparison with others' views.
-func (m *Membership) currentMeta() MemberMeta {
+func (m *Membership) currentMeta() Meta {
 	m.metaMu.Lock()
 	defer m.metaMu.Unlock()
 	meta, err := decodeMeta(m.metaBuf)
@@ -200,7 +200,7 @@ func TestMembershipTwoDCs(t *testing.T) {
 			for _, id := range []string{"a1", "b2"} {
 				s, _ := m.Member(id)
 				if !s.HasState || s.APIAddr != id+".api:9090" {
-					return fmt.Errorf("%s sees %s as %+v, want HasState and api %s.api:9090", m.cfg.Meta.ID, id, s.MemberMeta, id)
+					return fmt.Errorf("%s sees %s as %+v, want HasState and api %s.api:9090", m.cfg.Meta.ID, id, s.Meta, id)
 				}
 			}
 		}
@@ -378,7 +378,7 @@ func TestMembershipEncryption(t *testing.T) {
 
 	t.Run("bad keys refused", func(t *testing.T) {
 		for _, keys := range [][][]byte{{key(1, 15)}, {k1, key(1, 33)}} {
-			_, err := StartMembership(MembershipConfig{
+			_, err := Start(Config{
 				Meta:    testMeta("x", "a"),
 				WANBind: "127.0.0.1:0", LANBind: "127.0.0.1:0",
 				Keyring: keys, Logger: testLogger(t),

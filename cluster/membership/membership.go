@@ -1,4 +1,4 @@
-package cluster
+package membership
 
 import (
 	"errors"
@@ -13,6 +13,9 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
+// ErrShutdown is returned by a call on a membership after its Shutdown.
+var ErrShutdown = errors.New("membership is shut down")
+
 // Membership runs the two gossip pools of a node, as Consul does: a WAN pool
 // holding every node of every DC, with WAN timings, and a LAN pool holding
 // only the nodes of this node's DC, with LAN timings, so failures inside a
@@ -20,7 +23,7 @@ import (
 // through the WAN pool; it finds the LAN addresses of its own DC's nodes in
 // their WAN metadata and joins them in the LAN pool itself.
 type Membership struct {
-	cfg      MembershipConfig
+	cfg      Config
 	log      *slog.Logger
 	wan, lan *memberlist.Memberlist
 	wanAddr  string
@@ -43,8 +46,8 @@ type Membership struct {
 	wg      sync.WaitGroup
 }
 
-// MemberMeta is what a node tells the others about itself.
-type MemberMeta struct {
+// Meta is what a node tells the others about itself.
+type Meta struct {
 	ID       string `json:"id"`               // Raft server id
 	DC       string `json:"dc"`               // datacenter
 	RaftAddr string `json:"raft"`             // where peers reach its Raft/RPC port
@@ -55,9 +58,9 @@ type MemberMeta struct {
 	HasState bool   `json:"state,omitempty"`  // it has Raft state already (never bootstrap with it)
 }
 
-// MemberStatus is one known node.
-type MemberStatus struct {
-	MemberMeta
+// Status is one known node.
+type Status struct {
+	Meta
 	// Alive: alive in the pool that knows it best (the LAN pool for own-DC
 	// nodes once it knows them, else the WAN pool).
 	Alive bool
@@ -65,11 +68,11 @@ type MemberStatus struct {
 	Since time.Time
 }
 
-// MembershipConfig configures StartMembership.
-type MembershipConfig struct {
+// Config configures Start.
+type Config struct {
 	// Meta describes this node; ID and DC are required. LANAddr is filled in
 	// with the LAN pool's advertised address.
-	Meta MemberMeta
+	Meta Meta
 	// WANBind is host:port of the WAN pool (the --gossip-addr); the host must
 	// be an IP (empty: all interfaces); port 0 picks a free port.
 	WANBind string
@@ -129,14 +132,14 @@ func (p pool) String() string {
 // memberEntry is what each pool last said about a node.
 type memberEntry struct {
 	wan, lan poolView
-	alive    bool // as reported in MemberStatus
+	alive    bool // as reported in Status
 	since    time.Time
 }
 
 type poolView struct {
 	known bool
 	alive bool
-	meta  MemberMeta
+	meta  Meta
 }
 
 // view prefers the LAN pool: it knows own-DC nodes sooner and better.
@@ -147,14 +150,14 @@ func (e *memberEntry) view() poolView {
 	return e.wan
 }
 
-func (e *memberEntry) status() MemberStatus {
+func (e *memberEntry) status() Status {
 	v := e.view()
-	return MemberStatus{MemberMeta: v.meta, Alive: v.alive, Since: e.since}
+	return Status{Meta: v.meta, Alive: v.alive, Since: e.since}
 }
 
-// StartMembership binds both pools and starts gossiping. The node is alone
+// Start binds both pools and starts gossiping. The node is alone
 // until Join.
-func StartMembership(cfg MembershipConfig) (*Membership, error) {
+func Start(cfg Config) (*Membership, error) {
 	if cfg.Meta.ID == "" || cfg.Meta.DC == "" {
 		return nil, errors.New("start membership: node id and dc are required")
 	}
@@ -249,9 +252,9 @@ func (m *Membership) Join(addrs []string) (int, error) {
 // Members returns every node known in either pool, this node included,
 // sorted by ID. Failed and departed nodes stay, with Alive false, until
 // forgotten.
-func (m *Membership) Members() []MemberStatus {
+func (m *Membership) Members() []Status {
 	m.mu.Lock()
-	out := make([]MemberStatus, 0, len(m.members))
+	out := make([]Status, 0, len(m.members))
 	for _, e := range m.members {
 		out = append(out, e.status())
 	}
@@ -261,12 +264,12 @@ func (m *Membership) Members() []MemberStatus {
 }
 
 // Member returns the node with the given ID, if known.
-func (m *Membership) Member(id string) (MemberStatus, bool) {
+func (m *Membership) Member(id string) (Status, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e, ok := m.members[id]
 	if !ok {
-		return MemberStatus{}, false
+		return Status{}, false
 	}
 	return e.status(), true
 }
@@ -292,7 +295,7 @@ func (m *Membership) Forget(id string) bool {
 // hands it to both pools, which gossip it; it does not wait for the gossip
 // to reach anyone. ID and DC cannot change; LANAddr is always this node's
 // own.
-func (m *Membership) UpdateMeta(meta MemberMeta) error {
+func (m *Membership) UpdateMeta(meta Meta) error {
 	if meta.ID != m.cfg.Meta.ID || meta.DC != m.cfg.Meta.DC {
 		return fmt.Errorf("update meta: id and dc cannot change (have %s/%s, got %s/%s)",
 			m.cfg.Meta.ID, m.cfg.Meta.DC, meta.ID, meta.DC)
@@ -323,7 +326,7 @@ func (m *Membership) UpdateMeta(meta MemberMeta) error {
 // wait for the broadcast, which can miss the end of a fast broadcast and
 // then stalls for its whole timeout; gossip and state syncs deliver the
 // update anyway.
-func (m *Membership) pushMeta(p pool, l *memberlist.Memberlist, want MemberMeta) error {
+func (m *Membership) pushMeta(p pool, l *memberlist.Memberlist, want Meta) error {
 	const attempts = 3
 	for range attempts {
 		_ = l.UpdateNode(time.Millisecond) // its only error is that timeout
@@ -339,12 +342,12 @@ func (m *Membership) pushMeta(p pool, l *memberlist.Memberlist, want MemberMeta)
 }
 
 // ownMeta is this node's metadata as pool p last reported it.
-func (m *Membership) ownMeta(p pool) MemberMeta {
+func (m *Membership) ownMeta(p pool) Meta {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e := m.members[m.cfg.Meta.ID]
 	if e == nil {
-		return MemberMeta{}
+		return Meta{}
 	}
 	if p == poolLAN {
 		return e.lan.meta

@@ -1,17 +1,11 @@
-// Package cluster runs the Raft node that replicates the token store: the
-// log and stable store in bolt, snapshots on disk, the network transport,
-// write coalescing, consistent reads and the leader's garbage collection.
 package cluster
 
 import (
-	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -26,143 +20,11 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenstore/tokenstore/cluster/membership"
 	"github.com/tokenstore/tokenstore/cluster/transport"
 	"github.com/tokenstore/tokenstore/fsm"
 )
-
-// Sentinel errors of the cluster layer.
-var (
-	// ErrNotLeader: this node cannot accept the write or leader read.
-	ErrNotLeader = errors.New("not the leader")
-	// ErrNoLeader: the cluster has no leader right now.
-	ErrNoLeader = errors.New("no leader")
-	// ErrOutcomeUnknown: leadership was lost while the write was in flight;
-	// it may or may not have been applied.
-	ErrOutcomeUnknown = errors.New("write outcome unknown")
-	// ErrShutdown: the node is shutting down.
-	ErrShutdown = errors.New("node is shutting down")
-	// ErrBusy: Raft did not take the write in time; it was not applied.
-	ErrBusy = errors.New("raft queue full")
-	// ErrBehind: the local replica did not reach the requested index in time.
-	ErrBehind = errors.New("replica has not reached the requested index")
-	// ErrRefused: the command failed the checks before it could be
-	// proposed (a forwarded write the leader refused); nothing was written.
-	ErrRefused = errors.New("write refused")
-	// ErrUnsupported: the write needs a command type that not every voter
-	// knows yet (a rolling upgrade in progress); it was not proposed.
-	ErrUnsupported = errors.New("not every voter supports this write yet")
-	// ErrStale: this replica has not heard from a leader for longer than
-	// Config.MaxStaleness; it does not answer local reads.
-	ErrStale = errors.New("replica has not heard from a leader recently")
-	// ErrHalted: the local state machine stopped at an entry it cannot
-	// apply (fsm.Store.Halted); it serves nothing until a newer version runs.
-	ErrHalted = fsm.ErrHalted
-)
-
-// Config configures a node. Zero values take the defaults noted.
-type Config struct {
-	NodeID        string // default: kept in DataDir/node-id, generated once
-	DataDir       string
-	RaftAddr      string // bind address, host:port
-	RaftAdvertise string // default: the address RaftAddr bound (port 0 allowed)
-	DC            string
-	APIAddr       string      // the client API address others are told
-	TLS           *tls.Config // node-to-node mutual TLS (transport.LoadTLS); nil: plain TCP
-
-	// Bootstrap makes a node with no Raft state a one-voter cluster.
-	Bootstrap bool
-	// BootstrapExpect: a node with no Raft state waits until this many
-	// voters (counting itself) see each other through gossip, then they
-	// form the cluster together. 0 with Join set: wait to be added.
-	BootstrapExpect int
-	NonVoter        bool   // join as a non-voter (a read replica)
-	PrimaryDC       string // leadership moves to a healthy voter here
-	// Gossip: empty GossipAddr means no membership (a single node).
-	GossipAddr, GossipAdvertise       string // WAN pool, every node
-	GossipLANAddr, GossipLANAdvertise string // LAN pool, this DC
-	GossipKeys                        [][]byte
-	Join                              []string // WAN gossip addresses
-	// DeadNodeTimeout: a server gone this long is removed from the Raft
-	// configuration by the leader. Default 72h.
-	DeadNodeTimeout time.Duration
-	// ReconcileInterval: how often the leader compares membership with
-	// the Raft configuration. Default 1s.
-	ReconcileInterval time.Duration
-	// LastUsedGranularity: a token's last use is written at most this
-	// often. Default 1m.
-	LastUsedGranularity time.Duration
-	// MaxStaleness: a replica that has not heard from a leader for this
-	// long answers local reads ErrStale. 0: no bound.
-	MaxStaleness time.Duration
-	// Check validates a command a peer forwards before the leader proposes
-	// it: the API's field checks (api.CommandChecker, which the API runs on
-	// its own writes), and the policy's decisions (single use, max uses,
-	// reuse detection, TTL bounds) recomputed, in place. A refusal answers
-	// the peer ErrRefused. nil checks command types only.
-	Check func(fsm.Command) error
-
-	SnapshotThreshold uint64        // default 8192 entries
-	SnapshotInterval  time.Duration // default 2m
-	GCInterval        time.Duration // default 1s
-	GCGrace           time.Duration // expired tokens stay readable (as expired) this long
-	GCBatch           int           // ids per expiry command, default 500
-	GCMaxPerTick      int           // expiry commands per tick, default 4
-
-	// Now is the node's wall clock; default time.Now. Log time follows
-	// what the voters' clocks say (voters.go).
-	Now func() time.Time
-
-	Logger    *slog.Logger
-	LogOutput io.Writer // for Raft's own logger; default stderr
-	LogLevel  string    // Raft log level; default "info"
-	LogJSON   bool      // Raft's lines as JSON, as the node's own with --log-format json
-	Registry  prometheus.Registerer
-}
-
-func (c *Config) setDefaults() {
-	if c.SnapshotThreshold == 0 {
-		c.SnapshotThreshold = 8192
-	}
-	if c.SnapshotInterval == 0 {
-		c.SnapshotInterval = 2 * time.Minute
-	}
-	if c.GCInterval == 0 {
-		c.GCInterval = time.Second
-	}
-	if c.GCBatch == 0 {
-		c.GCBatch = 500
-	}
-	if c.GCMaxPerTick == 0 {
-		c.GCMaxPerTick = 4
-	}
-	if c.DeadNodeTimeout == 0 {
-		c.DeadNodeTimeout = 72 * time.Hour
-	}
-	if c.ReconcileInterval == 0 {
-		c.ReconcileInterval = time.Second
-	}
-	if c.LastUsedGranularity == 0 {
-		c.LastUsedGranularity = time.Minute
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	if c.LogOutput == nil {
-		c.LogOutput = os.Stderr
-	}
-	if c.LogLevel == "" {
-		c.LogLevel = "info"
-	}
-	if c.Registry == nil {
-		c.Registry = prometheus.NewRegistry()
-	}
-}
 
 // Node is one member of the token store's Raft group.
 type Node struct {
@@ -389,81 +251,6 @@ func (n *Node) DC() string { return n.cfg.DC }
 
 // Store returns the local replica of the state, for reads.
 func (n *Node) Store() *fsm.Store { return n.store }
-
-// watchLeadership runs on every change of leadership: on gaining it, it
-// commits an empty batch so that everything from earlier terms is applied
-// before leader reads are served, then runs GC until leadership is lost.
-func (n *Node) watchLeadership() {
-	defer n.wg.Done()
-	stop := func() {}
-	defer func() { stop() }()
-	for {
-		select {
-		case <-n.closing:
-			return
-		case leader := <-n.leaderCh:
-			stop()
-			n.leaderReady.Store(false)
-			if !leader {
-				n.log.Info("lost leadership")
-				continue
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			stop = cancel
-			// Not in wg: its Raft calls end when Close shuts Raft down.
-			go n.lead(ctx)
-		}
-	}
-}
-
-func (n *Node) lead(ctx context.Context) {
-	gen := n.seen.reset()
-	for {
-		err := n.commitEmpty()
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		n.log.Warn("establishing leadership", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	// A halted state machine cannot answer what it commits.
-	if n.halted() != nil {
-		n.handOverHalted()
-		return
-	}
-	// No batch gets a time before a majority of the voters has said what
-	// their clocks read.
-	if !n.waitForVoters(ctx, gen) {
-		return
-	}
-	n.maybeFence(ctx)
-	n.leaderReady.Store(true)
-	n.log.Info("leading", "applied_index", n.store.AppliedIndex())
-	go n.reconcile(ctx)
-	go n.refreshVoters(ctx, gen)
-	n.collectGarbage(ctx)
-}
-
-// handOverHalted gives leadership away from a node whose state machine
-// halted, if it leads and another voter can take it: a leader must answer
-// the writes it commits.
-func (n *Node) handOverHalted() {
-	if n.raft.State() != raft.Leader || n.voters() < 2 {
-		return
-	}
-	if err := n.raft.LeadershipTransfer().Error(); err != nil {
-		n.log.Warn("handing leadership over from a halted state machine", "err", err)
-		return
-	}
-	n.log.Info("handed leadership over: this node's state machine halted")
-}
 
 func (n *Node) notLeader() error {
 	if addr, _ := n.raft.LeaderWithID(); addr == "" {

@@ -1,0 +1,115 @@
+package cluster
+
+import (
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenstore/tokenstore/fsm"
+)
+
+// Config configures a node. Zero values take the defaults noted.
+type Config struct {
+	NodeID        string // default: kept in DataDir/node-id, generated once
+	DataDir       string
+	RaftAddr      string // bind address, host:port
+	RaftAdvertise string // default: the address RaftAddr bound (port 0 allowed)
+	DC            string
+	APIAddr       string      // the client API address others are told
+	TLS           *tls.Config // node-to-node mutual TLS (transport.LoadTLS); nil: plain TCP
+
+	// Bootstrap makes a node with no Raft state a one-voter cluster.
+	Bootstrap bool
+	// BootstrapExpect: a node with no Raft state waits until this many
+	// voters (counting itself) see each other through gossip, then they
+	// form the cluster together. 0 with Join set: wait to be added.
+	BootstrapExpect int
+	NonVoter        bool   // join as a non-voter (a read replica)
+	PrimaryDC       string // leadership moves to a healthy voter here
+	// Gossip: empty GossipAddr means no membership (a single node).
+	GossipAddr, GossipAdvertise       string // WAN pool, every node
+	GossipLANAddr, GossipLANAdvertise string // LAN pool, this DC
+	GossipKeys                        [][]byte
+	Join                              []string // WAN gossip addresses
+	// DeadNodeTimeout: a server gone this long is removed from the Raft
+	// configuration by the leader. Default 72h.
+	DeadNodeTimeout time.Duration
+	// ReconcileInterval: how often the leader compares membership with
+	// the Raft configuration. Default 1s.
+	ReconcileInterval time.Duration
+	// LastUsedGranularity: a token's last use is written at most this
+	// often. Default 1m.
+	LastUsedGranularity time.Duration
+	// MaxStaleness: a replica that has not heard from a leader for this
+	// long answers local reads ErrStale. 0: no bound.
+	MaxStaleness time.Duration
+	// Check validates a command a peer forwards before the leader proposes
+	// it: the API's field checks (api.CommandChecker, which the API runs on
+	// its own writes), and the policy's decisions (single use, max uses,
+	// reuse detection, TTL bounds) recomputed, in place. A refusal answers
+	// the peer ErrRefused. nil checks command types only.
+	Check func(fsm.Command) error
+
+	SnapshotThreshold uint64        // default 8192 entries
+	SnapshotInterval  time.Duration // default 2m
+	GCInterval        time.Duration // default 1s
+	GCGrace           time.Duration // expired tokens stay readable (as expired) this long
+	GCBatch           int           // ids per expiry command, default 500
+	GCMaxPerTick      int           // expiry commands per tick, default 4
+
+	// Now is the node's wall clock; default time.Now. Log time follows
+	// what the voters' clocks say (voters.go).
+	Now func() time.Time
+
+	Logger    *slog.Logger
+	LogOutput io.Writer // for Raft's own logger; default stderr
+	LogLevel  string    // Raft log level; default "info"
+	LogJSON   bool      // Raft's lines as JSON, as the node's own with --log-format json
+	Registry  prometheus.Registerer
+}
+
+func (c *Config) setDefaults() {
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = 2 * time.Minute
+	}
+	if c.GCInterval == 0 {
+		c.GCInterval = time.Second
+	}
+	if c.GCBatch == 0 {
+		c.GCBatch = 500
+	}
+	if c.GCMaxPerTick == 0 {
+		c.GCMaxPerTick = 4
+	}
+	if c.DeadNodeTimeout == 0 {
+		c.DeadNodeTimeout = 72 * time.Hour
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = time.Second
+	}
+	if c.LastUsedGranularity == 0 {
+		c.LastUsedGranularity = time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.LogOutput == nil {
+		c.LogOutput = os.Stderr
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+}

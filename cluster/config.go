@@ -2,9 +2,7 @@ package cluster
 
 import (
 	"crypto/tls"
-	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,11 +63,11 @@ type Config struct {
 	// what the voters' clocks say (voters.go).
 	Now func() time.Time
 
-	Logger    *slog.Logger
-	LogOutput io.Writer // for Raft's own logger; default stderr
-	LogLevel  string    // Raft log level; default "info"
-	LogJSON   bool      // Raft's lines as JSON, as the node's own with --log-format json
-	Registry  prometheus.Registerer
+	// Logger receives the node's lines, Raft's and memberlist's included;
+	// its handler decides their format and level. Default slog.Default().
+	Logger *slog.Logger
+	// Registry takes the node's metrics; default a registry of its own.
+	Registry prometheus.Registerer
 }
 
 func (c *Config) setDefaults() {
@@ -102,12 +100,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
-	}
-	if c.LogOutput == nil {
-		c.LogOutput = os.Stderr
-	}
-	if c.LogLevel == "" {
-		c.LogLevel = "info"
 	}
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()

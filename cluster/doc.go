@@ -12,7 +12,8 @@
 //   - cluster/membership: gossip membership, a WAN pool of every node and
 //     a LAN pool per DC, carrying each node's DC, addresses and role.
 //   - The Raft node, in this package: Open and the node's life (node.go),
-//     Config (config.go), the sentinel errors (errors.go), writes and
+//     Config (config.go), the sentinel errors (errors.go), Raft's lines
+//     written into the node's slog logger (raftlog.go), writes and
 //     their coalescing into batches (apply.go), what may be proposed
 //     (admit.go), the node-to-node calls that forward writes and reads to
 //     the leader and answer status (rpc.go), read consistency (read.go),

@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
@@ -130,12 +129,9 @@ func Open(cfg Config) (*Node, error) {
 
 func (n *Node) openRaft() error {
 	cfg := n.cfg
-	hlog := hclog.New(&hclog.LoggerOptions{
-		Name:       "raft",
-		Level:      hclog.LevelFromString(cfg.LogLevel),
-		Output:     cfg.LogOutput,
-		JSONFormat: cfg.LogJSON,
-	})
+	// From the node's logger as given, without n.log's "node": Raft's
+	// own pairs use that key for its state ("Node at addr [Follower]").
+	hlog := newRaftLogger(cfg.Logger, "raft")
 	var err error
 	n.bolt, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
 	if err != nil {

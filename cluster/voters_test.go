@@ -209,7 +209,7 @@ func TestClampLogIsRateLimited(t *testing.T) {
 func TestOneVoterKnowsItsOwnClockAndTypes(t *testing.T) {
 	clock := func() time.Time { return base }
 	n, err := Open(Config{DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0", Bootstrap: true, Now: clock,
-		LogOutput: io.Discard, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

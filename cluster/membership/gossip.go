@@ -207,9 +207,10 @@ func (d *poolDelegate) admit(n *memberlist.Node) error {
 }
 
 // gossipLogger routes memberlist's log lines, which carry their level as a
-// "[WARN]"-style prefix, into slog at the matching level.
+// "[WARN]"-style prefix, into slog at the matching level, with the module
+// attribute that names the library, as on Raft's lines.
 func gossipLogger(l *slog.Logger) *log.Logger {
-	return log.New(gossipLogWriter{l}, "", 0)
+	return log.New(gossipLogWriter{l.With("module", "memberlist")}, "", 0)
 }
 
 type gossipLogWriter struct{ log *slog.Logger }
@@ -223,8 +224,11 @@ var gossipLevels = []struct {
 	{"[WARN]", slog.LevelWarn},
 	{"[INFO]", slog.LevelInfo},
 	{"[DEBUG]", slog.LevelDebug},
-	{"[TRACE]", slog.LevelDebug},
+	{"[TRACE]", levelTrace},
 }
+
+// levelTrace is below Debug, where the node puts Raft's trace lines too.
+const levelTrace = slog.LevelDebug - 4
 
 func (w gossipLogWriter) Write(p []byte) (int, error) {
 	msg := strings.TrimSpace(string(p))

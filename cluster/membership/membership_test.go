@@ -418,11 +418,12 @@ func TestMembershipGossipLogLevels(t *testing.T) {
 	h := slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})
 	lg := gossipLogger(slog.New(h))
 	cases := []struct{ line, want string }{
-		{"[ERR] memberlist: boom", `level=ERROR msg=boom`},
-		{"[WARN] memberlist: careful", `level=WARN msg=careful`},
-		{"[INFO] memberlist: fyi", `level=INFO msg=fyi`},
-		{"[DEBUG] memberlist: noise", `level=DEBUG msg=noise`},
-		{"no prefix", `level=INFO msg="no prefix"`},
+		{"[ERR] memberlist: boom", `level=ERROR msg=boom module=memberlist`},
+		{"[ERROR] memberlist: bust", `level=ERROR msg=bust module=memberlist`},
+		{"[WARN] memberlist: careful", `level=WARN msg=careful module=memberlist`},
+		{"[INFO] memberlist: fyi", `level=INFO msg=fyi module=memberlist`},
+		{"[DEBUG] memberlist: noise", `level=DEBUG msg=noise module=memberlist`},
+		{"no prefix", `level=INFO msg="no prefix" module=memberlist`},
 	}
 	for _, c := range cases {
 		buf.Reset()
@@ -430,5 +431,11 @@ func TestMembershipGossipLogLevels(t *testing.T) {
 		if !strings.Contains(buf.String(), c.want) {
 			t.Errorf("%q logged as %q, want it to contain %q", c.line, buf.String(), c.want)
 		}
+	}
+	// Trace is below Debug, as for Raft's lines.
+	buf.Reset()
+	lg.Print("[TRACE] memberlist: finer")
+	if buf.Len() != 0 {
+		t.Errorf("a trace line reached a handler at DEBUG: %q", buf.String())
 	}
 }

@@ -197,8 +197,7 @@ func run(f serveFlags, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ccfg.Logger, ccfg.LogOutput, ccfg.LogLevel, ccfg.Registry = log, logOut, f.logLevel, reg
-	ccfg.LogJSON = f.logFormat == "json"
+	ccfg.Logger, ccfg.Registry = log, reg
 	ccfg.Check = api.CommandChecker(policy, f.rotationGrace)
 	// The API listens first, so that the address other nodes are told is
 	// the one bound (port 0 allowed).

@@ -232,7 +232,8 @@ func TestHelpExitsZero(t *testing.T) {
 	}
 }
 
-// With --log-format json every line a node writes is JSON, Raft's own too.
+// With --log-format json every line a node writes is JSON with slog's
+// keys, Raft's own too.
 func TestJSONLogsAreOneStream(t *testing.T) {
 	d := startDaemon(t, t.TempDir(), "--log-format", "json")
 	if err := d.stop(); err != nil {
@@ -241,14 +242,25 @@ func TestJSONLogsAreOneStream(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(d.logs()), "\n")
 	raft := 0
 	for _, l := range lines {
-		if !json.Valid([]byte(l)) {
-			t.Fatalf("a log line that is not JSON: %q", l)
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("a log line that is not a JSON object: %q: %v", l, err)
 		}
-		if strings.Contains(l, `"@module":"raft"`) {
+		for _, key := range []string{"time", "level", "msg"} {
+			if v, ok := rec[key].(string); !ok || v == "" {
+				t.Errorf("a log line without slog's %q: %q", key, l)
+			}
+		}
+		for _, key := range []string{"@level", "@message", "@module", "@timestamp"} {
+			if _, ok := rec[key]; ok {
+				t.Errorf("a log line with hclog's %q: %q", key, l)
+			}
+		}
+		if rec["module"] == "raft" {
 			raft++
 		}
 	}
 	if raft == 0 {
-		t.Fatalf("no line of Raft's among %d lines", len(lines))
+		t.Fatalf("no line of Raft's (module raft) among %d lines", len(lines))
 	}
 }

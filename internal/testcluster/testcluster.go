@@ -123,7 +123,7 @@ func start(t testing.TB, o Options) (*Node, error) {
 		PrimaryDC: o.PrimaryDC, TLS: o.TLS, GossipKeys: o.GossipKeys, DeadNodeTimeout: o.DeadNodeTimeout,
 		LastUsedGranularity: o.LastUsedGranularity, MaxStaleness: o.MaxStaleness,
 		GCGrace: o.GCGrace, GCInterval: o.GCTick, SnapshotThreshold: o.Snapshot,
-		Logger: log, LogOutput: logs, LogLevel: "debug", Registry: reg, Now: o.Clock,
+		Logger: log, Registry: reg, Now: o.Clock,
 		Check: api.CommandChecker(o.Policy, o.RotationGrace),
 	}
 	if clustered {

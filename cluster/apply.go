@@ -16,11 +16,10 @@ import (
 // drains the queue into a Batch, one log entry for many requests. While a
 // batch is in Raft the queue fills, and the next batch takes all of it:
 // under load many requests share one fsync; alone, a request waits for
-// nothing. One batch in flight measured best on one node (64 clients:
-// 11.1k consumes/s with 23 commands a batch, against 7.3k and 13 with
-// four in flight): Raft's leader loop writes one batch at a time anyway,
+// nothing. One batch in flight measured best, on one node and on three
+// (BENCHMARKS.md): Raft's leader loop writes one batch at a time anyway,
 // and requests arriving meanwhile are better off in the next batch than
-// in batches of their own.
+// in batches of their own, which would be smaller.
 const (
 	maxInflight   = 1
 	maxBatch      = 512

@@ -22,28 +22,31 @@ type Config struct {
 
 	// Bootstrap makes a node with no Raft state a one-voter cluster.
 	Bootstrap bool
-	// BootstrapExpect: a node with no Raft state waits until this many
-	// voters (counting itself) see each other through gossip, then they
+	// BootstrapExpect makes a node with no Raft state wait until this many
+	// voters (counting itself) see each other through gossip; then they
 	// form the cluster together. 0 with Join set: wait to be added.
 	BootstrapExpect int
 	NonVoter        bool   // join as a non-voter (a read replica)
 	PrimaryDC       string // leadership moves to a healthy voter here
-	// Gossip: empty GossipAddr means no membership (a single node).
+	// GossipAddr and the rest are the gossip pools' bind and advertise
+	// addresses, the key ring and the WAN addresses to join through (see
+	// membership.Config). An empty GossipAddr means no membership: a
+	// single node.
 	GossipAddr, GossipAdvertise       string // WAN pool, every node
 	GossipLANAddr, GossipLANAdvertise string // LAN pool, this DC
 	GossipKeys                        [][]byte
 	Join                              []string // WAN gossip addresses
-	// DeadNodeTimeout: a server gone this long is removed from the Raft
-	// configuration by the leader. Default 72h.
+	// DeadNodeTimeout is how long a server may be gone before the leader
+	// removes it from the Raft configuration. Default 72h.
 	DeadNodeTimeout time.Duration
-	// ReconcileInterval: how often the leader compares membership with
+	// ReconcileInterval is how often the leader compares membership with
 	// the Raft configuration. Default 1s.
 	ReconcileInterval time.Duration
-	// LastUsedGranularity: a token's last use is written at most this
-	// often. Default 1m.
+	// LastUsedGranularity is how often, at most, a token's last use is
+	// written. Default 1m.
 	LastUsedGranularity time.Duration
-	// MaxStaleness: a replica that has not heard from a leader for this
-	// long answers local reads ErrStale. 0: no bound.
+	// MaxStaleness is how long a replica may go without hearing from a
+	// leader before it answers local reads ErrStale. 0: no bound.
 	MaxStaleness time.Duration
 	// Check validates a command a peer forwards before the leader proposes
 	// it: the API's field checks (api.CommandChecker, which the API runs on

@@ -97,7 +97,7 @@ func (n *Node) readFromLeader(ctx context.Context, hash string, minIndex uint64)
 	return reply.Record, reply.Index, nil
 }
 
-// notReached: for a read, an unreachable leader is no leader.
+// notReached makes an unreachable leader no leader, for a read.
 func notReached(err error) error {
 	if errors.Is(err, errUnreachable) {
 		return fmt.Errorf("%w: %v", ErrNoLeader, err)

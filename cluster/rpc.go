@@ -242,8 +242,8 @@ func (n *Node) callLeader(ctx context.Context, raftAddr, path string, args, repl
 	return n.call(ctx, raftAddr, path, args, reply)
 }
 
-// errUnreachable: an RPC did not complete; what it asked may or may not
-// have happened.
+// errUnreachable is returned when an RPC did not complete: what it asked
+// may or may not have happened.
 var errUnreachable = errors.New("node unreachable")
 
 // forward sends one command to the leader at raftAddr.

@@ -19,8 +19,8 @@ type NodeStatus struct {
 	RaftAddr     string
 	AppliedIndex uint64
 	Lag          uint64 // entries behind the leader's commit index
-	// Healthy: the node answered its status call, and gossip (when on)
-	// sees it alive.
+	// Healthy reports that the node answered its status call and that
+	// gossip (when on) sees it alive.
 	Healthy bool
 }
 

@@ -27,12 +27,14 @@ import (
 // Past it, log time is the median plus or minus the slack.
 const clockSlack = time.Second
 
-// clampLogEvery: a wrong clock clamps every batch, so after the first line
-// about it the leader logs one line at most this often, with the count.
+// clampLogEvery is how often, at most, the leader logs a line about
+// clamped log time after the first, with the count: a wrong clock clamps
+// every batch.
 const clampLogEvery = 10 * time.Second
 
-// errClocksUnknown: a new leader does not guess log time before a majority
-// of the voters has told it their clocks. Apply retries ErrBusy.
+// errClocksUnknown is returned for a batch before a majority of the voters
+// has told a new leader their clocks: it does not guess log time. Apply
+// retries ErrBusy.
 var errClocksUnknown = fmt.Errorf("%w: the leader is still reading the voters' clocks", ErrBusy)
 
 // voterSample is what one voter last reported.

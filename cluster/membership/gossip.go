@@ -170,10 +170,13 @@ func (d *poolDelegate) NodeMeta(limit int) []byte {
 
 // NotifyMsg, GetBroadcasts, LocalState and MergeRemoteState are unused:
 // the metadata is the only state gossiped.
-func (d *poolDelegate) NotifyMsg([]byte)                     {}
-func (d *poolDelegate) GetBroadcasts(int, int) [][]byte      { return nil }
-func (d *poolDelegate) LocalState(bool) []byte               { return nil }
-func (d *poolDelegate) MergeRemoteState(_ []byte, _ bool)    {}
+func (d *poolDelegate) NotifyMsg([]byte)                  {}
+func (d *poolDelegate) GetBroadcasts(int, int) [][]byte   { return nil }
+func (d *poolDelegate) LocalState(bool) []byte            { return nil }
+func (d *poolDelegate) MergeRemoteState(_ []byte, _ bool) {}
+
+// NotifyJoin, NotifyUpdate and NotifyLeave record what the pool says of a
+// node; NotifyAlive vets a node before the pool takes it.
 func (d *poolDelegate) NotifyJoin(n *memberlist.Node)        { d.m.observe(d.pool, n, true) }
 func (d *poolDelegate) NotifyUpdate(n *memberlist.Node)      { d.m.observe(d.pool, n, true) }
 func (d *poolDelegate) NotifyLeave(n *memberlist.Node)       { d.m.observe(d.pool, n, false) }

@@ -61,8 +61,9 @@ type Meta struct {
 // Status is one known node.
 type Status struct {
 	Meta
-	// Alive: alive in the pool that knows it best (the LAN pool for own-DC
-	// nodes once it knows them, else the WAN pool).
+	// Alive reports whether the node is alive in the pool that knows it
+	// best (the LAN pool for own-DC nodes once it knows them, else the WAN
+	// pool).
 	Alive bool
 	// Since is when Alive last changed (for dead-node removal).
 	Since time.Time

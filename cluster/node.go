@@ -242,9 +242,6 @@ func (n *Node) GossipLANAddr() string {
 	return n.members.LANAddr()
 }
 
-// DC returns the node's datacenter.
-func (n *Node) DC() string { return n.cfg.DC }
-
 // Store returns the local replica of the state, for reads.
 func (n *Node) Store() *fsm.Store { return n.store }
 
@@ -297,9 +294,6 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 func (n *Node) TransferLeadership(id, addr string) error {
 	return n.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error()
 }
-
-// Snapshot takes a Raft snapshot now.
-func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
 
 // Close hands leadership over if there is anyone to take it, stops Raft
 // and closes the log. Writes still queued fail with ErrShutdown.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api"
 	"github.com/tokenstore/tokenstore/cluster"
+	"github.com/tokenstore/tokenstore/internal/logging"
 	"github.com/tokenstore/tokenstore/nonce"
 	"github.com/tokenstore/tokenstore/token"
 )
@@ -121,7 +122,7 @@ func serve(args []string) error {
 }
 
 func run(f serveFlags, logOut io.Writer) error {
-	log, err := newLogger(logOut, f.logLevel, f.logFormat)
+	log, err := logging.New(logOut, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
 	}
@@ -419,21 +420,6 @@ func newNonceChecker(f serveFlags, log *slog.Logger, reg prometheus.Registerer) 
 		log.Warn("NONCE CHECKS FAIL OPEN: while the nonce store is down every nonce is accepted and replays pass unnoticed (--nonce-fail-open)")
 	}
 	return nonce.NewChecker(store, nonce.Config{DC: f.dc, Window: f.nonceWindow, FailOpen: f.nonceFailOpen, Registry: reg}), nil
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: %w", level, err)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
 // isLoopback reports whether a listen address only accepts local clients.

@@ -52,7 +52,9 @@ type Config struct {
 	SnapshotInterval                  time.Duration
 	GCGrace                           time.Duration
 
-	// The API. It listens on Listener when one is given, else on APIAddr.
+	// The API. It listens on Listener when one is given (the server owns
+	// it from then on, closing it on an error and at a stop), else on
+	// APIAddr.
 	APIAddr      string
 	Listener     net.Listener
 	APIAdvertise string        // the API address others are told; default: the bound one
@@ -80,7 +82,8 @@ type Config struct {
 	// on a loopback listener of its own.
 	Pprof     bool
 	PprofAddr string
-	// DrainTimeout bounds how long Shutdown waits for requests in flight.
+	// DrainTimeout bounds how long Shutdown waits for requests in flight;
+	// 0 waits for none.
 	DrainTimeout time.Duration
 
 	// For tests: the node's wall clock (default time.Now), the API's read
@@ -130,7 +133,7 @@ func (c *Config) Gossips() bool {
 
 // check refuses values no node runs with, and fills in the gossip
 // addresses. What Insecure allows is logged, at every start.
-func (c *Config) check(policy *token.Policy, log *slog.Logger) error {
+func (c *Config) check(log *slog.Logger) error {
 	if tp := c.Authz.TrustedProxies; tp != nil && (*tp < 0 || *tp > MaxTrustedProxies) {
 		return fmt.Errorf("--trusted-proxies %d: want 0 to %d", *tp, MaxTrustedProxies)
 	}
@@ -139,7 +142,7 @@ func (c *Config) check(policy *token.Policy, log *slog.Logger) error {
 		kinds []string
 	}{{"authz-bearer-kinds", c.Authz.BearerKinds}, {"authz-cookie-kinds", c.Authz.CookieKinds}} {
 		for _, kind := range k.kinds {
-			if _, ok := policy.Kinds[kind]; !ok {
+			if _, ok := c.Policy.Kinds[kind]; !ok {
 				return fmt.Errorf("--%s: unknown kind %q", k.flag, kind)
 			}
 		}

@@ -70,7 +70,7 @@ func build(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := cfg.check(cfg.Policy, log); err != nil {
+	if err := cfg.check(log); err != nil {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, format: format, hasher: token.NewHasher(cfg.HashKey), errs: make(chan error, 2)}

@@ -89,7 +89,8 @@ func within[T any](t *testing.T, ch <-chan T, what string) T {
 
 // TestServeDrainRestart: a node built by New issues a token over HTTP;
 // Shutdown waits for a request in flight, which gets its answer; the node
-// started again on its data directory still has the token.
+// started again on its data directory still has the token, and logs its
+// nonce window as text in JSON.
 func TestServeDrainRestart(t *testing.T) {
 	dir, logs := t.TempDir(), &syncBuffer{}
 	held := heldNonces{entered: make(chan struct{}), release: make(chan struct{})}
@@ -144,8 +145,10 @@ func TestServeDrainRestart(t *testing.T) {
 		t.Errorf("want a complete drain, log:\n%s", logs.String())
 	}
 
-	cfg = testConfig(dir, logs)
+	jsonLogs := &syncBuffer{}
+	cfg = testConfig(dir, jsonLogs)
 	cfg.RaftAddr = s.Node().RaftAddr() // as an operator restarts a node
+	cfg.LogFormat = "json"
 	again, err := server.New(cfg)
 	if err != nil {
 		t.Fatalf("restart on %s: %v", dir, err)
@@ -160,6 +163,9 @@ func TestServeDrainRestart(t *testing.T) {
 	}
 	if err := again.Shutdown(ctx); err != nil {
 		t.Fatalf("second Shutdown: %v", err)
+	}
+	if !strings.Contains(jsonLogs.String(), `"window":"5m0s"`) {
+		t.Errorf(`JSON log: want the nonce window as "window":"5m0s", log:\n%s`, jsonLogs.String())
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tokenstore/tokenstore/internal/logging"
 	"github.com/tokenstore/tokenstore/routing"
 )
 
@@ -155,7 +156,7 @@ func routeServe(args []string) error {
 	if err != nil {
 		return fmt.Errorf("route: %w", err)
 	}
-	log, err := newLogger(os.Stderr, *logLevel, *logFormat)
+	log, err := logging.New(os.Stderr, *logLevel, *logFormat)
 	if err != nil {
 		return err
 	}

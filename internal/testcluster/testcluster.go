@@ -1,6 +1,7 @@
 // Package testcluster starts real token store nodes inside a test: Raft on
 // disk in a temporary directory, transports, gossip and the HTTP API on
-// loopback ports chosen by the kernel.
+// loopback ports chosen by the kernel. Each node is built by server.New,
+// the wiring tokenstore serve runs.
 package testcluster
 
 import (
@@ -8,8 +9,8 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"log/slog"
-	"net/http/httptest"
+	"net"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ import (
 	"github.com/tokenstore/tokenstore/api"
 	"github.com/tokenstore/tokenstore/client"
 	"github.com/tokenstore/tokenstore/cluster"
-	"github.com/tokenstore/tokenstore/nonce"
+	"github.com/tokenstore/tokenstore/server"
 	"github.com/tokenstore/tokenstore/token"
 )
 
@@ -64,7 +65,8 @@ type Options struct {
 // Node is one running node with its API server and a client for it.
 type Node struct {
 	*cluster.Node
-	API      *httptest.Server
+	Server   *server.Server
+	API      Endpoint // where the API answers
 	Client   *client.Client
 	Registry *prometheus.Registry
 	Format   *token.Format
@@ -72,6 +74,12 @@ type Node struct {
 	DataDir  string
 	Logs     *Buffer // everything the node logged
 	Opts     Options // what it was started with (DataDir filled in)
+	conns    *conns
+}
+
+// Endpoint is the address of a node's HTTP API.
+type Endpoint struct {
+	URL string // http://host:port
 }
 
 // Start runs a node and, for a node that bootstraps alone (no Join, no
@@ -89,6 +97,8 @@ func Start(t testing.TB, o Options) *Node {
 	return n
 }
 
+// start builds the node through server.New, as tokenstore serve does,
+// from serve's defaults and the options.
 func start(t testing.TB, o Options) (*Node, error) {
 	if o.Policy == nil {
 		o.Policy = token.DefaultPolicy()
@@ -102,57 +112,58 @@ func start(t testing.TB, o Options) (*Node, error) {
 	if o.RaftAddr == "" {
 		o.RaftAddr = "127.0.0.1:0"
 	}
-	apiNow := o.Now
-	if apiNow == nil {
-		apiNow = o.Clock
-	}
-	format, err := token.NewFormat(token.DefaultVendor, o.Policy)
-	if err != nil {
-		return nil, err
-	}
 	logs := &Buffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	reg := prometheus.NewRegistry()
-	// The API listener exists before the node, so the node can tell the
-	// others its address.
-	srv := httptest.NewUnstartedServer(nil)
-	clustered := len(o.Join) > 0 || o.BootstrapExpect > 0
-	cfg := cluster.Config{
-		DataDir: o.DataDir, RaftAddr: o.RaftAddr, DC: o.DC, APIAddr: srv.Listener.Addr().String(),
-		Bootstrap: !clustered, BootstrapExpect: o.BootstrapExpect, Join: o.Join, NonVoter: o.NonVoter,
-		PrimaryDC: o.PrimaryDC, TLS: o.TLS, GossipKeys: o.GossipKeys, DeadNodeTimeout: o.DeadNodeTimeout,
-		LastUsedGranularity: o.LastUsedGranularity, MaxStaleness: o.MaxStaleness,
-		GCGrace: o.GCGrace, GCInterval: o.GCTick, SnapshotThreshold: o.Snapshot,
-		Logger: log, Registry: reg, Now: o.Clock,
-		Check: api.CommandChecker(o.Policy, o.RotationGrace),
-	}
-	if clustered {
-		cfg.GossipAddr, cfg.GossipLANAddr = o.GossipAddr, o.GossipLANAddr
-		if cfg.GossipAddr == "" {
-			cfg.GossipAddr = "127.0.0.1:0"
-		}
-		if cfg.GossipLANAddr == "" {
-			cfg.GossipLANAddr = "127.0.0.1:0"
-		}
+	cfg := server.DefaultConfig()
+	cfg.DataDir, cfg.DC, cfg.RaftAddr, cfg.APIAddr, cfg.TLS = o.DataDir, o.DC, o.RaftAddr, "127.0.0.1:0", o.TLS
+	cfg.Join, cfg.BootstrapExpect, cfg.NonVoter, cfg.PrimaryDC = o.Join, o.BootstrapExpect, o.NonVoter, o.PrimaryDC
+	cfg.GossipAddr, cfg.GossipLANAddr, cfg.GossipKeys = o.GossipAddr, o.GossipLANAddr, o.GossipKeys
+	cfg.DeadNodeTimeout, cfg.LastUsedGranularity, cfg.MaxStaleness = o.DeadNodeTimeout, o.LastUsedGranularity, o.MaxStaleness
+	cfg.SnapshotThreshold, cfg.GCGrace, cfg.GCInterval = o.Snapshot, o.GCGrace, o.GCTick
+	cfg.Policy, cfg.HashKey, cfg.Keys, cfg.Authz, cfg.RotationGrace = o.Policy, o.HashKey, o.Keys, o.Authz, o.RotationGrace
+	cfg.Nonce.LocalMax, cfg.NonceChecker = 1<<16, o.Nonces
+	cfg.LogOutput, cfg.LogLevel = logs, "debug"
+	cfg.Clock, cfg.Now, cfg.MinIndexWait = o.Clock, o.Now, o.MinIndexWait
+	conns := &conns{state: map[net.Conn]http.ConnState{}}
+	cfg.ConnState = conns.track
+	if cfg.Gossips() {
 		cfg.ReconcileInterval = 200 * time.Millisecond
 	}
-	node, err := cluster.Open(cfg)
+	s, err := server.New(cfg)
 	if err != nil {
-		srv.Listener.Close()
 		return nil, fmt.Errorf("open node: %w", err)
 	}
-	hasher := token.NewHasher(o.HashKey)
-	if o.Nonces == nil {
-		o.Nonces = nonce.NewChecker(nonce.NewLocal(1<<16), nonce.Config{DC: o.DC, Registry: reg})
+	s.Start()
+	return &Node{Node: s.Node(), Server: s, API: Endpoint{URL: s.URL()}, Client: client.New(s.URL()),
+		Registry: s.Registry(), Format: s.Format(), Hasher: s.Hasher(), DataDir: o.DataDir, Logs: logs, Opts: o, conns: conns}, nil
+}
+
+// conns tracks the states of a node's API connections.
+type conns struct {
+	mu    sync.Mutex
+	state map[net.Conn]http.ConnState
+}
+
+func (c *conns) track(conn net.Conn, st http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st == http.StateClosed || st == http.StateHijacked {
+		delete(c.state, conn)
+		return
 	}
-	srv.Config.Handler = api.New(api.Config{
-		Store: node, Policy: o.Policy, Format: format, Hasher: hasher, Keys: o.Keys, Nonces: o.Nonces,
-		DC: o.DC, Logger: log, Registry: reg, Gatherer: reg, Now: apiNow, MinIndexWait: o.MinIndexWait,
-		RotationGrace: o.RotationGrace, Authz: o.Authz,
-	})
-	srv.Start()
-	return &Node{Node: node, API: srv, Client: client.New(srv.URL), Registry: reg,
-		Format: format, Hasher: hasher, DataDir: o.DataDir, Logs: logs, Opts: o}, nil
+	c.state[conn] = st
+}
+
+// closeUnused closes the connections that carry no request: a client's
+// spare connection that never sent one would hold a graceful shutdown
+// for five seconds.
+func (c *conns) closeUnused() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for conn, st := range c.state {
+		if st == http.StateNew || st == http.StateIdle {
+			conn.Close()
+		}
+	}
 }
 
 // WaitReady polls until the node is ready or the deadline passes.
@@ -176,16 +187,14 @@ func (n *Node) WaitReady(t testing.TB) {
 // Stop closes the API server and the node gracefully; it is safe to call
 // twice.
 func (n *Node) Stop() {
-	n.API.Close()
-	n.Node.Close()
+	n.conns.closeUnused()
+	n.Server.Shutdown(context.Background())
 }
 
 // Kill stops the node as a crash would: no leadership transfer, no gossip
 // goodbye. Its data directory stays for Restart.
 func (n *Node) Kill() {
-	n.API.CloseClientConnections()
-	n.API.Close()
-	n.Node.Kill()
+	n.Server.Kill()
 }
 
 // Cluster is several nodes of one Raft group that found each other

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"fmt"
@@ -12,14 +12,14 @@ import (
 )
 
 // checkProfiles refuses profiles where anyone could read them: on a
-// non-loopback API address without API keys (--insecure or not), or on a
-// --pprof-addr that is not loopback.
-func checkProfiles(f serveFlags, keys *api.Keys) error {
-	if f.pprof && keys == nil && !isLoopback(f.apiAddr) {
-		return fmt.Errorf("refusing --pprof on the non-loopback API address %s without --api-keys, even with --insecure: use --pprof-addr on loopback", f.apiAddr)
+// non-loopback API address without API keys (Insecure or not), or on a
+// PprofAddr that is not loopback.
+func checkProfiles(c *Config, apiAddr string) error {
+	if c.Pprof && c.Keys == nil && !isLoopback(apiAddr) {
+		return fmt.Errorf("refusing --pprof on the non-loopback API address %s without --api-keys, even with --insecure: use --pprof-addr on loopback", apiAddr)
 	}
-	if f.pprofAddr != "" && !isLoopback(f.pprofAddr) {
-		return fmt.Errorf("refusing --pprof-addr %s: profiles are served on loopback only", f.pprofAddr)
+	if c.PprofAddr != "" && !isLoopback(c.PprofAddr) {
+		return fmt.Errorf("refusing --pprof-addr %s: profiles are served on loopback only", c.PprofAddr)
 	}
 	return nil
 }
@@ -54,7 +54,7 @@ func profileServer(log *slog.Logger) *http.Server {
 	}
 }
 
-// listenProfiles binds --pprof-addr; nil without it.
+// listenProfiles binds PprofAddr; nil without it.
 func listenProfiles(addr string) (net.Listener, error) {
 	if addr == "" {
 		return nil, nil

@@ -1,0 +1,35 @@
+// Package logging builds the slog loggers of the tokenstore commands: one
+// level and one format (text or JSON) for every line a process writes.
+package logging
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+)
+
+// New returns a logger writing to w at level ("debug", "info", "warn",
+// "error") in format ("text" or "json"). Durations are written as text
+// ("5m0s") in both formats: slog's JSON handler would write nanoseconds.
+func New(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: durationText}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// durationText turns a duration attribute into its String form.
+func durationText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
+}

@@ -1,0 +1,54 @@
+package logging
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A JSON line carries a duration as text, as the text format does.
+func TestDurationsAreText(t *testing.T) {
+	for _, format := range []string{"json", "text"} {
+		var buf bytes.Buffer
+		log, err := New(&buf, "info", format)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("nonces", "window", 5*time.Minute, slog.Group("g", "wait", 1500*time.Millisecond))
+		line := strings.TrimSpace(buf.String())
+		if format == "text" {
+			for _, want := range []string{"window=5m0s", "g.wait=1.5s"} {
+				if !strings.Contains(line, want) {
+					t.Errorf("text: want %q in %q", want, line)
+				}
+			}
+			continue
+		}
+		var got struct {
+			Window any `json:"window"`
+			G      struct {
+				Wait any `json:"wait"`
+			} `json:"g"`
+		}
+		if err := json.Unmarshal([]byte(line), &got); err != nil {
+			t.Fatalf("json: %v in %q", err, line)
+		}
+		if got.Window != "5m0s" || got.G.Wait != "1.5s" {
+			t.Errorf("json: want window \"5m0s\" and g.wait \"1.5s\", got %#v and %#v in %q", got.Window, got.G.Wait, line)
+		}
+	}
+}
+
+func TestRefusesUnknownLevelAndFormat(t *testing.T) {
+	for _, tc := range []struct{ level, format, want string }{
+		{"loud", "text", `--log-level "loud"`},
+		{"info", "xml", `--log-format "xml": want text or json`},
+	} {
+		if _, err := New(&bytes.Buffer{}, tc.level, tc.format); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%q, %q): want an error naming %q, got %v", tc.level, tc.format, tc.want, err)
+		}
+	}
+}

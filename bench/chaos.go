@@ -20,39 +20,6 @@ import (
 	"github.com/tokenstore/tokenstore/client"
 )
 
-// Faults a chaos run injects, by name.
-const (
-	// FaultKillLeader SIGKILLs the leader and restarts it on its data
-	// after the downtime.
-	FaultKillLeader = "kill-leader"
-	// FaultKillNode SIGKILLs a random node and restarts it on its data
-	// after the downtime.
-	FaultKillNode = "kill-node"
-	// FaultPause SIGSTOPs a random node for the downtime (longer than the
-	// election timeout), then SIGCONTs it.
-	FaultPause = "pause"
-	// FaultPartitionPrimary cuts the nodes of the primary DC off from all
-	// others, gossip included, for the partition time.
-	FaultPartitionPrimary = "partition-primary"
-	// FaultPartitionFollower cuts a random follower off from all other
-	// nodes for the partition time.
-	FaultPartitionFollower = "partition-follower"
-	// FaultRandom picks one of the others at random, from the seed.
-	FaultRandom = "random"
-)
-
-// FaultKinds are the faults a schedule may name; the partitions need
-// an emulated network.
-var FaultKinds = []string{FaultKillLeader, FaultKillNode, FaultPause, FaultPartitionPrimary, FaultPartitionFollower}
-
-// ProcessFaults are the faults that need no emulated network.
-var ProcessFaults = []string{FaultKillLeader, FaultKillNode, FaultPause}
-
-// isPartition tells the faults that cut the network.
-func isPartition(kind string) bool {
-	return kind == FaultPartitionPrimary || kind == FaultPartitionFollower
-}
-
 // Errors of a chaos run.
 var (
 	ErrUnknownFault = errors.New("bench: unknown fault")
@@ -71,7 +38,8 @@ type ChaosConfig struct {
 	Net      *NetConfig
 	Duration time.Duration // of the client load
 	Seed     uint64
-	// Faults are injected in this order, cycled, one every FaultEvery.
+	// Faults name the faults (FaultKinds or FaultRandom) injected in
+	// this order, cycled, one every FaultEvery.
 	Faults     []string
 	FaultEvery time.Duration
 	// Downtime is how long a killed node stays down and a paused one
@@ -92,14 +60,17 @@ type ChaosConfig struct {
 }
 
 // FaultEvent is one injected fault, its times in seconds since the start.
+// The fields that measure an expectation (see Expectation) are filled for
+// the faults that expect it only.
 type FaultEvent struct {
-	Kind   string  `json:"kind"`
+	Kind   string  `json:"kind"` // the fault's name
 	Node   string  `json:"node"` // for a partition, the nodes cut off
 	DC     string  `json:"dc"`
 	At     float64 `json:"at_s"`
 	Healed float64 `json:"healed_s"`
-	// Resume is, for a leader kill, the time from the kill to the first
-	// acknowledged write invoked after it (-1: none).
+	// Resume is, for a fault that expects it (a leader kill), the time
+	// from the fault to the first acknowledged write invoked after it
+	// (-1: none).
 	Resume float64 `json:"resume_s,omitempty"`
 	// Writes counts the writes invoked while the fault lasted, WritesOK
 	// those that got a definite answer.
@@ -147,14 +118,15 @@ type ChaosReport struct {
 
 // chaosRun is the state of one run.
 type chaosRun struct {
-	cfg     ChaosConfig
-	cluster *Cluster
-	h       *History
-	log     io.Writer
-	hc      *http.Client
-	rng     *rand.Rand // faults' choices; used by one goroutine
-	next    atomic.Int64
-	probes  atomic.Int64
+	cfg      ChaosConfig
+	schedule []Fault // cfg.Faults, injected in this order, cycled
+	cluster  *Cluster
+	h        *History
+	log      io.Writer
+	hc       *http.Client
+	rng      *rand.Rand // faults' choices; used by one goroutine
+	next     atomic.Int64
+	probes   atomic.Int64
 	// background are operations a client started and did not wait for.
 	background sync.WaitGroup
 }
@@ -165,13 +137,9 @@ type chaosRun struct {
 // a failed check is in the report.
 func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport, error) {
 	cfg = chaosDefaults(cfg)
-	for _, f := range cfg.Faults {
-		if f != FaultRandom && !slices.Contains(FaultKinds, f) {
-			return nil, fmt.Errorf("%w: %q", ErrUnknownFault, f)
-		}
-		if isPartition(f) && cfg.Net == nil {
-			return nil, fmt.Errorf("%w: %s", ErrNeedsNetwork, f)
-		}
+	faults, err := schedule(cfg.Faults, cfg.Net != nil)
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, err
@@ -186,13 +154,13 @@ func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport
 	tr := &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute}
 	defer tr.CloseIdleConnections()
 	r := &chaosRun{cfg: cfg, cluster: c, log: log, hc: &http.Client{Transport: tr},
-		rng: rand.New(rand.NewPCG(cfg.Seed, 1))}
+		rng: rand.New(rand.NewPCG(cfg.Seed, 1)), schedule: faults}
 	fmt.Fprintf(log, "cluster of %d nodes ready; load for %s, a fault every %s\n", len(c.Nodes), cfg.Duration, cfg.FaultEvery)
 	r.h = NewHistory()
-	faults := r.drive(ctx)
+	events := r.drive(ctx)
 	fmt.Fprintln(log, "faults healed; reading every key back from the leader")
 	r.verify(ctx)
-	return r.report(faults)
+	return r.report(events)
 }
 
 // chaosDefaults fills what cfg leaves zero.
@@ -261,7 +229,7 @@ func (r *chaosRun) drive(ctx context.Context) []FaultEvent {
 // nodesOf are the API clients of the nodes of one DC.
 func (r *chaosRun) nodesOf(dc string) []*client.Client {
 	var out []*client.Client
-	for _, n := range r.nodesIn(dc) {
+	for _, n := range nodesIn(r.cluster.Nodes, dc) {
 		out = append(out, client.New(n.URL(), client.WithHTTPClient(r.hc)))
 	}
 	return out
@@ -280,89 +248,23 @@ func (r *chaosRun) faults(ctx, load context.Context) []FaultEvent {
 		if load.Err() != nil {
 			return out
 		}
-		kind := r.cfg.Faults[i%len(r.cfg.Faults)]
-		if kind == FaultRandom {
-			kinds := ProcessFaults
-			if r.cluster.Net != nil {
-				kinds = FaultKinds
-			}
-			kind = kinds[r.rng.IntN(len(kinds))]
-		}
-		ev := r.inject(ctx, kind)
+		ev := r.inject(ctx, r.schedule[i%len(r.schedule)])
 		fmt.Fprintf(r.log, "%6.1fs %s %s (dc %s), healed at %.1fs %s\n", ev.At, ev.Kind, ev.Node, ev.DC, ev.Healed, ev.Err)
 		out = append(out, ev)
 	}
 }
 
-// inject makes one fault and heals it.
-func (r *chaosRun) inject(ctx context.Context, kind string) FaultEvent {
-	ev := FaultEvent{Kind: kind}
-	var n *Node
-	var err error
-	switch kind {
-	case FaultKillLeader:
-		n, err = r.leader(ctx)
-	case FaultPartitionPrimary:
-		return r.partition(kind, r.nodesIn(r.cfg.DCs[0].Name))
-	case FaultPartitionFollower:
-		var l *Node
-		if l, err = r.leader(ctx); err == nil {
-			others := slices.DeleteFunc(slices.Clone(r.cluster.Nodes), func(x *Node) bool { return x == l })
-			if len(others) > 0 {
-				return r.partition(kind, []*Node{others[r.rng.IntN(len(others))]})
-			}
-			err = errors.New("bench: no follower to partition")
-		}
-	default:
-		n = r.cluster.Nodes[r.rng.IntN(len(r.cluster.Nodes))]
-	}
-	if err != nil {
-		ev.Err = err.Error()
-		ev.At, ev.Healed = r.seconds(), r.seconds()
-		return ev
-	}
-	ev.Node, ev.DC = n.ID, n.DC
-	ev.At = r.seconds()
-	switch kind {
-	case FaultPause:
-		err = n.Pause()
-		time.Sleep(r.cfg.Downtime) // the fault itself: the node stays stopped
-		if rerr := n.Resume(); err == nil {
-			err = rerr
-		}
-	default:
-		n.Kill()
-		time.Sleep(r.cfg.Downtime) // the fault itself: the node stays down
-		err = n.Start(ctx)
-	}
-	ev.Healed = r.seconds()
-	if err != nil {
-		ev.Err = err.Error()
-	}
-	return ev
-}
-
-// partition cuts side off from the other nodes for the partition time,
-// then heals.
-func (r *chaosRun) partition(kind string, side []*Node) FaultEvent {
-	ev := FaultEvent{Kind: kind}
-	var ids, dcs []string
-	for _, n := range side {
-		ids = append(ids, n.ID)
-		if !slices.Contains(dcs, n.DC) {
-			dcs = append(dcs, n.DC)
-		}
-	}
-	ev.Node, ev.DC, ev.MajorityDCs = strings.Join(ids, ","), strings.Join(dcs, ","), r.majorityDCs(ids)
-	ev.CutDCs = r.cutDCs(ids)
-	ev.At = r.seconds()
-	err := r.cluster.Net.Partition(ids)
+// inject makes one fault, keeps it for as long as it lasts and heals it.
+// A fault that could not be made is healed at once.
+func (r *chaosRun) inject(ctx context.Context, f Fault) FaultEvent {
+	in, err := f.Inject(ctx, r)
 	if err == nil {
-		time.Sleep(r.cfg.PartitionTime) // the fault itself: the side stays cut off
+		time.Sleep(in.Lasts) // the fault itself: the node stays down, or the side cut off
 	}
-	if herr := r.cluster.Net.Heal(); err == nil {
+	if herr := in.Heal(ctx); err == nil {
 		err = herr
 	}
+	ev := in.Event
 	ev.Healed = r.seconds()
 	if err != nil {
 		ev.Err = err.Error()
@@ -370,51 +272,19 @@ func (r *chaosRun) partition(kind string, side []*Node) FaultEvent {
 	return ev
 }
 
-// majorityDCs are the DCs whose nodes are all on the side of a partition
-// that holds a majority of the voters: the nodes in side, or the others.
-func (r *chaosRun) majorityDCs(side []string) []string { return r.dcsOnSide(side, true) }
+// The run is the environment of its faults.
 
-// cutDCs are the DCs whose nodes are all on a side of a partition that
-// holds no majority of the voters: the nodes in side, or the others.
-func (r *chaosRun) cutDCs(side []string) []string { return r.dcsOnSide(side, false) }
+func (r *chaosRun) nodes() []*Node               { return r.cluster.Nodes }
+func (r *chaosRun) dcs() []DC                    { return r.cfg.DCs }
+func (r *chaosRun) intN(n int) int               { return r.rng.IntN(n) }
+func (r *chaosRun) downtime() time.Duration      { return r.cfg.Downtime }
+func (r *chaosRun) partitionTime() time.Duration { return r.cfg.PartitionTime }
 
-// dcsOnSide lists the DCs wholly on one side of a partition (the nodes in
-// side, or the others) whose holding a majority of the voters is majority.
-func (r *chaosRun) dcsOnSide(side []string, majority bool) []string {
-	voters, inside := 0, 0
-	for _, n := range r.cluster.Nodes {
-		if n.Voter {
-			voters++
-			if slices.Contains(side, n.ID) {
-				inside++
-			}
-		}
+func (r *chaosRun) network() partitioner {
+	if r.cluster.Net == nil {
+		return nil
 	}
-	var out []string
-	for _, d := range r.cfg.DCs {
-		in := 0
-		nodes := r.nodesIn(d.Name)
-		for _, n := range nodes {
-			if slices.Contains(side, n.ID) {
-				in++
-			}
-		}
-		if (in == len(nodes) && (2*inside > voters) == majority) || (in == 0 && (2*(voters-inside) > voters) == majority) {
-			out = append(out, d.Name)
-		}
-	}
-	return out
-}
-
-// nodesIn are the nodes of one DC.
-func (r *chaosRun) nodesIn(dc string) []*Node {
-	var out []*Node
-	for _, n := range r.cluster.Nodes {
-		if n.DC == dc {
-			out = append(out, n)
-		}
-	}
-	return out
+	return r.cluster.Net
 }
 
 // leader asks the running nodes which one leads.
@@ -734,17 +604,19 @@ func acknowledged(op HistOp) bool {
 	return isWrite(op) && op.Outcome == OutcomeOK && (op.Result == ResultCreated || op.Result == ResultUsed)
 }
 
-// measureFaults adds to each fault the writes made while it lasted and,
-// for a leader kill, the time until writes resumed.
+// measureFaults adds to each fault the writes made while it lasted and
+// what its fault's expectation asks: the time until writes resumed, the
+// answers of the majority side's clients and of the cut side's nodes.
 func measureFaults(faults []FaultEvent, ops []HistOp) []FaultEvent {
 	out := append([]FaultEvent(nil), faults...)
 	for i := range out {
 		f := &out[i]
+		expect := expectOf(f.Kind)
 		at, healed := int64(f.At*float64(time.Second)), int64(f.Healed*float64(time.Second))
 		first := int64(-1)
 		for _, op := range ops {
 			// A race's second consume goes to another DC on purpose.
-			if len(f.MajorityDCs) > 0 && !op.Final && op.Kind != OpFlowRace && slices.Contains(f.MajorityDCs, op.DC) {
+			if expect.MajorityAnswered && len(f.MajorityDCs) > 0 && !op.Final && op.Kind != OpFlowRace && slices.Contains(f.MajorityDCs, op.DC) {
 				switch {
 				case op.Call >= at && op.Call <= healed:
 					f.MajorityOps++
@@ -755,7 +627,7 @@ func measureFaults(faults []FaultEvent, ops []HistOp) []FaultEvent {
 					f.MajorityOpsBefore++
 				}
 			}
-			if isWrite(op) && !op.Final && op.Kind != OpFlowRace && slices.Contains(f.CutDCs, op.DC) && op.Call <= healed && op.Return >= at {
+			if expect.CutAnswered && isWrite(op) && !op.Final && op.Kind != OpFlowRace && slices.Contains(f.CutDCs, op.DC) && op.Call <= healed && op.Return >= at {
 				f.CutWrites++
 				if op.Answered && op.Return <= healed {
 					f.CutWritesAnswered++
@@ -774,7 +646,7 @@ func measureFaults(faults []FaultEvent, ops []HistOp) []FaultEvent {
 				first = op.Return
 			}
 		}
-		if f.Kind == FaultKillLeader {
+		if expect.Resume {
 			f.Resume = -1
 			if first >= 0 {
 				f.Resume = float64(first-at) / float64(time.Second)

@@ -33,10 +33,10 @@ func TestMajorityDCs(t *testing.T) {
 		{a2b1nv2, []string{"n3", "n4", "n5"}, []string{"a"}, []string{"b"}},
 		{a2b1nv2, []string{"n4"}, []string{"a"}, nil},
 	} {
-		if got := tc.r.majorityDCs(tc.side); !slices.Equal(got, tc.want) {
+		if got := majorityDCs(tc.r.cluster.Nodes, tc.r.cfg.DCs, tc.side); !slices.Equal(got, tc.want) {
 			t.Errorf("%s cut off: majority DCs %v, want %v", tc.side, got, tc.want)
 		}
-		if got := tc.r.cutDCs(tc.side); !slices.Equal(got, tc.cut) {
+		if got := cutDCs(tc.r.cluster.Nodes, tc.r.cfg.DCs, tc.side); !slices.Equal(got, tc.cut) {
 			t.Errorf("%s cut off: DCs cut off from any leader %v, want %v", tc.side, got, tc.cut)
 		}
 	}

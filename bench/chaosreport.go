@@ -71,10 +71,11 @@ func (rep *ChaosReport) WriteText(w io.Writer) error {
 	fmt.Fprintln(w, "\n| fault | node | at (s) | healed (s) | writes answered during it | writes resumed after (s) | majority side answered | cut side's writes answered before the heal |\n|---|---|---:|---:|---:|---:|---|---|")
 	for _, f := range rep.Faults {
 		resume, majority, cut := "", "", ""
-		if f.Kind == FaultKillLeader {
+		expect := expectOf(f.Kind)
+		if expect.Resume {
 			resume = fmt.Sprintf("%.2f", f.Resume)
 		}
-		if isPartition(f.Kind) {
+		if expect.MajorityAnswered {
 			majority = "no side has a majority"
 			if len(f.MajorityDCs) > 0 {
 				d := max(f.Healed-f.At, 0.001)
@@ -83,7 +84,7 @@ func (rep *ChaosReport) WriteText(w io.Writer) error {
 					strings.Join(f.MajorityDCs, ","))
 			}
 		}
-		if isPartition(f.Kind) && len(f.CutDCs) > 0 {
+		if expect.CutAnswered && len(f.CutDCs) > 0 {
 			cut = fmt.Sprintf("%d / %d (%.1f%%, 503s included), clients of %s", f.CutWritesAnswered, f.CutWrites,
 				100*float64(f.CutWritesAnswered)/float64(max(1, f.CutWrites)), strings.Join(f.CutDCs, ","))
 		}

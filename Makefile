@@ -40,7 +40,8 @@ deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends iproute2; }
 
-# The daemon builds where its users run it, and links no benchmark tooling.
+# The daemon builds where its users run it, and links no benchmark tooling;
+# the benchmarks build on a Mac too (network emulation is Linux's only).
 DAEMON_PLATFORMS := darwin/arm64 darwin/amd64 linux/arm64
 TOOLING_DEPS     := go.etcd.io/etcd/client|github.com/redis/go-redis|gonum.org|porcupine|go.uber.org/zap
 
@@ -51,6 +52,8 @@ check:
 		echo "build ./cmd/tokenstore for $$p"; \
 		GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -o /dev/null ./cmd/tokenstore || exit 1; \
 	done
+	@echo "build ./cmd/tokenstore-bench for darwin/arm64"
+	@GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/tokenstore-bench
 	@linked=$$($(GO) list -deps ./cmd/tokenstore | grep -E '$(TOOLING_DEPS)'); \
 	if [ -n "$$linked" ]; then echo "the daemon links benchmark tooling:"; echo "$$linked"; exit 1; fi
 

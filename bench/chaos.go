@@ -18,6 +18,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
+	"github.com/tokenstore/tokenstore/internal/netem"
 )
 
 // Faults a chaos run injects, by name.
@@ -68,7 +69,7 @@ type ChaosConfig struct {
 	NodeArgs    []string
 	// Net, when set, runs the nodes in network namespaces with this
 	// cross-DC link; partitions need it.
-	Net      *NetConfig
+	Net      *netem.Config
 	Duration time.Duration // of the client load
 	Seed     uint64
 	// Faults are injected in this order, cycled, one every FaultEvery.
@@ -133,7 +134,7 @@ type Second struct {
 // ChaosReport is the outcome of a chaos run.
 type ChaosReport struct {
 	DCs          string                    `json:"dcs"`
-	Net          *NetConfig                `json:"network,omitempty"`
+	Net          *netem.Config             `json:"network,omitempty"`
 	Duration     string                    `json:"duration"`
 	Seed         uint64                    `json:"seed"`
 	ClientsPerDC int                       `json:"clients_per_dc"`

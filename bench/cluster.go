@@ -16,6 +16,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/client"
 	"github.com/tokenstore/tokenstore/internal/freeport"
+	"github.com/tokenstore/tokenstore/internal/netem"
 	"github.com/tokenstore/tokenstore/internal/pki"
 )
 
@@ -70,9 +71,9 @@ type ClusterConfig struct {
 	// Args are added to every node's serve flags.
 	Args []string
 	// Net, when set, puts every node in a network namespace of its own
-	// behind an emulated network (see Network); otherwise all listen on
-	// 127.0.0.1.
-	Net *NetConfig
+	// behind an emulated network (see netem.Network); otherwise all
+	// listen on 127.0.0.1.
+	Net *netem.Config
 	// Secure runs the nodes with mutual TLS and a gossip key made for
 	// this run (nodeSecurity). Always so with Net: its addresses are not
 	// loopback.
@@ -88,7 +89,7 @@ type Node struct {
 	args   []string
 	bin    string
 	dir    string
-	net    *Network
+	net    *netem.Network
 }
 
 // URL is the node's API base URL.
@@ -104,7 +105,7 @@ func (n *Node) Proc() *Proc { return n.proc }
 type Cluster struct {
 	Nodes []*Node
 	// Net is the emulated network, when the config asked for one.
-	Net *Network
+	Net *netem.Network
 }
 
 // StartCluster starts every node and waits until all are ready.
@@ -125,11 +126,11 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 	// API, Raft, WAN and LAN gossip addresses of every node.
 	var addrs []string
 	if cfg.Net != nil {
-		var nodes []NetNode
+		var nodes []netem.Node
 		for _, n := range c.Nodes {
-			nodes = append(nodes, NetNode{n.ID, n.DC})
+			nodes = append(nodes, netem.Node{ID: n.ID, DC: n.DC})
 		}
-		net, err := NewNetwork(nodes, *cfg.Net)
+		net, err := netem.New(nodes, *cfg.Net)
 		if err != nil {
 			return nil, err
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tokenstore/tokenstore/bench"
+	"github.com/tokenstore/tokenstore/internal/netem"
 )
 
 const usage = `usage: tokenstore-bench <command> [flags]
@@ -276,7 +277,7 @@ func benchChaos(args []string) error {
 	var cfg bench.ChaosConfig
 	var faults string
 	var sf serverFlags
-	var net bench.NetConfig
+	var net netem.Config
 	var netns bool
 	dcs := dcsFlag(fs, "a:3,b:2")
 	fs.BoolVar(&netns, "netns", true, "run every node in a network namespace of its own behind an emulated network (needs root and iproute2); false: all on 127.0.0.1, without partitions or latency")
@@ -302,7 +303,7 @@ func benchChaos(args []string) error {
 	}
 	cfg.Faults = bench.SplitList(faults)
 	if netns {
-		if err := bench.NetAvailable(); err != nil {
+		if err := netem.Available(); err != nil {
 			return fmt.Errorf("%w (--netns=false runs the process faults on loopback)", err)
 		}
 		cfg.Net = &net

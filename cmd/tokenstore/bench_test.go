@@ -19,6 +19,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/bench"
 	"github.com/tokenstore/tokenstore/internal/memcachedtest"
+	"github.com/tokenstore/tokenstore/internal/netem"
 )
 
 // TestBenchCluster starts `bench cluster` with --secure, drives it with
@@ -280,8 +281,8 @@ func TestBenchChaos(t *testing.T) {
 	args := []string{"chaos", "--dcs", "a:3,b:2", "--duration", "30s", "--seed", "7",
 		"--fault-every", "4s", "--downtime", "3s", "--partition-time", "8s", "--clients-per-dc", "2",
 		"--dir", dir, "--out", out}
-	if err := bench.NetAvailable(); err != nil {
-		if os.Getenv(bench.RequireNetEnv) != "" {
+	if err := netem.Available(); err != nil {
+		if os.Getenv(netem.RequireEnv) != "" {
 			t.Fatal(err)
 		}
 		t.Logf("%v: a pause instead of the partition, on loopback", err)

@@ -19,6 +19,7 @@ import (
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
 	"github.com/tokenstore/tokenstore/internal/netem"
+	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
 // Faults a chaos run injects, by name.
@@ -65,7 +66,7 @@ var (
 // clients in every datacenter, and faults on a schedule.
 type ChaosConfig struct {
 	Binary, Dir string
-	DCs         []DC
+	DCs         []proccluster.DC
 	NodeArgs    []string
 	// Net, when set, runs the nodes in network namespaces with this
 	// cross-DC link; partitions need it.
@@ -149,7 +150,7 @@ type ChaosReport struct {
 // chaosRun is the state of one run.
 type chaosRun struct {
 	cfg     ChaosConfig
-	cluster *Cluster
+	cluster *proccluster.Cluster
 	h       *History
 	log     io.Writer
 	hc      *http.Client
@@ -179,7 +180,7 @@ func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport
 	}
 	// Mutual TLS and a gossip key on loopback too: faults meet the same
 	// transport with or without namespaces.
-	c, err := StartCluster(ctx, ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, DCs: cfg.DCs, Args: cfg.NodeArgs, Net: cfg.Net, Secure: true})
+	c, err := proccluster.StartCluster(ctx, proccluster.ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, DCs: cfg.DCs, Args: cfg.NodeArgs, Net: cfg.Net, Secure: true})
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +200,7 @@ func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport
 // chaosDefaults fills what cfg leaves zero.
 func chaosDefaults(cfg ChaosConfig) ChaosConfig {
 	if len(cfg.DCs) == 0 {
-		cfg.DCs = []DC{{Name: "a", Nodes: 3}, {Name: "b", Nodes: 2}}
+		cfg.DCs = []proccluster.DC{{Name: "a", Nodes: 3}, {Name: "b", Nodes: 2}}
 	}
 	if cfg.Duration <= 0 {
 		cfg.Duration = time.Minute
@@ -298,7 +299,7 @@ func (r *chaosRun) faults(ctx, load context.Context) []FaultEvent {
 // inject makes one fault and heals it.
 func (r *chaosRun) inject(ctx context.Context, kind string) FaultEvent {
 	ev := FaultEvent{Kind: kind}
-	var n *Node
+	var n *proccluster.Node
 	var err error
 	switch kind {
 	case FaultKillLeader:
@@ -306,11 +307,11 @@ func (r *chaosRun) inject(ctx context.Context, kind string) FaultEvent {
 	case FaultPartitionPrimary:
 		return r.partition(kind, r.nodesIn(r.cfg.DCs[0].Name))
 	case FaultPartitionFollower:
-		var l *Node
+		var l *proccluster.Node
 		if l, err = r.leader(ctx); err == nil {
-			others := slices.DeleteFunc(slices.Clone(r.cluster.Nodes), func(x *Node) bool { return x == l })
+			others := slices.DeleteFunc(slices.Clone(r.cluster.Nodes), func(x *proccluster.Node) bool { return x == l })
 			if len(others) > 0 {
-				return r.partition(kind, []*Node{others[r.rng.IntN(len(others))]})
+				return r.partition(kind, []*proccluster.Node{others[r.rng.IntN(len(others))]})
 			}
 			err = errors.New("bench: no follower to partition")
 		}
@@ -345,7 +346,7 @@ func (r *chaosRun) inject(ctx context.Context, kind string) FaultEvent {
 
 // partition cuts side off from the other nodes for the partition time,
 // then heals.
-func (r *chaosRun) partition(kind string, side []*Node) FaultEvent {
+func (r *chaosRun) partition(kind string, side []*proccluster.Node) FaultEvent {
 	ev := FaultEvent{Kind: kind}
 	var ids, dcs []string
 	for _, n := range side {
@@ -408,8 +409,8 @@ func (r *chaosRun) dcsOnSide(side []string, majority bool) []string {
 }
 
 // nodesIn are the nodes of one DC.
-func (r *chaosRun) nodesIn(dc string) []*Node {
-	var out []*Node
+func (r *chaosRun) nodesIn(dc string) []*proccluster.Node {
+	var out []*proccluster.Node
 	for _, n := range r.cluster.Nodes {
 		if n.DC == dc {
 			out = append(out, n)
@@ -419,7 +420,7 @@ func (r *chaosRun) nodesIn(dc string) []*Node {
 }
 
 // leader asks the running nodes which one leads.
-func (r *chaosRun) leader(ctx context.Context) (*Node, error) {
+func (r *chaosRun) leader(ctx context.Context) (*proccluster.Node, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, n := range r.cluster.Nodes {
@@ -680,7 +681,7 @@ func (c *chaosClient) readBack(ctx context.Context, key, kind string, probe int)
 func (r *chaosRun) report(faults []FaultEvent) (*ChaosReport, error) {
 	ops := r.h.Ops()
 	sort.Slice(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
-	rep := &ChaosReport{DCs: dcString(r.cfg.DCs), Net: r.cfg.Net, Duration: r.cfg.Duration.String(), Seed: r.cfg.Seed,
+	rep := &ChaosReport{DCs: proccluster.FormatDCs(r.cfg.DCs), Net: r.cfg.Net, Duration: r.cfg.Duration.String(), Seed: r.cfg.Seed,
 		ClientsPerDC: r.cfg.ClientsPerDC, Ops: countOps(ops), PerSecond: perSecond(ops)}
 	rep.Faults = measureFaults(faults, ops)
 	html := filepath.Join(r.cfg.Out, "linearizability.html")
@@ -820,12 +821,4 @@ func perSecond(ops []HistOp) []Second {
 		}
 	}
 	return out
-}
-
-func dcString(dcs []DC) string {
-	var out []string
-	for _, d := range dcs {
-		out = append(out, d.String())
-	}
-	return strings.Join(out, ",")
 }

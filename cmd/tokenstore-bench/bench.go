@@ -15,6 +15,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/bench"
 	"github.com/tokenstore/tokenstore/internal/netem"
+	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
 const usage = `usage: tokenstore-bench <command> [flags]
@@ -143,7 +144,7 @@ func benchRun(args []string) error {
 
 func benchCluster(args []string) error {
 	fs := flag.NewFlagSet("bench cluster", flag.ContinueOnError)
-	cfg := bench.ClusterConfig{}
+	cfg := proccluster.ClusterConfig{}
 	var sf serverFlags
 	fs.IntVar(&cfg.Nodes, "nodes", 3, "nodes (in one datacenter unless --dcs is given)")
 	dcs := dcsFlag(fs, "")
@@ -153,7 +154,7 @@ func benchCluster(args []string) error {
 		return err
 	}
 	var err error
-	if cfg.DCs, err = bench.ParseDCs(*dcs); err != nil {
+	if cfg.DCs, err = proccluster.ParseDCs(*dcs); err != nil {
 		return err
 	}
 	var cleanup func()
@@ -163,7 +164,7 @@ func benchCluster(args []string) error {
 	defer cleanup()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	c, err := bench.StartCluster(ctx, cfg)
+	c, err := proccluster.StartCluster(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -298,7 +299,7 @@ func benchChaos(args []string) error {
 		return err
 	}
 	var err error
-	if cfg.DCs, err = bench.ParseDCs(*dcs); err != nil {
+	if cfg.DCs, err = proccluster.ParseDCs(*dcs); err != nil {
 		return err
 	}
 	cfg.Faults = bench.SplitList(faults)

@@ -13,7 +13,6 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
-	"github.com/tokenstore/tokenstore/internal/testnet"
 )
 
 // cnode is one process of a multi-process cluster.
@@ -37,7 +36,7 @@ type nodeSpec struct {
 // When the test fails, the end of every node's log is printed.
 func planNodes(t *testing.T, specs ...nodeSpec) []*cnode {
 	t.Helper()
-	addrs := testnet.Addrs(t, 4*len(specs))
+	addrs := freeAddrs(t, 4*len(specs))
 	nodes := make([]*cnode, len(specs))
 	for i, s := range specs {
 		a := addrs[4*i : 4*i+4]

@@ -21,7 +21,7 @@ import (
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
 	"github.com/tokenstore/tokenstore/internal/memcachedtest"
-	"github.com/tokenstore/tokenstore/internal/testnet"
+	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
 // binary is the tokenstore command built once for these tests, and
@@ -63,7 +63,16 @@ type daemon struct {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	return testnet.Addr(t)
+	return freeAddrs(t, 1)[0]
+}
+
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	addrs, err := proccluster.FreeAddrs(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addrs
 }
 
 // startDaemon runs serve on dataDir and waits until /readyz is 200.

@@ -21,7 +21,6 @@ import (
 
 	"github.com/tokenstore/tokenstore/api"
 	"github.com/tokenstore/tokenstore/internal/testcluster"
-	"github.com/tokenstore/tokenstore/internal/testnet"
 	"github.com/tokenstore/tokenstore/routing"
 )
 
@@ -39,7 +38,7 @@ type routeProc struct {
 // /readyz answers 200 (the primary DC is known).
 func startRoute(t *testing.T, args ...string) *routeProc {
 	t.Helper()
-	addrs := testnet.Addrs(t, 2)
+	addrs := freeAddrs(t, 2)
 	p := &routeProc{t: t, addr: addrs[0], admin: addrs[1], logPath: filepath.Join(t.TempDir(), "route.log"), exited: make(chan struct{})}
 	logf, err := os.Create(p.logPath)
 	if err != nil {
@@ -132,7 +131,7 @@ func TestRouteFollowsLeaderAcrossDCs(t *testing.T) {
 	}
 	a, b := dcUpstream(t, "a"), dcUpstream(t, "b")
 	// The first store URL is dead: the router must use the others.
-	urls := []string{"http://" + testnet.Addr(t)}
+	urls := []string{"http://" + freeAddr(t)}
 	for _, n := range c.Nodes() {
 		urls = append(urls, n.API.URL)
 	}
@@ -225,7 +224,7 @@ func TestRouteFollowsLeaderAcrossDCs(t *testing.T) {
 // endpoints, and an upstream that is down.
 func TestRouteStaticPrimaryCLI(t *testing.T) {
 	a := dcUpstream(t, "a")
-	down := "http://" + testnet.Addr(t)
+	down := "http://" + freeAddr(t)
 	rp := startRoute(t, "--local-dc", "a", "--upstream", "a="+a.URL, "--upstream", "b="+down, "--primary-dc", "b", "--stick-ttl", "30s")
 	if dc, route, _, err := rp.servedBy("GET", "/wiki/Main_Page"); err != nil || dc != "a" || route != "local" {
 		t.Fatalf("GET: %q %q %v", dc, route, err)
@@ -353,7 +352,7 @@ func TestRouteExportCLI(t *testing.T) {
 // TestRouteBenchSmoke: the echo upstream and the router overhead bench,
 // as bench/run.sh route runs them.
 func TestRouteBenchSmoke(t *testing.T) {
-	addr := testnet.Addr(t)
+	addr := freeAddr(t)
 	echo := exec.Command(benchBinary, "echo", "--listen", addr, "--dc", "a")
 	if err := echo.Start(); err != nil {
 		t.Fatal(err)

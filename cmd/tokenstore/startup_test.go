@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenstore/tokenstore/internal/testnet"
 	"github.com/tokenstore/tokenstore/internal/testpki"
 )
 
@@ -104,7 +103,7 @@ func TestRefusesExposedNodePorts(t *testing.T) {
 // TestInsecureNodePortsStartWithWarnings: with --insecure both exposed
 // ports start, and each is named in one warning line at every start.
 func TestInsecureNodePortsStartWithWarnings(t *testing.T) {
-	a := testnet.Addrs(t, 3)
+	a := freeAddrs(t, 3)
 	raft, gossip, lan := a[0], a[1], a[2]
 	d := startDaemon(t, t.TempDir(), "--insecure",
 		"--raft-addr", onAllInterfaces(t, raft), "--advertise-raft", raft,
@@ -129,7 +128,7 @@ func TestInsecureNodePortsStartWithWarnings(t *testing.T) {
 // TestSecuredNodePortsOffLoopback: mutual TLS and a gossip key make the
 // same exposed binds start without --insecure and without a warning.
 func TestSecuredNodePortsOffLoopback(t *testing.T) {
-	a := testnet.Addrs(t, 3)
+	a := freeAddrs(t, 3)
 	raft, gossip, lan := a[0], a[1], a[2]
 	pki := testpki.New(t).Issue(t, "n1")
 	key := base64.StdEncoding.EncodeToString([]byte("tokenstore gossip key, 32 bytes!"))

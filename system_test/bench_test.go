@@ -1,4 +1,4 @@
-package main
+package systemtest
 
 import (
 	"bufio"
@@ -122,7 +122,7 @@ func TestBenchRunOutputs(t *testing.T) {
 	run := func(name string, args ...string) bench.Report {
 		t.Helper()
 		js, md, plots := filepath.Join(dir, name+".json"), filepath.Join(dir, name+".md"), filepath.Join(dir, name+"-plots")
-		args = append([]string{"run", "--addr", "http://" + d.apiAddr, "--memcached", mc.Addr, "--clients", "4",
+		args = append([]string{"run", "--addr", d.URL(), "--memcached", mc.Addr, "--clients", "4",
 			"--duration", "500ms", "--tokens", "40", "--json", js, "--report", md, "--plots", plots}, args...)
 		if out, err := exec.Command(benchBinary, args...).CombinedOutput(); err != nil {
 			t.Fatalf("bench %v: %v\n%s", args, err, out)

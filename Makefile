@@ -67,17 +67,17 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzForwardedWrite$$' -fuzztime=$(FUZZTIME) ./cluster
 	$(GO) test -run='^$$' -fuzz='^FuzzReadCall$$' -fuzztime=$(FUZZTIME) ./cluster
 
-# Measurements on loopback (bench/run.sh): one node; nonce checks against
-# memcached direct; a three-node cluster; the router against its upstream.
-# DURATION=30s CLIENTS=128 tune.
-bench-node:
-	bench/run.sh node
-bench-nonce: deps
-	bench/run.sh nonce
-bench-cluster:
-	bench/run.sh cluster
-bench-route:
-	bench/run.sh route
+# Measurements on loopback (tokenstore-bench loopback): one node; nonce
+# checks against memcached direct; a three-node cluster; the router against
+# its upstream. DURATION=30s CLIENTS=128 tune.
+bench-node: build
+	bin/tokenstore-bench loopback node --duration $(DURATION) --clients $(CLIENTS)
+bench-nonce: deps build
+	bin/tokenstore-bench loopback nonce --duration $(DURATION) --clients $(CLIENTS)
+bench-cluster: build
+	bin/tokenstore-bench loopback cluster --duration $(DURATION) --clients $(CLIENTS)
+bench-route: build
+	bin/tokenstore-bench loopback route --duration $(DURATION) --clients $(CLIENTS)
 
 # The peers of make bench-peers, from Debian's packages; make test does not
 # install them (their tests are skipped without them).

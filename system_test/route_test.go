@@ -313,7 +313,7 @@ func TestRouteExportCLI(t *testing.T) {
 }
 
 // TestRouteBenchSmoke: the echo upstream and the router overhead bench,
-// as bench/run.sh route runs them.
+// as tokenstore-bench loopback route runs them.
 func TestRouteBenchSmoke(t *testing.T) {
 	echo, err := proccluster.StartEcho(context.Background(), benchBinary, t.TempDir(), "a")
 	if err != nil {

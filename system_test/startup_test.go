@@ -233,7 +233,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{binary, []string{"route", "export", "-h"}},
 		{benchBinary, []string{"-h"}}, {benchBinary, []string{"run", "-h"}}, {benchBinary, []string{"cluster", "-h"}},
 		{benchBinary, []string{"peers", "-h"}}, {benchBinary, []string{"chaos", "-h"}}, {benchBinary, []string{"route", "-h"}},
-		{benchBinary, []string{"echo", "-h"}},
+		{benchBinary, []string{"echo", "-h"}}, {benchBinary, []string{"loopback", "-h"}}, {benchBinary, []string{"loopback", "node", "-h"}},
 	} {
 		out, err := exec.Command(c.bin, c.args...).CombinedOutput()
 		if err != nil || !strings.Contains(strings.ToLower(string(out)), "usage") {

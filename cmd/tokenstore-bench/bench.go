@@ -27,6 +27,8 @@ commands:
   chaos    a local multi-DC cluster under faults, its history checked
   route    the router's overhead: the same request direct and through it
   echo     a small upstream for trials and benchmarks of the router
+  loopback one-command measurements on loopback, servers started for them:
+           node, nonce, cluster or route
 
 The commands that start nodes run the tokenstore binary named by
 $TOKENSTORE_BIN, else the one next to this binary, else tokenstore on $PATH.
@@ -52,6 +54,8 @@ func main() {
 		err = routeBench(args)
 	case "echo":
 		err = echo(args)
+	case "loopback":
+		err = loopback(args)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:
@@ -123,6 +127,14 @@ func benchRun(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	return runWorkloads(ctx, cfg, workloads, out)
+}
+
+// runWorkloads runs the comma-separated workloads one after the other,
+// printing each result and, when both ran, the ratio of the API's nonce
+// checks to memcached's add(); then the summary table and the files out
+// asks for.
+func runWorkloads(ctx context.Context, cfg bench.Config, workloads string, out outputs) error {
 	rep := &bench.Report{Machine: bench.ReadMachine(), Started: time.Now().UTC()}
 	opsPerS := map[string]float64{}
 	for _, w := range strings.Split(workloads, ",") {

@@ -40,7 +40,8 @@ deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends iproute2; }
 
-# The daemon builds where its users run it, and links no benchmark tooling.
+# The daemon builds where its users run it, and links no benchmark tooling;
+# the benchmarks build on a Mac too (network emulation is Linux's only).
 DAEMON_PLATFORMS := darwin/arm64 darwin/amd64 linux/arm64
 TOOLING_DEPS     := go.etcd.io/etcd/client|github.com/redis/go-redis|gonum.org|porcupine|go.uber.org/zap
 
@@ -51,6 +52,8 @@ check:
 		echo "build ./cmd/tokenstore for $$p"; \
 		GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -o /dev/null ./cmd/tokenstore || exit 1; \
 	done
+	@echo "build ./cmd/tokenstore-bench for darwin/arm64"
+	@GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/tokenstore-bench
 	@linked=$$($(GO) list -deps ./cmd/tokenstore | grep -E '$(TOOLING_DEPS)'); \
 	if [ -n "$$linked" ]; then echo "the daemon links benchmark tooling:"; echo "$$linked"; exit 1; fi
 
@@ -64,17 +67,17 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzForwardedWrite$$' -fuzztime=$(FUZZTIME) ./cluster
 	$(GO) test -run='^$$' -fuzz='^FuzzReadCall$$' -fuzztime=$(FUZZTIME) ./cluster
 
-# Measurements on loopback (bench/run.sh): one node; nonce checks against
-# memcached direct; a three-node cluster; the router against its upstream.
-# DURATION=30s CLIENTS=128 tune.
-bench-node:
-	bench/run.sh node
-bench-nonce: deps
-	bench/run.sh nonce
-bench-cluster:
-	bench/run.sh cluster
-bench-route:
-	bench/run.sh route
+# Measurements on loopback (tokenstore-bench loopback): one node; nonce
+# checks against memcached direct; a three-node cluster; the router against
+# its upstream. DURATION=30s CLIENTS=128 tune.
+bench-node: build
+	bin/tokenstore-bench loopback node --duration $(DURATION) --clients $(CLIENTS)
+bench-nonce: deps build
+	bin/tokenstore-bench loopback nonce --duration $(DURATION) --clients $(CLIENTS)
+bench-cluster: build
+	bin/tokenstore-bench loopback cluster --duration $(DURATION) --clients $(CLIENTS)
+bench-route: build
+	bin/tokenstore-bench loopback route --duration $(DURATION) --clients $(CLIENTS)
 
 # The peers of make bench-peers, from Debian's packages; make test does not
 # install them (their tests are skipped without them).

@@ -11,13 +11,14 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
+	"github.com/tokenstore/tokenstore/internal/netem"
+	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
 // Errors of a chaos run.
@@ -31,11 +32,11 @@ var (
 // clients in every datacenter, and faults on a schedule.
 type ChaosConfig struct {
 	Binary, Dir string
-	DCs         []DC
+	DCs         []proccluster.DC
 	NodeArgs    []string
 	// Net, when set, runs the nodes in network namespaces with this
 	// cross-DC link; partitions need it.
-	Net      *NetConfig
+	Net      *netem.Config
 	Duration time.Duration // of the client load
 	Seed     uint64
 	// Faults name the faults (FaultKinds or FaultRandom) injected in
@@ -104,7 +105,7 @@ type Second struct {
 // ChaosReport is the outcome of a chaos run.
 type ChaosReport struct {
 	DCs          string                    `json:"dcs"`
-	Net          *NetConfig                `json:"network,omitempty"`
+	Net          *netem.Config             `json:"network,omitempty"`
 	Duration     string                    `json:"duration"`
 	Seed         uint64                    `json:"seed"`
 	ClientsPerDC int                       `json:"clients_per_dc"`
@@ -120,7 +121,7 @@ type ChaosReport struct {
 type chaosRun struct {
 	cfg      ChaosConfig
 	schedule []Fault // cfg.Faults, injected in this order, cycled
-	cluster  *Cluster
+	cluster  *proccluster.Cluster
 	h        *History
 	log      io.Writer
 	hc       *http.Client
@@ -146,7 +147,7 @@ func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport
 	}
 	// Mutual TLS and a gossip key on loopback too: faults meet the same
 	// transport with or without namespaces.
-	c, err := StartCluster(ctx, ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, DCs: cfg.DCs, Args: cfg.NodeArgs, Net: cfg.Net, Secure: true})
+	c, err := proccluster.StartCluster(ctx, proccluster.ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, DCs: cfg.DCs, Args: cfg.NodeArgs, Net: cfg.Net, Secure: true})
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +167,7 @@ func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport
 // chaosDefaults fills what cfg leaves zero.
 func chaosDefaults(cfg ChaosConfig) ChaosConfig {
 	if len(cfg.DCs) == 0 {
-		cfg.DCs = []DC{{Name: "a", Nodes: 3}, {Name: "b", Nodes: 2}}
+		cfg.DCs = []proccluster.DC{{Name: "a", Nodes: 3}, {Name: "b", Nodes: 2}}
 	}
 	if cfg.Duration <= 0 {
 		cfg.Duration = time.Minute
@@ -274,8 +275,8 @@ func (r *chaosRun) inject(ctx context.Context, f Fault) FaultEvent {
 
 // The run is the environment of its faults.
 
-func (r *chaosRun) nodes() []*Node               { return r.cluster.Nodes }
-func (r *chaosRun) dcs() []DC                    { return r.cfg.DCs }
+func (r *chaosRun) nodes() []*proccluster.Node   { return r.cluster.Nodes }
+func (r *chaosRun) dcs() []proccluster.DC        { return r.cfg.DCs }
 func (r *chaosRun) intN(n int) int               { return r.rng.IntN(n) }
 func (r *chaosRun) downtime() time.Duration      { return r.cfg.Downtime }
 func (r *chaosRun) partitionTime() time.Duration { return r.cfg.PartitionTime }
@@ -288,7 +289,7 @@ func (r *chaosRun) network() partitioner {
 }
 
 // leader asks the running nodes which one leads.
-func (r *chaosRun) leader(ctx context.Context) (*Node, error) {
+func (r *chaosRun) leader(ctx context.Context) (*proccluster.Node, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, n := range r.cluster.Nodes {
@@ -549,7 +550,7 @@ func (c *chaosClient) readBack(ctx context.Context, key, kind string, probe int)
 func (r *chaosRun) report(faults []FaultEvent) (*ChaosReport, error) {
 	ops := r.h.Ops()
 	sort.Slice(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
-	rep := &ChaosReport{DCs: dcString(r.cfg.DCs), Net: r.cfg.Net, Duration: r.cfg.Duration.String(), Seed: r.cfg.Seed,
+	rep := &ChaosReport{DCs: proccluster.FormatDCs(r.cfg.DCs), Net: r.cfg.Net, Duration: r.cfg.Duration.String(), Seed: r.cfg.Seed,
 		ClientsPerDC: r.cfg.ClientsPerDC, Ops: countOps(ops), PerSecond: perSecond(ops)}
 	rep.Faults = measureFaults(faults, ops)
 	html := filepath.Join(r.cfg.Out, "linearizability.html")
@@ -691,12 +692,4 @@ func perSecond(ops []HistOp) []Second {
 		}
 	}
 	return out
-}
-
-func dcString(dcs []DC) string {
-	var out []string
-	for _, d := range dcs {
-		out = append(out, d.String())
-	}
-	return strings.Join(out, ",")
 }

@@ -4,22 +4,24 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+
+	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
 func TestMajorityDCs(t *testing.T) {
-	run := func(dcs ...DC) *chaosRun {
-		r := &chaosRun{cfg: ChaosConfig{DCs: dcs}, cluster: &Cluster{}}
+	run := func(dcs ...proccluster.DC) *chaosRun {
+		r := &chaosRun{cfg: ChaosConfig{DCs: dcs}, cluster: &proccluster.Cluster{}}
 		for _, d := range dcs {
 			for k := range d.Nodes + d.NonVoters {
 				id := "n" + strconv.Itoa(len(r.cluster.Nodes)+1)
-				r.cluster.Nodes = append(r.cluster.Nodes, &Node{ID: id, DC: d.Name, Voter: k < d.Nodes})
+				r.cluster.Nodes = append(r.cluster.Nodes, &proccluster.Node{ID: id, DC: d.Name, Voter: k < d.Nodes})
 			}
 		}
 		return r
 	}
-	a3b2 := run(DC{Name: "a", Nodes: 3}, DC{Name: "b", Nodes: 2})
-	a2b2 := run(DC{Name: "a", Nodes: 2}, DC{Name: "b", Nodes: 2})
-	a2b1nv2 := run(DC{Name: "a", Nodes: 2}, DC{Name: "b", Nodes: 1, NonVoters: 2})
+	a3b2 := run(proccluster.DC{Name: "a", Nodes: 3}, proccluster.DC{Name: "b", Nodes: 2})
+	a2b2 := run(proccluster.DC{Name: "a", Nodes: 2}, proccluster.DC{Name: "b", Nodes: 2})
+	a2b1nv2 := run(proccluster.DC{Name: "a", Nodes: 2}, proccluster.DC{Name: "b", Nodes: 1, NonVoters: 2})
 	for _, tc := range []struct {
 		r         *chaosRun
 		side      []string

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
 // Systems are what Peers measures, tokenstore first.
@@ -96,7 +98,7 @@ func Peers(ctx context.Context, cfg PeersConfig, progress io.Writer) (*Report, e
 	slices.Sort(cfg.Scales)
 	rep := &Report{Machine: ReadMachine(), Started: time.Now().UTC(), Skipped: map[string]string{}}
 	mc, err := StartMemcached(ctx, cfg.Dir)
-	if err != nil && !errors.Is(err, ErrNotInstalled) {
+	if err != nil && !errors.Is(err, proccluster.ErrNotInstalled) {
 		return nil, err
 	}
 	if mc != nil {
@@ -105,7 +107,7 @@ func Peers(ctx context.Context, cfg PeersConfig, progress io.Writer) (*Report, e
 	for _, name := range cfg.Systems {
 		fmt.Fprintf(progress, "== %s\n", name)
 		sys, err := startSystem(ctx, name, cfg, mc)
-		if errors.Is(err, ErrNotInstalled) {
+		if errors.Is(err, proccluster.ErrNotInstalled) {
 			fmt.Fprintf(progress, "skipping %s: %v\n", name, err)
 			rep.Skipped[name] = err.Error()
 			continue
@@ -212,7 +214,7 @@ func startSystem(ctx context.Context, name string, cfg PeersConfig, mc *Server) 
 		return &system{name: name, all: r, reader: r, stop: srv.Stop, rss: srv.RSS}, nil
 	case "memcached":
 		if mc == nil {
-			return nil, fmt.Errorf("memcached: %w", ErrNotInstalled)
+			return nil, fmt.Errorf("memcached: %w", proccluster.ErrNotInstalled)
 		}
 		m := NewMemcached(mc.Addrs[0], clients)
 		return &system{name: name, all: m, reader: m, stop: func() {}, rss: mc.RSS}, nil
@@ -238,7 +240,7 @@ func startTokenstore(ctx context.Context, cfg PeersConfig, mc *Server) (*system,
 	if mc != nil {
 		args = append(args, "--memcached", mc.Addrs[0], "--memcached-timeout", "2s")
 	}
-	c, err := StartCluster(ctx, ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, Nodes: max(1, cfg.Nodes), Args: args})
+	c, err := proccluster.StartCluster(ctx, proccluster.ClusterConfig{Binary: cfg.Binary, Dir: cfg.Dir, Nodes: max(1, cfg.Nodes), Args: args})
 	if err != nil {
 		return nil, err
 	}

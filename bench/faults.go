@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
 // Faults a chaos run injects, by name: the names of the command line
@@ -90,10 +92,10 @@ func (in Injected) Heal(ctx context.Context) error {
 // faultEnv is what a fault acts on: the run's cluster, its network, its
 // random choices and its clock. *chaosRun is one.
 type faultEnv interface {
-	nodes() []*Node
-	dcs() []DC
+	nodes() []*proccluster.Node
+	dcs() []proccluster.DC
 	// leader asks the running nodes which one leads.
-	leader(ctx context.Context) (*Node, error)
+	leader(ctx context.Context) (*proccluster.Node, error)
 	// network is the emulated network, nil on loopback.
 	network() partitioner
 	// intN is a choice in [0, n) from the run's seed.
@@ -203,8 +205,8 @@ func (f killNode) Inject(_ context.Context, env faultEnv) (Injected, error) {
 }
 
 // kill SIGKILLs n; healing restarts it on its data.
-func kill(env faultEnv, kind string, n *Node) (Injected, error) {
-	ev := newFaultEvent(env, kind, []*Node{n})
+func kill(env faultEnv, kind string, n *proccluster.Node) (Injected, error) {
+	ev := newFaultEvent(env, kind, []*proccluster.Node{n})
 	n.Kill()
 	return Injected{Event: ev, Lasts: env.downtime(), heal: n.Start}, nil
 }
@@ -219,7 +221,7 @@ func (pauseNode) Expect() Expectation { return Expectation{} }
 func (f pauseNode) Inject(_ context.Context, env faultEnv) (Injected, error) {
 	nodes := env.nodes()
 	n := nodes[env.intN(len(nodes))]
-	ev := newFaultEvent(env, f.Name(), []*Node{n})
+	ev := newFaultEvent(env, f.Name(), []*proccluster.Node{n})
 	err := n.Pause()
 	return Injected{Event: ev, Lasts: env.downtime(), heal: func(context.Context) error { return n.Resume() }}, err
 }
@@ -247,11 +249,11 @@ func (f partitionFollower) Inject(ctx context.Context, env faultEnv) (Injected, 
 	if err != nil {
 		return unmade(env, f.Name(), err)
 	}
-	others := slices.DeleteFunc(slices.Clone(env.nodes()), func(x *Node) bool { return x == l })
+	others := slices.DeleteFunc(slices.Clone(env.nodes()), func(x *proccluster.Node) bool { return x == l })
 	if len(others) == 0 {
 		return unmade(env, f.Name(), errNoFollower)
 	}
-	return partition(env, f.Name(), []*Node{others[env.intN(len(others))]})
+	return partition(env, f.Name(), []*proccluster.Node{others[env.intN(len(others))]})
 }
 
 // errNoFollower is a follower partition of a cluster of one node.
@@ -264,7 +266,7 @@ var partitionExpects = Expectation{MajorityAnswered: true, CutAnswered: true}
 // partition cuts side off from the other nodes; healing joins them again.
 // The event names the DCs on the side of the voters' majority and those
 // cut off from any leader.
-func partition(env faultEnv, kind string, side []*Node) (Injected, error) {
+func partition(env faultEnv, kind string, side []*proccluster.Node) (Injected, error) {
 	net := env.network()
 	if net == nil {
 		return unmade(env, kind, fmt.Errorf("%w: %s", ErrNeedsNetwork, kind))
@@ -310,13 +312,13 @@ func unmade(env faultEnv, kind string, err error) (Injected, error) {
 }
 
 // newFaultEvent is the event of a fault on nodes made now.
-func newFaultEvent(env faultEnv, kind string, nodes []*Node) FaultEvent {
+func newFaultEvent(env faultEnv, kind string, nodes []*proccluster.Node) FaultEvent {
 	ids, dcs := nodeIDs(nodes)
 	return FaultEvent{Kind: kind, Node: strings.Join(ids, ","), DC: strings.Join(dcs, ","), At: env.seconds()}
 }
 
 // nodeIDs are the ids of nodes and their DCs, each once.
-func nodeIDs(nodes []*Node) (ids, dcs []string) {
+func nodeIDs(nodes []*proccluster.Node) (ids, dcs []string) {
 	for _, n := range nodes {
 		ids = append(ids, n.ID)
 		if !slices.Contains(dcs, n.DC) {
@@ -328,19 +330,19 @@ func nodeIDs(nodes []*Node) (ids, dcs []string) {
 
 // majorityDCs are the DCs whose nodes are all on the side of a partition
 // that holds a majority of the voters: the nodes in side, or the others.
-func majorityDCs(nodes []*Node, dcs []DC, side []string) []string {
+func majorityDCs(nodes []*proccluster.Node, dcs []proccluster.DC, side []string) []string {
 	return dcsOnSide(nodes, dcs, side, true)
 }
 
 // cutDCs are the DCs whose nodes are all on a side of a partition that
 // holds no majority of the voters: the nodes in side, or the others.
-func cutDCs(nodes []*Node, dcs []DC, side []string) []string {
+func cutDCs(nodes []*proccluster.Node, dcs []proccluster.DC, side []string) []string {
 	return dcsOnSide(nodes, dcs, side, false)
 }
 
 // dcsOnSide lists the DCs wholly on one side of a partition (the nodes in
 // side, or the others) whose holding a majority of the voters is majority.
-func dcsOnSide(nodes []*Node, dcs []DC, side []string, majority bool) []string {
+func dcsOnSide(nodes []*proccluster.Node, dcs []proccluster.DC, side []string, majority bool) []string {
 	voters, inside := 0, 0
 	for _, n := range nodes {
 		if n.Voter {
@@ -367,8 +369,8 @@ func dcsOnSide(nodes []*Node, dcs []DC, side []string, majority bool) []string {
 }
 
 // nodesIn are the nodes of one DC.
-func nodesIn(nodes []*Node, dc string) []*Node {
-	var out []*Node
+func nodesIn(nodes []*proccluster.Node, dc string) []*proccluster.Node {
+	var out []*proccluster.Node
 	for _, n := range nodes {
 		if n.DC == dc {
 			out = append(out, n)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
 // Every name of the command line resolves to its own type, and the lists
@@ -173,9 +175,9 @@ func TestReportColumnsFollowExpectations(t *testing.T) {
 // fakeEnv is a cluster without processes: a network that records its
 // cuts, a fixed leader and choices from a seed.
 type fakeEnv struct {
-	all       []*Node
-	dcList    []DC
-	lead      *Node
+	all       []*proccluster.Node
+	dcList    []proccluster.DC
+	lead      *proccluster.Node
 	leaderErr error
 	net       *fakeNet
 	rng       *rand.Rand
@@ -189,13 +191,13 @@ type fakeNet struct {
 func (n *fakeNet) Partition(side []string) error { n.cut = append(n.cut, side); return nil }
 func (n *fakeNet) Heal() error                   { n.healed++; return nil }
 
-func (e *fakeEnv) nodes() []*Node                        { return e.all }
-func (e *fakeEnv) dcs() []DC                             { return e.dcList }
-func (e *fakeEnv) leader(context.Context) (*Node, error) { return e.lead, e.leaderErr }
-func (e *fakeEnv) intN(n int) int                        { return e.rng.IntN(n) }
-func (e *fakeEnv) seconds() float64                      { return 7 }
-func (e *fakeEnv) downtime() time.Duration               { return 3 * time.Second }
-func (e *fakeEnv) partitionTime() time.Duration          { return 8 * time.Second }
+func (e *fakeEnv) nodes() []*proccluster.Node                        { return e.all }
+func (e *fakeEnv) dcs() []proccluster.DC                             { return e.dcList }
+func (e *fakeEnv) leader(context.Context) (*proccluster.Node, error) { return e.lead, e.leaderErr }
+func (e *fakeEnv) intN(n int) int                                    { return e.rng.IntN(n) }
+func (e *fakeEnv) seconds() float64                                  { return 7 }
+func (e *fakeEnv) downtime() time.Duration                           { return 3 * time.Second }
+func (e *fakeEnv) partitionTime() time.Duration                      { return 8 * time.Second }
 func (e *fakeEnv) network() partitioner {
 	if e.net == nil {
 		return nil
@@ -205,9 +207,9 @@ func (e *fakeEnv) network() partitioner {
 
 // newFakeEnv is a:3,b:2 with n1 leading.
 func newFakeEnv(network bool) *fakeEnv {
-	e := &fakeEnv{dcList: []DC{{Name: "a", Nodes: 3}, {Name: "b", Nodes: 2}}, rng: rand.New(rand.NewPCG(7, 1))}
+	e := &fakeEnv{dcList: []proccluster.DC{{Name: "a", Nodes: 3}, {Name: "b", Nodes: 2}}, rng: rand.New(rand.NewPCG(7, 1))}
 	for i, dc := range []string{"a", "a", "a", "b", "b"} {
-		e.all = append(e.all, &Node{ID: fmt.Sprintf("n%d", i+1), DC: dc, Voter: true})
+		e.all = append(e.all, &proccluster.Node{ID: fmt.Sprintf("n%d", i+1), DC: dc, Voter: true})
 	}
 	e.lead = e.all[0]
 	if network {
@@ -255,7 +257,7 @@ func TestPartitionFollowerInject(t *testing.T) {
 	if !errors.Is(err, ErrNoLeaderSeen) || in.Event.Kind != FaultPartitionFollower || in.Event.Node != "" || in.Heal(context.Background()) != nil {
 		t.Errorf("no leader: %+v, %v", in, err)
 	}
-	one := &fakeEnv{all: env.all[:1], dcList: []DC{{Name: "a", Nodes: 1}}, lead: env.all[0], net: &fakeNet{}, rng: env.rng}
+	one := &fakeEnv{all: env.all[:1], dcList: []proccluster.DC{{Name: "a", Nodes: 1}}, lead: env.all[0], net: &fakeNet{}, rng: env.rng}
 	if _, err := (partitionFollower{}).Inject(context.Background(), one); err == nil || len(one.net.cut) != 0 {
 		t.Errorf("a cluster of one node: want an error and no cut, got %v, %+v", err, one.net)
 	}

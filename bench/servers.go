@@ -3,24 +3,19 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/tokenstore/tokenstore/internal/freeport"
+	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
-
-// probe answers readiness checks; a server that hangs must not stall a poll.
-// It never goes through a proxy: the nodes may be on private addresses.
-var probe = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
 
 // Server is a set of peer processes the bench started.
 type Server struct {
 	Name  string
 	Addrs []string // client addresses, host:port
-	Procs []*Proc
+	Procs []*proccluster.Proc
 }
 
 // Stop ends the processes by pid.
@@ -44,11 +39,11 @@ func (s *Server) RSS() map[string]int64 {
 // StartEtcd starts a members-member etcd cluster on loopback with its
 // data in dir.
 func StartEtcd(ctx context.Context, dir string, members int) (*Server, error) {
-	bin, err := lookPath("etcd")
+	bin, err := proccluster.LookPath("etcd")
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := freeport.Addrs(2 * members)
+	addrs, err := proccluster.FreeAddrs(2 * members)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +54,7 @@ func StartEtcd(ctx context.Context, dir string, members int) (*Server, error) {
 	s := &Server{Name: "etcd"}
 	for i := range members {
 		name, client, peer := fmt.Sprintf("e%d", i+1), addrs[2*i], addrs[2*i+1]
-		p, err := startProc(dir, "etcd-"+name, bin, "--name", name, "--data-dir", filepath.Join(dir, "etcd-"+name),
+		p, err := proccluster.StartProc(dir, "etcd-"+name, bin, "--name", name, "--data-dir", filepath.Join(dir, "etcd-"+name),
 			"--listen-client-urls", "http://"+client, "--advertise-client-urls", "http://"+client,
 			"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
@@ -73,30 +68,12 @@ func StartEtcd(ctx context.Context, dir string, members int) (*Server, error) {
 		s.Addrs = append(s.Addrs, client)
 	}
 	for i, p := range s.Procs {
-		url := "http://" + s.Addrs[i] + "/health"
-		if err := p.waitUntil(ctx, time.Minute, func(ctx context.Context) error { return httpOK(ctx, url) }); err != nil {
+		if err := p.WaitUntil(ctx, time.Minute, proccluster.GetOK("http://"+s.Addrs[i]+"/health")); err != nil {
 			s.Stop()
 			return nil, err
 		}
 	}
 	return s, nil
-}
-
-// httpOK GETs url and wants 200.
-func httpOK(ctx context.Context, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := probe.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	return nil
 }
 
 // StartRedis starts one Redis server that fsyncs every write
@@ -118,10 +95,10 @@ func StartRedis(ctx context.Context, dir string) (*Server, error) {
 // onePort finds a single-process peer's binary and a free loopback
 // address, and its port, for it to listen on.
 func onePort(name string) (bin, addr, port string, err error) {
-	if bin, err = lookPath(name); err != nil {
+	if bin, err = proccluster.LookPath(name); err != nil {
 		return "", "", "", err
 	}
-	addrs, err := freeport.Addrs(1)
+	addrs, err := proccluster.FreeAddrs(1)
 	if err != nil {
 		return "", "", "", err
 	}
@@ -132,12 +109,12 @@ func onePort(name string) (bin, addr, port string, err error) {
 // startOne starts one server process listening at addr and waits until it
 // accepts connections.
 func startOne(ctx context.Context, dir, name, addr, bin string, args ...string) (*Server, error) {
-	p, err := startProc(dir, name, bin, args...)
+	p, err := proccluster.StartProc(dir, name, bin, args...)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Name: name, Addrs: []string{addr}, Procs: []*Proc{p}}
-	if err := p.waitUntil(ctx, 30*time.Second, func(ctx context.Context) error { return dialable(ctx, addr) }); err != nil {
+	s := &Server{Name: name, Addrs: []string{addr}, Procs: []*proccluster.Proc{p}}
+	if err := p.WaitUntil(ctx, 30*time.Second, proccluster.Accepts(addr)); err != nil {
 		s.Stop()
 		return nil, err
 	}
@@ -147,13 +124,9 @@ func startOne(ctx context.Context, dir, name, addr, bin string, args ...string) 
 // StartMemcached starts one memcached server, as the nonce store of a
 // tokenstore node would run.
 func StartMemcached(ctx context.Context, dir string) (*Server, error) {
-	bin, addr, port, err := onePort("memcached")
+	m, err := proccluster.StartMemcached(ctx, dir, "-t", "2", "-m", "256")
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-l", "127.0.0.1", "-p", port, "-U", "0", "-t", "2", "-m", "256"}
-	if os.Geteuid() == 0 {
-		args = append(args, "-u", "root") // memcached refuses root without it
-	}
-	return startOne(ctx, dir, "memcached", addr, bin, args...)
+	return &Server{Name: "memcached", Addrs: []string{m.Addr}, Procs: []*proccluster.Proc{m.Proc()}}, nil
 }

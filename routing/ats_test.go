@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenstore/tokenstore/internal/testnet"
+	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
 // Where Debian's trafficserver package puts things.
@@ -181,7 +181,11 @@ func startATS(t *testing.T, bin string, files map[string][]byte) string {
 	if err := os.CopyFS(etc, os.DirFS(atsConfigDir)); err != nil {
 		t.Fatalf("copy the ATS configuration: %v", err)
 	}
-	addr := testnet.Addr(t)
+	addrs, err := proccluster.FreeAddrs(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := addrs[0]
 	_, port, _ := net.SplitHostPort(addr)
 	files["records.config"] = []byte(strings.Join([]string{
 		"CONFIG proxy.config.http.server_ports STRING " + port + ":ip-in=127.0.0.1",

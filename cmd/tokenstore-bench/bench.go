@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/tokenstore/tokenstore/bench"
+	"github.com/tokenstore/tokenstore/internal/netem"
+	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
 const usage = `usage: tokenstore-bench <command> [flags]
@@ -25,6 +27,8 @@ commands:
   chaos    a local multi-DC cluster under faults, its history checked
   route    the router's overhead: the same request direct and through it
   echo     a small upstream for trials and benchmarks of the router
+  loopback one-command measurements on loopback, servers started for them:
+           node, nonce, cluster or route
 
 The commands that start nodes run the tokenstore binary named by
 $TOKENSTORE_BIN, else the one next to this binary, else tokenstore on $PATH.
@@ -50,6 +54,8 @@ func main() {
 		err = routeBench(args)
 	case "echo":
 		err = echo(args)
+	case "loopback":
+		err = loopback(args)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:
@@ -121,6 +127,14 @@ func benchRun(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	return runWorkloads(ctx, cfg, workloads, out)
+}
+
+// runWorkloads runs the comma-separated workloads one after the other,
+// printing each result and, when both ran, the ratio of the API's nonce
+// checks to memcached's add(); then the summary table and the files out
+// asks for.
+func runWorkloads(ctx context.Context, cfg bench.Config, workloads string, out outputs) error {
 	rep := &bench.Report{Machine: bench.ReadMachine(), Started: time.Now().UTC()}
 	opsPerS := map[string]float64{}
 	for _, w := range strings.Split(workloads, ",") {
@@ -142,7 +156,7 @@ func benchRun(args []string) error {
 
 func benchCluster(args []string) error {
 	fs := flag.NewFlagSet("bench cluster", flag.ContinueOnError)
-	cfg := bench.ClusterConfig{}
+	cfg := proccluster.ClusterConfig{}
 	var sf serverFlags
 	fs.IntVar(&cfg.Nodes, "nodes", 3, "nodes (in one datacenter unless --dcs is given)")
 	dcs := dcsFlag(fs, "")
@@ -152,7 +166,7 @@ func benchCluster(args []string) error {
 		return err
 	}
 	var err error
-	if cfg.DCs, err = bench.ParseDCs(*dcs); err != nil {
+	if cfg.DCs, err = proccluster.ParseDCs(*dcs); err != nil {
 		return err
 	}
 	var cleanup func()
@@ -162,7 +176,7 @@ func benchCluster(args []string) error {
 	defer cleanup()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	c, err := bench.StartCluster(ctx, cfg)
+	c, err := proccluster.StartCluster(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -276,7 +290,7 @@ func benchChaos(args []string) error {
 	var cfg bench.ChaosConfig
 	var faults string
 	var sf serverFlags
-	var net bench.NetConfig
+	var net netem.Config
 	var netns bool
 	dcs := dcsFlag(fs, "a:3,b:2")
 	fs.BoolVar(&netns, "netns", true, "run every node in a network namespace of its own behind an emulated network (needs root and iproute2); false: all on 127.0.0.1, without partitions or latency")
@@ -297,12 +311,12 @@ func benchChaos(args []string) error {
 		return err
 	}
 	var err error
-	if cfg.DCs, err = bench.ParseDCs(*dcs); err != nil {
+	if cfg.DCs, err = proccluster.ParseDCs(*dcs); err != nil {
 		return err
 	}
 	cfg.Faults = bench.SplitList(faults)
 	if netns {
-		if err := bench.NetAvailable(); err != nil {
+		if err := netem.Available(); err != nil {
 			return fmt.Errorf("%w (--netns=false runs the process faults on loopback)", err)
 		}
 		cfg.Net = &net

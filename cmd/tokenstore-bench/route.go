@@ -65,13 +65,20 @@ func routeBench(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	return compareRoute(ctx, *direct, *via, *path, *clients, *duration, *rounds)
+}
+
+// compareRoute runs the same GET of path straight to the upstream at
+// direct and through the router at via, in rounds alternations, and
+// prints both results and their ratio.
+func compareRoute(ctx context.Context, direct, via, path string, clients int, duration time.Duration, rounds int) error {
 	// Alternate short runs so that drift of the machine hits both sides.
 	var results [2][]*bench.Result
-	for range *rounds {
-		for i, base := range []string{*direct, *via} {
+	for range rounds {
+		for i, base := range []string{direct, via} {
 			name := [2]string{"direct", "router"}[i]
-			r, err := bench.RunHTTP(ctx, bench.HTTPConfig{Name: name, URL: strings.TrimRight(base, "/") + *path,
-				Clients: *clients, Duration: *duration / time.Duration(*rounds)}, io.Discard)
+			r, err := bench.RunHTTP(ctx, bench.HTTPConfig{Name: name, URL: strings.TrimRight(base, "/") + path,
+				Clients: clients, Duration: duration / time.Duration(rounds)}, io.Discard)
 			if err != nil {
 				return err
 			}

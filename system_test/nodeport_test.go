@@ -1,4 +1,4 @@
-package main
+package systemtest
 
 import (
 	"bytes"
@@ -115,14 +115,14 @@ func TestNodePortRefusesHostileWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := startDaemon(t, t.TempDir(), "--api-keys", keys)
-	c := client.New("http://"+d.apiAddr, client.WithAPIKey(key))
+	c := client.New(d.URL(), client.WithAPIKey(key))
 	ctx := ctxFor(t, 2*time.Minute)
 	before, err := c.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "user:1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range probes(t) {
-		if reply := forward(t, d.raftAddr, p.entry); !refusedWrite(reply, p.want) {
+		if reply := forward(t, d.Raft, p.entry); !refusedWrite(reply, p.want) {
 			t.Fatalf("%s: the node answered %+v, want refused naming %q", p.name, reply, p.want)
 		}
 		if code, err := d.readyz(); code != http.StatusOK {
@@ -139,7 +139,7 @@ func TestNodePortRefusesHostileWrites(t *testing.T) {
 		t.Fatal("the node did not log the refusals")
 	}
 
-	d.kill()
+	d.Kill()
 	d.start()
 	if _, _, err := c.Lookup(ctx, before.Token, client.LookupOptions{}); err != nil {
 		t.Fatalf("after a restart, the token issued before: %v", err)
@@ -159,25 +159,24 @@ func TestClusterSurvivesPoisonOnTheNodePort(t *testing.T) {
 	}
 	for _, n := range nodes {
 		for _, p := range probes(t) {
-			if reply := forward(t, n.raftAddr, p.entry); !refusedWrite(reply, p.want) {
-				t.Fatalf("%s on %s: answered %+v, want refused", p.name, n.id, reply)
+			if reply := forward(t, n.Raft, p.entry); !refusedWrite(reply, p.want) {
+				t.Fatalf("%s on %s: answered %+v, want refused", p.name, n.ID, reply)
 			}
 		}
 	}
 	for _, n := range nodes {
 		if code, err := n.readyz(); code != http.StatusOK {
-			t.Fatalf("%s: /readyz %d (%v) after the probes", n.id, code, err)
+			t.Fatalf("%s: /readyz %d (%v) after the probes", n.ID, code, err)
 		}
-		n.kill()
+		n.Kill()
 	}
 	for i, n := range nodes {
-		n.args = n.argsJoining([]string{nodes[(i+1)%len(nodes)].gossip})
-		n.launch()
+		n.run(nodes[(i+1)%len(nodes)].Gossip)
 	}
 	for _, n := range nodes {
 		n.waitReady()
 		if _, _, err := n.c.Lookup(ctx, before.Token, client.LookupOptions{MinIndex: before.Index}); err != nil {
-			t.Fatalf("%s after the restart: the token issued before: %v", n.id, err)
+			t.Fatalf("%s after the restart: the token issued before: %v", n.ID, err)
 		}
 	}
 }

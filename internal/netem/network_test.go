@@ -1,4 +1,6 @@
-package bench
+//go:build linux
+
+package netem
 
 import (
 	"errors"
@@ -9,11 +11,11 @@ import (
 )
 
 // needNetwork skips a test that builds a Network where the machine
-// cannot, unless RequireNetEnv is set (make test sets it as root).
+// cannot, unless RequireEnv is set (make test sets it as root).
 func needNetwork(t *testing.T) {
 	t.Helper()
-	if err := NetAvailable(); err != nil {
-		if os.Getenv(RequireNetEnv) != "" {
+	if err := Available(); err != nil {
+		if os.Getenv(RequireEnv) != "" {
 			t.Fatal(err)
 		}
 		t.Skip(err)
@@ -113,7 +115,7 @@ func exchange(n *Network, from, to string, wait time.Duration) (time.Duration, e
 // nodes but not from the host; and that Heal and Close undo it all.
 func TestNetwork(t *testing.T) {
 	needNetwork(t)
-	n, err := NewNetwork([]NetNode{{"a1", "a"}, {"a2", "a"}, {"b1", "b"}}, NetConfig{Latency: 40 * time.Millisecond, Jitter: 10 * time.Millisecond})
+	n, err := New([]Node{{"a1", "a"}, {"a2", "a"}, {"b1", "b"}}, Config{Latency: 40 * time.Millisecond, Jitter: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

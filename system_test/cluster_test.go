@@ -1,4 +1,4 @@
-package main
+package systemtest
 
 import (
 	"encoding/base64"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
+	"github.com/tokenstore/tokenstore/internal/proccluster"
 	"github.com/tokenstore/tokenstore/internal/testpki"
 )
 
@@ -23,9 +24,9 @@ func TestClusterFormsThroughGossip(t *testing.T) {
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	// Each process is given one --join address. n3 and n2 start before
 	// n1, the node they join through; n1 joins through n2.
-	n3.run(n1.gossip)
-	n2.run(n1.gossip)
-	n1.run(n2.gossip)
+	n3.run(n1.Gossip)
+	n2.run(n1.Gossip)
+	n1.run(n2.Gossip)
 	for _, n := range nodes {
 		n.waitReady()
 	}
@@ -36,30 +37,27 @@ func TestClusterFormsThroughGossip(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
 	iss, err := fs[0].c.Issue(ctx, wire.IssueRequest{Kind: "oauth2_code", Subject: "user:1", ClientID: "app1"})
 	if err != nil {
-		t.Fatalf("issue on follower %s: want 201, got %v", fs[0].id, err)
+		t.Fatalf("issue on follower %s: want 201, got %v", fs[0].ID, err)
 	}
 	if iss.Index == 0 {
-		t.Fatalf("issue on follower %s: want the write's index, got 0", fs[0].id)
+		t.Fatalf("issue on follower %s: want the write's index, got 0", fs[0].ID)
 	}
 	for _, n := range nodes {
 		rec, meta, err := n.c.Lookup(ctx, iss.Token, client.LookupOptions{Consistency: wire.ConsistencyLeader})
 		if err != nil || rec.ID != iss.ID || meta.Index < iss.Index {
 			t.Fatalf("consistency=leader lookup on %s right after the issue: want %s at index >= %d, got %q at %d, %v",
-				n.id, iss.ID, iss.Index, rec.ID, meta.Index, err)
+				n.ID, iss.ID, iss.Index, rec.ID, meta.Index, err)
 		}
 	}
 	for _, n := range nodes {
 		rec, meta, err := n.c.Lookup(ctx, iss.Token, client.LookupOptions{MinIndex: iss.Index})
 		if err != nil || rec.ID != iss.ID || meta.Index < iss.Index || meta.DC != "dc1" {
 			t.Fatalf("local lookup with min_index %d on %s: want %s at index >= %d from dc1, got %q at %d from %q, %v",
-				iss.Index, n.id, iss.ID, iss.Index, rec.ID, meta.Index, meta.DC, err)
+				iss.Index, n.ID, iss.ID, iss.Index, rec.ID, meta.Index, meta.DC, err)
 		}
 	}
 }
 
-// consumeLoad issues oauth2_code tokens and has two consumers race for
-// each one on two different nodes, round-robin over its targets. It records
-// every acknowledged issue and every consume's answer.
 func TestClusterSIGKILLLeaderUnderConsumeLoad(t *testing.T) {
 	nodes := planNodes(t, voters("n1", "n2", "n3")...)
 	formCluster(t, nodes)
@@ -76,9 +74,9 @@ func TestClusterSIGKILLLeaderUnderConsumeLoad(t *testing.T) {
 	// From here on the load goes to the survivors only; what was in flight
 	// to the leader is lost with it and proves nothing.
 	load.route(survivors)
-	old.kill()
+	old.Kill()
 	before := load.consumedTokens()
-	t.Logf("SIGKILLed leader %s after %d consumes", old.id, before)
+	t.Logf("SIGKILLed leader %s after %d consumes", old.ID, before)
 
 	leader := waitLeader(t, survivors)
 	waitFor(t, "40 more consumes after the kill", 30*time.Second, func() error {
@@ -88,29 +86,29 @@ func TestClusterSIGKILLLeaderUnderConsumeLoad(t *testing.T) {
 		return nil
 	})
 	load.halt()
-	t.Logf("new leader %s; %s", leader.id, load.summary())
+	t.Logf("new leader %s; %s", leader.ID, load.summary())
 	leader = waitLeader(t, survivors)
 	load.check(t, leader)
 
 	// Back on the same data directory and ports, joining through a
 	// survivor: the same node again, not a second one, and caught up.
-	old.restart(survivors[0].gossip)
+	old.restart(survivors[0].Gossip)
 	waitView(t, nodes, nodes)
 	leader = waitLeader(t, nodes)
 	ctx := ctxFor(t, time.Minute)
 	iss, err := leader.c.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "after-restart"})
 	if err != nil {
-		t.Fatalf("issue on leader %s after the restart: want 201, got %v", leader.id, err)
+		t.Fatalf("issue on leader %s after the restart: want 201, got %v", leader.ID, err)
 	}
 	rec, meta, err := old.c.Lookup(ctx, iss.Token, client.LookupOptions{MinIndex: iss.Index})
 	if err != nil || rec.ID != iss.ID || meta.Index < iss.Index {
 		t.Fatalf("lookup with min_index %d on restarted %s: want %s at index >= %d, got %q at %d, %v",
-			iss.Index, old.id, iss.ID, iss.Index, rec.ID, meta.Index, err)
+			iss.Index, old.ID, iss.ID, iss.Index, rec.ID, meta.Index, err)
 	}
 	waitFor(t, "the restarted node's own replica to hold the later write", 15*time.Second, func() error {
 		_, meta, err := old.c.Lookup(ctx, iss.Token, client.LookupOptions{})
 		if err != nil {
-			return fmt.Errorf("local lookup on %s at index %d: %v", old.id, meta.Index, err)
+			return fmt.Errorf("local lookup on %s at index %d: %v", old.ID, meta.Index, err)
 		}
 		return nil
 	})
@@ -121,9 +119,9 @@ func TestClusterTLSAndGossipKey(t *testing.T) {
 	key := base64.StdEncoding.EncodeToString([]byte("tokenstore gossip key, 32 bytes!"))
 	spare := base64.StdEncoding.EncodeToString([]byte("an older key still in the ring.."))
 	wrong := base64.StdEncoding.EncodeToString([]byte("not the key the cluster uses!!!!"))
-	secured := func(id string, ca *testpki.CA, gossipKey string, extra ...string) nodeSpec {
+	secured := func(id string, ca *testpki.CA, gossipKey string, extra ...string) proccluster.NodeSpec {
 		f := ca.Issue(t, id)
-		return nodeSpec{id: id, flags: append([]string{"--tls-cert", f.Cert, "--tls-key", f.Key, "--tls-ca", f.CA,
+		return proccluster.NodeSpec{ID: id, Flags: append([]string{"--tls-cert", f.Cert, "--tls-key", f.Key, "--tls-ca", f.CA,
 			"--gossip-key", gossipKey}, extra...)}
 	}
 	nodes := planNodes(t,
@@ -145,26 +143,26 @@ func TestClusterTLSAndGossipKey(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
 	iss, err := fs[0].c.Issue(ctx, wire.IssueRequest{Kind: "oauth2_code", ClientID: "app1"})
 	if err != nil {
-		t.Fatalf("issue on follower %s, forwarded over mutual TLS: want 201, got %v", fs[0].id, err)
+		t.Fatalf("issue on follower %s, forwarded over mutual TLS: want 201, got %v", fs[0].ID, err)
 	}
 
 	// A certificate from another CA with the right gossip key: gossip
 	// hears of it, Raft never takes it. The right CA with a wrong gossip
 	// key: nobody hears of it at all.
-	stranger.run(members[0].gossip)
-	wrongKey.run(members[0].gossip)
+	stranger.run(members[0].Gossip)
+	wrongKey.run(members[0].Gossip)
 	waitFor(t, "the leader to refuse the node with a foreign certificate", 30*time.Second, func() error {
 		for _, line := range strings.Split(leader.logs(), "\n") {
-			if strings.Contains(line, "does not answer as itself") && strings.Contains(line, "node="+stranger.id) {
+			if strings.Contains(line, "does not answer as itself") && strings.Contains(line, "node="+stranger.ID) {
 				return nil
 			}
 		}
 		code, _ := stranger.readyz()
-		return fmt.Errorf("leader %s has logged no refusal of %s yet (its /readyz: %d)", leader.id, stranger.id, code)
+		return fmt.Errorf("leader %s has logged no refusal of %s yet (its /readyz: %d)", leader.ID, stranger.ID, code)
 	})
 	waitFor(t, "the node with the wrong gossip key to fail joining", 30*time.Second, func() error {
 		if !strings.Contains(wrongKey.logs(), "joining the cluster through gossip") {
-			return fmt.Errorf("%s has logged no failed join yet", wrongKey.id)
+			return fmt.Errorf("%s has logged no failed join yet", wrongKey.ID)
 		}
 		return nil
 	})
@@ -172,27 +170,27 @@ func TestClusterTLSAndGossipKey(t *testing.T) {
 		for _, n := range members {
 			st, err := n.cluster()
 			if err != nil {
-				return fmt.Errorf("GET /v1/cluster on %s: %v", n.id, err)
+				return fmt.Errorf("GET /v1/cluster on %s: %v", n.ID, err)
 			}
 			if err := checkView(st, members); err != nil {
-				return fmt.Errorf("/v1/cluster on %s: %v", n.id, err)
+				return fmt.Errorf("/v1/cluster on %s: %v", n.ID, err)
 			}
 		}
-		for _, n := range []*cnode{stranger, wrongKey} {
+		for _, n := range []*node{stranger, wrongKey} {
 			if code, err := n.readyz(); code != 503 {
-				return fmt.Errorf("%s /readyz: want 503, got %d (%v)", n.id, code, err)
+				return fmt.Errorf("%s /readyz: want 503, got %d (%v)", n.ID, code, err)
 			}
 		}
 		return nil
 	})
 	for _, n := range members {
-		if strings.Contains(n.logs(), wrongKey.id) {
-			t.Errorf("%s logged %s: a node with a wrong gossip key must not be heard of at all", n.id, wrongKey.id)
+		if strings.Contains(n.logs(), wrongKey.ID) {
+			t.Errorf("%s logged %s: a node with a wrong gossip key must not be heard of at all", n.ID, wrongKey.ID)
 		}
 	}
-	for _, n := range []*cnode{stranger, wrongKey} {
+	for _, n := range []*node{stranger, wrongKey} {
 		if _, _, err := n.c.Lookup(ctx, iss.Token, client.LookupOptions{Consistency: wire.ConsistencyLeader}); err == nil {
-			t.Errorf("%s is outside the cluster: want its leader read to fail, it answered", n.id)
+			t.Errorf("%s is outside the cluster: want its leader read to fail, it answered", n.ID)
 		}
 	}
 
@@ -200,14 +198,14 @@ func TestClusterTLSAndGossipKey(t *testing.T) {
 	leader = waitLeader(t, members)
 	fs = others(members, leader)
 	if _, err := fs[1].c.Consume(ctx, wire.ConsumeRequest{Token: iss.Token, ClientID: "app1"}); err != nil {
-		t.Fatalf("consume on %s after the rejections: want 200, got %v", fs[1].id, err)
+		t.Fatalf("consume on %s after the rejections: want 200, got %v", fs[1].ID, err)
 	}
 	if _, err := fs[0].c.Consume(ctx, wire.ConsumeRequest{Token: iss.Token}); !errors.Is(err, client.ErrTokenReused) {
-		t.Fatalf("second consume of a code on %s: want token_reused, got %v", fs[0].id, err)
+		t.Fatalf("second consume of a code on %s: want token_reused, got %v", fs[0].ID, err)
 	}
 	for _, n := range members {
-		if _, err := n.c.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "after-" + n.id}); err != nil {
-			t.Fatalf("issue on %s after the rejections: want 201, got %v", n.id, err)
+		if _, err := n.c.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "after-" + n.ID}); err != nil {
+			t.Fatalf("issue on %s after the rejections: want 201, got %v", n.ID, err)
 		}
 	}
 }
@@ -215,17 +213,17 @@ func TestClusterTLSAndGossipKey(t *testing.T) {
 func TestClusterTwoDCsAndGracefulShutdown(t *testing.T) {
 	inA := []string{"--primary-dc", "a", "--bootstrap-expect", "3"}
 	nodes := planNodes(t,
-		nodeSpec{id: "a1", dc: "a", flags: inA},
-		nodeSpec{id: "a2", dc: "a", flags: inA},
-		nodeSpec{id: "a3", dc: "a", flags: inA},
-		nodeSpec{id: "b1", dc: "b", nonvoter: true, flags: []string{"--primary-dc", "a"}},
+		proccluster.NodeSpec{ID: "a1", DC: "a", Flags: inA},
+		proccluster.NodeSpec{ID: "a2", DC: "a", Flags: inA},
+		proccluster.NodeSpec{ID: "a3", DC: "a", Flags: inA},
+		proccluster.NodeSpec{ID: "b1", DC: "b", NonVoter: true, Flags: []string{"--primary-dc", "a"}},
 	)
 	replica := nodes[3]
 	formCluster(t, nodes)
 	waitView(t, nodes, nodes)
 	st, err := replica.cluster()
 	if err != nil || st.PrimaryDC != "a" {
-		t.Fatalf("/v1/cluster on %s: want primary_dc a, got %+v, %v", replica.id, st, err)
+		t.Fatalf("/v1/cluster on %s: want primary_dc a, got %+v, %v", replica.ID, st, err)
 	}
 
 	leader := waitLeader(t, nodes)
@@ -233,12 +231,12 @@ func TestClusterTwoDCsAndGracefulShutdown(t *testing.T) {
 	writer := others(nodes[:3], leader)[0]
 	iss, err := writer.c.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "user:7"})
 	if err != nil {
-		t.Fatalf("issue on %s in DC a: want 201, got %v", writer.id, err)
+		t.Fatalf("issue on %s in DC a: want 201, got %v", writer.ID, err)
 	}
 	rec, meta, err := replica.c.Lookup(ctx, iss.Token, client.LookupOptions{MinIndex: iss.Index})
 	if err != nil || rec.ID != iss.ID || meta.DC != "b" || meta.Index < iss.Index {
 		t.Fatalf("lookup with min_index %d on %s in DC b: want %s answered by DC b at index >= %d, got %q by %q at %d, %v",
-			iss.Index, replica.id, iss.ID, iss.Index, rec.ID, meta.DC, meta.Index, err)
+			iss.Index, replica.ID, iss.ID, iss.Index, rec.ID, meta.DC, meta.Index, err)
 	}
 
 	// SIGTERM the leader while the other nodes, the replica in DC b
@@ -253,16 +251,16 @@ func TestClusterTwoDCsAndGracefulShutdown(t *testing.T) {
 		return nil
 	})
 	if err := leader.stop(); err != nil {
-		t.Fatalf("SIGTERM to leader %s: want exit status 0, got %v", leader.id, err)
+		t.Fatalf("SIGTERM to leader %s: want exit status 0, got %v", leader.ID, err)
 	}
 	if logs := leader.logs(); !strings.Contains(logs, "handed leadership over before shutdown") {
 		t.Errorf("SIGTERM to leader %s: want its log to say it handed leadership over before shutdown, log:\n%s",
-			leader.id, tail(logs, 60))
+			leader.ID, tail(logs, 60))
 	}
 	before := load.consumedTokens()
 	newLeader := waitLeader(t, rest)
-	if newLeader.dc != "a" {
-		t.Errorf("after the shutdown: want a leader in primary DC a, got %s in %s", newLeader.id, newLeader.dc)
+	if newLeader.DC != "a" {
+		t.Errorf("after the shutdown: want a leader in primary DC a, got %s in %s", newLeader.ID, newLeader.DC)
 	}
 	waitFor(t, "30 more consumes after the shutdown", 30*time.Second, func() error {
 		if k := load.consumedTokens(); k < before+30 {
@@ -271,7 +269,7 @@ func TestClusterTwoDCsAndGracefulShutdown(t *testing.T) {
 		return nil
 	})
 	load.halt()
-	t.Logf("leader %s stopped, %s leads; %s", leader.id, newLeader.id, load.summary())
+	t.Logf("leader %s stopped, %s leads; %s", leader.ID, newLeader.ID, load.summary())
 	load.mu.Lock()
 	failed, first := load.nFailed+load.dropped, load.failed
 	load.mu.Unlock()

@@ -1,7 +1,8 @@
-package main
+package systemtest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,77 +20,37 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tokenstore/tokenstore/api"
+	"github.com/tokenstore/tokenstore/internal/proccluster"
 	"github.com/tokenstore/tokenstore/internal/testcluster"
-	"github.com/tokenstore/tokenstore/internal/testnet"
 	"github.com/tokenstore/tokenstore/routing"
 )
 
 // routeProc is one `tokenstore route` process.
-type routeProc struct {
-	t           *testing.T
-	addr, admin string
-	cmd         *exec.Cmd
-	logPath     string
-	exited      chan struct{}
-	waitErr     error
-}
+type routeProc struct{ *proccluster.Router }
 
 // startRoute runs the router on free loopback ports and waits until its
 // /readyz answers 200 (the primary DC is known).
 func startRoute(t *testing.T, args ...string) *routeProc {
 	t.Helper()
-	addrs := testnet.Addrs(t, 2)
-	p := &routeProc{t: t, addr: addrs[0], admin: addrs[1], logPath: filepath.Join(t.TempDir(), "route.log"), exited: make(chan struct{})}
-	logf, err := os.Create(p.logPath)
+	r, err := proccluster.StartRouter(context.Background(), binary, t.TempDir(), append([]string{"--log-level", "debug"}, args...)...)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("tokenstore route: %v", err)
 	}
-	p.cmd = exec.Command(binary, append([]string{"route", "--listen", p.addr, "--admin-listen", p.admin, "--log-level", "debug"}, args...)...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.waitErr = p.cmd.Wait(); logf.Close(); close(p.exited) }()
 	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			p.cmd.Process.Signal(syscall.SIGKILL)
-			<-p.exited
-		}
+		r.Kill()
 		if t.Failed() {
-			t.Logf("--- route log ---\n%s", tail(p.logs(), 80))
+			t.Logf("--- route log ---\n%s", tail(r.Log(), 80))
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := probe.Get("http://" + p.admin + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("tokenstore route exited at start: %v\n%s", p.waitErr, p.logs())
-		case <-time.After(25 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tokenstore route not ready after 30s\n%s", p.logs())
-		}
-	}
+	return &routeProc{r}
 }
 
-func (p *routeProc) logs() string {
-	b, _ := os.ReadFile(p.logPath)
-	return string(b)
-}
+func (p *routeProc) logs() string { return p.Log() }
 
 // servedBy sends a request through the router and returns the DC whose
 // upstream answered and the decision header.
 func (p *routeProc) servedBy(method, path string) (string, string, *http.Response, error) {
-	req, err := http.NewRequest(method, "http://"+p.addr+path, strings.NewReader("x=1"))
+	req, err := http.NewRequest(method, "http://"+p.Addr+path, strings.NewReader("x=1"))
 	if err != nil {
 		return "", "", nil, err
 	}
@@ -132,7 +92,11 @@ func TestRouteFollowsLeaderAcrossDCs(t *testing.T) {
 	}
 	a, b := dcUpstream(t, "a"), dcUpstream(t, "b")
 	// The first store URL is dead: the router must use the others.
-	urls := []string{"http://" + testnet.Addr(t)}
+	dead, err := proccluster.FreeAddrs(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	urls := []string{"http://" + dead[0]}
 	for _, n := range c.Nodes() {
 		urls = append(urls, n.API.URL)
 	}
@@ -210,14 +174,8 @@ func TestRouteFollowsLeaderAcrossDCs(t *testing.T) {
 	}
 
 	// SIGTERM: a clean stop.
-	rp.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-rp.exited:
-		if rp.waitErr != nil || !strings.Contains(rp.logs(), "stopped cleanly") {
-			t.Errorf("SIGTERM: exit %v", rp.waitErr)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("tokenstore route ignored SIGTERM")
+	if err := rp.Stop(30 * time.Second); err != nil || !strings.Contains(rp.logs(), "stopped cleanly") {
+		t.Errorf("SIGTERM: exit %v", err)
 	}
 }
 
@@ -225,7 +183,11 @@ func TestRouteFollowsLeaderAcrossDCs(t *testing.T) {
 // endpoints, and an upstream that is down.
 func TestRouteStaticPrimaryCLI(t *testing.T) {
 	a := dcUpstream(t, "a")
-	down := "http://" + testnet.Addr(t)
+	addrs, err := proccluster.FreeAddrs(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "http://" + addrs[0]
 	rp := startRoute(t, "--local-dc", "a", "--upstream", "a="+a.URL, "--upstream", "b="+down, "--primary-dc", "b", "--stick-ttl", "30s")
 	if dc, route, _, err := rp.servedBy("GET", "/wiki/Main_Page"); err != nil || dc != "a" || route != "local" {
 		t.Fatalf("GET: %q %q %v", dc, route, err)
@@ -234,7 +196,7 @@ func TestRouteStaticPrimaryCLI(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusBadGateway || route != "primary/path" {
 		t.Fatalf("authorize flow with DC b down: %v %v %q; want 502 primary/path", resp, err, route)
 	}
-	resp, err = probe.Get("http://" + rp.admin + "/metrics")
+	resp, err = probe.Get("http://" + rp.Admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,29 +313,16 @@ func TestRouteExportCLI(t *testing.T) {
 }
 
 // TestRouteBenchSmoke: the echo upstream and the router overhead bench,
-// as bench/run.sh route runs them.
+// as tokenstore-bench loopback route runs them.
 func TestRouteBenchSmoke(t *testing.T) {
-	addr := testnet.Addr(t)
-	echo := exec.Command(benchBinary, "echo", "--listen", addr, "--dc", "a")
-	if err := echo.Start(); err != nil {
-		t.Fatal(err)
+	echo, err := proccluster.StartEcho(context.Background(), benchBinary, t.TempDir(), "a")
+	if err != nil {
+		t.Fatalf("the echo upstream: %v", err)
 	}
-	echoDone := make(chan struct{})
-	go func() { echo.Wait(); close(echoDone) }()
-	t.Cleanup(func() { echo.Process.Signal(syscall.SIGKILL); <-echoDone })
-	waitFor(t, "the echo upstream", 30*time.Second, func() error {
-		resp, err := probe.Get("http://" + addr + "/")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.Header.Get("X-Upstream-DC") != "a" {
-			return fmt.Errorf("X-Upstream-DC %q", resp.Header.Get("X-Upstream-DC"))
-		}
-		return nil
-	})
+	t.Cleanup(echo.Kill)
+	addr := echo.Addr
 	rp := startRoute(t, "--local-dc", "a", "--upstream", "a=http://"+addr, "--primary-dc", "a")
-	out, err := exec.Command(benchBinary, "route", "--direct", "http://"+addr, "--via", "http://"+rp.addr,
+	out, err := exec.Command(benchBinary, "route", "--direct", "http://"+addr, "--via", "http://"+rp.Addr,
 		"--clients", "4", "--duration", "600ms", "--rounds", "2").Output()
 	if err != nil {
 		t.Fatalf("route bench: %v\n%s", err, out)

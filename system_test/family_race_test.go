@@ -1,4 +1,4 @@
-package main
+package systemtest
 
 import (
 	"errors"
@@ -49,7 +49,7 @@ func TestCodeExchangeRaceRevokesFamilyForGood(t *testing.T) {
 					if errors.Is(err, client.ErrTokenReused) {
 						reused++
 					} else {
-						failures = append(failures, fmt.Sprintf("consume on %s: %v", n.id, err))
+						failures = append(failures, fmt.Sprintf("consume on %s: %v", n.ID, err))
 					}
 					mu.Unlock()
 					return
@@ -76,7 +76,7 @@ func TestCodeExchangeRaceRevokesFamilyForGood(t *testing.T) {
 					if tok := client.TokenOf(err); errors.Is(err, client.ErrFamilyRevoked) && tok != nil && tok.Family == code.Family {
 						refusals++
 					} else {
-						failures = append(failures, fmt.Sprintf("issue on %s: %v", n.id, err))
+						failures = append(failures, fmt.Sprintf("issue on %s: %v", n.ID, err))
 					}
 				}
 			}()
@@ -93,7 +93,7 @@ func TestCodeExchangeRaceRevokesFamilyForGood(t *testing.T) {
 				_, _, err := n.c.Lookup(ctx, tok, client.LookupOptions{Consistency: wire.ConsistencyLeader})
 				if !errors.Is(err, client.ErrTokenRevoked) {
 					t.Fatalf("round %d: a token issued into family %s, whose code's reuse was detected, looked up on %s: %v; want token_revoked",
-						round, code.Family, n.id, err)
+						round, code.Family, n.ID, err)
 				}
 			}
 		}

@@ -1,17 +1,14 @@
-package main
+package systemtest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,28 +16,6 @@ import (
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
 )
-
-// pause stops the process with SIGSTOP, by its pid, and waits until the
-// kernel reports it stopped; it is continued when the test ends.
-func (d *daemon) pause() {
-	d.t.Helper()
-	pid := d.cmd.Process.Pid
-	if err := d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		d.t.Fatalf("SIGSTOP %d: %v", pid, err)
-	}
-	d.t.Cleanup(d.resume)
-	waitFor(d.t, fmt.Sprintf("process %d to stop", pid), 10*time.Second, func() error {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		// The state is the field after the parenthesised command name.
-		if i := bytes.LastIndexByte(b, ')'); err == nil && i > 0 && i+2 < len(b) && b[i+2] == 'T' {
-			return nil
-		}
-		return fmt.Errorf("state not T: %q, %v", b, err)
-	})
-}
-
-// resume continues a paused process.
-func (d *daemon) resume() { d.cmd.Process.Signal(syscall.SIGCONT) }
 
 // localRead is one local read's answer: its status, error code and the
 // contact headers.
@@ -59,8 +34,8 @@ func (r localRead) String() string {
 // readLocally makes the three local reads, lookup, introspection and
 // external authorization, of secret on the node, and the listing of its
 // subject, user:1.
-func readLocally(d *daemon, secret string) ([]localRead, error) {
-	base := "http://" + d.apiAddr
+func readLocally(n *node, secret string) ([]localRead, error) {
+	base := n.URL()
 	reqs := []struct {
 		what string
 		make func() (*http.Request, error)
@@ -128,7 +103,7 @@ func TestClusterStaleFollower(t *testing.T) {
 	const maxStaleness = 3 * time.Second
 	specs := voters("n1", "n2", "n3")
 	for i := range specs {
-		specs[i].flags = append(specs[i].flags, "--max-staleness", maxStaleness.String())
+		specs[i].Flags = append(specs[i].Flags, "--max-staleness", maxStaleness.String())
 	}
 	nodes := planNodes(t, specs...)
 	formCluster(t, nodes)
@@ -145,7 +120,7 @@ func TestClusterStaleFollower(t *testing.T) {
 	// The follower serves the token on every local read, and says it
 	// knows a leader it heard from within the bound.
 	waitFor(t, "the follower to serve the token", 30*time.Second, func() error {
-		reads, err := readLocally(f.daemon, iss.Token)
+		reads, err := readLocally(f, iss.Token)
 		if err != nil {
 			return err
 		}
@@ -165,7 +140,7 @@ func TestClusterStaleFollower(t *testing.T) {
 		p.pause()
 	}
 	waitFor(t, "the cut-off follower to answer local reads 503 replica_stale", time.Minute, func() error {
-		reads, err := readLocally(f.daemon, iss.Token)
+		reads, err := readLocally(f, iss.Token)
 		if err != nil {
 			return err
 		}
@@ -195,7 +170,7 @@ func TestClusterStaleFollower(t *testing.T) {
 		p.resume()
 	}
 	waitFor(t, "the follower to serve again once its peers resume", time.Minute, func() error {
-		reads, err := readLocally(f.daemon, iss.Token)
+		reads, err := readLocally(f, iss.Token)
 		if err != nil {
 			return err
 		}

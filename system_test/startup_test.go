@@ -1,4 +1,4 @@
-package main
+package systemtest
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenstore/tokenstore/internal/testnet"
+	"github.com/tokenstore/tokenstore/internal/proccluster"
 	"github.com/tokenstore/tokenstore/internal/testpki"
 )
 
@@ -104,7 +104,10 @@ func TestRefusesExposedNodePorts(t *testing.T) {
 // TestInsecureNodePortsStartWithWarnings: with --insecure both exposed
 // ports start, and each is named in one warning line at every start.
 func TestInsecureNodePortsStartWithWarnings(t *testing.T) {
-	a := testnet.Addrs(t, 3)
+	a, err := proccluster.FreeAddrs(3)
+	if err != nil {
+		t.Fatal(err)
+	}
 	raft, gossip, lan := a[0], a[1], a[2]
 	d := startDaemon(t, t.TempDir(), "--insecure",
 		"--raft-addr", onAllInterfaces(t, raft), "--advertise-raft", raft,
@@ -129,7 +132,10 @@ func TestInsecureNodePortsStartWithWarnings(t *testing.T) {
 // TestSecuredNodePortsOffLoopback: mutual TLS and a gossip key make the
 // same exposed binds start without --insecure and without a warning.
 func TestSecuredNodePortsOffLoopback(t *testing.T) {
-	a := testnet.Addrs(t, 3)
+	a, err := proccluster.FreeAddrs(3)
+	if err != nil {
+		t.Fatal(err)
+	}
 	raft, gossip, lan := a[0], a[1], a[2]
 	pki := testpki.New(t).Issue(t, "n1")
 	key := base64.StdEncoding.EncodeToString([]byte("tokenstore gossip key, 32 bytes!"))
@@ -150,7 +156,11 @@ func TestProfiles(t *testing.T) {
 	if err := os.WriteFile(keys, []byte("ops:"+key+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	pprofAddr := freeAddr(t)
+	addrs, err := proccluster.FreeAddrs(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pprofAddr := addrs[0]
 	d := startDaemon(t, t.TempDir(), "--api-keys", keys, "--pprof", "--pprof-addr", pprofAddr)
 	get := func(url, bearer string) (int, string) {
 		t.Helper()
@@ -173,10 +183,10 @@ func TestProfiles(t *testing.T) {
 		name, url, bearer string
 		want              int
 	}{
-		{"API port without a key", "http://" + d.apiAddr + "/debug/pprof/", "", http.StatusUnauthorized},
-		{"API port with a wrong key", "http://" + d.apiAddr + "/debug/pprof/heap", "not-the-key-at-all-0000", http.StatusUnauthorized},
-		{"API port with the key", "http://" + d.apiAddr + "/debug/pprof/", key, http.StatusOK},
-		{"API port, a profile with the key", "http://" + d.apiAddr + "/debug/pprof/goroutine?debug=1", key, http.StatusOK},
+		{"API port without a key", d.URL() + "/debug/pprof/", "", http.StatusUnauthorized},
+		{"API port with a wrong key", d.URL() + "/debug/pprof/heap", "not-the-key-at-all-0000", http.StatusUnauthorized},
+		{"API port with the key", d.URL() + "/debug/pprof/", key, http.StatusOK},
+		{"API port, a profile with the key", d.URL() + "/debug/pprof/goroutine?debug=1", key, http.StatusOK},
 		{"own listener", "http://" + pprofAddr + "/debug/pprof/", "", http.StatusOK},
 		{"own listener, a profile", "http://" + pprofAddr + "/debug/pprof/heap?debug=1", "", http.StatusOK},
 		{"own listener serves profiles only", "http://" + pprofAddr + "/readyz", "", http.StatusNotFound},
@@ -223,7 +233,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{binary, []string{"route", "export", "-h"}},
 		{benchBinary, []string{"-h"}}, {benchBinary, []string{"run", "-h"}}, {benchBinary, []string{"cluster", "-h"}},
 		{benchBinary, []string{"peers", "-h"}}, {benchBinary, []string{"chaos", "-h"}}, {benchBinary, []string{"route", "-h"}},
-		{benchBinary, []string{"echo", "-h"}},
+		{benchBinary, []string{"echo", "-h"}}, {benchBinary, []string{"loopback", "-h"}}, {benchBinary, []string{"loopback", "node", "-h"}},
 	} {
 		out, err := exec.Command(c.bin, c.args...).CombinedOutput()
 		if err != nil || !strings.Contains(strings.ToLower(string(out)), "usage") {

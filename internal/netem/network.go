@@ -1,4 +1,6 @@
-package bench
+//go:build linux
+
+package netem
 
 import (
 	"bytes"
@@ -28,7 +30,7 @@ import (
 // on every protocol alike: Raft, forwarded requests, and gossip over UDP
 // and TCP.
 //
-//	bench (host) ── veth ── router ── veth ── node n1 (10.X.1.2)
+//	the host ────── veth ── router ── veth ── node n1 (10.X.1.2)
 //	                          │ ╰──── veth ── node n2 (10.X.1.6)
 //	                          │ ╰──── veth ── node n4 (10.X.2.2)
 //	                         tun: the cross-DC delay line
@@ -36,12 +38,12 @@ import (
 // Datacenter d holds 10.X.d.0/24, each node a /30 of it; the host end is
 // 10.X.0.1. The router's policy rules send packets between nodes of
 // different datacenters through a TUN device, where a goroutine holds
-// each for the one-way delay before writing it back: netem is a module
-// that minimal kernels leave out, and a TCP proxy such as toxiproxy
-// neither carries UDP nor knows which node a connection comes from. A partition is a pair of
-// blackhole rules per cut node pair: packets vanish silently, as on a
-// real split, while the clients on the host still reach every node.
-// It needs root and iproute2.
+// each for the one-way delay before writing it back: the kernel's netem
+// queueing discipline is a module that minimal kernels leave out, and a
+// TCP proxy such as toxiproxy neither carries UDP nor knows which node a
+// connection comes from. A partition is a pair of blackhole rules per cut
+// node pair: packets vanish silently, as on a real split, while the
+// clients on the host still reach every node. It needs root and iproute2.
 type Network struct {
 	prefix string   // of this network's namespace names
 	link   string   // the host's end of the link to the router
@@ -62,22 +64,10 @@ type Network struct {
 	cut [][2]string // blackhole rules in place, "from" and "to" prefixes
 }
 
-// NetNode is a node to place in a Network.
-type NetNode struct{ ID, DC string }
-
 type netNode struct {
-	NetNode
+	Node
 	ns       string
 	ip, gate net.IP
-}
-
-// NetConfig is the cross-DC link of a Network.
-type NetConfig struct {
-	// Latency is the round trip between nodes of different datacenters;
-	// Jitter spreads it by up to ± Jitter. Packets of a direction stay
-	// in order, so on a busy link the delay leans to the upper end.
-	Latency time.Duration `json:"latency_ns"`
-	Jitter  time.Duration `json:"jitter_ns"`
 }
 
 // Policy rule priorities in the router, in the order it evaluates them.
@@ -90,24 +80,17 @@ const (
 	wanDev     = "wan"
 )
 
-// ErrNetUnavailable is a machine where the bench cannot build a Network:
-// not root, or no iproute2.
-var ErrNetUnavailable = errors.New("bench: network namespaces need root and iproute2")
-
-// RequireNetEnv, when set in the environment, makes the tests that build
-// a Network fail where they cannot, rather than skip or fall back.
-const RequireNetEnv = "TOKENSTORE_REQUIRE_NETNS"
-
-// NetAvailable tells whether this process can build a Network.
-func NetAvailable() error {
+// Available tells whether this process can build a Network: it runs as
+// root and finds iproute2 and the TUN device.
+func Available() error {
 	if os.Geteuid() != 0 {
-		return fmt.Errorf("%w: not root", ErrNetUnavailable)
+		return fmt.Errorf("%w: not root", ErrUnavailable)
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		return fmt.Errorf("%w: %v", ErrNetUnavailable, err)
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		return fmt.Errorf("%w: %v", ErrNetUnavailable, err)
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return nil
 }
@@ -115,10 +98,11 @@ func NetAvailable() error {
 // netSeq numbers the networks of this process.
 var netSeq atomic.Int64
 
-// NewNetwork builds the namespaces, links and routes for nodes; Close
-// removes them. Namespaces a killed bench left behind are removed first.
-func NewNetwork(nodes []NetNode, cfg NetConfig) (_ *Network, err error) {
-	if err := NetAvailable(); err != nil {
+// New builds the namespaces, links and routes for nodes; Close
+// removes them. Namespaces that a killed process left behind are removed
+// first.
+func New(nodes []Node, cfg Config) (_ *Network, err error) {
+	if err := Available(); err != nil {
 		return nil, err
 	}
 	removeStaleNetworks()
@@ -153,9 +137,9 @@ func NewNetwork(nodes []NetNode, cfg NetConfig) (_ *Network, err error) {
 		k := perDC[d]
 		perDC[d]++
 		if d > 250 || k > 62 {
-			return nil, fmt.Errorf("bench: network: too many datacenters or nodes")
+			return nil, fmt.Errorf("netem: too many datacenters or nodes")
 		}
-		nn := &netNode{NetNode: nd, ns: fmt.Sprintf("%s-%d", n.prefix, i+1),
+		nn := &netNode{Node: nd, ns: fmt.Sprintf("%s-%d", n.prefix, i+1),
 			gate: net.IPv4(10, n.net, byte(d), byte(4*k+1)).To4(), ip: net.IPv4(10, n.net, byte(d), byte(4*k+2)).To4()}
 		n.nodes[nd.ID] = nn
 		n.dcOf[[4]byte(nn.ip)] = d
@@ -319,14 +303,14 @@ func (n *Network) Partition(side []string) error {
 	in := map[string]bool{}
 	for _, id := range side {
 		if n.nodes[id] == nil {
-			return fmt.Errorf("bench: network: no node %q", id)
+			return fmt.Errorf("netem: no node %q", id)
 		}
 		in[id] = true
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if len(n.cut) > 0 {
-		return fmt.Errorf("bench: network: already partitioned")
+		return fmt.Errorf("netem: already partitioned")
 	}
 	var cmds []string
 	for a := range in {
@@ -381,15 +365,15 @@ func (n *Network) addNetns(name string) error {
 }
 
 // netnsPrefix starts the name of every namespace of a Network, followed
-// by the bench's pid.
+// by the pid of the process that made it.
 const netnsPrefix = "tokenstore-bench-"
 
 // staleNetns names a namespace of a Network: the prefix, the pid of its
 // process, the network's number, the node.
 var staleNetns = regexp.MustCompile(`^` + netnsPrefix + `([0-9]+)-[0-9]+-`)
 
-// removeStaleNetworks removes the namespaces of runs whose bench process
-// is gone, after killing, by pid, the nodes still running in them.
+// removeStaleNetworks removes the namespaces of runs whose process is
+// gone, after killing, by pid, the nodes still running in them.
 func removeStaleNetworks() {
 	entries, _ := os.ReadDir("/run/netns")
 	for _, e := range entries {
@@ -439,7 +423,7 @@ func (n *Network) claimSubnet() error {
 		}
 		ip("addr", "flush", "dev", n.link)
 	}
-	return fmt.Errorf("bench: network: no free 10.X.0.0/16 for X in 200–250: %v", err)
+	return fmt.Errorf("netem: no free 10.X.0.0/16 for X in 200–250: %v", err)
 }
 
 // routeTypes are the words that may come before the destination of a

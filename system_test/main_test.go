@@ -1,4 +1,8 @@
-package main
+// Package systemtest runs the built binaries, tokenstore and
+// tokenstore-bench, as an operator would: single nodes and clusters of
+// separate processes on loopback ports (internal/proccluster), the
+// command-line tools against them, the router and the benchmarks.
+package systemtest
 
 import (
 	"bytes"
@@ -14,14 +18,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
 	"github.com/tokenstore/tokenstore/internal/memcachedtest"
-	"github.com/tokenstore/tokenstore/internal/testnet"
 )
 
 // binary is the tokenstore command built once for these tests, and
@@ -35,7 +37,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary, benchBinary = filepath.Join(dir, "tokenstore"), filepath.Join(dir, "tokenstore-bench")
-	for out, pkg := range map[string]string{binary: ".", benchBinary: "../tokenstore-bench"} {
+	const module = "github.com/tokenstore/tokenstore"
+	for out, pkg := range map[string]string{binary: module + "/cmd/tokenstore", benchBinary: module + "/cmd/tokenstore-bench"} {
 		build := exec.Command("go", "build", "-o", out, pkg)
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
@@ -47,132 +50,6 @@ func TestMain(m *testing.M) {
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
-
-// daemon is one `tokenstore serve` process on loopback ports.
-type daemon struct {
-	t        *testing.T
-	cmd      *exec.Cmd
-	dataDir  string
-	apiAddr  string
-	raftAddr string
-	logPath  string
-	args     []string
-	exited   chan struct{}
-	waitErr  error
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return testnet.Addr(t)
-}
-
-// startDaemon runs serve on dataDir and waits until /readyz is 200.
-func startDaemon(t *testing.T, dataDir string, args ...string) *daemon {
-	t.Helper()
-	d := startDaemonNoWait(t, dataDir, args...)
-	d.waitReady()
-	return d
-}
-
-// startDaemonNoWait runs serve on dataDir without waiting for readiness:
-// a node of a cluster being formed is ready only once its peers run too.
-func startDaemonNoWait(t *testing.T, dataDir string, args ...string) *daemon {
-	t.Helper()
-	d := &daemon{t: t, dataDir: dataDir, apiAddr: freeAddr(t), raftAddr: freeAddr(t),
-		logPath: filepath.Join(t.TempDir(), "daemon.log"), args: args}
-	d.launch()
-	return d
-}
-
-// start runs the process again on the same data directory, addresses and
-// arguments, and waits until it is ready.
-func (d *daemon) start() {
-	d.t.Helper()
-	d.launch()
-	d.waitReady()
-}
-
-// launch starts the process; the kill is registered as cleanup.
-func (d *daemon) launch() {
-	d.t.Helper()
-	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	args := append([]string{"serve", "--data-dir", d.dataDir, "--api-addr", d.apiAddr,
-		"--raft-addr", d.raftAddr, "--log-level", "debug"}, d.args...)
-	d.cmd = exec.Command(binary, args...)
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	if err := d.cmd.Start(); err != nil {
-		d.t.Fatal(err)
-	}
-	d.exited = make(chan struct{})
-	go func() {
-		d.waitErr = d.cmd.Wait()
-		logf.Close()
-		close(d.exited)
-	}()
-	d.t.Cleanup(d.kill)
-}
-
-// probe answers health checks; a node that hangs must not stall a poll.
-var probe = &http.Client{Timeout: 2 * time.Second}
-
-func (d *daemon) waitReady() {
-	d.t.Helper()
-	deadline := time.After(30 * time.Second)
-	for {
-		resp, err := probe.Get("http://" + d.apiAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		select {
-		case <-d.exited:
-			d.t.Fatalf("daemon exited before ready: %v\n%s", d.waitErr, d.logs())
-		case <-deadline:
-			d.t.Fatalf("daemon not ready after 30s\n%s", d.logs())
-		case <-time.After(25 * time.Millisecond):
-		}
-	}
-}
-
-// kill sends SIGKILL to the process (by its pid) and waits for it.
-func (d *daemon) kill() {
-	if d.cmd == nil || d.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-d.exited:
-		return
-	default:
-	}
-	d.cmd.Process.Signal(syscall.SIGKILL)
-	<-d.exited
-}
-
-// stop sends SIGTERM and returns the exit error once the process is gone.
-func (d *daemon) stop() error {
-	d.t.Helper()
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-		return d.waitErr
-	case <-time.After(60 * time.Second):
-		d.kill()
-		d.t.Fatalf("daemon ignored SIGTERM for 60s\n%s", d.logs())
-	}
-	return nil
-}
-
-func (d *daemon) logs() string {
-	b, _ := os.ReadFile(d.logPath)
-	return string(b)
-}
-
-func (d *daemon) client() *client.Client { return client.New("http://" + d.apiAddr) }
 
 type issued struct {
 	token, id, kind string
@@ -218,7 +95,7 @@ func lookupErr(c *client.Client, tok string) error {
 // acknowledged while the kill landed.
 func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 	d := startDaemon(t, t.TempDir())
-	c := d.client()
+	c := d.c
 	ctx := context.Background()
 
 	toks := issueMany(t, c, 120, "oauth2_code", "access")
@@ -267,26 +144,19 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 		}()
 	}
 	// Let some in-flight writes be acknowledged before the kill.
-	deadline := time.After(20 * time.Second)
-	for {
+	waitFor(t, "50 in-flight writes acknowledged", 20*time.Second, func() error {
 		mu.Lock()
-		n := len(acked)
-		mu.Unlock()
-		if n >= 50 {
-			break
+		defer mu.Unlock()
+		if n := len(acked); n < 50 {
+			return fmt.Errorf("only %d", n)
 		}
-		select {
-		case <-deadline:
-			t.Fatalf("only %d in-flight writes acknowledged in 20s", n)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	d.kill()
+		return nil
+	})
+	d.Kill()
 	close(stop)
 	wg.Wait()
 
 	d.start()
-	c = d.client()
 	for _, tk := range toks {
 		err := lookupErr(c, tk.token)
 		switch {
@@ -316,7 +186,7 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 func TestNoSecretAtRest(t *testing.T) {
 	dir := t.TempDir()
 	d := startDaemon(t, dir, "--snapshot-threshold", "32", "--snapshot-interval", "100ms", "--rotation-grace", "1h")
-	c := d.client()
+	c := d.c
 	ctx := context.Background()
 	toks := issueMany(t, c, 200, "oauth2_code", "access", "remember", "developer")
 	secrets := make([]string, 0, len(toks)+10)
@@ -353,18 +223,12 @@ func TestNoSecretAtRest(t *testing.T) {
 	}
 
 	// Wait for Raft to write a snapshot.
-	deadline := time.After(30 * time.Second)
-	for {
-		m, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin"))
-		if len(m) > 0 {
-			break
+	waitFor(t, "a snapshot", 30*time.Second, func() error {
+		if m, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin")); len(m) == 0 {
+			return fmt.Errorf("none in %s; log:\n%s", dir, tail(d.logs(), 40))
 		}
-		select {
-		case <-deadline:
-			t.Fatalf("no snapshot after 30s\n%s", d.logs())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		return nil
+	})
 	if err := d.stop(); err != nil {
 		t.Fatalf("SIGTERM: want exit 0, got %v\n%s", err, d.logs())
 	}
@@ -404,7 +268,6 @@ func TestNoSecretAtRest(t *testing.T) {
 
 	// Restart restores the snapshot (and the log after it).
 	d.start()
-	c = d.client()
 	for _, tk := range toks[40:] {
 		if err := lookupErr(c, tk.token); err != nil {
 			t.Fatalf("after restore: %v", err)
@@ -427,7 +290,7 @@ func TestTokenCLI(t *testing.T) {
 	d := startDaemon(t, t.TempDir())
 	run := func(stdin string, args ...string) string {
 		t.Helper()
-		cmd := exec.Command(binary, append(append([]string{"token"}, args[:1]...), append([]string{"--addr", "http://" + d.apiAddr}, args[1:]...)...)...)
+		cmd := exec.Command(binary, append(append([]string{"token"}, args[:1]...), append([]string{"--addr", d.URL()}, args[1:]...)...)...)
 		cmd.Stdin = strings.NewReader(stdin)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -457,7 +320,7 @@ func TestTokenCLI(t *testing.T) {
 	if out := run(tok+"\n", "consume"); !strings.Contains(out, `"uses_left": 0`) {
 		t.Errorf("consume: got\n%s", out)
 	}
-	cmd := exec.Command(binary, "token", "consume", "--addr", "http://"+d.apiAddr, tok)
+	cmd := exec.Command(binary, "token", "consume", "--addr", d.URL(), tok)
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "token_reused") {
 		t.Errorf("second consume of a code: want a token_reused failure, got %v: %s", err, out)
 	}
@@ -471,7 +334,7 @@ func TestTokenCLI(t *testing.T) {
 		next.Token == "" || next.Token == rt.Token || next.Family != rt.Family || next.Access == nil || next.Access.Token == "" {
 		t.Fatalf("rotate: %+v, %v", next, err)
 	}
-	cmd = exec.Command(binary, "token", "rotate", "--addr", "http://"+d.apiAddr, rt.Token)
+	cmd = exec.Command(binary, "token", "rotate", "--addr", d.URL(), rt.Token)
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "token_reused") {
 		t.Errorf("rotating the old refresh token again: want token_reused, got %v: %s", err, out)
 	}
@@ -485,7 +348,7 @@ func TestBenchSmoke(t *testing.T) {
 	// A generous timeout: the smoke run checks the wiring, and the machine
 	// may be busy.
 	d := startDaemon(t, t.TempDir(), "--memcached", mc.Addr, "--memcached-timeout", "2s")
-	out, err := exec.Command(benchBinary, "run", "--addr", "http://"+d.apiAddr, "--workload", "issue,consume,rotate,lookup,introspect,nonce,memcached",
+	out, err := exec.Command(benchBinary, "run", "--addr", d.URL(), "--workload", "issue,consume,rotate,lookup,introspect,nonce,memcached",
 		"--memcached", mc.Addr, "--clients", "4", "--duration", "500ms", "--tokens", "40").Output()
 	if err != nil {
 		t.Fatalf("bench run: %v\n%s", err, out)
@@ -514,14 +377,14 @@ func TestNonceFlagsAndCLI(t *testing.T) {
 		out, err := exec.Command(binary, append([]string{"nonce", "--addr", "http://" + addr}, args...)...).CombinedOutput()
 		return string(out), err
 	}
-	if out, err := nonceCLI(d.apiAddr, "--scope", "consumer-1", "n-1"); err != nil || strings.TrimSpace(out) != "fresh" {
+	if out, err := nonceCLI(d.API, "--scope", "consumer-1", "n-1"); err != nil || strings.TrimSpace(out) != "fresh" {
 		t.Fatalf("first nonce: want fresh, got %v: %s", err, out)
 	}
-	if out, err := nonceCLI(d.apiAddr, "--scope", "consumer-1", "n-1"); err == nil || !strings.Contains(out, wire.CodeNonceReplayed) {
+	if out, err := nonceCLI(d.API, "--scope", "consumer-1", "n-1"); err == nil || !strings.Contains(out, wire.CodeNonceReplayed) {
 		t.Fatalf("replayed nonce: want a %s failure, got %v: %s", wire.CodeNonceReplayed, err, out)
 	}
 	old := fmt.Sprint(time.Now().Add(-time.Hour).Unix())
-	if out, err := nonceCLI(d.apiAddr, "--scope", "consumer-1", "--timestamp", old, "n-2"); err == nil || !strings.Contains(out, wire.CodeTimestampOutOfWindow) {
+	if out, err := nonceCLI(d.API, "--scope", "consumer-1", "--timestamp", old, "n-2"); err == nil || !strings.Contains(out, wire.CodeTimestampOutOfWindow) {
 		t.Fatalf("old timestamp: want a %s failure, got %v: %s", wire.CodeTimestampOutOfWindow, err, out)
 	}
 	if strings.Contains(d.logs(), "n-1") || strings.Contains(d.logs(), "node-local") {
@@ -533,16 +396,16 @@ func TestNonceFlagsAndCLI(t *testing.T) {
 		t.Errorf("--nonce-fail-open must be logged loudly at start:\n%s", open.logs())
 	}
 	mc.Kill()
-	c := d.client()
+	c := d.c
 	err := c.CheckNonce(context.Background(), "consumer-1", "while-down", time.Now().Unix())
 	var ce *client.Error
 	if !errors.As(err, &ce) || !errors.Is(err, client.ErrNonceStoreUnavailable) || ce.RetryAfter == 0 {
 		t.Fatalf("memcached down: want nonce_store_unavailable with Retry-After, got %v", err)
 	}
-	if err := open.client().CheckNonce(context.Background(), "consumer-1", "while-down", time.Now().Unix()); err != nil {
+	if err := open.c.CheckNonce(context.Background(), "consumer-1", "while-down", time.Now().Unix()); err != nil {
 		t.Fatalf("fail-open while memcached is down: want fresh, got %v", err)
 	}
-	resp, err := http.Get("http://" + d.apiAddr + "/metrics")
+	resp, err := http.Get(d.URL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -559,10 +422,10 @@ func TestNonceFlagsAndCLI(t *testing.T) {
 	if !strings.Contains(local.logs(), "node-local") {
 		t.Errorf("the embedded default must say nonces are node-local:\n%s", local.logs())
 	}
-	if out, err := nonceCLI(local.apiAddr, "--scope", "s", "n-1"); err != nil || strings.TrimSpace(out) != "fresh" {
+	if out, err := nonceCLI(local.API, "--scope", "s", "n-1"); err != nil || strings.TrimSpace(out) != "fresh" {
 		t.Fatalf("embedded store, first nonce: want fresh, got %v: %s", err, out)
 	}
-	if out, err := nonceCLI(local.apiAddr, "--scope", "s", "n-1"); err == nil || !strings.Contains(out, wire.CodeNonceReplayed) {
+	if out, err := nonceCLI(local.API, "--scope", "s", "n-1"); err == nil || !strings.Contains(out, wire.CodeNonceReplayed) {
 		t.Fatalf("embedded store, replay: want %s, got %v: %s", wire.CodeNonceReplayed, err, out)
 	}
 }

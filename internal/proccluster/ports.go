@@ -1,7 +1,4 @@
-// Package freeport picks loopback addresses for servers started as
-// separate processes (tokenstore nodes, memcached, benchmark peers), which
-// must be told their ports before they bind them.
-package freeport
+package proccluster
 
 import (
 	"fmt"
@@ -16,8 +13,10 @@ import (
 // floor is the lowest port picked.
 const floor = 10000
 
-// Addrs returns n distinct 127.0.0.1 addresses whose ports are free for
-// both TCP and UDP (gossip uses both).
+// FreeAddrs returns n distinct 127.0.0.1 addresses whose ports are free
+// for both TCP and UDP (gossip uses both): the one way ports are picked
+// for the processes started here and for any a test starts itself, since
+// a separate process must be told its port before it binds it.
 //
 // The ports come from below the kernel's ephemeral range. A port picked
 // by listening on :0 and closing is itself ephemeral: until the server
@@ -25,10 +24,10 @@ const floor = 10000
 // (seen as "address already in use" when test packages run in parallel).
 // Below the range only an explicit bind can collide, and the random
 // choice from thousands of ports makes that unlikely.
-func Addrs(n int) ([]string, error) {
+func FreeAddrs(n int) ([]string, error) {
 	low := ephemeralLow()
 	if low-floor < 1000 {
-		return nil, fmt.Errorf("freeport: ephemeral ports start at %d, too low to pick ports below them", low)
+		return nil, fmt.Errorf("proccluster: ephemeral ports start at %d, too low to pick ports below them", low)
 	}
 	var held []io.Closer
 	defer func() {
@@ -39,7 +38,7 @@ func Addrs(n int) ([]string, error) {
 	var out []string
 	for tries := 0; len(out) < n; tries++ {
 		if tries > 50*n {
-			return nil, fmt.Errorf("freeport: found only %d of %d free loopback ports", len(out), n)
+			return nil, fmt.Errorf("proccluster: found only %d of %d free loopback ports", len(out), n)
 		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(floor+rand.IntN(low-floor)))
 		l, err := net.Listen("tcp", addr)

@@ -429,3 +429,19 @@ func TestNonceFlagsAndCLI(t *testing.T) {
 		t.Fatalf("embedded store, replay: want %s, got %v: %s", wire.CodeNonceReplayed, err, out)
 	}
 }
+
+// TestLastSnapshotFromLog reads a real node's log for its last Raft
+// snapshot, as the peer benchmarks do: Raft's lines come out of the
+// node's own log handler.
+func TestLastSnapshotFromLog(t *testing.T) {
+	d := startDaemon(t, t.TempDir(), "--snapshot-threshold", "64", "--snapshot-interval", "200ms")
+	waitFor(t, "a snapshot in the node's log", 30*time.Second, func() error {
+		// Writes go on until the log passes the threshold: concurrent
+		// issues share log entries.
+		issueMany(t, d.c, 16, "access")
+		if took, ok := d.LastSnapshot(); !ok || took < 0 {
+			return fmt.Errorf("none yet; log:\n%s", tail(d.logs(), 5))
+		}
+		return nil
+	})
+}

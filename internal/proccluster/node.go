@@ -216,10 +216,11 @@ func (n *Node) LastSnapshot() (time.Duration, bool) {
 	return last, found
 }
 
-// logTime parses the timestamp that starts an hclog line.
+// logTime parses the time of a node's log line, as slog's text handler
+// writes it: time=2006-01-02T15:04:05.000Z07:00 first.
 func logTime(line string) time.Time {
 	f, _, _ := strings.Cut(line, " ")
-	t, err := time.Parse("2006-01-02T15:04:05.000Z0700", f)
+	t, err := time.Parse("2006-01-02T15:04:05.000Z07:00", strings.TrimPrefix(f, "time="))
 	if err != nil {
 		return time.Time{}
 	}

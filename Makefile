@@ -18,9 +18,17 @@ build:
 run:
 	$(GO) run ./cmd/tokenstore serve
 
+# Every Go module of the repository: the daemon's at the root, and any
+# below it with a go.mod of its own (storage adapters that bring their
+# OAuth server's dependencies) gets its tests and vet run too.
+MODULES := $(shell find . -name go.mod -not -path './.git/*' -printf '%h\n' | sort)
+
 # Everything that must pass before a change lands.
 test: deps check
-	TOKENSTORE_REQUIRE_NETNS=$(NETNS) $(GO) test -race -count=1 ./...
+	@for m in $(MODULES); do \
+		echo "go test -race $$m/..."; \
+		(cd $$m && TOKENSTORE_REQUIRE_NETNS=$(NETNS) $(GO) test -race -count=1 ./...) || exit 1; \
+	done
 	$(MAKE) fuzz
 
 # What the tests run for real, from Debian's packages: a memcached server,
@@ -47,7 +55,7 @@ TOOLING_DEPS     := go.etcd.io/etcd/client|github.com/redis/go-redis|gonum.org|p
 
 check:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
-	$(GO) vet ./...
+	@for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
 	@for p in $(DAEMON_PLATFORMS); do \
 		echo "build ./cmd/tokenstore for $$p"; \
 		GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -o /dev/null ./cmd/tokenstore || exit 1; \

@@ -116,9 +116,9 @@ func (s *Server) credential(ctx context.Context, presented, what string, kinds [
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
-	rec, _, err := s.cfg.Store.ReadRecord(ctx, hash, cluster.Local, 0, 0)
+	rec, _, err := s.cfg.Node.ReadRecord(ctx, hash, cluster.Local, 0, 0)
 	if err != nil {
-		return nil, storeError(err)
+		return nil, nodeError(err)
 	}
 	now := s.now()
 	switch {

@@ -36,7 +36,7 @@ var (
 	// batch inside a batch; it changed nothing, on every replica.
 	ErrBadEntry = errors.New("log entry cannot be applied")
 	// ErrHalted: this replica met an entry of a type it does not know and
-	// stopped applying there; it needs a newer version (Store.Halted).
+	// stopped applying there; it needs a newer version (Machine.Halted).
 	ErrHalted = errors.New("state machine halted")
 )
 
@@ -98,7 +98,7 @@ func (c *Fence) apply(tx *applyTx) Result {
 	return Result{}
 }
 
-// apply is never reached: Store.Apply applies a batch itself, entry by
+// apply is never reached: Machine.Apply applies a batch itself, entry by
 // entry, and a batch inside a batch is refused as a bad entry.
 func (b *Batch) apply(*applyTx) Result { return Result{Err: ErrBadEntry} }
 

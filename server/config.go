@@ -119,7 +119,7 @@ func DefaultConfig() Config {
 		SnapshotThreshold: 8192, SnapshotInterval: 2 * time.Minute, GCGrace: 10 * time.Minute,
 		Vendor: token.DefaultVendor,
 		Authz: api.AuthzConfig{Cookie: "tks_session", DefaultRLC: "default", TrustedProxies: &one,
-			BearerKinds: []string{"access", "developer"}, CookieKinds: []string{"access", "remember"}},
+			BearerKinds: []string{token.KindAccess, token.KindDeveloper}, CookieKinds: []string{token.KindAccess, token.KindRemember}},
 		Nonce:    NonceConfig{Timeout: 250 * time.Millisecond, LocalMax: 1 << 20, Window: 5 * time.Minute},
 		LogLevel: "info", LogFormat: "text", DrainTimeout: 30 * time.Second,
 	}

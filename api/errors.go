@@ -29,6 +29,7 @@ type Error struct {
 	Token *wire.ErrorToken
 }
 
+// Error returns the error's code and message.
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 func errorf(status int, code, format string, args ...any) *Error {

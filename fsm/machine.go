@@ -18,8 +18,8 @@ type Machine struct {
 	lastNow int64 // latest leader time applied
 
 	applied atomic.Uint64
-	// lastIndex is the last index Apply was given since New or the last
-	// Restore: Raft's own order, never a snapshot's claim.
+	// lastIndex is the last index Apply was given since New or the
+	// last Restore: Raft's own order, never a snapshot's claim.
 	lastIndex uint64
 	halt      atomic.Pointer[Halt] // set once the machine stops applying
 	// logVersion mirrors state.logVersion, for the leader's write path.

@@ -18,10 +18,11 @@ import (
 type MemcachedConfig struct {
 	Servers []string      // host:port; keys are spread by the client's selector
 	Timeout time.Duration // per operation; default 250ms
-	// Breaker: after Failures consecutive failures the store answers
-	// ErrUnavailable at once for Cooldown (doubling up to MaxCooldown while
-	// probes keep failing), then lets one probe through. MaxCooldown bounds
-	// how long checks keep failing after memcached is back.
+	// Failures, Cooldown and MaxCooldown drive the breaker: after Failures
+	// consecutive failures the backend answers ErrUnavailable at once for
+	// Cooldown (doubling up to MaxCooldown while probes keep failing),
+	// then lets one probe through. MaxCooldown bounds how long checks keep
+	// failing after memcached is back.
 	Failures    int           // default 3
 	Cooldown    time.Duration // default 250ms
 	MaxCooldown time.Duration // default 1s

@@ -18,15 +18,15 @@ import (
 
 // Sentinel errors of nonce checks.
 var (
-	// ErrReplayed: the nonce was seen before within its window.
+	// ErrReplayed means the nonce was seen before within its window.
 	ErrReplayed = errors.New("nonce replayed")
-	// ErrOutOfWindow: the timestamp is too far from now; the store was not
-	// touched.
+	// ErrOutOfWindow means the timestamp is too far from now; the backend
+	// was not touched.
 	ErrOutOfWindow = errors.New("timestamp out of window")
-	// ErrInvalid: scope or nonce is empty, too long or not text.
+	// ErrInvalid means scope or nonce is empty, too long or not text.
 	ErrInvalid = errors.New("invalid nonce")
-	// ErrUnavailable: the nonce store cannot answer (down, timing out, the
-	// breaker open, or the local store full).
+	// ErrUnavailable means the nonce store cannot answer (down, timing out,
+	// the breaker open, or the local backend full).
 	ErrUnavailable = errors.New("nonce store unavailable")
 )
 

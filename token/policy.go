@@ -22,8 +22,8 @@ type Kind struct {
 	SingleUse      bool
 	MaxUses        int64 // cap on uses per token; 0 = unlimited
 	UpdateLastUsed bool
-	// DetectReuse: presenting a consumed token of this kind again revokes
-	// every token of its family (RFC 6749 §4.1.2, RFC 9700 §4.14).
+	// DetectReuse revokes every token of the family when a consumed token
+	// of this kind is presented again (RFC 6749 §4.1.2, RFC 9700 §4.14).
 	DetectReuse bool
 }
 
@@ -85,11 +85,11 @@ func (p *Policy) Names() []string {
 
 // Errors of TTL and uses resolution; the API maps them to stable codes.
 var (
-	// ErrUnknownKind: the kind is not in the policy.
+	// ErrUnknownKind means the kind is not in the policy.
 	ErrUnknownKind = errors.New("unknown kind")
-	// ErrTTLTooLong: the requested TTL exceeds the kind's max TTL.
+	// ErrTTLTooLong means the requested TTL exceeds the kind's max TTL.
 	ErrTTLTooLong = errors.New("ttl too long")
-	// ErrBadUses: max_uses is not allowed for the kind.
+	// ErrBadUses means max_uses is not allowed for the kind.
 	ErrBadUses = errors.New("max_uses not allowed")
 )
 

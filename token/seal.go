@@ -10,7 +10,8 @@ import (
 	"strings"
 )
 
-// ErrUnseal: sealed secrets could not be opened with the secret given.
+// ErrUnseal means sealed secrets could not be opened with the secret
+// given.
 var ErrUnseal = errors.New("sealed secrets cannot be opened")
 
 const sealInfo = "tokenstore rotation grace v1"

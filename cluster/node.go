@@ -242,9 +242,6 @@ func (n *Node) GossipLANAddr() string {
 	return n.members.LANAddr()
 }
 
-// Store returns the local replica of the state, for reads.
-func (n *Node) Store() *fsm.Machine { return n.fsm }
-
 func (n *Node) notLeader() error {
 	if addr, _ := n.raft.LeaderWithID(); addr == "" {
 		return ErrNoLeader

@@ -88,14 +88,6 @@ func (fs *families) forget(now int64) {
 	}
 }
 
-// RevokedFamily returns the remembered revocation of family at now
-// (Unix nanoseconds), or nil.
-func (m *Machine) RevokedFamily(family string, now int64) *RevokedFamily {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.st.families.revoked(family, now)
-}
-
 // RevokedFamilies returns how many revoked families the state remembers.
 func (m *Machine) RevokedFamilies() int {
 	m.mu.RLock()

@@ -233,12 +233,3 @@ func (m *Machine) Restore(r io.Reader) error {
 	m.setApplied(meta.Applied)
 	return nil
 }
-
-// WriteSnapshot writes the current state as a snapshot stream to w.
-func (m *Machine) WriteSnapshot(w io.Writer) error {
-	snap, err := m.RaftFSM().Snapshot()
-	if err != nil {
-		return err
-	}
-	return snap.(*snapshot).write(w)
-}

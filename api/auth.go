@@ -79,6 +79,3 @@ func (k *Keys) Match(presented string) (string, bool) {
 	}
 	return k.names[found], true
 }
-
-// Len returns the number of keys.
-func (k *Keys) Len() int { return len(k.names) }

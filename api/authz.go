@@ -10,6 +10,7 @@ import (
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/cluster"
 	"github.com/tokenstore/tokenstore/fsm"
+	"github.com/tokenstore/tokenstore/token"
 )
 
 // AuthzPrefix is the path_prefix to give Envoy's HTTP external
@@ -40,10 +41,10 @@ func (c *AuthzConfig) setDefaults() {
 	c.Cookie = cmp.Or(c.Cookie, "tks_session")
 	c.DefaultRLC = cmp.Or(c.DefaultRLC, "default")
 	if c.BearerKinds == nil {
-		c.BearerKinds = []string{accessKind, "developer"}
+		c.BearerKinds = []string{token.KindAccess, token.KindDeveloper}
 	}
 	if c.CookieKinds == nil {
-		c.CookieKinds = []string{accessKind, "remember"}
+		c.CookieKinds = []string{token.KindAccess, token.KindRemember}
 	}
 	if c.TrustedProxies == nil {
 		one := 1
@@ -116,9 +117,9 @@ func (s *Server) credential(ctx context.Context, presented, what string, kinds [
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
-	rec, _, err := s.cfg.Store.ReadRecord(ctx, hash, cluster.Local, 0, 0)
+	rec, _, err := s.cfg.Node.ReadRecord(ctx, hash, cluster.Local, 0, 0)
 	if err != nil {
-		return nil, storeError(err)
+		return nil, nodeError(err)
 	}
 	now := s.now()
 	switch {

@@ -29,6 +29,7 @@ type Error struct {
 	Token *wire.ErrorToken
 }
 
+// Error returns the error's code and message.
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 func errorf(status int, code, format string, args ...any) *Error {
@@ -57,14 +58,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(append(b, '\n'))
 }
 
-// unavailable is the 503 for a store that cannot answer right now.
+// unavailable is the 503 for a node or a nonce store that cannot answer
+// right now.
 func unavailable(code, msg string) *Error {
 	return &Error{Status: http.StatusServiceUnavailable, Code: code, Message: msg, RetryAfter: time.Second}
 }
 
-// storeError maps what the cluster layer could not do to an API error:
-// a store that cannot answer is a 503 with Retry-After, never a 404 or 500.
-func storeError(err error) *Error {
+// nodeError maps what the cluster layer could not do to an API error:
+// a node that cannot answer is a 503 with Retry-After, never a 404 or 500.
+func nodeError(err error) *Error {
 	switch {
 	case errors.Is(err, cluster.ErrRefused):
 		return errorf(http.StatusBadRequest, wire.CodeWriteRefused, "The leader refused this write: %s", strings.TrimPrefix(err.Error(), cluster.ErrRefused.Error()+" by the leader: "))

@@ -43,9 +43,9 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) *Error {
 	s.contactHeaders(w)
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.WriteTimeout)
 	defer cancel()
-	rec, _, err := s.cfg.Store.ReadRecord(ctx, hash, cluster.Local, 0, 0)
+	rec, _, err := s.cfg.Node.ReadRecord(ctx, hash, cluster.Local, 0, 0)
 	if err != nil {
-		return storeError(err)
+		return nodeError(err)
 	}
 	now := s.now()
 	if rec == nil || rec.Status(now) != fsm.StatusActive {

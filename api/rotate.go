@@ -6,13 +6,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/fsm"
-)
-
-// The kinds a rotation works with: it rotates refresh tokens and issues
-// access tokens.
-const (
-	refreshKind = "oauth2_refresh"
-	accessKind  = "access"
+	"github.com/tokenstore/tokenstore/token"
 )
 
 // rotate is refresh-token rotation: the presented refresh token is
@@ -33,12 +27,12 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) *Error {
 	if e != nil {
 		return e
 	}
-	secret, id, e := s.mint(refreshKind)
+	secret, id, e := s.mint(token.KindOAuth2Refresh)
 	if e != nil {
 		return e
 	}
 	gen := caller(r)
-	cmd := &fsm.Rotate{Hash: hash, Kind: refreshKind, ClientID: req.ClientID, TTL: int64(ttl),
+	cmd := &fsm.Rotate{Hash: hash, Kind: token.KindOAuth2Refresh, ClientID: req.ClientID, TTL: int64(ttl),
 		Next: fsm.Record{ID: id, Hash: s.cfg.Hasher.Sum(secret), IP: req.IP, UserAgent: req.UserAgent, Generator: gen}}
 	secrets := []string{secret}
 	if a := req.Access; a != nil {
@@ -46,12 +40,12 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request) *Error {
 		if e != nil {
 			return e
 		}
-		secret, id, e := s.mint(accessKind)
+		secret, id, e := s.mint(token.KindAccess)
 		if e != nil {
 			return e
 		}
 		cmd.Access = &fsm.Issue{TTL: int64(ttl), Record: fsm.Record{ID: id, Hash: s.cfg.Hasher.Sum(secret),
-			Kind: accessKind, Scopes: a.Scopes, Generator: gen}}
+			Kind: token.KindAccess, Scopes: a.Scopes, Generator: gen}}
 		secrets = append(secrets, secret)
 	}
 	if s.cfg.RotationGrace > 0 {

@@ -1,6 +1,6 @@
 // Package api serves the v1 HTTP API of the token store: routing,
 // authentication, request decoding and validation, error mapping and
-// metrics. The store behind it is an interface, declared here.
+// metrics. The node behind it is an interface, Node, declared here.
 package api
 
 import (
@@ -21,9 +21,9 @@ import (
 	"github.com/tokenstore/tokenstore/token"
 )
 
-// Store is what the API needs of a node: coalesced writes, reads of the
+// Node is what the API needs of a node: coalesced writes, reads of the
 // local replica, and the read barriers of the consistency levels.
-type Store interface {
+type Node interface {
 	// Apply proposes a command and returns its result and log index.
 	Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, error)
 	// ReadRecord reads by secret digest at a consistency level, after the
@@ -47,7 +47,7 @@ type Store interface {
 
 // Config configures the API server.
 type Config struct {
-	Store  Store
+	Node   Node
 	Policy *token.Policy
 	Format *token.Format
 	Hasher token.Hasher
@@ -131,7 +131,7 @@ func (s *Server) routes() {
 		return nil
 	})
 	s.open("GET /readyz", func(w http.ResponseWriter, r *http.Request) *Error {
-		if err := s.cfg.Store.Ready(); err != nil {
+		if err := s.cfg.Node.Ready(); err != nil {
 			return unavailable(wire.CodeUnavailable, "Not ready: "+err.Error())
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -242,7 +242,7 @@ func (s *Server) wrap(route string, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		sw.Header().Set(wire.HeaderIndex, strconv.FormatUint(s.cfg.Store.AppliedIndex(), 10))
+		sw.Header().Set(wire.HeaderIndex, strconv.FormatUint(s.cfg.Node.AppliedIndex(), 10))
 		if s.cfg.DC != "" {
 			sw.Header().Set(wire.HeaderDC, s.cfg.DC)
 		}
@@ -320,13 +320,13 @@ func (m *httpMetrics) observe(route string, status int, d time.Duration) {
 
 // contactHeaders tells, on a local read, how fresh the replica is.
 func (s *Server) contactHeaders(w http.ResponseWriter) {
-	since, known := s.cfg.Store.LeaderContact()
+	since, known := s.cfg.Node.LeaderContact()
 	w.Header().Set(wire.HeaderLastContact, strconv.FormatInt(since.Milliseconds(), 10))
 	w.Header().Set(wire.HeaderKnownLeader, strconv.FormatBool(known))
 }
 
 func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) *Error {
-	st := s.cfg.Store.ClusterStatus(r.Context())
+	st := s.cfg.Node.ClusterStatus(r.Context())
 	out := wire.ClusterResponse{Leader: st.Leader, PrimaryDC: st.PrimaryDC, PreferredPrimaryDC: st.PreferredPrimaryDC,
 		Nodes: make([]wire.ClusterNode, len(st.Nodes))}
 	for i, n := range st.Nodes {

@@ -41,9 +41,9 @@ func (s *Server) apply(ctx context.Context, w http.ResponseWriter, c fsm.Command
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
-	res, index, err := s.cfg.Store.Apply(ctx, c)
+	res, index, err := s.cfg.Node.Apply(ctx, c)
 	if err != nil {
-		return res, storeError(err)
+		return res, nodeError(err)
 	}
 	w.Header().Set(wire.HeaderIndex, strconv.FormatUint(index, 10))
 	return res, nil
@@ -51,7 +51,7 @@ func (s *Server) apply(ctx context.Context, w http.ResponseWriter, c fsm.Command
 
 // secretHash checks a presented token and returns its digest. A string
 // with the vendor prefix that fails its checksum is refused here, before
-// any store access.
+// any read of the node.
 func (s *Server) secretHash(presented string) (string, *Error) {
 	if presented == "" {
 		return "", errorf(http.StatusBadRequest, wire.CodeMissingField, "Field \"token\" is required.")
@@ -234,9 +234,9 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *Error {
 	s.contactHeaders(w)
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.WriteTimeout)
 	defer cancel()
-	rec, index, err := s.cfg.Store.ReadRecord(ctx, hash, c, req.MinIndex, s.cfg.MinIndexWait)
+	rec, index, err := s.cfg.Node.ReadRecord(ctx, hash, c, req.MinIndex, s.cfg.MinIndexWait)
 	if err != nil {
-		return storeError(err)
+		return nodeError(err)
 	}
 	w.Header().Set(wire.HeaderIndex, strconv.FormatUint(index, 10))
 	if rec == nil {
@@ -256,7 +256,7 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *Error {
 // touch notes a read for the token's last-used time, if its kind keeps one.
 func (s *Server) touch(rec *fsm.Record, hash string, now int64, ip, ua string) {
 	if k, ok := s.cfg.Policy.Kinds[rec.Kind]; ok && k.UpdateLastUsed {
-		s.cfg.Store.Touch(hash, time.Unix(0, now), ip, ua)
+		s.cfg.Node.Touch(hash, time.Unix(0, now), ip, ua)
 	}
 }
 
@@ -351,9 +351,9 @@ func (s *Server) getByID(w http.ResponseWriter, r *http.Request) *Error {
 		return actionMethod(w, r)
 	}
 	s.contactHeaders(w)
-	rec, err := s.cfg.Store.ByID(r.PathValue("id"))
+	rec, err := s.cfg.Node.ByID(r.PathValue("id"))
 	if err != nil {
-		return storeError(err)
+		return nodeError(err)
 	}
 	if rec == nil {
 		return recordError(fsm.ErrNotFound, nil)
@@ -391,9 +391,9 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) *Error {
 	}
 	now := s.now()
 	s.contactHeaders(w)
-	recs, next, err := s.cfg.Store.ListBySubject(subject, kind, cursor, limit, now)
+	recs, next, err := s.cfg.Node.ListBySubject(subject, kind, cursor, limit, now)
 	if err != nil {
-		return storeError(err)
+		return nodeError(err)
 	}
 	out := wire.ListResponse{Tokens: make([]wire.Record, len(recs)), NextCursor: next}
 	for i, rec := range recs {

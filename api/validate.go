@@ -143,10 +143,10 @@ func checkRecordFields(r *fsm.Record) *Error {
 // rotated, optionally with an access token, both with the policy's TTLs,
 // the grace at most this node's.
 func checkRotate(p *token.Policy, grace time.Duration, c *fsm.Rotate) *Error {
-	if c.Kind != refreshKind {
-		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Only %s tokens rotate.", refreshKind)
+	if c.Kind != token.KindOAuth2Refresh {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Only %s tokens rotate.", token.KindOAuth2Refresh)
 	}
-	ttl, _, e := resolvePolicy(p, refreshKind, time.Duration(c.TTL), 0)
+	ttl, _, e := resolvePolicy(p, token.KindOAuth2Refresh, time.Duration(c.TTL), 0)
 	if e != nil {
 		return e
 	}
@@ -167,10 +167,10 @@ func checkRotate(p *token.Policy, grace time.Duration, c *fsm.Rotate) *Error {
 		return nil
 	}
 	a := c.Access.Record
-	if a.Kind != accessKind {
-		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "A rotation issues %s tokens.", accessKind)
+	if a.Kind != token.KindAccess {
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "A rotation issues %s tokens.", token.KindAccess)
 	}
-	attl, uses, e := resolvePolicy(p, accessKind, time.Duration(c.Access.TTL), a.MaxUses)
+	attl, uses, e := resolvePolicy(p, token.KindAccess, time.Duration(c.Access.TTL), a.MaxUses)
 	if e != nil {
 		return e
 	}
@@ -182,8 +182,8 @@ func checkRotate(p *token.Policy, grace time.Duration, c *fsm.Rotate) *Error {
 	if e := firstError(checkRequired("id", a.ID, maxID), checkHash(a.Hash), checkScopes(a.Scopes), checkText("generator", a.Generator, maxShort)); e != nil {
 		return e
 	}
-	c.Access = &fsm.Issue{TTL: int64(attl), Record: fsm.Record{ID: a.ID, Hash: a.Hash, Kind: accessKind, Scopes: a.Scopes,
-		MaxUses: uses, DetectReuse: p.Kinds[accessKind].DetectReuse, Generator: a.Generator}}
+	c.Access = &fsm.Issue{TTL: int64(attl), Record: fsm.Record{ID: a.ID, Hash: a.Hash, Kind: token.KindAccess, Scopes: a.Scopes,
+		MaxUses: uses, DetectReuse: p.Kinds[token.KindAccess].DetectReuse, Generator: a.Generator}}
 	return nil
 }
 

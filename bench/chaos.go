@@ -19,6 +19,7 @@ import (
 	"github.com/tokenstore/tokenstore/client"
 	"github.com/tokenstore/tokenstore/internal/netem"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
+	"github.com/tokenstore/tokenstore/token"
 )
 
 // Errors of a chaos run.
@@ -435,7 +436,7 @@ func (c *chaosClient) probe(ctx context.Context) {
 	id := int(c.r.probes.Add(1))
 	n := c.node()
 	ictx, cancel := context.WithTimeout(ctx, c.r.cfg.Timeout)
-	res, err := n.Issue(ictx, wire.IssueRequest{Kind: "oauth2_refresh", Subject: "chaos", ClientID: benchClient, TTL: TokenTTL.String()})
+	res, err := n.Issue(ictx, wire.IssueRequest{Kind: token.KindOAuth2Refresh, Subject: "chaos", ClientID: benchClient, TTL: TokenTTL.String()})
 	cancel()
 	if err != nil {
 		return
@@ -464,7 +465,7 @@ func (c *chaosClient) probe(ctx context.Context) {
 
 // chaosKind is the kind of the linearizability keys: single-use, without
 // reuse detection, so a consume only ever changes its own token.
-const chaosKind = "oauth1_request"
+const chaosKind = token.KindOAuth1Request
 
 // verify reads every key of the history and every acknowledged flow
 // token back at leader consistency, retrying each until it gets a

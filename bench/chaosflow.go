@@ -5,13 +5,14 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
+	"github.com/tokenstore/tokenstore/token"
 )
 
 // Token kinds of an authorization-code flow.
 const (
-	flowCode    = "oauth2_code"
-	flowRefresh = "oauth2_refresh"
-	flowAccess  = "access"
+	flowCode    = token.KindOAuth2Code
+	flowRefresh = token.KindOAuth2Refresh
+	flowAccess  = token.KindAccess
 )
 
 // flow is the authorization-code flow of one user: issue a code, consume

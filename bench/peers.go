@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokenstore/tokenstore/nonce"
+	"github.com/tokenstore/tokenstore/token"
 )
 
 // Etcd is the Target of an etcd cluster through clientv3: issue is a
@@ -102,7 +103,7 @@ func (e *Etcd) Close() error {
 
 // tokenValue is what peers store per token: about the size of a
 // tokenstore record's identifying fields.
-const tokenValue = `{"kind":"oauth2_code","subject":"bench","client_id":"bench-app"}`
+const tokenValue = `{"kind":"` + token.KindOAuth2Code + `","subject":"bench","client_id":"bench-app"}`
 
 // Redis is the Target of one Redis server: SET NX PX, GETDEL and GET.
 type Redis struct {

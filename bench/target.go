@@ -10,6 +10,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
+	"github.com/tokenstore/tokenstore/token"
 )
 
 // Target is one system under measurement: tokenstore or a peer. Every
@@ -67,7 +68,7 @@ func (t *Tokenstore) node() *client.Client {
 // Issue issues an authorization code (single-use); key is not used: the
 // node mints the secret, as it does for an OAuth server.
 func (t *Tokenstore) Issue(ctx context.Context, _ string) (string, error) {
-	res, err := t.node().Issue(ctx, wire.IssueRequest{Kind: "oauth2_code", Subject: "bench", ClientID: benchClient, TTL: TokenTTL.String()})
+	res, err := t.node().Issue(ctx, wire.IssueRequest{Kind: token.KindOAuth2Code, Subject: "bench", ClientID: benchClient, TTL: TokenTTL.String()})
 	if err != nil {
 		return "", err
 	}

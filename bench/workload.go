@@ -12,6 +12,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
+	"github.com/tokenstore/tokenstore/token"
 )
 
 // Config describes one run of one workload against a running tokenstore.
@@ -230,7 +231,7 @@ func issueWith(ctx context.Context, n, clients int, progress io.Writer, issue fu
 // token with the successor: the refresh grant's write.
 func rotateOp(ctx context.Context, ts *Tokenstore, cfg Config, progress io.Writer) (Op, error) {
 	toks, err := issueWith(ctx, cfg.Tokens, cfg.Clients, progress, func(ctx context.Context, _ string) (string, error) {
-		res, err := ts.node().Issue(ctx, wire.IssueRequest{Kind: "oauth2_refresh", Subject: "bench", ClientID: benchClient})
+		res, err := ts.node().Issue(ctx, wire.IssueRequest{Kind: token.KindOAuth2Refresh, Subject: "bench", ClientID: benchClient})
 		if err != nil {
 			return "", err
 		}
@@ -318,21 +319,21 @@ func oauthOp(ts *Tokenstore, lookups int, s *stepSet) Op {
 			})
 			return res, err
 		}
-		code, err := issue("oauth.issue_code", "oauth2_code", "")
+		code, err := issue("oauth.issue_code", token.KindOAuth2Code, "")
 		if err != nil {
 			return err
 		}
 		if err := s.time("oauth.consume_code", func() error {
-			_, err := ts.node().Consume(ctx, wire.ConsumeRequest{Token: code.Token, Kind: "oauth2_code", ClientID: benchClient})
+			_, err := ts.node().Consume(ctx, wire.ConsumeRequest{Token: code.Token, Kind: token.KindOAuth2Code, ClientID: benchClient})
 			return err
 		}); err != nil {
 			return err
 		}
-		refresh, err := issue("oauth.issue_refresh", "oauth2_refresh", code.Family)
+		refresh, err := issue("oauth.issue_refresh", token.KindOAuth2Refresh, code.Family)
 		if err != nil {
 			return err
 		}
-		access, err := issue("oauth.issue_access", "access", code.Family)
+		access, err := issue("oauth.issue_access", token.KindAccess, code.Family)
 		if err != nil {
 			return err
 		}

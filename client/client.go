@@ -74,6 +74,7 @@ func TokenOf(err error) *wire.ErrorToken {
 	return nil
 }
 
+// Error returns the answer's status, code and message.
 func (e *Error) Error() string {
 	return fmt.Sprintf("tokenstore: %d %s: %s", e.Status, e.Code, e.Message)
 }

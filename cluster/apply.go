@@ -130,7 +130,7 @@ func (n *Node) applyLocal(ctx context.Context, req string, entry []byte) (fsm.Re
 	}
 	// Likewise, fields that a replica of an older version would ignore
 	// are written only after the log's fence of this version (maybeFence).
-	if v := n.store.LogVersion(); v < fsm.Version {
+	if v := n.fsm.LogVersion(); v < fsm.Version {
 		var err error
 		if entry, err = fsm.Downgrade(entry, v); err != nil {
 			return fsm.Result{}, 0, fmt.Errorf("%w: %v", ErrRefused, err)

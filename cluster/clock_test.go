@@ -54,6 +54,13 @@ func leaderIndex(t *testing.T, ctx context.Context, c *testcluster.Cluster) int 
 // node label ("" for any) in n's registry.
 func metric(t *testing.T, n *testcluster.Node, name, node string) float64 {
 	t.Helper()
+	return labeledMetric(t, n, name, "node", node)
+}
+
+// labeledMetric sums the samples of the named counter or gauge whose
+// label is value ("" for any) in n's registry.
+func labeledMetric(t *testing.T, n *testcluster.Node, name, label, value string) float64 {
+	t.Helper()
 	mfs, err := n.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -64,10 +71,10 @@ func metric(t *testing.T, n *testcluster.Node, name, node string) float64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			if node != "" {
+			if value != "" {
 				match := false
 				for _, l := range m.GetLabel() {
-					match = match || (l.GetName() == "node" && l.GetValue() == node)
+					match = match || (l.GetName() == label && l.GetValue() == value)
 				}
 				if !match {
 					continue
@@ -109,7 +116,10 @@ func issueBetween(t *testing.T, ctx context.Context, n, leader *testcluster.Node
 		}
 		return nil
 	})
-	r := leader.Store().ByID(iss.ID)
+	r, err := leader.ByID(iss.ID)
+	if err != nil {
+		t.Fatalf("read issued token %s on the leader: %v", iss.ID, err)
+	}
 	if r == nil {
 		t.Fatalf("issued token %s missing on the leader", iss.ID)
 	}
@@ -175,12 +185,18 @@ func TestWrongClockCannotExpireTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "GC collected the token due by the true time", 30*time.Second, func() error {
-		if leader.Store().ByID(due.ID) != nil {
+		r, err := leader.ByID(due.ID)
+		if err != nil {
+			return err
+		}
+		if r != nil {
 			return fmt.Errorf("token %s still there", due.ID)
 		}
 		return nil
 	})
-	if leader.Store().ByID(old.ID) == nil {
+	if r, err := leader.ByID(old.ID); err != nil {
+		t.Fatalf("read token %s on the leader: %v", old.ID, err)
+	} else if r == nil {
 		t.Fatalf("GC collected token %s, due only in 10 minutes by the true time", old.ID)
 	}
 	rec, _, err := follower.Client.Lookup(ctx, old.Token, client.LookupOptions{Consistency: wire.ConsistencyLeader})

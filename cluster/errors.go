@@ -38,7 +38,7 @@ var (
 	// heard from a leader for longer than Config.MaxStaleness.
 	ErrStale = errors.New("replica has not heard from a leader recently")
 	// ErrHalted is returned once the local state machine stopped at an
-	// entry it cannot apply (fsm.Store.Halted): the node serves nothing
+	// entry it cannot apply (fsm.Machine.Halted): the node serves nothing
 	// until a version that knows the entry runs.
 	ErrHalted = fsm.ErrHalted
 )

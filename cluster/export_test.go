@@ -21,6 +21,10 @@ func (n *Node) ApplyRaw(data []byte) (any, error) {
 	return f.Response(), nil
 }
 
+// LogVersion is the version of the state machine the local replica's log
+// needs, from its last applied fence on (fsm.Machine.LogVersion).
+func (n *Node) LogVersion() int { return n.fsm.LogVersion() }
+
 // Propose queues an encoded command on this node, the leader, as a
 // forwarded write is queued once admitted.
 func (n *Node) Propose(entry []byte) error {

@@ -29,7 +29,7 @@ func (n *Node) collectGarbage(ctx context.Context) {
 				break
 			}
 			before := now - int64(n.cfg.GCGrace)
-			ids := n.store.DueForGC(before, n.cfg.GCBatch)
+			ids := n.fsm.DueForGC(before, n.cfg.GCBatch)
 			if len(ids) == 0 {
 				break
 			}

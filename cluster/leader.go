@@ -66,7 +66,7 @@ func (n *Node) lead(ctx context.Context) {
 	}
 	n.maybeFence(ctx)
 	n.leaderReady.Store(true)
-	n.log.Info("leading", "applied_index", n.store.AppliedIndex())
+	n.log.Info("leading", "applied_index", n.fsm.AppliedIndex())
 	go n.reconcile(ctx)
 	go n.refreshVoters(ctx, gen)
 	n.collectGarbage(ctx)

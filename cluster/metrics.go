@@ -64,7 +64,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tokenstore_fsm_applied_index",
 		Help: "Log index of the last entry applied to the local state.",
-	}, func() float64 { return float64(n.store.AppliedIndex()) })
+	}, func() float64 { return float64(n.fsm.AppliedIndex()) })
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tokenstore_raft_leader",
 		Help: "1 if this node is the Raft leader.",
@@ -79,13 +79,13 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 			Name:        "tokenstore_fsm_rejected_entries_total",
 			Help:        "Log entries (or batch entries) the local state machine did not apply as proposed, by reason: answered as bad, skipped, or halting.",
 			ConstLabels: prometheus.Labels{"reason": reason},
-		}, func() float64 { return float64(n.store.Rejected(reason)) })
+		}, func() float64 { return float64(n.fsm.Rejected(reason)) })
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tokenstore_fsm_halted",
 		Help: "1 if the local state machine stopped at an entry it cannot apply.",
 	}, func() float64 {
-		if _, halted := n.store.Halted(); halted {
+		if _, halted := n.fsm.Halted(); halted {
 			return 1
 		}
 		return 0
@@ -93,13 +93,13 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tokenstore_revoked_families",
 		Help: "Revoked grant families the local state remembers, so that nothing is issued into them (about 170 bytes each).",
-	}, func() float64 { return float64(n.store.RevokedFamilies()) })
-	reg.MustRegister(&recordCollector{store: n.store}, voterClocks{n})
+	}, func() float64 { return float64(n.fsm.RevokedFamilies()) })
+	reg.MustRegister(&recordCollector{fsm: n.fsm}, voterClocks{n})
 	return m
 }
 
 // recordCollector exports the number of records by kind and state.
-type recordCollector struct{ store *fsm.Store }
+type recordCollector struct{ fsm *fsm.Machine }
 
 var recordsDesc = prometheus.NewDesc("tokenstore_tokens",
 	"Records in the local state by kind and state (active includes expired ones not yet collected).",
@@ -108,7 +108,7 @@ var recordsDesc = prometheus.NewDesc("tokenstore_tokens",
 func (c *recordCollector) Describe(ch chan<- *prometheus.Desc) { ch <- recordsDesc }
 
 func (c *recordCollector) Collect(ch chan<- prometheus.Metric) {
-	for k, v := range c.store.Counts() {
+	for k, v := range c.fsm.Counts() {
 		ch <- prometheus.MustNewConstMetric(recordsDesc, prometheus.GaugeValue, float64(v), k.Kind, stateName(k.State))
 	}
 }

@@ -30,7 +30,7 @@ type Node struct {
 	cfg       Config
 	log       *slog.Logger
 	raft      *raft.Raft
-	store     *fsm.Store
+	fsm       *fsm.Machine
 	bolt      *raftboltdb.BoltStore
 	mux       *transport.Mux
 	transport *raft.NetworkTransport
@@ -80,7 +80,7 @@ func Open(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg:      cfg,
 		log:      cfg.Logger.With("node", id),
-		store:    fsm.New(),
+		fsm:      fsm.New(),
 		queue:    make(chan *pending, 4096),
 		inflight: make(chan struct{}, maxInflight),
 		closing:  make(chan struct{}),
@@ -95,7 +95,7 @@ func Open(cfg Config) (*Node, error) {
 	n.reqPrefix = base64.RawURLEncoding.EncodeToString(prefix) + "."
 	n.contact.gone = make(chan struct{})
 	n.metrics = newMetrics(cfg.Registry, n)
-	n.store.OnHalt(func(h fsm.Halt) {
+	n.fsm.OnHalt(func(h fsm.Halt) {
 		n.log.Error("the state machine stopped applying: this node does not know an entry of the log; it serves nothing until a version that knows it runs on this data",
 			"index", h.Index, "type", int(h.Type), "reason", h.Reason)
 		go n.handOverHalted() // not on Raft's apply goroutine, which it waits for
@@ -183,7 +183,7 @@ func (n *Node) openRaft() error {
 		}
 		n.log.Info("bootstrapped a new cluster", "raft_addr", n.transport.LocalAddr())
 	}
-	n.raft, err = raft.NewRaft(rc, n.store.RaftFSM(), logs, n.bolt, snaps, n.transport)
+	n.raft, err = raft.NewRaft(rc, n.fsm.RaftFSM(), logs, n.bolt, snaps, n.transport)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -242,9 +242,6 @@ func (n *Node) GossipLANAddr() string {
 	return n.members.LANAddr()
 }
 
-// Store returns the local replica of the state, for reads.
-func (n *Node) Store() *fsm.Store { return n.store }
-
 func (n *Node) notLeader() error {
 	if addr, _ := n.raft.LeaderWithID(); addr == "" {
 		return ErrNoLeader
@@ -280,7 +277,7 @@ const maxLag = 1000
 
 // halted is ErrHalted, naming where and why, once the state machine stopped.
 func (n *Node) halted() error {
-	if h, ok := n.store.Halted(); ok {
+	if h, ok := n.fsm.Halted(); ok {
 		return fmt.Errorf("%w at log index %d (command type %d): %s", ErrHalted, h.Index, h.Type, h.Reason)
 	}
 	return nil
@@ -366,7 +363,7 @@ func (n *Node) ByID(id string) (*fsm.Record, error) {
 	if err := errors.Join(n.halted(), n.checkStale()); err != nil {
 		return nil, err
 	}
-	return n.store.ByID(id), nil
+	return n.fsm.ByID(id), nil
 }
 
 // ListBySubject reads a page of a subject's active tokens from the local
@@ -375,9 +372,9 @@ func (n *Node) ListBySubject(subject, kind, after string, limit int, now int64) 
 	if err := errors.Join(n.halted(), n.checkStale()); err != nil {
 		return nil, "", err
 	}
-	recs, next := n.store.ListBySubject(subject, kind, after, limit, now)
+	recs, next := n.fsm.ListBySubject(subject, kind, after, limit, now)
 	return recs, next, nil
 }
 
 // AppliedIndex is the index the local replica reflects.
-func (n *Node) AppliedIndex() uint64 { return n.store.AppliedIndex() }
+func (n *Node) AppliedIndex() uint64 { return n.fsm.AppliedIndex() }

@@ -24,7 +24,7 @@ func (n *Node) checkPeer(ctx context.Context, m membership.Status) error {
 		return fmt.Errorf("answers as %q", st.ID)
 	}
 	// A node older than the log's fence would halt at it.
-	if v, need := max(1, int(st.Version)), n.store.LogVersion(); v < need {
+	if v, need := max(1, int(st.Version)), n.fsm.LogVersion(); v < need {
 		return fmt.Errorf("runs state machine version %d; the log needs %d", v, need)
 	}
 	return nil

@@ -102,15 +102,17 @@ func TestBadLogEntriesLeaveReplicasUp(t *testing.T) {
 				}
 				return nil
 			})
-			if got := n.Store().Rejected(tt.reason); got < 1 {
-				t.Fatalf("%s: %s counted %d rejections for %s, want 1", tt.name, n.ID(), got, tt.reason)
+			if got := labeledMetric(t, n, "tokenstore_fsm_rejected_entries_total", "reason", tt.reason); got < 1 {
+				t.Fatalf("%s: %s counted %v rejections for %s, want 1", tt.name, n.ID(), got, tt.reason)
 			}
 			if err := n.Ready(); err != nil {
 				t.Fatalf("%s: %s is not ready: %v", tt.name, n.ID(), err)
 			}
 		}
 	}
-	if c.Nodes()[0].Store().ByID("raw") != nil {
+	if r, err := c.Nodes()[0].ByID("raw"); err != nil {
+		t.Fatalf("read the local replica: %v", err)
+	} else if r != nil {
 		t.Fatal("the issue inside a nested batch was applied")
 	}
 
@@ -154,7 +156,7 @@ func TestBadLogEntriesLeaveReplicasUp(t *testing.T) {
 		if _, err := n.Client.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "user:2"}); err == nil || !strings.Contains(err.Error(), "replica_halted") {
 			t.Fatalf("an issue on %s of a halted cluster: %v, want 503 replica_halted", n.ID(), err)
 		}
-		if got := n.Store().AppliedIndex(); got != last {
+		if got := n.AppliedIndex(); got != last {
 			t.Fatalf("%s applied %d past its halt", n.ID(), got)
 		}
 	}
@@ -198,7 +200,7 @@ func TestVotersOfThisVersionFenceTheLog(t *testing.T) {
 	c := testcluster.StartCluster(t, testcluster.Options{}, testcluster.Options{}, testcluster.Options{})
 	for _, n := range c.Nodes() {
 		waitFor(t, n.ID()+" applies the fence", 30*time.Second, func() error {
-			if got := n.Store().LogVersion(); got != fsm.Version {
+			if got := n.LogVersion(); got != fsm.Version {
 				return fmt.Errorf("LogVersion %d, want %d", got, fsm.Version)
 			}
 			return nil

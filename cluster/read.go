@@ -48,7 +48,7 @@ func (n *Node) ReadRecord(ctx context.Context, hash string, c Consistency, minIn
 		return nil, 0, fmt.Errorf("unknown consistency %d", c)
 	}
 	wctx, cancel := context.WithTimeout(ctx, localWait)
-	caughtUp := n.store.WaitApplied(wctx, minIndex) == nil
+	caughtUp := n.fsm.WaitApplied(wctx, minIndex) == nil
 	cancel()
 	if caughtUp {
 		return n.localRead(hash)
@@ -56,7 +56,7 @@ func (n *Node) ReadRecord(ctx context.Context, hash string, c Consistency, minIn
 	if n.raft.State() == raft.Leader {
 		// The leader has applied all it committed: an index beyond it is
 		// not committed yet, or not at all.
-		return nil, 0, fmt.Errorf("%w: applied %d of %d", ErrBehind, n.store.AppliedIndex(), minIndex)
+		return nil, 0, fmt.Errorf("%w: applied %d of %d", ErrBehind, n.fsm.AppliedIndex(), minIndex)
 	}
 	return n.readFromLeader(ctx, hash, minIndex)
 }
@@ -128,12 +128,12 @@ func (n *Node) leaderRead(ctx context.Context, hash string, minIndex uint64) (*f
 	if err != nil {
 		return nil, 0, err
 	}
-	if err := n.store.WaitApplied(ctx, index); err != nil {
-		return nil, 0, fmt.Errorf("%w: applied %d of %d", ErrBehind, n.store.AppliedIndex(), index)
+	if err := n.fsm.WaitApplied(ctx, index); err != nil {
+		return nil, 0, fmt.Errorf("%w: applied %d of %d", ErrBehind, n.fsm.AppliedIndex(), index)
 	}
 	// Everything committed is applied here: an index beyond it is not
 	// committed, and waiting would not help.
-	if applied := n.store.AppliedIndex(); applied < minIndex {
+	if applied := n.fsm.AppliedIndex(); applied < minIndex {
 		return nil, 0, fmt.Errorf("%w: index %d is not committed (commit %d)", ErrBehind, minIndex, applied)
 	}
 	return n.localRead(hash)
@@ -144,5 +144,5 @@ func (n *Node) localRead(hash string) (*fsm.Record, uint64, error) {
 	if err := n.halted(); err != nil {
 		return nil, 0, err
 	}
-	return n.store.ByHash(hash), n.store.AppliedIndex(), nil
+	return n.fsm.ByHash(hash), n.fsm.AppliedIndex(), nil
 }

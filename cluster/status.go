@@ -43,7 +43,7 @@ func (n *Node) localStatus() *statusReply {
 		types[i] = uint8(t)
 	}
 	return &statusReply{ID: n.cfg.NodeID, State: n.raft.State().String(),
-		Applied: n.store.AppliedIndex(), Commit: n.raft.CommitIndex(),
+		Applied: n.fsm.AppliedIndex(), Commit: n.raft.CommitIndex(),
 		Now: n.cfg.Now().UnixNano(), Types: types, Version: fsm.Version}
 }
 

@@ -295,7 +295,7 @@ func (n *Node) votersVersion() int {
 // older version that still applies the log halts at the fence instead of
 // ignoring them.
 func (n *Node) maybeFence(ctx context.Context) {
-	if n.store.LogVersion() >= fsm.Version || n.votersVersion() < fsm.Version || !n.votersKnow(fsm.TypeFence) {
+	if n.fsm.LogVersion() >= fsm.Version || n.votersVersion() < fsm.Version || !n.votersKnow(fsm.TypeFence) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)

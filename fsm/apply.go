@@ -10,33 +10,34 @@ import (
 // Business outcomes of commands. They are returned in Result.Err, never as
 // Raft errors: the log entry applied, the answer is "no".
 var (
-	// ErrNotFound: no record has that hash or id.
+	// ErrNotFound means no record has that hash or id.
 	ErrNotFound = errors.New("token not found")
-	// ErrExists: a record with that hash (or id) already exists.
+	// ErrExists means a record with that hash (or id) already exists.
 	ErrExists = errors.New("token exists")
-	// ErrExpired: the record's expiry has passed.
+	// ErrExpired means the record's expiry has passed.
 	ErrExpired = errors.New("token expired")
-	// ErrConsumed: the record's last use was consumed.
+	// ErrConsumed means the record's last use was consumed.
 	ErrConsumed = errors.New("token consumed")
-	// ErrRevoked: the record was revoked.
+	// ErrRevoked means the record was revoked.
 	ErrRevoked = errors.New("token revoked")
-	// ErrKindMismatch: consume named a kind the token is not.
+	// ErrKindMismatch means consume named a kind the token is not.
 	ErrKindMismatch = errors.New("token kind mismatch")
-	// ErrClientMismatch: consume named a client the token was not issued to.
+	// ErrClientMismatch means consume named a client the token was not
+	// issued to.
 	ErrClientMismatch = errors.New("token client mismatch")
-	// ErrReused: a consumed authorization code or refresh token was
+	// ErrReused means a consumed authorization code or refresh token was
 	// presented again; its family has been revoked.
 	ErrReused = errors.New("token reused")
-	// ErrFamilyRevoked: an issue or rotation into a family that was
+	// ErrFamilyRevoked refuses an issue or rotation into a family that was
 	// revoked for good; Result.Family says when and why.
 	ErrFamilyRevoked = errors.New("family revoked")
-	// ErrScope: a rotation asked for scopes the grant does not have.
+	// ErrScope means a rotation asked for scopes the grant does not have.
 	ErrScope = errors.New("scope not granted")
-	// ErrBadEntry: the log entry (or batch entry) does not decode, or is a
-	// batch inside a batch; it changed nothing, on every replica.
+	// ErrBadEntry means the log entry (or batch entry) does not decode, or
+	// is a batch inside a batch; it changed nothing, on every replica.
 	ErrBadEntry = errors.New("log entry cannot be applied")
-	// ErrHalted: this replica met an entry of a type it does not know and
-	// stopped applying there; it needs a newer version (Store.Halted).
+	// ErrHalted means this replica met an entry of a type it does not know
+	// and stopped applying there; it needs a newer version (Machine.Halted).
 	ErrHalted = errors.New("state machine halted")
 )
 
@@ -98,7 +99,7 @@ func (c *Fence) apply(tx *applyTx) Result {
 	return Result{}
 }
 
-// apply is never reached: Store.Apply applies a batch itself, entry by
+// apply is never reached: Machine.Apply applies a batch itself, entry by
 // entry, and a batch inside a batch is refused as a bad entry.
 func (b *Batch) apply(*applyTx) Result { return Result{Err: ErrBadEntry} }
 

@@ -88,17 +88,9 @@ func (fs *families) forget(now int64) {
 	}
 }
 
-// RevokedFamily returns the remembered revocation of family at now
-// (Unix nanoseconds), or nil.
-func (s *Store) RevokedFamily(family string, now int64) *RevokedFamily {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.st.families.revoked(family, now)
-}
-
 // RevokedFamilies returns how many revoked families the state remembers.
-func (s *Store) RevokedFamilies() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.st.families.byName.Len()
+func (m *Machine) RevokedFamilies() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.families.byName.Len()
 }

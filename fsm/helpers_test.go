@@ -26,11 +26,11 @@ func hashOf(s string) string {
 	return string(h[:])
 }
 
-// harness drives one Store the way Raft does: every entry is a Batch,
+// harness drives one Machine the way Raft does: every entry is a Batch,
 // applied at the next log index.
 type harness struct {
 	t     testing.TB
-	s     *fsm.Store
+	s     *fsm.Machine
 	index uint64
 }
 
@@ -113,7 +113,7 @@ func (h *harness) issue(now time.Time, cmd *fsm.Issue) *fsm.Record {
 // snapshot returns the snapshot stream of the store.
 func (h *harness) snapshot() []byte { h.t.Helper(); return snapshotBytes(h.t, h.s) }
 
-func snapshotBytes(t testing.TB, s *fsm.Store) []byte {
+func snapshotBytes(t testing.TB, s *fsm.Machine) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := s.WriteSnapshot(&buf); err != nil {
@@ -123,7 +123,7 @@ func snapshotBytes(t testing.TB, s *fsm.Store) []byte {
 }
 
 // restored returns a fresh store restored from snap.
-func restored(t testing.TB, snap []byte) *fsm.Store {
+func restored(t testing.TB, snap []byte) *fsm.Machine {
 	t.Helper()
 	s := fsm.New()
 	if err := s.Restore(bytes.NewReader(snap)); err != nil {
@@ -207,7 +207,7 @@ func ids(rs []*fsm.Record) []string {
 // and byHash agree, the counts match the records, the GC index lists
 // exactly the records that will be collected in (GCAt, id) order, and each
 // subject's listing is exactly its active records.
-func checkConsistent(t testing.TB, s *fsm.Store, allIDs []string, now int64) {
+func checkConsistent(t testing.TB, s *fsm.Machine, allIDs []string, now int64) {
 	t.Helper()
 	counts := map[fsm.CountKey]int64{}
 	type gcKey struct {

@@ -75,7 +75,7 @@ func (g *gen) someID() string {
 
 // command returns the next command. s is read (DueForGC) to propose
 // realistic Expire commands, as the leader does.
-func (g *gen) command(s *fsm.Store) fsm.Command {
+func (g *gen) command(s *fsm.Machine) fsm.Command {
 	if g.grants && g.r.IntN(8) == 0 {
 		return g.rotate()
 	}
@@ -192,7 +192,7 @@ func (g *gen) hold() int64 {
 // checkFamiliesStayRevoked fails if any token of a family the state
 // remembers as revoked can be used at now: once reuse is detected (or the
 // family revoked), nothing of it is usable, whatever the interleaving.
-func checkFamiliesStayRevoked(t *testing.T, s *fsm.Store, ids []string, now int64) int {
+func checkFamiliesStayRevoked(t *testing.T, s *fsm.Machine, ids []string, now int64) int {
 	t.Helper()
 	revoked := 0
 	for _, id := range ids {
@@ -350,7 +350,7 @@ func TestRandomCommandsMatchModel(t *testing.T) {
 }
 
 // liveRecords returns the stored records among ids, by id.
-func liveRecords(s *fsm.Store, ids []string) map[string]*fsm.Record {
+func liveRecords(s *fsm.Machine, ids []string) map[string]*fsm.Record {
 	out := map[string]*fsm.Record{}
 	for _, id := range ids {
 		if r := s.ByID(id); r != nil {
@@ -362,7 +362,7 @@ func liveRecords(s *fsm.Store, ids []string) map[string]*fsm.Record {
 
 // checkModel checks res and the state after cmd against the state before
 // (live) and returns the ids cmd may have changed.
-func checkModel(t *testing.T, s *fsm.Store, cmd fsm.Command, res fsm.Result, live map[string]*fsm.Record, now int64, index uint64) map[string]bool {
+func checkModel(t *testing.T, s *fsm.Machine, cmd fsm.Command, res fsm.Result, live map[string]*fsm.Record, now int64, index uint64) map[string]bool {
 	t.Helper()
 	changed := map[string]bool{}
 	byHash := map[string]*fsm.Record{}

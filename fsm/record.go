@@ -43,7 +43,7 @@ const NeverExpiringTombstone = 30 * 24 * time.Hour
 // unset (for ExpiresAt: never). Hash is the raw digest of the secret; the
 // secret itself is never here.
 //
-// Records handed out by Store are shared with the state tree and must not
+// Records handed out by Machine are shared with the state tree and must not
 // be modified.
 type Record struct {
 	ID            string   `codec:"i"`

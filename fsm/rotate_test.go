@@ -127,7 +127,7 @@ func TestRotateAllOrNothing(t *testing.T) {
 }
 
 // records returns copies of the records with ids (nil where absent).
-func records(s *fsm.Store, ids []string) []*fsm.Record {
+func records(s *fsm.Machine, ids []string) []*fsm.Record {
 	out := make([]*fsm.Record, len(ids))
 	for i, id := range ids {
 		if r := s.ByID(id); r != nil {

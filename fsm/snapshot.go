@@ -47,16 +47,16 @@ type snapshotMeta struct {
 // Snapshot captures a point-in-time view: an O(1) copy-on-write clone of
 // the primary index, so writes go on while it streams.
 func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
-	s := (*Store)(f)
-	if h, halted := s.Halted(); halted {
+	m := (*Machine)(f)
+	if h, halted := m.Halted(); halted {
 		// A snapshot would let Raft drop the entries this node has not
 		// applied; a node that can apply them needs them.
 		return nil, fmt.Errorf("snapshot: %w at index %d: %s", ErrHalted, h.Index, h.Reason)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return &snapshot{records: s.st.byID.Clone(), reqs: s.st.reqs.Clone(), families: s.st.families.byName.Clone(),
-		meta: snapshotMeta{LastNow: s.lastNow, Applied: s.applied.Load(), LogVersion: s.st.logVersion}}, nil
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return &snapshot{records: m.st.byID.Clone(), reqs: m.st.reqs.Clone(), families: m.st.families.byName.Clone(),
+		meta: snapshotMeta{LastNow: m.lastNow, Applied: m.applied.Load(), LogVersion: m.st.logVersion}}, nil
 }
 
 type snapshot struct {
@@ -137,12 +137,12 @@ func (fw *frameWriter) frame(t byte, v any) {
 // Restore replaces the whole state with the snapshot in rc.
 func (f *raftFSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	return (*Store)(f).Restore(rc)
+	return (*Machine)(f).Restore(rc)
 }
 
 // Restore replaces the whole state with a snapshot stream. The new state is
 // built aside and swapped in under the writer lock.
-func (s *Store) Restore(r io.Reader) error {
+func (m *Machine) Restore(r io.Reader) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head := make([]byte, len(snapshotMagic)+1)
 	if _, err := io.ReadFull(br, head); err != nil {
@@ -219,26 +219,17 @@ func (s *Store) Restore(r io.Reader) error {
 	}
 	slices.SortFunc(reqs, func(a, b *request) int { return cmp.Or(cmp.Compare(a.At, b.At), strings.Compare(a.ID, b.ID)) })
 	st.reqQueue = reqs
-	s.mu.Lock()
+	m.mu.Lock()
 	if meta.LogVersion > Version {
 		return fmt.Errorf("restore: the state needs version %d of the state machine, this node runs %d", meta.LogVersion, Version)
 	}
 	st.logVersion = meta.LogVersion
-	s.st, s.lastNow = st, meta.LastNow
-	s.logVersion.Store(int32(meta.LogVersion))
-	s.lastIndex = 0 // Raft goes on after the snapshot's index, which it knows and the stream does not
-	s.mu.Unlock()
+	m.st, m.lastNow = st, meta.LastNow
+	m.logVersion.Store(int32(meta.LogVersion))
+	m.lastIndex = 0 // Raft goes on after the snapshot's index, which it knows and the stream does not
+	m.mu.Unlock()
 	// The snapshot was taken by a node that applied what halted this one.
-	s.halt.Store(nil)
-	s.setApplied(meta.Applied)
+	m.halt.Store(nil)
+	m.setApplied(meta.Applied)
 	return nil
-}
-
-// WriteSnapshot writes the current state as a snapshot stream to w.
-func (s *Store) WriteSnapshot(w io.Writer) error {
-	snap, err := s.RaftFSM().Snapshot()
-	if err != nil {
-		return err
-	}
-	return snap.(*snapshot).write(w)
 }

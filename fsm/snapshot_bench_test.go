@@ -10,8 +10,8 @@ import (
 	"github.com/tokenstore/tokenstore/fsm"
 )
 
-// snapshotStore is a store of n access tokens, as a node holds them.
-func snapshotStore(b *testing.B, n int) *fsm.Store {
+// snapshotMachine is a state machine holding n access tokens, as a node holds them.
+func snapshotMachine(b *testing.B, n int) *fsm.Machine {
 	h := newHarness(b)
 	const per = 256
 	for i := 0; i < n; i += per {
@@ -30,7 +30,7 @@ func snapshotStore(b *testing.B, n int) *fsm.Store {
 // BenchmarkSnapshot measures writing and restoring a snapshot, per record.
 func BenchmarkSnapshot(b *testing.B) {
 	const n = 100_000
-	s := snapshotStore(b, n)
+	s := snapshotMachine(b, n)
 	var snap bytes.Buffer
 	if err := s.WriteSnapshot(&snap); err != nil {
 		b.Fatal(err)

@@ -34,7 +34,7 @@ func splitSnapshot(t testing.TB, snap []byte) (head []byte, frames [][]byte) {
 
 // recordFrames returns the record frames of s's snapshot: the state without
 // the meta frame, which holds the applied index and changes with every entry.
-func recordFrames(t testing.TB, s *fsm.Store) []byte {
+func recordFrames(t testing.TB, s *fsm.Machine) []byte {
 	t.Helper()
 	_, frames := splitSnapshot(t, snapshotBytes(t, s))
 	if len(frames) == 0 || frames[0][0] != 1 {
@@ -90,7 +90,7 @@ var populatedCounts = map[fsm.CountKey]int64{
 
 // pages lists subject (of kind) page by page and returns each page's ids
 // followed by its cursor.
-func pages(t testing.TB, s *fsm.Store, subject, kind string, limit int, now int64) [][]string {
+func pages(t testing.TB, s *fsm.Machine, subject, kind string, limit int, now int64) [][]string {
 	t.Helper()
 	var out [][]string
 	for after := ""; ; {
@@ -104,7 +104,7 @@ func pages(t testing.TB, s *fsm.Store, subject, kind string, limit int, now int6
 }
 
 // checkSameState compares everything the read API shows of two stores.
-func checkSameState(t testing.TB, got, want *fsm.Store, allIDs []string, now int64) {
+func checkSameState(t testing.TB, got, want *fsm.Machine, allIDs []string, now int64) {
 	t.Helper()
 	if g, w := snapshotBytes(t, got), snapshotBytes(t, want); !bytes.Equal(g, w) {
 		t.Fatalf("snapshot bytes differ: got %d bytes %q, want %d bytes %q", len(g), g, len(w), w)

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Local is the in-process store of the embedded default: the same add()
+// Local is the in-process backend of the embedded default: the same add()
 // and TTL semantics as memcached, for one node. Memory is bounded: expired
 // keys are evicted as new ones arrive, and at Max live keys it refuses
 // (fail closed) rather than forget a live nonce.
@@ -19,12 +19,12 @@ type Local struct {
 	q   expiryHeap       // the same keys, soonest expiry first
 }
 
-// NewLocal returns a store for at most max live keys.
+// NewLocal returns a backend for at most max live keys.
 func NewLocal(max int) *Local {
 	return &Local{max: max, now: time.Now, exp: map[string]int64{}}
 }
 
-// Add implements Store.
+// Add implements Backend.
 func (l *Local) Add(key string, ttl time.Duration) (bool, error) {
 	now := l.now().UnixNano()
 	l.mu.Lock()

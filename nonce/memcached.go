@@ -14,21 +14,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
-// MemcachedConfig configures the memcached store.
+// MemcachedConfig configures the memcached backend.
 type MemcachedConfig struct {
 	Servers []string      // host:port; keys are spread by the client's selector
 	Timeout time.Duration // per operation; default 250ms
-	// Breaker: after Failures consecutive failures the store answers
-	// ErrUnavailable at once for Cooldown (doubling up to MaxCooldown while
-	// probes keep failing), then lets one probe through. MaxCooldown bounds
-	// how long checks keep failing after memcached is back.
+	// Failures, Cooldown and MaxCooldown drive the breaker: after Failures
+	// consecutive failures the backend answers ErrUnavailable at once for
+	// Cooldown (doubling up to MaxCooldown while probes keep failing),
+	// then lets one probe through. MaxCooldown bounds how long checks keep
+	// failing after memcached is back.
 	Failures    int           // default 3
 	Cooldown    time.Duration // default 250ms
 	MaxCooldown time.Duration // default 1s
 	Registry    prometheus.Registerer
 }
 
-// Memcached is a Store on memcached's add: NOT_STORED means the key exists.
+// Memcached is a Backend on memcached's add: NOT_STORED means the key exists.
 //
 // It keeps one client, with its own idle pool, per server: a connection
 // error drops that server's idle connections, which a restart of memcached
@@ -42,7 +43,7 @@ type Memcached struct {
 	drops   prometheus.Counter
 }
 
-// NewMemcached returns a store on the given servers. It does not connect
+// NewMemcached returns a backend on the given servers. It does not connect
 // until the first Add.
 func NewMemcached(cfg MemcachedConfig) (*Memcached, error) {
 	if len(cfg.Servers) == 0 {
@@ -97,7 +98,7 @@ func NewMemcached(cfg MemcachedConfig) (*Memcached, error) {
 	return m, nil
 }
 
-// Add implements Store.
+// Add implements Backend.
 func (m *Memcached) Add(key string, ttl time.Duration) (bool, error) {
 	if !m.br.allow() {
 		return false, fmt.Errorf("%w: memcached breaker open", ErrUnavailable)

@@ -18,15 +18,15 @@ import (
 
 // Sentinel errors of nonce checks.
 var (
-	// ErrReplayed: the nonce was seen before within its window.
+	// ErrReplayed means the nonce was seen before within its window.
 	ErrReplayed = errors.New("nonce replayed")
-	// ErrOutOfWindow: the timestamp is too far from now; the store was not
-	// touched.
+	// ErrOutOfWindow means the timestamp is too far from now; the backend
+	// was not touched.
 	ErrOutOfWindow = errors.New("timestamp out of window")
-	// ErrInvalid: scope or nonce is empty, too long or not text.
+	// ErrInvalid means scope or nonce is empty, too long or not text.
 	ErrInvalid = errors.New("invalid nonce")
-	// ErrUnavailable: the nonce store cannot answer (down, timing out, the
-	// breaker open, or the local store full).
+	// ErrUnavailable means the nonce store cannot answer (down, timing out,
+	// the breaker open, or the local backend full).
 	ErrUnavailable = errors.New("nonce store unavailable")
 )
 
@@ -37,10 +37,10 @@ const MaxLen = 256
 // nonce is kept (see Check).
 const expiryMargin = 5 * time.Second
 
-// Store remembers keys with add() semantics.
-type Store interface {
+// Backend remembers keys with add() semantics.
+type Backend interface {
 	// Add stores key for ttl unless it is present; it reports whether the
-	// key was absent (fresh). A store failure wraps ErrUnavailable.
+	// key was absent (fresh). A backend failure wraps ErrUnavailable.
 	Add(key string, ttl time.Duration) (fresh bool, err error)
 }
 
@@ -53,15 +53,15 @@ type Config struct {
 	Registry prometheus.Registerer
 }
 
-// Checker validates nonce requests and records them in a Store.
+// Checker validates nonce requests and records them in a Backend.
 type Checker struct {
-	store  Store
-	cfg    Config
-	checks *prometheus.CounterVec
+	backend Backend
+	cfg     Config
+	checks  *prometheus.CounterVec
 }
 
-// NewChecker returns a checker over store.
-func NewChecker(store Store, cfg Config) *Checker {
+// NewChecker returns a checker over backend.
+func NewChecker(backend Backend, cfg Config) *Checker {
 	if cfg.Window <= 0 {
 		cfg.Window = 5 * time.Minute
 	}
@@ -71,7 +71,7 @@ func NewChecker(store Store, cfg Config) *Checker {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	return &Checker{store: store, cfg: cfg, checks: promauto.With(cfg.Registry).NewCounterVec(prometheus.CounterOpts{
+	return &Checker{backend: backend, cfg: cfg, checks: promauto.With(cfg.Registry).NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenstore_nonce_checks_total",
 		Help: "Nonce checks by outcome: fresh, replayed, out_of_window, invalid, unavailable, fail_open.",
 	}, []string{"outcome"})}
@@ -106,7 +106,7 @@ func (c *Checker) Check(scope, nonce string, timestamp int64) error {
 	// on: it lags real time by a second, more on a starved CPU, and an
 	// item set while it lags expires that much early.
 	ttl := time.Unix(timestamp, 0).Add(c.cfg.Window + expiryMargin).Sub(now)
-	fresh, err := c.store.Add(Key(c.cfg.DC, scope, nonce), ttl)
+	fresh, err := c.backend.Add(Key(c.cfg.DC, scope, nonce), ttl)
 	switch {
 	case err != nil && c.cfg.FailOpen:
 		c.checks.WithLabelValues("fail_open").Inc()

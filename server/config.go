@@ -63,18 +63,19 @@ type Config struct {
 	HashKey      []byte        // set: secrets are stored as HMAC-SHA-256
 	Keys         *api.Keys     // set: required on every /v1 request
 	Authz        api.AuthzConfig
-	// RotationGrace: a retried rotation within it gets the same successor.
+	// RotationGrace is how long a retried rotation gets the same successor.
 	RotationGrace time.Duration
 	// Insecure allows, with a warning, what is refused off loopback: an
 	// API without Keys, a Raft port without TLS, gossip without GossipKeys.
 	Insecure bool
 
-	// Replay nonces: NonceChecker when set, else the store Nonce describes.
+	// Replay nonces are checked by NonceChecker when set, else by the store
+	// Nonce describes.
 	Nonce        NonceConfig
 	NonceChecker api.NonceChecker
 
-	// Logs: every line of the node, Raft's included, goes to LogOutput
-	// (default stderr) at LogLevel, as LogFormat ("text" or "json").
+	// Every line the node logs, Raft's included, goes to LogOutput (default
+	// stderr) at LogLevel, as LogFormat ("text" or "json").
 	LogOutput           io.Writer
 	LogLevel, LogFormat string
 
@@ -119,7 +120,7 @@ func DefaultConfig() Config {
 		SnapshotThreshold: 8192, SnapshotInterval: 2 * time.Minute, GCGrace: 10 * time.Minute,
 		Vendor: token.DefaultVendor,
 		Authz: api.AuthzConfig{Cookie: "tks_session", DefaultRLC: "default", TrustedProxies: &one,
-			BearerKinds: []string{"access", "developer"}, CookieKinds: []string{"access", "remember"}},
+			BearerKinds: []string{token.KindAccess, token.KindDeveloper}, CookieKinds: []string{token.KindAccess, token.KindRemember}},
 		Nonce:    NonceConfig{Timeout: 250 * time.Millisecond, LocalMax: 1 << 20, Window: 5 * time.Minute},
 		LogLevel: "info", LogFormat: "text", DrainTimeout: 30 * time.Second,
 	}

@@ -109,7 +109,7 @@ func build(cfg Config) (*Server, error) {
 		apiNow = cfg.Clock
 	}
 	s.api = api.New(api.Config{
-		Store: s.node, Policy: cfg.Policy, Format: format, Hasher: s.hasher, Keys: cfg.Keys,
+		Node: s.node, Policy: cfg.Policy, Format: format, Hasher: s.hasher, Keys: cfg.Keys,
 		Nonces: nonces, DC: cfg.DC, Logger: log, Registry: s.reg, Gatherer: s.reg,
 		RotationGrace: cfg.RotationGrace, Authz: cfg.Authz, Now: apiNow, MinIndexWait: cfg.MinIndexWait,
 	})

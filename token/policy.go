@@ -22,8 +22,8 @@ type Kind struct {
 	SingleUse      bool
 	MaxUses        int64 // cap on uses per token; 0 = unlimited
 	UpdateLastUsed bool
-	// DetectReuse: presenting a consumed token of this kind again revokes
-	// every token of its family (RFC 6749 §4.1.2, RFC 9700 §4.14).
+	// DetectReuse revokes every token of the family when a consumed token
+	// of this kind is presented again (RFC 6749 §4.1.2, RFC 9700 §4.14).
 	DetectReuse bool
 }
 
@@ -42,16 +42,34 @@ const (
 // nanoseconds, which ends in 2262.
 const MaxTTL = 100 * year
 
+// The kinds of the built-in policy, as the API names them.
+const (
+	// KindOAuth1Request is an OAuth 1.0 request token.
+	KindOAuth1Request = "oauth1_request"
+	// KindOAuth1Callback is an OAuth 1.0 consumer's callback data.
+	KindOAuth1Callback = "oauth1_callback"
+	// KindOAuth2Code is an OAuth 2.0 authorization code.
+	KindOAuth2Code = "oauth2_code"
+	// KindOAuth2Refresh is an OAuth 2.0 refresh token.
+	KindOAuth2Refresh = "oauth2_refresh"
+	// KindAccess is a session or bearer access token.
+	KindAccess = "access"
+	// KindRemember is a remember-me login.
+	KindRemember = "remember"
+	// KindDeveloper is a developer's personal API key.
+	KindDeveloper = "developer"
+)
+
 // DefaultPolicy is the built-in table (DESIGN §1).
 func DefaultPolicy() *Policy {
 	return &Policy{Kinds: map[string]Kind{
-		"oauth1_request":  {Code: "r1", DefaultTTL: 10 * time.Minute, MaxTTL: time.Hour, SingleUse: true, MaxUses: 1},
-		"oauth1_callback": {Code: "c1", DefaultTTL: 10 * time.Minute, MaxTTL: time.Hour},
-		"oauth2_code":     {Code: "ac", DefaultTTL: 4 * time.Hour, MaxTTL: 4 * time.Hour, SingleUse: true, MaxUses: 1, DetectReuse: true},
-		"oauth2_refresh":  {Code: "rt", DefaultTTL: year, MaxTTL: year, SingleUse: true, MaxUses: 1, UpdateLastUsed: true, DetectReuse: true},
-		"access":          {Code: "at", DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour, UpdateLastUsed: true},
-		"remember":        {Code: "rm", DefaultTTL: 5 * year, MaxTTL: 5 * year, UpdateLastUsed: true},
-		"developer":       {Code: "dv", UpdateLastUsed: true},
+		KindOAuth1Request:  {Code: "r1", DefaultTTL: 10 * time.Minute, MaxTTL: time.Hour, SingleUse: true, MaxUses: 1},
+		KindOAuth1Callback: {Code: "c1", DefaultTTL: 10 * time.Minute, MaxTTL: time.Hour},
+		KindOAuth2Code:     {Code: "ac", DefaultTTL: 4 * time.Hour, MaxTTL: 4 * time.Hour, SingleUse: true, MaxUses: 1, DetectReuse: true},
+		KindOAuth2Refresh:  {Code: "rt", DefaultTTL: year, MaxTTL: year, SingleUse: true, MaxUses: 1, UpdateLastUsed: true, DetectReuse: true},
+		KindAccess:         {Code: "at", DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour, UpdateLastUsed: true},
+		KindRemember:       {Code: "rm", DefaultTTL: 5 * year, MaxTTL: 5 * year, UpdateLastUsed: true},
+		KindDeveloper:      {Code: "dv", UpdateLastUsed: true},
 	}}
 }
 
@@ -67,11 +85,11 @@ func (p *Policy) Names() []string {
 
 // Errors of TTL and uses resolution; the API maps them to stable codes.
 var (
-	// ErrUnknownKind: the kind is not in the policy.
+	// ErrUnknownKind means the kind is not in the policy.
 	ErrUnknownKind = errors.New("unknown kind")
-	// ErrTTLTooLong: the requested TTL exceeds the kind's max TTL.
+	// ErrTTLTooLong means the requested TTL exceeds the kind's max TTL.
 	ErrTTLTooLong = errors.New("ttl too long")
-	// ErrBadUses: max_uses is not allowed for the kind.
+	// ErrBadUses means max_uses is not allowed for the kind.
 	ErrBadUses = errors.New("max_uses not allowed")
 )
 

@@ -10,7 +10,8 @@ import (
 	"strings"
 )
 
-// ErrUnseal: sealed secrets could not be opened with the secret given.
+// ErrUnseal means sealed secrets could not be opened with the secret
+// given.
 var ErrUnseal = errors.New("sealed secrets cannot be opened")
 
 const sealInfo = "tokenstore rotation grace v1"
@@ -34,14 +35,9 @@ func sealAEAD(salt []byte, secret string) (cipher.AEAD, error) {
 }
 
 // Seal encrypts secrets (printable ASCII, as every token secret is) under
-// a key derived from secret alone.
-func Seal(secret string, secrets ...string) ([]byte, error) { return seal(nil, secret, secrets) }
-
-// Open reverses Seal, given the same secret.
-func Open(secret string, sealed []byte) ([]string, error) { return open(nil, secret, sealed) }
-
-// Seal is Seal with the key derived from secret and the hasher's key, so
-// that only a holder of the cluster key and of secret can open it.
+// a key derived from secret and the hasher's key, so that only a holder of
+// the cluster key and of secret can open it. A hasher without a key seals
+// under a key derived from secret alone.
 func (h Hasher) Seal(secret string, secrets ...string) ([]byte, error) {
 	return seal(h.key, secret, secrets)
 }

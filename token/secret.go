@@ -34,14 +34,11 @@ const (
 
 // Sentinel errors of this package.
 var (
-	// ErrMalformed: the string carries the vendor prefix but is not a valid
-	// minted secret (bad shape, unknown kind code or checksum mismatch).
+	// ErrMalformed means the string carries the vendor prefix but is not a
+	// valid minted secret (bad shape, unknown kind code or checksum mismatch).
 	ErrMalformed = errors.New("token malformed")
-	// ErrReservedPrefix: a caller tried to bring its own token that starts
-	// with the vendor prefix.
-	ErrReservedPrefix = errors.New("token string uses the reserved vendor prefix")
-	// ErrBadBrought: a caller-supplied token string is empty, too short,
-	// too long or contains characters other than printable ASCII.
+	// ErrBadBrought means a caller-supplied token string is empty, too
+	// short, too long or contains characters other than printable ASCII.
 	ErrBadBrought = errors.New("token string is not acceptable")
 )
 

@@ -102,11 +102,6 @@ func checkAdvertisable(a net.Addr) error {
 // Addr returns the advertised address.
 func (m *Mux) Addr() net.Addr { return m.addr }
 
-// RaftLayer returns the stream layer for raft.NetworkTransport: Accept
-// yields connections that began with the Raft byte, Dial reaches a peer's
-// Raft. Its Close closes only the Raft side.
-func (m *Mux) RaftLayer() raft.StreamLayer { return m.raft }
-
 // RPCListener returns the listener for connections that began with the RPC
 // byte, for http.Server.Serve. Its Close closes only the RPC side.
 func (m *Mux) RPCListener() net.Listener { return m.rpc }

@@ -238,7 +238,7 @@ func TestMuxCloseUnblocksAccept(t *testing.T) {
 		t.Fatalf("listen mux: %v", err)
 	}
 	errs := make(chan error, 2)
-	for _, ln := range []net.Listener{m.RaftLayer(), m.RPCListener()} {
+	for _, ln := range []net.Listener{m.raft, m.RPCListener()} {
 		go func() {
 			c, err := ln.Accept()
 			if c != nil {
@@ -258,7 +258,7 @@ func TestMuxCloseUnblocksAccept(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Errorf("second close: %v; want nil", err)
 	}
-	for name, ln := range map[string]net.Listener{"raft": m.RaftLayer(), "rpc": m.RPCListener()} {
+	for name, ln := range map[string]net.Listener{"raft": m.raft, "rpc": m.RPCListener()} {
 		if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
 			t.Errorf("%s accept after close: %v; want net.ErrClosed", name, err)
 		}
@@ -316,7 +316,7 @@ func TestMuxSubListenerCloseIsIndependent(t *testing.T) {
 	if err := m.RaftTransport(logs.hclog("raft")).Close(); err != nil {
 		t.Fatalf("close transport: %v", err)
 	}
-	if _, err := m.RaftLayer().Accept(); !errors.Is(err, net.ErrClosed) {
+	if _, err := m.raft.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("raft accept after its close: %v; want net.ErrClosed", err)
 	}
 	client, clientLogs := newMux(t, nil)
@@ -405,7 +405,7 @@ func TestListenAdvertise(t *testing.T) {
 	trans := m.RaftTransport(hclog.NewNullLogger())
 	t.Cleanup(func() { trans.Close() })
 	for name, got := range map[string]string{
-		"mux": m.Addr().String(), "raft layer": m.RaftLayer().Addr().String(),
+		"mux": m.Addr().String(), "raft layer": m.raft.Addr().String(),
 		"rpc listener": m.RPCListener().Addr().String(), "transport": string(trans.LocalAddr()),
 	} {
 		if got != adv.String() {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
+	"github.com/tokenstore/tokenstore/token"
 )
 
 const tokenUsage = `usage: tokenstore token <issue|lookup|introspect|consume|rotate|revoke|get|list> [flags] [TOKEN|-]
@@ -44,7 +45,7 @@ func tokenCmd(args []string) error {
 	)
 	switch sub {
 	case "issue":
-		fs.StringVar(&req.Kind, "kind", "access", "token kind")
+		fs.StringVar(&req.Kind, "kind", token.KindAccess, "token kind")
 		fs.StringVar(&req.Subject, "subject", "", "subject (user)")
 		fs.StringVar(&req.ClientID, "client-id", "", "OAuth client id")
 		fs.StringVar(&scopes, "scopes", "", "comma-separated scopes")

@@ -55,7 +55,7 @@ type Options struct {
 	MaxStaleness time.Duration
 	// MinIndexWait bounds a local read's wait for min_index.
 	MinIndexWait time.Duration
-	// LastUsedGranularity: how often a token's last use may be written.
+	// LastUsedGranularity is how often a token's last use may be written.
 	LastUsedGranularity time.Duration
 	// RotationGrace and Authz configure the API as serve's flags do.
 	RotationGrace time.Duration
@@ -344,6 +344,7 @@ type Buffer struct {
 	b  bytes.Buffer
 }
 
+// Write appends p to the buffer.
 func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

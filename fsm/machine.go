@@ -10,19 +10,19 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Store is the replicated token state of one node. Raft drives it through
+// Machine is the replicated token state of one node. Raft drives it through
 // RaftFSM; everything else only reads.
-type Store struct {
+type Machine struct {
 	mu      sync.RWMutex // Apply and Restore write; reads share
 	st      *state
 	lastNow int64 // latest leader time applied
 
 	applied atomic.Uint64
-	// lastIndex is the last index Apply was given since the store opened
-	// or was restored: Raft's own order, never a snapshot's claim.
+	// lastIndex is the last index Apply was given since New or the
+	// last Restore: Raft's own order, never a snapshot's claim.
 	lastIndex uint64
-	halt      atomic.Pointer[Halt] // set once the store stops applying
-	// logVersion mirrors state.logVersion, for the leader\'s write path.
+	halt      atomic.Pointer[Halt] // set once the machine stops applying
+	// logVersion mirrors state.logVersion, for the leader's write path.
 	logVersion atomic.Int32
 	onHalt     func(Halt)
 	rejects    map[string]*atomic.Uint64 // by reason; fixed at New
@@ -36,93 +36,93 @@ type CountKey struct {
 	State State
 }
 
-// New returns an empty store.
-func New() *Store {
-	s := &Store{st: newState(), notify: make(chan struct{}), rejects: map[string]*atomic.Uint64{}}
+// New returns a state machine holding no records.
+func New() *Machine {
+	m := &Machine{st: newState(), notify: make(chan struct{}), rejects: map[string]*atomic.Uint64{}}
 	for _, r := range RejectReasons {
-		s.rejects[r] = new(atomic.Uint64)
+		m.rejects[r] = new(atomic.Uint64)
 	}
-	return s
+	return m
 }
 
-// RaftFSM returns the raft.FSM view of the store, keeping Apply, Snapshot
-// and Restore out of the store's own methods.
-func (s *Store) RaftFSM() raft.FSM { return (*raftFSM)(s) }
+// RaftFSM returns the raft.FSM view of the machine, keeping Apply, Snapshot
+// and Restore out of the machine's own methods.
+func (m *Machine) RaftFSM() raft.FSM { return (*raftFSM)(m) }
 
-type raftFSM Store
+type raftFSM Machine
 
 // Apply applies one log entry. It returns a Result.
-func (f *raftFSM) Apply(l *raft.Log) any { return (*Store)(f).Apply(l.Index, l.Data) }
+func (f *raftFSM) Apply(l *raft.Log) any { return (*Machine)(f).Apply(l.Index, l.Data) }
 
 // StoreConfiguration notes a committed membership change, so that the
 // applied index covers every entry Raft hands to the state machine and a
 // read waiting for a commit index that is a configuration entry finishes.
 func (f *raftFSM) StoreConfiguration(index uint64, _ raft.Configuration) {
-	if s := (*Store)(f); s.halt.Load() == nil {
-		s.setApplied(index)
+	if m := (*Machine)(f); m.halt.Load() == nil {
+		m.setApplied(index)
 	}
 }
 
 // Apply applies an encoded command at log index. Exposed for tests that
 // drive the state machine without Raft; in a node only Raft calls it.
 //
-// No content of an entry can take the store down. An entry that does not
+// No content of an entry can take the machine down. An entry that does not
 // decode, or a batch that is malformed, is answered ErrBadEntry (on every
 // replica alike, since they all run the same decoder on the same bytes)
 // and changes nothing; an unknown type flagged IgnoreUnknown is skipped.
-// An unknown type without the flag halts the store at that index (see
+// An unknown type without the flag halts the machine at that index (see
 // Halted): it may be a newer node's command, and applying anything past
 // it could diverge from the nodes that know it.
 //
 // Only what cannot be answered deterministically panics: an index that
 // does not follow the last one applied means the log under the state
 // machine was rewritten, and no answer would be the same on every node.
-func (s *Store) Apply(index uint64, data []byte) Result {
-	if s.halt.Load() != nil {
+func (m *Machine) Apply(index uint64, data []byte) Result {
+	if m.halt.Load() != nil {
 		return Result{Err: ErrHalted}
 	}
-	if index <= s.lastIndex {
-		panic(fmt.Sprintf("fsm: entry at index %d after index %d was applied: the log was rewritten under the state machine", index, s.lastIndex))
+	if index <= m.lastIndex {
+		panic(fmt.Sprintf("fsm: entry at index %d after index %d was applied: the log was rewritten under the state machine", index, m.lastIndex))
 	}
-	s.lastIndex = index
+	m.lastIndex = index
 	c, err := decodeEntry(data)
 	if err != nil {
-		return s.refuse(index, data, err)
+		return m.refuse(index, data, err)
 	}
 	var res Result
 	if b, ok := c.(*Batch); ok {
 		var halted bool
-		if res, halted = s.applyBatch(index, b); halted {
+		if res, halted = m.applyBatch(index, b); halted {
 			return res
 		}
 	} else {
-		res = s.applyLocked(c, index)
+		res = m.applyLocked(c, index)
 	}
-	s.setApplied(index)
+	m.setApplied(index)
 	return res
 }
 
 // refuse answers an entry that did not decode.
-func (s *Store) refuse(index uint64, data []byte, err error) Result {
+func (m *Machine) refuse(index uint64, data []byte, err error) Result {
 	switch {
 	case errors.Is(err, errUnknownSkippable):
-		s.rejected(RejectSkipped)
-		s.setApplied(index)
+		m.rejected(RejectSkipped)
+		m.setApplied(index)
 		return Result{}
 	case errors.Is(err, errUnknownType):
-		return s.stop(Halt{Index: index, Type: Type(data[0]), Reason: err.Error()})
+		return m.stop(Halt{Index: index, Type: Type(data[0]), Reason: err.Error()})
 	}
-	s.rejected(RejectUndecodable)
-	s.setApplied(index)
+	m.rejected(RejectUndecodable)
+	m.setApplied(index)
 	return Result{Err: ErrBadEntry}
 }
 
 // applyBatch decodes every entry of b before applying any, so that an
-// entry that halts the store leaves nothing of its index applied.
-func (s *Store) applyBatch(index uint64, b *Batch) (Result, bool) {
+// entry that halts the machine leaves nothing of its index applied.
+func (m *Machine) applyBatch(index uint64, b *Batch) (Result, bool) {
 	res := Result{Batch: make([]Result, len(b.Entries))}
 	if len(b.Reqs) != 0 && len(b.Reqs) != len(b.Entries) {
-		s.rejected(RejectBadBatch)
+		m.rejected(RejectBadBatch)
 		for i := range res.Batch {
 			res.Batch[i].Err = ErrBadEntry
 		}
@@ -134,26 +134,26 @@ func (s *Store) applyBatch(index uint64, b *Batch) (Result, bool) {
 		switch {
 		case err == nil:
 			if _, nested := c.(*Batch); nested {
-				s.rejected(RejectNestedBatch)
+				m.rejected(RejectNestedBatch)
 				c = badEntry{}
 			}
 			if f, ok := c.(*Fence); ok && f.Version > Version {
-				return s.stop(Halt{Index: index, Type: TypeFence, Reason: fmt.Sprintf("batch entry %d: the log needs version %d of the state machine, this node runs %d", i, f.Version, Version)}), true
+				return m.stop(Halt{Index: index, Type: TypeFence, Reason: fmt.Sprintf("batch entry %d: the log needs version %d of the state machine, this node runs %d", i, f.Version, Version)}), true
 			}
 		case errors.Is(err, errUnknownSkippable):
-			s.rejected(RejectSkipped)
+			m.rejected(RejectSkipped)
 			c = nil
 		case errors.Is(err, errUnknownType):
-			return s.stop(Halt{Index: index, Type: Type(e[0]), Reason: fmt.Sprintf("batch entry %d: %v", i, err)}), true
+			return m.stop(Halt{Index: index, Type: Type(e[0]), Reason: fmt.Sprintf("batch entry %d: %v", i, err)}), true
 		default:
-			s.rejected(RejectUndecodable)
+			m.rejected(RejectUndecodable)
 			c = badEntry{}
 		}
 		cmds[i] = c
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	tx := &applyTx{st: s.st, now: s.lastNow, index: index}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tx := &applyTx{st: m.st, now: m.lastNow, index: index}
 	// Time never runs backwards in the state, even if a new leader's clock
 	// is behind the old one's.
 	tx.now = max(tx.now, b.Now)
@@ -176,53 +176,53 @@ func (s *Store) applyBatch(index uint64, b *Batch) (Result, bool) {
 			tx.st.remember(req, tx.now, res.Batch[i])
 		}
 	}
-	s.lastNow = tx.now
-	s.logVersion.Store(int32(tx.st.logVersion))
+	m.lastNow = tx.now
+	m.logVersion.Store(int32(tx.st.logVersion))
 	return res, false
 }
 
 // LogVersion is the Version the log needs from the last applied Fence on:
 // at least 1.
-func (s *Store) LogVersion() int { return max(1, int(s.logVersion.Load())) }
+func (m *Machine) LogVersion() int { return max(1, int(m.logVersion.Load())) }
 
 // badEntry stands for a batch entry that cannot be applied.
 type badEntry struct{}
 
-func (badEntry) Type() Type             { return 0 }
-func (badEntry) apply(*applyTx) Result  { return Result{Err: ErrBadEntry} }
-func (s *Store) rejected(reason string) { s.rejects[reason].Add(1) }
+func (badEntry) Type() Type               { return 0 }
+func (badEntry) apply(*applyTx) Result    { return Result{Err: ErrBadEntry} }
+func (m *Machine) rejected(reason string) { m.rejects[reason].Add(1) }
 
-// stop halts the store at h.Index: nothing from there on is applied, reads
+// stop halts the machine at h.Index: nothing from there on is applied, reads
 // should answer unavailable, and snapshots are refused, so that the log
 // from h.Index on is kept for a node that can apply it.
-func (s *Store) stop(h Halt) Result {
-	if s.halt.CompareAndSwap(nil, &h) {
-		s.rejected(RejectUnknownType)
-		if s.onHalt != nil {
-			s.onHalt(h)
+func (m *Machine) stop(h Halt) Result {
+	if m.halt.CompareAndSwap(nil, &h) {
+		m.rejected(RejectUnknownType)
+		if m.onHalt != nil {
+			m.onHalt(h)
 		}
 	}
 	return Result{Err: ErrHalted}
 }
 
-// Halt says where and why the store stopped applying.
+// Halt says where and why the machine stopped applying.
 type Halt struct {
 	Index  uint64
 	Type   Type
 	Reason string
 }
 
-// Halted reports whether the store has stopped applying, and where.
-func (s *Store) Halted() (Halt, bool) {
-	if h := s.halt.Load(); h != nil {
+// Halted reports whether the machine has stopped applying, and where.
+func (m *Machine) Halted() (Halt, bool) {
+	if h := m.halt.Load(); h != nil {
 		return *h, true
 	}
 	return Halt{}, false
 }
 
-// OnHalt sets a function called once, when the store halts. Set it before
-// the store applies anything.
-func (s *Store) OnHalt(f func(Halt)) { s.onHalt = f }
+// OnHalt sets a function called once, when the machine halts. Set it before
+// the machine applies anything.
+func (m *Machine) OnHalt(f func(Halt)) { m.onHalt = f }
 
 // Why an entry, or an entry of a batch, was not applied as proposed: the
 // reasons counted by Rejected.
@@ -231,49 +231,49 @@ const (
 	RejectNestedBatch = "nested_batch"         // answered ErrBadEntry
 	RejectBadBatch    = "bad_batch"            // request ids do not match the entries: each answered ErrBadEntry
 	RejectSkipped     = "skipped_unknown_type" // flagged ignorable: skipped
-	RejectUnknownType = "unknown_type"         // the store halted
+	RejectUnknownType = "unknown_type"         // the machine halted
 )
 
 // RejectReasons lists the reasons of Rejected.
 var RejectReasons = []string{RejectUndecodable, RejectNestedBatch, RejectBadBatch, RejectSkipped, RejectUnknownType}
 
-// Rejected returns how many entries this store did not apply as proposed,
+// Rejected returns how many entries this machine did not apply as proposed,
 // for reason.
-func (s *Store) Rejected(reason string) uint64 {
-	if c, ok := s.rejects[reason]; ok {
+func (m *Machine) Rejected(reason string) uint64 {
+	if c, ok := m.rejects[reason]; ok {
 		return c.Load()
 	}
 	return 0
 }
 
-func (s *Store) applyLocked(c applier, index uint64) Result {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	tx := &applyTx{st: s.st, now: s.lastNow, index: index}
+func (m *Machine) applyLocked(c applier, index uint64) Result {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tx := &applyTx{st: m.st, now: m.lastNow, index: index}
 	tx.st.housekeep(tx.now, index)
 	res := c.apply(tx)
-	s.lastNow = tx.now
+	m.lastNow = tx.now
 	return res
 }
 
-func (s *Store) setApplied(index uint64) {
-	s.applied.Store(index)
-	s.notifyMu.Lock()
-	close(s.notify)
-	s.notify = make(chan struct{})
-	s.notifyMu.Unlock()
+func (m *Machine) setApplied(index uint64) {
+	m.applied.Store(index)
+	m.notifyMu.Lock()
+	close(m.notify)
+	m.notify = make(chan struct{})
+	m.notifyMu.Unlock()
 }
 
 // AppliedIndex is the log index of the last entry applied here.
-func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
+func (m *Machine) AppliedIndex() uint64 { return m.applied.Load() }
 
-// WaitApplied blocks until the store has applied index, or ctx ends.
-func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
+// WaitApplied blocks until the machine has applied index, or ctx ends.
+func (m *Machine) WaitApplied(ctx context.Context, index uint64) error {
 	for {
-		s.notifyMu.Lock()
-		ch := s.notify
-		s.notifyMu.Unlock()
-		if s.applied.Load() >= index {
+		m.notifyMu.Lock()
+		ch := m.notify
+		m.notifyMu.Unlock()
+		if m.applied.Load() >= index {
 			return nil
 		}
 		select {
@@ -286,11 +286,11 @@ func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
 
 // Counts returns the number of records by kind and state (expired records
 // not yet collected count as active).
-func (s *Store) Counts() map[CountKey]int64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make(map[CountKey]int64, len(s.st.counts))
-	for k, n := range s.st.counts {
+func (m *Machine) Counts() map[CountKey]int64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make(map[CountKey]int64, len(m.st.counts))
+	for k, n := range m.st.counts {
 		out[k] = n
 	}
 	return out
@@ -298,17 +298,17 @@ func (s *Store) Counts() map[CountKey]int64 {
 
 // ByHash returns the record with the digest h, or nil. Records are shared
 // and must not be modified.
-func (s *Store) ByHash(h string) *Record {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.st.byHash[h]
+func (m *Machine) ByHash(h string) *Record {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.byHash[h]
 }
 
 // ByID returns the record with the public id, or nil.
-func (s *Store) ByID(id string) *Record {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.st.getID(id)
+func (m *Machine) ByID(id string) *Record {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.getID(id)
 }
 
 // ListScan is the most records one page of ListBySubject examines, active
@@ -323,13 +323,13 @@ const ListScan = 2048
 // A page examines at most ListScan records (limit is at most ListScan-1):
 // when that runs out first, the page holds fewer than limit records, none
 // maybe, and the cursor resumes after the last record examined.
-func (s *Store) ListBySubject(subject, kind, after string, limit int, now int64) ([]*Record, string) {
+func (m *Machine) ListBySubject(subject, kind, after string, limit int, now int64) ([]*Record, string) {
 	if limit < 1 {
 		return nil, ""
 	}
 	limit = min(limit, ListScan-1)
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	var out []*Record
 	next, last, scanned := "", "", 0
 	// "after\x00" sorts just past "after": the page starts after the cursor.
@@ -337,7 +337,7 @@ func (s *Store) ListBySubject(subject, kind, after string, limit int, now int64)
 	if after != "" {
 		from.ID = after + "\x00"
 	}
-	s.st.bySubject.AscendGreaterOrEqual(from, func(r *Record) bool {
+	m.st.bySubject.AscendGreaterOrEqual(from, func(r *Record) bool {
 		switch {
 		case r.Subject != subject:
 			return false
@@ -361,11 +361,11 @@ func (s *Store) ListBySubject(subject, kind, after string, limit int, now int64)
 
 // DueForGC returns the ids of up to limit records whose GC time is at or
 // before before, oldest first.
-func (s *Store) DueForGC(before int64, limit int) []string {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+func (m *Machine) DueForGC(before int64, limit int) []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	var ids []string
-	s.st.byGC.Ascend(func(r *Record) bool {
+	m.st.byGC.Ascend(func(r *Record) bool {
 		if r.GCAt() > before || len(ids) == limit {
 			return false
 		}

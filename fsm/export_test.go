@@ -1,0 +1,21 @@
+package fsm
+
+import "io"
+
+// RevokedFamily returns the remembered revocation of family at now
+// (Unix nanoseconds), or nil.
+func (m *Machine) RevokedFamily(family string, now int64) *RevokedFamily {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.families.revoked(family, now)
+}
+
+// WriteSnapshot writes the current state to w as the snapshot stream Raft
+// persists.
+func (m *Machine) WriteSnapshot(w io.Writer) error {
+	snap, err := m.RaftFSM().Snapshot()
+	if err != nil {
+		return err
+	}
+	return snap.(*snapshot).write(w)
+}

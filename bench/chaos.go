@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/bench/history"
 	"github.com/tokenstore/tokenstore/client"
 	"github.com/tokenstore/tokenstore/internal/netem"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
@@ -110,7 +111,7 @@ type ChaosReport struct {
 	Seed         uint64                    `json:"seed"`
 	ClientsPerDC int                       `json:"clients_per_dc"`
 	Ops          map[string]map[string]int `json:"ops"` // kind → outcome → count
-	Checks       []Check                   `json:"checks"`
+	Checks       []history.Check           `json:"checks"`
 	Faults       []FaultEvent              `json:"faults"`
 	PerSecond    []Second                  `json:"per_second"`
 	Pass         bool                      `json:"pass"`
@@ -122,7 +123,7 @@ type chaosRun struct {
 	cfg      ChaosConfig
 	schedule []Fault // cfg.Faults, injected in this order, cycled
 	cluster  *proccluster.Cluster
-	h        *History
+	h        *history.History
 	log      io.Writer
 	hc       *http.Client
 	rng      *rand.Rand // faults' choices; used by one goroutine
@@ -157,7 +158,7 @@ func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport
 	r := &chaosRun{cfg: cfg, cluster: c, log: log, hc: &http.Client{Transport: tr},
 		rng: rand.New(rand.NewPCG(cfg.Seed, 1)), schedule: faults}
 	fmt.Fprintf(log, "cluster of %d nodes ready; load for %s, a fault every %s\n", len(c.Nodes), cfg.Duration, cfg.FaultEvery)
-	r.h = NewHistory()
+	r.h = history.New()
 	events := r.drive(ctx)
 	fmt.Fprintln(log, "faults healed; reading every key back from the leader")
 	r.verify(ctx)
@@ -354,7 +355,7 @@ func (c *chaosClient) run(ctx context.Context) {
 		case x < 0.78:
 			c.consume(ctx, c.pick())
 		default:
-			c.lookup(ctx, c.pick(), OpLookup, 0)
+			c.lookup(ctx, c.pick(), history.OpLookup, 0)
 		}
 	}
 }
@@ -375,7 +376,7 @@ func (c *chaosClient) pick() string {
 }
 
 // do runs one operation against the store and records it.
-func (c *chaosClient) do(ctx context.Context, op HistOp, success string, f func(ctx context.Context) error) HistOp {
+func (c *chaosClient) do(ctx context.Context, op history.Op, success string, f func(ctx context.Context) error) history.Op {
 	c.call(ctx, &op, success, f)
 	c.r.h.Add(op)
 	return op
@@ -383,17 +384,17 @@ func (c *chaosClient) do(ctx context.Context, op HistOp, success string, f func(
 
 // call runs f with the request timeout and fills in op: who made it, its
 // invoke and return times and its outcome. f may fill in op's key.
-func (c *chaosClient) call(ctx context.Context, op *HistOp, success string, f func(ctx context.Context) error) {
+func (c *chaosClient) call(ctx context.Context, op *history.Op, success string, f func(ctx context.Context) error) {
 	op.Client, op.DC = c.id, c.dc
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.r.cfg.Timeout)
 	defer cancel()
 	op.Call = c.r.h.Now()
 	err := f(rctx)
 	op.Return = c.r.h.Now()
-	op.Outcome, op.Result = classify(op.Kind, err, success)
+	op.Outcome, op.Result = history.Classify(op.Kind, err, success)
 	var ce *client.Error
 	op.Answered = err == nil || errors.As(err, &ce)
-	if err != nil && op.Outcome != OutcomeOK {
+	if err != nil && op.Outcome != history.OutcomeOK {
 		op.Err = err.Error()
 	}
 }
@@ -406,7 +407,7 @@ func (c *chaosClient) issue(ctx context.Context) {
 		key = c.key(c.r.next.Add(1) - 1)
 	}
 	n := c.node()
-	c.do(ctx, HistOp{Kind: OpIssue, Key: key}, ResultCreated, func(ctx context.Context) error {
+	c.do(ctx, history.Op{Kind: history.OpIssue, Key: key}, history.ResultCreated, func(ctx context.Context) error {
 		_, err := n.Issue(ctx, wire.IssueRequest{Kind: chaosKind, Subject: "chaos", ClientID: benchClient, TTL: TokenTTL.String(), Token: key})
 		return err
 	})
@@ -414,15 +415,15 @@ func (c *chaosClient) issue(ctx context.Context) {
 
 func (c *chaosClient) consume(ctx context.Context, key string) {
 	n := c.node()
-	c.do(ctx, HistOp{Kind: OpConsume, Key: key}, ResultUsed, func(ctx context.Context) error {
+	c.do(ctx, history.Op{Kind: history.OpConsume, Key: key}, history.ResultUsed, func(ctx context.Context) error {
 		_, err := n.Consume(ctx, wire.ConsumeRequest{Token: key})
 		return err
 	})
 }
 
-func (c *chaosClient) lookup(ctx context.Context, key, kind string, probe int) HistOp {
+func (c *chaosClient) lookup(ctx context.Context, key, kind string, probe int) history.Op {
 	n := c.node()
-	return c.do(ctx, HistOp{Kind: kind, Key: key, Probe: probe}, ResultActive, func(ctx context.Context) error {
+	return c.do(ctx, history.Op{Kind: kind, Key: key, Probe: probe}, history.ResultActive, func(ctx context.Context) error {
 		_, _, err := n.Lookup(ctx, key, client.LookupOptions{Consistency: wire.ConsistencyLeader})
 		return err
 	})
@@ -442,24 +443,24 @@ func (c *chaosClient) probe(ctx context.Context) {
 	}
 	parent := res.Token
 	var child string
-	rot := c.do(ctx, HistOp{Kind: OpRotate, Key: parent, Probe: id}, ResultUsed, func(ctx context.Context) error {
+	rot := c.do(ctx, history.Op{Kind: history.OpRotate, Key: parent, Probe: id}, history.ResultUsed, func(ctx context.Context) error {
 		out, err := n.Rotate(ctx, wire.RotateRequest{Token: parent})
 		if err == nil {
 			child = out.Token
 		}
 		return err
 	})
-	if rot.Outcome != OutcomeOK || rot.Result != ResultUsed {
+	if rot.Outcome != history.OutcomeOK || rot.Result != history.ResultUsed {
 		return
 	}
-	replay := c.do(ctx, HistOp{Kind: OpReplay, Key: parent, Probe: id}, ResultUsed, func(ctx context.Context) error {
+	replay := c.do(ctx, history.Op{Kind: history.OpReplay, Key: parent, Probe: id}, history.ResultUsed, func(ctx context.Context) error {
 		_, err := c.node().Rotate(ctx, wire.RotateRequest{Token: parent})
 		return err
 	})
-	if replay.Outcome != OutcomeOK {
+	if replay.Outcome != history.OutcomeOK {
 		return
 	}
-	c.lookup(ctx, child, OpLookupChild, id)
+	c.lookup(ctx, child, history.OpLookupChild, id)
 }
 
 // chaosKind is the kind of the linearizability keys: single-use, without
@@ -477,16 +478,16 @@ func (r *chaosRun) verify(ctx context.Context) {
 	seen := map[string]bool{}
 	var keys []target
 	for _, op := range r.h.Ops() {
-		kind := OpLookup
+		kind := history.OpLookup
 		switch op.Kind {
-		case OpLookupChild:
-			kind = OpLookupChild
-		case OpIssue, OpConsume, OpLookup:
-		case OpFlowIssueCode, OpFlowIssueRefresh, OpFlowIssueAccess:
-			if !flowIssued(op) {
+		case history.OpLookupChild:
+			kind = history.OpLookupChild
+		case history.OpIssue, history.OpConsume, history.OpLookup:
+		case history.OpFlowIssueCode, history.OpFlowIssueRefresh, history.OpFlowIssueAccess:
+			if !history.FlowIssued(op) {
 				continue
 			}
-			kind = OpFlowLookup
+			kind = history.OpFlowLookup
 		default:
 			continue
 		}
@@ -528,14 +529,14 @@ func (r *chaosRun) verify(ctx context.Context) {
 func (c *chaosClient) readBack(ctx context.Context, key, kind string, probe int) {
 	for ctx.Err() == nil {
 		n := c.node()
-		op := HistOp{Client: c.id, DC: c.dc, Kind: kind, Key: key, Probe: probe, Final: true}
+		op := history.Op{Client: c.id, DC: c.dc, Kind: kind, Key: key, Probe: probe, Final: true}
 		rctx, cancel := context.WithTimeout(ctx, c.r.cfg.Timeout)
 		op.Call = c.r.h.Now()
 		_, _, err := n.Lookup(rctx, key, client.LookupOptions{Consistency: wire.ConsistencyLeader})
 		op.Return = c.r.h.Now()
 		cancel()
-		op.Outcome, op.Result = classify(kind, err, ResultActive)
-		if op.Outcome == OutcomeOK {
+		op.Outcome, op.Result = history.Classify(kind, err, history.ResultActive)
+		if op.Outcome == history.OutcomeOK {
 			c.r.h.Add(op)
 			return
 		}
@@ -554,7 +555,7 @@ func (r *chaosRun) report(faults []FaultEvent) (*ChaosReport, error) {
 		ClientsPerDC: r.cfg.ClientsPerDC, Ops: countOps(ops), PerSecond: perSecond(ops)}
 	rep.Faults = measureFaults(faults, ops)
 	html := filepath.Join(r.cfg.Out, "linearizability.html")
-	rep.Checks = CheckHistory(ops, r.cfg.CheckTimeout, html)
+	rep.Checks = history.CheckAll(ops, r.cfg.CheckTimeout, html)
 	rep.Pass = true
 	for _, c := range rep.Checks {
 		rep.Pass = rep.Pass && c.Pass
@@ -572,9 +573,9 @@ func (r *chaosRun) report(faults []FaultEvent) (*ChaosReport, error) {
 
 // writeFiles writes the history, the report as JSON and markdown and the
 // timeline PNG to the output directory.
-func (r *chaosRun) writeFiles(rep *ChaosReport, ops []HistOp) error {
+func (r *chaosRun) writeFiles(rep *ChaosReport, ops []history.Op) error {
 	files := map[string]func(string) error{
-		"history.json": func(p string) error { return WriteHistory(p, ops) },
+		"history.json": func(p string) error { return history.Write(p, ops) },
 		"chaos.json":   rep.WriteJSON,
 		"chaos.md":     rep.WriteMarkdown,
 		"timeline.png": rep.WriteTimeline,
@@ -591,24 +592,24 @@ func (r *chaosRun) writeFiles(rep *ChaosReport, ops []HistOp) error {
 }
 
 // isWrite reports whether op is a write of the history.
-func isWrite(op HistOp) bool {
+func isWrite(op history.Op) bool {
 	switch op.Kind {
-	case OpIssue, OpConsume, OpRotate, OpReplay,
-		OpFlowIssueCode, OpFlowIssueRefresh, OpFlowIssueAccess, OpFlowConsume, OpFlowRace, OpFlowRotate:
+	case history.OpIssue, history.OpConsume, history.OpRotate, history.OpReplay,
+		history.OpFlowIssueCode, history.OpFlowIssueRefresh, history.OpFlowIssueAccess, history.OpFlowConsume, history.OpFlowRace, history.OpFlowRotate:
 		return true
 	}
 	return false
 }
 
 // acknowledged reports whether a write was acknowledged with a change.
-func acknowledged(op HistOp) bool {
-	return isWrite(op) && op.Outcome == OutcomeOK && (op.Result == ResultCreated || op.Result == ResultUsed)
+func acknowledged(op history.Op) bool {
+	return isWrite(op) && op.Outcome == history.OutcomeOK && (op.Result == history.ResultCreated || op.Result == history.ResultUsed)
 }
 
 // measureFaults adds to each fault the writes made while it lasted and
 // what its fault's expectation asks: the time until writes resumed, the
 // answers of the majority side's clients and of the cut side's nodes.
-func measureFaults(faults []FaultEvent, ops []HistOp) []FaultEvent {
+func measureFaults(faults []FaultEvent, ops []history.Op) []FaultEvent {
 	out := append([]FaultEvent(nil), faults...)
 	for i := range out {
 		f := &out[i]
@@ -617,18 +618,18 @@ func measureFaults(faults []FaultEvent, ops []HistOp) []FaultEvent {
 		first := int64(-1)
 		for _, op := range ops {
 			// A race's second consume goes to another DC on purpose.
-			if expect.MajorityAnswered && len(f.MajorityDCs) > 0 && !op.Final && op.Kind != OpFlowRace && slices.Contains(f.MajorityDCs, op.DC) {
+			if expect.MajorityAnswered && len(f.MajorityDCs) > 0 && !op.Final && op.Kind != history.OpFlowRace && slices.Contains(f.MajorityDCs, op.DC) {
 				switch {
 				case op.Call >= at && op.Call <= healed:
 					f.MajorityOps++
-					if op.Outcome == OutcomeOK {
+					if op.Outcome == history.OutcomeOK {
 						f.MajorityOK++
 					}
 				case op.Call >= 2*at-healed && op.Call < at:
 					f.MajorityOpsBefore++
 				}
 			}
-			if expect.CutAnswered && isWrite(op) && !op.Final && op.Kind != OpFlowRace && slices.Contains(f.CutDCs, op.DC) && op.Call <= healed && op.Return >= at {
+			if expect.CutAnswered && isWrite(op) && !op.Final && op.Kind != history.OpFlowRace && slices.Contains(f.CutDCs, op.DC) && op.Call <= healed && op.Return >= at {
 				f.CutWrites++
 				if op.Answered && op.Return <= healed {
 					f.CutWritesAnswered++
@@ -639,7 +640,7 @@ func measureFaults(faults []FaultEvent, ops []HistOp) []FaultEvent {
 			}
 			if op.Call <= healed {
 				f.Writes++
-				if op.Outcome == OutcomeOK {
+				if op.Outcome == history.OutcomeOK {
 					f.WritesOK++
 				}
 			}
@@ -658,7 +659,7 @@ func measureFaults(faults []FaultEvent, ops []HistOp) []FaultEvent {
 }
 
 // countOps counts the operations by kind and outcome.
-func countOps(ops []HistOp) map[string]map[string]int {
+func countOps(ops []history.Op) map[string]map[string]int {
 	out := map[string]map[string]int{}
 	for _, op := range ops {
 		kind := op.Kind
@@ -675,7 +676,7 @@ func countOps(ops []HistOp) map[string]map[string]int {
 
 // perSecond buckets the operations of the load by the second they
 // returned in: definite answers, and failed or unknown ones.
-func perSecond(ops []HistOp) []Second {
+func perSecond(ops []history.Op) []Second {
 	var out []Second
 	for _, op := range ops {
 		if op.Final {
@@ -685,7 +686,7 @@ func perSecond(ops []HistOp) []Second {
 		for len(out) <= s {
 			out = append(out, Second{})
 		}
-		if op.Outcome == OutcomeOK {
+		if op.Outcome == history.OutcomeOK {
 			out[s].OK++
 		} else {
 			out[s].Errors++

@@ -14,6 +14,8 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+
+	"github.com/tokenstore/tokenstore/bench/history"
 )
 
 // WriteJSON writes the report as JSON to path.
@@ -66,7 +68,7 @@ func (rep *ChaosReport) WriteText(w io.Writer) error {
 	sort.Strings(kinds)
 	for _, k := range kinds {
 		o := rep.Ops[k]
-		fmt.Fprintf(w, "| %s | %d | %d | %d |\n", k, o[OutcomeOK], o[OutcomeUnknown], o[OutcomeFailed])
+		fmt.Fprintf(w, "| %s | %d | %d | %d |\n", k, o[history.OutcomeOK], o[history.OutcomeUnknown], o[history.OutcomeFailed])
 	}
 	fmt.Fprintln(w, "\n| fault | node | at (s) | healed (s) | writes answered during it | writes resumed after (s) | majority side answered | cut side's writes answered before the heal |\n|---|---|---:|---:|---:|---:|---|---|")
 	for _, f := range rep.Faults {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tokenstore/tokenstore/bench"
+	"github.com/tokenstore/tokenstore/bench/history"
 	"github.com/tokenstore/tokenstore/internal/memcachedtest"
 	"github.com/tokenstore/tokenstore/internal/netem"
 )
@@ -377,18 +378,18 @@ func TestBenchChaos(t *testing.T) {
 	if len(kinds) < len(faults) || !slices.Equal(kinds[:len(faults)], faults) {
 		t.Errorf("want the faults %v first, got %+v", faults, rep.Faults)
 	}
-	if rep.Ops[bench.OpIssue][bench.OutcomeOK] == 0 || rep.Ops["final_"+bench.OpLookup][bench.OutcomeOK] == 0 {
+	if rep.Ops[history.OpIssue][history.OutcomeOK] == 0 || rep.Ops["final_"+history.OpLookup][history.OutcomeOK] == 0 {
 		t.Errorf("no acknowledged issues or no final reads: %v", rep.Ops)
 	}
 	flowOK := 0
-	for _, kind := range []string{bench.OpFlowIssueCode, bench.OpFlowConsume, bench.OpFlowRace, bench.OpFlowIssueRefresh,
-		bench.OpFlowIssueAccess, bench.OpFlowLookup, bench.OpFlowRotate} {
-		flowOK += rep.Ops[kind][bench.OutcomeOK]
+	for _, kind := range []string{history.OpFlowIssueCode, history.OpFlowConsume, history.OpFlowRace, history.OpFlowIssueRefresh,
+		history.OpFlowIssueAccess, history.OpFlowLookup, history.OpFlowRotate} {
+		flowOK += rep.Ops[kind][history.OutcomeOK]
 	}
-	if flowOK == 0 || rep.Ops["final_"+bench.OpFlowLookup][bench.OutcomeOK] == 0 {
+	if flowOK == 0 || rep.Ops["final_"+history.OpFlowLookup][history.OutcomeOK] == 0 {
 		t.Errorf("no acknowledged flow step or no final read of a flow token: %v", rep.Ops)
 	}
-	ops, err := bench.ReadHistory(filepath.Join(out, "history.json"))
+	ops, err := history.Read(filepath.Join(out, "history.json"))
 	if err != nil || len(ops) == 0 {
 		t.Fatalf("history.json: %d operations, %v", len(ops), err)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tokenstore/tokenstore/bench"
+	"github.com/tokenstore/tokenstore/bench/chaos"
 	"github.com/tokenstore/tokenstore/bench/history"
 	"github.com/tokenstore/tokenstore/internal/memcachedtest"
 	"github.com/tokenstore/tokenstore/internal/netem"
@@ -323,7 +324,7 @@ func peerBinary(system string) string {
 // loopback. It asserts correctness only, never timings.
 func TestBenchChaos(t *testing.T) {
 	dir, out := t.TempDir(), t.TempDir()
-	faults := []string{bench.FaultKillLeader, bench.FaultPartitionPrimary}
+	faults := []string{chaos.FaultKillLeader, chaos.FaultPartitionPrimary}
 	args := []string{"chaos", "--dcs", "a:3,b:2", "--duration", "30s", "--seed", "7",
 		"--fault-every", "4s", "--downtime", "3s", "--partition-time", "8s", "--clients-per-dc", "2",
 		"--dir", dir, "--out", out}
@@ -332,7 +333,7 @@ func TestBenchChaos(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("%v: a pause instead of the partition, on loopback", err)
-		faults[1] = bench.FaultPause
+		faults[1] = chaos.FaultPause
 		args = append(args, "--netns=false")
 	}
 	cmd := exec.Command(benchBinary, append(args, "--faults", strings.Join(faults, ","))...)
@@ -355,7 +356,7 @@ func TestBenchChaos(t *testing.T) {
 			t.Errorf("%s: want node_tls=true and no warning about the Raft port or gossip, got %v:\n%s", filepath.Base(l), err, tail(s, 20))
 		}
 	}
-	var rep bench.ChaosReport
+	var rep chaos.Report
 	decodeFile(t, filepath.Join(out, "chaos.json"), &rep)
 	if !rep.Pass || len(rep.Checks) != 7 {
 		t.Fatalf("want 7 passing checks, got %+v\n%s", rep.Checks, stdout)
@@ -366,12 +367,12 @@ func TestBenchChaos(t *testing.T) {
 		if f.Err != "" {
 			t.Errorf("fault %s on %s: %s", f.Kind, f.Node, f.Err)
 		}
-		if f.Kind == bench.FaultPartitionPrimary && (!slices.Equal(f.MajorityDCs, []string{"a"}) || f.MajorityOK == 0) {
+		if f.Kind == chaos.FaultPartitionPrimary && (!slices.Equal(f.MajorityDCs, []string{"a"}) || f.MajorityOK == 0) {
 			t.Errorf("partition of DC a: want its clients, the majority side's, answered, got %+v", f)
 		}
 		// The cut-off side answers its clients (503s included) before
 		// the partition heals, instead of holding writes until they time out.
-		if f.Kind == bench.FaultPartitionPrimary && (!slices.Equal(f.CutDCs, []string{"b"}) || f.CutWritesAnswered == 0) {
+		if f.Kind == chaos.FaultPartitionPrimary && (!slices.Equal(f.CutDCs, []string{"b"}) || f.CutWritesAnswered == 0) {
 			t.Errorf("partition of DC a: want DC b's clients, the cut side's, answered before the heal, got %+v", f)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tokenstore/tokenstore/bench"
+	"github.com/tokenstore/tokenstore/bench/chaos"
 	"github.com/tokenstore/tokenstore/internal/netem"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
@@ -287,7 +288,7 @@ var errChaosFailed = errors.New("bench chaos: a check failed")
 
 func benchChaos(args []string) error {
 	fs := flag.NewFlagSet("bench chaos", flag.ContinueOnError)
-	var cfg bench.ChaosConfig
+	var cfg chaos.Config
 	var faults string
 	var sf serverFlags
 	var net netem.Config
@@ -298,7 +299,7 @@ func benchChaos(args []string) error {
 	fs.DurationVar(&net.Jitter, "jitter", 10*time.Millisecond, "the cross-DC round trip varies by up to ± this much")
 	fs.DurationVar(&cfg.Duration, "duration", time.Minute, "how long the clients run")
 	fs.Uint64Var(&cfg.Seed, "seed", uint64(time.Now().UnixNano()), "seed of the clients' and the faults' choices")
-	fs.StringVar(&faults, "faults", "", "faults in order, cycled, comma-separated: "+strings.Join(bench.FaultKinds, ", ")+" or "+bench.FaultRandom+" (default: all; without --netns, those that need no network)")
+	fs.StringVar(&faults, "faults", "", "faults in order, cycled, comma-separated: "+strings.Join(chaos.FaultKinds, ", ")+" or "+chaos.FaultRandom+" (default: all; without --netns, those that need no network)")
 	fs.DurationVar(&cfg.FaultEvery, "fault-every", 15*time.Second, "time between the end of one fault and the start of the next")
 	fs.DurationVar(&cfg.Downtime, "downtime", 3*time.Second, "how long a killed node stays down and a paused one stopped")
 	fs.DurationVar(&cfg.PartitionTime, "partition-time", 8*time.Second, "how long a partition lasts")
@@ -329,7 +330,7 @@ func benchChaos(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprintf(os.Stderr, "seed %d\n", cfg.Seed)
-	rep, err := bench.RunChaos(ctx, cfg, os.Stderr)
+	rep, err := chaos.Run(ctx, cfg, os.Stderr)
 	if err != nil {
 		return err
 	}

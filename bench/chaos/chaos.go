@@ -1,4 +1,11 @@
-package bench
+// Package chaos is the correctness bench: a local cluster of the real
+// binary in one or more datacenters (in network namespaces behind an
+// emulated cross-DC link, or on loopback) is driven by clients in every DC
+// while faults, each a type behind the Fault interface, are injected on a
+// schedule and healed. Every key is then read back from the leader and the
+// recorded history is checked (package history); the report says what each
+// fault left working.
+package chaos
 
 import (
 	"context"
@@ -29,9 +36,16 @@ var (
 	ErrNeedsNetwork = errors.New("bench: partitions need the emulated network")
 )
 
-// ChaosConfig describes a chaos run: a local cluster of the real binary,
+// benchClient is the OAuth client id, and tokenTTL the lifetime, of every
+// token a chaos run issues: those of a load run's tokens.
+const (
+	benchClient = "bench-app"
+	tokenTTL    = time.Hour
+)
+
+// Config describes a chaos run: a local cluster of the real binary,
 // clients in every datacenter, and faults on a schedule.
-type ChaosConfig struct {
+type Config struct {
 	Binary, Dir string
 	DCs         []proccluster.DC
 	NodeArgs    []string
@@ -103,8 +117,8 @@ type Second struct {
 	Errors int `json:"errors"`
 }
 
-// ChaosReport is the outcome of a chaos run.
-type ChaosReport struct {
+// Report is the outcome of a chaos run.
+type Report struct {
 	DCs          string                    `json:"dcs"`
 	Net          *netem.Config             `json:"network,omitempty"`
 	Duration     string                    `json:"duration"`
@@ -120,7 +134,7 @@ type ChaosReport struct {
 
 // chaosRun is the state of one run.
 type chaosRun struct {
-	cfg      ChaosConfig
+	cfg      Config
 	schedule []Fault // cfg.Faults, injected in this order, cycled
 	cluster  *proccluster.Cluster
 	h        *history.History
@@ -133,11 +147,11 @@ type chaosRun struct {
 	background sync.WaitGroup
 }
 
-// RunChaos starts the cluster, drives it with clients in every DC while
+// Run starts the cluster, drives it with clients in every DC while
 // faults are injected, heals, reads every key back at leader consistency
 // and checks the history. The error is for a run that could not be made;
 // a failed check is in the report.
-func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport, error) {
+func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	cfg = chaosDefaults(cfg)
 	faults, err := schedule(cfg.Faults, cfg.Net != nil)
 	if err != nil {
@@ -166,7 +180,7 @@ func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport
 }
 
 // chaosDefaults fills what cfg leaves zero.
-func chaosDefaults(cfg ChaosConfig) ChaosConfig {
+func chaosDefaults(cfg Config) Config {
 	if len(cfg.DCs) == 0 {
 		cfg.DCs = []proccluster.DC{{Name: "a", Nodes: 3}, {Name: "b", Nodes: 2}}
 	}
@@ -408,7 +422,7 @@ func (c *chaosClient) issue(ctx context.Context) {
 	}
 	n := c.node()
 	c.do(ctx, history.Op{Kind: history.OpIssue, Key: key}, history.ResultCreated, func(ctx context.Context) error {
-		_, err := n.Issue(ctx, wire.IssueRequest{Kind: chaosKind, Subject: "chaos", ClientID: benchClient, TTL: TokenTTL.String(), Token: key})
+		_, err := n.Issue(ctx, wire.IssueRequest{Kind: chaosKind, Subject: "chaos", ClientID: benchClient, TTL: tokenTTL.String(), Token: key})
 		return err
 	})
 }
@@ -436,7 +450,7 @@ func (c *chaosClient) probe(ctx context.Context) {
 	id := int(c.r.probes.Add(1))
 	n := c.node()
 	ictx, cancel := context.WithTimeout(ctx, c.r.cfg.Timeout)
-	res, err := n.Issue(ictx, wire.IssueRequest{Kind: "oauth2_refresh", Subject: "chaos", ClientID: benchClient, TTL: TokenTTL.String()})
+	res, err := n.Issue(ictx, wire.IssueRequest{Kind: "oauth2_refresh", Subject: "chaos", ClientID: benchClient, TTL: tokenTTL.String()})
 	cancel()
 	if err != nil {
 		return
@@ -548,10 +562,10 @@ func (c *chaosClient) readBack(ctx context.Context, key, kind string, probe int)
 }
 
 // report checks the history and writes the files.
-func (r *chaosRun) report(faults []FaultEvent) (*ChaosReport, error) {
+func (r *chaosRun) report(faults []FaultEvent) (*Report, error) {
 	ops := r.h.Ops()
 	sort.Slice(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
-	rep := &ChaosReport{DCs: proccluster.FormatDCs(r.cfg.DCs), Net: r.cfg.Net, Duration: r.cfg.Duration.String(), Seed: r.cfg.Seed,
+	rep := &Report{DCs: proccluster.FormatDCs(r.cfg.DCs), Net: r.cfg.Net, Duration: r.cfg.Duration.String(), Seed: r.cfg.Seed,
 		ClientsPerDC: r.cfg.ClientsPerDC, Ops: countOps(ops), PerSecond: perSecond(ops)}
 	rep.Faults = measureFaults(faults, ops)
 	html := filepath.Join(r.cfg.Out, "linearizability.html")
@@ -573,7 +587,7 @@ func (r *chaosRun) report(faults []FaultEvent) (*ChaosReport, error) {
 
 // writeFiles writes the history, the report as JSON and markdown and the
 // timeline PNG to the output directory.
-func (r *chaosRun) writeFiles(rep *ChaosReport, ops []history.Op) error {
+func (r *chaosRun) writeFiles(rep *Report, ops []history.Op) error {
 	files := map[string]func(string) error{
 		"history.json": func(p string) error { return history.Write(p, ops) },
 		"chaos.json":   rep.WriteJSON,

@@ -1,4 +1,4 @@
-package bench
+package chaos
 
 import (
 	"encoding/json"
@@ -19,7 +19,7 @@ import (
 )
 
 // WriteJSON writes the report as JSON to path.
-func (rep *ChaosReport) WriteJSON(path string) error {
+func (rep *Report) WriteJSON(path string) error {
 	b, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
 		return err
@@ -28,7 +28,7 @@ func (rep *ChaosReport) WriteJSON(path string) error {
 }
 
 // WriteMarkdown writes the report as markdown to path.
-func (rep *ChaosReport) WriteMarkdown(path string) error {
+func (rep *Report) WriteMarkdown(path string) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -42,7 +42,7 @@ func (rep *ChaosReport) WriteMarkdown(path string) error {
 
 // WriteText writes the report as markdown tables: the checks, the
 // operations by outcome and the faults.
-func (rep *ChaosReport) WriteText(w io.Writer) error {
+func (rep *Report) WriteText(w io.Writer) error {
 	verdict := "PASS"
 	if !rep.Pass {
 		verdict = "FAIL"
@@ -103,7 +103,7 @@ func (rep *ChaosReport) WriteText(w io.Writer) error {
 // WriteTimeline plots definite answers and failed or unknown operations
 // per second, with a dashed line at the start of every fault and, above,
 // a bar for as long as it lasted, one row and color per kind of fault.
-func (rep *ChaosReport) WriteTimeline(path string) error {
+func (rep *Report) WriteTimeline(path string) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("chaos: %s, seed %d", rep.DCs, rep.Seed)
 	p.X.Label.Text = "second of the run"
@@ -171,4 +171,18 @@ func (rep *ChaosReport) WriteTimeline(path string) error {
 	p.Legend.Top = true
 	p.X.Max *= 1.22
 	return p.Save(9*vg.Inch, 4.5*vg.Inch, path)
+}
+
+// addLine adds a line of pts named name to p, in the i-th color of the
+// palette.
+func addLine(p *plot.Plot, i int, name string, pts plotter.XYs) error {
+	l, err := plotter.NewLine(pts)
+	if err != nil {
+		return err
+	}
+	l.Color = plotutil.Color(i)
+	l.Width = vg.Points(1.5)
+	p.Add(l)
+	p.Legend.Add(name, l)
+	return nil
 }

@@ -1,4 +1,4 @@
-package bench
+package chaos
 
 import (
 	"context"
@@ -113,7 +113,7 @@ func (c *chaosClient) farNode() *client.Client {
 // answer names, the key of an issue being unknown before. It reports
 // whether the issue was acknowledged.
 func (c *chaosClient) issueFlow(ctx context.Context, id int, kind string, req wire.IssueRequest) (*wire.IssueResponse, bool) {
-	req.Subject, req.ClientID, req.TTL = "chaos", benchClient, TokenTTL.String()
+	req.Subject, req.ClientID, req.TTL = "chaos", benchClient, tokenTTL.String()
 	n := c.node()
 	op := history.Op{Kind: kind, Flow: id}
 	var res *wire.IssueResponse

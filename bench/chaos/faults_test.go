@@ -1,4 +1,4 @@
-package bench
+package chaos
 
 import (
 	"context"
@@ -150,7 +150,7 @@ func TestMeasureFaults(t *testing.T) {
 // The report's columns follow the expectations: the resume time for a
 // leader kill, the sides' answers for a partition.
 func TestReportColumnsFollowExpectations(t *testing.T) {
-	rep := &ChaosReport{Faults: []FaultEvent{
+	rep := &Report{Faults: []FaultEvent{
 		{Kind: FaultKillLeader, Node: "n1", DC: "a", Resume: 1.25},
 		{Kind: FaultPause, Node: "n2", DC: "a"},
 		{Kind: FaultPartitionPrimary, Node: "n1,n2,n3", DC: "a", At: 1, Healed: 2, MajorityDCs: []string{"a"}, MajorityOps: 4, MajorityOK: 3,

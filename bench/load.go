@@ -44,7 +44,8 @@ type Load struct {
 	MaxInFlight int
 }
 
-func (l Load) validate() error {
+// Validate reports a load that cannot be driven.
+func (l Load) Validate() error {
 	if l.Clients < 1 || l.Duration <= 0 || l.Rate < 0 {
 		return fmt.Errorf("bench: need clients >= 1, a positive duration and a rate >= 0")
 	}
@@ -159,10 +160,11 @@ func (f *failures) fill(r *Result) {
 	}
 }
 
-// drive runs op under load and reports what it measured; op returning
+// Drive runs op under load and reports what it measured, the run named
+// name; progress lines go to progress once a second. An op returning
 // errExhausted ends the run early (a closed-loop worker, or the open
 // loop's schedule).
-func drive(ctx context.Context, name string, load Load, op Op, progress io.Writer) *Result {
+func Drive(ctx context.Context, name string, load Load, op Op, progress io.Writer) *Result {
 	if load.Rate > 0 {
 		return driveOpen(ctx, name, load, op, progress)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/tokenstore/tokenstore/bench"
 	"github.com/tokenstore/tokenstore/bench/chaos"
 	"github.com/tokenstore/tokenstore/bench/history"
+	"github.com/tokenstore/tokenstore/bench/peers"
 	"github.com/tokenstore/tokenstore/internal/memcachedtest"
 	"github.com/tokenstore/tokenstore/internal/netem"
 )
@@ -271,7 +272,7 @@ func TestBenchPeers(t *testing.T) {
 	}
 	want := map[string][]string{"tokenstore": bench.PeerOps, "etcd": {"issue", "consume", "lookup"},
 		"redis": {"issue", "consume", "lookup"}, "memcached": {"nonce"}}
-	for _, sys := range bench.Systems {
+	for _, sys := range peers.Systems {
 		t.Run(sys, func(t *testing.T) {
 			if !slices.Contains(systems, sys) {
 				t.Skipf("%s is not installed", peerBinary(sys))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/bench"
 	"github.com/tokenstore/tokenstore/bench/chaos"
+	"github.com/tokenstore/tokenstore/bench/peers"
 	"github.com/tokenstore/tokenstore/internal/netem"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
@@ -244,11 +245,11 @@ func dcsFlag(fs *flag.FlagSet, def string) *string {
 
 func benchPeers(args []string) error {
 	fs := flag.NewFlagSet("bench peers", flag.ContinueOnError)
-	var cfg bench.PeersConfig
+	var cfg peers.Config
 	var systems, ops, scales string
 	var sf serverFlags
 	var out outputs
-	fs.StringVar(&systems, "systems", strings.Join(bench.Systems, ","), "systems to measure, comma-separated")
+	fs.StringVar(&systems, "systems", strings.Join(peers.Systems, ","), "systems to measure, comma-separated")
 	fs.StringVar(&ops, "ops", strings.Join(bench.PeerOps, ","), "operations, comma-separated")
 	fs.IntVar(&cfg.Load.Clients, "clients", 64, "concurrent clients (closed loop)")
 	fs.DurationVar(&cfg.Load.Duration, "duration", 10*time.Second, "measuring time per operation and system")
@@ -263,7 +264,7 @@ func benchPeers(args []string) error {
 		return err
 	}
 	var err error
-	if cfg.Scales, err = bench.ParseScales(scales); err != nil {
+	if cfg.Scales, err = peers.ParseScales(scales); err != nil {
 		return err
 	}
 	cfg.Systems, cfg.Ops = bench.SplitList(systems), bench.SplitList(ops)
@@ -274,7 +275,7 @@ func benchPeers(args []string) error {
 	defer cleanup()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := bench.Peers(ctx, cfg, os.Stderr)
+	rep, err := peers.Run(ctx, cfg, os.Stderr)
 	if rep != nil && len(rep.Results) > 0 {
 		if werr := out.write(rep); werr != nil && err == nil {
 			err = werr

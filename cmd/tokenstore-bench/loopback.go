@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tokenstore/tokenstore/bench"
+	"github.com/tokenstore/tokenstore/bench/peers"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
@@ -98,7 +99,7 @@ func (l *loopbackRun) node(ctx context.Context) error {
 }
 
 func (l *loopbackRun) nonce(ctx context.Context) error {
-	mc, err := bench.StartMemcached(ctx, l.dir)
+	mc, err := peers.StartMemcached(ctx, l.dir)
 	if errors.Is(err, proccluster.ErrNotInstalled) {
 		return fmt.Errorf("memcached is not installed (make deps): %w", err)
 	}

@@ -1,4 +1,4 @@
-package bench
+package peers
 
 import (
 	"context"
@@ -7,12 +7,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/tokenstore/tokenstore/nonce"
+	"github.com/tokenstore/tokenstore/bench"
 )
 
 // Etcd is the Target of an etcd cluster through clientv3: issue is a
@@ -23,7 +22,7 @@ import (
 // per token would add a LeaseGrant round trip that tokenstore does not
 // pay for its TTLs.
 type Etcd struct {
-	unsupported
+	bench.Unsupported
 	clients []*clientv3.Client
 	next    atomic.Uint64
 	lease   clientv3.LeaseID
@@ -32,7 +31,7 @@ type Etcd struct {
 // NewEtcd connects one client per endpoint (requests are spread over
 // them round-robin) and grants the run's lease.
 func NewEtcd(ctx context.Context, endpoints []string) (*Etcd, error) {
-	e := &Etcd{unsupported: unsupported{"etcd"}}
+	e := &Etcd{Unsupported: bench.Unsupported{System: "etcd"}}
 	for _, ep := range endpoints {
 		c, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 		if err != nil {
@@ -41,7 +40,7 @@ func NewEtcd(ctx context.Context, endpoints []string) (*Etcd, error) {
 		}
 		e.clients = append(e.clients, c)
 	}
-	lease, err := e.clients[0].Grant(ctx, int64(TokenTTL/time.Second))
+	lease, err := e.clients[0].Grant(ctx, int64(bench.TokenTTL/time.Second))
 	if err != nil {
 		e.Close()
 		return nil, fmt.Errorf("etcd: grant lease: %w", err)
@@ -61,7 +60,7 @@ func (e *Etcd) Issue(ctx context.Context, key string) (string, error) {
 		Then(clientv3.OpPut(key, tokenValue, clientv3.WithLease(e.lease))).
 		Commit()
 	if err == nil && !resp.Succeeded {
-		err = ErrExists
+		err = bench.ErrExists
 	}
 	return key, err
 }
@@ -77,7 +76,7 @@ func (e *Etcd) Consume(ctx context.Context, key string) error {
 		return err
 	}
 	if !resp.Succeeded || len(resp.Responses) == 0 || len(resp.Responses[0].GetResponseDeleteRange().PrevKvs) == 0 {
-		return ErrNotFound
+		return bench.ErrNotFound
 	}
 	return nil
 }
@@ -86,7 +85,7 @@ func (e *Etcd) Consume(ctx context.Context, key string) error {
 func (e *Etcd) Lookup(ctx context.Context, key string) error {
 	resp, err := e.client().Get(ctx, key, clientv3.WithSerializable())
 	if err == nil && resp.Count == 0 {
-		err = ErrNotFound
+		err = bench.ErrNotFound
 	}
 	return err
 }
@@ -106,7 +105,7 @@ const tokenValue = `{"kind":"oauth2_code","subject":"bench","client_id":"bench-a
 
 // Redis is the Target of one Redis server: SET NX PX, GETDEL and GET.
 type Redis struct {
-	unsupported
+	bench.Unsupported
 	c *redis.Client
 }
 
@@ -118,14 +117,14 @@ func NewRedis(ctx context.Context, addr string, clients int) (*Redis, error) {
 		c.Close()
 		return nil, fmt.Errorf("redis %s: %w", addr, err)
 	}
-	return &Redis{unsupported: unsupported{"redis"}, c: c}, nil
+	return &Redis{Unsupported: bench.Unsupported{System: "redis"}, c: c}, nil
 }
 
 // Issue is SET key value NX PX ttl.
 func (r *Redis) Issue(ctx context.Context, key string) (string, error) {
-	err := r.c.Do(ctx, "SET", key, tokenValue, "NX", "PX", TokenTTL.Milliseconds()).Err()
+	err := r.c.Do(ctx, "SET", key, tokenValue, "NX", "PX", bench.TokenTTL.Milliseconds()).Err()
 	if errors.Is(err, redis.Nil) {
-		err = ErrExists
+		err = bench.ErrExists
 	}
 	return key, err
 }
@@ -134,7 +133,7 @@ func (r *Redis) Issue(ctx context.Context, key string) (string, error) {
 func (r *Redis) Consume(ctx context.Context, key string) error {
 	err := r.c.GetDel(ctx, key).Err()
 	if errors.Is(err, redis.Nil) {
-		err = ErrNotFound
+		err = bench.ErrNotFound
 	}
 	return err
 }
@@ -143,37 +142,10 @@ func (r *Redis) Consume(ctx context.Context, key string) error {
 func (r *Redis) Lookup(ctx context.Context, key string) error {
 	err := r.c.Get(ctx, key).Err()
 	if errors.Is(err, redis.Nil) {
-		err = ErrNotFound
+		err = bench.ErrNotFound
 	}
 	return err
 }
 
 // Close closes the pool.
 func (r *Redis) Close() error { return r.c.Close() }
-
-// Memcached is the Target of one memcached server: the nonce add() a
-// tokenstore node makes, sent directly.
-type Memcached struct {
-	unsupported
-	mc *memcache.Client
-}
-
-// NewMemcached returns the Target of the server at addr.
-func NewMemcached(addr string, clients int) *Memcached {
-	mc := memcache.New(addr)
-	mc.MaxIdleConns = clients
-	mc.Timeout = 2 * time.Second
-	return &Memcached{unsupported: unsupported{"memcached"}, mc: mc}
-}
-
-// Nonce adds the key a node would add for the nonce.
-func (m *Memcached) Nonce(_ context.Context, key string) error {
-	err := m.mc.Add(&memcache.Item{Key: nonce.Key("bench", "bench", key), Value: []byte{'1'}, Expiration: 301})
-	if errors.Is(err, memcache.ErrNotStored) {
-		err = ErrExists
-	}
-	return err
-}
-
-// Close closes the connections.
-func (m *Memcached) Close() error { return m.mc.Close() }

@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenstore/tokenstore/bench"
 	"github.com/tokenstore/tokenstore/bench/chaos"
 	"github.com/tokenstore/tokenstore/bench/history"
+	"github.com/tokenstore/tokenstore/bench/load"
 	"github.com/tokenstore/tokenstore/bench/peers"
 	"github.com/tokenstore/tokenstore/internal/memcachedtest"
 	"github.com/tokenstore/tokenstore/internal/netem"
@@ -167,7 +167,7 @@ func TestBenchRunOutputs(t *testing.T) {
 	mc := memcachedtest.Start(t)
 	d := startDaemon(t, t.TempDir(), "--memcached", mc.Addr, "--memcached-timeout", "2s")
 	dir := t.TempDir()
-	run := func(name string, args ...string) bench.Report {
+	run := func(name string, args ...string) load.Report {
 		t.Helper()
 		js, md, plots := filepath.Join(dir, name+".json"), filepath.Join(dir, name+".md"), filepath.Join(dir, name+"-plots")
 		args = append([]string{"run", "--addr", d.URL(), "--memcached", mc.Addr, "--clients", "4",
@@ -175,7 +175,7 @@ func TestBenchRunOutputs(t *testing.T) {
 		if out, err := exec.Command(benchBinary, args...).CombinedOutput(); err != nil {
 			t.Fatalf("bench %v: %v\n%s", args, err, out)
 		}
-		var rep bench.Report
+		var rep load.Report
 		decodeFile(t, js, &rep)
 		if b, err := os.ReadFile(md); err != nil || !bytes.Contains(b, []byte("| tokenstore |")) {
 			t.Errorf("%s: want a markdown table with tokenstore rows, got %v:\n%s", md, err, b)
@@ -214,7 +214,7 @@ func TestBenchRunOutputs(t *testing.T) {
 
 // checkResults wants one result per workload, in order, with samples,
 // no errors and percentiles in order.
-func checkResults(t *testing.T, rep bench.Report, mode string, workloads ...string) {
+func checkResults(t *testing.T, rep load.Report, mode string, workloads ...string) {
 	t.Helper()
 	if len(rep.Results) != len(workloads) {
 		t.Fatalf("want %d results, got %d", len(workloads), len(rep.Results))
@@ -263,14 +263,14 @@ func TestBenchPeers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench peers: %v\n%s", err, out)
 	}
-	var rep bench.Report
+	var rep load.Report
 	decodeFile(t, js, &rep)
 	files, _ := filepath.Glob(filepath.Join(plots, "*.png"))
 	checkPNGs(t, plots, max(1, len(files)))
 	if len(files) != 8 { // cdf and throughput for issue, consume, lookup and nonce
 		t.Errorf("want 8 plots, got %v", files)
 	}
-	want := map[string][]string{"tokenstore": bench.PeerOps, "etcd": {"issue", "consume", "lookup"},
+	want := map[string][]string{"tokenstore": load.PeerOps, "etcd": {"issue", "consume", "lookup"},
 		"redis": {"issue", "consume", "lookup"}, "memcached": {"nonce"}}
 	for _, sys := range peers.Systems {
 		t.Run(sys, func(t *testing.T) {
@@ -295,10 +295,10 @@ func TestBenchPeers(t *testing.T) {
 			if !slices.Equal(ops, want[sys]) {
 				t.Errorf("%s ran %v, want %v", sys, ops, want[sys])
 			}
-			if !slices.ContainsFunc(rep.Scales, func(s *bench.Scale) bool { return s.System == sys && len(s.RSS) > 0 }) {
+			if !slices.ContainsFunc(rep.Scales, func(s *load.Scale) bool { return s.System == sys && len(s.RSS) > 0 }) {
 				t.Errorf("no RSS figures for %s", sys)
 			}
-			if sys != "tokenstore" && !slices.ContainsFunc(rep.Ratios(), func(r bench.Ratio) bool { return r.Peer == sys }) {
+			if sys != "tokenstore" && !slices.ContainsFunc(rep.Ratios(), func(r load.Ratio) bool { return r.Peer == sys }) {
 				t.Errorf("no tokenstore/%s ratios", sys)
 			}
 		})

@@ -16,7 +16,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/tokenstore/tokenstore/bench"
+	"github.com/tokenstore/tokenstore/bench/load"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
@@ -25,7 +25,7 @@ var Systems = []string{"tokenstore", "etcd", "redis", "memcached"}
 
 // capabilities are the operations each system has an equivalent of.
 var capabilities = map[string][]string{
-	"tokenstore": bench.PeerOps,
+	"tokenstore": load.PeerOps,
 	"etcd":       {"issue", "consume", "lookup"},
 	"redis":      {"issue", "consume", "lookup"},
 	"memcached":  {"nonce"},
@@ -39,7 +39,7 @@ type Config struct {
 	Dir     string   // data and logs of every server
 	Systems []string // default Systems
 	Ops     []string // default PeerOps
-	Load    bench.Load
+	Load    load.Load
 	// Tokens is how many tokens a consume run pre-issues.
 	Tokens int
 	// Scales are the live token counts issued before measuring, in
@@ -54,12 +54,12 @@ type Config struct {
 // system is one running system under measurement.
 type system struct {
 	name   string
-	all    bench.Target // issue, consume, nonce: spread over every node
-	reader bench.Target // lookup: a follower where there is one
+	all    load.Target // issue, consume, nonce: spread over every node
+	reader load.Target // lookup: a follower where there is one
 	stop   func()
 	rss    func() map[string]int64
 	// scaled records the snapshot and restore figures of tokenstore.
-	scaled func(ctx context.Context, s *bench.Scale) error
+	scaled func(ctx context.Context, s *load.Scale) error
 }
 
 func (s *system) close() {
@@ -72,17 +72,17 @@ func (s *system) close() {
 
 // Run runs every configured system in turn and reports their results.
 // A peer whose server is not installed is skipped and named in Skipped.
-func Run(ctx context.Context, cfg Config, progress io.Writer) (*bench.Report, error) {
+func Run(ctx context.Context, cfg Config, progress io.Writer) (*load.Report, error) {
 	if err := cfg.Load.Validate(); err != nil {
 		return nil, err
 	}
 	cfg.Systems = orDefault(cfg.Systems, Systems)
-	cfg.Ops = orDefault(cfg.Ops, bench.PeerOps)
+	cfg.Ops = orDefault(cfg.Ops, load.PeerOps)
 	if len(cfg.Scales) == 0 {
 		cfg.Scales = []int{10000}
 	}
 	slices.Sort(cfg.Scales)
-	rep := &bench.Report{Machine: bench.ReadMachine(), Started: time.Now().UTC(), Skipped: map[string]string{}}
+	rep := &load.Report{Machine: load.ReadMachine(), Started: time.Now().UTC(), Skipped: map[string]string{}}
 	mc, err := StartMemcached(ctx, cfg.Dir)
 	if err != nil && !errors.Is(err, proccluster.ErrNotInstalled) {
 		return nil, err
@@ -118,12 +118,12 @@ func orDefault(v, def []string) []string {
 }
 
 // measureSystem fills sys to each scale and runs every operation it has.
-func measureSystem(ctx context.Context, sys *system, cfg Config, rep *bench.Report, progress io.Writer) error {
+func measureSystem(ctx context.Context, sys *system, cfg Config, rep *load.Report, progress io.Writer) error {
 	ops := capabilities[sys.name]
 	var live []string
 	for _, scale := range cfg.Scales {
 		if slices.Contains(ops, "issue") && len(live) < scale {
-			more, err := bench.Preissue(ctx, sys.all, scale-len(live), cfg.Load.Clients, progress)
+			more, err := load.Preissue(ctx, sys.all, scale-len(live), cfg.Load.Clients, progress)
 			if err != nil {
 				return err
 			}
@@ -137,11 +137,11 @@ func measureSystem(ctx context.Context, sys *system, cfg Config, rep *bench.Repo
 			if op == "lookup" {
 				t = sys.reader
 			}
-			run, err := bench.Prepare(ctx, t, op, bench.Prepared{Tokens: cfg.Tokens, Clients: cfg.Load.Clients, Live: live}, progress)
+			run, err := load.Prepare(ctx, t, op, load.Prepared{Tokens: cfg.Tokens, Clients: cfg.Load.Clients, Live: live}, progress)
 			if err != nil {
 				return err
 			}
-			r := bench.Drive(ctx, op, cfg.Load, run, progress)
+			r := load.Drive(ctx, op, cfg.Load, run, progress)
 			r.System, r.Live = sys.name, scale
 			fmt.Fprintf(progress, "%-10s %s\n", sys.name, r)
 			rep.Results = append(rep.Results, r)
@@ -149,7 +149,7 @@ func measureSystem(ctx context.Context, sys *system, cfg Config, rep *bench.Repo
 				return err
 			}
 		}
-		s := &bench.Scale{System: sys.name, Live: scale, RSS: sys.rss()}
+		s := &load.Scale{System: sys.name, Live: scale, RSS: sys.rss()}
 		if sys.scaled != nil {
 			if err := sys.scaled(ctx, s); err != nil {
 				return err
@@ -202,7 +202,7 @@ func startSystem(ctx context.Context, name string, cfg Config, mc *Server) (*sys
 		if mc == nil {
 			return nil, fmt.Errorf("memcached: %w", proccluster.ErrNotInstalled)
 		}
-		m := bench.NewMemcached(mc.Addrs[0], clients)
+		m := load.NewMemcached(mc.Addrs[0], clients)
 		return &system{name: name, all: m, reader: m, stop: func() {}, rss: mc.RSS}, nil
 	}
 	return nil, fmt.Errorf("bench: unknown system %q (want one of %v)", name, Systems)
@@ -240,8 +240,8 @@ func startTokenstore(ctx context.Context, cfg Config, mc *Server) (*system, erro
 		reader = followers[0]
 	}
 	sys := &system{name: "tokenstore", stop: c.Stop,
-		all:    bench.NewTokenstore(c.Addrs(), "", cfg.Load.Clients),
-		reader: bench.NewTokenstore(reader.URL(), "", cfg.Load.Clients),
+		all:    load.NewTokenstore(c.Addrs(), "", cfg.Load.Clients),
+		reader: load.NewTokenstore(reader.URL(), "", cfg.Load.Clients),
 		rss: func() map[string]int64 {
 			out := map[string]int64{}
 			for _, n := range c.Nodes {
@@ -252,7 +252,7 @@ func startTokenstore(ctx context.Context, cfg Config, mc *Server) (*system, erro
 			return out
 		},
 	}
-	sys.scaled = func(ctx context.Context, s *bench.Scale) error {
+	sys.scaled = func(ctx context.Context, s *load.Scale) error {
 		for _, n := range c.Nodes {
 			if d, ok := n.LastSnapshot(); ok {
 				s.Snapshot = max(s.Snapshot, d)
@@ -270,7 +270,7 @@ func startTokenstore(ctx context.Context, cfg Config, mc *Server) (*system, erro
 // ParseScales parses "10000,1000000".
 func ParseScales(s string) ([]int, error) {
 	var out []int
-	for _, f := range bench.SplitList(s) {
+	for _, f := range load.SplitList(s) {
 		var n int
 		if _, err := fmt.Sscan(strings.ReplaceAll(f, "_", ""), &n); err != nil || n < 1 {
 			return nil, fmt.Errorf("bench: bad scale %q", f)

@@ -11,7 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/tokenstore/tokenstore/bench"
+	"github.com/tokenstore/tokenstore/bench/load"
 )
 
 // Etcd is the Target of an etcd cluster through clientv3: issue is a
@@ -22,7 +22,7 @@ import (
 // per token would add a LeaseGrant round trip that tokenstore does not
 // pay for its TTLs.
 type Etcd struct {
-	bench.Unsupported
+	load.Unsupported
 	clients []*clientv3.Client
 	next    atomic.Uint64
 	lease   clientv3.LeaseID
@@ -31,7 +31,7 @@ type Etcd struct {
 // NewEtcd connects one client per endpoint (requests are spread over
 // them round-robin) and grants the run's lease.
 func NewEtcd(ctx context.Context, endpoints []string) (*Etcd, error) {
-	e := &Etcd{Unsupported: bench.Unsupported{System: "etcd"}}
+	e := &Etcd{Unsupported: load.Unsupported{System: "etcd"}}
 	for _, ep := range endpoints {
 		c, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 		if err != nil {
@@ -40,7 +40,7 @@ func NewEtcd(ctx context.Context, endpoints []string) (*Etcd, error) {
 		}
 		e.clients = append(e.clients, c)
 	}
-	lease, err := e.clients[0].Grant(ctx, int64(bench.TokenTTL/time.Second))
+	lease, err := e.clients[0].Grant(ctx, int64(load.TokenTTL/time.Second))
 	if err != nil {
 		e.Close()
 		return nil, fmt.Errorf("etcd: grant lease: %w", err)
@@ -60,7 +60,7 @@ func (e *Etcd) Issue(ctx context.Context, key string) (string, error) {
 		Then(clientv3.OpPut(key, tokenValue, clientv3.WithLease(e.lease))).
 		Commit()
 	if err == nil && !resp.Succeeded {
-		err = bench.ErrExists
+		err = load.ErrExists
 	}
 	return key, err
 }
@@ -76,7 +76,7 @@ func (e *Etcd) Consume(ctx context.Context, key string) error {
 		return err
 	}
 	if !resp.Succeeded || len(resp.Responses) == 0 || len(resp.Responses[0].GetResponseDeleteRange().PrevKvs) == 0 {
-		return bench.ErrNotFound
+		return load.ErrNotFound
 	}
 	return nil
 }
@@ -85,7 +85,7 @@ func (e *Etcd) Consume(ctx context.Context, key string) error {
 func (e *Etcd) Lookup(ctx context.Context, key string) error {
 	resp, err := e.client().Get(ctx, key, clientv3.WithSerializable())
 	if err == nil && resp.Count == 0 {
-		err = bench.ErrNotFound
+		err = load.ErrNotFound
 	}
 	return err
 }
@@ -105,7 +105,7 @@ const tokenValue = `{"kind":"oauth2_code","subject":"bench","client_id":"bench-a
 
 // Redis is the Target of one Redis server: SET NX PX, GETDEL and GET.
 type Redis struct {
-	bench.Unsupported
+	load.Unsupported
 	c *redis.Client
 }
 
@@ -117,14 +117,14 @@ func NewRedis(ctx context.Context, addr string, clients int) (*Redis, error) {
 		c.Close()
 		return nil, fmt.Errorf("redis %s: %w", addr, err)
 	}
-	return &Redis{Unsupported: bench.Unsupported{System: "redis"}, c: c}, nil
+	return &Redis{Unsupported: load.Unsupported{System: "redis"}, c: c}, nil
 }
 
 // Issue is SET key value NX PX ttl.
 func (r *Redis) Issue(ctx context.Context, key string) (string, error) {
-	err := r.c.Do(ctx, "SET", key, tokenValue, "NX", "PX", bench.TokenTTL.Milliseconds()).Err()
+	err := r.c.Do(ctx, "SET", key, tokenValue, "NX", "PX", load.TokenTTL.Milliseconds()).Err()
 	if errors.Is(err, redis.Nil) {
-		err = bench.ErrExists
+		err = load.ErrExists
 	}
 	return key, err
 }
@@ -133,7 +133,7 @@ func (r *Redis) Issue(ctx context.Context, key string) (string, error) {
 func (r *Redis) Consume(ctx context.Context, key string) error {
 	err := r.c.GetDel(ctx, key).Err()
 	if errors.Is(err, redis.Nil) {
-		err = bench.ErrNotFound
+		err = load.ErrNotFound
 	}
 	return err
 }
@@ -142,7 +142,7 @@ func (r *Redis) Consume(ctx context.Context, key string) error {
 func (r *Redis) Lookup(ctx context.Context, key string) error {
 	err := r.c.Get(ctx, key).Err()
 	if errors.Is(err, redis.Nil) {
-		err = bench.ErrNotFound
+		err = load.ErrNotFound
 	}
 	return err
 }

@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tokenstore/tokenstore/bench"
 	"github.com/tokenstore/tokenstore/bench/chaos"
+	"github.com/tokenstore/tokenstore/bench/load"
 	"github.com/tokenstore/tokenstore/bench/peers"
 	"github.com/tokenstore/tokenstore/internal/netem"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
@@ -85,7 +85,7 @@ func (o *outputs) flags(fs *flag.FlagSet) {
 }
 
 // write prints the summary table and writes the requested files.
-func (o *outputs) write(rep *bench.Report) error {
+func (o *outputs) write(rep *load.Report) error {
 	fmt.Println()
 	if err := rep.WriteTable(os.Stdout); err != nil {
 		return err
@@ -110,12 +110,12 @@ func (o *outputs) write(rep *bench.Report) error {
 
 func benchRun(args []string) error {
 	fs := flag.NewFlagSet("bench run", flag.ContinueOnError)
-	var cfg bench.Config
+	var cfg load.Config
 	var workloads string
 	var out outputs
 	fs.StringVar(&cfg.Addr, "addr", envOr("TOKENSTORE_ADDR", "http://127.0.0.1:7400"), "node API address, or several comma-separated (requests are spread over them)")
 	fs.StringVar(&cfg.APIKey, "api-key", os.Getenv("TOKENSTORE_API_KEY"), "API key (or $TOKENSTORE_API_KEY)")
-	fs.StringVar(&workloads, "workload", "issue,consume", "comma-separated: "+strings.Join(bench.Workloads, ", "))
+	fs.StringVar(&workloads, "workload", "issue,consume", "comma-separated: "+strings.Join(load.Workloads, ", "))
 	fs.IntVar(&cfg.Clients, "clients", 64, "concurrent clients (closed loop)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measuring time per workload")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "open loop: requests per second in total, latency from the intended send time (0: closed loop)")
@@ -136,12 +136,12 @@ func benchRun(args []string) error {
 // printing each result and, when both ran, the ratio of the API's nonce
 // checks to memcached's add(); then the summary table and the files out
 // asks for.
-func runWorkloads(ctx context.Context, cfg bench.Config, workloads string, out outputs) error {
-	rep := &bench.Report{Machine: bench.ReadMachine(), Started: time.Now().UTC()}
+func runWorkloads(ctx context.Context, cfg load.Config, workloads string, out outputs) error {
+	rep := &load.Report{Machine: load.ReadMachine(), Started: time.Now().UTC()}
 	opsPerS := map[string]float64{}
 	for _, w := range strings.Split(workloads, ",") {
 		cfg.Workload = strings.TrimSpace(w)
-		res, err := bench.Run(ctx, cfg, os.Stderr)
+		res, err := load.Run(ctx, cfg, os.Stderr)
 		if err != nil {
 			return err
 		}
@@ -250,7 +250,7 @@ func benchPeers(args []string) error {
 	var sf serverFlags
 	var out outputs
 	fs.StringVar(&systems, "systems", strings.Join(peers.Systems, ","), "systems to measure, comma-separated")
-	fs.StringVar(&ops, "ops", strings.Join(bench.PeerOps, ","), "operations, comma-separated")
+	fs.StringVar(&ops, "ops", strings.Join(load.PeerOps, ","), "operations, comma-separated")
 	fs.IntVar(&cfg.Load.Clients, "clients", 64, "concurrent clients (closed loop)")
 	fs.DurationVar(&cfg.Load.Duration, "duration", 10*time.Second, "measuring time per operation and system")
 	fs.Float64Var(&cfg.Load.Rate, "rate", 0, "open loop: requests per second in total (0: closed loop)")
@@ -267,7 +267,7 @@ func benchPeers(args []string) error {
 	if cfg.Scales, err = peers.ParseScales(scales); err != nil {
 		return err
 	}
-	cfg.Systems, cfg.Ops = bench.SplitList(systems), bench.SplitList(ops)
+	cfg.Systems, cfg.Ops = load.SplitList(systems), load.SplitList(ops)
 	var cleanup func()
 	if cfg.Binary, cfg.Dir, cfg.NodeArgs, cleanup, err = sf.env(); err != nil {
 		return err
@@ -316,7 +316,7 @@ func benchChaos(args []string) error {
 	if cfg.DCs, err = proccluster.ParseDCs(*dcs); err != nil {
 		return err
 	}
-	cfg.Faults = bench.SplitList(faults)
+	cfg.Faults = load.SplitList(faults)
 	if netns {
 		if err := netem.Available(); err != nil {
 			return fmt.Errorf("%w (--netns=false runs the process faults on loopback)", err)

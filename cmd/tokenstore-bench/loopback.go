@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tokenstore/tokenstore/bench"
+	"github.com/tokenstore/tokenstore/bench/load"
 	"github.com/tokenstore/tokenstore/bench/peers"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
@@ -42,7 +42,7 @@ var loopbackModes = map[string]func(l *loopbackRun, ctx context.Context) error{
 // loopbackRun is one loopback measurement: the load and where its
 // servers keep their data and logs.
 type loopbackRun struct {
-	load     bench.Config
+	load     load.Config
 	bin, dir string
 	nodeArgs []string
 }

@@ -1,7 +1,10 @@
-// Package bench measures a running token store from the outside, through
-// the same Go client application servers use, and its peers (etcd, Redis,
-// memcached) through theirs, with one driver loop.
-package bench
+// Package load is the load driver: it measures a running token store
+// from the outside, through the same Go client application servers use,
+// and any other system behind a Target, with one driver loop (closed, or
+// open at a fixed rate) and HDR latency histograms. Its workloads are
+// tokenstore's operations and an OAuth authorization-code flow; its Report
+// writes a table, JSON, markdown and latency and throughput plots.
+package load
 
 import (
 	"context"

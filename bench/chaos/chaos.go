@@ -16,8 +16,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,27 +107,6 @@ type FaultEvent struct {
 	CutWrites         int      `json:"cut_writes,omitempty"`
 	CutWritesAnswered int      `json:"cut_writes_answered,omitempty"`
 	Err               string   `json:"error,omitempty"`
-}
-
-// Second is the operations that returned in one second of a run.
-type Second struct {
-	OK     int `json:"ok"`
-	Errors int `json:"errors"`
-}
-
-// Report is the outcome of a chaos run.
-type Report struct {
-	DCs          string                    `json:"dcs"`
-	Net          *netem.Config             `json:"network,omitempty"`
-	Duration     string                    `json:"duration"`
-	Seed         uint64                    `json:"seed"`
-	ClientsPerDC int                       `json:"clients_per_dc"`
-	Ops          map[string]map[string]int `json:"ops"` // kind → outcome → count
-	Checks       []history.Check           `json:"checks"`
-	Faults       []FaultEvent              `json:"faults"`
-	PerSecond    []Second                  `json:"per_second"`
-	Pass         bool                      `json:"pass"`
-	Files        []string                  `json:"files"`
 }
 
 // chaosRun is the state of one run.
@@ -559,152 +536,4 @@ func (c *chaosClient) readBack(ctx context.Context, key, kind string, probe int)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-// report checks the history and writes the files.
-func (r *chaosRun) report(faults []FaultEvent) (*Report, error) {
-	ops := r.h.Ops()
-	sort.Slice(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
-	rep := &Report{DCs: proccluster.FormatDCs(r.cfg.DCs), Net: r.cfg.Net, Duration: r.cfg.Duration.String(), Seed: r.cfg.Seed,
-		ClientsPerDC: r.cfg.ClientsPerDC, Ops: countOps(ops), PerSecond: perSecond(ops)}
-	rep.Faults = measureFaults(faults, ops)
-	html := filepath.Join(r.cfg.Out, "linearizability.html")
-	rep.Checks = history.CheckAll(ops, r.cfg.CheckTimeout, html)
-	rep.Pass = true
-	for _, c := range rep.Checks {
-		rep.Pass = rep.Pass && c.Pass
-	}
-	for _, f := range rep.Faults {
-		if f.Err != "" {
-			rep.Pass = false
-		}
-	}
-	if _, err := os.Stat(html); err == nil {
-		rep.Files = append(rep.Files, html)
-	}
-	return rep, r.writeFiles(rep, ops)
-}
-
-// writeFiles writes the history, the report as JSON and markdown and the
-// timeline PNG to the output directory.
-func (r *chaosRun) writeFiles(rep *Report, ops []history.Op) error {
-	files := map[string]func(string) error{
-		"history.json": func(p string) error { return history.Write(p, ops) },
-		"chaos.json":   rep.WriteJSON,
-		"chaos.md":     rep.WriteMarkdown,
-		"timeline.png": rep.WriteTimeline,
-	}
-	names := []string{"history.json", "chaos.json", "chaos.md", "timeline.png"}
-	for _, name := range names {
-		p := filepath.Join(r.cfg.Out, name)
-		if err := files[name](p); err != nil {
-			return err
-		}
-		rep.Files = append(rep.Files, p)
-	}
-	return nil
-}
-
-// isWrite reports whether op is a write of the history.
-func isWrite(op history.Op) bool {
-	switch op.Kind {
-	case history.OpIssue, history.OpConsume, history.OpRotate, history.OpReplay,
-		history.OpFlowIssueCode, history.OpFlowIssueRefresh, history.OpFlowIssueAccess, history.OpFlowConsume, history.OpFlowRace, history.OpFlowRotate:
-		return true
-	}
-	return false
-}
-
-// acknowledged reports whether a write was acknowledged with a change.
-func acknowledged(op history.Op) bool {
-	return isWrite(op) && op.Outcome == history.OutcomeOK && (op.Result == history.ResultCreated || op.Result == history.ResultUsed)
-}
-
-// measureFaults adds to each fault the writes made while it lasted and
-// what its fault's expectation asks: the time until writes resumed, the
-// answers of the majority side's clients and of the cut side's nodes.
-func measureFaults(faults []FaultEvent, ops []history.Op) []FaultEvent {
-	out := append([]FaultEvent(nil), faults...)
-	for i := range out {
-		f := &out[i]
-		expect := expectOf(f.Kind)
-		at, healed := int64(f.At*float64(time.Second)), int64(f.Healed*float64(time.Second))
-		first := int64(-1)
-		for _, op := range ops {
-			// A race's second consume goes to another DC on purpose.
-			if expect.MajorityAnswered && len(f.MajorityDCs) > 0 && !op.Final && op.Kind != history.OpFlowRace && slices.Contains(f.MajorityDCs, op.DC) {
-				switch {
-				case op.Call >= at && op.Call <= healed:
-					f.MajorityOps++
-					if op.Outcome == history.OutcomeOK {
-						f.MajorityOK++
-					}
-				case op.Call >= 2*at-healed && op.Call < at:
-					f.MajorityOpsBefore++
-				}
-			}
-			if expect.CutAnswered && isWrite(op) && !op.Final && op.Kind != history.OpFlowRace && slices.Contains(f.CutDCs, op.DC) && op.Call <= healed && op.Return >= at {
-				f.CutWrites++
-				if op.Answered && op.Return <= healed {
-					f.CutWritesAnswered++
-				}
-			}
-			if !isWrite(op) || op.Final || op.Call < at {
-				continue
-			}
-			if op.Call <= healed {
-				f.Writes++
-				if op.Outcome == history.OutcomeOK {
-					f.WritesOK++
-				}
-			}
-			if acknowledged(op) && (first < 0 || op.Return < first) {
-				first = op.Return
-			}
-		}
-		if expect.Resume {
-			f.Resume = -1
-			if first >= 0 {
-				f.Resume = float64(first-at) / float64(time.Second)
-			}
-		}
-	}
-	return out
-}
-
-// countOps counts the operations by kind and outcome.
-func countOps(ops []history.Op) map[string]map[string]int {
-	out := map[string]map[string]int{}
-	for _, op := range ops {
-		kind := op.Kind
-		if op.Final {
-			kind = "final_" + kind
-		}
-		if out[kind] == nil {
-			out[kind] = map[string]int{}
-		}
-		out[kind][op.Outcome]++
-	}
-	return out
-}
-
-// perSecond buckets the operations of the load by the second they
-// returned in: definite answers, and failed or unknown ones.
-func perSecond(ops []history.Op) []Second {
-	var out []Second
-	for _, op := range ops {
-		if op.Final {
-			continue
-		}
-		s := int(op.Return / int64(time.Second))
-		for len(out) <= s {
-			out = append(out, Second{})
-		}
-		if op.Outcome == history.OutcomeOK {
-			out[s].OK++
-		} else {
-			out[s].Errors++
-		}
-	}
-	return out
 }

@@ -17,7 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenstore/tokenstore/bench"
+	"github.com/tokenstore/tokenstore/bench/chaos"
+	"github.com/tokenstore/tokenstore/bench/history"
+	"github.com/tokenstore/tokenstore/bench/load"
+	"github.com/tokenstore/tokenstore/bench/peers"
 	"github.com/tokenstore/tokenstore/internal/memcachedtest"
 	"github.com/tokenstore/tokenstore/internal/netem"
 )
@@ -164,7 +167,7 @@ func TestBenchRunOutputs(t *testing.T) {
 	mc := memcachedtest.Start(t)
 	d := startDaemon(t, t.TempDir(), "--memcached", mc.Addr, "--memcached-timeout", "2s")
 	dir := t.TempDir()
-	run := func(name string, args ...string) bench.Report {
+	run := func(name string, args ...string) load.Report {
 		t.Helper()
 		js, md, plots := filepath.Join(dir, name+".json"), filepath.Join(dir, name+".md"), filepath.Join(dir, name+"-plots")
 		args = append([]string{"run", "--addr", d.URL(), "--memcached", mc.Addr, "--clients", "4",
@@ -172,7 +175,7 @@ func TestBenchRunOutputs(t *testing.T) {
 		if out, err := exec.Command(benchBinary, args...).CombinedOutput(); err != nil {
 			t.Fatalf("bench %v: %v\n%s", args, err, out)
 		}
-		var rep bench.Report
+		var rep load.Report
 		decodeFile(t, js, &rep)
 		if b, err := os.ReadFile(md); err != nil || !bytes.Contains(b, []byte("| tokenstore |")) {
 			t.Errorf("%s: want a markdown table with tokenstore rows, got %v:\n%s", md, err, b)
@@ -211,7 +214,7 @@ func TestBenchRunOutputs(t *testing.T) {
 
 // checkResults wants one result per workload, in order, with samples,
 // no errors and percentiles in order.
-func checkResults(t *testing.T, rep bench.Report, mode string, workloads ...string) {
+func checkResults(t *testing.T, rep load.Report, mode string, workloads ...string) {
 	t.Helper()
 	if len(rep.Results) != len(workloads) {
 		t.Fatalf("want %d results, got %d", len(workloads), len(rep.Results))
@@ -260,16 +263,16 @@ func TestBenchPeers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench peers: %v\n%s", err, out)
 	}
-	var rep bench.Report
+	var rep load.Report
 	decodeFile(t, js, &rep)
 	files, _ := filepath.Glob(filepath.Join(plots, "*.png"))
 	checkPNGs(t, plots, max(1, len(files)))
 	if len(files) != 8 { // cdf and throughput for issue, consume, lookup and nonce
 		t.Errorf("want 8 plots, got %v", files)
 	}
-	want := map[string][]string{"tokenstore": bench.PeerOps, "etcd": {"issue", "consume", "lookup"},
+	want := map[string][]string{"tokenstore": load.PeerOps, "etcd": {"issue", "consume", "lookup"},
 		"redis": {"issue", "consume", "lookup"}, "memcached": {"nonce"}}
-	for _, sys := range bench.Systems {
+	for _, sys := range peers.Systems {
 		t.Run(sys, func(t *testing.T) {
 			if !slices.Contains(systems, sys) {
 				t.Skipf("%s is not installed", peerBinary(sys))
@@ -292,10 +295,10 @@ func TestBenchPeers(t *testing.T) {
 			if !slices.Equal(ops, want[sys]) {
 				t.Errorf("%s ran %v, want %v", sys, ops, want[sys])
 			}
-			if !slices.ContainsFunc(rep.Scales, func(s *bench.Scale) bool { return s.System == sys && len(s.RSS) > 0 }) {
+			if !slices.ContainsFunc(rep.Scales, func(s *load.Scale) bool { return s.System == sys && len(s.RSS) > 0 }) {
 				t.Errorf("no RSS figures for %s", sys)
 			}
-			if sys != "tokenstore" && !slices.ContainsFunc(rep.Ratios(), func(r bench.Ratio) bool { return r.Peer == sys }) {
+			if sys != "tokenstore" && !slices.ContainsFunc(rep.Ratios(), func(r load.Ratio) bool { return r.Peer == sys }) {
 				t.Errorf("no tokenstore/%s ratios", sys)
 			}
 		})
@@ -322,7 +325,7 @@ func peerBinary(system string) string {
 // loopback. It asserts correctness only, never timings.
 func TestBenchChaos(t *testing.T) {
 	dir, out := t.TempDir(), t.TempDir()
-	faults := []string{bench.FaultKillLeader, bench.FaultPartitionPrimary}
+	faults := []string{chaos.FaultKillLeader, chaos.FaultPartitionPrimary}
 	args := []string{"chaos", "--dcs", "a:3,b:2", "--duration", "30s", "--seed", "7",
 		"--fault-every", "4s", "--downtime", "3s", "--partition-time", "8s", "--clients-per-dc", "2",
 		"--dir", dir, "--out", out}
@@ -331,7 +334,7 @@ func TestBenchChaos(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("%v: a pause instead of the partition, on loopback", err)
-		faults[1] = bench.FaultPause
+		faults[1] = chaos.FaultPause
 		args = append(args, "--netns=false")
 	}
 	cmd := exec.Command(benchBinary, append(args, "--faults", strings.Join(faults, ","))...)
@@ -354,7 +357,7 @@ func TestBenchChaos(t *testing.T) {
 			t.Errorf("%s: want node_tls=true and no warning about the Raft port or gossip, got %v:\n%s", filepath.Base(l), err, tail(s, 20))
 		}
 	}
-	var rep bench.ChaosReport
+	var rep chaos.Report
 	decodeFile(t, filepath.Join(out, "chaos.json"), &rep)
 	if !rep.Pass || len(rep.Checks) != 7 {
 		t.Fatalf("want 7 passing checks, got %+v\n%s", rep.Checks, stdout)
@@ -365,30 +368,30 @@ func TestBenchChaos(t *testing.T) {
 		if f.Err != "" {
 			t.Errorf("fault %s on %s: %s", f.Kind, f.Node, f.Err)
 		}
-		if f.Kind == bench.FaultPartitionPrimary && (!slices.Equal(f.MajorityDCs, []string{"a"}) || f.MajorityOK == 0) {
+		if f.Kind == chaos.FaultPartitionPrimary && (!slices.Equal(f.MajorityDCs, []string{"a"}) || f.MajorityOK == 0) {
 			t.Errorf("partition of DC a: want its clients, the majority side's, answered, got %+v", f)
 		}
 		// The cut-off side answers its clients (503s included) before
 		// the partition heals, instead of holding writes until they time out.
-		if f.Kind == bench.FaultPartitionPrimary && (!slices.Equal(f.CutDCs, []string{"b"}) || f.CutWritesAnswered == 0) {
+		if f.Kind == chaos.FaultPartitionPrimary && (!slices.Equal(f.CutDCs, []string{"b"}) || f.CutWritesAnswered == 0) {
 			t.Errorf("partition of DC a: want DC b's clients, the cut side's, answered before the heal, got %+v", f)
 		}
 	}
 	if len(kinds) < len(faults) || !slices.Equal(kinds[:len(faults)], faults) {
 		t.Errorf("want the faults %v first, got %+v", faults, rep.Faults)
 	}
-	if rep.Ops[bench.OpIssue][bench.OutcomeOK] == 0 || rep.Ops["final_"+bench.OpLookup][bench.OutcomeOK] == 0 {
+	if rep.Ops[history.OpIssue][history.OutcomeOK] == 0 || rep.Ops["final_"+history.OpLookup][history.OutcomeOK] == 0 {
 		t.Errorf("no acknowledged issues or no final reads: %v", rep.Ops)
 	}
 	flowOK := 0
-	for _, kind := range []string{bench.OpFlowIssueCode, bench.OpFlowConsume, bench.OpFlowRace, bench.OpFlowIssueRefresh,
-		bench.OpFlowIssueAccess, bench.OpFlowLookup, bench.OpFlowRotate} {
-		flowOK += rep.Ops[kind][bench.OutcomeOK]
+	for _, kind := range []string{history.OpFlowIssueCode, history.OpFlowConsume, history.OpFlowRace, history.OpFlowIssueRefresh,
+		history.OpFlowIssueAccess, history.OpFlowLookup, history.OpFlowRotate} {
+		flowOK += rep.Ops[kind][history.OutcomeOK]
 	}
-	if flowOK == 0 || rep.Ops["final_"+bench.OpFlowLookup][bench.OutcomeOK] == 0 {
+	if flowOK == 0 || rep.Ops["final_"+history.OpFlowLookup][history.OutcomeOK] == 0 {
 		t.Errorf("no acknowledged flow step or no final read of a flow token: %v", rep.Ops)
 	}
-	ops, err := bench.ReadHistory(filepath.Join(out, "history.json"))
+	ops, err := history.Read(filepath.Join(out, "history.json"))
 	if err != nil || len(ops) == 0 {
 		t.Fatalf("history.json: %d operations, %v", len(ops), err)
 	}

@@ -13,7 +13,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tokenstore/tokenstore/bench"
+	"github.com/tokenstore/tokenstore/bench/chaos"
+	"github.com/tokenstore/tokenstore/bench/load"
+	"github.com/tokenstore/tokenstore/bench/peers"
 	"github.com/tokenstore/tokenstore/internal/netem"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
@@ -83,7 +85,7 @@ func (o *outputs) flags(fs *flag.FlagSet) {
 }
 
 // write prints the summary table and writes the requested files.
-func (o *outputs) write(rep *bench.Report) error {
+func (o *outputs) write(rep *load.Report) error {
 	fmt.Println()
 	if err := rep.WriteTable(os.Stdout); err != nil {
 		return err
@@ -108,12 +110,12 @@ func (o *outputs) write(rep *bench.Report) error {
 
 func benchRun(args []string) error {
 	fs := flag.NewFlagSet("bench run", flag.ContinueOnError)
-	var cfg bench.Config
+	var cfg load.Config
 	var workloads string
 	var out outputs
 	fs.StringVar(&cfg.Addr, "addr", envOr("TOKENSTORE_ADDR", "http://127.0.0.1:7400"), "node API address, or several comma-separated (requests are spread over them)")
 	fs.StringVar(&cfg.APIKey, "api-key", os.Getenv("TOKENSTORE_API_KEY"), "API key (or $TOKENSTORE_API_KEY)")
-	fs.StringVar(&workloads, "workload", "issue,consume", "comma-separated: "+strings.Join(bench.Workloads, ", "))
+	fs.StringVar(&workloads, "workload", "issue,consume", "comma-separated: "+strings.Join(load.Workloads, ", "))
 	fs.IntVar(&cfg.Clients, "clients", 64, "concurrent clients (closed loop)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measuring time per workload")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "open loop: requests per second in total, latency from the intended send time (0: closed loop)")
@@ -134,12 +136,12 @@ func benchRun(args []string) error {
 // printing each result and, when both ran, the ratio of the API's nonce
 // checks to memcached's add(); then the summary table and the files out
 // asks for.
-func runWorkloads(ctx context.Context, cfg bench.Config, workloads string, out outputs) error {
-	rep := &bench.Report{Machine: bench.ReadMachine(), Started: time.Now().UTC()}
+func runWorkloads(ctx context.Context, cfg load.Config, workloads string, out outputs) error {
+	rep := &load.Report{Machine: load.ReadMachine(), Started: time.Now().UTC()}
 	opsPerS := map[string]float64{}
 	for _, w := range strings.Split(workloads, ",") {
 		cfg.Workload = strings.TrimSpace(w)
-		res, err := bench.Run(ctx, cfg, os.Stderr)
+		res, err := load.Run(ctx, cfg, os.Stderr)
 		if err != nil {
 			return err
 		}
@@ -243,12 +245,12 @@ func dcsFlag(fs *flag.FlagSet, def string) *string {
 
 func benchPeers(args []string) error {
 	fs := flag.NewFlagSet("bench peers", flag.ContinueOnError)
-	var cfg bench.PeersConfig
+	var cfg peers.Config
 	var systems, ops, scales string
 	var sf serverFlags
 	var out outputs
-	fs.StringVar(&systems, "systems", strings.Join(bench.Systems, ","), "systems to measure, comma-separated")
-	fs.StringVar(&ops, "ops", strings.Join(bench.PeerOps, ","), "operations, comma-separated")
+	fs.StringVar(&systems, "systems", strings.Join(peers.Systems, ","), "systems to measure, comma-separated")
+	fs.StringVar(&ops, "ops", strings.Join(load.PeerOps, ","), "operations, comma-separated")
 	fs.IntVar(&cfg.Load.Clients, "clients", 64, "concurrent clients (closed loop)")
 	fs.DurationVar(&cfg.Load.Duration, "duration", 10*time.Second, "measuring time per operation and system")
 	fs.Float64Var(&cfg.Load.Rate, "rate", 0, "open loop: requests per second in total (0: closed loop)")
@@ -262,10 +264,10 @@ func benchPeers(args []string) error {
 		return err
 	}
 	var err error
-	if cfg.Scales, err = bench.ParseScales(scales); err != nil {
+	if cfg.Scales, err = peers.ParseScales(scales); err != nil {
 		return err
 	}
-	cfg.Systems, cfg.Ops = bench.SplitList(systems), bench.SplitList(ops)
+	cfg.Systems, cfg.Ops = load.SplitList(systems), load.SplitList(ops)
 	var cleanup func()
 	if cfg.Binary, cfg.Dir, cfg.NodeArgs, cleanup, err = sf.env(); err != nil {
 		return err
@@ -273,7 +275,7 @@ func benchPeers(args []string) error {
 	defer cleanup()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := bench.Peers(ctx, cfg, os.Stderr)
+	rep, err := peers.Run(ctx, cfg, os.Stderr)
 	if rep != nil && len(rep.Results) > 0 {
 		if werr := out.write(rep); werr != nil && err == nil {
 			err = werr
@@ -287,7 +289,7 @@ var errChaosFailed = errors.New("bench chaos: a check failed")
 
 func benchChaos(args []string) error {
 	fs := flag.NewFlagSet("bench chaos", flag.ContinueOnError)
-	var cfg bench.ChaosConfig
+	var cfg chaos.Config
 	var faults string
 	var sf serverFlags
 	var net netem.Config
@@ -298,7 +300,7 @@ func benchChaos(args []string) error {
 	fs.DurationVar(&net.Jitter, "jitter", 10*time.Millisecond, "the cross-DC round trip varies by up to ± this much")
 	fs.DurationVar(&cfg.Duration, "duration", time.Minute, "how long the clients run")
 	fs.Uint64Var(&cfg.Seed, "seed", uint64(time.Now().UnixNano()), "seed of the clients' and the faults' choices")
-	fs.StringVar(&faults, "faults", "", "faults in order, cycled, comma-separated: "+strings.Join(bench.FaultKinds, ", ")+" or "+bench.FaultRandom+" (default: all; without --netns, those that need no network)")
+	fs.StringVar(&faults, "faults", "", "faults in order, cycled, comma-separated: "+strings.Join(chaos.FaultKinds, ", ")+" or "+chaos.FaultRandom+" (default: all; without --netns, those that need no network)")
 	fs.DurationVar(&cfg.FaultEvery, "fault-every", 15*time.Second, "time between the end of one fault and the start of the next")
 	fs.DurationVar(&cfg.Downtime, "downtime", 3*time.Second, "how long a killed node stays down and a paused one stopped")
 	fs.DurationVar(&cfg.PartitionTime, "partition-time", 8*time.Second, "how long a partition lasts")
@@ -314,7 +316,7 @@ func benchChaos(args []string) error {
 	if cfg.DCs, err = proccluster.ParseDCs(*dcs); err != nil {
 		return err
 	}
-	cfg.Faults = bench.SplitList(faults)
+	cfg.Faults = load.SplitList(faults)
 	if netns {
 		if err := netem.Available(); err != nil {
 			return fmt.Errorf("%w (--netns=false runs the process faults on loopback)", err)
@@ -329,7 +331,7 @@ func benchChaos(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprintf(os.Stderr, "seed %d\n", cfg.Seed)
-	rep, err := bench.RunChaos(ctx, cfg, os.Stderr)
+	rep, err := chaos.Run(ctx, cfg, os.Stderr)
 	if err != nil {
 		return err
 	}

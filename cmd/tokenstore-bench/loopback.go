@@ -10,7 +10,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tokenstore/tokenstore/bench"
+	"github.com/tokenstore/tokenstore/bench/load"
+	"github.com/tokenstore/tokenstore/bench/peers"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
@@ -41,7 +42,7 @@ var loopbackModes = map[string]func(l *loopbackRun, ctx context.Context) error{
 // loopbackRun is one loopback measurement: the load and where its
 // servers keep their data and logs.
 type loopbackRun struct {
-	load     bench.Config
+	load     load.Config
 	bin, dir string
 	nodeArgs []string
 }
@@ -98,7 +99,7 @@ func (l *loopbackRun) node(ctx context.Context) error {
 }
 
 func (l *loopbackRun) nonce(ctx context.Context) error {
-	mc, err := bench.StartMemcached(ctx, l.dir)
+	mc, err := peers.StartMemcached(ctx, l.dir)
 	if errors.Is(err, proccluster.ErrNotInstalled) {
 		return fmt.Errorf("memcached is not installed (make deps): %w", err)
 	}

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tokenstore/tokenstore/bench"
+	"github.com/tokenstore/tokenstore/bench/load"
 )
 
 // echo is a small upstream for trials and benchmarks of the router: it
@@ -73,11 +73,11 @@ func routeBench(args []string) error {
 // prints both results and their ratio.
 func compareRoute(ctx context.Context, direct, via, path string, clients int, duration time.Duration, rounds int) error {
 	// Alternate short runs so that drift of the machine hits both sides.
-	var results [2][]*bench.Result
+	var results [2][]*load.Result
 	for range rounds {
 		for i, base := range []string{direct, via} {
 			name := [2]string{"direct", "router"}[i]
-			r, err := bench.RunHTTP(ctx, bench.HTTPConfig{Name: name, URL: strings.TrimRight(base, "/") + path,
+			r, err := load.RunHTTP(ctx, load.HTTPConfig{Name: name, URL: strings.TrimRight(base, "/") + path,
 				Clients: clients, Duration: duration / time.Duration(rounds)}, io.Discard)
 			if err != nil {
 				return err
@@ -85,9 +85,9 @@ func compareRoute(ctx context.Context, direct, via, path string, clients int, du
 			results[i] = append(results[i], r)
 		}
 	}
-	var sum [2]*bench.Result
+	var sum [2]*load.Result
 	for i := range 2 {
-		sum[i] = bench.Merge(results[i])
+		sum[i] = load.Merge(results[i])
 		fmt.Println(sum[i])
 	}
 	if sum[0].OpsPerS > 0 && sum[1].OpsPerS > 0 {

@@ -1,4 +1,4 @@
-package bench
+package load
 
 import (
 	"bufio"
@@ -13,6 +13,26 @@ import (
 	"text/tabwriter"
 	"time"
 )
+
+// Report is what a bench command measured, with the machine it ran on.
+type Report struct {
+	Machine Machine           `json:"machine"`
+	Started time.Time         `json:"started"`
+	Results []*Result         `json:"results"`
+	Scales  []*Scale          `json:"scales,omitempty"`
+	Skipped map[string]string `json:"skipped,omitempty"` // system: why
+}
+
+// Scale is what a system looked like with Live tokens: memory per
+// process and, for tokenstore, the last Raft snapshot's duration (from
+// the node logs) and how long a follower took from restart to ready.
+type Scale struct {
+	System   string           `json:"system"`
+	Live     int              `json:"live_tokens"`
+	RSS      map[string]int64 `json:"rss_bytes"`
+	Snapshot time.Duration    `json:"snapshot_ns,omitempty"`
+	Restore  time.Duration    `json:"restore_ns,omitempty"`
+}
 
 // Machine describes where a report was measured.
 type Machine struct {

@@ -1,4 +1,9 @@
-package bench
+// Package peers measures tokenstore side by side with etcd, Redis and
+// memcached on one machine: each system is started on loopback, stopped by
+// pid, filled to the same live token counts and driven with the same
+// operations and load by the load driver, one system after the other. The
+// report gives tokenstore's ratios to each peer.
+package peers
 
 import (
 	"context"
@@ -11,29 +16,30 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/tokenstore/tokenstore/bench/load"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
-// Systems are what Peers measures, tokenstore first.
+// Systems are what Run measures, tokenstore first.
 var Systems = []string{"tokenstore", "etcd", "redis", "memcached"}
 
 // capabilities are the operations each system has an equivalent of.
 var capabilities = map[string][]string{
-	"tokenstore": PeerOps,
+	"tokenstore": load.PeerOps,
 	"etcd":       {"issue", "consume", "lookup"},
 	"redis":      {"issue", "consume", "lookup"},
 	"memcached":  {"nonce"},
 }
 
-// PeersConfig describes a side-by-side run: every system is started by
+// Config describes a side-by-side run: every system is started by
 // the bench on loopback, measured with the same operations and load, and
 // stopped by pid before the next one starts.
-type PeersConfig struct {
+type Config struct {
 	Binary  string   // the tokenstore binary
 	Dir     string   // data and logs of every server
 	Systems []string // default Systems
 	Ops     []string // default PeerOps
-	Load    Load
+	Load    load.Load
 	// Tokens is how many tokens a consume run pre-issues.
 	Tokens int
 	// Scales are the live token counts issued before measuring, in
@@ -45,35 +51,15 @@ type PeersConfig struct {
 	NodeArgs []string
 }
 
-// Report is what a bench command measured, with the machine it ran on.
-type Report struct {
-	Machine Machine           `json:"machine"`
-	Started time.Time         `json:"started"`
-	Results []*Result         `json:"results"`
-	Scales  []*Scale          `json:"scales,omitempty"`
-	Skipped map[string]string `json:"skipped,omitempty"` // system: why
-}
-
-// Scale is what a system looked like with Live tokens: memory per
-// process and, for tokenstore, the last Raft snapshot's duration (from
-// the node logs) and how long a follower took from restart to ready.
-type Scale struct {
-	System   string           `json:"system"`
-	Live     int              `json:"live_tokens"`
-	RSS      map[string]int64 `json:"rss_bytes"`
-	Snapshot time.Duration    `json:"snapshot_ns,omitempty"`
-	Restore  time.Duration    `json:"restore_ns,omitempty"`
-}
-
 // system is one running system under measurement.
 type system struct {
 	name   string
-	all    Target // issue, consume, nonce: spread over every node
-	reader Target // lookup: a follower where there is one
+	all    load.Target // issue, consume, nonce: spread over every node
+	reader load.Target // lookup: a follower where there is one
 	stop   func()
 	rss    func() map[string]int64
 	// scaled records the snapshot and restore figures of tokenstore.
-	scaled func(ctx context.Context, s *Scale) error
+	scaled func(ctx context.Context, s *load.Scale) error
 }
 
 func (s *system) close() {
@@ -84,19 +70,19 @@ func (s *system) close() {
 	s.stop()
 }
 
-// Peers runs every configured system in turn and reports their results.
+// Run runs every configured system in turn and reports their results.
 // A peer whose server is not installed is skipped and named in Skipped.
-func Peers(ctx context.Context, cfg PeersConfig, progress io.Writer) (*Report, error) {
-	if err := cfg.Load.validate(); err != nil {
+func Run(ctx context.Context, cfg Config, progress io.Writer) (*load.Report, error) {
+	if err := cfg.Load.Validate(); err != nil {
 		return nil, err
 	}
 	cfg.Systems = orDefault(cfg.Systems, Systems)
-	cfg.Ops = orDefault(cfg.Ops, PeerOps)
+	cfg.Ops = orDefault(cfg.Ops, load.PeerOps)
 	if len(cfg.Scales) == 0 {
 		cfg.Scales = []int{10000}
 	}
 	slices.Sort(cfg.Scales)
-	rep := &Report{Machine: ReadMachine(), Started: time.Now().UTC(), Skipped: map[string]string{}}
+	rep := &load.Report{Machine: load.ReadMachine(), Started: time.Now().UTC(), Skipped: map[string]string{}}
 	mc, err := StartMemcached(ctx, cfg.Dir)
 	if err != nil && !errors.Is(err, proccluster.ErrNotInstalled) {
 		return nil, err
@@ -132,12 +118,12 @@ func orDefault(v, def []string) []string {
 }
 
 // measureSystem fills sys to each scale and runs every operation it has.
-func measureSystem(ctx context.Context, sys *system, cfg PeersConfig, rep *Report, progress io.Writer) error {
+func measureSystem(ctx context.Context, sys *system, cfg Config, rep *load.Report, progress io.Writer) error {
 	ops := capabilities[sys.name]
 	var live []string
 	for _, scale := range cfg.Scales {
 		if slices.Contains(ops, "issue") && len(live) < scale {
-			more, err := preissue(ctx, sys.all, scale-len(live), cfg.Load.Clients, progress)
+			more, err := load.Preissue(ctx, sys.all, scale-len(live), cfg.Load.Clients, progress)
 			if err != nil {
 				return err
 			}
@@ -151,11 +137,11 @@ func measureSystem(ctx context.Context, sys *system, cfg PeersConfig, rep *Repor
 			if op == "lookup" {
 				t = sys.reader
 			}
-			run, err := prepare(ctx, t, op, prepared{tokens: cfg.Tokens, clients: cfg.Load.Clients, live: live}, progress)
+			run, err := load.Prepare(ctx, t, op, load.Prepared{Tokens: cfg.Tokens, Clients: cfg.Load.Clients, Live: live}, progress)
 			if err != nil {
 				return err
 			}
-			r := drive(ctx, op, cfg.Load, run, progress)
+			r := load.Drive(ctx, op, cfg.Load, run, progress)
 			r.System, r.Live = sys.name, scale
 			fmt.Fprintf(progress, "%-10s %s\n", sys.name, r)
 			rep.Results = append(rep.Results, r)
@@ -163,7 +149,7 @@ func measureSystem(ctx context.Context, sys *system, cfg PeersConfig, rep *Repor
 				return err
 			}
 		}
-		s := &Scale{System: sys.name, Live: scale, RSS: sys.rss()}
+		s := &load.Scale{System: sys.name, Live: scale, RSS: sys.rss()}
 		if sys.scaled != nil {
 			if err := sys.scaled(ctx, s); err != nil {
 				return err
@@ -175,7 +161,7 @@ func measureSystem(ctx context.Context, sys *system, cfg PeersConfig, rep *Repor
 }
 
 // startSystem starts the servers of one system and connects its Targets.
-func startSystem(ctx context.Context, name string, cfg PeersConfig, mc *Server) (*system, error) {
+func startSystem(ctx context.Context, name string, cfg Config, mc *Server) (*system, error) {
 	clients := cfg.Load.Clients
 	switch name {
 	case "tokenstore":
@@ -216,7 +202,7 @@ func startSystem(ctx context.Context, name string, cfg PeersConfig, mc *Server) 
 		if mc == nil {
 			return nil, fmt.Errorf("memcached: %w", proccluster.ErrNotInstalled)
 		}
-		m := NewMemcached(mc.Addrs[0], clients)
+		m := load.NewMemcached(mc.Addrs[0], clients)
 		return &system{name: name, all: m, reader: m, stop: func() {}, rss: mc.RSS}, nil
 	}
 	return nil, fmt.Errorf("bench: unknown system %q (want one of %v)", name, Systems)
@@ -235,7 +221,7 @@ func etcdFollower(ctx context.Context, c *clientv3.Client, eps []string) string 
 }
 
 // startTokenstore starts a cluster of the real binary, its nonces in mc.
-func startTokenstore(ctx context.Context, cfg PeersConfig, mc *Server) (*system, error) {
+func startTokenstore(ctx context.Context, cfg Config, mc *Server) (*system, error) {
 	args := slices.Clone(cfg.NodeArgs)
 	if mc != nil {
 		args = append(args, "--memcached", mc.Addrs[0], "--memcached-timeout", "2s")
@@ -254,8 +240,8 @@ func startTokenstore(ctx context.Context, cfg PeersConfig, mc *Server) (*system,
 		reader = followers[0]
 	}
 	sys := &system{name: "tokenstore", stop: c.Stop,
-		all:    NewTokenstore(c.Addrs(), "", cfg.Load.Clients),
-		reader: NewTokenstore(reader.URL(), "", cfg.Load.Clients),
+		all:    load.NewTokenstore(c.Addrs(), "", cfg.Load.Clients),
+		reader: load.NewTokenstore(reader.URL(), "", cfg.Load.Clients),
 		rss: func() map[string]int64 {
 			out := map[string]int64{}
 			for _, n := range c.Nodes {
@@ -266,7 +252,7 @@ func startTokenstore(ctx context.Context, cfg PeersConfig, mc *Server) (*system,
 			return out
 		},
 	}
-	sys.scaled = func(ctx context.Context, s *Scale) error {
+	sys.scaled = func(ctx context.Context, s *load.Scale) error {
 		for _, n := range c.Nodes {
 			if d, ok := n.LastSnapshot(); ok {
 				s.Snapshot = max(s.Snapshot, d)
@@ -284,7 +270,7 @@ func startTokenstore(ctx context.Context, cfg PeersConfig, mc *Server) (*system,
 // ParseScales parses "10000,1000000".
 func ParseScales(s string) ([]int, error) {
 	var out []int
-	for _, f := range SplitList(s) {
+	for _, f := range load.SplitList(s) {
 		var n int
 		if _, err := fmt.Sscan(strings.ReplaceAll(f, "_", ""), &n); err != nil || n < 1 {
 			return nil, fmt.Errorf("bench: bad scale %q", f)

@@ -1,4 +1,4 @@
-package bench
+package load
 
 import (
 	"context"
@@ -101,18 +101,26 @@ func (t *Tokenstore) Close() error {
 // benchClient is the OAuth client id of everything a run issues.
 const benchClient = "bench-app"
 
-// unsupported is embedded by peers that have only some operations.
-type unsupported struct{ system string }
+// Unsupported is embedded by the Target of a system that has only some
+// of the operations: the others answer ErrUnsupported, naming System.
+type Unsupported struct{ System string }
 
-func (u unsupported) Issue(context.Context, string) (string, error) {
-	return "", fmt.Errorf("%s: issue: %w", u.system, ErrUnsupported)
+// Issue answers ErrUnsupported.
+func (u Unsupported) Issue(context.Context, string) (string, error) {
+	return "", fmt.Errorf("%s: issue: %w", u.System, ErrUnsupported)
 }
-func (u unsupported) Consume(context.Context, string) error {
-	return fmt.Errorf("%s: consume: %w", u.system, ErrUnsupported)
+
+// Consume answers ErrUnsupported.
+func (u Unsupported) Consume(context.Context, string) error {
+	return fmt.Errorf("%s: consume: %w", u.System, ErrUnsupported)
 }
-func (u unsupported) Lookup(context.Context, string) error {
-	return fmt.Errorf("%s: lookup: %w", u.system, ErrUnsupported)
+
+// Lookup answers ErrUnsupported.
+func (u Unsupported) Lookup(context.Context, string) error {
+	return fmt.Errorf("%s: lookup: %w", u.System, ErrUnsupported)
 }
-func (u unsupported) Nonce(context.Context, string) error {
-	return fmt.Errorf("%s: nonce: %w", u.system, ErrUnsupported)
+
+// Nonce answers ErrUnsupported.
+func (u Unsupported) Nonce(context.Context, string) error {
+	return fmt.Errorf("%s: nonce: %w", u.System, ErrUnsupported)
 }

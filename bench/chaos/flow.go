@@ -1,9 +1,10 @@
-package bench
+package chaos
 
 import (
 	"context"
 
 	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/bench/history"
 	"github.com/tokenstore/tokenstore/client"
 	"github.com/tokenstore/tokenstore/token"
 )
@@ -24,7 +25,7 @@ const (
 func (c *chaosClient) flow(ctx context.Context) {
 	id := c.r.h.NextFlow()
 	race := c.rng.IntN(4) == 0
-	code, ok := c.issueFlow(ctx, id, OpFlowIssueCode, wire.IssueRequest{Kind: flowCode})
+	code, ok := c.issueFlow(ctx, id, history.OpFlowIssueCode, wire.IssueRequest{Kind: flowCode})
 	if !ok {
 		return
 	}
@@ -33,39 +34,39 @@ func (c *chaosClient) flow(ctx context.Context) {
 		return
 	}
 	n := c.node()
-	op := c.do(ctx, HistOp{Kind: OpFlowConsume, Key: code.Token, Flow: id}, ResultUsed, func(ctx context.Context) error {
+	op := c.do(ctx, history.Op{Kind: history.OpFlowConsume, Key: code.Token, Flow: id}, history.ResultUsed, func(ctx context.Context) error {
 		_, err := n.Consume(ctx, wire.ConsumeRequest{Token: code.Token, Kind: flowCode, ClientID: benchClient})
 		return err
 	})
-	if !definite(op, ResultUsed) {
+	if !definite(op, history.ResultUsed) {
 		return
 	}
-	refresh, ok := c.issueFlow(ctx, id, OpFlowIssueRefresh, wire.IssueRequest{Kind: flowRefresh, Family: code.Family})
+	refresh, ok := c.issueFlow(ctx, id, history.OpFlowIssueRefresh, wire.IssueRequest{Kind: flowRefresh, Family: code.Family})
 	if !ok {
 		return
 	}
-	access, ok := c.issueFlow(ctx, id, OpFlowIssueAccess, wire.IssueRequest{Kind: flowAccess, Family: code.Family})
+	access, ok := c.issueFlow(ctx, id, history.OpFlowIssueAccess, wire.IssueRequest{Kind: flowAccess, Family: code.Family})
 	if !ok {
 		return
 	}
 	n = c.node()
-	op = c.do(ctx, HistOp{Kind: OpFlowLookup, Key: access.Token, Flow: id}, ResultActive, func(ctx context.Context) error {
+	op = c.do(ctx, history.Op{Kind: history.OpFlowLookup, Key: access.Token, Flow: id}, history.ResultActive, func(ctx context.Context) error {
 		_, _, err := n.Lookup(ctx, access.Token, client.LookupOptions{Consistency: wire.ConsistencyLeader})
 		return err
 	})
-	if !definite(op, ResultActive) {
+	if !definite(op, history.ResultActive) {
 		return
 	}
 	n = c.node()
-	c.do(ctx, HistOp{Kind: OpFlowRotate, Key: refresh.Token, Flow: id}, ResultUsed, func(ctx context.Context) error {
+	c.do(ctx, history.Op{Kind: history.OpFlowRotate, Key: refresh.Token, Flow: id}, history.ResultUsed, func(ctx context.Context) error {
 		_, err := n.Rotate(ctx, wire.RotateRequest{Token: refresh.Token, ClientID: benchClient, Access: &wire.AccessRequest{}})
 		return err
 	})
 }
 
 // definite reports whether op was answered with success.
-func definite(op HistOp, success string) bool {
-	return op.Outcome == OutcomeOK && op.Result == success
+func definite(op history.Op, success string) bool {
+	return op.Outcome == history.OutcomeOK && op.Result == success
 }
 
 // race consumes the code twice at the same time, through a node of the
@@ -75,7 +76,7 @@ func definite(op HistOp, success string) bool {
 // client of the side that still works.
 func (c *chaosClient) race(ctx context.Context, id int, code string) {
 	consume := func(n *client.Client) {
-		c.do(ctx, HistOp{Kind: OpFlowRace, Key: code, Flow: id}, ResultUsed, func(ctx context.Context) error {
+		c.do(ctx, history.Op{Kind: history.OpFlowRace, Key: code, Flow: id}, history.ResultUsed, func(ctx context.Context) error {
 			_, err := n.Consume(ctx, wire.ConsumeRequest{Token: code, Kind: flowCode, ClientID: benchClient})
 			return err
 		})
@@ -113,26 +114,16 @@ func (c *chaosClient) farNode() *client.Client {
 // answer names, the key of an issue being unknown before. It reports
 // whether the issue was acknowledged.
 func (c *chaosClient) issueFlow(ctx context.Context, id int, kind string, req wire.IssueRequest) (*wire.IssueResponse, bool) {
-	req.Subject, req.ClientID, req.TTL = "chaos", benchClient, TokenTTL.String()
+	req.Subject, req.ClientID, req.TTL = "chaos", benchClient, tokenTTL.String()
 	n := c.node()
-	op := HistOp{Kind: kind, Flow: id}
+	op := history.Op{Kind: kind, Flow: id}
 	var res *wire.IssueResponse
-	c.call(ctx, &op, ResultCreated, func(ctx context.Context) (err error) {
+	c.call(ctx, &op, history.ResultCreated, func(ctx context.Context) (err error) {
 		if res, err = n.Issue(ctx, req); err == nil {
 			op.Key = res.Token
 		}
 		return err
 	})
 	c.r.h.Add(op)
-	return res, definite(op, ResultCreated)
-}
-
-// flowIssued reports whether op is an acknowledged issue of a flow token,
-// one that must be found after the faults healed.
-func flowIssued(op HistOp) bool {
-	switch op.Kind {
-	case OpFlowIssueCode, OpFlowIssueRefresh, OpFlowIssueAccess:
-		return op.Key != "" && definite(op, ResultCreated)
-	}
-	return false
+	return res, definite(op, history.ResultCreated)
 }

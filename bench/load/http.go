@@ -1,4 +1,4 @@
-package bench
+package load
 
 import (
 	"bytes"
@@ -56,7 +56,7 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig, progress io.Writer) (*Result, 
 	if err := do(ctx); err != nil { // fail fast on a wrong address
 		return nil, err
 	}
-	r := drive(ctx, cfg.Name, Load{Clients: cfg.Clients, Duration: cfg.Duration}, func(ctx context.Context, _ int) error { return do(ctx) }, progress)
+	r := Drive(ctx, cfg.Name, Load{Clients: cfg.Clients, Duration: cfg.Duration}, func(ctx context.Context, _ int) error { return do(ctx) }, progress)
 	r.System = "http"
 	return r, nil
 }

@@ -1,4 +1,4 @@
-package bench
+package history
 
 import (
 	"fmt"
@@ -54,7 +54,7 @@ var TokenModel = porcupine.Model{
 		byKey := map[string][]porcupine.Operation{}
 		var keys []string
 		for _, o := range history {
-			k := o.Input.(HistOp).Key
+			k := o.Input.(Op).Key
 			if _, ok := byKey[k]; !ok {
 				keys = append(keys, k)
 			}
@@ -68,10 +68,10 @@ var TokenModel = porcupine.Model{
 	},
 	Init: func() any { return stateAbsent },
 	Step: func(state, input, _ any) (bool, any) {
-		return stepToken(state.(tokenState), input.(HistOp))
+		return stepToken(state.(tokenState), input.(Op))
 	},
 	DescribeOperation: func(input, _ any) string {
-		op := input.(HistOp)
+		op := input.(Op)
 		if op.Outcome == OutcomeUnknown {
 			return fmt.Sprintf("%s(%s) -> ?", op.Kind, op.Key)
 		}
@@ -81,7 +81,7 @@ var TokenModel = porcupine.Model{
 }
 
 // stepToken is one transition of TokenModel.
-func stepToken(s tokenState, op HistOp) (bool, tokenState) {
+func stepToken(s tokenState, op Op) (bool, tokenState) {
 	unknown := op.Outcome == OutcomeUnknown
 	switch op.Kind {
 	case OpIssue:
@@ -124,7 +124,7 @@ func stepToken(s tokenState, op HistOp) (bool, tokenState) {
 // linearizable are the operations TokenModel checks, as porcupine takes
 // them: failed operations had no effect and are left out; an unknown one
 // returns after everything else.
-func linearizable(ops []HistOp) []porcupine.Operation {
+func linearizable(ops []Op) []porcupine.Operation {
 	var end int64
 	for _, op := range ops {
 		end = max(end, op.Return)
@@ -146,7 +146,7 @@ func linearizable(ops []HistOp) []porcupine.Operation {
 // CheckLinearizability checks the token operations of ops against
 // TokenModel. When the history is not linearizable and html is set, it
 // writes porcupine's visualization there.
-func CheckLinearizability(ops []HistOp, timeout time.Duration, html string) Check {
+func CheckLinearizability(ops []Op, timeout time.Duration, html string) Check {
 	hist := linearizable(ops)
 	res, info := porcupine.CheckOperationsVerbose(TokenModel, hist, timeout)
 	c := Check{Name: CheckLinearizable, Pass: res == porcupine.Ok}
@@ -172,7 +172,7 @@ func CheckLinearizability(ops []HistOp, timeout time.Duration, html string) Chec
 // once, across all clients: any operation answered used counts for its
 // key, so this covers consumes of plain keys, rotations of the probes and
 // the flows' code consumes (raced or not) and rotations.
-func CheckExactlyOnceUse(ops []HistOp) Check {
+func CheckExactlyOnceUse(ops []Op) Check {
 	uses := map[string]int{}
 	for _, op := range ops {
 		if op.Outcome == OutcomeOK && op.Result == ResultUsed {
@@ -199,7 +199,7 @@ func CheckExactlyOnceUse(ops []HistOp) Check {
 // consume was acknowledged must read as consumed, whatever its issue's
 // outcome. A key with an acknowledged write and no final answer fails
 // too.
-func CheckNoLostWrites(ops []HistOp) Check {
+func CheckNoLostWrites(ops []Op) Check {
 	issued, used := map[string]bool{}, map[string]string{}
 	final := map[string]string{}
 	for _, op := range ops {
@@ -228,11 +228,11 @@ func CheckNoLostWrites(ops []HistOp) Check {
 // CheckReuseProbes checks the reuse probes: replaying a refresh token
 // that was rotated must answer token_reused, and every later definite
 // read of the successor must find it revoked, the final reads included.
-func CheckReuseProbes(ops []HistOp) (reuse, revoked Check) {
+func CheckReuseProbes(ops []Op) (reuse, revoked Check) {
 	type probe struct {
-		rotated, replay  *HistOp
+		rotated, replay  *Op
 		child            string
-		reads, readsLate []HistOp
+		reads, readsLate []Op
 	}
 	probes := map[int]*probe{}
 	get := func(id int) *probe {
@@ -307,8 +307,8 @@ func CheckReuseProbes(ops []HistOp) (reuse, revoked Check) {
 // answer, it must be used, or token_reused when the other consume's
 // outcome is unknown (it may have used the code); one that certainly
 // failed left the code unused, so token_reused is then wrong.
-func CheckCodeRaces(ops []HistOp) Check {
-	races := map[int][]HistOp{}
+func CheckCodeRaces(ops []Op) Check {
+	races := map[int][]Op{}
 	for _, op := range ops {
 		if op.Kind == OpFlowRace {
 			races[op.Flow] = append(races[op.Flow], op)
@@ -362,13 +362,13 @@ func CheckCodeRaces(ops []HistOp) Check {
 // refresh token whose rotation was acknowledged must read token_consumed:
 // a lookup of a used code or refresh token answers its consumed tombstone,
 // which a family revocation leaves as it is.
-func CheckFlowWrites(ops []HistOp) Check {
+func CheckFlowWrites(ops []Op) Check {
 	issued := map[string]int64{} // token → return of its acknowledged issue
 	used := map[string]string{}  // token → the step that used it
 	final := map[string]string{}
 	for _, op := range ops {
 		switch {
-		case flowIssued(op):
+		case FlowIssued(op):
 			issued[op.Key] = op.Return
 		case op.Outcome != OutcomeOK:
 		case op.Kind == OpFlowLookup && op.Final:
@@ -420,8 +420,8 @@ func contradicted(keys map[string]bool, used, final map[string]string) []string 
 	return out
 }
 
-// CheckHistory runs every check on ops.
-func CheckHistory(ops []HistOp, timeout time.Duration, html string) []Check {
+// CheckAll runs every check on ops.
+func CheckAll(ops []Op, timeout time.Duration, html string) []Check {
 	reuse, revoked := CheckReuseProbes(ops)
 	return []Check{
 		CheckLinearizability(ops, timeout, html),

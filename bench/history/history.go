@@ -1,4 +1,10 @@
-package bench
+// Package history records what the clients of a chaos run did, each
+// operation with its invoke and return times and its outcome (a definite
+// answer, a certain failure, or unknown), and checks the recorded history:
+// linearizability of single-use tokens against a porcupine model,
+// exactly-once use, no lost acknowledged write, reuse detection, and the
+// races and writes of the authorization-code flows.
+package history
 
 import (
 	"encoding/json"
@@ -27,7 +33,7 @@ const (
 )
 
 // Operation kinds of the OAuth 2.0 authorization-code flows. The steps of
-// one flow share HistOp.Flow, and the key of a step is the token it acts
+// one flow share Op.Flow, and the key of a step is the token it acts
 // on: an issue's key is the token the node minted, empty when the issue got
 // no answer.
 const (
@@ -70,9 +76,9 @@ const (
 	ResultActive  = "active"  // lookup found the token valid
 )
 
-// HistOp is one operation of a chaos history, with its invoke and return
+// Op is one operation of a chaos history, with its invoke and return
 // times in nanoseconds since the start of the run (monotonic clock).
-type HistOp struct {
+type Op struct {
 	Client  int    `json:"client"`
 	DC      string `json:"dc"`
 	Kind    string `json:"op"`
@@ -99,11 +105,11 @@ type History struct {
 	start time.Time
 	flows atomic.Int64
 	mu    sync.Mutex
-	ops   []HistOp
+	ops   []Op
 }
 
-// NewHistory starts a history; its clock counts from now.
-func NewHistory() *History { return &History{start: time.Now()} }
+// New starts a history; its clock counts from now.
+func New() *History { return &History{start: time.Now()} }
 
 // Now is the time since the start of the history.
 func (h *History) Now() int64 { return int64(time.Since(h.start)) }
@@ -112,21 +118,21 @@ func (h *History) Now() int64 { return int64(time.Since(h.start)) }
 func (h *History) NextFlow() int { return int(h.flows.Add(1)) }
 
 // Add records a finished operation.
-func (h *History) Add(op HistOp) {
+func (h *History) Add(op Op) {
 	h.mu.Lock()
 	h.ops = append(h.ops, op)
 	h.mu.Unlock()
 }
 
 // Ops returns a copy of the operations recorded so far.
-func (h *History) Ops() []HistOp {
+func (h *History) Ops() []Op {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return append([]HistOp(nil), h.ops...)
+	return append([]Op(nil), h.ops...)
 }
 
-// WriteHistory writes ops as JSON to path.
-func WriteHistory(path string, ops []HistOp) error {
+// Write writes ops as JSON to path.
+func Write(path string, ops []Op) error {
 	b, err := json.MarshalIndent(ops, "", " ")
 	if err != nil {
 		return err
@@ -134,13 +140,13 @@ func WriteHistory(path string, ops []HistOp) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
-// ReadHistory reads a history WriteHistory wrote.
-func ReadHistory(path string) ([]HistOp, error) {
+// Read reads a history Write wrote.
+func Read(path string) ([]Op, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	var ops []HistOp
+	var ops []Op
 	return ops, json.Unmarshal(b, &ops)
 }
 
@@ -150,9 +156,10 @@ var businessCodes = map[string]bool{
 	wire.CodeTokenRevoked: true, wire.CodeTokenReused: true, wire.CodeTokenExpired: true,
 }
 
-// classify turns an operation's error into its outcome and result. A read
-// is never unknown: it has no effect, so a read without an answer failed.
-func classify(kind string, err error, success string) (outcome, result string) {
+// Classify turns an operation's error into its outcome and result, the
+// result of a success being success. A read is never unknown: it has no
+// effect, so a read without an answer failed.
+func Classify(kind string, err error, success string) (outcome, result string) {
 	if err == nil {
 		return OutcomeOK, success
 	}
@@ -173,4 +180,14 @@ func classify(kind string, err error, success string) (outcome, result string) {
 	// A 503 (no_leader, write_outcome_unknown, unavailable), a timeout or
 	// a lost connection: the write may have been applied.
 	return OutcomeUnknown, ""
+}
+
+// FlowIssued reports whether op is an acknowledged issue of a flow token,
+// one that must be found after the faults healed.
+func FlowIssued(op Op) bool {
+	switch op.Kind {
+	case OpFlowIssueCode, OpFlowIssueRefresh, OpFlowIssueAccess:
+		return op.Key != "" && op.Outcome == OutcomeOK && op.Result == ResultCreated
+	}
+	return false
 }

@@ -1,4 +1,4 @@
-package bench
+package peers
 
 import (
 	"context"
@@ -7,12 +7,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/tokenstore/tokenstore/nonce"
+	"github.com/tokenstore/tokenstore/bench/load"
 	"github.com/tokenstore/tokenstore/token"
 )
 
@@ -24,7 +23,7 @@ import (
 // per token would add a LeaseGrant round trip that tokenstore does not
 // pay for its TTLs.
 type Etcd struct {
-	unsupported
+	load.Unsupported
 	clients []*clientv3.Client
 	next    atomic.Uint64
 	lease   clientv3.LeaseID
@@ -33,7 +32,7 @@ type Etcd struct {
 // NewEtcd connects one client per endpoint (requests are spread over
 // them round-robin) and grants the run's lease.
 func NewEtcd(ctx context.Context, endpoints []string) (*Etcd, error) {
-	e := &Etcd{unsupported: unsupported{"etcd"}}
+	e := &Etcd{Unsupported: load.Unsupported{System: "etcd"}}
 	for _, ep := range endpoints {
 		c, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 		if err != nil {
@@ -42,7 +41,7 @@ func NewEtcd(ctx context.Context, endpoints []string) (*Etcd, error) {
 		}
 		e.clients = append(e.clients, c)
 	}
-	lease, err := e.clients[0].Grant(ctx, int64(TokenTTL/time.Second))
+	lease, err := e.clients[0].Grant(ctx, int64(load.TokenTTL/time.Second))
 	if err != nil {
 		e.Close()
 		return nil, fmt.Errorf("etcd: grant lease: %w", err)
@@ -62,7 +61,7 @@ func (e *Etcd) Issue(ctx context.Context, key string) (string, error) {
 		Then(clientv3.OpPut(key, tokenValue, clientv3.WithLease(e.lease))).
 		Commit()
 	if err == nil && !resp.Succeeded {
-		err = ErrExists
+		err = load.ErrExists
 	}
 	return key, err
 }
@@ -78,7 +77,7 @@ func (e *Etcd) Consume(ctx context.Context, key string) error {
 		return err
 	}
 	if !resp.Succeeded || len(resp.Responses) == 0 || len(resp.Responses[0].GetResponseDeleteRange().PrevKvs) == 0 {
-		return ErrNotFound
+		return load.ErrNotFound
 	}
 	return nil
 }
@@ -87,7 +86,7 @@ func (e *Etcd) Consume(ctx context.Context, key string) error {
 func (e *Etcd) Lookup(ctx context.Context, key string) error {
 	resp, err := e.client().Get(ctx, key, clientv3.WithSerializable())
 	if err == nil && resp.Count == 0 {
-		err = ErrNotFound
+		err = load.ErrNotFound
 	}
 	return err
 }
@@ -107,7 +106,7 @@ const tokenValue = `{"kind":"` + token.KindOAuth2Code + `","subject":"bench","cl
 
 // Redis is the Target of one Redis server: SET NX PX, GETDEL and GET.
 type Redis struct {
-	unsupported
+	load.Unsupported
 	c *redis.Client
 }
 
@@ -119,14 +118,14 @@ func NewRedis(ctx context.Context, addr string, clients int) (*Redis, error) {
 		c.Close()
 		return nil, fmt.Errorf("redis %s: %w", addr, err)
 	}
-	return &Redis{unsupported: unsupported{"redis"}, c: c}, nil
+	return &Redis{Unsupported: load.Unsupported{System: "redis"}, c: c}, nil
 }
 
 // Issue is SET key value NX PX ttl.
 func (r *Redis) Issue(ctx context.Context, key string) (string, error) {
-	err := r.c.Do(ctx, "SET", key, tokenValue, "NX", "PX", TokenTTL.Milliseconds()).Err()
+	err := r.c.Do(ctx, "SET", key, tokenValue, "NX", "PX", load.TokenTTL.Milliseconds()).Err()
 	if errors.Is(err, redis.Nil) {
-		err = ErrExists
+		err = load.ErrExists
 	}
 	return key, err
 }
@@ -135,7 +134,7 @@ func (r *Redis) Issue(ctx context.Context, key string) (string, error) {
 func (r *Redis) Consume(ctx context.Context, key string) error {
 	err := r.c.GetDel(ctx, key).Err()
 	if errors.Is(err, redis.Nil) {
-		err = ErrNotFound
+		err = load.ErrNotFound
 	}
 	return err
 }
@@ -144,37 +143,10 @@ func (r *Redis) Consume(ctx context.Context, key string) error {
 func (r *Redis) Lookup(ctx context.Context, key string) error {
 	err := r.c.Get(ctx, key).Err()
 	if errors.Is(err, redis.Nil) {
-		err = ErrNotFound
+		err = load.ErrNotFound
 	}
 	return err
 }
 
 // Close closes the pool.
 func (r *Redis) Close() error { return r.c.Close() }
-
-// Memcached is the Target of one memcached server: the nonce add() a
-// tokenstore node makes, sent directly.
-type Memcached struct {
-	unsupported
-	mc *memcache.Client
-}
-
-// NewMemcached returns the Target of the server at addr.
-func NewMemcached(addr string, clients int) *Memcached {
-	mc := memcache.New(addr)
-	mc.MaxIdleConns = clients
-	mc.Timeout = 2 * time.Second
-	return &Memcached{unsupported: unsupported{"memcached"}, mc: mc}
-}
-
-// Nonce adds the key a node would add for the nonce.
-func (m *Memcached) Nonce(_ context.Context, key string) error {
-	err := m.mc.Add(&memcache.Item{Key: nonce.Key("bench", "bench", key), Value: []byte{'1'}, Expiration: 301})
-	if errors.Is(err, memcache.ErrNotStored) {
-		err = ErrExists
-	}
-	return err
-}
-
-// Close closes the connections.
-func (m *Memcached) Close() error { return m.mc.Close() }

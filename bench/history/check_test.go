@@ -1,4 +1,4 @@
-package bench
+package history
 
 import (
 	"net"
@@ -14,8 +14,8 @@ import (
 
 // good is a history with collisions, an unknown issue and an unknown
 // consume, that is linearizable and keeps every promise.
-func good() []HistOp {
-	return []HistOp{
+func good() []Op {
+	return []Op{
 		{Client: 0, Kind: OpIssue, Key: "k1", Call: 0, Return: 10, Outcome: OutcomeOK, Result: ResultCreated},
 		{Client: 1, Kind: OpIssue, Key: "k1", Call: 5, Return: 12, Outcome: OutcomeOK, Result: wire.CodeTokenExists},
 		{Client: 2, Kind: OpLookup, Key: "k1", Call: 11, Return: 13, Outcome: OutcomeOK, Result: ResultActive},
@@ -38,8 +38,8 @@ func good() []HistOp {
 // flows are authorization-code flows that keep every promise: one that
 // ran to its rotation, a race decided both ways, a race with an unknown
 // consume, an issue without an answer, and the final reads.
-func flows() []HistOp {
-	return []HistOp{
+func flows() []Op {
+	return []Op{
 		{Client: 4, Kind: OpFlowIssueCode, Key: "ac1", Flow: 1, Call: 0, Return: 2, Outcome: OutcomeOK, Result: ResultCreated},
 		{Client: 4, Kind: OpFlowConsume, Key: "ac1", Flow: 1, Call: 3, Return: 4, Outcome: OutcomeOK, Result: ResultUsed},
 		{Client: 4, Kind: OpFlowIssueRefresh, Key: "rt1", Flow: 1, Call: 5, Return: 6, Outcome: OutcomeOK, Result: ResultCreated},
@@ -62,11 +62,11 @@ func flows() []HistOp {
 }
 
 // withFlows is good() followed by flows(), so the indexes of good() hold.
-func withFlows() []HistOp { return append(good(), flows()...) }
+func withFlows() []Op { return append(good(), flows()...) }
 
 // opIndex is the index in ops of the operation of kind on key, final or not;
 // for a race, the one that answered result.
-func opIndex(t *testing.T, ops []HistOp, kind, key, result string, final bool) int {
+func opIndex(t *testing.T, ops []Op, kind, key, result string, final bool) int {
 	t.Helper()
 	for i, op := range ops {
 		if op.Kind == kind && op.Key == key && op.Final == final && (kind != OpFlowRace || op.Result == result) {
@@ -78,8 +78,8 @@ func opIndex(t *testing.T, ops []HistOp, kind, key, result string, final bool) i
 }
 
 func TestCheckHistoryPasses(t *testing.T) {
-	for _, ops := range [][]HistOp{good(), withFlows()} {
-		for _, c := range CheckHistory(ops, 10*time.Second, "") {
+	for _, ops := range [][]Op{good(), withFlows()} {
+		for _, c := range CheckAll(ops, 10*time.Second, "") {
 			if !c.Pass {
 				t.Errorf("%s failed on a good history of %d operations: %s", c.Name, len(ops), c.Detail)
 			}
@@ -96,10 +96,10 @@ func TestLinearizableLeavesFlowsOut(t *testing.T) {
 }
 
 // failing returns the names of the checks that fail on ops.
-func failing(t *testing.T, ops []HistOp, html string) map[string]string {
+func failing(t *testing.T, ops []Op, html string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for _, c := range CheckHistory(ops, 10*time.Second, html) {
+	for _, c := range CheckAll(ops, 10*time.Second, html) {
 		if !c.Pass {
 			out[c.Name] = c.Detail
 		}
@@ -125,7 +125,7 @@ func TestCheckHistoryCatchesDoubleConsume(t *testing.T) {
 func TestCheckHistoryCatchesStaleRead(t *testing.T) {
 	ops := good()
 	// A leader read after the consume returned finds the token active.
-	ops = append(ops, HistOp{Client: 2, Kind: OpLookup, Key: "k1", Call: 35, Return: 36, Outcome: OutcomeOK, Result: ResultActive})
+	ops = append(ops, Op{Client: 2, Kind: OpLookup, Key: "k1", Call: 35, Return: 36, Outcome: OutcomeOK, Result: ResultActive})
 	if _, ok := failing(t, ops, "")[CheckLinearizable]; !ok {
 		t.Error("a stale read passed")
 	}
@@ -252,8 +252,8 @@ func TestClassify(t *testing.T) {
 		{OpIssue, &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, OutcomeUnknown},
 	}
 	for _, c := range cases {
-		if got, _ := classify(c.kind, c.err, "x"); got != c.outcome {
-			t.Errorf("classify(%s, %v) = %s, want %s", c.kind, c.err, got, c.outcome)
+		if got, _ := Classify(c.kind, c.err, "x"); got != c.outcome {
+			t.Errorf("Classify(%s, %v) = %s, want %s", c.kind, c.err, got, c.outcome)
 		}
 	}
 }

@@ -1,4 +1,11 @@
-package bench
+// Package chaos is the correctness bench: a local cluster of the real
+// binary in one or more datacenters (in network namespaces behind an
+// emulated cross-DC link, or on loopback) is driven by clients in every DC
+// while faults, each a type behind the Fault interface, are injected on a
+// schedule and healed. Every key is then read back from the leader and the
+// recorded history is checked (package history); the report says what each
+// fault left working.
+package chaos
 
 import (
 	"context"
@@ -9,13 +16,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/bench/history"
 	"github.com/tokenstore/tokenstore/client"
 	"github.com/tokenstore/tokenstore/internal/netem"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
@@ -29,9 +35,16 @@ var (
 	ErrNeedsNetwork = errors.New("bench: partitions need the emulated network")
 )
 
-// ChaosConfig describes a chaos run: a local cluster of the real binary,
+// benchClient is the OAuth client id, and tokenTTL the lifetime, of every
+// token a chaos run issues: those of a load run's tokens.
+const (
+	benchClient = "bench-app"
+	tokenTTL    = time.Hour
+)
+
+// Config describes a chaos run: a local cluster of the real binary,
 // clients in every datacenter, and faults on a schedule.
-type ChaosConfig struct {
+type Config struct {
 	Binary, Dir string
 	DCs         []proccluster.DC
 	NodeArgs    []string
@@ -97,33 +110,12 @@ type FaultEvent struct {
 	Err               string   `json:"error,omitempty"`
 }
 
-// Second is the operations that returned in one second of a run.
-type Second struct {
-	OK     int `json:"ok"`
-	Errors int `json:"errors"`
-}
-
-// ChaosReport is the outcome of a chaos run.
-type ChaosReport struct {
-	DCs          string                    `json:"dcs"`
-	Net          *netem.Config             `json:"network,omitempty"`
-	Duration     string                    `json:"duration"`
-	Seed         uint64                    `json:"seed"`
-	ClientsPerDC int                       `json:"clients_per_dc"`
-	Ops          map[string]map[string]int `json:"ops"` // kind → outcome → count
-	Checks       []Check                   `json:"checks"`
-	Faults       []FaultEvent              `json:"faults"`
-	PerSecond    []Second                  `json:"per_second"`
-	Pass         bool                      `json:"pass"`
-	Files        []string                  `json:"files"`
-}
-
 // chaosRun is the state of one run.
 type chaosRun struct {
-	cfg      ChaosConfig
+	cfg      Config
 	schedule []Fault // cfg.Faults, injected in this order, cycled
 	cluster  *proccluster.Cluster
-	h        *History
+	h        *history.History
 	log      io.Writer
 	hc       *http.Client
 	rng      *rand.Rand // faults' choices; used by one goroutine
@@ -133,11 +125,11 @@ type chaosRun struct {
 	background sync.WaitGroup
 }
 
-// RunChaos starts the cluster, drives it with clients in every DC while
+// Run starts the cluster, drives it with clients in every DC while
 // faults are injected, heals, reads every key back at leader consistency
 // and checks the history. The error is for a run that could not be made;
 // a failed check is in the report.
-func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport, error) {
+func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	cfg = chaosDefaults(cfg)
 	faults, err := schedule(cfg.Faults, cfg.Net != nil)
 	if err != nil {
@@ -158,7 +150,7 @@ func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport
 	r := &chaosRun{cfg: cfg, cluster: c, log: log, hc: &http.Client{Transport: tr},
 		rng: rand.New(rand.NewPCG(cfg.Seed, 1)), schedule: faults}
 	fmt.Fprintf(log, "cluster of %d nodes ready; load for %s, a fault every %s\n", len(c.Nodes), cfg.Duration, cfg.FaultEvery)
-	r.h = NewHistory()
+	r.h = history.New()
 	events := r.drive(ctx)
 	fmt.Fprintln(log, "faults healed; reading every key back from the leader")
 	r.verify(ctx)
@@ -166,7 +158,7 @@ func RunChaos(ctx context.Context, cfg ChaosConfig, log io.Writer) (*ChaosReport
 }
 
 // chaosDefaults fills what cfg leaves zero.
-func chaosDefaults(cfg ChaosConfig) ChaosConfig {
+func chaosDefaults(cfg Config) Config {
 	if len(cfg.DCs) == 0 {
 		cfg.DCs = []proccluster.DC{{Name: "a", Nodes: 3}, {Name: "b", Nodes: 2}}
 	}
@@ -355,7 +347,7 @@ func (c *chaosClient) run(ctx context.Context) {
 		case x < 0.78:
 			c.consume(ctx, c.pick())
 		default:
-			c.lookup(ctx, c.pick(), OpLookup, 0)
+			c.lookup(ctx, c.pick(), history.OpLookup, 0)
 		}
 	}
 }
@@ -376,7 +368,7 @@ func (c *chaosClient) pick() string {
 }
 
 // do runs one operation against the store and records it.
-func (c *chaosClient) do(ctx context.Context, op HistOp, success string, f func(ctx context.Context) error) HistOp {
+func (c *chaosClient) do(ctx context.Context, op history.Op, success string, f func(ctx context.Context) error) history.Op {
 	c.call(ctx, &op, success, f)
 	c.r.h.Add(op)
 	return op
@@ -384,17 +376,17 @@ func (c *chaosClient) do(ctx context.Context, op HistOp, success string, f func(
 
 // call runs f with the request timeout and fills in op: who made it, its
 // invoke and return times and its outcome. f may fill in op's key.
-func (c *chaosClient) call(ctx context.Context, op *HistOp, success string, f func(ctx context.Context) error) {
+func (c *chaosClient) call(ctx context.Context, op *history.Op, success string, f func(ctx context.Context) error) {
 	op.Client, op.DC = c.id, c.dc
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.r.cfg.Timeout)
 	defer cancel()
 	op.Call = c.r.h.Now()
 	err := f(rctx)
 	op.Return = c.r.h.Now()
-	op.Outcome, op.Result = classify(op.Kind, err, success)
+	op.Outcome, op.Result = history.Classify(op.Kind, err, success)
 	var ce *client.Error
 	op.Answered = err == nil || errors.As(err, &ce)
-	if err != nil && op.Outcome != OutcomeOK {
+	if err != nil && op.Outcome != history.OutcomeOK {
 		op.Err = err.Error()
 	}
 }
@@ -407,23 +399,23 @@ func (c *chaosClient) issue(ctx context.Context) {
 		key = c.key(c.r.next.Add(1) - 1)
 	}
 	n := c.node()
-	c.do(ctx, HistOp{Kind: OpIssue, Key: key}, ResultCreated, func(ctx context.Context) error {
-		_, err := n.Issue(ctx, wire.IssueRequest{Kind: chaosKind, Subject: "chaos", ClientID: benchClient, TTL: TokenTTL.String(), Token: key})
+	c.do(ctx, history.Op{Kind: history.OpIssue, Key: key}, history.ResultCreated, func(ctx context.Context) error {
+		_, err := n.Issue(ctx, wire.IssueRequest{Kind: chaosKind, Subject: "chaos", ClientID: benchClient, TTL: tokenTTL.String(), Token: key})
 		return err
 	})
 }
 
 func (c *chaosClient) consume(ctx context.Context, key string) {
 	n := c.node()
-	c.do(ctx, HistOp{Kind: OpConsume, Key: key}, ResultUsed, func(ctx context.Context) error {
+	c.do(ctx, history.Op{Kind: history.OpConsume, Key: key}, history.ResultUsed, func(ctx context.Context) error {
 		_, err := n.Consume(ctx, wire.ConsumeRequest{Token: key})
 		return err
 	})
 }
 
-func (c *chaosClient) lookup(ctx context.Context, key, kind string, probe int) HistOp {
+func (c *chaosClient) lookup(ctx context.Context, key, kind string, probe int) history.Op {
 	n := c.node()
-	return c.do(ctx, HistOp{Kind: kind, Key: key, Probe: probe}, ResultActive, func(ctx context.Context) error {
+	return c.do(ctx, history.Op{Kind: kind, Key: key, Probe: probe}, history.ResultActive, func(ctx context.Context) error {
 		_, _, err := n.Lookup(ctx, key, client.LookupOptions{Consistency: wire.ConsistencyLeader})
 		return err
 	})
@@ -436,31 +428,31 @@ func (c *chaosClient) probe(ctx context.Context) {
 	id := int(c.r.probes.Add(1))
 	n := c.node()
 	ictx, cancel := context.WithTimeout(ctx, c.r.cfg.Timeout)
-	res, err := n.Issue(ictx, wire.IssueRequest{Kind: token.KindOAuth2Refresh, Subject: "chaos", ClientID: benchClient, TTL: TokenTTL.String()})
+	res, err := n.Issue(ictx, wire.IssueRequest{Kind: token.KindOAuth2Refresh, Subject: "chaos", ClientID: benchClient, TTL: tokenTTL.String()})
 	cancel()
 	if err != nil {
 		return
 	}
 	parent := res.Token
 	var child string
-	rot := c.do(ctx, HistOp{Kind: OpRotate, Key: parent, Probe: id}, ResultUsed, func(ctx context.Context) error {
+	rot := c.do(ctx, history.Op{Kind: history.OpRotate, Key: parent, Probe: id}, history.ResultUsed, func(ctx context.Context) error {
 		out, err := n.Rotate(ctx, wire.RotateRequest{Token: parent})
 		if err == nil {
 			child = out.Token
 		}
 		return err
 	})
-	if rot.Outcome != OutcomeOK || rot.Result != ResultUsed {
+	if rot.Outcome != history.OutcomeOK || rot.Result != history.ResultUsed {
 		return
 	}
-	replay := c.do(ctx, HistOp{Kind: OpReplay, Key: parent, Probe: id}, ResultUsed, func(ctx context.Context) error {
+	replay := c.do(ctx, history.Op{Kind: history.OpReplay, Key: parent, Probe: id}, history.ResultUsed, func(ctx context.Context) error {
 		_, err := c.node().Rotate(ctx, wire.RotateRequest{Token: parent})
 		return err
 	})
-	if replay.Outcome != OutcomeOK {
+	if replay.Outcome != history.OutcomeOK {
 		return
 	}
-	c.lookup(ctx, child, OpLookupChild, id)
+	c.lookup(ctx, child, history.OpLookupChild, id)
 }
 
 // chaosKind is the kind of the linearizability keys: single-use, without
@@ -478,16 +470,16 @@ func (r *chaosRun) verify(ctx context.Context) {
 	seen := map[string]bool{}
 	var keys []target
 	for _, op := range r.h.Ops() {
-		kind := OpLookup
+		kind := history.OpLookup
 		switch op.Kind {
-		case OpLookupChild:
-			kind = OpLookupChild
-		case OpIssue, OpConsume, OpLookup:
-		case OpFlowIssueCode, OpFlowIssueRefresh, OpFlowIssueAccess:
-			if !flowIssued(op) {
+		case history.OpLookupChild:
+			kind = history.OpLookupChild
+		case history.OpIssue, history.OpConsume, history.OpLookup:
+		case history.OpFlowIssueCode, history.OpFlowIssueRefresh, history.OpFlowIssueAccess:
+			if !history.FlowIssued(op) {
 				continue
 			}
-			kind = OpFlowLookup
+			kind = history.OpFlowLookup
 		default:
 			continue
 		}
@@ -529,14 +521,14 @@ func (r *chaosRun) verify(ctx context.Context) {
 func (c *chaosClient) readBack(ctx context.Context, key, kind string, probe int) {
 	for ctx.Err() == nil {
 		n := c.node()
-		op := HistOp{Client: c.id, DC: c.dc, Kind: kind, Key: key, Probe: probe, Final: true}
+		op := history.Op{Client: c.id, DC: c.dc, Kind: kind, Key: key, Probe: probe, Final: true}
 		rctx, cancel := context.WithTimeout(ctx, c.r.cfg.Timeout)
 		op.Call = c.r.h.Now()
 		_, _, err := n.Lookup(rctx, key, client.LookupOptions{Consistency: wire.ConsistencyLeader})
 		op.Return = c.r.h.Now()
 		cancel()
-		op.Outcome, op.Result = classify(kind, err, ResultActive)
-		if op.Outcome == OutcomeOK {
+		op.Outcome, op.Result = history.Classify(kind, err, history.ResultActive)
+		if op.Outcome == history.OutcomeOK {
 			c.r.h.Add(op)
 			return
 		}
@@ -545,152 +537,4 @@ func (c *chaosClient) readBack(ctx context.Context, key, kind string, probe int)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-// report checks the history and writes the files.
-func (r *chaosRun) report(faults []FaultEvent) (*ChaosReport, error) {
-	ops := r.h.Ops()
-	sort.Slice(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
-	rep := &ChaosReport{DCs: proccluster.FormatDCs(r.cfg.DCs), Net: r.cfg.Net, Duration: r.cfg.Duration.String(), Seed: r.cfg.Seed,
-		ClientsPerDC: r.cfg.ClientsPerDC, Ops: countOps(ops), PerSecond: perSecond(ops)}
-	rep.Faults = measureFaults(faults, ops)
-	html := filepath.Join(r.cfg.Out, "linearizability.html")
-	rep.Checks = CheckHistory(ops, r.cfg.CheckTimeout, html)
-	rep.Pass = true
-	for _, c := range rep.Checks {
-		rep.Pass = rep.Pass && c.Pass
-	}
-	for _, f := range rep.Faults {
-		if f.Err != "" {
-			rep.Pass = false
-		}
-	}
-	if _, err := os.Stat(html); err == nil {
-		rep.Files = append(rep.Files, html)
-	}
-	return rep, r.writeFiles(rep, ops)
-}
-
-// writeFiles writes the history, the report as JSON and markdown and the
-// timeline PNG to the output directory.
-func (r *chaosRun) writeFiles(rep *ChaosReport, ops []HistOp) error {
-	files := map[string]func(string) error{
-		"history.json": func(p string) error { return WriteHistory(p, ops) },
-		"chaos.json":   rep.WriteJSON,
-		"chaos.md":     rep.WriteMarkdown,
-		"timeline.png": rep.WriteTimeline,
-	}
-	names := []string{"history.json", "chaos.json", "chaos.md", "timeline.png"}
-	for _, name := range names {
-		p := filepath.Join(r.cfg.Out, name)
-		if err := files[name](p); err != nil {
-			return err
-		}
-		rep.Files = append(rep.Files, p)
-	}
-	return nil
-}
-
-// isWrite reports whether op is a write of the history.
-func isWrite(op HistOp) bool {
-	switch op.Kind {
-	case OpIssue, OpConsume, OpRotate, OpReplay,
-		OpFlowIssueCode, OpFlowIssueRefresh, OpFlowIssueAccess, OpFlowConsume, OpFlowRace, OpFlowRotate:
-		return true
-	}
-	return false
-}
-
-// acknowledged reports whether a write was acknowledged with a change.
-func acknowledged(op HistOp) bool {
-	return isWrite(op) && op.Outcome == OutcomeOK && (op.Result == ResultCreated || op.Result == ResultUsed)
-}
-
-// measureFaults adds to each fault the writes made while it lasted and
-// what its fault's expectation asks: the time until writes resumed, the
-// answers of the majority side's clients and of the cut side's nodes.
-func measureFaults(faults []FaultEvent, ops []HistOp) []FaultEvent {
-	out := append([]FaultEvent(nil), faults...)
-	for i := range out {
-		f := &out[i]
-		expect := expectOf(f.Kind)
-		at, healed := int64(f.At*float64(time.Second)), int64(f.Healed*float64(time.Second))
-		first := int64(-1)
-		for _, op := range ops {
-			// A race's second consume goes to another DC on purpose.
-			if expect.MajorityAnswered && len(f.MajorityDCs) > 0 && !op.Final && op.Kind != OpFlowRace && slices.Contains(f.MajorityDCs, op.DC) {
-				switch {
-				case op.Call >= at && op.Call <= healed:
-					f.MajorityOps++
-					if op.Outcome == OutcomeOK {
-						f.MajorityOK++
-					}
-				case op.Call >= 2*at-healed && op.Call < at:
-					f.MajorityOpsBefore++
-				}
-			}
-			if expect.CutAnswered && isWrite(op) && !op.Final && op.Kind != OpFlowRace && slices.Contains(f.CutDCs, op.DC) && op.Call <= healed && op.Return >= at {
-				f.CutWrites++
-				if op.Answered && op.Return <= healed {
-					f.CutWritesAnswered++
-				}
-			}
-			if !isWrite(op) || op.Final || op.Call < at {
-				continue
-			}
-			if op.Call <= healed {
-				f.Writes++
-				if op.Outcome == OutcomeOK {
-					f.WritesOK++
-				}
-			}
-			if acknowledged(op) && (first < 0 || op.Return < first) {
-				first = op.Return
-			}
-		}
-		if expect.Resume {
-			f.Resume = -1
-			if first >= 0 {
-				f.Resume = float64(first-at) / float64(time.Second)
-			}
-		}
-	}
-	return out
-}
-
-// countOps counts the operations by kind and outcome.
-func countOps(ops []HistOp) map[string]map[string]int {
-	out := map[string]map[string]int{}
-	for _, op := range ops {
-		kind := op.Kind
-		if op.Final {
-			kind = "final_" + kind
-		}
-		if out[kind] == nil {
-			out[kind] = map[string]int{}
-		}
-		out[kind][op.Outcome]++
-	}
-	return out
-}
-
-// perSecond buckets the operations of the load by the second they
-// returned in: definite answers, and failed or unknown ones.
-func perSecond(ops []HistOp) []Second {
-	var out []Second
-	for _, op := range ops {
-		if op.Final {
-			continue
-		}
-		s := int(op.Return / int64(time.Second))
-		for len(out) <= s {
-			out = append(out, Second{})
-		}
-		if op.Outcome == OutcomeOK {
-			out[s].OK++
-		} else {
-			out[s].Errors++
-		}
-	}
-	return out
 }

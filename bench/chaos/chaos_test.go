@@ -1,4 +1,4 @@
-package bench
+package chaos
 
 import (
 	"slices"
@@ -10,7 +10,7 @@ import (
 
 func TestMajorityDCs(t *testing.T) {
 	run := func(dcs ...proccluster.DC) *chaosRun {
-		r := &chaosRun{cfg: ChaosConfig{DCs: dcs}, cluster: &proccluster.Cluster{}}
+		r := &chaosRun{cfg: Config{DCs: dcs}, cluster: &proccluster.Cluster{}}
 		for _, d := range dcs {
 			for k := range d.Nodes + d.NonVoters {
 				id := "n" + strconv.Itoa(len(r.cluster.Nodes)+1)

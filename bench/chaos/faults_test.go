@@ -1,4 +1,4 @@
-package bench
+package chaos
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenstore/tokenstore/bench/history"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
@@ -105,20 +106,20 @@ func TestFaultExpectations(t *testing.T) {
 // measureFaults fills what a fault's expectation asks for, and only that.
 func TestMeasureFaults(t *testing.T) {
 	s := int64(time.Second)
-	ops := []HistOp{
+	ops := []history.Op{
 		// Before the faults, in DC a: in as long a time just before, and
 		// earlier.
-		{DC: "a", Kind: OpLookup, Call: 1 * s, Return: 1*s + 1, Outcome: OutcomeOK, Result: ResultActive},
-		{DC: "a", Kind: OpLookup, Call: 6 * s, Return: 6*s + 1, Outcome: OutcomeOK, Result: ResultActive},
+		{DC: "a", Kind: history.OpLookup, Call: 1 * s, Return: 1*s + 1, Outcome: history.OutcomeOK, Result: history.ResultActive},
+		{DC: "a", Kind: history.OpLookup, Call: 6 * s, Return: 6*s + 1, Outcome: history.OutcomeOK, Result: history.ResultActive},
 		// During them: a write of DC a acknowledged 2.5s after the start
 		// of the faults, a lookup of DC a, a write of DC b answered with
 		// a 503 and one of DC b never answered.
-		{DC: "a", Kind: OpIssue, Call: 11 * s, Return: 12*s + s/2, Outcome: OutcomeOK, Result: ResultCreated, Answered: true},
-		{DC: "a", Kind: OpLookup, Call: 11 * s, Return: 11*s + 1, Outcome: OutcomeOK, Result: ResultActive, Answered: true},
-		{DC: "b", Kind: OpConsume, Call: 12 * s, Return: 13 * s, Outcome: OutcomeFailed, Answered: true},
-		{DC: "b", Kind: OpConsume, Call: 12 * s, Return: 17 * s, Outcome: OutcomeUnknown},
+		{DC: "a", Kind: history.OpIssue, Call: 11 * s, Return: 12*s + s/2, Outcome: history.OutcomeOK, Result: history.ResultCreated, Answered: true},
+		{DC: "a", Kind: history.OpLookup, Call: 11 * s, Return: 11*s + 1, Outcome: history.OutcomeOK, Result: history.ResultActive, Answered: true},
+		{DC: "b", Kind: history.OpConsume, Call: 12 * s, Return: 13 * s, Outcome: history.OutcomeFailed, Answered: true},
+		{DC: "b", Kind: history.OpConsume, Call: 12 * s, Return: 17 * s, Outcome: history.OutcomeUnknown},
 		// A final read counts for none.
-		{DC: "a", Kind: OpLookup, Call: 12 * s, Return: 12*s + 1, Outcome: OutcomeOK, Result: ResultActive, Final: true},
+		{DC: "a", Kind: history.OpLookup, Call: 12 * s, Return: 12*s + 1, Outcome: history.OutcomeOK, Result: history.ResultActive, Final: true},
 	}
 	side := FaultEvent{At: 10, Healed: 15, MajorityDCs: []string{"a"}, CutDCs: []string{"b"}}
 	event := func(kind string) FaultEvent { ev := side; ev.Kind = kind; return ev }
@@ -149,7 +150,7 @@ func TestMeasureFaults(t *testing.T) {
 // The report's columns follow the expectations: the resume time for a
 // leader kill, the sides' answers for a partition.
 func TestReportColumnsFollowExpectations(t *testing.T) {
-	rep := &ChaosReport{Faults: []FaultEvent{
+	rep := &Report{Faults: []FaultEvent{
 		{Kind: FaultKillLeader, Node: "n1", DC: "a", Resume: 1.25},
 		{Kind: FaultPause, Node: "n2", DC: "a"},
 		{Kind: FaultPartitionPrimary, Node: "n1,n2,n3", DC: "a", At: 1, Healed: 2, MajorityDCs: []string{"a"}, MajorityOps: 4, MajorityOK: 3,

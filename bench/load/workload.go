@@ -1,4 +1,4 @@
-package bench
+package load
 
 import (
 	"context"
@@ -53,7 +53,7 @@ func (c Config) load() Load {
 // progress once a second.
 func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	load := cfg.load()
-	if err := load.validate(); err != nil {
+	if err := load.Validate(); err != nil {
 		return nil, err
 	}
 	if !slices.Contains(Workloads, cfg.Workload) {
@@ -75,12 +75,12 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		steps = newStepSet()
 		op = oauthOp(ts, cmpOr(cfg.OAuthLookups, 3), steps)
 	default:
-		op, err = prepare(ctx, t, targetOp(cfg.Workload), prepared{tokens: cfg.Tokens, clients: cfg.Clients}, progress)
+		op, err = Prepare(ctx, t, targetOp(cfg.Workload), Prepared{Tokens: cfg.Tokens, Clients: cfg.Clients}, progress)
 	}
 	if err != nil {
 		return nil, err
 	}
-	r := drive(ctx, cfg.Workload, load, op, progress)
+	r := Drive(ctx, cfg.Workload, load, op, progress)
 	r.System = system
 	if steps != nil {
 		r.Steps = steps.results(r)
@@ -115,15 +115,16 @@ func targetOp(workload string) string {
 	return workload
 }
 
-// prepared is what an operation has before measuring starts.
-type prepared struct {
-	tokens  int      // tokens to pre-issue for consume or lookup
-	clients int      // workers that pre-issue them
-	live    []string // tokens already issued, which lookup reads
+// Prepared is what an operation has before measuring starts.
+type Prepared struct {
+	Tokens  int      // tokens to pre-issue for consume or lookup
+	Clients int      // workers that pre-issue them
+	Live    []string // tokens already issued, which lookup reads
 }
 
-// prepare issues what op needs on t and returns the timed operation.
-func prepare(ctx context.Context, t Target, op string, p prepared, progress io.Writer) (Op, error) {
+// Prepare issues what op, one of PeerOps, needs on t and returns the
+// timed operation.
+func Prepare(ctx context.Context, t Target, op string, p Prepared, progress io.Writer) (Op, error) {
 	switch op {
 	case "issue":
 		keys := newKeys()
@@ -132,16 +133,16 @@ func prepare(ctx context.Context, t Target, op string, p prepared, progress io.W
 			return err
 		}, nil
 	case "consume":
-		toks, err := preissue(ctx, t, p.tokens, p.clients, progress)
+		toks, err := Preissue(ctx, t, p.Tokens, p.Clients, progress)
 		if err != nil {
 			return nil, err
 		}
 		return onceEach(toks, t.Consume), nil
 	case "lookup":
-		toks := p.live
+		toks := p.Live
 		if len(toks) == 0 {
 			var err error
-			if toks, err = preissue(ctx, t, p.tokens, p.clients, progress); err != nil {
+			if toks, err = Preissue(ctx, t, p.Tokens, p.Clients, progress); err != nil {
 				return nil, err
 			}
 		}
@@ -181,9 +182,9 @@ func onceEach(toks []string, op func(ctx context.Context, tok string) error) Op 
 	}
 }
 
-// preissue issues n tokens on t from clients workers and returns their
+// Preissue issues n tokens on t from clients workers and returns their
 // handles.
-func preissue(ctx context.Context, t Target, n, clients int, progress io.Writer) ([]string, error) {
+func Preissue(ctx context.Context, t Target, n, clients int, progress io.Writer) ([]string, error) {
 	return issueWith(ctx, n, clients, progress, func(ctx context.Context, key string) (string, error) { return t.Issue(ctx, key) })
 }
 
@@ -248,7 +249,7 @@ func rotateOp(ctx context.Context, ts *Tokenstore, cfg Config, progress io.Write
 
 // introspectOp introspects pre-issued tokens round-robin.
 func introspectOp(ctx context.Context, ts *Tokenstore, cfg Config, progress io.Writer) (Op, error) {
-	toks, err := preissue(ctx, ts, cfg.Tokens, cfg.Clients, progress)
+	toks, err := Preissue(ctx, ts, cfg.Tokens, cfg.Clients, progress)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,10 @@
-// Package bench measures a running token store from the outside, through
-// the same Go client application servers use, and its peers (etcd, Redis,
-// memcached) through theirs, with one driver loop.
-package bench
+// Package load is the load driver: it measures a running token store
+// from the outside, through the same Go client application servers use,
+// and any other system behind a Target, with one driver loop (closed, or
+// open at a fixed rate) and HDR latency histograms. Its workloads are
+// tokenstore's operations and an OAuth authorization-code flow; its Report
+// writes a table, JSON, markdown and latency and throughput plots.
+package load
 
 import (
 	"context"
@@ -44,7 +47,8 @@ type Load struct {
 	MaxInFlight int
 }
 
-func (l Load) validate() error {
+// Validate reports a load that cannot be driven.
+func (l Load) Validate() error {
 	if l.Clients < 1 || l.Duration <= 0 || l.Rate < 0 {
 		return fmt.Errorf("bench: need clients >= 1, a positive duration and a rate >= 0")
 	}
@@ -159,10 +163,11 @@ func (f *failures) fill(r *Result) {
 	}
 }
 
-// drive runs op under load and reports what it measured; op returning
+// Drive runs op under load and reports what it measured, the run named
+// name; progress lines go to progress once a second. An op returning
 // errExhausted ends the run early (a closed-loop worker, or the open
 // loop's schedule).
-func drive(ctx context.Context, name string, load Load, op Op, progress io.Writer) *Result {
+func Drive(ctx context.Context, name string, load Load, op Op, progress io.Writer) *Result {
 	if load.Rate > 0 {
 		return driveOpen(ctx, name, load, op, progress)
 	}

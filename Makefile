@@ -21,7 +21,7 @@ run:
 # Every Go module of the repository: the daemon's at the root, and any
 # below it with a go.mod of its own (storage adapters that bring their
 # OAuth server's dependencies) gets its tests and vet run too.
-MODULES := $(shell find . -name go.mod -not -path './.git/*' -printf '%h\n' | sort)
+MODULES := $(shell find . -name go.mod -not -path './.git/*' -exec dirname {} \; | sort)
 
 # Everything that must pass before a change lands.
 test: deps check

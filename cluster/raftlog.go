@@ -13,11 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/tokenstore/tokenstore/internal/logging"
 )
-
-// levelTrace is where hclog's Trace lands in slog: below Debug, so a
-// handler at Debug leaves it out.
-const levelTrace = slog.LevelDebug - 4
 
 // raftLogger is the hclog.Logger that hashicorp/raft logs through. It
 // writes into the node's slog.Logger, so Raft's lines come out of the
@@ -43,7 +40,7 @@ func newRaftLogger(l *slog.Logger, name string) hclog.Logger {
 func slogLevel(level hclog.Level) slog.Level {
 	switch level {
 	case hclog.Trace:
-		return levelTrace
+		return logging.LevelTrace
 	case hclog.Debug:
 		return slog.LevelDebug
 	case hclog.Warn:
@@ -71,7 +68,7 @@ func (l *raftLogger) Log(level hclog.Level, msg string, args ...any) {
 	l.log.LogAttrs(context.Background(), slogLevel(level), msg, attrs...)
 }
 
-// Trace logs at levelTrace.
+// Trace logs at logging.LevelTrace.
 func (l *raftLogger) Trace(msg string, args ...any) { l.Log(hclog.Trace, msg, args...) }
 
 // Debug logs at slog.LevelDebug.
@@ -86,7 +83,7 @@ func (l *raftLogger) Warn(msg string, args ...any) { l.Log(hclog.Warn, msg, args
 // Error logs at slog.LevelError.
 func (l *raftLogger) Error(msg string, args ...any) { l.Log(hclog.Error, msg, args...) }
 
-// IsTrace reports whether the handler takes levelTrace.
+// IsTrace reports whether the handler takes logging.LevelTrace.
 func (l *raftLogger) IsTrace() bool { return l.enabled(hclog.Trace) }
 
 // IsDebug reports whether the handler takes slog.LevelDebug.
@@ -111,7 +108,13 @@ func (l *raftLogger) With(args ...any) hclog.Logger {
 	for i, a := range attrs {
 		as[i] = a
 	}
-	return &raftLogger{log: l.log.With(as...), name: l.name, implied: append(slices.Clip(l.implied), args...)}
+	implied := append(slices.Clip(l.implied), args...)
+	if len(args)%2 == 1 {
+		// A value without a key gets hclog's MissingKey, as in a line, so
+		// the next With's pairs stay aligned.
+		implied = slices.Insert(implied, len(implied)-1, any(hclog.MissingKey))
+	}
+	return &raftLogger{log: l.log.With(as...), name: l.name, implied: implied}
 }
 
 // Name returns the logger's name, "" if it has none.

@@ -156,9 +156,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.pprof.Close()
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
 		defer cancel()
+		// Requests still in flight after the drain keep running while the
+		// node hands leadership over; the process exit ends them.
 		if err := s.http.Shutdown(ctx); err != nil {
 			s.log.Warn("drain incomplete", "err", err)
-			s.http.Close()
 		}
 		return s.closeNode()
 	})

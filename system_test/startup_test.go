@@ -274,3 +274,40 @@ func TestJSONLogsAreOneStream(t *testing.T) {
 		t.Fatalf("no line of Raft's (module raft) among %d lines", len(lines))
 	}
 }
+
+// With --log-format json a node that cannot start says why in JSON too;
+// a gossip key from the environment never shows in the usage.
+func TestServeFailsInJSONAndHidesTheEnvKey(t *testing.T) {
+	addrs, err := proccluster.FreeAddrs(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addrs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cmd := exec.Command(binary, "serve", "--data-dir", t.TempDir(), "--log-format", "json",
+		"--api-addr", addrs[0], "--raft-addr", addrs[1])
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("serve on a taken Raft port: want a failure, got exit 0: %s", out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	for _, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Errorf("a line that is not JSON: %q", l)
+		}
+	}
+	if last := lines[len(lines)-1]; !strings.Contains(last, `"level":"ERROR"`) || !strings.Contains(last, "address already in use") {
+		t.Errorf("last line %q: want the reason at ERROR", last)
+	}
+
+	const key = "c2VjcmV0LWdvc3NpcC1rZXktMzItYnl0ZXMhISEhISE="
+	help := exec.Command(binary, "serve", "-h")
+	help.Env = append(os.Environ(), "TOKENSTORE_GOSSIP_KEY="+key)
+	out, err = help.CombinedOutput()
+	if err != nil || strings.Contains(string(out), key) {
+		t.Errorf("serve -h with $TOKENSTORE_GOSSIP_KEY: %v; the key must not be printed: %s", err, out)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/tokenstore/tokenstore/internal/logging"
 )
 
 func newKeyring(keys [][]byte) (*memberlist.Keyring, error) {
@@ -227,11 +228,8 @@ var gossipLevels = []struct {
 	{"[WARN]", slog.LevelWarn},
 	{"[INFO]", slog.LevelInfo},
 	{"[DEBUG]", slog.LevelDebug},
-	{"[TRACE]", levelTrace},
+	{"[TRACE]", logging.LevelTrace},
 }
-
-// levelTrace is below Debug, where the node puts Raft's trace lines too.
-const levelTrace = slog.LevelDebug - 4
 
 func (w gossipLogWriter) Write(p []byte) (int, error) {
 	msg := strings.TrimSpace(string(p))

@@ -1,3 +1,7 @@
+// Command tokenstore-bench measures tokenstore: workloads against running
+// nodes, local clusters, tokenstore beside etcd, Redis and memcached, the
+// chaos run with its checked history, and the router's overhead. It runs
+// the tokenstore binary; the daemon links none of its tooling.
 package main
 
 import (

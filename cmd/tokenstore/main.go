@@ -57,11 +57,17 @@ func main() {
 	if errors.Is(err, flag.ErrHelp) {
 		return // -h: the flag set printed the usage
 	}
+	if errors.Is(err, errReported) {
+		os.Exit(1)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tokenstore:", err)
 		os.Exit(1)
 	}
 }
+
+// errReported is an error the command has logged already.
+var errReported = errors.New("reported")
 
 // envOr is the environment variable name, or def when it is unset.
 func envOr(name, def string) string {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api"
 	"github.com/tokenstore/tokenstore/cluster/transport"
+	"github.com/tokenstore/tokenstore/internal/logging"
 	"github.com/tokenstore/tokenstore/server"
 	"github.com/tokenstore/tokenstore/token"
 )
@@ -60,7 +61,7 @@ func serve(args []string) error {
 	fs.StringVar(&cfg.GossipAdvertise, "advertise-gossip", cfg.GossipAdvertise, "WAN gossip address other nodes reach this one at")
 	fs.StringVar(&cfg.GossipLANAddr, "gossip-lan-addr", cfg.GossipLANAddr, "gossip address of the pool of this DC (default: the --gossip-addr host, port+1)")
 	fs.StringVar(&cfg.GossipLANAdvertise, "advertise-gossip-lan", cfg.GossipLANAdvertise, "LAN gossip address other nodes of this DC reach this one at")
-	fs.StringVar(&f.gossipKey, "gossip-key", os.Getenv("TOKENSTORE_GOSSIP_KEY"), "gossip encryption keyring: base64 keys of 16, 24 or 32 bytes, comma-separated, the first one primary (or $TOKENSTORE_GOSSIP_KEY)")
+	fs.StringVar(&f.gossipKey, "gossip-key", "", "gossip encryption keyring: base64 keys of 16, 24 or 32 bytes, comma-separated, the first one primary (or $TOKENSTORE_GOSSIP_KEY)")
 	fs.StringVar(&f.join, "join", "", "WAN gossip addresses of existing nodes, comma-separated")
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", cfg.BootstrapExpect, "first start of a new cluster: bootstrap once this many voters see each other")
 	fs.BoolVar(&cfg.NonVoter, "nonvoter", cfg.NonVoter, "join as a non-voter: a read replica that never leads")
@@ -83,10 +84,23 @@ func serve(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
 	}
-	if err := f.apply(&cfg); err != nil {
-		return err
+	// Read after parsing, not as the flag's default: a default would be
+	// printed with the usage.
+	if f.gossipKey == "" {
+		f.gossipKey = os.Getenv("TOKENSTORE_GOSSIP_KEY")
 	}
-	return run(cfg)
+	err := f.apply(&cfg)
+	if err == nil {
+		err = run(cfg)
+	}
+	if err != nil && cfg.LogFormat == "json" {
+		// Every line is JSON, the reason the node stopped included.
+		if log, lerr := logging.New(os.Stderr, cfg.LogLevel, cfg.LogFormat); lerr == nil {
+			log.Error("tokenstore serve stopped", "err", err)
+			return errReported
+		}
+	}
+	return err
 }
 
 // run serves the node until SIGTERM or SIGINT, then drains the requests

@@ -16,7 +16,7 @@ func New(w io.Writer, level, format string) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: %w", level, err)
 	}
-	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: durationText}
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: replace}
 	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
@@ -26,10 +26,19 @@ func New(w io.Writer, level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
-// durationText turns a duration attribute into its String form.
-func durationText(_ []string, a slog.Attr) slog.Attr {
-	if a.Value.Kind() == slog.KindDuration {
+// LevelTrace is where the trace lines of Raft and memberlist land: below
+// Debug, written as TRACE.
+const LevelTrace = slog.LevelDebug - 4
+
+// replace writes durations as text and LevelTrace as TRACE.
+func replace(groups []string, a slog.Attr) slog.Attr {
+	switch {
+	case a.Value.Kind() == slog.KindDuration:
 		a.Value = slog.StringValue(a.Value.Duration().String())
+	case len(groups) == 0 && a.Key == slog.LevelKey:
+		if lv, ok := a.Value.Any().(slog.Level); ok && lv == LevelTrace {
+			a.Value = slog.StringValue("TRACE")
+		}
 	}
 	return a
 }

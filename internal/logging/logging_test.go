@@ -2,6 +2,7 @@ package logging
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
@@ -50,5 +51,19 @@ func TestRefusesUnknownLevelAndFormat(t *testing.T) {
 		if _, err := New(&bytes.Buffer{}, tc.level, tc.format); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New(%q, %q): want an error naming %q, got %v", tc.level, tc.format, tc.want, err)
 		}
+	}
+}
+
+// Trace lines, below Debug, are named TRACE.
+func TestTraceLevelName(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := New(&buf, "debug-4", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Log(context.Background(), LevelTrace, "heartbeat")
+	var got struct{ Level string }
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil || got.Level != "TRACE" {
+		t.Errorf("level %q (%v) in %q, want TRACE", got.Level, err, buf.String())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -242,14 +243,15 @@ func checkPNGs(t *testing.T, dir string, n int) {
 	}
 }
 
-// TestBenchPeers runs `bench peers` briefly with tokenstore, memcached
-// and whichever of etcd and Redis are installed; each peer's results are
-// checked in a subtest that is skipped when the peer is absent.
+// TestBenchPeers runs `bench peers` briefly with tokenstore, memcached,
+// the HTTP floor and whichever of etcd and Redis are installed; each
+// peer's results are checked in a subtest that is skipped when the peer
+// is absent. On Linux every result must carry its servers' CPU time.
 func TestBenchPeers(t *testing.T) {
 	if _, err := exec.LookPath("memcached"); err != nil {
 		t.Fatalf("memcached is not installed (make test installs it): %v", err)
 	}
-	systems := []string{"tokenstore", "memcached"}
+	systems := []string{"tokenstore", "memcached", load.FloorSystem}
 	for _, p := range []string{"etcd", "redis"} {
 		if _, err := exec.LookPath(peerBinary(p)); err == nil {
 			systems = append(systems, p)
@@ -270,8 +272,9 @@ func TestBenchPeers(t *testing.T) {
 	if len(files) != 8 { // cdf and throughput for issue, consume, lookup and nonce
 		t.Errorf("want 8 plots, got %v", files)
 	}
-	want := map[string][]string{"tokenstore": load.PeerOps, "etcd": {"issue", "consume", "lookup"},
+	want := map[string][]string{"tokenstore": load.PeerOps, load.FloorSystem: load.PeerOps, "etcd": {"issue", "consume", "lookup"},
 		"redis": {"issue", "consume", "lookup"}, "memcached": {"nonce"}}
+	procs := map[string]int{"tokenstore": 3, "etcd": 3} // server processes; the others have one
 	for _, sys := range peers.Systems {
 		t.Run(sys, func(t *testing.T) {
 			if !slices.Contains(systems, sys) {
@@ -290,6 +293,9 @@ func TestBenchPeers(t *testing.T) {
 					t.Errorf("%s %s: want successful samples, 20 live tokens: %+v (%s)", sys, r.Workload, r, r.FirstError)
 				} else if r.Errors > 0 {
 					t.Logf("%s %s: %d of %d failed under load, first: %s", sys, r.Workload, r.Errors, r.Ops, r.FirstError)
+				}
+				if runtime.GOOS == "linux" && (r.ServerCPU == nil || len(r.ServerCPU.Procs) != max(1, procs[sys]) || r.ServerCPU.Total < 0) {
+					t.Errorf("%s %s: want the CPU time of %d server processes, got %+v", sys, r.Workload, max(1, procs[sys]), r.ServerCPU)
 				}
 			}
 			if !slices.Equal(ops, want[sys]) {

@@ -82,6 +82,9 @@ type Result struct {
 	// Steps are the parts of a composite operation (oauth), each with
 	// its own latencies.
 	Steps []*Result `json:"steps,omitempty"`
+	// ServerCPU is what the system's server processes spent on CPU in
+	// the timed window; nil where it was not measured.
+	ServerCPU *ServerCPU `json:"server_cpu,omitempty"`
 
 	hist *hdrhistogram.Histogram // for Merge
 }

@@ -81,6 +81,10 @@ func procField(path, key string) string {
 	return ""
 }
 
+// FloorSystem is the HTTP floor among the peers: a server that decodes
+// each request's JSON and answers a fixed record, and does nothing else.
+const FloorSystem = "floor"
+
 // Ratio is tokenstore against one peer for one operation at one scale.
 type Ratio struct {
 	Op      string  `json:"op"`
@@ -88,12 +92,31 @@ type Ratio struct {
 	Peer    string  `json:"peer"`
 	OpsPerS float64 `json:"ops_per_s"` // tokenstore / peer: higher is better
 	P99     float64 `json:"p99"`       // tokenstore / peer: lower is better
+	// CPU is the servers' CPU per operation, tokenstore / peer (lower is
+	// better), where both were measured.
+	CPU float64 `json:"cpu_per_op,omitempty"`
 }
 
 // Ratios compares tokenstore with every peer that ran the same operation
 // at the same scale.
 func (rep *Report) Ratios() []Ratio {
 	var out []Ratio
+	for _, p := range rep.pairs() {
+		ts, peer := p[0], p[1]
+		x := Ratio{Op: ts.Workload, Live: ts.Live, Peer: peer.System,
+			OpsPerS: ts.OpsPerS / peer.OpsPerS, P99: float64(ts.P99) / float64(peer.P99)}
+		if ts.ServerCPU != nil && peer.ServerCPU != nil && peer.ServerCPU.PerOp > 0 {
+			x.CPU = ts.ServerCPU.PerOp / peer.ServerCPU.PerOp
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// pairs are tokenstore's result and a peer's for each operation and
+// scale both ran, the peer's with samples.
+func (rep *Report) pairs() [][2]*Result {
+	var out [][2]*Result
 	for _, ts := range rep.Results {
 		if ts.System != "tokenstore" {
 			continue
@@ -102,11 +125,18 @@ func (rep *Report) Ratios() []Ratio {
 			if p.System == "tokenstore" || p.Workload != ts.Workload || p.Live != ts.Live || p.OpsPerS == 0 || p.P99 == 0 {
 				continue
 			}
-			out = append(out, Ratio{Op: ts.Workload, Live: ts.Live, Peer: p.System,
-				OpsPerS: ts.OpsPerS / p.OpsPerS, P99: float64(ts.P99) / float64(p.P99)})
+			out = append(out, [2]*Result{ts, p})
 		}
 	}
 	return out
+}
+
+// cpuRatio is x.CPU for a table, "-" when it was not measured.
+func cpuRatio(x Ratio) string {
+	if x.CPU == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", x.CPU)
 }
 
 // allResults lists the results with the steps of composite operations.
@@ -123,27 +153,27 @@ func (rep *Report) allResults() []*Result {
 // the ratios and the scale figures.
 func (rep *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "system\top\tlive\tmode\tclients\tops/s\tp50\tp90\tp99\tp99.9\tmax\terrors\t")
+	fmt.Fprintln(tw, "system\top\tlive\tmode\tclients\tops/s\tp50\tp90\tp99\tp99.9\tmax\terrors\tcpu/op\t")
 	for _, r := range rep.allResults() {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%d\t\n", r.System, r.Workload, r.Live, r.Mode, r.Clients,
-			r.OpsPerS, ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), ms(r.Max), r.Errors)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t\n", r.System, r.Workload, r.Live, r.Mode, r.Clients,
+			r.OpsPerS, ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), ms(r.Max), r.Errors, cpuPerOp(r))
 	}
 	if ratios := rep.Ratios(); len(ratios) > 0 {
-		fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t\t\t\t\t")
-		fmt.Fprintln(tw, "tokenstore/peer\top\tlive\t\t\tops/s\t\t\tp99\t\t\t\t")
+		fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t\t\t\t\t\t")
+		fmt.Fprintln(tw, "tokenstore/peer\top\tlive\t\t\tops/s\t\t\tp99\t\t\t\tcpu/op\t")
 		for _, x := range ratios {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t\t\t%.2f\t\t\t%.2f\t\t\t\t\n", x.Peer, x.Op, x.Live, x.OpsPerS, x.P99)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t\t\t%.2f\t\t\t%.2f\t\t\t\t%s\t\n", x.Peer, x.Op, x.Live, x.OpsPerS, x.P99, cpuRatio(x))
 		}
 	}
 	if len(rep.Scales) > 0 {
-		fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t\t\t\t\t")
-		fmt.Fprintln(tw, "system\tlive\tmax RSS/process\tsnapshot\trestore\t\t\t\t\t\t\t\t")
+		fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t\t\t\t\t\t")
+		fmt.Fprintln(tw, "system\tlive\tmax RSS/process\tsnapshot\trestore\t\t\t\t\t\t\t\t\t")
 		for _, s := range rep.Scales {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t\t\t\t\t\t\t\t\n", s.System, s.Live, mib(maxRSS(s.RSS)), ms(s.Snapshot), ms(s.Restore))
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t\t\t\t\t\t\t\t\t\n", s.System, s.Live, mib(maxRSS(s.RSS)), ms(s.Snapshot), ms(s.Restore))
 		}
 	}
 	for name, why := range rep.Skipped {
-		fmt.Fprintf(tw, "skipped %s: %s\t\t\t\t\t\t\t\t\t\t\t\t\n", name, why)
+		fmt.Fprintf(tw, "skipped %s: %s\t\t\t\t\t\t\t\t\t\t\t\t\t\n", name, why)
 	}
 	return tw.Flush()
 }
@@ -184,18 +214,19 @@ func (rep *Report) WriteMarkdown(path string) error {
 		fmt.Fprintf(&b, "; %s", m.Versions[k])
 	}
 	b.WriteString(".\n\n## Results\n\n")
-	b.WriteString("| system | op | live tokens | mode | clients | ops/s | p50 | p90 | p99 | p99.9 | max | errors |\n")
-	b.WriteString("|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| system | op | live tokens | mode | clients | ops/s | p50 | p90 | p99 | p99.9 | max | errors | server CPU/op |\n")
+	b.WriteString("|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, r := range rep.allResults() {
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %d | %.0f | %s | %s | %s | %s | %s | %d |\n", r.System, r.Workload, r.Live, r.Mode,
-			r.Clients, r.OpsPerS, ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), ms(r.Max), r.Errors)
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %d | %.0f | %s | %s | %s | %s | %s | %d | %s |\n", r.System, r.Workload, r.Live, r.Mode,
+			r.Clients, r.OpsPerS, ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), ms(r.Max), r.Errors, cpuPerOp(r))
 	}
 	if ratios := rep.Ratios(); len(ratios) > 0 {
-		b.WriteString("\n## tokenstore / peer\n\n| op | live tokens | peer | ops/s ratio | p99 ratio |\n|---|--:|---|--:|--:|\n")
+		b.WriteString("\n## tokenstore / peer\n\n| op | live tokens | peer | ops/s ratio | p99 ratio | CPU/op ratio |\n|---|--:|---|--:|--:|--:|\n")
 		for _, x := range ratios {
-			fmt.Fprintf(&b, "| %s | %d | %s | %.2f | %.2f |\n", x.Op, x.Live, x.Peer, x.OpsPerS, x.P99)
+			fmt.Fprintf(&b, "| %s | %d | %s | %.2f | %.2f | %s |\n", x.Op, x.Live, x.Peer, x.OpsPerS, x.P99, cpuRatio(x))
 		}
 	}
+	rep.writeFloor(&b)
 	if len(rep.Scales) > 0 {
 		b.WriteString("\n## Scale\n\n| system | live tokens | RSS per process | snapshot | restart to ready |\n|---|--:|---|--:|--:|\n")
 		for _, s := range rep.Scales {
@@ -219,4 +250,27 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// writeFloor writes tokenstore beside the HTTP floor, operation by
+// operation, if the floor ran.
+func (rep *Report) writeFloor(b *strings.Builder) {
+	var floor [][2]*Result
+	for _, p := range rep.pairs() {
+		if p[1].System == FloorSystem {
+			floor = append(floor, p)
+		}
+	}
+	if len(floor) == 0 {
+		return
+	}
+	b.WriteString("\n## tokenstore beside the HTTP floor\n\n")
+	b.WriteString("The floor decodes each request's JSON body and answers a fixed record-sized JSON, with the same requests.\n\n")
+	b.WriteString("| op | live tokens | tokenstore ops/s | floor ops/s | tokenstore / floor | tokenstore p99 | floor p99 | tokenstore CPU/op | floor CPU/op |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, p := range floor {
+		ts, fl := p[0], p[1]
+		fmt.Fprintf(b, "| %s | %d | %.0f | %.0f | %.2f | %s | %s | %s | %s |\n", ts.Workload, ts.Live, ts.OpsPerS, fl.OpsPerS,
+			ts.OpsPerS/fl.OpsPerS, ms(ts.P99), ms(fl.P99), cpuPerOp(ts), cpuPerOp(fl))
+	}
 }

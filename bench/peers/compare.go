@@ -1,8 +1,11 @@
 // Package peers measures tokenstore side by side with etcd, Redis and
-// memcached on one machine: each system is started on loopback, stopped by
-// pid, filled to the same live token counts and driven with the same
-// operations and load by the load driver, one system after the other. The
-// report gives tokenstore's ratios to each peer.
+// memcached on one machine, and with the HTTP floor (a server that only
+// decodes each request's JSON and answers a fixed record): each system is
+// started on loopback, stopped by pid, filled to the same live token
+// counts and driven with the same operations and load by the load
+// driver, one system after the other. The servers' CPU time is read
+// around each timed window. The report gives tokenstore's ratios to each
+// peer.
 package peers
 
 import (
@@ -20,15 +23,17 @@ import (
 	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
-// Systems are what Run measures, tokenstore first.
-var Systems = []string{"tokenstore", "etcd", "redis", "memcached"}
+// Systems are what Run measures, tokenstore first and the floor right
+// after it, so that the two meet the machine in the same state.
+var Systems = []string{"tokenstore", load.FloorSystem, "etcd", "redis", "memcached"}
 
 // capabilities are the operations each system has an equivalent of.
 var capabilities = map[string][]string{
-	"tokenstore": load.PeerOps,
-	"etcd":       {"issue", "consume", "lookup"},
-	"redis":      {"issue", "consume", "lookup"},
-	"memcached":  {"nonce"},
+	"tokenstore":     load.PeerOps,
+	load.FloorSystem: load.PeerOps,
+	"etcd":           {"issue", "consume", "lookup"},
+	"redis":          {"issue", "consume", "lookup"},
+	"memcached":      {"nonce"},
 }
 
 // Config describes a side-by-side run: every system is started by
@@ -36,6 +41,7 @@ var capabilities = map[string][]string{
 // stopped by pid before the next one starts.
 type Config struct {
 	Binary  string   // the tokenstore binary
+	Bench   string   // the tokenstore-bench binary, whose floor command serves the floor
 	Dir     string   // data and logs of every server
 	Systems []string // default Systems
 	Ops     []string // default PeerOps
@@ -58,6 +64,8 @@ type system struct {
 	reader load.Target // lookup: a follower where there is one
 	stop   func()
 	rss    func() map[string]int64
+	// procs are the server processes whose CPU time is the system's.
+	procs func() []*proccluster.Proc
 	// scaled records the snapshot and restore figures of tokenstore.
 	scaled func(ctx context.Context, s *load.Scale) error
 }
@@ -141,7 +149,11 @@ func measureSystem(ctx context.Context, sys *system, cfg Config, rep *load.Repor
 			if err != nil {
 				return err
 			}
+			before := readCPU(sys.procs())
 			r := load.Drive(ctx, op, cfg.Load, run, progress)
+			if after := readCPU(sys.procs()); before != nil && after != nil {
+				r.ServerCPU = load.NewServerCPU(before, after, r.Ops)
+			}
 			r.System, r.Live = sys.name, scale
 			fmt.Fprintf(progress, "%-10s %s\n", sys.name, r)
 			rep.Results = append(rep.Results, r)
@@ -186,7 +198,7 @@ func startSystem(ctx context.Context, name string, cfg Config, mc *Server) (*sys
 			srv.Stop()
 			return nil, err
 		}
-		return &system{name: name, all: all, reader: reader, stop: srv.Stop, rss: srv.RSS}, nil
+		return &system{name: name, all: all, reader: reader, stop: srv.Stop, rss: srv.RSS, procs: srv.procs}, nil
 	case "redis":
 		srv, err := StartRedis(ctx, cfg.Dir)
 		if err != nil {
@@ -197,13 +209,20 @@ func startSystem(ctx context.Context, name string, cfg Config, mc *Server) (*sys
 			srv.Stop()
 			return nil, err
 		}
-		return &system{name: name, all: r, reader: r, stop: srv.Stop, rss: srv.RSS}, nil
+		return &system{name: name, all: r, reader: r, stop: srv.Stop, rss: srv.RSS, procs: srv.procs}, nil
 	case "memcached":
 		if mc == nil {
 			return nil, fmt.Errorf("memcached: %w", proccluster.ErrNotInstalled)
 		}
 		m := load.NewMemcached(mc.Addrs[0], clients)
-		return &system{name: name, all: m, reader: m, stop: func() {}, rss: mc.RSS}, nil
+		return &system{name: name, all: m, reader: m, stop: func() {}, rss: mc.RSS, procs: mc.procs}, nil
+	case load.FloorSystem:
+		srv, err := StartFloor(ctx, cfg.Bench, cfg.Dir)
+		if err != nil {
+			return nil, err
+		}
+		f := newFloor(srv, clients)
+		return &system{name: name, all: f, reader: f, stop: srv.Stop, rss: srv.RSS, procs: srv.procs}, nil
 	}
 	return nil, fmt.Errorf("bench: unknown system %q (want one of %v)", name, Systems)
 }
@@ -251,6 +270,15 @@ func startTokenstore(ctx context.Context, cfg Config, mc *Server) (*system, erro
 			}
 			return out
 		},
+		// The nodes only: memcached, behind the nonce checks, is
+		// measured as a peer of its own.
+		procs: func() []*proccluster.Proc {
+			var out []*proccluster.Proc
+			for _, n := range c.Nodes {
+				out = append(out, n.Proc())
+			}
+			return out
+		},
 	}
 	sys.scaled = func(ctx context.Context, s *load.Scale) error {
 		for _, n := range c.Nodes {
@@ -265,6 +293,20 @@ func startTokenstore(ctx context.Context, cfg Config, mc *Server) (*system, erro
 		return err
 	}
 	return sys, nil
+}
+
+// readCPU is the CPU time of each process by name, or nil if any cannot
+// be read (outside Linux, where it is not measured).
+func readCPU(procs []*proccluster.Proc) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for _, p := range procs {
+		d, err := p.CPU()
+		if err != nil {
+			return nil
+		}
+		out[p.Name] = d
+	}
+	return out
 }
 
 // ParseScales parses "10000,1000000".

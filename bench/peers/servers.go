@@ -25,6 +25,9 @@ func (s *Server) Stop() {
 	}
 }
 
+// procs are the processes, for their CPU time.
+func (s *Server) procs() []*proccluster.Proc { return s.Procs }
+
 // RSS is the resident set size of each process.
 func (s *Server) RSS() map[string]int64 {
 	out := map[string]int64{}

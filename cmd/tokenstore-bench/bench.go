@@ -29,10 +29,13 @@ const usage = `usage: tokenstore-bench <command> [flags]
 commands:
   run      drive workloads against a running tokenstore
   cluster  start a local cluster of tokenstore until SIGINT/SIGTERM
-  peers    tokenstore side by side with etcd, Redis and memcached
+  peers    tokenstore side by side with etcd, Redis, memcached and the
+           HTTP floor, with the servers' CPU per operation
   chaos    a local multi-DC cluster under faults, its history checked
   route    the router's overhead: the same request direct and through it
   echo     a small upstream for trials and benchmarks of the router
+  floor    the HTTP floor of peers: decodes each request's JSON body and
+           answers a fixed record-sized JSON
   loopback one-command measurements on loopback, servers started for them:
            node, nonce, cluster or route
 
@@ -60,6 +63,8 @@ func main() {
 		err = routeBench(args)
 	case "echo":
 		err = echo(args)
+	case "floor":
+		err = floor(args)
 	case "loopback":
 		err = loopback(args)
 	case "-h", "--help", "help":
@@ -277,6 +282,8 @@ func benchPeers(args []string) error {
 		return err
 	}
 	defer cleanup()
+	// This binary serves the floor; without it the floor is skipped.
+	cfg.Bench, _ = os.Executable()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := peers.Run(ctx, cfg, os.Stderr)

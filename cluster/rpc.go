@@ -174,10 +174,10 @@ func (n *Node) rpcServer() *http.Server {
 		if !readRPC(w, r, &args) {
 			return
 		}
-		if k := len(args.Writes); k > maxForwardBatch {
-			n.metrics.refused.Add(float64(k))
-			n.log.Warn("refused a batch of forwarded writes", "remote", r.RemoteAddr, "writes", k, "max", maxForwardBatch)
-			http.Error(w, fmt.Sprintf("bad rpc body: a batch of %d writes, at most %d", k, maxForwardBatch), http.StatusBadRequest)
+		if err := checkBatch(&args); err != nil {
+			n.metrics.refused.Add(float64(len(args.Writes)))
+			n.log.Warn("refused a batch of forwarded writes", "remote", r.RemoteAddr, "err", err)
+			http.Error(w, "bad rpc body: "+err.Error(), http.StatusBadRequest)
 			return
 		}
 		writeRPC(w, n.applyForwardedBatch(r.Context(), r.RemoteAddr, args.Writes))
@@ -211,6 +211,14 @@ func (n *Node) queueForwarded(ctx context.Context, remote string, args applyArgs
 		return nil, refused(err)
 	}
 	return n.enqueue(ctx, args.Req, entry)
+}
+
+// checkBatch refuses a batch larger than a follower sends.
+func checkBatch(args *applyBatchArgs) error {
+	if k := len(args.Writes); k > maxForwardBatch {
+		return fmt.Errorf("%w: a batch of %d forwarded writes, at most %d", ErrRefused, k, maxForwardBatch)
+	}
+	return nil
 }
 
 // applyForwardedBatch admits and queues every write of a batch in order,

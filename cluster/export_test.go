@@ -93,3 +93,11 @@ func DecodeForwardedBatch(check func(fsm.Command) error, body []byte) ([][]byte,
 
 // ForwardedBatch is the body of a batch of forwarded writes.
 type ForwardedBatch = applyBatchArgs
+
+// LeaderRPCVersion is the version of the node-to-node calls this node
+// last learned its leader serves (0: not known yet).
+func (n *Node) LeaderRPCVersion() int {
+	n.leaderRPC.mu.Lock()
+	defer n.leaderRPC.mu.Unlock()
+	return n.leaderRPC.version
+}

@@ -108,7 +108,7 @@ func (n *Node) applyOnce(ctx context.Context, req string, entry []byte, leaderOn
 	if addr == "" {
 		return fsm.Result{}, 0, ErrNoLeader
 	}
-	return n.forward(ctx, string(addr), req, entry)
+	return n.forwardQueued(ctx, addr, req, entry)
 }
 
 // newRequestID returns an id unique in the cluster: a random prefix drawn
@@ -119,31 +119,46 @@ func (n *Node) newRequestID() string {
 
 // applyLocal queues one command for the coalescer and waits for it.
 func (n *Node) applyLocal(ctx context.Context, req string, entry []byte) (fsm.Result, uint64, error) {
+	p, err := n.enqueue(ctx, req, entry)
+	if err != nil {
+		return fsm.Result{}, 0, err
+	}
+	return n.await(ctx, p)
+}
+
+// enqueue queues one command for the coalescer, unless it may not be
+// proposed now; await waits for its answer.
+func (n *Node) enqueue(ctx context.Context, req string, entry []byte) (*pending, error) {
 	// A halted state machine would commit the write and not answer it.
 	if err := n.halted(); err != nil {
-		return fsm.Result{}, 0, err
+		return nil, err
 	}
 	// The version gate: a replica that does not know a command would halt
 	// at it, so it is proposed only once every voter knows it.
 	if t := fsm.Type(entry[0]); !n.votersKnow(t) {
-		return fsm.Result{}, 0, fmt.Errorf("%w: command type %d is not known to every voter yet", ErrUnsupported, t)
+		return nil, fmt.Errorf("%w: command type %d is not known to every voter yet", ErrUnsupported, t)
 	}
 	// Likewise, fields that a replica of an older version would ignore
 	// are written only after the log's fence of this version (maybeFence).
 	if v := n.fsm.LogVersion(); v < fsm.Version {
 		var err error
 		if entry, err = fsm.Downgrade(entry, v); err != nil {
-			return fsm.Result{}, 0, fmt.Errorf("%w: %v", ErrRefused, err)
+			return nil, fmt.Errorf("%w: %v", ErrRefused, err)
 		}
 	}
 	p := &pending{req: req, entry: entry, done: make(chan applied, 1)}
 	select {
 	case n.queue <- p:
+		return p, nil
 	case <-ctx.Done():
-		return fsm.Result{}, 0, ctx.Err()
+		return nil, ctx.Err()
 	case <-n.closing:
-		return fsm.Result{}, 0, ErrShutdown
+		return nil, ErrShutdown
 	}
+}
+
+// await waits for the answer to a queued command.
+func (n *Node) await(ctx context.Context, p *pending) (fsm.Result, uint64, error) {
 	select {
 	case a := <-p.done:
 		return a.res, a.index, a.err

@@ -202,11 +202,12 @@ func (l *consumeLoad) check(t *testing.T, ctx context.Context, n *testcluster.No
 	}
 }
 
-// leaderGoesUnderLoad runs a consume load on the followers of a
-// three-node cluster, takes the leader away with stop (a crash or a
-// shutdown), requires writes to go on, and checks that no acknowledged
-// write was lost and no token consumed twice. It returns the load.
-func leaderGoesUnderLoad(t *testing.T, stop func(leader *testcluster.Node)) *consumeLoad {
+// leaderGoesUnderLoad runs a consume load of so many workers on the
+// followers of a three-node cluster, takes the leader away with stop (a
+// crash or a shutdown), requires writes to go on, and checks that no
+// acknowledged write was lost and no token consumed twice. It returns the
+// load and the survivors.
+func leaderGoesUnderLoad(t *testing.T, workers int, stop func(leader *testcluster.Node)) (*consumeLoad, []*testcluster.Node) {
 	t.Helper()
 	c := testcluster.StartCluster(t, testcluster.Options{}, testcluster.Options{}, testcluster.Options{})
 	ctx := ctxFor(t, 2*time.Minute)
@@ -219,7 +220,7 @@ func leaderGoesUnderLoad(t *testing.T, stop func(leader *testcluster.Node)) *con
 	defer stopLoad()
 	// The load goes to the survivors, so that no request is lost with the
 	// old leader's own HTTP server.
-	load := runConsumeLoad(loadCtx, func() []*testcluster.Node { return survivors }, 8)
+	load := runConsumeLoad(loadCtx, func() []*testcluster.Node { return survivors }, workers)
 	consumedAtLeast := func(what string, n int) {
 		t.Helper()
 		waitFor(t, what, 30*time.Second, func() error {
@@ -246,15 +247,15 @@ func leaderGoesUnderLoad(t *testing.T, stop func(leader *testcluster.Node)) *con
 	load.check(t, ctxFor(t, time.Minute), leader)
 	issued, consumed := load.counts()
 	t.Logf("issued %d, consumed %d, failed requests %d (first: %v)", issued, consumed, load.failures.Load(), load.firstFail.Load())
-	return load
+	return load, survivors
 }
 
 func TestLeaderKilledUnderConsumeLoad(t *testing.T) {
-	leaderGoesUnderLoad(t, func(leader *testcluster.Node) { leader.Kill() })
+	leaderGoesUnderLoad(t, 8, func(leader *testcluster.Node) { leader.Kill() })
 }
 
 func TestGracefulLeaderShutdownLosesNoWrite(t *testing.T) {
-	load := leaderGoesUnderLoad(t, func(leader *testcluster.Node) {
+	load, _ := leaderGoesUnderLoad(t, 8, func(leader *testcluster.Node) {
 		leader.Stop()
 		if !strings.Contains(leader.Logs.String(), "handed leadership over before shutdown") {
 			t.Errorf("the leader did not hand leadership over:\n%s", leader.Logs.String())

@@ -16,7 +16,8 @@
 //     written into the node's slog logger (raftlog.go), writes and
 //     their coalescing into batches (apply.go), what may be proposed
 //     (admit.go), the node-to-node calls that forward writes and reads to
-//     the leader and answer status (rpc.go), read consistency (read.go),
+//     the leader and answer status (rpc.go), a follower's forwarded writes
+//     gathered into batches (forward.go), read consistency (read.go),
 //     contact with a leader and staleness (contact.go), log time and the
 //     version gate from what the voters report (voters.go), the cluster's
 //     status (status.go) and metrics (metrics.go).

@@ -63,3 +63,41 @@ type ForwardedWrite = applyArgs
 
 // ReadCall is the body of a leader read.
 type ReadCall = readArgs
+
+// ServeRPCVersion makes the node claim and serve the node-to-node calls of
+// version v only, as a node of an earlier release would (0: its own).
+func (n *Node) ServeRPCVersion(v int) { n.rpcServed.Store(int32(v)) }
+
+// MaxForwardBatch is how many writes one batch of forwarded writes holds
+// at most.
+const MaxForwardBatch = maxForwardBatch
+
+// DecodeForwardedBatch decodes the body of a batch of forwarded writes as
+// the leader's handler does, and admits each write with check: the
+// entries admitted, and the error of each write refused, by position.
+func DecodeForwardedBatch(check func(fsm.Command) error, body []byte) ([][]byte, []error, error) {
+	var args applyBatchArgs
+	if err := decodeRPC(body, &args); err != nil {
+		return nil, nil, err
+	}
+	if err := checkBatch(&args); err != nil {
+		return nil, nil, err
+	}
+	entries := make([][]byte, len(args.Writes))
+	errs := make([]error, len(args.Writes))
+	for i, w := range args.Writes {
+		entries[i], errs[i] = admitForwarded(check, w.Req, w.Entry)
+	}
+	return entries, errs, nil
+}
+
+// ForwardedBatch is the body of a batch of forwarded writes.
+type ForwardedBatch = applyBatchArgs
+
+// LeaderRPCVersion is the version of the node-to-node calls this node
+// last learned its leader serves (0: not known yet).
+func (n *Node) LeaderRPCVersion() int {
+	n.leaderRPC.mu.Lock()
+	defer n.leaderRPC.mu.Unlock()
+	return n.leaderRPC.version
+}

@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,19 +14,23 @@ import (
 	"github.com/tokenstore/tokenstore/token"
 )
 
-// FuzzForwardedWrite feeds the leader's handler of forwarded writes any
-// body: it never panics; what it admits decodes, is admitted again
-// unchanged (the checks are idempotent), and applies as a command, never
-// as a bad entry.
+// FuzzForwardedWrite feeds the leader's handlers of forwarded writes, one
+// write or a batch, any body: they never panic; what they admit decodes,
+// is admitted again unchanged (the checks are idempotent), and applies as
+// a command, never as a bad entry.
 func FuzzForwardedWrite(f *testing.F) {
 	check := api.CommandChecker(token.DefaultPolicy(), time.Minute)
 	hash := strings.Repeat("h", 32)
+	var batch []cluster.ForwardedWrite
 	seed := func(c fsm.Command) {
 		b, err := fsm.Encode(c)
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(cluster.EncodeRPC(&cluster.ForwardedWrite{Req: "req-1", Entry: b}))
+		w := cluster.ForwardedWrite{Req: fmt.Sprint("req-", len(batch)), Entry: b}
+		batch = append(batch, w)
+		f.Add(cluster.EncodeRPC(&w))
+		f.Add(cluster.EncodeRPC(&cluster.ForwardedBatch{Writes: []cluster.ForwardedWrite{w}}))
 	}
 	// The two probes of the node port: one unknown byte, and a forged
 	// never-expiring developer token.
@@ -44,24 +49,46 @@ func FuzzForwardedWrite(f *testing.F) {
 	seed(&fsm.Batch{Entries: [][]byte{{0x63}}})
 	seed(&fsm.Expire{Before: 1, IDs: []string{"x"}})
 	f.Add([]byte{0x82, 0xa1, 'q', 0xa1, 'x', 0xa1, 'e', 0xc4, 0x01, 0x63})
+	// Every seed in one batch, refused writes among admitted ones, and a
+	// batch larger than the leader takes.
+	f.Add(cluster.EncodeRPC(&cluster.ForwardedBatch{Writes: batch}))
+	f.Add(cluster.EncodeRPC(&cluster.ForwardedBatch{Writes: make([]cluster.ForwardedWrite, cluster.MaxForwardBatch+1)}))
+	f.Add([]byte{0x81, 0xa1, 'w', 0xdd, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		entry, err := cluster.DecodeForwarded(check, body)
+		if entry, err := cluster.DecodeForwarded(check, body); err == nil {
+			checkAdmitted(t, check, entry)
+		}
+		entries, errs, err := cluster.DecodeForwardedBatch(check, body)
 		if err != nil {
 			return
 		}
-		again, err := cluster.DecodeForwarded(check, cluster.EncodeRPC(&cluster.ForwardedWrite{Req: "r", Entry: entry}))
-		if err != nil || !bytes.Equal(again, entry) {
-			t.Fatalf("an admitted write admitted again: %v, changed %v", err, !bytes.Equal(again, entry))
+		if len(entries) > cluster.MaxForwardBatch || len(errs) != len(entries) {
+			t.Fatalf("a batch decoded as %d entries and %d errors, at most %d", len(entries), len(errs), cluster.MaxForwardBatch)
 		}
-		batch, err := fsm.Encode(&fsm.Batch{Now: int64(time.Hour), Entries: [][]byte{entry}, Reqs: []string{"r"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		res := fsm.New().Apply(1, batch)
-		if len(res.Batch) != 1 || errors.Is(res.Batch[0].Err, fsm.ErrBadEntry) {
-			t.Fatalf("an admitted write applied as %+v", res)
+		for i, entry := range entries {
+			if errs[i] == nil {
+				checkAdmitted(t, check, entry)
+			}
 		}
 	})
+}
+
+// checkAdmitted fails t unless entry, a forwarded write the leader
+// admitted, is admitted again unchanged and applies as a command.
+func checkAdmitted(t *testing.T, check func(fsm.Command) error, entry []byte) {
+	t.Helper()
+	again, err := cluster.DecodeForwarded(check, cluster.EncodeRPC(&cluster.ForwardedWrite{Req: "r", Entry: entry}))
+	if err != nil || !bytes.Equal(again, entry) {
+		t.Fatalf("an admitted write admitted again: %v, changed %v", err, !bytes.Equal(again, entry))
+	}
+	batch, err := fsm.Encode(&fsm.Batch{Now: int64(time.Hour), Entries: [][]byte{entry}, Reqs: []string{"r"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := fsm.New().Apply(1, batch)
+	if len(res.Batch) != 1 || errors.Is(res.Batch[0].Err, fsm.ErrBadEntry) {
+		t.Fatalf("an admitted write applied as %+v", res)
+	}
 }
 
 // FuzzReadCall feeds the decoder of leader reads any body: it never

@@ -12,6 +12,7 @@ type metrics struct {
 	batchSize    prometheus.Histogram
 	gcDeleted    prometheus.Counter
 	forwarded    prometheus.Counter
+	forwardBatch prometheus.Histogram
 	leaderReads  prometheus.Counter
 	touched      prometheus.Counter
 	touchDropped prometheus.Counter
@@ -39,6 +40,11 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		forwarded: f.NewCounter(prometheus.CounterOpts{
 			Name: "tokenstore_forwarded_writes_total",
 			Help: "Writes this node forwarded to the leader and got an answer for.",
+		}),
+		forwardBatch: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tokenstore_forwarded_batch_size",
+			Help:    "Writes this node forwarded to the leader in one call, per call answered.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
 		touched: f.NewCounter(prometheus.CounterOpts{
 			Name: "tokenstore_last_used_written_total",

@@ -45,7 +45,15 @@ type Node struct {
 
 	queue    chan *pending
 	inflight chan struct{}
-	leaderCh chan bool // Raft's NotifyCh
+	// fwdQueue holds the writes a follower forwards in batches, and
+	// leaderRPC what it knows of the calls its leader serves.
+	fwdQueue    chan *forwarded
+	fwdInflight chan struct{}
+	leaderRPC   leaderRPC
+	// rpcServed, when not 0, is the rpcVersion this node claims and
+	// serves instead of its own (tests of mixed versions).
+	rpcServed atomic.Int32
+	leaderCh  chan bool // Raft's NotifyCh
 
 	// leaderReady is true once this node leads and has applied everything
 	// committed before its term; leader reads and GC wait for it.
@@ -78,15 +86,17 @@ func Open(cfg Config) (*Node, error) {
 	}
 	cfg.NodeID = id
 	n := &Node{
-		cfg:      cfg,
-		log:      cfg.Logger.With("node", id),
-		fsm:      fsm.New(),
-		queue:    make(chan *pending, 4096),
-		inflight: make(chan struct{}, maxInflight),
-		closing:  make(chan struct{}),
-		changed:  make(chan struct{}, 1),
-		touches:  touches{pending: map[string]fsm.Use{}, written: map[string]int64{}},
-		joinWake: make(chan struct{}, 1),
+		cfg:         cfg,
+		log:         cfg.Logger.With("node", id),
+		fsm:         fsm.New(),
+		queue:       make(chan *pending, 4096),
+		inflight:    make(chan struct{}, maxInflight),
+		fwdQueue:    make(chan *forwarded, 4096),
+		fwdInflight: make(chan struct{}, maxForwardInflight),
+		closing:     make(chan struct{}),
+		changed:     make(chan struct{}, 1),
+		touches:     touches{pending: map[string]fsm.Use{}, written: map[string]int64{}},
+		joinWake:    make(chan struct{}, 1),
 	}
 	prefix := make([]byte, 12)
 	if _, err := rand.Read(prefix); err != nil {
@@ -113,8 +123,9 @@ func Open(cfg Config) (*Node, error) {
 	n.rpc = n.rpcClient()
 	n.rpcSrv = n.rpcServer()
 	go n.rpcSrv.Serve(n.mux.RPCListener())
-	n.wg.Add(4)
+	n.wg.Add(5)
 	go n.coalesce()
+	go n.forwardLoop()
 	go n.watchLeadership()
 	go n.flushTouches()
 	go n.watchContact()

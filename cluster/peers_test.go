@@ -231,24 +231,29 @@ type rpcReply struct {
 
 // call posts args, msgpack-encoded, to path on the node at raftAddr.
 func (c *rpcCaller) call(raftAddr, path string, args any) (*rpcReply, error) {
+	var r rpcReply
+	return &r, c.callInto(raftAddr, path, args, &r)
+}
+
+// callInto is call, decoding the answer into reply.
+func (c *rpcCaller) callInto(raftAddr, path string, args, reply any) error {
 	var body []byte
 	if err := codec.NewEncoderBytes(&body, &codec.MsgpackHandle{}).Encode(args); err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := c.http.Post("http://"+raftAddr+path, "application/msgpack", bytes.NewReader(body))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(b))
+		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(b))
 	}
-	var r rpcReply
-	return &r, codec.NewDecoderBytes(b, &codec.MsgpackHandle{}).Decode(&r)
+	return codec.NewDecoderBytes(b, &codec.MsgpackHandle{}).Decode(reply)
 }
 
 // TestReadAndApplyRPCsNeedAPeerCertificate: a caller without a certificate

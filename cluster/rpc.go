@@ -18,21 +18,46 @@ import (
 
 // Node-to-node calls ride HTTP over the RPC protocol of the node's one
 // port (Mux), so they share its mutual TLS with Raft. A follower forwards
-// writes and leader reads to the leader here; any node answers status.
+// writes (one or a batch per call) and leader reads to the leader here;
+// any node answers status.
 const (
-	rpcApply     = "/rpc/v1/apply"
-	rpcReadIndex = "/rpc/v1/read-index"
-	rpcRead      = "/rpc/v1/read"
-	rpcStatus    = "/rpc/v1/status"
+	rpcApply      = "/rpc/v1/apply"
+	rpcApplyBatch = "/rpc/v1/apply-batch"
+	rpcReadIndex  = "/rpc/v1/read-index"
+	rpcRead       = "/rpc/v1/read"
+	rpcStatus     = "/rpc/v1/status"
 
 	// maxRPCBody bounds what one RPC may send: a command is far smaller
 	// (a record's data is at most 8 KiB).
 	maxRPCBody = 1 << 20
 )
 
+// The node-to-node calls a node serves, by version, reported in its
+// status (statusReply.RPC): a follower uses a call only with a leader
+// that reports knowing it.
+const (
+	// rpcVersionBase is the first release's: one forwarded write per call.
+	// A node of that release reports no version.
+	rpcVersionBase = 1
+	// rpcVersionBatch adds rpcApplyBatch.
+	rpcVersionBatch = 2
+	// rpcVersion is what this build serves.
+	rpcVersion = rpcVersionBatch
+)
+
 type applyArgs struct {
 	Req   string `codec:"q"`
 	Entry []byte `codec:"e"`
+}
+
+// applyBatchArgs is a batch of forwarded writes; the leader answers one
+// rpcReply per write, in order.
+type applyBatchArgs struct {
+	Writes []applyArgs `codec:"w"`
+}
+
+type applyBatchReply struct {
+	Replies []rpcReply `codec:"r"`
 }
 
 type readArgs struct {
@@ -54,11 +79,13 @@ type statusReply struct {
 	Applied uint64 `codec:"a"`
 	Commit  uint64 `codec:"c"`
 	// Now is the node's wall clock, unix nanos, Types the command types
-	// it knows, and Version its fsm.Version; a node of the first release
-	// sends none of them.
+	// it knows, Version its fsm.Version and RPC the node-to-node calls
+	// it serves (rpcVersion); a node of the first release sends none of
+	// them.
 	Now     int64   `codec:"n,omitempty"`
 	Types   []uint8 `codec:"t,omitempty"`
 	Version uint8   `codec:"v,omitempty"`
+	RPC     uint8   `codec:"p,omitempty"`
 }
 
 var rpcHandle = &codec.MsgpackHandle{}
@@ -128,17 +155,32 @@ func (n *Node) rpcServer() *http.Server {
 		if !readRPC(w, r, &args) {
 			return
 		}
-		entry, err := admitForwarded(n.cfg.Check, args.Req, args.Entry)
+		p, err := n.queueForwarded(r.Context(), r.RemoteAddr, args)
 		if err != nil {
-			n.metrics.refused.Inc()
-			n.log.Warn("refused a forwarded write", "remote", r.RemoteAddr, "err", err)
-			writeRPC(w, resultReply(fsm.Result{}, 0, refused(err)))
+			writeRPC(w, resultReply(fsm.Result{}, 0, err))
 			return
 		}
 		// The leader applies once; retrying is the forwarding node's job,
 		// under the same request id.
-		res, index, err := n.applyLocal(r.Context(), args.Req, entry)
+		res, index, err := n.await(r.Context(), p)
 		writeRPC(w, resultReply(res, index, err))
+	})
+	mux.HandleFunc("POST "+rpcApplyBatch, func(w http.ResponseWriter, r *http.Request) {
+		if n.servesRPC() < rpcVersionBatch {
+			http.NotFound(w, r)
+			return
+		}
+		var args applyBatchArgs
+		if !readRPC(w, r, &args) {
+			return
+		}
+		if err := checkBatch(&args); err != nil {
+			n.metrics.refused.Add(float64(len(args.Writes)))
+			n.log.Warn("refused a batch of forwarded writes", "remote", r.RemoteAddr, "err", err)
+			http.Error(w, "bad rpc body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		writeRPC(w, n.applyForwardedBatch(r.Context(), r.RemoteAddr, args.Writes))
 	})
 	mux.HandleFunc("POST "+rpcReadIndex, func(w http.ResponseWriter, r *http.Request) {
 		index, err := n.readIndex(r.Context())
@@ -156,6 +198,50 @@ func (n *Node) rpcServer() *http.Server {
 		writeRPC(w, n.localStatus())
 	})
 	return &http.Server{Handler: n.mux.PeersOnly(mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+}
+
+// queueForwarded admits a write a peer forwarded and queues it for the
+// coalescer; a write it refuses is counted, logged and answered
+// ErrRefused (or ErrUnsupported), each write of a batch alike.
+func (n *Node) queueForwarded(ctx context.Context, remote string, args applyArgs) (*pending, error) {
+	entry, err := admitForwarded(n.cfg.Check, args.Req, args.Entry)
+	if err != nil {
+		n.metrics.refused.Inc()
+		n.log.Warn("refused a forwarded write", "remote", remote, "err", err)
+		return nil, refused(err)
+	}
+	return n.enqueue(ctx, args.Req, entry)
+}
+
+// checkBatch refuses a batch larger than a follower sends.
+func checkBatch(args *applyBatchArgs) error {
+	if k := len(args.Writes); k > maxForwardBatch {
+		return fmt.Errorf("%w: a batch of %d forwarded writes, at most %d", ErrRefused, k, maxForwardBatch)
+	}
+	return nil
+}
+
+// applyForwardedBatch admits and queues every write of a batch in order,
+// so that they share the coalescer's log entries, then waits for each: a
+// write refused fails alone.
+func (n *Node) applyForwardedBatch(ctx context.Context, remote string, writes []applyArgs) *applyBatchReply {
+	replies := make([]rpcReply, len(writes))
+	queued := make([]*pending, len(writes))
+	for i, args := range writes {
+		p, err := n.queueForwarded(ctx, remote, args)
+		if err != nil {
+			replies[i] = *resultReply(fsm.Result{}, 0, err)
+			continue
+		}
+		queued[i] = p
+	}
+	for i, p := range queued {
+		if p != nil {
+			res, index, err := n.await(ctx, p)
+			replies[i] = *resultReply(res, index, err)
+		}
+	}
+	return &applyBatchReply{Replies: replies}
 }
 
 func resultReply(res fsm.Result, index uint64, err error) *rpcReply {
@@ -228,6 +314,9 @@ func (n *Node) call(ctx context.Context, raftAddr, path string, args, reply any)
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", errUnreachable, raftAddr, err)
 	}
+	if resp.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%w: rpc %s on %s", errNoRoute, path, raftAddr)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("rpc %s on %s: %s: %s", path, raftAddr, resp.Status, bytes.TrimSpace(b))
 	}
@@ -246,6 +335,10 @@ func (n *Node) callLeader(ctx context.Context, raftAddr, path string, args, repl
 // may or may not have happened.
 var errUnreachable = errors.New("node unreachable")
 
+// errNoRoute is returned when the node called does not serve the call (a
+// node of an earlier release): nothing was done.
+var errNoRoute = errors.New("no such call")
+
 // forward sends one command to the leader at raftAddr.
 func (n *Node) forward(ctx context.Context, raftAddr, req string, entry []byte) (fsm.Result, uint64, error) {
 	var reply rpcReply
@@ -255,9 +348,15 @@ func (n *Node) forward(ctx context.Context, raftAddr, req string, entry []byte) 
 		}
 		return fsm.Result{}, 0, err
 	}
+	a := n.forwardedReply(&reply)
+	return a.res, a.index, a.err
+}
+
+// forwardedReply is what the leader answered for one forwarded write.
+func (n *Node) forwardedReply(reply *rpcReply) applied {
 	if reply.Fail != "" {
-		return fsm.Result{}, 0, remoteErr(reply.Fail)
+		return applied{err: remoteErr(reply.Fail)}
 	}
 	n.metrics.forwarded.Inc()
-	return reply.Result(), reply.Index, nil
+	return applied{res: reply.Result(), index: reply.Index}
 }

@@ -44,7 +44,8 @@ func (n *Node) localStatus() *statusReply {
 	}
 	return &statusReply{ID: n.cfg.NodeID, State: n.raft.State().String(),
 		Applied: n.fsm.AppliedIndex(), Commit: n.raft.CommitIndex(),
-		Now: n.cfg.Now().UnixNano(), Types: types, Version: fsm.Version}
+		Now: n.cfg.Now().UnixNano(), Types: types, Version: fsm.Version,
+		RPC: uint8(n.servesRPC())}
 }
 
 func (n *Node) remoteStatus(ctx context.Context, raftAddr string) (*statusReply, error) {

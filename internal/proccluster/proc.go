@@ -41,6 +41,8 @@ type Proc struct {
 }
 
 // StartProc runs bin with args, its output appended to dir/name.log.
+// Where the platform allows (Linux), the process is killed when the
+// process that started it dies, even without running its cleanups.
 func StartProc(dir, name, bin string, args ...string) (*Proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -49,16 +51,29 @@ func StartProc(dir, name, bin string, args ...string) (*Proc, error) {
 	}
 	p := &Proc{Name: name, LogPath: logPath, cmd: exec.Command(bin, args...), exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		logf.Close()
+	started := make(chan error, 1)
+	go p.run(logf, started)
+	if err := <-started; err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		logf.Close()
-		close(p.exited)
-	}()
 	return p, nil
+}
+
+// run starts the process, says so on started and waits until it exits,
+// all on one goroutine: dieWithStarter ties the process to the OS thread
+// that starts it, and that thread is held until the process is gone.
+func (p *Proc) run(logf *os.File, started chan<- error) {
+	release := dieWithStarter(p.cmd)
+	defer release()
+	if err := p.cmd.Start(); err != nil {
+		logf.Close()
+		started <- err
+		return
+	}
+	started <- nil
+	p.waitErr = p.cmd.Wait()
+	logf.Close()
+	close(p.exited)
 }
 
 // Pid is the process id.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tokenstore/tokenstore/client"
@@ -314,12 +315,14 @@ func (c *Cluster) Roles(ctx context.Context) (leader *Node, followers []*Node, e
 	return leader, followers, nil
 }
 
-// Stop ends every process by its pid (SIGTERM, then SIGKILL), then
-// removes the network.
+// Stop ends every process by its pid (SIGTERM, then SIGKILL), all at
+// once, then removes the network.
 func (c *Cluster) Stop() {
+	var wg sync.WaitGroup
 	for _, n := range c.Nodes {
-		n.Stop(30 * time.Second)
+		wg.Go(func() { n.Stop(30 * time.Second) })
 	}
+	wg.Wait()
 	c.closeNet()
 }
 

@@ -100,11 +100,14 @@ func (p *Proc) Kill() {
 
 // Stop sends SIGTERM to the pid and returns the exit error once the
 // process is gone (nil: exit status 0). A process still running after
-// grace gets SIGKILL, and Stop says it ignored SIGTERM.
+// grace gets SIGKILL, and Stop says it ignored SIGTERM. A paused process
+// is continued first: stopped, it would not act on SIGTERM before the
+// SIGKILL.
 func (p *Proc) Stop(grace time.Duration) error {
 	if p.Exited() {
 		return p.waitErr
 	}
+	p.cmd.Process.Signal(syscall.SIGCONT)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:

@@ -93,3 +93,32 @@ func TestPoll(t *testing.T) {
 		t.Errorf("Poll past its deadline = %v, want the condition's last error", err)
 	}
 }
+
+// TestStopPaused stops a paused process that handles SIGTERM: Stop
+// continues it, so it exits through its handler instead of being killed
+// once the grace has passed.
+func TestStopPaused(t *testing.T) {
+	p, err := StartProc(t.TempDir(), "paused", "/bin/sh", "-c", `trap 'echo terminated; exit 0' TERM; echo started; while :; do sleep 0.05; done`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Kill)
+	err = p.WaitUntil(context.Background(), 30*time.Second, func(context.Context) error {
+		if !strings.Contains(p.Log(), "started") {
+			return errors.New("no start line yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Pause(); err != nil {
+		t.Fatalf("Pause: %v", err)
+	}
+	if err := p.Stop(time.Minute); err != nil {
+		t.Fatalf("Stop of a paused process: %v; want a clean exit through its SIGTERM handler", err)
+	}
+	if !strings.Contains(p.LogTail(1), "terminated") {
+		t.Errorf("want the trap's line last in the log, got %q", p.Log())
+	}
+}

@@ -1,6 +1,7 @@
 package proccluster
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -155,7 +156,7 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 	}
 	c := &Cluster{}
 	for _, s := range specs {
-		n := &Node{ID: s.ID, DC: orDefault(s.DC, "dc1"), Voter: !s.NonVoter, DataDir: filepath.Join(cfg.Dir, s.ID),
+		n := &Node{ID: s.ID, DC: cmp.Or(s.DC, "dc1"), Voter: !s.NonVoter, DataDir: filepath.Join(cfg.Dir, s.ID),
 			bin: cfg.Binary, logDir: cfg.Dir, logName: s.ID}
 		n.setDefaults(cfg.LogLevel, cfg.ReadyTimeout)
 		if s.NonVoter {

@@ -2,6 +2,7 @@ package proccluster
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"os"
 	"path/filepath"
@@ -60,28 +61,20 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{ID: cfg.ID, DC: cfg.DC, Voter: true, API: addrs[0], Raft: addrs[1], DataDir: cfg.DataDir,
-		Flags: slices.Clone(cfg.Flags), bin: cfg.Binary, logDir: cfg.Dir, logName: orDefault(cfg.ID, "tokenstore")}
+		Flags: slices.Clone(cfg.Flags), bin: cfg.Binary, logDir: cfg.Dir, logName: cmp.Or(cfg.ID, "tokenstore")}
 	if n.DataDir == "" {
-		n.DataDir = filepath.Join(cfg.Dir, orDefault(cfg.ID, "data"))
+		n.DataDir = filepath.Join(cfg.Dir, cmp.Or(cfg.ID, "data"))
 	}
 	n.setDefaults(cfg.LogLevel, cfg.ReadyTimeout)
 	return n, nil
 }
 
 func (n *Node) setDefaults(logLevel string, readyTimeout time.Duration) {
-	n.logLevel = orDefault(logLevel, "info")
+	n.logLevel = cmp.Or(logLevel, "info")
 	n.readyTimeout = readyTimeout
 	if n.readyTimeout <= 0 {
 		n.readyTimeout = time.Minute
 	}
-}
-
-// orDefault is s, or def when s is empty.
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // URL is the node's API base URL.

@@ -240,11 +240,22 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 func (c *Cluster) Start(ctx context.Context) error { return StartNodes(ctx, c.Nodes...) }
 
 // StartNodes starts the nodes in order, then waits until all are ready.
-func StartNodes(ctx context.Context, nodes ...*Node) error {
+// When one fails to start or to become ready, every node it started is
+// killed.
+func StartNodes(ctx context.Context, nodes ...*Node) (err error) {
+	var started []*Node
+	defer func() {
+		if err != nil {
+			for _, n := range started {
+				n.Kill()
+			}
+		}
+	}()
 	for _, n := range nodes {
 		if err := n.Launch(); err != nil {
 			return err
 		}
+		started = append(started, n)
 	}
 	for _, n := range nodes {
 		if err := n.WaitReady(ctx); err != nil {

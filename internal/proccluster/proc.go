@@ -25,8 +25,13 @@ import (
 	"time"
 )
 
-// ErrNotInstalled is a server binary that is not on the PATH.
-var ErrNotInstalled = errors.New("proccluster: server binary not installed")
+var (
+	// ErrNotInstalled is a server binary that is not on the PATH.
+	ErrNotInstalled = errors.New("proccluster: server binary not installed")
+	// ErrRunning is a start of a server whose last process still runs:
+	// its pid would be lost.
+	ErrRunning = errors.New("proccluster: process still running")
+)
 
 // pollEvery is how often a process is asked whether it is ready.
 const pollEvery = 25 * time.Millisecond

@@ -77,6 +77,24 @@ func TestFreeAddrs(t *testing.T) {
 	}
 }
 
+// TestFreeAddrsAcrossCalls asks for many ports, a few at a time: none is
+// handed out twice.
+func TestFreeAddrsAcrossCalls(t *testing.T) {
+	seen := map[string]bool{}
+	for range 200 {
+		addrs, err := FreeAddrs(5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrs {
+			if seen[a] {
+				t.Fatalf("%s handed out twice", a)
+			}
+			seen[a] = true
+		}
+	}
+}
+
 func TestPoll(t *testing.T) {
 	calls := 0
 	err := Poll(context.Background(), 10*time.Second, time.Millisecond, func(context.Context) error {

@@ -315,7 +315,7 @@ func (c *Cluster) Addrs() string { return strings.Join(c.URLs(), ",") }
 // Roles returns the leader and the followers, as the first node sees
 // them.
 func (c *Cluster) Roles(ctx context.Context) (leader *Node, followers []*Node, err error) {
-	info, err := client.New(c.Nodes[0].URL(), client.WithHTTPClient(probe)).Cluster(ctx)
+	info, err := client.New(c.Nodes[0].URL(), client.WithHTTPClient(Probe)).Cluster(ctx)
 	if err != nil {
 		return nil, nil, err
 	}

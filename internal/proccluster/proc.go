@@ -176,9 +176,10 @@ func (p *Proc) Log() string {
 }
 
 // LogTail is the last lines of Log.
-func (p *Proc) LogTail(lines int) string { return tail(p.Log(), lines) }
+func (p *Proc) LogTail(lines int) string { return Tail(p.Log(), lines) }
 
-func tail(s string, lines int) string {
+// Tail is the last lines of s, a log.
+func Tail(s string, lines int) string {
 	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(l[max(0, len(l)-lines):], "\n")
 }
@@ -224,9 +225,10 @@ func Poll(ctx context.Context, timeout, interval time.Duration, cond func(ctx co
 	}
 }
 
-// probe answers readiness checks; a server that hangs must not stall a
-// poll. It never goes through a proxy: nodes may be on private addresses.
-var probe = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
+// Probe is the HTTP client of readiness and health checks: a server that
+// hangs must not stall a poll. It never goes through a proxy: nodes may
+// be on private addresses.
+var Probe = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
 
 // GetOK is a readiness check: a GET of url answers 200.
 func GetOK(url string) func(ctx context.Context) error {
@@ -235,7 +237,7 @@ func GetOK(url string) func(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		resp, err := probe.Do(req)
+		resp, err := Probe.Do(req)
 		if err != nil {
 			return err
 		}

@@ -128,7 +128,7 @@ func StartEcho(ctx context.Context, bin, dir, dc string) (*Echo, error) {
 		if err != nil {
 			return err
 		}
-		resp, err := probe.Do(req)
+		resp, err := Probe.Do(req)
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -12,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -167,8 +167,9 @@ func sendHost(t *testing.T, hc *http.Client, base, host string, c routeCase) *ht
 // startATS runs traffic_server on a private run root in a temporary
 // directory (see the loopback recipe in the project notes), on a free
 // loopback port, with the given files in its configuration directory. It
-// returns the proxy's base URL once it answers; the process is stopped by
-// its pid when the test ends.
+// returns the proxy's base URL once its remap script answers; the process
+// is stopped by its pid when the test ends, and its logs are printed if
+// the test failed.
 func startATS(t *testing.T, bin string, files map[string][]byte) string {
 	t.Helper()
 	root := t.TempDir()
@@ -221,62 +222,46 @@ cachedir: %[1]s/cache
 	if err := os.WriteFile(runroot, []byte(layout), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := os.Create(filepath.Join(root, "traffic_server.out"))
+	p, err := proccluster.StartProc(root, "traffic_server", bin, "--run-root="+runroot)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--run-root="+runroot)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start traffic_server: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); out.Close(); close(exited) }()
 	logs := func() string {
 		var s strings.Builder
-		for _, f := range []string{"traffic_server.out", "var/log/diags.log", "var/log/error.log"} {
-			b, _ := os.ReadFile(filepath.Join(root, f))
+		for _, f := range []string{p.LogPath, filepath.Join(root, "var/log/diags.log"), filepath.Join(root, "var/log/error.log")} {
+			b, _ := os.ReadFile(f)
 			if len(b) > 4000 {
 				b = b[len(b)-4000:]
 			}
-			fmt.Fprintf(&s, "--- %s ---\n%s\n", f, b)
+			fmt.Fprintf(&s, "--- %s ---\n%s\n", filepath.Base(f), b)
 		}
 		return s.String()
 	}
 	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(10 * time.Second):
-				cmd.Process.Kill()
-				<-exited
-			}
-		}
+		p.Stop(10 * time.Second) // how it exits is not what this test checks
 		if t.Failed() {
 			t.Logf("traffic_server logs:\n%s", logs())
 		}
 	})
 	base := "http://" + addr
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := hc.Get(base + "/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.Header.Get(HeaderRoute) != "" {
-				return base // the remap script runs
-			}
+	err = p.WaitUntil(context.Background(), 60*time.Second, func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/", nil)
+		if err != nil {
+			return err
 		}
-		select {
-		case <-exited:
-			t.Fatalf("traffic_server exited at start:\n%s", logs())
-		case <-time.After(50 * time.Millisecond):
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("traffic_server not routing on %s after 60s (last: %v):\n%s", addr, err, logs())
+		resp.Body.Close()
+		if resp.Header.Get(HeaderRoute) == "" {
+			return fmt.Errorf("answers %s without %s: the remap script does not run", resp.Status, HeaderRoute)
 		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("traffic_server on %s: %v", addr, err)
 	}
+	return base
 }

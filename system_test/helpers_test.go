@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -25,8 +23,12 @@ type node struct {
 // readyTimeout bounds the wait until a process is ready.
 const readyTimeout = 30 * time.Second
 
-// probe answers health checks; a node that hangs must not stall a poll.
-var probe = &http.Client{Timeout: 2 * time.Second}
+// probe answers health checks (proccluster.Probe): a node that hangs
+// must not stall a poll.
+var probe = proccluster.Probe
+
+// tail is the last lines of a log (proccluster.Tail).
+var tail = proccluster.Tail
 
 func newNode(t *testing.T, n *proccluster.Node) *node {
 	return &node{Node: n, t: t, c: client.New(n.URL())}
@@ -161,14 +163,6 @@ func formCluster(t *testing.T, nodes []*node) {
 	if err := proccluster.StartNodes(context.Background(), pn...); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func tail(s string, lines int) string {
-	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(l) > lines {
-		l = l[len(l)-lines:]
-	}
-	return strings.Join(l, "\n")
 }
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {

@@ -248,12 +248,18 @@ func (r *chaosRun) faults(ctx, load context.Context) []FaultEvent {
 	}
 }
 
-// inject makes one fault, keeps it for as long as it lasts and heals it.
-// A fault that could not be made is healed at once.
+// inject makes one fault, keeps it for as long as it lasts, or until ctx
+// ends, and heals it. A fault that could not be made is healed at once.
 func (r *chaosRun) inject(ctx context.Context, f Fault) FaultEvent {
 	in, err := f.Inject(ctx, r)
 	if err == nil {
-		time.Sleep(in.Lasts) // the fault itself: the node stays down, or the side cut off
+		// The fault itself: the node stays down, or the side cut off.
+		lasts := time.NewTimer(in.Lasts)
+		select {
+		case <-lasts.C:
+		case <-ctx.Done():
+			lasts.Stop()
+		}
 	}
 	if herr := in.Heal(ctx); err == nil {
 		err = herr

@@ -6,9 +6,9 @@ package memcachedtest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,10 +28,10 @@ type Server struct {
 // make test installs memcached when it is missing.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	if _, err := exec.LookPath("memcached"); err != nil {
+	m, err := proccluster.StartMemcached(context.Background(), t.TempDir(), "-m", "16", "-c", "512")
+	if errors.Is(err, proccluster.ErrNotInstalled) {
 		t.Fatalf("memcached is not installed (make test installs it): %v", err)
 	}
-	m, err := proccluster.StartMemcached(context.Background(), t.TempDir(), "-m", "16", "-c", "512")
 	if err != nil {
 		t.Fatalf("start memcached: %v", err)
 	}
@@ -39,7 +39,8 @@ func Start(t testing.TB) *Server {
 	return &Server{t: t, Addr: m.Addr, m: m}
 }
 
-// Restart starts the process again on the same address (after Kill).
+// Restart starts the process again on the same address, after Kill; the
+// test fails if the last process still runs.
 func (s *Server) Restart() {
 	s.t.Helper()
 	if err := s.m.Restart(context.Background()); err != nil {

@@ -1,6 +1,7 @@
 package proccluster
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tokenstore/tokenstore/client"
@@ -154,7 +156,7 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 	}
 	c := &Cluster{}
 	for _, s := range specs {
-		n := &Node{ID: s.ID, DC: orDefault(s.DC, "dc1"), Voter: !s.NonVoter, DataDir: filepath.Join(cfg.Dir, s.ID),
+		n := &Node{ID: s.ID, DC: cmp.Or(s.DC, "dc1"), Voter: !s.NonVoter, DataDir: filepath.Join(cfg.Dir, s.ID),
 			bin: cfg.Binary, logDir: cfg.Dir, logName: s.ID}
 		n.setDefaults(cfg.LogLevel, cfg.ReadyTimeout)
 		if s.NonVoter {
@@ -238,11 +240,22 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 func (c *Cluster) Start(ctx context.Context) error { return StartNodes(ctx, c.Nodes...) }
 
 // StartNodes starts the nodes in order, then waits until all are ready.
-func StartNodes(ctx context.Context, nodes ...*Node) error {
+// When one fails to start or to become ready, every node it started is
+// killed.
+func StartNodes(ctx context.Context, nodes ...*Node) (err error) {
+	var started []*Node
+	defer func() {
+		if err != nil {
+			for _, n := range started {
+				n.Kill()
+			}
+		}
+	}()
 	for _, n := range nodes {
 		if err := n.Launch(); err != nil {
 			return err
 		}
+		started = append(started, n)
 	}
 	for _, n := range nodes {
 		if err := n.WaitReady(ctx); err != nil {
@@ -302,7 +315,7 @@ func (c *Cluster) Addrs() string { return strings.Join(c.URLs(), ",") }
 // Roles returns the leader and the followers, as the first node sees
 // them.
 func (c *Cluster) Roles(ctx context.Context) (leader *Node, followers []*Node, err error) {
-	info, err := client.New(c.Nodes[0].URL(), client.WithHTTPClient(probe)).Cluster(ctx)
+	info, err := client.New(c.Nodes[0].URL(), client.WithHTTPClient(Probe)).Cluster(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -314,12 +327,14 @@ func (c *Cluster) Roles(ctx context.Context) (leader *Node, followers []*Node, e
 	return leader, followers, nil
 }
 
-// Stop ends every process by its pid (SIGTERM, then SIGKILL), then
-// removes the network.
+// Stop ends every process by its pid (SIGTERM, then SIGKILL), all at
+// once, then removes the network.
 func (c *Cluster) Stop() {
+	var wg sync.WaitGroup
 	for _, n := range c.Nodes {
-		n.Stop(30 * time.Second)
+		wg.Go(func() { n.Stop(30 * time.Second) })
 	}
+	wg.Wait()
 	c.closeNet()
 }
 

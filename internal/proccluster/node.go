@@ -2,7 +2,9 @@ package proccluster
 
 import (
 	"bufio"
+	"cmp"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -60,28 +62,20 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{ID: cfg.ID, DC: cfg.DC, Voter: true, API: addrs[0], Raft: addrs[1], DataDir: cfg.DataDir,
-		Flags: slices.Clone(cfg.Flags), bin: cfg.Binary, logDir: cfg.Dir, logName: orDefault(cfg.ID, "tokenstore")}
+		Flags: slices.Clone(cfg.Flags), bin: cfg.Binary, logDir: cfg.Dir, logName: cmp.Or(cfg.ID, "tokenstore")}
 	if n.DataDir == "" {
-		n.DataDir = filepath.Join(cfg.Dir, orDefault(cfg.ID, "data"))
+		n.DataDir = filepath.Join(cfg.Dir, cmp.Or(cfg.ID, "data"))
 	}
 	n.setDefaults(cfg.LogLevel, cfg.ReadyTimeout)
 	return n, nil
 }
 
 func (n *Node) setDefaults(logLevel string, readyTimeout time.Duration) {
-	n.logLevel = orDefault(logLevel, "info")
+	n.logLevel = cmp.Or(logLevel, "info")
 	n.readyTimeout = readyTimeout
 	if n.readyTimeout <= 0 {
 		n.readyTimeout = time.Minute
 	}
-}
-
-// orDefault is s, or def when s is empty.
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // URL is the node's API base URL.
@@ -113,8 +107,12 @@ func (n *Node) Args() []string {
 }
 
 // Launch starts the process without waiting until it is ready: a node of
-// a cluster being formed is ready only once its peers run too.
+// a cluster being formed is ready only once its peers run too. It fails
+// with ErrRunning while the last process runs.
 func (n *Node) Launch() error {
+	if n.Running() {
+		return fmt.Errorf("start %s: %w (pid %d)", n.logName, ErrRunning, n.Pid())
+	}
 	bin, args := n.bin, n.Args()
 	if n.net != nil {
 		bin, args = n.net.Command(n.ID, bin, args...)
@@ -135,20 +133,28 @@ func (n *Node) waitReady(ctx context.Context, timeout time.Duration) error {
 }
 
 // Start starts the node, the first time or again on its data directory
-// after Kill or Stop, and waits until it is ready.
+// after Kill or Stop, and waits until it is ready. A node that does
+// not become ready is killed.
 func (n *Node) Start(ctx context.Context) error {
 	if err := n.Launch(); err != nil {
 		return err
 	}
-	return n.WaitReady(ctx)
+	if err := n.WaitReady(ctx); err != nil {
+		n.Kill()
+		return err
+	}
+	return nil
 }
 
 // Restart stops the node (SIGTERM), starts it again on its data
 // directory and returns the time from the start of the new process until
 // it is ready: the restore of its snapshot plus the log after it, which
-// may take minutes.
+// may take minutes. A node whose stop fails (see Proc.Stop) is not
+// started again.
 func (n *Node) Restart(ctx context.Context) (time.Duration, error) {
-	n.proc.Stop(time.Minute)
+	if err := n.Stop(time.Minute); err != nil {
+		return 0, fmt.Errorf("restart %s: %w", n.logName, err)
+	}
 	t := time.Now()
 	if err := n.Launch(); err != nil {
 		return 0, err

@@ -8,10 +8,19 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // floor is the lowest port picked.
 const floor = 10000
+
+// handedOut are the ports FreeAddrs has returned in this process. None is
+// returned again: until its server binds it, a port handed out is free,
+// and a later call could pick it too.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
 
 // FreeAddrs returns n distinct 127.0.0.1 addresses whose ports are free
 // for both TCP and UDP (gossip uses both): the one way ports are picked
@@ -23,11 +32,17 @@ const floor = 10000
 // binds it, any outgoing connection of any concurrent process may take it
 // (seen as "address already in use" when test packages run in parallel).
 // Below the range only an explicit bind can collide, and the random
-// choice from thousands of ports makes that unlikely.
+// choice from thousands of ports makes that unlikely. No port is handed
+// out twice in one process.
 func FreeAddrs(n int) ([]string, error) {
 	low := ephemeralLow()
 	if low-floor < 1000 {
 		return nil, fmt.Errorf("proccluster: ephemeral ports start at %d, too low to pick ports below them", low)
+	}
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[int]bool{}
 	}
 	var held []io.Closer
 	defer func() {
@@ -40,7 +55,11 @@ func FreeAddrs(n int) ([]string, error) {
 		if tries > 50*n {
 			return nil, fmt.Errorf("proccluster: found only %d of %d free loopback ports", len(out), n)
 		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(floor+rand.IntN(low-floor)))
+		port := floor + rand.IntN(low-floor)
+		if handedOut.ports[port] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue
@@ -51,6 +70,7 @@ func FreeAddrs(n int) ([]string, error) {
 			continue
 		}
 		held = append(held, u)
+		handedOut.ports[port] = true
 		out = append(out, addr)
 	}
 	return out, nil

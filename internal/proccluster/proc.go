@@ -25,8 +25,13 @@ import (
 	"time"
 )
 
-// ErrNotInstalled is a server binary that is not on the PATH.
-var ErrNotInstalled = errors.New("proccluster: server binary not installed")
+var (
+	// ErrNotInstalled is a server binary that is not on the PATH.
+	ErrNotInstalled = errors.New("proccluster: server binary not installed")
+	// ErrRunning is a start of a server whose last process still runs:
+	// its pid would be lost.
+	ErrRunning = errors.New("proccluster: process still running")
+)
 
 // pollEvery is how often a process is asked whether it is ready.
 const pollEvery = 25 * time.Millisecond
@@ -41,6 +46,8 @@ type Proc struct {
 }
 
 // StartProc runs bin with args, its output appended to dir/name.log.
+// Where the platform allows (Linux), the process is killed when the
+// process that started it dies, even without running its cleanups.
 func StartProc(dir, name, bin string, args ...string) (*Proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -49,16 +56,29 @@ func StartProc(dir, name, bin string, args ...string) (*Proc, error) {
 	}
 	p := &Proc{Name: name, LogPath: logPath, cmd: exec.Command(bin, args...), exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		logf.Close()
+	started := make(chan error, 1)
+	go p.run(logf, started)
+	if err := <-started; err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		logf.Close()
-		close(p.exited)
-	}()
 	return p, nil
+}
+
+// run starts the process, says so on started and waits until it exits,
+// all on one goroutine: dieWithStarter ties the process to the OS thread
+// that starts it, and that thread is held until the process is gone.
+func (p *Proc) run(logf *os.File, started chan<- error) {
+	release := dieWithStarter(p.cmd)
+	defer release()
+	if err := p.cmd.Start(); err != nil {
+		logf.Close()
+		started <- err
+		return
+	}
+	started <- nil
+	p.waitErr = p.cmd.Wait()
+	logf.Close()
+	close(p.exited)
 }
 
 // Pid is the process id.
@@ -85,11 +105,14 @@ func (p *Proc) Kill() {
 
 // Stop sends SIGTERM to the pid and returns the exit error once the
 // process is gone (nil: exit status 0). A process still running after
-// grace gets SIGKILL, and Stop says it ignored SIGTERM.
+// grace gets SIGKILL, and Stop says it ignored SIGTERM. A paused process
+// is continued first: stopped, it would not act on SIGTERM before the
+// SIGKILL.
 func (p *Proc) Stop(grace time.Duration) error {
 	if p.Exited() {
 		return p.waitErr
 	}
+	p.cmd.Process.Signal(syscall.SIGCONT)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
@@ -153,9 +176,10 @@ func (p *Proc) Log() string {
 }
 
 // LogTail is the last lines of Log.
-func (p *Proc) LogTail(lines int) string { return tail(p.Log(), lines) }
+func (p *Proc) LogTail(lines int) string { return Tail(p.Log(), lines) }
 
-func tail(s string, lines int) string {
+// Tail is the last lines of s, a log.
+func Tail(s string, lines int) string {
 	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(l[max(0, len(l)-lines):], "\n")
 }
@@ -201,9 +225,10 @@ func Poll(ctx context.Context, timeout, interval time.Duration, cond func(ctx co
 	}
 }
 
-// probe answers readiness checks; a server that hangs must not stall a
-// poll. It never goes through a proxy: nodes may be on private addresses.
-var probe = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
+// Probe is the HTTP client of readiness and health checks: a server that
+// hangs must not stall a poll. It never goes through a proxy: nodes may
+// be on private addresses.
+var Probe = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
 
 // GetOK is a readiness check: a GET of url answers 200.
 func GetOK(url string) func(ctx context.Context) error {
@@ -212,7 +237,7 @@ func GetOK(url string) func(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		resp, err := probe.Do(req)
+		resp, err := Probe.Do(req)
 		if err != nil {
 			return err
 		}

@@ -77,6 +77,24 @@ func TestFreeAddrs(t *testing.T) {
 	}
 }
 
+// TestFreeAddrsAcrossCalls asks for many ports, a few at a time: none is
+// handed out twice.
+func TestFreeAddrsAcrossCalls(t *testing.T) {
+	seen := map[string]bool{}
+	for range 200 {
+		addrs, err := FreeAddrs(5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrs {
+			if seen[a] {
+				t.Fatalf("%s handed out twice", a)
+			}
+			seen[a] = true
+		}
+	}
+}
+
 func TestPoll(t *testing.T) {
 	calls := 0
 	err := Poll(context.Background(), 10*time.Second, time.Millisecond, func(context.Context) error {
@@ -91,5 +109,34 @@ func TestPoll(t *testing.T) {
 	want := errors.New("never")
 	if err := Poll(context.Background(), 20*time.Millisecond, time.Millisecond, func(context.Context) error { return want }); err != want {
 		t.Errorf("Poll past its deadline = %v, want the condition's last error", err)
+	}
+}
+
+// TestStopPaused stops a paused process that handles SIGTERM: Stop
+// continues it, so it exits through its handler instead of being killed
+// once the grace has passed.
+func TestStopPaused(t *testing.T) {
+	p, err := StartProc(t.TempDir(), "paused", "/bin/sh", "-c", `trap 'echo terminated; exit 0' TERM; echo started; while :; do sleep 0.05; done`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Kill)
+	err = p.WaitUntil(context.Background(), 30*time.Second, func(context.Context) error {
+		if !strings.Contains(p.Log(), "started") {
+			return errors.New("no start line yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Pause(); err != nil {
+		t.Fatalf("Pause: %v", err)
+	}
+	if err := p.Stop(time.Minute); err != nil {
+		t.Fatalf("Stop of a paused process: %v; want a clean exit through its SIGTERM handler", err)
+	}
+	if !strings.Contains(p.LogTail(1), "terminated") {
+		t.Errorf("want the trap's line last in the log, got %q", p.Log())
 	}
 }

@@ -37,8 +37,12 @@ func StartMemcached(ctx context.Context, dir string, args ...string) (*Memcached
 	return m, nil
 }
 
-// Restart starts the process again on the same address, after Kill.
+// Restart starts the process again on the same address, after Kill or
+// Stop; it fails with ErrRunning while the last process runs.
 func (m *Memcached) Restart(ctx context.Context) error {
+	if m.proc != nil && !m.proc.Exited() {
+		return fmt.Errorf("start memcached on %s: %w (pid %d)", m.Addr, ErrRunning, m.proc.Pid())
+	}
 	_, port, _ := net.SplitHostPort(m.Addr)
 	args := append([]string{"-l", "127.0.0.1", "-p", port, "-U", "0"}, m.args...)
 	if os.Geteuid() == 0 {
@@ -124,7 +128,7 @@ func StartEcho(ctx context.Context, bin, dir, dc string) (*Echo, error) {
 		if err != nil {
 			return err
 		}
-		resp, err := probe.Do(req)
+		resp, err := Probe.Do(req)
 		if err != nil {
 			return err
 		}

@@ -25,13 +25,19 @@ import (
 // release, during a rolling upgrade) gets one call per write, as before.
 const (
 	// maxForwardBatch bounds the writes of one call; the leader refuses a
-	// larger batch.
-	maxForwardBatch = maxBatch
+	// larger batch. It also bounds the answer: a write's answer carries
+	// its records (up to tens of KiB with data), and the answer of a
+	// whole call must fit in what a node reads of one (maxRPCReply).
+	maxForwardBatch = 128
 	// maxForwardBytes bounds the entries and request ids of one call,
 	// well within what the leader reads of a call (maxRPCBody).
 	maxForwardBytes = maxRPCBody / 2
 	// maxForwardInflight is how many calls a follower has in flight.
 	maxForwardInflight = 1
+	// maxForwardCall bounds one call, so that a leader that heartbeats
+	// but does not answer holds the only call in flight this long at most;
+	// its writes are then unknown, and Apply retries them.
+	maxForwardCall = 30 * time.Second
 	// leaderRPCRecheck is how long a follower trusts that a leader does
 	// not know the batch call before it asks again (a node upgraded in
 	// place keeps its address).
@@ -69,6 +75,10 @@ func (n *Node) forwardQueued(ctx context.Context, addr raft.ServerAddress, req s
 	case <-ctx.Done():
 		// Queued: it may be in a call the leader applies.
 		return fsm.Result{}, 0, fmt.Errorf("%w: forwarding to the leader: %v", ErrOutcomeUnknown, ctx.Err())
+	case <-n.closing:
+		// Queued after the loop drained the queue, or in a call that
+		// closing cuts: it may have applied.
+		return fsm.Result{}, 0, fmt.Errorf("%w: forwarding to the leader: %v", ErrOutcomeUnknown, ErrShutdown)
 	}
 }
 
@@ -169,7 +179,17 @@ func (n *Node) sendForwards(batch []*forwarded) {
 			n.wg.Add(1)
 			go func() {
 				defer n.wg.Done()
-				res, index, err := n.forward(f.ctx, string(addr), f.req, f.entry)
+				// Closing the node must not wait for a caller's deadline.
+				ctx, cancel := context.WithCancel(f.ctx)
+				defer cancel()
+				go func() {
+					select {
+					case <-n.closing:
+						cancel()
+					case <-ctx.Done():
+					}
+				}()
+				res, index, err := n.forward(ctx, string(addr), f.req, f.entry)
 				f.done <- applied{res: res, index: index, err: err}
 			}()
 		}
@@ -178,7 +198,11 @@ func (n *Node) sendForwards(batch []*forwarded) {
 		failForwards(batch, fmt.Errorf("%w: forwarding to the leader: %v", ErrOutcomeUnknown, err))
 		return
 	case err != nil:
-		failForwards(batch, err)
+		// The leader may have applied every write of the call and failed
+		// only in answering it (an answer too large to read, a failed
+		// encoding): each is unknown, and Apply retries it under its
+		// request id, which answers what was applied.
+		failForwards(batch, fmt.Errorf("%w: forwarding to the leader: %v", ErrOutcomeUnknown, err))
 		return
 	case len(reply.Replies) != len(batch):
 		failForwards(batch, fmt.Errorf("%w: the leader answered %d of %d forwarded writes", ErrOutcomeUnknown, len(reply.Replies), len(batch)))
@@ -191,8 +215,8 @@ func (n *Node) sendForwards(batch []*forwarded) {
 }
 
 // batchContext bounds a call carrying batch: it ends at the latest of the
-// callers' deadlines (none if one has none), once every caller has gone,
-// or when the node closes.
+// callers' deadlines, after maxForwardCall at most, once every caller has
+// gone, or when the node closes.
 func (n *Node) batchContext(batch []*forwarded) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var latest time.Time
@@ -205,6 +229,9 @@ func (n *Node) batchContext(batch []*forwarded) (context.Context, context.Cancel
 		if d.After(latest) {
 			latest = d
 		}
+	}
+	if limit := time.Now().Add(maxForwardCall); latest.IsZero() || latest.After(limit) {
+		latest = limit
 	}
 	cancelCall := cancel
 	if !latest.IsZero() {

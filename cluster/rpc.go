@@ -30,6 +30,9 @@ const (
 	// maxRPCBody bounds what one RPC may send: a command is far smaller
 	// (a record's data is at most 8 KiB).
 	maxRPCBody = 1 << 20
+	// maxRPCReply bounds what a node reads of a peer's answer: a batch of
+	// forwarded writes is answered with every write's records.
+	maxRPCReply = 16 << 20
 )
 
 // The node-to-node calls a node serves, by version, reported in its
@@ -310,9 +313,12 @@ func (n *Node) call(ctx context.Context, raftAddr, path string, args, reply any)
 		return fmt.Errorf("%w: %s: %v", errUnreachable, raftAddr, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxRPCBody))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxRPCReply+1))
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", errUnreachable, raftAddr, err)
+	}
+	if len(b) > maxRPCReply {
+		return fmt.Errorf("rpc %s on %s: an answer over %d bytes", path, raftAddr, maxRPCReply)
 	}
 	if resp.StatusCode == http.StatusNotFound {
 		return fmt.Errorf("%w: rpc %s on %s", errNoRoute, path, raftAddr)

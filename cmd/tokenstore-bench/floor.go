@@ -28,6 +28,11 @@ func floor(args []string) error {
 	}
 	srv := peers.NewFloorServer()
 	fmt.Fprintf(os.Stderr, "tokenstore-bench floor on %s\n", ln.Addr())
+	return serveUntilSignal(srv, ln)
+}
+
+// serveUntilSignal serves srv on ln until SIGTERM or SIGINT.
+func serveUntilSignal(srv *http.Server, ln net.Listener) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go func() { <-ctx.Done(); srv.Close() }()

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tokenstore/tokenstore/bench/load"
@@ -38,13 +37,7 @@ func echo(args []string) error {
 		w.Write(body)
 	})}
 	fmt.Fprintf(os.Stderr, "tokenstore-bench echo: DC %s on %s\n", *dc, ln.Addr())
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	go func() { <-ctx.Done(); srv.Close() }()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return serveUntilSignal(srv, ln)
 }
 
 // routeBench compares the same request straight to an upstream and

@@ -44,20 +44,34 @@ var (
 
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
-// encodeBase62 writes b as a fixed-width big-endian base62 number.
+// encodeBase62 writes b as a fixed-width big-endian base62 number. It
+// divides the number, held in 32-bit limbs, by 62^5 per pass and writes
+// the remainder's five digits: five times fewer passes over the number
+// than dividing by 62, with the same digits.
 func encodeBase62(b []byte, width int) string {
-	n := make([]byte, len(b))
-	copy(n, b)
+	const (
+		digitsPerPass = 5
+		divisor       = 62 * 62 * 62 * 62 * 62 // < 2^32
+	)
+	// Big-endian 32-bit limbs; leading zero bytes pad b to a whole limb.
+	limbs := make([]uint32, (len(b)+3)/4)
+	for i, c := range b {
+		pos := len(b) - 1 - i // from the least significant byte
+		limbs[len(limbs)-1-pos/4] |= uint32(c) << (8 * (pos % 4))
+	}
 	out := make([]byte, width)
-	for i := width - 1; i >= 0; i-- {
-		// Long division of n by 62.
-		var rem uint
-		for j := range n {
-			cur := rem<<8 | uint(n[j])
-			n[j] = byte(cur / 62)
-			rem = cur % 62
+	for i := width - 1; i >= 0; {
+		var rem uint64
+		for j, l := range limbs {
+			cur := rem<<32 | uint64(l)
+			limbs[j] = uint32(cur / divisor)
+			rem = cur % divisor
 		}
-		out[i] = base62[rem]
+		for k := 0; k < digitsPerPass && i >= 0; k++ {
+			out[i] = base62[rem%62]
+			rem /= 62
+			i--
+		}
 	}
 	return string(out)
 }

@@ -57,7 +57,15 @@ func (l *raftLogger) enabled(level hclog.Level) bool {
 
 // Log writes one line at level, unless the handler leaves that level out.
 func (l *raftLogger) Log(level hclog.Level, msg string, args ...any) {
-	if !l.enabled(level) {
+	if level != hclog.Off {
+		l.logAt(slogLevel(level), msg, args...)
+	}
+}
+
+// logAt writes one line at the slog level lv, unless the handler leaves
+// it out.
+func (l *raftLogger) logAt(lv slog.Level, msg string, args ...any) {
+	if !l.log.Enabled(context.Background(), lv) {
 		return
 	}
 	attrs := make([]slog.Attr, 0, 1+len(args)/2)
@@ -65,7 +73,7 @@ func (l *raftLogger) Log(level hclog.Level, msg string, args ...any) {
 		attrs = append(attrs, slog.String("module", l.name))
 	}
 	attrs = append(attrs, pairs(args)...)
-	l.log.LogAttrs(context.Background(), slogLevel(level), msg, attrs...)
+	l.log.LogAttrs(context.Background(), lv, msg, attrs...)
 }
 
 // Trace logs at logging.LevelTrace.
@@ -176,41 +184,17 @@ func (w *stdWriter) Write(p []byte) (int, error) {
 	line := strings.TrimRight(string(p), " \t\n")
 	switch {
 	case w.opts.ForceLevel != hclog.NoLevel:
-		_, line = levelPrefix(line)
+		_, line = logging.LevelPrefix(line)
 		w.l.Log(w.opts.ForceLevel, line)
 	case w.opts.InferLevels:
 		if w.opts.InferLevelsWithTimestamp {
 			line = leadingTimestamp.ReplaceAllString(line, "")
 		}
-		level, rest := levelPrefix(line)
-		w.l.Log(level, rest)
+		w.l.logAt(logging.LevelPrefix(line))
 	default:
 		w.l.Log(hclog.Info, line)
 	}
 	return len(p), nil
-}
-
-var levelPrefixes = []struct {
-	prefix string
-	level  hclog.Level
-}{
-	{"[TRACE]", hclog.Trace},
-	{"[DEBUG]", hclog.Debug},
-	{"[INFO]", hclog.Info},
-	{"[WARN]", hclog.Warn},
-	{"[ERROR]", hclog.Error},
-	{"[ERR]", hclog.Error},
-}
-
-// levelPrefix returns the level a line's prefix names (Info without one)
-// and the line without it.
-func levelPrefix(line string) (hclog.Level, string) {
-	for _, p := range levelPrefixes {
-		if rest, ok := strings.CutPrefix(line, p.prefix); ok {
-			return p.level, strings.TrimSpace(rest)
-		}
-	}
-	return hclog.Info, line
 }
 
 // pairs turns hclog's alternating keys and values into attributes. A

@@ -219,27 +219,8 @@ func gossipLogger(l *slog.Logger) *log.Logger {
 
 type gossipLogWriter struct{ log *slog.Logger }
 
-var gossipLevels = []struct {
-	prefix string
-	level  slog.Level
-}{
-	{"[ERR]", slog.LevelError},
-	{"[ERROR]", slog.LevelError},
-	{"[WARN]", slog.LevelWarn},
-	{"[INFO]", slog.LevelInfo},
-	{"[DEBUG]", slog.LevelDebug},
-	{"[TRACE]", logging.LevelTrace},
-}
-
 func (w gossipLogWriter) Write(p []byte) (int, error) {
-	msg := strings.TrimSpace(string(p))
-	level := slog.LevelInfo
-	for _, l := range gossipLevels {
-		if rest, ok := strings.CutPrefix(msg, l.prefix); ok {
-			level, msg = l.level, strings.TrimSpace(rest)
-			break
-		}
-	}
+	level, msg := logging.LevelPrefix(strings.TrimSpace(string(p)))
 	msg = strings.TrimPrefix(msg, "memberlist: ")
 	w.log.Log(context.Background(), level, msg)
 	return len(p), nil

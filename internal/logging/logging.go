@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 )
 
 // New returns a logger writing to w at level ("debug", "info", "warn",
@@ -29,6 +30,31 @@ func New(w io.Writer, level, format string) (*slog.Logger, error) {
 // LevelTrace is where the trace lines of Raft and memberlist land: below
 // Debug, written as TRACE.
 const LevelTrace = slog.LevelDebug - 4
+
+// prefixes are the "[WARN]"-style level prefixes of libraries that log
+// through the standard log package (Raft's standard loggers, memberlist).
+var prefixes = []struct {
+	prefix string
+	level  slog.Level
+}{
+	{"[TRACE]", LevelTrace},
+	{"[DEBUG]", slog.LevelDebug},
+	{"[INFO]", slog.LevelInfo},
+	{"[WARN]", slog.LevelWarn},
+	{"[ERROR]", slog.LevelError},
+	{"[ERR]", slog.LevelError},
+}
+
+// LevelPrefix returns the level a line's "[WARN]"-style prefix names
+// (Info without one) and the line without it.
+func LevelPrefix(line string) (slog.Level, string) {
+	for _, p := range prefixes {
+		if rest, ok := strings.CutPrefix(line, p.prefix); ok {
+			return p.level, strings.TrimSpace(rest)
+		}
+	}
+	return slog.LevelInfo, line
+}
 
 // replace writes durations as text and LevelTrace as TRACE.
 func replace(groups []string, a slog.Attr) slog.Attr {

@@ -67,3 +67,20 @@ func TestTraceLevelName(t *testing.T) {
 		t.Errorf("level %q (%v) in %q, want TRACE", got.Level, err, buf.String())
 	}
 }
+
+func TestLevelPrefix(t *testing.T) {
+	for _, c := range []struct {
+		line, rest string
+		level      slog.Level
+	}{
+		{"[WARN] memberlist: suspect n2", "memberlist: suspect n2", slog.LevelWarn},
+		{"[ERR] x", "x", slog.LevelError},
+		{"[ERROR]  raft: failed", "raft: failed", slog.LevelError},
+		{"[TRACE] t", "t", LevelTrace},
+		{"no prefix [WARN]", "no prefix [WARN]", slog.LevelInfo},
+	} {
+		if level, rest := LevelPrefix(c.line); level != c.level || rest != c.rest {
+			t.Errorf("LevelPrefix(%q) = %v, %q; want %v, %q", c.line, level, rest, c.level, c.rest)
+		}
+	}
+}

@@ -108,7 +108,9 @@ func (c *Issue) apply(tx *applyTx) Result {
 	if tx.byHash(c.Record.Hash) != nil || tx.st.getID(c.Record.ID) != nil {
 		return Result{Err: ErrExists}
 	}
-	r := c.Record
+	// The command is its own, decoded for this apply: its record is
+	// stored as it is, not copied.
+	r := &c.Record
 	r.CreatedAt = tx.now
 	if c.TTL > 0 {
 		r.ExpiresAt = tx.now + c.TTL
@@ -123,11 +125,11 @@ func (c *Issue) apply(tx *applyTx) Result {
 		// The refused token, as it would have been, names what the
 		// answer is about; nothing is stored.
 		r.Data, r.State, r.InvalidatedAt, r.Reason = nil, Revoked, f.At, f.Reason
-		return Result{Record: &r, Family: f, Err: ErrFamilyRevoked}
+		return Result{Record: r, Family: f, Err: ErrFamilyRevoked}
 	}
 	r.CreateIndex, r.ModifyIndex = tx.index, tx.index
-	tx.put(nil, &r)
-	return Result{Record: &r}
+	tx.put(nil, r)
+	return Result{Record: r}
 }
 
 func (c *Consume) apply(tx *applyTx) Result {

@@ -37,7 +37,7 @@ func newFamilies() families {
 
 // revoked returns the remembered revocation of family at now, or nil.
 func (fs *families) revoked(family string, now int64) *RevokedFamily {
-	if family == "" {
+	if family == "" || fs.byName.Len() == 0 {
 		return nil
 	}
 	f, _ := fs.byName.Get(&RevokedFamily{Family: family})

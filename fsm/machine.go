@@ -332,15 +332,8 @@ func (m *Machine) ListBySubject(subject, kind, after string, limit int, now int6
 	defer m.mu.RUnlock()
 	var out []*Record
 	next, last, scanned := "", "", 0
-	// "after\x00" sorts just past "after": the page starts after the cursor.
-	from := &Record{Subject: subject}
-	if after != "" {
-		from.ID = after + "\x00"
-	}
-	m.st.bySubject.AscendGreaterOrEqual(from, func(r *Record) bool {
+	m.st.walkSubject(subject, after, func(r *Record) bool {
 		switch {
-		case r.Subject != subject:
-			return false
 		case scanned == ListScan:
 			next = last // r is the first record not examined
 			return false
@@ -365,11 +358,11 @@ func (m *Machine) DueForGC(before int64, limit int) []string {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	var ids []string
-	m.st.byGC.Ascend(func(r *Record) bool {
-		if r.GCAt() > before || len(ids) == limit {
+	m.st.byGC.Ascend(func(it item) bool {
+		if it.at > before || len(ids) == limit {
 			return false
 		}
-		ids = append(ids, r.ID)
+		ids = append(ids, it.r.ID)
 		return true
 	})
 	return ids

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/google/btree"
 )
 
 // RequestWindow is how long, in log time, a request id is remembered. A
@@ -44,13 +46,39 @@ func (o Outcome) Result() Result {
 	return Result{Record: o.Record, Access: o.Access, Sealed: o.Sealed, Count: o.Count, Err: ErrByName(o.Err), Family: o.Family}
 }
 
+// reqItem is an entry of the index of remembered requests, by a hash of
+// the id: a node's request ids share a long prefix, and the index is only
+// ever asked for one id. The hash is a fixed one (FNV-1a), so that every
+// replica streams the requests of a snapshot in the same order.
+//
+// Request ids are the nodes' own (admit checks a forwarded one's size);
+// two with one hash cost a string comparison, nothing else.
+type reqItem struct {
+	h  uint64
+	id string
+	r  *request
+}
+
+func lessReq(a, b reqItem) bool { return a.h < b.h || a.h == b.h && a.id < b.id }
+
+func reqHash(id string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(id); i++ {
+		h ^= uint64(id[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+func newReqIndex() *btree.BTreeG[reqItem] { return btree.NewG(btreeDegree, lessReq) }
+
 // request returns the remembered outcome of id, or nil.
 func (s *state) request(id string) *request {
 	if id == "" {
 		return nil
 	}
-	r, _ := s.reqs.Get(&request{ID: id})
-	return r
+	it, _ := s.reqs.Get(reqItem{h: reqHash(id), id: id})
+	return it.r
 }
 
 func (s *state) remember(id string, at int64, res Result) {
@@ -60,7 +88,7 @@ func (s *state) remember(id string, at int64, res Result) {
 // addRequest remembers r, which is no older than any remembered before
 // (log time never runs backwards), so the queue stays in time order.
 func (s *state) addRequest(r *request) {
-	s.reqs.ReplaceOrInsert(r)
+	s.reqs.ReplaceOrInsert(reqItem{h: reqHash(r.ID), id: r.ID, r: r})
 	s.reqQueue = append(s.reqQueue, r)
 }
 
@@ -69,7 +97,7 @@ func (s *state) forgetRequests(before int64) {
 	q := s.reqQueue
 	i := 0
 	for ; i < len(q) && q[i].At < before; i++ {
-		s.reqs.Delete(q[i])
+		s.reqs.Delete(reqItem{h: reqHash(q[i].ID), id: q[i].ID})
 		q[i] = nil
 	}
 	if i == 0 {

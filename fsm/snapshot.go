@@ -60,8 +60,8 @@ func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 }
 
 type snapshot struct {
-	records  *btree.BTreeG[*Record]
-	reqs     *btree.BTreeG[*request]
+	records  *btree.BTreeG[idItem]
+	reqs     *btree.BTreeG[reqItem]
 	families *btree.BTreeG[*RevokedFamily]
 	meta     snapshotMeta
 }
@@ -82,12 +82,12 @@ func (s *snapshot) write(w io.Writer) error {
 	bw.WriteByte(snapshotVersion)
 	fw := frameWriter{w: bw}
 	fw.frame(frameMeta, &s.meta)
-	s.records.Ascend(func(r *Record) bool {
-		fw.frame(frameRecord, r)
+	s.records.Ascend(func(it idItem) bool {
+		fw.frame(frameRecord, it.r)
 		return fw.err == nil
 	})
-	s.reqs.Ascend(func(r *request) bool {
-		fw.frame(frameRequest, r)
+	s.reqs.Ascend(func(it reqItem) bool {
+		fw.frame(frameRequest, it.r)
 		return fw.err == nil
 	})
 	s.families.Ascend(func(f *RevokedFamily) bool {
@@ -155,7 +155,7 @@ func (m *Machine) Restore(r io.Reader) error {
 		return fmt.Errorf("restore: snapshot version %d, this node reads %d", v, snapshotVersion)
 	}
 	st := newState()
-	var reqs []*request // request frames come in id order
+	var reqs []*request
 	var meta snapshotMeta
 	var body []byte
 	dec := codec.NewDecoderBytes(nil, msgpackHandle) // reused, as the encoder
@@ -197,7 +197,7 @@ func (m *Machine) Restore(r io.Reader) error {
 				if st.request(r.ID) != nil {
 					err = fmt.Errorf("duplicate request id %s", r.ID)
 				} else {
-					st.reqs.ReplaceOrInsert(r)
+					st.reqs.ReplaceOrInsert(reqItem{h: reqHash(r.ID), id: r.ID, r: r})
 					reqs = append(reqs, r)
 				}
 			}

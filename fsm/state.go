@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"hash/maphash"
+
 	"github.com/google/btree"
 )
 
@@ -12,128 +14,126 @@ import (
 // Clone is O(1) and copy-on-write, so a snapshot streams a frozen view
 // while writes go on. The other indexes are rebuilt on restore.
 type state struct {
-	byID      *btree.BTreeG[*Record] // id order
-	byHash    map[string]*Record     // digest -> record
-	bySubject *btree.BTreeG[*Record] // (subject, id); records with a subject
-	byFamily  *btree.BTreeG[*Record] // (family, id); records with a family
+	byID      *btree.BTreeG[idItem]
+	byHash    map[string]*Record  // digest -> record
+	hash      groupHash           // of subjects and families
+	bySubject *btree.BTreeG[item] // (subject, id); records with a subject
+	byFamily  *btree.BTreeG[item] // (family, id); records with a family
 	// (family, liveUntil, id): the active records of a family, so that how
 	// long a family can be used is one lookup (tombstones are held that long).
-	familyLive *btree.BTreeG[*Record]
-	byGC       *btree.BTreeG[*Record] // (GCAt, id); records that will be collected
+	familyLive *btree.BTreeG[item]
+	byGC       *btree.BTreeG[item] // (GCAt, id); records that will be collected
 	// (grace end, id): rotated tombstones that still hold their sealed
 	// successor, so it is dropped once the grace period ends.
-	sealed   *btree.BTreeG[*Record]
+	sealed   *btree.BTreeG[item]
 	counts   map[CountKey]int64
 	families families // revoked families, remembered while they can be issued into
 	// logVersion is the highest Fence applied: the Version the log needs
 	// from there on. 0 for none (the first release's).
 	logVersion int
 
-	reqs     *btree.BTreeG[*request] // remembered request ids, by id
-	reqQueue []*request              // the same, oldest first
+	reqs     *btree.BTreeG[reqItem] // remembered request ids
+	reqQueue []*request             // the same, oldest first
 }
-
-const btreeDegree = 32
 
 func newState() *state {
 	return &state{
-		byID:   btree.NewG(btreeDegree, func(a, b *Record) bool { return a.ID < b.ID }),
-		byHash: map[string]*Record{},
-		bySubject: btree.NewG(btreeDegree, func(a, b *Record) bool {
-			return a.Subject < b.Subject || a.Subject == b.Subject && a.ID < b.ID
-		}),
-		byFamily: btree.NewG(btreeDegree, func(a, b *Record) bool {
-			return a.Family < b.Family || a.Family == b.Family && a.ID < b.ID
-		}),
-		familyLive: btree.NewG(btreeDegree, func(a, b *Record) bool {
-			if a.Family != b.Family {
-				return a.Family < b.Family
-			}
-			la, lb := a.liveUntil(), b.liveUntil()
-			return la < lb || la == lb && a.ID < b.ID
-		}),
-		byGC: btree.NewG(btreeDegree, func(a, b *Record) bool {
-			ga, gb := a.GCAt(), b.GCAt()
-			return ga < gb || ga == gb && a.ID < b.ID
-		}),
-		sealed: btree.NewG(btreeDegree, func(a, b *Record) bool {
-			ga, gb := a.Rotated.GraceUntil, b.Rotated.GraceUntil
-			return ga < gb || ga == gb && a.ID < b.ID
-		}),
-		counts:   map[CountKey]int64{},
-		families: newFamilies(),
-		reqs:     btree.NewG(btreeDegree, func(a, b *request) bool { return a.ID < b.ID }),
+		byID:       newIDIndex(),
+		byHash:     map[string]*Record{},
+		hash:       groupHash{seed: maphash.MakeSeed(), mask: ^uint64(0)},
+		bySubject:  newIndex(),
+		byFamily:   newIndex(),
+		familyLive: newIndex(),
+		byGC:       newIndex(),
+		sealed:     newIndex(),
+		counts:     map[CountKey]int64{},
+		families:   newFamilies(),
+		reqs:       newReqIndex(),
 	}
 }
 
 func (s *state) getID(id string) *Record {
-	r, _ := s.byID.Get(&Record{ID: id})
-	return r
+	it, _ := s.byID.Get(idKey(id))
+	return it.r
 }
+
+// The items of r in each index, for a record that is in that index.
+func (s *state) subjectItem(r *Record) item {
+	return item{g: s.hash.of(r.Subject), k: prefix8(r.ID), r: r}
+}
+func (s *state) familyItem(r *Record) item {
+	return item{g: s.hash.of(r.Family), k: prefix8(r.ID), r: r}
+}
+func (s *state) liveItem(r *Record) item {
+	return item{g: s.hash.of(r.Family), at: r.liveUntil(), k: prefix8(r.ID), r: r}
+}
+func gcItem(r *Record) item     { return item{at: r.GCAt(), k: prefix8(r.ID), r: r} }
+func sealedItem(r *Record) item { return item{at: r.Rotated.GraceUntil, k: prefix8(r.ID), r: r} }
 
 // put stores r, replacing old (nil for a new record) which must be the
 // record stored under r.ID now. An index whose key did not change is
-// updated in place (ReplaceOrInsert swaps the pointer): one tree operation
-// instead of a delete and an insert.
+// updated in place (ReplaceOrInsert swaps the item, whose record is the
+// only part that differs): one tree operation instead of a delete and an
+// insert.
 func (s *state) put(old, r *Record) {
 	if old != nil {
 		if old.Hash != r.Hash {
 			delete(s.byHash, old.Hash)
 		}
 		if old.Subject != "" && old.Subject != r.Subject {
-			s.bySubject.Delete(old)
+			s.bySubject.Delete(s.subjectItem(old))
 		}
 		if old.Family != "" && old.Family != r.Family {
-			s.byFamily.Delete(old)
+			s.byFamily.Delete(s.familyItem(old))
 		}
 		if old.inFamilyLive() && !(r.inFamilyLive() && old.Family == r.Family && old.liveUntil() == r.liveUntil()) {
-			s.familyLive.Delete(old)
+			s.familyLive.Delete(s.liveItem(old))
 		}
 		if g := old.GCAt(); g > 0 && g != r.GCAt() {
-			s.byGC.Delete(old)
+			s.byGC.Delete(gcItem(old))
 		}
-		if old.holdsSealed() {
-			s.sealed.Delete(old)
+		if old.holdsSealed() && !(r.holdsSealed() && old.Rotated.GraceUntil == r.Rotated.GraceUntil) {
+			s.sealed.Delete(sealedItem(old))
 		}
 		s.count(old, -1)
 	}
-	s.byID.ReplaceOrInsert(r)
+	s.byID.ReplaceOrInsert(idItem{k: prefix8(r.ID), id: r.ID, r: r})
 	s.byHash[r.Hash] = r
 	if r.Subject != "" {
-		s.bySubject.ReplaceOrInsert(r)
+		s.bySubject.ReplaceOrInsert(s.subjectItem(r))
 	}
 	if r.Family != "" {
-		s.byFamily.ReplaceOrInsert(r)
+		s.byFamily.ReplaceOrInsert(s.familyItem(r))
 	}
 	if r.inFamilyLive() {
-		s.familyLive.ReplaceOrInsert(r)
+		s.familyLive.ReplaceOrInsert(s.liveItem(r))
 	}
 	if r.GCAt() > 0 {
-		s.byGC.ReplaceOrInsert(r)
+		s.byGC.ReplaceOrInsert(gcItem(r))
 	}
 	if r.holdsSealed() {
-		s.sealed.ReplaceOrInsert(r)
+		s.sealed.ReplaceOrInsert(sealedItem(r))
 	}
 	s.count(r, 1)
 }
 
 func (s *state) delete(r *Record) {
 	delete(s.byHash, r.Hash)
-	s.byID.Delete(r)
+	s.byID.Delete(idKey(r.ID))
 	if r.Subject != "" {
-		s.bySubject.Delete(r)
+		s.bySubject.Delete(s.subjectItem(r))
 	}
 	if r.Family != "" {
-		s.byFamily.Delete(r)
+		s.byFamily.Delete(s.familyItem(r))
 	}
 	if r.inFamilyLive() {
-		s.familyLive.Delete(r)
+		s.familyLive.Delete(s.liveItem(r))
 	}
 	if r.GCAt() > 0 {
-		s.byGC.Delete(r)
+		s.byGC.Delete(gcItem(r))
 	}
 	if r.holdsSealed() {
-		s.sealed.Delete(r)
+		s.sealed.Delete(sealedItem(r))
 	}
 	s.count(r, -1)
 }
@@ -144,11 +144,11 @@ func (s *state) delete(r *Record) {
 func (s *state) housekeep(now int64, index uint64) {
 	s.families.forget(now)
 	var due []*Record
-	s.sealed.Ascend(func(r *Record) bool {
-		if r.Rotated.GraceUntil > now {
+	s.sealed.Ascend(func(it item) bool {
+		if it.at > now {
 			return false
 		}
-		due = append(due, r)
+		due = append(due, it.r)
 		return true
 	})
 	for _, r := range due {
@@ -167,15 +167,40 @@ func (s *state) count(r *Record, n int64) {
 	}
 }
 
-// ofSubject and ofFamily return the records of one index value; they are
-// collected before any is changed, since a tree must not change under its
-// own iteration.
+// ofSubject and ofFamily return the records of one index value, in id
+// order; they are collected before any is changed, since a tree must not
+// change under its own iteration.
 func (s *state) ofSubject(subject string) []*Record {
-	return collectFrom(s.bySubject, &Record{Subject: subject}, func(r *Record) bool { return r.Subject == subject })
+	var out []*Record
+	s.walkSubject(subject, "", func(r *Record) bool { out = append(out, r); return true })
+	return out
 }
 
 func (s *state) ofFamily(family string) []*Record {
-	return collectFrom(s.byFamily, &Record{Family: family}, func(r *Record) bool { return r.Family == family })
+	var out []*Record
+	g := s.hash.of(family)
+	s.byFamily.AscendGreaterOrEqual(rangeFrom(g, 0, ""), func(it item) bool {
+		if it.g != g {
+			return false
+		}
+		if it.r.Family == family {
+			out = append(out, it.r)
+		}
+		return true
+	})
+	return out
+}
+
+// walkSubject calls f with the records of subject in id order, from the
+// first id after after ("" for all), until f returns false.
+func (s *state) walkSubject(subject, after string, f func(*Record) bool) {
+	g := s.hash.of(subject)
+	s.bySubject.AscendGreaterOrEqual(rangeFrom(g, 0, after), func(it item) bool {
+		if it.g != g {
+			return false
+		}
+		return it.r.Subject != subject || f(it.r)
+	})
 }
 
 // familyUntil is how long family can still be used: the latest expiry of
@@ -183,23 +208,16 @@ func (s *state) ofFamily(family string) []*Record {
 // none.
 func (s *state) familyUntil(family string) int64 {
 	var until int64
-	s.familyLive.DescendLessOrEqual(&Record{Family: family, ExpiresAt: 0, ID: "\xff"}, func(r *Record) bool {
-		if r.Family == family {
-			until = r.liveUntil()
+	g := s.hash.of(family)
+	s.familyLive.DescendLessOrEqual(lastOf(g), func(it item) bool {
+		if it.g != g {
+			return false
 		}
+		if it.r.Family != family {
+			return true // another family with the same hash
+		}
+		until = it.at
 		return false
 	})
 	return until
-}
-
-func collectFrom(t *btree.BTreeG[*Record], from *Record, same func(*Record) bool) []*Record {
-	var out []*Record
-	t.AscendGreaterOrEqual(from, func(r *Record) bool {
-		if !same(r) {
-			return false
-		}
-		out = append(out, r)
-		return true
-	})
-	return out
 }

@@ -1,0 +1,96 @@
+package fsm_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/tokenstore/tokenstore/fsm"
+)
+
+const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// randomID is an id shaped like the API's: 22 random base62 characters.
+func randomID(rng *rand.Rand) string {
+	b := make([]byte, 22)
+	for i := range b {
+		b[i] = base62[rng.IntN(len(base62))]
+	}
+	return string(b)
+}
+
+// sessionIssue is what an application server issues: an access token with
+// a subject, a client, a title, an IP and a user agent, in a request of its
+// own (request id set).
+func sessionIssue(rng *rand.Rand, i int) *fsm.Issue {
+	id := randomID(rng)
+	return with(newIssue(id, "access", time.Hour, 0), func(r *fsm.Record) {
+		r.Subject, r.ClientID, r.Title = fmt.Sprint("user:", i%50_000), "app1", "Firefox on X"
+		r.IP, r.UserAgent = "192.0.2.10", "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"
+	})
+}
+
+// benchEntries encodes cmds as log entries of per commands each, with a
+// request id per command, as a leader's coalescer writes them.
+func benchEntries(b *testing.B, now time.Time, per int, cmds []fsm.Command, reqPrefix string) [][]byte {
+	var out [][]byte
+	for i := 0; i < len(cmds); i += per {
+		part := cmds[i:min(i+per, len(cmds))]
+		bt := &fsm.Batch{Now: ns(now), Entries: make([][]byte, len(part)), Reqs: make([]string, len(part))}
+		for j, c := range part {
+			bt.Entries[j] = encode(b, c)
+			bt.Reqs[j] = fmt.Sprintf("%s%x", reqPrefix, i+j)
+		}
+		out = append(out, encode(b, bt))
+	}
+	return out
+}
+
+// BenchmarkApply measures applying client writes, as every replica does,
+// on a state that already holds live tokens: per command, including the
+// decode of its log entry. Guards the state machine's per-command cost.
+func BenchmarkApply(b *testing.B) {
+	const live, per = 1600 * 64, 64
+	for _, op := range []string{"issue", "consume"} {
+		b.Run(op, func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 2))
+			h := newHarness(b)
+			pre := make([]fsm.Command, live)
+			for i := range pre {
+				pre[i] = sessionIssue(rng, i)
+			}
+			for _, e := range benchEntries(b, t0, per, pre, "pre-") {
+				h.applyRaw(e, per)
+			}
+			// Each round applies fresh commands: issues of new tokens, or
+			// consumes of tokens issued for it (untimed).
+			const round = 64 * per
+			var entries [][]byte
+			n := 0
+			for b.Loop() {
+				if n%round == 0 {
+					b.StopTimer()
+					cmds := make([]fsm.Command, round)
+					for i := range cmds {
+						cmds[i] = sessionIssue(rng, n+i)
+					}
+					if op == "consume" {
+						for _, e := range benchEntries(b, t0.Add(time.Second), per, cmds, fmt.Sprintf("i%d-", n)) {
+							h.applyRaw(e, per)
+						}
+						for i, c := range cmds {
+							cmds[i] = &fsm.Consume{Hash: c.(*fsm.Issue).Record.Hash}
+						}
+					}
+					entries = benchEntries(b, t0.Add(time.Second), per, cmds, fmt.Sprintf("r%d-", n))
+					b.StartTimer()
+				}
+				h.index++
+				h.s.Apply(h.index, entries[(n%round)/per])
+				n += per
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/cmd")
+		})
+	}
+}

@@ -1,0 +1,104 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"math"
+
+	"github.com/google/btree"
+)
+
+// The indexes are B-trees whose items carry their sort keys inline, as
+// integers: a search compares integers in the node's own array and reads
+// no record, except to break a tie, which for the ids the API mints (22
+// random characters) is as rare as two ids sharing their first eight. A
+// tree of pointers that compared strings read two other cache lines at
+// every step of every search.
+
+// btreeDegree is the trees' degree: nodes of up to 63 items.
+const btreeDegree = 32
+
+// prefix8 is the first eight bytes of s, big-endian and zero-padded:
+// prefixes order as the strings do wherever the strings differ within
+// eight bytes; the strings themselves break ties.
+func prefix8(s string) uint64 {
+	if len(s) >= 8 {
+		return uint64(s[0])<<56 | uint64(s[1])<<48 | uint64(s[2])<<40 | uint64(s[3])<<32 |
+			uint64(s[4])<<24 | uint64(s[5])<<16 | uint64(s[6])<<8 | uint64(s[7])
+	}
+	var b [8]byte
+	copy(b[:], s)
+	return binary.BigEndian.Uint64(b[:])
+}
+
+// idItem is an entry of the primary index, in id order.
+type idItem struct {
+	k  uint64 // prefix8(id)
+	id string
+	r  *Record
+}
+
+func lessID(a, b idItem) bool { return a.k < b.k || a.k == b.k && a.id < b.id }
+
+func idKey(id string) idItem { return idItem{k: prefix8(id), id: id} }
+
+func newIDIndex() *btree.BTreeG[idItem] { return btree.NewG(btreeDegree, lessID) }
+
+// item is an entry of a secondary index: records grouped by a hash of a
+// string field (subject, family; 0 for an index without groups), then in
+// time order within the group (0 for an index without time), then in id
+// order. A group is what the state asks an index for (the records of one
+// subject, say), and no order between groups is ever seen, so a hash
+// serves: records of two fields with the same hash interleave in id order,
+// and a walk over a group skips the records of the other field.
+type item struct {
+	g  uint64
+	at int64
+	k  uint64 // prefix8(r.ID)
+	r  *Record
+}
+
+func lessItem(a, b item) bool {
+	switch {
+	case a.g != b.g:
+		return a.g < b.g
+	case a.at != b.at:
+		return a.at < b.at
+	case a.k != b.k:
+		return a.k < b.k
+	}
+	return a.r.ID < b.r.ID
+}
+
+func newIndex() *btree.BTreeG[item] { return btree.NewG(btreeDegree, lessItem) }
+
+// noID sorts before every record of its group, time and id prefix: the
+// probe at the start of a range. It is never modified.
+var noID = &Record{}
+
+// groupHash hashes the grouping field of an index. The seed is the
+// state's own, drawn when it is made: a hash nobody outside can predict,
+// so no client can pick subjects that share one to slow another's walk.
+type groupHash struct {
+	seed maphash.Seed
+	mask uint64 // all bits; tests keep one, so that groups collide
+}
+
+func (h groupHash) of(s string) uint64 { return maphash.String(h.seed, s) & h.mask }
+
+// rangeFrom is the first item of group g at time at or later whose id is
+// after is (after "" for all).
+func rangeFrom(g uint64, at int64, after string) item {
+	if after == "" {
+		return item{g: g, at: at, r: noID}
+	}
+	id := after + "\x00" // sorts just past after
+	return item{g: g, at: at, k: prefix8(id), r: &Record{ID: id}}
+}
+
+// lastOf is the probe after every item of group g.
+func lastOf(g uint64) item { return item{g: g, at: math.MaxInt64, k: math.MaxUint64, r: maxID} }
+
+// maxID sorts after every id a record can have (ids are checked UTF-8 text
+// without control characters, so never 0xff bytes). It is never modified.
+var maxID = &Record{ID: "\xff\xff\xff\xff\xff\xff\xff\xff\xff"}

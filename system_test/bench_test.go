@@ -429,6 +429,11 @@ func TestBenchXDC(t *testing.T) {
 		if ee, ok := err.(*exec.ExitError); ok {
 			stderr = ee.Stderr
 		}
+		logs, _ := filepath.Glob(filepath.Join(dir, "n*.log"))
+		for _, l := range logs {
+			b, _ := os.ReadFile(l)
+			t.Logf("%s:\n%s", filepath.Base(l), tail(string(b), 30))
+		}
 		t.Fatalf("bench xdc: %v\n%s\n%s", err, stdout, stderr)
 	}
 	var rep xdc.Report

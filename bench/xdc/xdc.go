@@ -170,6 +170,10 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	if err := r.issuePool(ctx, leader); err != nil {
 		return nil, err
 	}
+	// The leader the clients meet, should it have changed meanwhile.
+	if leader, err = r.primaryLeader(ctx); err != nil {
+		return nil, err
+	}
 	groups := []*group{{name: GroupLeader, dc: leader.DC, nodes: []*proccluster.Node{leader}}}
 	for _, d := range cfg.DCs {
 		groups = append(groups, &group{name: d.Name, dc: d.Name, nodes: proccluster.NodesIn(c.Nodes, d.Name)})
@@ -229,21 +233,32 @@ func (r *run) primaryLeader(ctx context.Context) (*proccluster.Node, error) {
 }
 
 // issuePool issues the tokens of the local lookups through the leader
-// and waits until every node has applied them.
+// and waits until every node has applied them. A write that fails (a
+// leader just elected, or moving to the primary DC) is made again through
+// the leader then named, for a minute at most.
 func (r *run) issuePool(ctx context.Context, leader *proccluster.Node) error {
 	lc := r.client(leader)
 	var last *wire.IssueResponse
-	for range r.cfg.Pool {
+	deadline := time.Now().Add(time.Minute)
+	for len(r.pool) < r.cfg.Pool {
 		ictx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 		res, err := lc.Issue(ictx, wire.IssueRequest{Kind: token.KindAccess, Subject: "xdc", ClientID: benchClient, TTL: "1h"})
 		cancel()
 		if err != nil {
-			return fmt.Errorf("issuing the lookups' tokens: %w", err)
+			if ctx.Err() != nil || time.Now().After(deadline) {
+				return fmt.Errorf("issuing the lookups' tokens through %s: %w", leader.ID, err)
+			}
+			fmt.Fprintf(r.log, "issuing the lookups' tokens through %s: %v; again through the leader now\n", leader.ID, err)
+			if leader, err = r.cluster.Leader(ctx, r.hc); err != nil {
+				return err
+			}
+			lc = r.client(leader)
+			continue
 		}
 		r.pool = append(r.pool, res.Token)
 		last = res
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline = time.Now().Add(30 * time.Second)
 	for _, n := range r.cluster.Nodes {
 		for {
 			lctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)

@@ -5,7 +5,7 @@ SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 # partition in them) rather than fall back to loopback.
 NETNS    := $(if $(filter 0,$(shell id -u)),1,)
 
-.PHONY: all build run test deps check fuzz bench-node bench-nonce bench-cluster bench-route bench-deps bench-peers bench-chaos clean
+.PHONY: all build run test deps check fuzz bench-node bench-nonce bench-cluster bench-route bench-deps bench-peers bench-chaos bench-xdc clean
 
 all: build
 
@@ -120,6 +120,17 @@ bench-chaos: build
 		--faults kill-leader,partition-primary,kill-node,pause,partition-follower \
 		--fault-every 10s --downtime 3s --partition-time 8s --clients-per-dc 4 \
 		--out $(OUT)/chaos
+
+# Latency across datacenters as users meet it: the chaos bench's network
+# (40ms cross-DC round trip) without faults or jitter, clients in every DC
+# and at the leader; latency per DC and operation and the verdicts of the
+# cross-DC targets (BENCHMARKS.md) go to $(OUT)/xdc.md and xdc.json; needs
+# root. XDC_DURATION tunes; make test runs a short one (TestBenchXDC).
+XDC_DURATION ?= 60s
+bench-xdc: build
+	mkdir -p $(OUT)
+	bin/tokenstore-bench xdc --dcs a:3,b:2 --latency 40ms --jitter 0 --duration $(XDC_DURATION) --clients-per-dc 4 \
+		--json $(OUT)/xdc.json --report $(OUT)/xdc.md
 
 clean:
 	rm -rf bin

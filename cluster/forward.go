@@ -21,6 +21,13 @@ import (
 // batch as a single forwarded one and queues them all to its coalescer,
 // so they share its log entries, and answers each write on its own.
 //
+// One call is in flight to a leader near by: writes that arrive meanwhile
+// wait less than a call takes and share the next one. To a leader far
+// away (its status calls take farLeader or more: another DC) a write
+// waiting for the call in flight would pay up to a second round trip, so
+// calls overlap, up to maxForwardInflight; under load they still fill
+// while those are in flight.
+//
 // A leader that does not report knowing the call (a node of an earlier
 // release, during a rolling upgrade) gets one call per write, as before.
 const (
@@ -32,8 +39,13 @@ const (
 	// maxForwardBytes bounds the entries and request ids of one call,
 	// well within what the leader reads of a call (maxRPCBody).
 	maxForwardBytes = maxRPCBody / 2
-	// maxForwardInflight is how many calls a follower has in flight.
-	maxForwardInflight = 1
+	// maxForwardInflight is how many calls a follower has in flight to a
+	// far leader; to a near one it has one.
+	maxForwardInflight = 8
+	// farLeader is the round trip of a status call from which a leader
+	// is far: beyond a datacenter's links, and well above what a call
+	// costs on loopback.
+	farLeader = 10 * time.Millisecond
 	// maxForwardCall bounds one call, so that a leader that heartbeats
 	// but does not answer holds the only call in flight this long at most;
 	// its writes are then unknown, and Apply retries them.
@@ -43,6 +55,55 @@ const (
 	// place keeps its address).
 	leaderRPCRecheck = 30 * time.Second
 )
+
+// callSlots bounds the calls a follower has in flight to the leader.
+type callSlots struct {
+	mu       sync.Mutex
+	inflight int
+	freed    chan struct{} // closed when a call ends; nil while none waits
+}
+
+// take waits until fewer than limit() calls are in flight and counts one
+// more; false when closing ends first.
+func (s *callSlots) take(limit func() int, closing <-chan struct{}) bool {
+	for {
+		s.mu.Lock()
+		if s.inflight < limit() {
+			s.inflight++
+			s.mu.Unlock()
+			return true
+		}
+		if s.freed == nil {
+			s.freed = make(chan struct{})
+		}
+		freed := s.freed
+		s.mu.Unlock()
+		select {
+		case <-freed:
+		case <-closing:
+			return false
+		}
+	}
+}
+
+// put ends one call.
+func (s *callSlots) put() {
+	s.mu.Lock()
+	s.inflight--
+	if s.freed != nil {
+		close(s.freed)
+		s.freed = nil
+	}
+	s.mu.Unlock()
+}
+
+// forwardLimit is how many calls may be in flight to the leader now.
+func (n *Node) forwardLimit() int {
+	if n.leaderRPC.far() {
+		return maxForwardInflight
+	}
+	return 1
+}
 
 // forwarded is one write queued for the leader.
 type forwarded struct {
@@ -97,9 +158,7 @@ func (n *Node) forwardLoop() {
 				return
 			}
 		}
-		select {
-		case n.fwdInflight <- struct{}{}:
-		case <-n.closing:
+		if !n.fwdInflight.take(n.forwardLimit, n.closing) {
 			first.done <- applied{err: ErrShutdown}
 			n.drainForwards()
 			return
@@ -130,13 +189,13 @@ func (n *Node) forwardLoop() {
 			live = append(live, f)
 		}
 		if len(live) == 0 {
-			<-n.fwdInflight
+			n.fwdInflight.put()
 			continue
 		}
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
-			defer func() { <-n.fwdInflight }()
+			defer n.fwdInflight.put()
 			n.sendForwards(live)
 		}()
 	}
@@ -277,6 +336,8 @@ type leaderRPC struct {
 	version int                // 0: not known yet
 	checked time.Time          // when version was learned
 	asking  bool               // a status call is under way
+	// rtt is the shortest status call to it, 0 until one answered.
+	rtt time.Duration
 }
 
 // set records that the leader at addr serves version.
@@ -288,38 +349,80 @@ func (l *leaderRPC) set(addr raft.ServerAddress, version int) {
 	}
 }
 
+// measured records that a status call to the leader at addr took d.
+func (l *leaderRPC) measured(addr raft.ServerAddress, d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.addr == addr && (l.rtt == 0 || d < l.rtt) {
+		l.rtt = d
+	}
+}
+
+// far tells whether the leader's status calls all took farLeader or more.
+func (l *leaderRPC) far() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rtt >= farLeader
+}
+
 // leaderBatches tells whether the leader at addr is known to serve batches
 // of forwarded writes. Until its status has said so it is not: this node
 // asks it, in the background, and forwards one write per call meanwhile.
+// It asks again every leaderRPCRecheck, which also measures the round
+// trip to it anew (the first call may have paid for the connection).
 func (n *Node) leaderBatches(addr raft.ServerAddress) bool {
 	l := &n.leaderRPC
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.addr != addr {
-		l.addr, l.version, l.checked = addr, 0, time.Time{}
-	}
-	if l.version >= rpcVersionBatch {
-		return true
+		l.addr, l.version, l.checked, l.rtt = addr, 0, time.Time{}, 0
 	}
 	if !l.asking && (l.version == 0 || time.Since(l.checked) > leaderRPCRecheck) {
 		l.asking = true
 		go n.askLeaderRPC(addr)
 	}
-	return false
+	return l.version >= rpcVersionBatch
 }
 
-// askLeaderRPC asks the leader at addr which calls it serves.
+// askLeaderRPC asks the leader at addr which calls it serves, and times
+// the call. A call that takes farLeader or more is made again, twice at
+// most, and the shortest counts: the first may have paid for the
+// connection, or waited for a busy core, on a leader near by.
 func (n *Node) askLeaderRPC(addr raft.ServerAddress) {
-	st, err := n.remoteStatus(context.Background(), string(addr))
+	timed := func() (*statusReply, time.Duration, error) {
+		start := time.Now()
+		st, err := n.remoteStatus(context.Background(), string(addr))
+		return st, time.Since(start), err
+	}
+	st, took, err := timed()
+	for i := 0; err == nil && took >= farLeader && i < 2; i++ {
+		again, d, aerr := timed()
+		if aerr != nil {
+			break
+		}
+		st, took = again, min(took, d)
+	}
 	l := &n.leaderRPC
 	l.mu.Lock()
 	l.asking = false
+	if err != nil && l.addr == addr && l.version != 0 {
+		// What it served is still known: ask again after a while.
+		l.checked = time.Now()
+	}
 	l.mu.Unlock()
 	if err != nil {
 		n.log.Debug("asking the leader which calls it serves", "leader", addr, "err", err)
 		return
 	}
 	l.set(addr, max(rpcVersionBase, int(st.RPC)))
+	wasFar := l.far()
+	l.measured(addr, took)
+	switch far := l.far(); {
+	case far && !wasFar:
+		n.log.Info("the leader is far: forwarded writes go in overlapping calls", "leader", addr, "status_call", took)
+	case !far && wasFar:
+		n.log.Info("the leader is near: forwarded writes go in one call at a time", "leader", addr, "status_call", took)
+	}
 }
 
 // servesRPC is the version of the node-to-node calls this node serves.

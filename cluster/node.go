@@ -48,7 +48,7 @@ type Node struct {
 	// fwdQueue holds the writes a follower forwards in batches, and
 	// leaderRPC what it knows of the calls its leader serves.
 	fwdQueue    chan *forwarded
-	fwdInflight chan struct{}
+	fwdInflight *callSlots
 	leaderRPC   leaderRPC
 	// rpcServed, when not 0, is the rpcVersion this node claims and
 	// serves instead of its own (tests of mixed versions).
@@ -92,7 +92,7 @@ func Open(cfg Config) (*Node, error) {
 		queue:       make(chan *pending, 4096),
 		inflight:    make(chan struct{}, maxInflight),
 		fwdQueue:    make(chan *forwarded, 4096),
-		fwdInflight: make(chan struct{}, maxForwardInflight),
+		fwdInflight: new(callSlots),
 		closing:     make(chan struct{}),
 		changed:     make(chan struct{}, 1),
 		touches:     touches{pending: map[string]fsm.Use{}, written: map[string]int64{}},

@@ -22,6 +22,7 @@ import (
 	"github.com/tokenstore/tokenstore/bench/history"
 	"github.com/tokenstore/tokenstore/bench/load"
 	"github.com/tokenstore/tokenstore/bench/peers"
+	"github.com/tokenstore/tokenstore/bench/xdc"
 	"github.com/tokenstore/tokenstore/internal/memcachedtest"
 	"github.com/tokenstore/tokenstore/internal/netem"
 )
@@ -402,6 +403,72 @@ func TestBenchChaos(t *testing.T) {
 		t.Fatalf("history.json: %d operations, %v", len(ops), err)
 	}
 	checkPNGs(t, out, 1)
+}
+
+// TestBenchXDC is the smoke of the cross-DC latency bench: a two-DC
+// cluster in network namespaces, briefly, one client in each DC and one
+// at the leader. Every group must report every operation, without
+// errors, and DC b, the secondary, a verdict for each target. It asserts
+// that the command runs and reports, never its timings. It needs network
+// namespaces: skipped where they cannot be built, unless make test asked
+// for them.
+func TestBenchXDC(t *testing.T) {
+	if err := netem.Available(); err != nil {
+		if os.Getenv(netem.RequireEnv) != "" {
+			t.Fatal(err)
+		}
+		t.Skipf("%v: the cross-DC bench needs network namespaces", err)
+	}
+	dir, out := t.TempDir(), t.TempDir()
+	jsonOut, mdOut := filepath.Join(out, "xdc.json"), filepath.Join(out, "xdc.md")
+	cmd := exec.Command(benchBinary, "xdc", "--dcs", "a:3,b:2", "--latency", "40ms", "--warmup", "1s", "--duration", "3s",
+		"--clients-per-dc", "1", "--dir", dir, "--json", jsonOut, "--report", mdOut)
+	stdout, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		logs, _ := filepath.Glob(filepath.Join(dir, "n*.log"))
+		for _, l := range logs {
+			b, _ := os.ReadFile(l)
+			t.Logf("%s:\n%s", filepath.Base(l), tail(string(b), 30))
+		}
+		t.Fatalf("bench xdc: %v\n%s\n%s", err, stdout, stderr)
+	}
+	var rep xdc.Report
+	decodeFile(t, jsonOut, &rep)
+	if rep.LeaderDC == "" || rep.Leader == "" {
+		t.Errorf("no leader in the report: %+v", rep)
+	}
+	for _, g := range []string{xdc.GroupLeader, "a", "b"} {
+		for _, op := range xdc.Ops {
+			r := rep.Row(g, op)
+			switch {
+			case r == nil:
+				t.Errorf("no row for %s %s", g, op)
+			case r.Count == 0 || r.Errors != 0:
+				t.Errorf("%s %s: %d operations, %d errors (%s), want some and none", g, op, r.Count, r.Errors, r.FirstError)
+			}
+		}
+	}
+	if rep.LeaderDC == "a" {
+		if n := len(rep.Targets); n != 4 {
+			t.Errorf("want 4 verdicts for DC b, got %+v", rep.Targets)
+		}
+		for _, tg := range rep.Targets {
+			if tg.DC != "b" {
+				t.Errorf("a verdict for DC %s, want DC b's only: %+v", tg.DC, tg)
+			}
+		}
+	}
+	md, err := os.ReadFile(mdOut)
+	if err != nil || !strings.Contains(string(md), "lookup_after_write") || !strings.Contains(string(stdout), "| DC b |") {
+		t.Errorf("the markdown report and the output must hold the table: %v\n%s", err, stdout)
+	}
+	if t.Failed() {
+		t.Logf("bench xdc output:\n%s", stdout)
+	}
 }
 
 // decodeFile decodes the JSON file at path into v.

@@ -31,7 +31,7 @@ import (
 // Errors of a chaos run.
 var (
 	ErrUnknownFault = errors.New("bench: unknown fault")
-	ErrNoLeaderSeen = errors.New("bench: no node names a leader of this cluster")
+	ErrNoLeaderSeen = proccluster.ErrNoLeaderSeen
 	ErrNeedsNetwork = errors.New("bench: partitions need the emulated network")
 )
 
@@ -223,7 +223,7 @@ func (r *chaosRun) drive(ctx context.Context) []FaultEvent {
 // nodesOf are the API clients of the nodes of one DC.
 func (r *chaosRun) nodesOf(dc string) []*client.Client {
 	var out []*client.Client
-	for _, n := range nodesIn(r.cluster.Nodes, dc) {
+	for _, n := range proccluster.NodesIn(r.cluster.Nodes, dc) {
 		out = append(out, client.New(n.URL(), client.WithHTTPClient(r.hc)))
 	}
 	return out
@@ -289,31 +289,7 @@ func (r *chaosRun) network() partitioner {
 
 // leader asks the running nodes which one leads.
 func (r *chaosRun) leader(ctx context.Context) (*proccluster.Node, error) {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, n := range r.cluster.Nodes {
-			if !n.Running() {
-				continue
-			}
-			qctx, cancel := context.WithTimeout(ctx, time.Second)
-			info, err := client.New(n.URL(), client.WithHTTPClient(r.hc)).Cluster(qctx)
-			cancel()
-			if err != nil || info.Leader == "" {
-				continue
-			}
-			for _, l := range r.cluster.Nodes {
-				if l.ID == info.Leader {
-					return l, nil
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return nil, ErrNoLeaderSeen
+	return r.cluster.Leader(ctx, r.hc)
 }
 
 func (r *chaosRun) seconds() float64 { return float64(r.h.Now()) / float64(time.Second) }

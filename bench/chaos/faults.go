@@ -234,7 +234,7 @@ func (partitionPrimary) NeedsNetwork() bool  { return true }
 func (partitionPrimary) Expect() Expectation { return partitionExpects }
 
 func (f partitionPrimary) Inject(_ context.Context, env faultEnv) (Injected, error) {
-	return partition(env, f.Name(), nodesIn(env.nodes(), env.dcs()[0].Name))
+	return partition(env, f.Name(), proccluster.NodesIn(env.nodes(), env.dcs()[0].Name))
 }
 
 // partitionFollower is FaultPartitionFollower.
@@ -355,7 +355,7 @@ func dcsOnSide(nodes []*proccluster.Node, dcs []proccluster.DC, side []string, m
 	var out []string
 	for _, d := range dcs {
 		in := 0
-		of := nodesIn(nodes, d.Name)
+		of := proccluster.NodesIn(nodes, d.Name)
 		for _, n := range of {
 			if slices.Contains(side, n.ID) {
 				in++
@@ -363,17 +363,6 @@ func dcsOnSide(nodes []*proccluster.Node, dcs []proccluster.DC, side []string, m
 		}
 		if (in == len(of) && (2*inside > voters) == majority) || (in == 0 && (2*(voters-inside) > voters) == majority) {
 			out = append(out, d.Name)
-		}
-	}
-	return out
-}
-
-// nodesIn are the nodes of one DC.
-func nodesIn(nodes []*proccluster.Node, dc string) []*proccluster.Node {
-	var out []*proccluster.Node
-	for _, n := range nodes {
-		if n.DC == dc {
-			out = append(out, n)
 		}
 	}
 	return out

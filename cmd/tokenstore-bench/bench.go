@@ -20,6 +20,7 @@ import (
 	"github.com/tokenstore/tokenstore/bench/chaos"
 	"github.com/tokenstore/tokenstore/bench/load"
 	"github.com/tokenstore/tokenstore/bench/peers"
+	"github.com/tokenstore/tokenstore/bench/xdc"
 	"github.com/tokenstore/tokenstore/internal/netem"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
@@ -32,6 +33,9 @@ commands:
   peers    tokenstore side by side with etcd, Redis, memcached and the
            HTTP floor, with the servers' CPU per operation
   chaos    a local multi-DC cluster under faults, its history checked
+  xdc      latency across datacenters per DC and operation, in network
+           namespaces behind an emulated cross-DC link, with the verdicts
+           of the cross-DC targets
   route    the router's overhead: the same request direct and through it
   echo     a small upstream for trials and benchmarks of the router
   floor    the HTTP floor of peers: decodes each request's JSON body and
@@ -59,6 +63,8 @@ func main() {
 		err = benchPeers(args)
 	case "chaos":
 		err = benchChaos(args)
+	case "xdc":
+		err = benchXDC(args)
 	case "route":
 		err = routeBench(args)
 	case "echo":
@@ -352,6 +358,58 @@ func benchChaos(args []string) error {
 	fmt.Printf("files: %s\n", strings.Join(rep.Files, " "))
 	if !rep.Pass {
 		return errChaosFailed
+	}
+	return nil
+}
+
+func benchXDC(args []string) error {
+	fs := flag.NewFlagSet("bench xdc", flag.ContinueOnError)
+	var cfg xdc.Config
+	var sf serverFlags
+	var jsonOut, report string
+	dcs := dcsFlag(fs, "a:3,b:2")
+	fs.DurationVar(&cfg.Net.Latency, "latency", 40*time.Millisecond, "round trip between nodes of different datacenters")
+	fs.DurationVar(&cfg.Net.Jitter, "jitter", 0, "the cross-DC round trip varies by up to ± this much")
+	fs.DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long the clients are measured")
+	fs.DurationVar(&cfg.Warmup, "warmup", 3*time.Second, "how long the clients run unmeasured first")
+	fs.IntVar(&cfg.ClientsPerDC, "clients-per-dc", 4, "concurrent clients in every datacenter, and sending to the leader directly")
+	fs.Float64Var(&cfg.Rate, "rate", 20, "rounds (issue, lookup with min_index, consume, local lookup) a second of each client at most; 0: closed loop")
+	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "timeout of one request")
+	fs.StringVar(&jsonOut, "json", "", "write the results as JSON to this file")
+	fs.StringVar(&report, "report", "", "write a markdown report to this file")
+	sf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.DCs, err = proccluster.ParseDCs(*dcs); err != nil {
+		return err
+	}
+	if err := netem.Available(); err != nil {
+		return err
+	}
+	var cleanup func()
+	if cfg.Binary, cfg.Dir, cfg.NodeArgs, cleanup, err = sf.env(); err != nil {
+		return err
+	}
+	defer cleanup()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := xdc.Run(ctx, cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Println()
+	if err := rep.WriteText(os.Stdout); err != nil {
+		return err
+	}
+	if jsonOut != "" {
+		if err := rep.WriteJSON(jsonOut); err != nil {
+			return err
+		}
+	}
+	if report != "" {
+		return rep.WriteMarkdown(report)
 	}
 	return nil
 }

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -325,6 +327,49 @@ func (c *Cluster) Roles(ctx context.Context) (leader *Node, followers []*Node, e
 	}
 	followers = slices.DeleteFunc(slices.Clone(c.Nodes), func(n *Node) bool { return n == leader })
 	return leader, followers, nil
+}
+
+// ErrNoLeaderSeen is a cluster none of whose running nodes names a leader
+// of it.
+var ErrNoLeaderSeen = errors.New("proccluster: no node names a leader of this cluster")
+
+// Leader asks the running nodes, through hc, which one leads, until one
+// names a node of this cluster or 30 seconds have passed.
+func (c *Cluster) Leader(ctx context.Context, hc *http.Client) (*Node, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range c.Nodes {
+			if !n.Running() {
+				continue
+			}
+			qctx, cancel := context.WithTimeout(ctx, time.Second)
+			info, err := client.New(n.URL(), client.WithHTTPClient(hc)).Cluster(qctx)
+			cancel()
+			if err != nil || info.Leader == "" {
+				continue
+			}
+			if l := c.Node(info.Leader); l != nil {
+				return l, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil, ErrNoLeaderSeen
+}
+
+// NodesIn are the nodes of one DC, in order.
+func NodesIn(nodes []*Node, dc string) []*Node {
+	var out []*Node
+	for _, n := range nodes {
+		if n.DC == dc {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // Stop ends every process by its pid (SIGTERM, then SIGKILL), all at

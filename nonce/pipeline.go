@@ -16,10 +16,11 @@ import (
 
 // A pipeline sends the adds for one memcached server over a few
 // connections, pipelined. Whoever finds a connection's writer idle writes
-// every add waiting for that connection in one write; one reader per
-// connection hands memcached's answers, which come in order, back to
-// their callers. One write and about one read carry a whole batch, where
-// a connection per add in flight pays both for each add.
+// every add waiting for that connection in one write. Memcached answers in
+// order, so the caller of the oldest add in flight reads the next answer,
+// its own, and then passes the turn to the caller of the next one. One
+// write and about one read carry a whole batch, where a connection per
+// add in flight pays both for each add; an add alone costs what it did.
 type pipeline struct {
 	addr    net.Addr
 	timeout time.Duration // dial, write, and an add's wait for its answer
@@ -39,12 +40,22 @@ func newPipeline(addr net.Addr, conns int, timeout time.Duration) *pipeline {
 type addOp struct {
 	key  string
 	exp  int32
-	sent time.Time  // when it was written
-	next *addOp     // behind it in its slot's queue
-	done chan error // its answer, sent once
+	sent time.Time // when it was written
+	next *addOp    // behind it in its slot's queue
+	conn *pipeConn // where it was written
+	// done carries errWriteTurn when the add heads the queue and the
+	// writer leaves, errYourTurn once it is the oldest in flight, and its
+	// answer when another learnt it: at most one of each.
+	done chan error
 }
 
-var addOps = sync.Pool{New: func() any { return &addOp{done: make(chan error, 1)} }}
+// Turns passed between the callers of a slot's adds.
+var (
+	errWriteTurn = errors.New("write the queue")
+	errYourTurn  = errors.New("read your answer")
+)
+
+var addOps = sync.Pool{New: func() any { return &addOp{done: make(chan error, 3)} }}
 
 // add stores key for exp seconds unless memcached holds it: nil when
 // stored, memcache.ErrNotStored when present, else why it could not ask.
@@ -54,8 +65,16 @@ func (p *pipeline) add(key string, exp int32) error {
 	}
 	op := addOps.Get().(*addOp)
 	op.key, op.exp = key, exp
-	p.slots[p.next.Add(1)%uint32(len(p.slots))].submit(op)
+	slot := p.slots[p.next.Add(1)%uint32(len(p.slots))]
+	slot.submit(op)
 	err := <-op.done
+	for err == errWriteTurn {
+		slot.writeQueue()
+		err = <-op.done
+	}
+	if err == errYourTurn {
+		err = op.conn.readAnswer(op)
+	}
 	*op = addOp{done: op.done}
 	addOps.Put(op)
 	return err
@@ -88,7 +107,7 @@ type pipeSlot struct {
 }
 
 // submit queues op and, unless another caller is writing, writes the
-// queue out until it stays empty.
+// queue out.
 func (s *pipeSlot) submit(op *addOp) {
 	s.mu.Lock()
 	if s.last == nil {
@@ -102,23 +121,34 @@ func (s *pipeSlot) submit(op *addOp) {
 		return
 	}
 	s.writing = true
-	for s.queue != nil {
-		batch := s.queue
-		s.queue, s.last = nil, nil
-		c := s.conn
-		s.mu.Unlock()
-		if c == nil {
-			var err error
-			if c, err = s.dial(); err != nil {
-				failAll(batch, err)
-			}
+	s.mu.Unlock()
+	s.writeQueue()
+}
+
+// writeQueue writes what is queued in one write, then passes the writing
+// to the caller of the oldest add queued meanwhile, if any: a writer goes
+// back to its own add's answer after one write.
+func (s *pipeSlot) writeQueue() {
+	s.mu.Lock()
+	batch := s.queue
+	s.queue, s.last = nil, nil
+	c := s.conn
+	s.mu.Unlock()
+	if c == nil {
+		var err error
+		if c, err = s.dial(); err != nil {
+			failAll(batch, err)
 		}
-		if c != nil {
-			s.buf = c.write(s.buf[:0], batch)
-		}
-		s.mu.Lock()
 	}
-	s.writing = false
+	if c != nil {
+		s.buf = c.write(s.buf[:0], batch)
+	}
+	s.mu.Lock()
+	if s.queue != nil {
+		s.queue.done <- errWriteTurn
+	} else {
+		s.writing = false
+	}
 	s.mu.Unlock()
 }
 
@@ -132,11 +162,9 @@ func (s *pipeSlot) dial() (*pipeConn, error) {
 		return nil, err
 	}
 	c := &pipeConn{slot: s, nc: nc, br: bufio.NewReader(nc)}
-	c.ready.L = &c.mu
 	s.mu.Lock()
 	s.conn = c
 	s.mu.Unlock()
-	go c.read()
 	return c, nil
 }
 
@@ -157,9 +185,8 @@ type pipeConn struct {
 	br   *bufio.Reader
 
 	mu       sync.Mutex
-	ready    sync.Cond // an add is in flight, or the connection failed
-	inflight []*addOp
-	err      error // why the connection failed; nothing is written after
+	inflight []*addOp // written, oldest first; the first one's caller reads
+	err      error    // why the connection failed; nothing is written after
 }
 
 // write sends a batch in one write, using buf. Only its slot's writer
@@ -172,7 +199,7 @@ func (c *pipeConn) write(buf []byte, batch *addOp) []byte {
 		buf = append(buf, " 0 "...)
 		buf = strconv.AppendInt(buf, int64(op.exp), 10)
 		buf = append(buf, " 1\r\n1\r\n"...) // flags 0, one byte of value: "1"
-		op.sent = now
+		op.sent, op.conn = now, c
 	}
 	c.mu.Lock()
 	if err := c.err; err != nil {
@@ -180,12 +207,14 @@ func (c *pipeConn) write(buf []byte, batch *addOp) []byte {
 		failAll(batch, err)
 		return buf
 	}
+	if len(c.inflight) == 0 {
+		batch.done <- errYourTurn
+	}
 	for op := batch; op != nil; op = op.next {
 		c.inflight = append(c.inflight, op)
 	}
-	c.ready.Signal()
 	c.mu.Unlock()
-	// From here the reader or fail answers the batch.
+	// From here the batch's callers read their answers, or fail answers them.
 	if err := c.nc.SetWriteDeadline(now.Add(c.slot.p.timeout)); err != nil {
 		c.fail(err)
 		return buf
@@ -202,45 +231,41 @@ func (c *pipeConn) write(buf []byte, batch *addOp) []byte {
 // maxBatchBuffer is the largest write buffer a slot keeps.
 const maxBatchBuffer = 64 << 10
 
-// read hands memcached's answers to the adds in flight, in order, until
-// the connection fails. The oldest add's deadline bounds each read.
-func (c *pipeConn) read() {
-	for {
-		c.mu.Lock()
-		for len(c.inflight) == 0 && c.err == nil {
-			c.ready.Wait()
-		}
-		if c.err != nil {
-			c.mu.Unlock()
-			return
-		}
-		deadline := c.inflight[0].sent.Add(c.slot.p.timeout)
-		c.mu.Unlock()
-		if err := c.nc.SetReadDeadline(deadline); err != nil {
-			c.fail(err)
-			return
-		}
-		line, err := c.br.ReadSlice('\n')
-		if err != nil {
-			c.fail(err)
-			return
-		}
-		answer, broken := addAnswer(line)
-		c.mu.Lock()
-		if c.err != nil { // failed meanwhile, and every add with it
-			c.mu.Unlock()
-			return
-		}
-		op := c.inflight[0]
-		c.inflight[0] = nil
-		c.inflight = c.inflight[1:]
-		c.mu.Unlock()
-		op.done <- answer
-		if broken {
-			c.fail(answer)
-			return
-		}
+// readAnswer reads the answer to op, the oldest add in flight, and passes
+// the turn to the next. The add's deadline bounds the read.
+func (c *pipeConn) readAnswer(op *addOp) error {
+	c.mu.Lock()
+	failed := c.err != nil
+	c.mu.Unlock()
+	if failed { // op was answered when the connection failed
+		return <-op.done
 	}
+	if err := c.nc.SetReadDeadline(op.sent.Add(c.slot.p.timeout)); err != nil {
+		c.fail(err)
+		return <-op.done
+	}
+	line, err := c.br.ReadSlice('\n')
+	if err != nil {
+		c.fail(err)
+		return <-op.done
+	}
+	answer, broken := addAnswer(line)
+	if broken {
+		c.fail(answer)
+		return <-op.done
+	}
+	c.mu.Lock()
+	if c.err != nil { // failed meanwhile, answering op
+		c.mu.Unlock()
+		return <-op.done
+	}
+	c.inflight[0] = nil
+	c.inflight = c.inflight[1:]
+	if len(c.inflight) > 0 {
+		c.inflight[0].done <- errYourTurn
+	}
+	c.mu.Unlock()
+	return answer
 }
 
 // fail closes the connection and answers every add in flight on it with
@@ -254,7 +279,6 @@ func (c *pipeConn) fail(err error) {
 	c.err = err
 	ops := c.inflight
 	c.inflight = nil
-	c.ready.Broadcast()
 	c.mu.Unlock()
 	c.nc.Close()
 	for _, op := range ops {

@@ -110,3 +110,28 @@ func BenchmarkDecodeLookup(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEncodeRecord is the JSON answer of a lookup alone, through
+// encoding/json (JSON) and as a lookup writes it (Record).
+func BenchmarkEncodeRecord(b *testing.B) {
+	now := time.Now()
+	exp := now.Add(time.Hour).UTC()
+	rec := wire.Record{ID: "4jN15fUFUhSf6eiYfEkBEr", Kind: "access", Status: "active", Subject: "bench", ClientID: "bench-app",
+		Scopes: []string{"read"}, CreatedAt: now.UTC(), ExpiresAt: &exp}
+	for _, enc := range []struct {
+		name  string
+		write func(http.ResponseWriter)
+	}{
+		{"JSON", func(w http.ResponseWriter) { writeJSON(w, http.StatusOK, rec) }},
+		{"Record", func(w http.ResponseWriter) { writeRecord(w, http.StatusOK, &rec) }},
+	} {
+		b.Run(enc.name, func(b *testing.B) {
+			w := httptest.NewRecorder()
+			b.ReportAllocs()
+			for b.Loop() {
+				w.Body.Reset()
+				enc.write(w)
+			}
+		})
+	}
+}

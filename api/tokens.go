@@ -254,7 +254,8 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *Error {
 		return recordErrorData(err, rec, req.WithData, now)
 	}
 	s.touch(rec, hash, now, req.IP, req.UserAgent)
-	writeJSON(w, http.StatusOK, toWire(rec, now))
+	out := toWire(rec, now)
+	writeRecord(w, http.StatusOK, &out)
 	return nil
 }
 
@@ -303,7 +304,8 @@ func (s *Server) consume(w http.ResponseWriter, r *http.Request) *Error {
 		s.logReuse(res)
 		return recordErrorData(res.Err, res.Record, req.WithData, s.now())
 	}
-	writeJSON(w, http.StatusOK, toWire(res.Record, res.Record.LastUsedAt))
+	out := toWire(res.Record, res.Record.LastUsedAt)
+	writeRecord(w, http.StatusOK, &out)
 	return nil
 }
 

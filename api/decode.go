@@ -39,7 +39,9 @@ func decodeStrict(body io.Reader, v any, emptyOK bool) *Error {
 	b := buf.Bytes()
 	// Most bodies are one flat object of known keys: unmarshalled as is,
 	// they need none of the checks below. A type error is worded there.
-	if plainObject(b, structFields(v)) && json.Unmarshal(b, v) == nil {
+	fields := structFields(v)
+	var kv [maxPlainKeys]plainPair
+	if n, ok := plainObject(b, fields, &kv); ok && (setPlain(v, fields, kv[:n]) || json.Unmarshal(b, v) == nil) {
 		return nil
 	}
 	if e := decodeInto(b, v, emptyOK); e != nil {

@@ -34,6 +34,10 @@ var scanSeeds = []string{
 	`{"scope":"s","nonce":"n","timestamp":1764590000}`,
 	`{"scope":"s","nonce":"n","timestamp":1764590000.5}`,
 	`{"scope":"s","nonce":"n","timestamp":99999999999999999999}`,
+	`{"scope":"s","nonce":"n","timestamp":-5}`, `{"scope":"s","nonce":"n","timestamp":-9223372036854775809}`,
+	`{"scope":"s","nonce":"n","timestamp":"5"}`, `{"scope":5}`, `{"scope":true}`, `{"scope":null,"nonce":null}`,
+	`{"min_index":18446744073709551615}`, `{"min_index":true}`, `{"with_data":"true"}`, `{"with_data":null}`,
+	`{"token":"~ !#$%&'()*+,-./:;<=>?@[]^_{|}"}`, `{"token":"\u007f"}`, "{\"token\":\"\x7f\"}",
 }
 
 func sameDecode(t *testing.T, body string, newV func() any) {
@@ -80,11 +84,13 @@ func TestPlainObject(t *testing.T) {
 		`{"token":"x","min_index":1e+9}`:  true,
 		`{"token":"x","min_index":1E-09}`: true,
 	} {
-		if got := plainObject([]byte(body), fields); got != want {
+		var kv [maxPlainKeys]plainPair
+		if _, got := plainObject([]byte(body), fields, &kv); got != want {
 			t.Errorf("plainObject(%q) = %v, want %v", body, got, want)
 		}
 	}
-	if plainObject([]byte(`{}`), nil) {
+	var kv [maxPlainKeys]plainPair
+	if _, ok := plainObject([]byte(`{}`), nil, &kv); ok {
 		t.Error("plainObject with no fields: want false")
 	}
 }

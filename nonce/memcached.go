@@ -125,9 +125,9 @@ func (m *Memcached) Add(key string, ttl time.Duration) (bool, error) {
 	return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
 
-// add sends the add of key, with the value "1", to its server's pipeline
-// and, on a connection error, closes that server's connections: the next
-// add dials afresh.
+// add sends the add of key, with the value "1", to its server's pipeline,
+// which on a connection error closes that server's connections opened
+// before it: the next add dials afresh.
 func (m *Memcached) add(key string, exp int32) error {
 	addr, err := m.servers.PickServer(key)
 	if err != nil {
@@ -137,9 +137,8 @@ func (m *Memcached) add(key string, exp int32) error {
 	if p == nil {
 		return fmt.Errorf("memcached: no connections to server %s", addr)
 	}
-	err = p.add(key, exp)
-	if connError(err) {
-		p.close(err)
+	dropped, err := p.add(key, exp)
+	if dropped {
 		m.drops.Inc()
 	}
 	return err

@@ -26,6 +26,7 @@ type pipeline struct {
 	timeout time.Duration // dial, write, and an add's wait for its answer
 	slots   []*pipeSlot
 	next    atomic.Uint32
+	dials   atomic.Uint64 // numbers the connections in the order dialled
 }
 
 func newPipeline(addr net.Addr, conns int, timeout time.Duration) *pipeline {
@@ -59,15 +60,17 @@ var addOps = sync.Pool{New: func() any { return &addOp{done: make(chan error, 3)
 
 // add stores key for exp seconds unless memcached holds it: nil when
 // stored, memcache.ErrNotStored when present, else why it could not ask.
-func (p *pipeline) add(key string, exp int32) error {
+// On a connection error it closes the connections that error condemns
+// (closeAfter), and says so.
+func (p *pipeline) add(key string, exp int32) (dropped bool, err error) {
 	if !legalKey(key) {
-		return memcache.ErrMalformedKey
+		return false, memcache.ErrMalformedKey
 	}
 	op := addOps.Get().(*addOp)
 	op.key, op.exp = key, exp
 	slot := p.slots[p.next.Add(1)%uint32(len(p.slots))]
 	slot.submit(op)
-	err := <-op.done
+	err = <-op.done
 	for err == errWriteTurn {
 		slot.writeQueue()
 		err = <-op.done
@@ -75,19 +78,30 @@ func (p *pipeline) add(key string, exp int32) error {
 	if err == errYourTurn {
 		err = op.conn.readAnswer(op)
 	}
+	if connError(err) {
+		p.closeAfter(op.conn, err)
+		dropped = true
+	}
 	*op = addOp{done: op.done}
 	addOps.Put(op)
-	return err
+	return dropped, err
 }
 
-// close ends every connection with why: the adds in flight fail, the next
-// ones dial afresh.
-func (p *pipeline) close(why error) {
+// closeAfter ends, with why, every connection dialled no later than the
+// one an add failed on (all of them when it failed to dial, at is nil):
+// a connection error says the server went away, and took those with it.
+// Their adds in flight fail; the next ones dial afresh. A connection
+// dialled since is left alone.
+func (p *pipeline) closeAfter(at *pipeConn, why error) {
+	last := p.dials.Load()
+	if at != nil {
+		last = at.seq
+	}
 	for _, s := range p.slots {
 		s.mu.Lock()
 		c := s.conn
 		s.mu.Unlock()
-		if c != nil {
+		if c != nil && c.seq <= last {
 			c.fail(why)
 		}
 	}
@@ -161,7 +175,7 @@ func (s *pipeSlot) dial() (*pipeConn, error) {
 		}
 		return nil, err
 	}
-	c := &pipeConn{slot: s, nc: nc, br: bufio.NewReader(nc)}
+	c := &pipeConn{slot: s, nc: nc, br: bufio.NewReader(nc), seq: s.p.dials.Add(1)}
 	s.mu.Lock()
 	s.conn = c
 	s.mu.Unlock()
@@ -183,6 +197,7 @@ type pipeConn struct {
 	slot *pipeSlot
 	nc   net.Conn
 	br   *bufio.Reader
+	seq  uint64 // its number among the pipeline's connections
 
 	mu       sync.Mutex
 	inflight []*addOp // written, oldest first; the first one's caller reads

@@ -118,7 +118,7 @@ func TestPipelineOddAnswers(t *testing.T) {
 		"VALUE x 0 1\r\n", "NOT_STORED\r\n", "STORED")
 	p := newPipeline(s.ln.Addr(), 1, 2*time.Second)
 	for i, want := range []string{"", memcache.ErrNotStored.Error(), "SERVER_ERROR", "", "VALUE", memcache.ErrNotStored.Error()} {
-		err := p.add(fmt.Sprint("k", i), 60)
+		_, err := p.add(fmt.Sprint("k", i), 60)
 		if (err == nil) != (want == "") || (err != nil && !strings.Contains(err.Error(), want)) {
 			t.Fatalf("add %d: got %v, want %q", i, err, want)
 		}
@@ -127,10 +127,10 @@ func TestPipelineOddAnswers(t *testing.T) {
 		t.Errorf("dialled %d times; want 2 (again after the line that answers no add)", d)
 	}
 	// "STORED" without its line end, then the server hangs up.
-	if err := p.add("cut", 60); err == nil || !connError(err) {
-		t.Fatalf("answer cut short: want a connection error, got %v", err)
+	if dropped, err := p.add("cut", 60); err == nil || !connError(err) || !dropped {
+		t.Fatalf("answer cut short: want a connection error that closes the connections, got %v (closed: %v)", err, dropped)
 	}
-	if err := p.add("bad key", 60); !errors.Is(err, memcache.ErrMalformedKey) {
+	if _, err := p.add("bad key", 60); !errors.Is(err, memcache.ErrMalformedKey) {
 		t.Fatalf("a key with a space: want ErrMalformedKey, got %v", err)
 	}
 }
@@ -166,7 +166,7 @@ func TestPipelineSilentServerTimesOut(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := p.add(fmt.Sprint("k", i), 60)
+			_, err := p.add(fmt.Sprint("k", i), 60)
 			var ne net.Error
 			if !errors.As(err, &ne) || !ne.Timeout() || connError(err) {
 				t.Errorf("add to a silent server: want a timeout, got %v", err)
@@ -174,4 +174,66 @@ func TestPipelineSilentServerTimesOut(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestPipelineConnErrorSparesNewerConns: a connection error closes the
+// connections dialled up to the one that failed, not one dialled since,
+// whose adds in flight have nothing to do with it.
+func TestPipelineConnErrorSparesNewerConns(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 8)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+			go func() {
+				br := bufio.NewReader(c)
+				for {
+					if _, err := br.ReadString('\n'); err != nil {
+						return
+					}
+					if _, err := br.ReadString('\n'); err != nil {
+						return
+					}
+					if _, err := c.Write([]byte("STORED\r\n")); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	p := newPipeline(ln.Addr(), 2, 2*time.Second)
+	add := func(key string) (bool, error) { return p.add(key, 60) } // slots in turn: 1, 0, 1, 0, ...
+	for _, k := range []string{"a", "b"} {
+		if _, err := add(k); err != nil {
+			t.Fatalf("add %s: %v", k, err)
+		}
+	}
+	older, newer := <-accepted, <-accepted
+	defer newer.Close()
+	older.Close() // the server drops the first connection
+	if dropped, err := add("c"); err == nil || !dropped {
+		t.Fatalf("add on the dropped connection: want a connection error that closes connections, got %v (closed: %v)", err, dropped)
+	}
+	if _, err := add("d"); err != nil {
+		t.Fatalf("add on the newer connection: %v", err)
+	}
+	s := p.slots[0]
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c == nil || c.seq != 2 {
+		t.Fatal("the newer connection was closed with the older one")
+	}
+	if _, err := add("e"); err != nil {
+		t.Fatalf("add after the error: %v", err)
+	}
+	(<-accepted).Close() // the slot of the dropped connection dialled again
 }

@@ -68,10 +68,10 @@ func putBodyBuffer(buf *bytes.Buffer) {
 }
 
 // structFields returns the JSON fields of the struct v points to, nil if
-// it is no pointer to a struct.
+// it is no pointer to a struct, or a nil one.
 func structFields(v any) map[string]fieldInfo {
 	t := reflect.TypeOf(v)
-	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct || reflect.ValueOf(v).IsNil() {
 		return nil
 	}
 	return jsonFields(t.Elem())

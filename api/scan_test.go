@@ -95,6 +95,15 @@ func TestPlainObject(t *testing.T) {
 	}
 }
 
+// TestDecodeIntoNilPointer: a nil target is encoding/json's error, not a
+// panic.
+func TestDecodeIntoNilPointer(t *testing.T) {
+	var req *wire.LookupRequest
+	if e := decodeStrict(bytes.NewReader([]byte(`{"token":"x"}`)), req, false); e == nil {
+		t.Fatal("decoded into a nil pointer")
+	}
+}
+
 func FuzzPlainObject(f *testing.F) {
 	for _, s := range scanSeeds {
 		f.Add(s)

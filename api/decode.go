@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
+	"sync"
 
 	"github.com/tokenstore/tokenstore/api/wire"
 )
@@ -23,13 +25,24 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) *Er
 }
 
 func decodeStrict(body io.Reader, v any, emptyOK bool) *Error {
-	b, err := io.ReadAll(body)
-	if err != nil {
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer putBodyBuffer(buf)
+	if _, err := buf.ReadFrom(body); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return tooLarge()
 		}
 		return errorf(http.StatusBadRequest, wire.CodeInvalidJSON, "The body could not be read.")
+	}
+	// The buffer goes back to the pool: what v keeps must be copies, as
+	// encoding/json makes them (strings, json.RawMessage, []byte).
+	b := buf.Bytes()
+	// Most bodies are one flat object of known keys: unmarshalled as is,
+	// they need none of the checks below. A type error is worded there.
+	fields := structFields(v)
+	var kv [maxPlainKeys]plainPair
+	if n, ok := plainObject(b, fields, &kv); ok && (setPlain(v, fields, kv[:n]) || json.Unmarshal(b, v) == nil) {
+		return nil
 	}
 	if e := decodeInto(b, v, emptyOK); e != nil {
 		return e
@@ -38,6 +51,30 @@ func decodeStrict(body io.Reader, v any, emptyOK bool) *Error {
 	// regardless of case: {"subject":"u2","subject":"u3"} or "Subject"
 	// would be read as something the caller may not have meant.
 	return exactKeys(b, v)
+}
+
+// bodyBuffers hold request bodies while they are decoded.
+var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBody is the largest buffer kept for reuse: a rare large body
+// does not pin its memory.
+const maxPooledBody = 16 << 10
+
+func putBodyBuffer(buf *bytes.Buffer) {
+	if buf.Cap() <= maxPooledBody {
+		buf.Reset()
+		bodyBuffers.Put(buf)
+	}
+}
+
+// structFields returns the JSON fields of the struct v points to, nil if
+// it is no pointer to a struct, or a nil one.
+func structFields(v any) map[string]fieldInfo {
+	t := reflect.TypeOf(v)
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct || reflect.ValueOf(v).IsNil() {
+		return nil
+	}
+	return jsonFields(t.Elem())
 }
 
 func decodeInto(b []byte, v any, emptyOK bool) *Error {

@@ -1,12 +1,14 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tokenstore/tokenstore/api/wire"
@@ -47,15 +49,44 @@ func writeError(w http.ResponseWriter, e *Error) {
 	writeJSON(w, e.Status, body)
 }
 
+// jsonContentType is the Content-Type of every answer, shared: net/http
+// only reads a header's values.
+var jsonContentType = []string{"application/json"}
+
+// answerEncoder encodes an answer into a buffer of its own; both are
+// reused across requests.
+type answerEncoder struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+var answerEncoders = sync.Pool{New: func() any {
+	a := &answerEncoder{}
+	a.enc = json.NewEncoder(&a.buf)
+	return a
+}}
+
+var encodeFailed = []byte(`{"error":{"code":"internal","message":"encoding the response failed"}}` + "\n")
+
+// writeJSON writes v as the JSON answer with status: the bytes of
+// json.Marshal and a newline.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	a := answerEncoders.Get().(*answerEncoder)
+	defer func() {
+		if a.buf.Cap() <= maxPooledBody {
+			a.buf.Reset()
+			answerEncoders.Put(a)
+		}
+	}()
+	body := encodeFailed
+	if err := a.enc.Encode(v); err == nil {
+		body = a.buf.Bytes()
+	} else {
 		status = http.StatusInternalServerError
-		b = []byte(`{"error":{"code":"internal","message":"encoding the response failed"}}`)
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	w.Write(body)
 }
 
 // unavailable is the 503 for a node or a nonce store that cannot answer

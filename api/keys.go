@@ -150,7 +150,12 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-type fieldInfo struct{ typ reflect.Type }
+// fieldInfo is a field as encoding/json sees it: its type, and its index
+// in the struct (-1 for a field promoted from an embedded struct).
+type fieldInfo struct {
+	typ   reflect.Type
+	index int
+}
 
 var fieldCache sync.Map // reflect.Type -> map[string]fieldInfo
 
@@ -171,7 +176,7 @@ func jsonFields(t reflect.Type) map[string]fieldInfo {
 		if f.Anonymous && name == "" && indirect(f.Type) != nil && indirect(f.Type).Kind() == reflect.Struct {
 			for n, fi := range jsonFields(indirect(f.Type)) {
 				if _, shadowed := m[n]; !shadowed {
-					m[n] = fi
+					m[n] = fieldInfo{typ: fi.typ, index: -1}
 				}
 			}
 			continue
@@ -182,7 +187,7 @@ func jsonFields(t reflect.Type) map[string]fieldInfo {
 		if name == "" {
 			name = f.Name
 		}
-		m[name] = fieldInfo{typ: f.Type}
+		m[name] = fieldInfo{typ: f.Type, index: i}
 	}
 	fieldCache.Store(t, m)
 	return m

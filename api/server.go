@@ -80,6 +80,7 @@ type Server struct {
 	mux     *http.ServeMux
 	metrics *httpMetrics
 	authz   http.Handler
+	dc      []string // the DC header's value; nil without a DC
 }
 
 // New returns the API server for cfg.
@@ -101,6 +102,9 @@ func New(cfg Config) *Server {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), metrics: newHTTPMetrics(cfg.Registry)}
+	if cfg.DC != "" {
+		s.dc = []string{cfg.DC}
+	}
 	s.routes()
 	return s
 }
@@ -242,9 +246,10 @@ func (s *Server) wrap(route string, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		sw.Header().Set(wire.HeaderIndex, strconv.FormatUint(s.cfg.Node.AppliedIndex(), 10))
-		if s.cfg.DC != "" {
-			sw.Header().Set(wire.HeaderDC, s.cfg.DC)
+		hdr := sw.Header()
+		hdr[headerIndex] = []string{strconv.FormatUint(s.cfg.Node.AppliedIndex(), 10)}
+		if s.dc != nil {
+			hdr[headerDC] = s.dc
 		}
 		defer func() {
 			if p := recover(); p != nil {
@@ -318,11 +323,23 @@ func (m *httpMetrics) observe(route string, status int, d time.Duration) {
 	m.latency.WithLabelValues(route).Observe(d.Seconds())
 }
 
+// The headers every answer or every read carries, in the canonical form
+// Header.Set would give them, set without it. A header's values set from
+// a shared slice are only read by net/http.
+var (
+	headerIndex       = http.CanonicalHeaderKey(wire.HeaderIndex)
+	headerDC          = http.CanonicalHeaderKey(wire.HeaderDC)
+	headerLastContact = http.CanonicalHeaderKey(wire.HeaderLastContact)
+	headerKnownLeader = http.CanonicalHeaderKey(wire.HeaderKnownLeader)
+	knownLeader       = map[bool][]string{true: {"true"}, false: {"false"}}
+)
+
 // contactHeaders tells, on a local read, how fresh the replica is.
 func (s *Server) contactHeaders(w http.ResponseWriter) {
 	since, known := s.cfg.Node.LeaderContact()
-	w.Header().Set(wire.HeaderLastContact, strconv.FormatInt(since.Milliseconds(), 10))
-	w.Header().Set(wire.HeaderKnownLeader, strconv.FormatBool(known))
+	h := w.Header()
+	h[headerLastContact] = []string{strconv.FormatInt(since.Milliseconds(), 10)}
+	h[headerKnownLeader] = knownLeader[known]
 }
 
 func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) *Error {

@@ -232,13 +232,18 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *Error {
 		return e
 	}
 	s.contactHeaders(w)
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.WriteTimeout)
-	defer cancel()
+	ctx := r.Context()
+	if c != cluster.Local || req.MinIndex > 0 {
+		// Only a read that may wait or ask the leader needs the bound.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.WriteTimeout)
+		defer cancel()
+	}
 	rec, index, err := s.cfg.Node.ReadRecord(ctx, hash, c, req.MinIndex, s.cfg.MinIndexWait)
 	if err != nil {
 		return nodeError(err)
 	}
-	w.Header().Set(wire.HeaderIndex, strconv.FormatUint(index, 10))
+	w.Header()[headerIndex] = []string{strconv.FormatUint(index, 10)}
 	if rec == nil {
 		return recordError(fsm.ErrNotFound, nil)
 	}
@@ -249,7 +254,8 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) *Error {
 		return recordErrorData(err, rec, req.WithData, now)
 	}
 	s.touch(rec, hash, now, req.IP, req.UserAgent)
-	writeJSON(w, http.StatusOK, toWire(rec, now))
+	out := toWire(rec, now)
+	writeRecord(w, http.StatusOK, &out)
 	return nil
 }
 
@@ -298,7 +304,8 @@ func (s *Server) consume(w http.ResponseWriter, r *http.Request) *Error {
 		s.logReuse(res)
 		return recordErrorData(res.Err, res.Record, req.WithData, s.now())
 	}
-	writeJSON(w, http.StatusOK, toWire(res.Record, res.Record.LastUsedAt))
+	out := toWire(res.Record, res.Record.LastUsedAt)
+	writeRecord(w, http.StatusOK, &out)
 	return nil
 }
 

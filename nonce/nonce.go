@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -136,10 +137,21 @@ func checkText(name, v string) error {
 // 48 characters, the same in every process, and never the nonce itself
 // (a nonce may be derived from a secret, and memcached keys reach logs).
 func Key(dc, scope, nonce string) string {
-	h := sha256.New()
+	// The digest is of "len:part" for each part: length-prefixed, so
+	// ("a", "bc") and ("ab", "c") differ. Parts within MaxLen fit the
+	// buffer on the stack; a longer DC name takes a heap one.
+	var stack [3 * (MaxLen + 8)]byte
+	msg := stack[:0]
 	for _, part := range []string{dc, scope, nonce} {
-		// Length-prefixed, so ("a", "bc") and ("ab", "c") differ.
-		fmt.Fprintf(h, "%d:%s", len(part), part)
+		msg = strconv.AppendInt(msg, int64(len(part)), 10)
+		msg = append(msg, ':')
+		msg = append(msg, part...)
 	}
-	return "tsn1:" + base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+	sum := sha256.Sum256(msg)
+	var key [len(keyPrefix) + 43]byte // 43: 32 bytes in unpadded base64
+	copy(key[:], keyPrefix)
+	base64.RawURLEncoding.Encode(key[len(keyPrefix):], sum[:])
+	return string(key[:])
 }
+
+const keyPrefix = "tsn1:"

@@ -53,6 +53,22 @@ func TestKey(t *testing.T) {
 	}
 }
 
+// TestKeyUnchanged pins keys to the digest of "len:part" for each part:
+// nodes of two versions share one memcached, and a key that changed
+// between them would let a nonce through once on each.
+func TestKeyUnchanged(t *testing.T) {
+	long := strings.Repeat("x", MaxLen)
+	for _, tc := range []struct{ dc, scope, nonce, want string }{
+		{"dc1", "consumer-1", "n0nce", "tsn1:yy1pBWVmiHhOFFnUs4uTuar66TZzt50R_1DoeYf09gw"},
+		{"", "s", "n", "tsn1:jr94cuesyjm5pVT9r7-2Bu5dHNjomSWsxTghh9qOkUc"},
+		{strings.Repeat("d", 1000), long, long, "tsn1:1FvYbIPXkZOAPaj0oX5clleQn25rAMmWAumAB8zrDiQ"},
+	} {
+		if got := Key(tc.dc, tc.scope, tc.nonce); got != tc.want {
+			t.Errorf("Key(%.10q, %.10q, %.10q) = %s, want %s", tc.dc, tc.scope, tc.nonce, got, tc.want)
+		}
+	}
+}
+
 func TestCheckerLocal(t *testing.T) {
 	clk := newClock()
 	store := NewLocal(1000)

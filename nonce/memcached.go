@@ -18,9 +18,6 @@ import (
 type MemcachedConfig struct {
 	Servers []string      // host:port; keys are spread by the client's selector
 	Timeout time.Duration // per operation; default 250ms
-	// Conns is how many connections to each server carry the adds,
-	// pipelined; default 2.
-	Conns int
 	// Failures, Cooldown and MaxCooldown drive the breaker: after Failures
 	// consecutive failures the backend answers ErrUnavailable at once for
 	// Cooldown (doubling up to MaxCooldown while probes keep failing),
@@ -34,14 +31,13 @@ type MemcachedConfig struct {
 
 // Memcached is a Backend on memcached's add: NOT_STORED means the key exists.
 //
-// It keeps one pipeline, with its few connections, per server: a
-// connection error closes all of that server's connections, which a
-// restart of memcached has left dead. Kept, each would fail one breaker
-// probe in turn, and the store would answer ErrUnavailable for minutes
-// after memcached is back.
+// It keeps one client, with its own idle pool, per server: a connection
+// error drops that server's idle connections, which a restart of memcached
+// has left dead. Kept, each would fail one breaker probe in turn, and the
+// store would answer ErrUnavailable for minutes after memcached is back.
 type Memcached struct {
-	servers memcache.ServerSelector // key placement over all servers
-	pipes   map[string]*pipeline    // by server address
+	servers memcache.ServerSelector     // key placement over all servers
+	clients map[string]*memcache.Client // by server address
 	br      *breaker
 	latency *prometheus.HistogramVec
 	drops   prometheus.Counter
@@ -65,9 +61,6 @@ func NewMemcached(cfg MemcachedConfig) (*Memcached, error) {
 	if cfg.MaxCooldown < cfg.Cooldown {
 		cfg.MaxCooldown = max(cfg.Cooldown, time.Second)
 	}
-	if cfg.Conns <= 0 {
-		cfg.Conns = 2
-	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
@@ -75,15 +68,18 @@ func NewMemcached(cfg MemcachedConfig) (*Memcached, error) {
 	if err := ss.SetServers(cfg.Servers...); err != nil {
 		return nil, fmt.Errorf("memcached servers %v: %w", cfg.Servers, err)
 	}
-	pipes := map[string]*pipeline{}
+	clients := map[string]*memcache.Client{}
 	ss.Each(func(addr net.Addr) error {
-		pipes[addr.String()] = newPipeline(addr, cfg.Conns, cfg.Timeout)
+		mc := memcache.NewFromSelector(oneServer{addr})
+		mc.Timeout = cfg.Timeout
+		mc.MaxIdleConns = 64
+		clients[addr.String()] = mc
 		return nil
 	})
 	f := promauto.With(cfg.Registry)
 	m := &Memcached{
 		servers: ss,
-		pipes:   pipes,
+		clients: clients,
 		br:      &breaker{threshold: cfg.Failures, base: cfg.Cooldown, max: cfg.MaxCooldown, now: time.Now},
 		latency: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tokenstore_memcached_duration_seconds",
@@ -92,7 +88,7 @@ func NewMemcached(cfg MemcachedConfig) (*Memcached, error) {
 		}, []string{"result"}),
 		drops: f.NewCounter(prometheus.CounterOpts{
 			Name: "tokenstore_memcached_pool_drops_total",
-			Help: "Times a connection error closed a memcached server's connections.",
+			Help: "Times a connection error dropped a memcached server's idle connections.",
 		}),
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{
@@ -109,7 +105,7 @@ func (m *Memcached) Add(key string, ttl time.Duration) (bool, error) {
 	}
 	secs := int32(min(math.Ceil(ttl.Seconds()), 30*24*3600-1)) // beyond 30 days memcached reads a date
 	start := time.Now()
-	err := m.add(key, max(secs, 1))
+	err := m.add(&memcache.Item{Key: key, Value: []byte{'1'}, Expiration: max(secs, 1)})
 	switch {
 	case err == nil:
 		m.latency.WithLabelValues("stored").Observe(time.Since(start).Seconds())
@@ -125,20 +121,20 @@ func (m *Memcached) Add(key string, ttl time.Duration) (bool, error) {
 	return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
 
-// add sends the add of key, with the value "1", to its server's pipeline,
-// which on a connection error closes that server's connections opened
-// before it: the next add dials afresh.
-func (m *Memcached) add(key string, exp int32) error {
-	addr, err := m.servers.PickServer(key)
+// add sends the item to its server's client and, on a connection error,
+// closes that client's idle connections: the next request dials afresh.
+func (m *Memcached) add(it *memcache.Item) error {
+	addr, err := m.servers.PickServer(it.Key)
 	if err != nil {
 		return err
 	}
-	p := m.pipes[addr.String()]
-	if p == nil {
-		return fmt.Errorf("memcached: no connections to server %s", addr)
+	mc := m.clients[addr.String()]
+	if mc == nil {
+		return fmt.Errorf("memcached: no client for server %s", addr)
 	}
-	dropped, err := p.add(key, exp)
-	if dropped {
+	err = mc.Add(it)
+	if connError(err) {
+		mc.Close() // only idle connections; the client stays usable
 		m.drops.Inc()
 	}
 	return err
@@ -146,7 +142,7 @@ func (m *Memcached) add(key string, exp int32) error {
 
 // connError reports whether err says the connection or the server is gone
 // (refused, reset, closed, timed out), rather than an answer from a live
-// server such as NOT_STORED or SERVER_ERROR, after which the connections
+// server such as NOT_STORED or SERVER_ERROR, after which idle connections
 // are still good.
 func connError(err error) bool {
 	var ne net.Error
@@ -159,6 +155,12 @@ func connError(err error) bool {
 	return errors.As(err, &ne) && !ne.Timeout() ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
 }
+
+// oneServer is the selector of one server's client.
+type oneServer struct{ addr net.Addr }
+
+func (s oneServer) PickServer(string) (net.Addr, error) { return s.addr, nil }
+func (s oneServer) Each(f func(net.Addr) error) error   { return f(s.addr) }
 
 type breakerState int
 

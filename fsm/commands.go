@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"sync"
@@ -228,14 +229,31 @@ type encoder struct {
 
 // Encode returns the type byte followed by the msgpack body of c.
 func Encode(c Command) ([]byte, error) {
+	return Reencode(c, nil)
+}
+
+// Reencode returns c encoded as Encode does; when that is entry byte for
+// byte (c was decoded from entry), entry itself, with no copy.
+func Reencode(c Command, entry []byte) ([]byte, error) {
 	if b, ok := c.(*Batch); ok && b != nil {
 		return appendBatch(make([]byte, 0, batchSize(b)), b), nil
+	}
+	var scratch [512]byte
+	if out, ok := fastEncode(scratch[:0], c); ok {
+		if bytes.Equal(out, entry) {
+			return entry, nil
+		}
+		return bytes.Clone(out), nil
 	}
 	e := encoders.Get().(*encoder)
 	e.enc.ResetBytes(&e.buf)
 	err := e.enc.Encode(c)
 	var out []byte
-	if err == nil {
+	switch {
+	case err != nil:
+	case len(entry) == 1+len(e.buf) && entry[0] == byte(c.Type()) && bytes.Equal(entry[1:], e.buf):
+		out = entry
+	default:
 		out = make([]byte, 1+len(e.buf))
 		out[0] = byte(c.Type())
 		copy(out[1:], e.buf)
@@ -299,6 +317,9 @@ func decodeEntry(b []byte) (applier, error) {
 			return nil, errUnknownSkippable
 		}
 		return nil, fmt.Errorf("%w %d", errUnknownType, b[0])
+	}
+	if c, ok := fastDecode(t, b[1:]); ok {
+		return c, nil
 	}
 	c := newCmd()
 	if err := decodeBody(b[1:], c); err != nil {

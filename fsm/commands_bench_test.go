@@ -13,7 +13,7 @@ import (
 // authorization code.
 func benchIssue(i int) *fsm.Issue {
 	return &fsm.Issue{TTL: int64(10 * time.Minute), Record: fsm.Record{
-		ID: fmt.Sprintf("id%020d", i), Hash: strings.Repeat("h", 64), Kind: "oauth2_code",
+		ID: fmt.Sprintf("id%020d", i), Hash: strings.Repeat("h", 32), Kind: "oauth2_code",
 		Subject: "user:42", ClientID: "app1", Scopes: []string{"read", "write"}, Family: "grant-7",
 		IP: "198.51.100.7", UserAgent: "bench/1.0", Generator: "key:bench",
 	}}

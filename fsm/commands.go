@@ -235,7 +235,7 @@ func Encode(c Command) ([]byte, error) {
 // Reencode returns c encoded as Encode does; when that is entry byte for
 // byte (c was decoded from entry), entry itself, with no copy.
 func Reencode(c Command, entry []byte) ([]byte, error) {
-	if b, ok := c.(*Batch); ok && b != nil {
+	if b, ok := c.(*Batch); ok && b != nil && fastBatch {
 		return appendBatch(make([]byte, 0, batchSize(b)), b), nil
 	}
 	var scratch [512]byte
@@ -317,6 +317,11 @@ func decodeEntry(b []byte) (applier, error) {
 			return nil, errUnknownSkippable
 		}
 		return nil, fmt.Errorf("%w %d", errUnknownType, b[0])
+	}
+	if t == TypeBatch && fastBatch {
+		if c, ok := decodeBatch(b[1:]); ok {
+			return c, nil
+		}
 	}
 	if c, ok := fastDecode(t, b[1:]); ok {
 		return c, nil

@@ -90,3 +90,17 @@ func BenchmarkDecodeBatch(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/write")
 }
+
+// BenchmarkDecodeConsume is the decoding of a consume command.
+func BenchmarkDecodeConsume(b *testing.B) {
+	e, err := fsm.Encode(&fsm.Consume{Hash: strings.Repeat("h", 32), Kind: "oauth2_code", ClientID: "app1", FamilyHold: int64(time.Hour)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := fsm.Decode(e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

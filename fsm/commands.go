@@ -281,7 +281,9 @@ func decodeBody(b []byte, v any) error {
 	return err
 }
 
-// Decode reads an entry written by Encode into a new command value.
+// Decode reads an entry written by Encode into a new command value. A
+// Batch's entries may be slices of b; b must not change while they are
+// used.
 func Decode(b []byte) (Command, error) {
 	c, err := decodeEntry(b)
 	if err != nil {

@@ -67,5 +67,8 @@ func admitForwarded(check func(fsm.Command) error, req string, entry []byte) ([]
 	if err := admit(check, c, true); err != nil {
 		return nil, err
 	}
-	return fsm.Encode(c)
+	// Proposed as this build encodes it, so that nothing it does not know
+	// (a field of a newer version, bytes past the command) reaches the
+	// log; a peer of this build sent just that, and its entry is kept.
+	return fsm.Reencode(c, entry)
 }

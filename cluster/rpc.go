@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
@@ -92,6 +94,73 @@ type statusReply struct {
 }
 
 var rpcHandle = &codec.MsgpackHandle{}
+
+// Bodies of node-to-node calls are encoded and decoded with pooled codec
+// state, and read into pooled buffers: a call carries up to a batch of
+// writes, and its answer their records. Decoding copies out what it
+// keeps (strings and byte slices alike), so a buffer goes back to its
+// pool once its body is decoded.
+var (
+	rpcEncoders = sync.Pool{New: func() any {
+		e := &rpcEncoder{buf: make([]byte, 0, 4096)}
+		e.enc = codec.NewEncoderBytes(&e.buf, rpcHandle)
+		return e
+	}}
+	rpcDecoders = sync.Pool{New: func() any { return codec.NewDecoderBytes(noRPCBody, rpcHandle) }}
+	rpcBufs     = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	noRPCBody   = []byte{}
+)
+
+// maxPooledRPCBuf bounds the buffers the pools keep: a larger body is
+// rare, and its buffer is left to the collector.
+const maxPooledRPCBuf = maxRPCBody
+
+type rpcEncoder struct {
+	enc *codec.Encoder
+	buf []byte
+}
+
+// withEncoded encodes v into a pooled buffer and calls f with it; the
+// buffer is reused once f returns.
+func withEncoded(v any, f func([]byte)) error {
+	e := rpcEncoders.Get().(*rpcEncoder)
+	e.enc.ResetBytes(&e.buf)
+	err := e.enc.Encode(v)
+	if err == nil {
+		f(e.buf)
+	}
+	if cap(e.buf) <= maxPooledRPCBuf {
+		e.buf = e.buf[:0]
+		rpcEncoders.Put(e)
+	}
+	return err
+}
+
+// encodeRPC returns v encoded as a node-to-node body, in a slice of its
+// own.
+func encodeRPC(v any) ([]byte, error) {
+	var out []byte
+	err := withEncoded(v, func(b []byte) { out = bytes.Clone(b) })
+	return out, err
+}
+
+// readBody reads r into a pooled buffer, sized at once when the length
+// is known; putBody returns the buffer.
+func readBody(r io.Reader, length int64) (*bytes.Buffer, error) {
+	buf := rpcBufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	if length > 0 && length <= maxPooledRPCBuf {
+		buf.Grow(int(length) + bytes.MinRead) // ReadFrom wants room to see EOF
+	}
+	_, err := buf.ReadFrom(r)
+	return buf, err
+}
+
+func putBody(buf *bytes.Buffer) {
+	if buf.Cap() <= maxPooledRPCBuf+bytes.MinRead {
+		rpcBufs.Put(buf)
+	}
+}
 
 // clusterErrs names the cluster errors that cross the wire.
 var clusterErrs = map[string]error{
@@ -255,10 +324,11 @@ func resultReply(res fsm.Result, index uint64, err error) *rpcReply {
 }
 
 func readRPC(w http.ResponseWriter, r *http.Request, v any) bool {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRPCBody))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, maxRPCBody), r.ContentLength)
 	if err == nil {
-		err = decodeRPC(body, v)
+		err = decodeRPC(body.Bytes(), v)
 	}
+	putBody(body)
 	if err != nil {
 		http.Error(w, "bad rpc body: "+err.Error(), http.StatusBadRequest)
 		return false
@@ -268,17 +338,26 @@ func readRPC(w http.ResponseWriter, r *http.Request, v any) bool {
 
 // decodeRPC decodes the msgpack body of a node-to-node call into v.
 func decodeRPC(body []byte, v any) error {
-	return codec.NewDecoderBytes(body, rpcHandle).Decode(v)
+	if body == nil {
+		body = noRPCBody // a decoder reset to nil would read its last input
+	}
+	d := rpcDecoders.Get().(*codec.Decoder)
+	d.ResetBytes(body)
+	err := d.Decode(v)
+	d.ResetBytes(noRPCBody) // keeps nothing of body
+	rpcDecoders.Put(d)
+	return err
 }
 
 func writeRPC(w http.ResponseWriter, v any) {
-	var b []byte
-	if err := codec.NewEncoderBytes(&b, rpcHandle).Encode(v); err != nil {
+	err := withEncoded(v, func(b []byte) {
+		w.Header().Set("Content-Type", "application/msgpack")
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		w.Write(b)
+	})
+	if err != nil {
 		http.Error(w, "encode rpc reply: "+err.Error(), http.StatusInternalServerError)
-		return
 	}
-	w.Header().Set("Content-Type", "application/msgpack")
-	w.Write(b)
 }
 
 // rpcClient returns the HTTP client whose connections are RPC streams of
@@ -298,8 +377,10 @@ func (n *Node) rpcClient() *http.Client {
 func (n *Node) call(ctx context.Context, raftAddr, path string, args, reply any) error {
 	method, body := http.MethodGet, io.Reader(nil)
 	if args != nil {
-		var b []byte
-		if err := codec.NewEncoderBytes(&b, rpcHandle).Encode(args); err != nil {
+		// Not a pooled buffer: the transport may read a request's body
+		// after Do has returned, and again to retry it.
+		b, err := encodeRPC(args)
+		if err != nil {
 			return err
 		}
 		method, body = http.MethodPost, bytes.NewReader(b)
@@ -313,7 +394,9 @@ func (n *Node) call(ctx context.Context, raftAddr, path string, args, reply any)
 		return fmt.Errorf("%w: %s: %v", errUnreachable, raftAddr, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxRPCReply+1))
+	buf, err := readBody(io.LimitReader(resp.Body, maxRPCReply+1), resp.ContentLength)
+	defer putBody(buf)
+	b := buf.Bytes()
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v", errUnreachable, raftAddr, err)
 	}
@@ -326,7 +409,7 @@ func (n *Node) call(ctx context.Context, raftAddr, path string, args, reply any)
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("rpc %s on %s: %s: %s", path, raftAddr, resp.Status, bytes.TrimSpace(b))
 	}
-	return codec.NewDecoderBytes(b, rpcHandle).Decode(reply)
+	return decodeRPC(b, reply)
 }
 
 // callLeader is call to the leader, given up once this node has known no

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 )
@@ -204,17 +205,85 @@ func (*Expire) Type() Type { return TypeExpire }
 
 var msgpackHandle = &codec.MsgpackHandle{WriteExt: true}
 
-// Encode returns the type byte followed by the msgpack body of c.
-func Encode(c Command) ([]byte, error) {
-	var buf bytes.Buffer
-	buf.WriteByte(byte(c.Type()))
-	if err := codec.NewEncoder(&buf, msgpackHandle).Encode(c); err != nil {
-		return nil, fmt.Errorf("encode %T: %w", c, err)
-	}
-	return buf.Bytes(), nil
+// Encoders and decoders are reused: making one costs more than encoding
+// a command with it. A decoder's result never shares memory with its
+// input (strings and byte slices are copied out), so a pooled decoder
+// keeps nothing of what it read.
+var (
+	encoders = sync.Pool{New: func() any {
+		e := &encoder{buf: make([]byte, 0, 1024)}
+		e.enc = codec.NewEncoderBytes(&e.buf, msgpackHandle)
+		return e
+	}}
+	decoders = sync.Pool{New: func() any { return codec.NewDecoderBytes(noBytes, msgpackHandle) }}
+	noBytes  = []byte{}
+)
+
+// maxPooledBuf bounds the scratch buffer an encoder keeps between uses.
+const maxPooledBuf = 64 << 10
+
+type encoder struct {
+	enc *codec.Encoder
+	buf []byte
 }
 
-// Decode reads an entry written by Encode into a new command value.
+// Encode returns the type byte followed by the msgpack body of c.
+func Encode(c Command) ([]byte, error) {
+	return Reencode(c, nil)
+}
+
+// Reencode returns c encoded as Encode does; when that is entry byte for
+// byte (c was decoded from entry), entry itself, with no copy.
+func Reencode(c Command, entry []byte) ([]byte, error) {
+	if b, ok := c.(*Batch); ok && b != nil && fastBatch {
+		return appendBatch(make([]byte, 0, batchSize(b)), b), nil
+	}
+	var scratch [512]byte
+	if out, ok := fastEncode(scratch[:0], c); ok {
+		if bytes.Equal(out, entry) {
+			return entry, nil
+		}
+		return bytes.Clone(out), nil
+	}
+	e := encoders.Get().(*encoder)
+	e.enc.ResetBytes(&e.buf)
+	err := e.enc.Encode(c)
+	var out []byte
+	switch {
+	case err != nil:
+	case len(entry) == 1+len(e.buf) && entry[0] == byte(c.Type()) && bytes.Equal(entry[1:], e.buf):
+		out = entry
+	default:
+		out = make([]byte, 1+len(e.buf))
+		out[0] = byte(c.Type())
+		copy(out[1:], e.buf)
+	}
+	if cap(e.buf) <= maxPooledBuf {
+		e.buf = e.buf[:0]
+		encoders.Put(e)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("encode %T: %w", c, err)
+	}
+	return out, nil
+}
+
+// decodeBody decodes the msgpack body b into v with a pooled decoder.
+func decodeBody(b []byte, v any) error {
+	if b == nil {
+		b = noBytes // a decoder reset to nil would read its last input
+	}
+	d := decoders.Get().(*codec.Decoder)
+	d.ResetBytes(b)
+	err := d.Decode(v)
+	d.ResetBytes(noBytes) // keeps nothing of b
+	decoders.Put(d)
+	return err
+}
+
+// Decode reads an entry written by Encode into a new command value. A
+// Batch's entries may be slices of b; b must not change while they are
+// used.
 func Decode(b []byte) (Command, error) {
 	c, err := decodeEntry(b)
 	if err != nil {
@@ -251,8 +320,16 @@ func decodeEntry(b []byte) (applier, error) {
 		}
 		return nil, fmt.Errorf("%w %d", errUnknownType, b[0])
 	}
+	if t == TypeBatch && fastBatch {
+		if c, ok := decodeBatch(b[1:]); ok {
+			return c, nil
+		}
+	}
+	if c, ok := fastDecode(t, b[1:]); ok {
+		return c, nil
+	}
 	c := newCmd()
-	if err := codec.NewDecoderBytes(b[1:], msgpackHandle).Decode(c); err != nil {
+	if err := decodeBody(b[1:], c); err != nil {
 		return nil, fmt.Errorf("%w: %T: %v", errUndecodable, c, err)
 	}
 	return c, nil

@@ -463,3 +463,23 @@ func (r *reader) strs() []string {
 	}
 	return ss
 }
+
+// fastRecord decodes a snapshot's record frame if it is exactly what
+// appendRecord writes for what it holds (a record that was not rotated);
+// false otherwise, and the codec decodes it.
+func fastRecord(body []byte) (*Record, bool) {
+	if !fastCodec {
+		return nil, false
+	}
+	r := &reader{b: body}
+	rec := new(Record)
+	readFields(r, rec, recordFields)
+	if r.bad || r.off != len(body) {
+		return nil, false
+	}
+	var scratch [512]byte
+	if again := appendRecord(scratch[:0], rec); string(again) != string(body) {
+		return nil, false
+	}
+	return rec, true
+}

@@ -104,10 +104,11 @@ func (s *snapshot) write(w io.Writer) error {
 func (s *snapshot) Release() {}
 
 type frameWriter struct {
-	w   *bufio.Writer
-	buf bytes.Buffer
-	enc *codec.Encoder // reused: a new encoder per frame costs more than the frame
-	err error
+	w       *bufio.Writer
+	buf     bytes.Buffer
+	enc     *codec.Encoder // reused: a new encoder per frame costs more than the frame
+	scratch [1024]byte
+	err     error
 }
 
 func (fw *frameWriter) frame(t byte, v any) {
@@ -115,13 +116,18 @@ func (fw *frameWriter) frame(t byte, v any) {
 		return
 	}
 	fw.buf.Reset()
-	if fw.enc == nil {
-		fw.enc = codec.NewEncoder(&fw.buf, msgpackHandle)
+	if r, ok := v.(*Record); ok && fastCodec && r.Rotated == nil {
+		// Nearly every frame: the codec's bytes, without its reflection.
+		fw.buf.Write(appendRecord(fw.scratch[:0], r))
 	} else {
-		fw.enc.Reset(&fw.buf)
-	}
-	if fw.err = fw.enc.Encode(v); fw.err != nil {
-		return
+		if fw.enc == nil {
+			fw.enc = codec.NewEncoder(&fw.buf, msgpackHandle)
+		} else {
+			fw.enc.Reset(&fw.buf)
+		}
+		if fw.err = fw.enc.Encode(v); fw.err != nil {
+			return
+		}
 	}
 	if fw.buf.Len() > maxFrame {
 		// Restore would refuse it: fail the snapshot now, keeping the log.
@@ -183,8 +189,12 @@ func (m *Machine) Restore(r io.Reader) error {
 		case frameMeta:
 			err = dec.Decode(&meta)
 		case frameRecord:
-			r := new(Record)
-			if err = dec.Decode(r); err == nil {
+			r, ok := fastRecord(body)
+			if !ok {
+				r = new(Record)
+				err = dec.Decode(r)
+			}
+			if err == nil {
 				if st.byHash[r.Hash] != nil || st.getID(r.ID) != nil {
 					err = fmt.Errorf("duplicate record %s", r.ID)
 				} else {

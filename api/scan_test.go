@@ -340,9 +340,12 @@ func FuzzPlainObject(f *testing.F) {
 		f.Add(s)
 	}
 	for _, rt := range requestTypes {
-		for _, s := range fieldBodies(rt.make()) {
-			f.Add(s)
+		var strs, nulls []string
+		for name := range jsonFields(reflect.TypeOf(rt.make()).Elem()) {
+			strs, nulls = append(strs, `"`+name+`":"x"`), append(nulls, `"`+name+`":null`)
 		}
+		f.Add("{" + strings.Join(strs, ",") + "}")
+		f.Add("{" + strings.Join(nulls, ",") + "}")
 	}
 	f.Fuzz(func(t *testing.T, body string) {
 		for typ := range requestTypes {

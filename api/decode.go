@@ -68,14 +68,25 @@ func putBodyBuffer(buf *bytes.Buffer) {
 }
 
 // structFields returns the JSON fields of the struct v points to, nil if
-// it is no pointer to a struct, or a nil one.
+// it is no pointer to a struct, a nil one, or one of a type that decodes
+// itself.
 func structFields(v any) map[string]fieldInfo {
 	t := reflect.TypeOf(v)
-	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct || reflect.ValueOf(v).IsNil() {
+	if t == nil || t.Kind() != reflect.Pointer || reflect.ValueOf(v).IsNil() {
 		return nil
 	}
-	return jsonFields(t.Elem())
+	if m, ok := plainFieldCache.Load(t); ok {
+		return m.(map[string]fieldInfo)
+	}
+	var m map[string]fieldInfo
+	if t.Elem().Kind() == reflect.Struct && !decodesItself(t.Elem()) {
+		m = jsonFields(t.Elem())
+	}
+	plainFieldCache.Store(t, m)
+	return m
 }
+
+var plainFieldCache sync.Map // pointer reflect.Type -> structFields' answer
 
 func decodeInto(b []byte, v any, emptyOK bool) *Error {
 	dec := json.NewDecoder(bytes.NewReader(b))

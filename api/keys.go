@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"net/http"
 	"reflect"
@@ -151,10 +152,42 @@ func join(path, key string) string {
 }
 
 // fieldInfo is a field as encoding/json sees it: its type, and its index
-// in the struct (-1 for a field promoted from an embedded struct).
+// in the struct, which setPlain may set by its kind; -1 for a field it
+// must leave to encoding/json: one promoted from an embedded struct,
+// tagged ",string", or whose type (or a pointer to it) implements
+// json.Unmarshaler or encoding.TextUnmarshaler.
 type fieldInfo struct {
 	typ   reflect.Type
 	index int
+}
+
+var (
+	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// decodesItself reports whether encoding/json hands a value of type t to
+// its own UnmarshalJSON or UnmarshalText method.
+func decodesItself(t reflect.Type) bool {
+	for _, u := range []reflect.Type{jsonUnmarshaler, textUnmarshaler} {
+		if t.Implements(u) || reflect.PointerTo(t).Implements(u) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasOption reports whether the options of a json tag (after its name)
+// hold opt.
+func hasOption(opts, opt string) bool {
+	for opts != "" {
+		var o string
+		o, opts, _ = strings.Cut(opts, ",")
+		if o == opt {
+			return true
+		}
+	}
+	return false
 }
 
 var fieldCache sync.Map // reflect.Type -> map[string]fieldInfo
@@ -172,7 +205,7 @@ func jsonFields(t reflect.Type) map[string]fieldInfo {
 		if tag == "-" {
 			continue
 		}
-		name, _, _ := strings.Cut(tag, ",")
+		name, opts, _ := strings.Cut(tag, ",")
 		if f.Anonymous && name == "" && indirect(f.Type) != nil && indirect(f.Type).Kind() == reflect.Struct {
 			for n, fi := range jsonFields(indirect(f.Type)) {
 				if _, shadowed := m[n]; !shadowed {
@@ -187,7 +220,11 @@ func jsonFields(t reflect.Type) map[string]fieldInfo {
 		if name == "" {
 			name = f.Name
 		}
-		m[name] = fieldInfo{typ: f.Type, index: i}
+		index := i
+		if decodesItself(f.Type) || hasOption(opts, "string") {
+			index = -1
+		}
+		m[name] = fieldInfo{typ: f.Type, index: index}
 	}
 	fieldCache.Store(t, m)
 	return m

@@ -22,14 +22,17 @@ func writeRecord(w http.ResponseWriter, status int, r *wire.Record) {
 		}
 	}()
 	body, ok := appendRecord((*bp)[:0], r)
-	*bp = body
+	if ok {
+		body = append(body, '\n')
+	}
+	*bp = body // grown, it is pooled so
 	if !ok {
 		writeJSON(w, status, r)
 		return
 	}
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
-	w.Write(append(body, '\n'))
+	w.Write(body)
 }
 
 // appendRecord appends r as encoding/json encodes it, and true; or false

@@ -81,10 +81,11 @@ func plainObject(b []byte, fields map[string]fieldInfo, kv *[maxPlainKeys]plainP
 // setPlain sets the fields of the struct v points to from the pairs of a
 // plain object, as json.Unmarshal would, and reports whether it could: a
 // string with escapes or other than ASCII, a number that is no integer of
-// the field's size, a value of another JSON type than the field's, or a
-// field of another kind than string, integer or bool is left to
-// json.Unmarshal (false; v may then be set in part, and Unmarshal sets it
-// all).
+// the field's size, a value of another JSON type than the field's, a
+// field of another kind than string, integer or bool (null included), or
+// one that encoding/json decodes in its own way (fieldInfo.index -1) is
+// left to json.Unmarshal (false; v may then be set in part, and Unmarshal
+// sets it all).
 func setPlain(v any, fields map[string]fieldInfo, kv []plainPair) bool {
 	sv := reflect.ValueOf(v).Elem()
 	for _, p := range kv {
@@ -92,10 +93,17 @@ func setPlain(v any, fields map[string]fieldInfo, kv []plainPair) bool {
 		if f.index < 0 {
 			return false
 		}
-		if string(p.value) == "null" {
-			continue // encoding/json leaves a string, number or bool as it is
-		}
 		fv := sv.Field(f.index)
+		if string(p.value) == "null" {
+			switch fv.Kind() {
+			case reflect.String, reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+				reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+				continue // encoding/json leaves a string, integer or bool as it is
+			}
+			// A slice, map or pointer is set to nil, a json.RawMessage to
+			// "null": encoding/json's to decide.
+			return false
+		}
 		switch c := p.value[0]; fv.Kind() {
 		case reflect.String:
 			text, ok := asciiString(p.value)

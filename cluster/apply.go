@@ -89,6 +89,9 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, er
 			}
 			return fsm.Result{}, 0, err
 		case <-n.closing:
+			if unknown {
+				return fsm.Result{}, 0, fmt.Errorf("%w: %v", ErrOutcomeUnknown, ErrShutdown)
+			}
 			return fsm.Result{}, 0, ErrShutdown
 		case <-time.After(wait):
 		}

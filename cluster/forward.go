@@ -335,9 +335,13 @@ type leaderRPC struct {
 	addr    raft.ServerAddress // the leader it is about
 	version int                // 0: not known yet
 	checked time.Time          // when version was learned
-	asking  bool               // a status call is under way
-	// rtt is the shortest status call to it, 0 until one answered.
+	asking  bool               // a status call is asked for or under way
+	// rtt is the shortest status call of the last round that answered, 0
+	// until one did.
 	rtt time.Duration
+	// wake asks askLeaderLoop to ask the leader (buffered: one pending
+	// ask at most, as asking says).
+	wake chan struct{}
 }
 
 // set records that the leader at addr serves version.
@@ -349,16 +353,18 @@ func (l *leaderRPC) set(addr raft.ServerAddress, version int) {
 	}
 }
 
-// measured records that a status call to the leader at addr took d.
+// measured records that the status calls of a round to the leader at
+// addr took d at the shortest: it replaces what an earlier round found.
 func (l *leaderRPC) measured(addr raft.ServerAddress, d time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.addr == addr && (l.rtt == 0 || d < l.rtt) {
+	if l.addr == addr {
 		l.rtt = d
 	}
 }
 
-// far tells whether the leader's status calls all took farLeader or more.
+// far tells whether the leader's status calls of the last round all took
+// farLeader or more.
 func (l *leaderRPC) far() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -379,42 +385,82 @@ func (n *Node) leaderBatches(addr raft.ServerAddress) bool {
 	}
 	if !l.asking && (l.version == 0 || time.Since(l.checked) > leaderRPCRecheck) {
 		l.asking = true
-		go n.askLeaderRPC(addr)
+		select {
+		case l.wake <- struct{}{}:
+		default: // cannot happen: a wake is only sent with asking set
+		}
 	}
 	return l.version >= rpcVersionBatch
 }
 
+// askLeaderLoop asks the leader which calls it serves whenever
+// leaderBatches wants to know; its calls end when the node closes. When
+// the leader changed while it asked, it asks the new one at once.
+func (n *Node) askLeaderLoop() {
+	defer n.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-n.closing
+		cancel()
+	}()
+	l := &n.leaderRPC
+	for {
+		select {
+		case <-n.closing:
+			return
+		case <-l.wake:
+		}
+		l.mu.Lock()
+		addr := l.addr
+		l.mu.Unlock()
+		for {
+			n.askLeaderRPC(ctx, addr)
+			l.mu.Lock()
+			again := l.addr != addr && ctx.Err() == nil
+			if again {
+				addr = l.addr
+			} else {
+				l.asking = false
+			}
+			l.mu.Unlock()
+			if !again {
+				break
+			}
+		}
+	}
+}
+
 // askLeaderRPC asks the leader at addr which calls it serves, and times
 // the call. A call that takes farLeader or more is made again, twice at
-// most, and the shortest counts: the first may have paid for the
-// connection, or waited for a busy core, on a leader near by.
-func (n *Node) askLeaderRPC(addr raft.ServerAddress) {
+// most, and the shortest of the round counts: the first may have paid for
+// the connection, or waited for a busy core, on a leader near by.
+func (n *Node) askLeaderRPC(ctx context.Context, addr raft.ServerAddress) {
+	l := &n.leaderRPC
 	timed := func() (*statusReply, time.Duration, error) {
 		start := time.Now()
-		st, err := n.remoteStatus(context.Background(), string(addr))
+		st, err := n.remoteStatus(ctx, string(addr))
 		return st, time.Since(start), err
 	}
 	st, took, err := timed()
-	for i := 0; err == nil && took >= farLeader && i < 2; i++ {
-		again, d, aerr := timed()
-		if aerr != nil {
-			break
-		}
-		st, took = again, min(took, d)
-	}
-	l := &n.leaderRPC
-	l.mu.Lock()
-	l.asking = false
-	if err != nil && l.addr == addr && l.version != 0 {
-		// What it served is still known: ask again after a while.
-		l.checked = time.Now()
-	}
-	l.mu.Unlock()
 	if err != nil {
+		l.mu.Lock()
+		if l.addr == addr && l.version != 0 {
+			// What it served is still known: ask again after a while.
+			l.checked = time.Now()
+		}
+		l.mu.Unlock()
 		n.log.Debug("asking the leader which calls it serves", "leader", addr, "err", err)
 		return
 	}
 	l.set(addr, max(rpcVersionBase, int(st.RPC)))
+	for i := 0; took >= farLeader && i < 2; i++ {
+		_, d, aerr := timed()
+		if aerr != nil {
+			break
+		}
+		took = min(took, d)
+	}
 	wasFar := l.far()
 	l.measured(addr, took)
 	switch far := l.far(); {

@@ -283,3 +283,58 @@ func TestLeaderWithoutBatchesGetsOneCallPerWrite(t *testing.T) {
 		t.Error("the follower did not log falling back to one call per write")
 	}
 }
+
+// A write whose attempt reached a leader that did not answer stays
+// unknown when the node closes while it waits to retry: it may have
+// applied, so it is never reported as not done (ErrShutdown alone).
+func TestWriteUnknownWhenTheNodeClosesBetweenAttempts(t *testing.T) {
+	c := testcluster.StartCluster(t, testcluster.Options{}, testcluster.Options{}, testcluster.Options{})
+	ctx := ctxFor(t, 2*time.Minute)
+	leader, err := c.WaitForLeader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f *testcluster.Node
+	for _, n := range c.Nodes() {
+		if n != leader {
+			if f == nil {
+				f = n
+			} else {
+				n.Kill()
+			}
+		}
+	}
+	leader.Kill()
+	secret, err := f.Format.Mint("access")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := &fsm.Issue{TTL: int64(time.Hour), Record: fsm.Record{ID: "unknown-at-close", Hash: f.Hasher.Sum(secret), Kind: "access"}}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := f.Node.Apply(ctx, issue)
+		done <- err
+	}()
+	waitFor(t, "a retry after an attempt of unknown outcome", 30*time.Second, func() error {
+		for _, line := range strings.Split(f.Logs.String(), "\n") {
+			if strings.Contains(line, "retrying write") && strings.Contains(line, cluster.ErrOutcomeUnknown.Error()) {
+				return nil
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the write ended before it was retried: %v", err)
+		default:
+		}
+		return errors.New("not yet")
+	})
+	f.Kill()
+	select {
+	case err := <-done:
+		if !errors.Is(err, cluster.ErrOutcomeUnknown) {
+			t.Fatalf("closed between attempts, the write answered %v; want %v", err, cluster.ErrOutcomeUnknown)
+		}
+	case <-ctx.Done():
+		t.Fatal("the write did not end when its node closed")
+	}
+}

@@ -93,6 +93,7 @@ func Open(cfg Config) (*Node, error) {
 		inflight:    make(chan struct{}, maxInflight),
 		fwdQueue:    make(chan *forwarded, 4096),
 		fwdInflight: new(callSlots),
+		leaderRPC:   leaderRPC{wake: make(chan struct{}, 1)},
 		closing:     make(chan struct{}),
 		changed:     make(chan struct{}, 1),
 		touches:     touches{pending: map[string]fsm.Use{}, written: map[string]int64{}},
@@ -123,9 +124,10 @@ func Open(cfg Config) (*Node, error) {
 	n.rpc = n.rpcClient()
 	n.rpcSrv = n.rpcServer()
 	go n.rpcSrv.Serve(n.mux.RPCListener())
-	n.wg.Add(5)
+	n.wg.Add(6)
 	go n.coalesce()
 	go n.forwardLoop()
+	go n.askLeaderLoop()
 	go n.watchLeadership()
 	go n.flushTouches()
 	go n.watchContact()

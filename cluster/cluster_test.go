@@ -25,7 +25,7 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() error) {
+func waitFor(t testing.TB, what string, d time.Duration, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {

@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -68,12 +69,7 @@ func startForBench(b *testing.B) (leader, follower *testcluster.Node) {
 			follower = n
 		}
 	}
-	for deadline := time.Now().Add(time.Minute); follower.Ready() != nil || leader.Ready() != nil; {
-		if time.Now().After(deadline) {
-			b.Fatal("the cluster did not get ready")
-		}
-		time.Sleep(10 * time.Millisecond) // a benchmark's setup: no test waits on this
-	}
+	waitFor(b, "the cluster ready", time.Minute, func() error { return errors.Join(leader.Ready(), follower.Ready()) })
 	return leader, follower
 }
 

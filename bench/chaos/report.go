@@ -1,7 +1,6 @@
 package chaos
 
 import (
-	"encoding/json"
 	"fmt"
 	"image/color"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"gonum.org/v1/plot/vg"
 
 	"github.com/tokenstore/tokenstore/bench/history"
+	"github.com/tokenstore/tokenstore/bench/load"
 	"github.com/tokenstore/tokenstore/internal/netem"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
@@ -192,26 +192,10 @@ func perSecond(ops []history.Op) []Second {
 }
 
 // WriteJSON writes the report as JSON to path.
-func (rep *Report) WriteJSON(path string) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
-}
+func (rep *Report) WriteJSON(path string) error { return load.WriteJSONFile(path, rep) }
 
 // WriteMarkdown writes the report as markdown to path.
-func (rep *Report) WriteMarkdown(path string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := rep.WriteText(f); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
+func (rep *Report) WriteMarkdown(path string) error { return load.WriteFileWith(path, rep.WriteText) }
 
 // WriteText writes the report as markdown tables: the checks, the
 // operations by outcome and the faults.

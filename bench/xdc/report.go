@@ -3,17 +3,16 @@ package xdc
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
+	"github.com/tokenstore/tokenstore/bench/load"
 	"github.com/tokenstore/tokenstore/internal/netem"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
@@ -240,26 +239,10 @@ func targets(rep *Report) []Target {
 }
 
 // WriteJSON writes the report as JSON to path.
-func (rep *Report) WriteJSON(path string) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
-}
+func (rep *Report) WriteJSON(path string) error { return load.WriteJSONFile(path, rep) }
 
 // WriteMarkdown writes the report as markdown to path.
-func (rep *Report) WriteMarkdown(path string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := rep.WriteText(f); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
+func (rep *Report) WriteMarkdown(path string) error { return load.WriteFileWith(path, rep.WriteText) }
 
 // WriteText writes the report as markdown tables: the latencies per DC
 // and operation, the targets and the nodes' counters.

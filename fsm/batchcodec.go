@@ -82,14 +82,21 @@ func appendInt(dst []byte, i int64) []byte {
 	return binary.BigEndian.AppendUint64(append(dst, 0xd3), uint64(i))
 }
 
-func appendArrayLen(dst []byte, n int) []byte {
+func appendArrayLen(dst []byte, n int) []byte { return appendContainerLen(dst, n, 0x90, 0xdc) }
+
+func appendMapLen(dst []byte, n int) []byte { return appendContainerLen(dst, n, 0x80, 0xde) }
+
+// appendContainerLen writes the length of an array or a map: fix holds
+// the fixed form's high bits, c16 is the 16-bit form's code and the 32-bit
+// form's is the next one.
+func appendContainerLen(dst []byte, n int, fix, c16 byte) []byte {
 	switch {
 	case n < 16:
-		return append(dst, 0x90|byte(n))
+		return append(dst, fix|byte(n))
 	case n < 1<<16:
-		return binary.BigEndian.AppendUint16(append(dst, 0xdc), uint16(n))
+		return binary.BigEndian.AppendUint16(append(dst, c16), uint16(n))
 	}
-	return binary.BigEndian.AppendUint32(append(dst, 0xdd), uint32(n))
+	return binary.BigEndian.AppendUint32(append(dst, c16+1), uint32(n))
 }
 
 func appendBinLen(dst []byte, n int) []byte {

@@ -165,16 +165,6 @@ func appendIntField(dst []byte, key string, i int64) []byte {
 	return appendInt(appendKey(dst, key), i)
 }
 
-func appendMapLen(dst []byte, n int) []byte {
-	switch {
-	case n < 16:
-		return append(dst, 0x80|byte(n))
-	case n < 1<<16:
-		return binary.BigEndian.AppendUint16(append(dst, 0xde), uint16(n))
-	}
-	return binary.BigEndian.AppendUint32(append(dst, 0xdf), uint32(n))
-}
-
 // appendUint writes i as the codec writes an unsigned integer.
 func appendUint(dst []byte, i uint64) []byte {
 	switch {

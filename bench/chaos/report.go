@@ -273,10 +273,10 @@ func (rep *Report) WriteTimeline(path string) error {
 		top = max(top, float64(n.OK), float64(n.Errors))
 	}
 	if len(ok) > 0 {
-		if err := addLine(p, 0, "answered", ok); err != nil {
+		if err := load.AddLine(p, 0, "answered", ok); err != nil {
 			return err
 		}
-		if err := addLine(p, 1, "failed or unknown", bad); err != nil {
+		if err := load.AddLine(p, 1, "failed or unknown", bad); err != nil {
 			return err
 		}
 	}
@@ -328,18 +328,4 @@ func (rep *Report) WriteTimeline(path string) error {
 	p.Legend.Top = true
 	p.X.Max *= 1.22
 	return p.Save(9*vg.Inch, 4.5*vg.Inch, path)
-}
-
-// addLine adds a line of pts named name to p, in the i-th color of the
-// palette.
-func addLine(p *plot.Plot, i int, name string, pts plotter.XYs) error {
-	l, err := plotter.NewLine(pts)
-	if err != nil {
-		return err
-	}
-	l.Color = plotutil.Color(i)
-	l.Width = vg.Points(1.5)
-	p.Add(l)
-	p.Legend.Add(name, l)
-	return nil
 }

@@ -96,7 +96,7 @@ func cdfPlot(g *group) (*plot.Plot, error) {
 		if len(pts) == 0 {
 			continue
 		}
-		if err := addLine(p, i, label(r), pts); err != nil {
+		if err := AddLine(p, i, label(r), pts); err != nil {
 			return nil, err
 		}
 	}
@@ -121,14 +121,16 @@ func throughputPlot(g *group) (*plot.Plot, error) {
 		if len(pts) == 0 {
 			continue
 		}
-		if err := addLine(p, i, label(r), pts); err != nil {
+		if err := AddLine(p, i, label(r), pts); err != nil {
 			return nil, err
 		}
 	}
 	return p, nil
 }
 
-func addLine(p *plot.Plot, i int, name string, pts plotter.XYs) error {
+// AddLine adds a line of pts named name to p, in the i-th color of the
+// palette.
+func AddLine(p *plot.Plot, i int, name string, pts plotter.XYs) error {
 	l, err := plotter.NewLine(pts)
 	if err != nil {
 		return err

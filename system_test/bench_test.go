@@ -27,6 +27,19 @@ import (
 	"github.com/tokenstore/tokenstore/internal/netem"
 )
 
+// TestBenchRefusesUsedDir: a --dir with an earlier run's data is refused
+// at once, not started on and left waiting for a leader.
+func TestBenchRefusesUsedDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "n1.log"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(benchBinary, "cluster", "--nodes", "1", "--dir", dir).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is not empty") {
+		t.Fatalf("bench cluster on a used --dir: err %v, output:\n%s", err, out)
+	}
+}
+
 // TestBenchCluster starts `bench cluster` with --secure, drives it with
 // `bench run` spread over its nodes, then stops it with SIGTERM: every
 // process it started must be gone.

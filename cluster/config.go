@@ -55,6 +55,10 @@ type Config struct {
 	// the peer ErrRefused. nil checks command types only.
 	Check func(fsm.Command) error
 
+	// LogStore is the Raft log's store on disk, LogStoreWAL or
+	// LogStoreBolt; "" takes what DataDir holds, the WAL in a new one.
+	LogStore string
+
 	SnapshotThreshold uint64        // default 8192 entries
 	SnapshotInterval  time.Duration // default 2m
 	GCInterval        time.Duration // default 1s

@@ -51,6 +51,7 @@ type Config struct {
 	SnapshotThreshold                 uint64
 	SnapshotInterval                  time.Duration
 	GCGrace                           time.Duration
+	LogStore                          string // cluster.LogStoreWAL or LogStoreBolt; "": what DataDir holds
 
 	// The API. It listens on Listener when one is given (the server owns
 	// it from then on, closing it on an error and at a stop), else on
@@ -148,6 +149,9 @@ func (c *Config) check(log *slog.Logger) error {
 			}
 		}
 	}
+	if err := cluster.CheckLogStore(c.LogStore); err != nil {
+		return fmt.Errorf("--raft-log-store: %w", err)
+	}
 	if c.RotationGrace < 0 || c.RotationGrace > api.MaxRotationGrace {
 		return fmt.Errorf("--rotation-grace %s: want 0 (off) to %s", c.RotationGrace, api.MaxRotationGrace)
 	}
@@ -239,7 +243,7 @@ func clusterConfig(c *Config, apiAddr string, log *slog.Logger) cluster.Config {
 		LastUsedGranularity: c.LastUsedGranularity, MaxStaleness: c.MaxStaleness,
 		SnapshotThreshold: c.SnapshotThreshold, SnapshotInterval: c.SnapshotInterval,
 		GCInterval: c.GCInterval, GCGrace: c.GCGrace, Now: c.Clock,
-		Logger: log,
+		LogStore: c.LogStore, Logger: log,
 	}
 	if c.Gossips() {
 		cc.GossipAddr, cc.GossipAdvertise = c.GossipAddr, c.GossipAdvertise

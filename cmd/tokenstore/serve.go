@@ -48,6 +48,7 @@ func serve(args []string) error {
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
 	fs.DurationVar(&cfg.GCGrace, "gc-grace", cfg.GCGrace, "how long expired tokens answer token_expired before they are collected")
+	fs.StringVar(&cfg.LogStore, "raft-log-store", cfg.LogStore, "the Raft log's store on disk: wal (append-only segments, one fsync per write) or boltdb (raft-boltdb); default: what --data-dir holds, wal for a new one")
 	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", cfg.SnapshotThreshold, "log entries between Raft snapshots")
 	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "how often to check whether a snapshot is due")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "how long SIGTERM waits for requests in flight")

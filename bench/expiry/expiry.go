@@ -216,13 +216,14 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 				return
 			case <-t.C:
 			}
+			asked := time.Now()
 			s, err := poll(ctx, hc, leader.URL(), c)
 			if err != nil {
 				fmt.Fprintf(log, "poll: %v\n", err)
 				continue
 			}
 			now := time.Now()
-			s.At = since(now)
+			s.At = since(asked.Add(now.Sub(asked) / 2))
 			samplesMu.Lock()
 			rep.Samples = append(rep.Samples, s)
 			samplesMu.Unlock()

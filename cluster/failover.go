@@ -86,8 +86,9 @@ func (n *Node) checkLeader(w *leaderWatch) {
 	now := time.Now()
 	if w.gone != "" {
 		if state == raft.Leader || (addr != "" && id != w.gone) || now.Sub(w.since) > goneHold {
-			n.restoreTimeouts(w)
-			n.log.Info("the configured election timeouts are back", "leader", string(id), "after", now.Sub(w.since).Round(time.Millisecond))
+			if n.restoreTimeouts(w) {
+				n.log.Info("the configured election timeouts are back", "leader", string(id), "after", now.Sub(w.since).Round(time.Millisecond))
+			}
 		}
 		return
 	}
@@ -115,15 +116,17 @@ func (n *Node) checkLeader(w *leaderWatch) {
 }
 
 // restoreTimeouts puts the timeouts back as they were before the leader
-// was found gone, keeping any other setting changed since.
-func (n *Node) restoreTimeouts(w *leaderWatch) {
+// was found gone, keeping any other setting changed since; false if Raft
+// refused (it is tried again at the next tick).
+func (n *Node) restoreTimeouts(w *leaderWatch) bool {
 	rc := n.raft.ReloadableConfig()
 	rc.HeartbeatTimeout, rc.ElectionTimeout = w.normal.HeartbeatTimeout, w.normal.ElectionTimeout
 	if err := n.raft.ReloadConfig(rc); err != nil {
 		n.log.Warn("restoring the election timeouts", "err", err)
-		return
+		return false
 	}
 	w.gone = ""
+	return true
 }
 
 // refused dials addr's RPC protocol (so that a live leader sees one

@@ -93,6 +93,8 @@ type Phase struct {
 	P50    time.Duration `json:"p50_ns"`
 	P99    time.Duration `json:"p99_ns"`
 	Max    time.Duration `json:"max_ns"`
+	// NodeCPU is the cores the nodes used in the phase, summed.
+	NodeCPU float64 `json:"node_cpu"`
 }
 
 // Sample is one poll of the nodes' /metrics.
@@ -100,6 +102,7 @@ type Sample struct {
 	At        float64 `json:"at_s"`   // since the first expiry
 	Tokens    int64   `json:"tokens"` // records on the leader
 	GCDeleted int64   `json:"gc_deleted"`
+	CPU       float64 `json:"cpu_s"` // the nodes' CPU time so far, summed
 }
 
 // Report is what a run measured.
@@ -289,6 +292,7 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 		}
 		m := load.Merge(rs)
 		p.Ops, p.Errors, p.P50, p.P99, p.Max = m.Ops, m.Errors, m.P50, m.P99, m.Max
+		p.NodeCPU = rep.cpuBetween(p.From, p.To)
 		rep.Phases = append(rep.Phases, p)
 	}
 	phase("before", func(s segment) bool { return !s.to.After(first) })
@@ -298,6 +302,25 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	})
 	phase("after", func(s segment) bool { return !cleanAt.IsZero() && !s.from.Before(cleanAt) })
 	return rep, nil
+}
+
+// cpuBetween is the cores the nodes used between two times (seconds
+// since the first expiry), from the samples nearest inside them.
+func (r *Report) cpuBetween(from, to float64) float64 {
+	var a, b *Sample
+	for i := range r.Samples {
+		s := &r.Samples[i]
+		if s.At >= from && a == nil {
+			a = s
+		}
+		if s.At <= to {
+			b = s
+		}
+	}
+	if a == nil || b == nil || b.At <= a.At {
+		return 0
+	}
+	return (b.CPU - a.CPU) / (b.At - a.At)
 }
 
 // gcRates fills the GC figures from the samples.
@@ -395,6 +418,9 @@ func poll(ctx context.Context, hc *http.Client, leaderURL string, c *proccluster
 			return s, err
 		}
 		s.GCDeleted += deleted // only a leader collects
+		if cpu, err := n.Proc().CPU(); err == nil {
+			s.CPU += cpu.Seconds()
+		}
 		if n.URL() == leaderURL {
 			s.Tokens = tokens
 		}
@@ -465,9 +491,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "GC: %d deleted, first seen %.1f s after the first expiry, %.0f/s from there to the end, peak %.0f/s\n",
 		r.GCDeleted, r.FirstGCS, r.GCRate, r.PeakGCRate)
 	fmt.Fprintf(&b, "RSS before %s, after %s\n", mib(r.RSSBefore), mib(r.RSSAfter))
-	b.WriteString("\n| phase | from s | to s | lookups | errors | p50 ms | p99 ms | max ms |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("\n| phase | from s | to s | lookups | errors | p50 ms | p99 ms | max ms | node CPU (cores) |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, p := range r.Phases {
-		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %d | %d | %.2f | %.2f | %.2f |\n", p.Name, p.From, p.To, p.Ops, p.Errors, ms(p.P50), ms(p.P99), ms(p.Max))
+		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %d | %d | %.2f | %.2f | %.2f | %.2f |\n", p.Name, p.From, p.To, p.Ops, p.Errors, ms(p.P50), ms(p.P99), ms(p.Max), p.NodeCPU)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -63,8 +63,10 @@ type Config struct {
 	SnapshotInterval  time.Duration // default 2m
 	GCInterval        time.Duration // default 1s
 	GCGrace           time.Duration // expired tokens stay readable (as expired) this long
-	GCBatch           int           // ids per expiry command, default 500
-	GCMaxPerTick      int           // expiry commands per tick, default 4
+	// GCBatch is the most ids one expiry command deletes, default 500.
+	// While more are due the leader proposes one such command after
+	// another, each once the last applied (gc.go).
+	GCBatch int
 
 	// Now is the node's wall clock; default time.Now. Log time follows
 	// what the voters' clocks say (voters.go).
@@ -89,9 +91,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.GCBatch == 0 {
 		c.GCBatch = 500
-	}
-	if c.GCMaxPerTick == 0 {
-		c.GCMaxPerTick = 4
 	}
 	if c.DeadNodeTimeout == 0 {
 		c.DeadNodeTimeout = 72 * time.Hour

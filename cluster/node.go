@@ -123,13 +123,14 @@ func Open(cfg Config) (*Node, error) {
 	n.rpc = n.rpcClient()
 	n.rpcSrv = n.rpcServer()
 	go n.rpcSrv.Serve(n.mux.RPCListener())
-	n.wg.Add(6)
+	n.wg.Add(7)
 	go n.coalesce()
 	go n.forwardLoop()
 	go n.askLeaderLoop()
 	go n.watchLeadership()
 	go n.flushTouches()
 	go n.watchContact()
+	go n.watchLeader()
 	if cfg.GossipAddr != "" {
 		if err := n.startMembership(); err != nil {
 			n.Close()

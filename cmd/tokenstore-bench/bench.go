@@ -33,6 +33,8 @@ commands:
   peers    tokenstore side by side with etcd, Redis, memcached and the
            HTTP floor, with the servers' CPU per operation
   chaos    a local multi-DC cluster under faults, its history checked
+  expiry   tokens expiring in bulk under lookups: lookup latency before,
+           during and after, the GC rate, the time until they are gone
   xdc      latency across datacenters per DC and operation, in network
            namespaces behind an emulated cross-DC link, with the verdicts
            of the cross-DC targets
@@ -65,6 +67,8 @@ func main() {
 		err = benchChaos(args)
 	case "xdc":
 		err = benchXDC(args)
+	case "expiry":
+		err = benchExpiry(args)
 	case "route":
 		err = routeBench(args)
 	case "echo":

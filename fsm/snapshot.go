@@ -3,13 +3,10 @@ package fsm
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 
 	"github.com/google/btree"
 	"github.com/hashicorp/go-msgpack/v2/codec"
@@ -55,24 +52,58 @@ func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return &snapshot{records: m.st.byID.Clone(), reqs: m.st.reqs.Clone(), families: m.st.families.byName.Clone(),
+	return &snapshot{m: m, logBytes: m.logBytes.Load(),
+		records: m.st.byID.Clone(), reqs: m.st.reqs.Clone(), families: m.st.families.byName.Clone(),
 		meta: snapshotMeta{LastNow: m.lastNow, Applied: m.applied.Load(), LogVersion: m.st.logVersion}}, nil
 }
 
 type snapshot struct {
+	m        *Machine
+	logBytes uint64 // the machine's logBytes when it was taken
 	records  *btree.BTreeG[idItem]
 	reqs     *btree.BTreeG[reqItem]
 	families *btree.BTreeG[*RevokedFamily]
 	meta     snapshotMeta
 }
 
-// Persist streams the records one by one into sink.
+// Persist streams the records one by one into sink. Once the sink has
+// them, the machine counts the log from this snapshot on.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.write(sink); err != nil {
+	cw := &countingWriter{w: sink}
+	if err := s.write(cw); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
 	}
-	return sink.Close()
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	s.m.snapLogBytes.Store(s.logBytes)
+	s.m.snapBytes.Store(cw.n)
+	return nil
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n uint64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += uint64(n)
+	return n, err
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n uint64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += uint64(n)
+	return n, err
 }
 
 // write writes the snapshot stream to w.
@@ -149,7 +180,8 @@ func (f *raftFSM) Restore(rc io.ReadCloser) error {
 // Restore replaces the whole state with a snapshot stream. The new state is
 // built aside and swapped in under the writer lock.
 func (m *Machine) Restore(r io.Reader) error {
-	br := bufio.NewReaderSize(r, 64<<10)
+	cr := &countingReader{r: r}
+	br := bufio.NewReaderSize(cr, 64<<10)
 	head := make([]byte, len(snapshotMagic)+1)
 	if _, err := io.ReadFull(br, head); err != nil {
 		return fmt.Errorf("restore: read header: %w", err)
@@ -161,6 +193,7 @@ func (m *Machine) Restore(r io.Reader) error {
 		return fmt.Errorf("restore: snapshot version %d, this node reads %d", v, snapshotVersion)
 	}
 	st := newState()
+	var recs []*Record
 	var reqs []*request
 	var meta snapshotMeta
 	var body []byte
@@ -195,21 +228,12 @@ func (m *Machine) Restore(r io.Reader) error {
 				err = dec.Decode(r)
 			}
 			if err == nil {
-				if st.byHash[r.Hash] != nil || st.getID(r.ID) != nil {
-					err = fmt.Errorf("duplicate record %s", r.ID)
-				} else {
-					st.put(nil, r)
-				}
+				recs = append(recs, r)
 			}
 		case frameRequest:
 			r := new(request)
 			if err = dec.Decode(r); err == nil {
-				if st.request(r.ID) != nil {
-					err = fmt.Errorf("duplicate request id %s", r.ID)
-				} else {
-					st.reqs.ReplaceOrInsert(reqItem{h: reqHash(r.ID), id: r.ID, r: r})
-					reqs = append(reqs, r)
-				}
+				reqs = append(reqs, r)
 			}
 		case frameFamily:
 			f := new(RevokedFamily)
@@ -227,16 +251,23 @@ func (m *Machine) Restore(r io.Reader) error {
 			return fmt.Errorf("restore: %w", err)
 		}
 	}
-	slices.SortFunc(reqs, func(a, b *request) int { return cmp.Or(cmp.Compare(a.At, b.At), strings.Compare(a.ID, b.ID)) })
-	st.reqQueue = reqs
-	m.mu.Lock()
+	if err := st.load(recs); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := st.loadRequests(reqs); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	// Checked before the lock is taken: a refusal must leave it free.
 	if meta.LogVersion > Version {
 		return fmt.Errorf("restore: the state needs version %d of the state machine, this node runs %d", meta.LogVersion, Version)
 	}
+	m.mu.Lock()
 	st.logVersion = meta.LogVersion
 	m.st, m.lastNow = st, meta.LastNow
 	m.logVersion.Store(int32(meta.LogVersion))
 	m.lastIndex = 0 // Raft goes on after the snapshot's index, which it knows and the stream does not
+	m.snapLogBytes.Store(m.logBytes.Load())
+	m.snapBytes.Store(cr.n)
 	m.mu.Unlock()
 	// The snapshot was taken by a node that applied what halted this one.
 	m.halt.Store(nil)

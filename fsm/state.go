@@ -1,7 +1,10 @@
 package fsm
 
 import (
+	"fmt"
 	"hash/maphash"
+	"slices"
+	"sync"
 
 	"github.com/google/btree"
 )
@@ -220,4 +223,86 @@ func (s *state) familyUntil(family string) int64 {
 		return false
 	})
 	return until
+}
+
+// load fills s, which must be empty, with recs in bulk, as a restore
+// does: the records are sorted by id once (a snapshot streams them in id
+// order, so that is a check), each index gets its items sorted and is
+// filled in order, and the indexes are built side by side. A record
+// whose id or digest another already has is refused, naming it.
+func (s *state) load(recs []*Record) error {
+	ids := make([]idItem, len(recs))
+	for i, r := range recs {
+		ids[i] = idItem{k: prefix8(r.ID), id: r.ID, r: r}
+	}
+	if !slices.IsSortedFunc(ids, cmpID) {
+		slices.SortStableFunc(ids, cmpID)
+	}
+	for i := 1; i < len(ids); i++ {
+		if ids[i].k == ids[i-1].k && ids[i].id == ids[i-1].id {
+			return fmt.Errorf("duplicate record %s", ids[i].id)
+		}
+	}
+	var (
+		wg      sync.WaitGroup
+		hashErr error
+	)
+	wg.Go(func() {
+		byHash := make(map[string]*Record, len(recs))
+		for _, r := range recs {
+			if byHash[r.Hash] != nil {
+				hashErr = fmt.Errorf("duplicate record %s", r.ID)
+				return
+			}
+			byHash[r.Hash] = r
+		}
+		s.byHash = byHash
+	})
+	wg.Go(func() {
+		for _, it := range ids {
+			s.byID.ReplaceOrInsert(it)
+		}
+	})
+	wg.Go(func() {
+		s.bySubject = loadIndex(ids, func(r *Record) (item, bool) { return s.subjectItem(r), r.Subject != "" })
+		s.byFamily = loadIndex(ids, func(r *Record) (item, bool) { return s.familyItem(r), r.Family != "" })
+		s.familyLive = loadIndex(ids, func(r *Record) (item, bool) { return s.liveItem(r), r.inFamilyLive() })
+	})
+	wg.Go(func() {
+		s.byGC = loadIndex(ids, func(r *Record) (item, bool) { return gcItem(r), r.GCAt() > 0 })
+		s.sealed = loadIndex(ids, func(r *Record) (item, bool) {
+			if !r.holdsSealed() {
+				return item{}, false
+			}
+			return sealedItem(r), true
+		})
+		for _, r := range recs {
+			s.count(r, 1)
+		}
+	})
+	wg.Wait()
+	return hashErr
+}
+
+// loadIndex returns a new index of the items of the records in ids that
+// have one, filled in order.
+func loadIndex(ids []idItem, of func(*Record) (item, bool)) *btree.BTreeG[item] {
+	n := 0
+	for _, it := range ids {
+		if _, ok := of(it.r); ok {
+			n++
+		}
+	}
+	items := make([]item, 0, n)
+	for _, it := range ids {
+		if x, ok := of(it.r); ok {
+			items = append(items, x)
+		}
+	}
+	slices.SortFunc(items, cmpItem)
+	t := newIndex()
+	for _, x := range items {
+		t.ReplaceOrInsert(x)
+	}
+	return t
 }

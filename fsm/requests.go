@@ -104,12 +104,12 @@ func (s *state) loadRequests(reqs []*request) error {
 		items[i] = reqItem{h: reqHash(r.ID), id: r.ID, r: r}
 	}
 	slices.SortFunc(items, func(a, b reqItem) int { return cmp.Or(cmp.Compare(a.h, b.h), strings.Compare(a.id, b.id)) })
-	for i, it := range items {
-		if i > 0 && it.h == items[i-1].h && it.id == items[i-1].id {
-			return fmt.Errorf("duplicate request id %s", it.id)
+	for i := 1; i < len(items); i++ {
+		if items[i].h == items[i-1].h && items[i].id == items[i-1].id {
+			return fmt.Errorf("duplicate request id %s", items[i].id)
 		}
-		s.reqs.ReplaceOrInsert(it)
 	}
+	fill(s.reqs, items)
 	slices.SortFunc(reqs, func(a, b *request) int { return cmp.Or(cmp.Compare(a.At, b.At), strings.Compare(a.ID, b.ID)) })
 	s.reqQueue = reqs
 	return nil

@@ -135,40 +135,47 @@ func (s *snapshot) write(w io.Writer) error {
 func (s *snapshot) Release() {}
 
 type frameWriter struct {
-	w       *bufio.Writer
-	buf     bytes.Buffer
-	enc     *codec.Encoder // reused: a new encoder per frame costs more than the frame
-	scratch [1024]byte
-	err     error
+	w   *bufio.Writer
+	buf bytes.Buffer
+	enc *codec.Encoder // reused: a new encoder per frame costs more than the frame
+	rec []byte         // a record frame's body, reused
+	err error
 }
 
 func (fw *frameWriter) frame(t byte, v any) {
 	if fw.err != nil {
 		return
 	}
-	fw.buf.Reset()
 	if r, ok := v.(*Record); ok && fastCodec && r.Rotated == nil {
-		// Nearly every frame: the codec's bytes, without its reflection.
-		fw.buf.Write(appendRecord(fw.scratch[:0], r))
-	} else {
-		if fw.enc == nil {
-			fw.enc = codec.NewEncoder(&fw.buf, msgpackHandle)
-		} else {
-			fw.enc.Reset(&fw.buf)
-		}
-		if fw.err = fw.enc.Encode(v); fw.err != nil {
-			return
-		}
-	}
-	if fw.buf.Len() > maxFrame {
-		// Restore would refuse it: fail the snapshot now, keeping the log.
-		fw.err = fmt.Errorf("frame of %d bytes exceeds %d", fw.buf.Len(), maxFrame)
+		// Nearly every frame: the codec's bytes, without its reflection,
+		// from one reused buffer straight to the stream.
+		fw.rec = appendRecord(fw.rec[:0], r)
+		fw.body(t, fw.rec)
 		return
 	}
-	fw.w.WriteByte(t)
-	var n [binary.MaxVarintLen64]byte
-	fw.w.Write(n[:binary.PutUvarint(n[:], uint64(fw.buf.Len()))])
-	_, fw.err = fw.w.Write(fw.buf.Bytes())
+	fw.buf.Reset()
+	if fw.enc == nil {
+		fw.enc = codec.NewEncoder(&fw.buf, msgpackHandle)
+	} else {
+		fw.enc.Reset(&fw.buf)
+	}
+	if fw.err = fw.enc.Encode(v); fw.err != nil {
+		return
+	}
+	fw.body(t, fw.buf.Bytes())
+}
+
+// body writes a frame of type t around body.
+func (fw *frameWriter) body(t byte, body []byte) {
+	if len(body) > maxFrame {
+		// Restore would refuse it: fail the snapshot now, keeping the log.
+		fw.err = fmt.Errorf("frame of %d bytes exceeds %d", len(body), maxFrame)
+		return
+	}
+	var head [1 + binary.MaxVarintLen64]byte
+	head[0] = t
+	fw.w.Write(head[:1+binary.PutUvarint(head[1:], uint64(len(body)))])
+	_, fw.err = fw.w.Write(body)
 }
 
 // Restore replaces the whole state with the snapshot in rc.

@@ -146,12 +146,21 @@ func (fw *frameWriter) frame(t byte, v any) {
 	if fw.err != nil {
 		return
 	}
-	if r, ok := v.(*Record); ok && fastCodec && r.Rotated == nil {
-		// Nearly every frame: the codec's bytes, without its reflection,
-		// from one reused buffer straight to the stream.
-		fw.rec = appendRecord(fw.rec[:0], r)
-		fw.body(t, fw.rec)
-		return
+	switch v := v.(type) {
+	case *Record:
+		if fastCodec && v.Rotated == nil {
+			// Nearly every frame: the codec's bytes, without its
+			// reflection, from one reused buffer straight to the stream.
+			fw.rec = appendRecord(fw.rec[:0], v)
+			fw.body(t, fw.rec)
+			return
+		}
+	case *request:
+		if b, ok := appendRequest(fw.rec[:0], v); ok {
+			fw.rec = b
+			fw.body(t, b)
+			return
+		}
 	}
 	fw.buf.Reset()
 	if fw.enc == nil {
@@ -203,7 +212,7 @@ func (m *Machine) Restore(r io.Reader) error {
 	var recs []*Record
 	var reqs []*request
 	var meta snapshotMeta
-	var body []byte
+	var body, scratch []byte
 	dec := codec.NewDecoderBytes(nil, msgpackHandle) // reused, as the encoder
 	for {
 		t, err := br.ReadByte()
@@ -238,8 +247,12 @@ func (m *Machine) Restore(r io.Reader) error {
 				recs = append(recs, r)
 			}
 		case frameRequest:
-			r := new(request)
-			if err = dec.Decode(r); err == nil {
+			r, ok := fastRequest(body, &scratch)
+			if !ok {
+				r = new(request)
+				err = dec.Decode(r)
+			}
+			if err == nil {
 				reqs = append(reqs, r)
 			}
 		case frameFamily:

@@ -33,8 +33,12 @@ type Scale struct {
 	RSS      map[string]int64 `json:"rss_bytes"`
 	Snapshot time.Duration    `json:"snapshot_ns,omitempty"`
 	// SnapshotBytes is the size of the snapshot Snapshot timed.
-	SnapshotBytes int64         `json:"snapshot_bytes,omitempty"`
-	Restore       time.Duration `json:"restore_ns,omitempty"`
+	SnapshotBytes int64 `json:"snapshot_bytes,omitempty"`
+	// WritesSteady and WritesDuringSnapshot are the issue runs just
+	// before the snapshots and while they were written.
+	WritesSteady         *Result       `json:"writes_steady,omitempty"`
+	WritesDuringSnapshot *Result       `json:"writes_during_snapshot,omitempty"`
+	Restore              time.Duration `json:"restore_ns,omitempty"`
 }
 
 // Machine describes where a report was measured.
@@ -175,6 +179,11 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t\t\t\t\t\t\t\t\t\n", s.System, s.Live, mib(maxRSS(s.RSS)), snapshotCell(s), ms(s.Restore))
 		}
 	}
+	for _, s := range rep.Scales {
+		if s.WritesSteady != nil && s.WritesDuringSnapshot != nil {
+			fmt.Fprintf(tw, "%s at %d: issue steady %s; during the snapshot %s\t\t\t\t\t\t\t\t\t\t\t\t\t\n", s.System, s.Live, writesCell(s.WritesSteady), writesCell(s.WritesDuringSnapshot))
+		}
+	}
 	for name, why := range rep.Skipped {
 		fmt.Fprintf(tw, "skipped %s: %s\t\t\t\t\t\t\t\t\t\t\t\t\t\n", name, why)
 	}
@@ -255,6 +264,11 @@ func (rep *Report) WriteMarkdown(path string) error {
 			}
 			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", s.System, s.Live, strings.Join(rss, ", "), snapshotCell(s), ms(s.Restore))
 		}
+		for _, s := range rep.Scales {
+			if s.WritesSteady != nil && s.WritesDuringSnapshot != nil {
+				fmt.Fprintf(&b, "\n%s at %d live tokens, issue: steady %s; during the snapshot %s\n", s.System, s.Live, writesCell(s.WritesSteady), writesCell(s.WritesDuringSnapshot))
+			}
+		}
 	}
 	for _, k := range sortedKeys(rep.Skipped) {
 		fmt.Fprintf(&b, "\nSkipped %s: %s\n", k, rep.Skipped[k])
@@ -300,4 +314,9 @@ func snapshotCell(s *Scale) string {
 		return ms(s.Snapshot)
 	}
 	return fmt.Sprintf("%s (%s)", ms(s.Snapshot), mib(s.SnapshotBytes))
+}
+
+// writesCell is a run's rate and latency, in a line.
+func writesCell(r *Result) string {
+	return fmt.Sprintf("%.0f ops/s, p50 %s, p99 %s", r.OpsPerS, ms(r.P50), ms(r.P99))
 }

@@ -67,7 +67,7 @@ type system struct {
 	// procs are the server processes whose CPU time is the system's.
 	procs func() []*proccluster.Proc
 	// scaled records the snapshot and restore figures of tokenstore.
-	scaled func(ctx context.Context, s *load.Scale, rep *load.Report, progress io.Writer) error
+	scaled func(ctx context.Context, s *load.Scale, progress io.Writer) error
 }
 
 func (s *system) close() {
@@ -163,7 +163,7 @@ func measureSystem(ctx context.Context, sys *system, cfg Config, rep *load.Repor
 		}
 		s := &load.Scale{System: sys.name, Live: scale, RSS: sys.rss()}
 		if sys.scaled != nil {
-			if err := sys.scaled(ctx, s, rep, progress); err != nil {
+			if err := sys.scaled(ctx, s, progress); err != nil {
 				return err
 			}
 		}
@@ -280,7 +280,7 @@ func startTokenstore(ctx context.Context, cfg Config, mc *Server) (*system, erro
 			return out
 		},
 	}
-	sys.scaled = func(ctx context.Context, s *load.Scale, rep *load.Report, progress io.Writer) error {
+	sys.scaled = func(ctx context.Context, s *load.Scale, progress io.Writer) error {
 		// Writes while every node writes a snapshot, against the steady
 		// state just before.
 		steady, during, took, size, err := writesDuringSnapshot(ctx, c.Nodes, sys.all, cfg.Load, progress)
@@ -288,9 +288,9 @@ func startTokenstore(ctx context.Context, cfg Config, mc *Server) (*system, erro
 			if r != nil {
 				r.System, r.Live = sys.name, s.Live
 				fmt.Fprintf(progress, "%-10s %s\n", sys.name, r)
-				rep.Results = append(rep.Results, r)
 			}
 		}
+		s.WritesSteady, s.WritesDuringSnapshot = steady, during
 		if err != nil {
 			return err
 		}

@@ -1,9 +1,11 @@
 package fsm
 
 import (
+	"cmp"
 	"encoding/binary"
 	"hash/maphash"
 	"math"
+	"strings"
 
 	"github.com/google/btree"
 )
@@ -40,6 +42,14 @@ type idItem struct {
 
 func lessID(a, b idItem) bool { return a.k < b.k || a.k == b.k && a.id < b.id }
 
+// cmpID is lessID as a comparison: the ids are read only on a tie.
+func cmpID(a, b idItem) int {
+	if a.k != b.k {
+		return cmp.Compare(a.k, b.k)
+	}
+	return strings.Compare(a.id, b.id)
+}
+
 func idKey(id string) idItem { return idItem{k: prefix8(id), id: id} }
 
 func newIDIndex() *btree.BTreeG[idItem] { return btree.NewG(btreeDegree, lessID) }
@@ -68,6 +78,19 @@ func lessItem(a, b item) bool {
 		return a.k < b.k
 	}
 	return a.r.ID < b.r.ID
+}
+
+// cmpItem is lessItem as a comparison.
+func cmpItem(a, b item) int {
+	switch {
+	case a.g != b.g:
+		return cmp.Compare(a.g, b.g)
+	case a.at != b.at:
+		return cmp.Compare(a.at, b.at)
+	case a.k != b.k:
+		return cmp.Compare(a.k, b.k)
+	}
+	return strings.Compare(a.r.ID, b.r.ID)
 }
 
 func newIndex() *btree.BTreeG[item] { return btree.NewG(btreeDegree, lessItem) }

@@ -1,8 +1,11 @@
 package fsm
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/btree"
@@ -90,6 +93,26 @@ func (s *state) remember(id string, at int64, res Result) {
 func (s *state) addRequest(r *request) {
 	s.reqs.ReplaceOrInsert(reqItem{h: reqHash(r.ID), id: r.ID, r: r})
 	s.reqQueue = append(s.reqQueue, r)
+}
+
+// loadRequests fills the empty index of remembered requests with reqs in
+// bulk, as a restore does: sorted by hash once and inserted in order, and
+// queued by time. A request id given twice is refused.
+func (s *state) loadRequests(reqs []*request) error {
+	items := make([]reqItem, len(reqs))
+	for i, r := range reqs {
+		items[i] = reqItem{h: reqHash(r.ID), id: r.ID, r: r}
+	}
+	slices.SortFunc(items, func(a, b reqItem) int { return cmp.Or(cmp.Compare(a.h, b.h), strings.Compare(a.id, b.id)) })
+	for i := 1; i < len(items); i++ {
+		if items[i].h == items[i-1].h && items[i].id == items[i-1].id {
+			return fmt.Errorf("duplicate request id %s", items[i].id)
+		}
+	}
+	fill(s.reqs, items)
+	slices.SortFunc(reqs, func(a, b *request) int { return cmp.Or(cmp.Compare(a.At, b.At), strings.Compare(a.ID, b.ID)) })
+	s.reqQueue = reqs
+	return nil
 }
 
 // forgetRequests drops the ids remembered before at.

@@ -318,6 +318,12 @@ func TestBenchPeers(t *testing.T) {
 			if !slices.ContainsFunc(rep.Scales, func(s *load.Scale) bool { return s.System == sys && len(s.RSS) > 0 }) {
 				t.Errorf("no RSS figures for %s", sys)
 			}
+			if sys == "tokenstore" && !slices.ContainsFunc(rep.Scales, func(s *load.Scale) bool {
+				return s.System == sys && s.Snapshot > 0 && s.SnapshotBytes > 0 && s.Restore > 0 &&
+					s.WritesSteady != nil && s.WritesSteady.Ops > 0 && s.WritesDuringSnapshot != nil && s.WritesDuringSnapshot.Ops > 0
+			}) {
+				t.Errorf("no snapshot, restart and writes-during-snapshot figures for tokenstore: %+v", rep.Scales)
+			}
 			if sys != "tokenstore" && !slices.ContainsFunc(rep.Ratios(), func(r load.Ratio) bool { return r.Peer == sys }) {
 				t.Errorf("no tokenstore/%s ratios", sys)
 			}

@@ -399,14 +399,12 @@ func issueAll(ctx context.Context, nodes []*client.Client, clients, n int, ttl f
 	return int(late.Load()), ctx.Err()
 }
 
-// appToken is what an application server writes at a login: an access
-// token with a subject, a client id, a title, an IP and a user agent.
+// appToken is what an application server writes at a login (the
+// session of load.SessionOf), with the given TTL.
 func appToken(i int, ttl time.Duration) wire.IssueRequest {
-	return wire.IssueRequest{
-		Kind: token.KindAccess, Subject: "user:" + strconv.Itoa(i), ClientID: "bench-app", TTL: ttl.String(),
-		Title: "Laptop " + strconv.Itoa(1000+i%9000), IP: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255),
-		UserAgent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0",
-	}
+	s := load.SessionOf(int64(i))
+	return wire.IssueRequest{Kind: token.KindAccess, Subject: s.Subject, ClientID: s.ClientID, TTL: ttl.String(),
+		Title: s.Title, IP: s.IP, UserAgent: s.UserAgent}
 }
 
 // poll reads the leader's record count and every node's GC deletions.

@@ -35,6 +35,7 @@ func (n *benchNode) ListBySubject(string, string, string, int, int64) ([]*fsm.Re
 }
 func (n *benchNode) AppliedIndex() uint64                         { return 7 }
 func (n *benchNode) LeaderContact() (time.Duration, bool)         { return 3 * time.Millisecond, true }
+func (n *benchNode) Snapshot() (cluster.SnapshotInfo, error)      { return cluster.SnapshotInfo{}, nil }
 func (n *benchNode) ClusterStatus(context.Context) cluster.Status { return cluster.Status{} }
 func (n *benchNode) Touch(string, time.Time, string, string)      {}
 func (n *benchNode) Ready() error                                 { return nil }

@@ -5,6 +5,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -43,6 +44,9 @@ type Node interface {
 	Touch(hash string, at time.Time, ip, userAgent string)
 	// Ready is nil when the node can serve.
 	Ready() error
+	// Snapshot writes a snapshot of the node's state now and waits until
+	// it is on disk (cluster.ErrNothingNewToSnapshot: none is needed).
+	Snapshot() (cluster.SnapshotInfo, error)
 }
 
 // Config configures the API server.
@@ -129,6 +133,7 @@ func (s *Server) routes() {
 	// ServeHTTP sends the checks here before the mux sees their paths.
 	s.authz = s.withKey(AuthzPrefix+"/", apiKeyHeader, s.authzEnvoy)
 	s.handle("GET /v1/cluster", s.clusterStatus)
+	s.handle("POST /v1/operator/snapshot", s.operatorSnapshot)
 	s.open("/", s.noRoute)
 	s.open("GET /healthz", func(w http.ResponseWriter, r *http.Request) *Error {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -340,6 +345,23 @@ func (s *Server) contactHeaders(w http.ResponseWriter) {
 	h := w.Header()
 	h[headerLastContact] = []string{strconv.FormatInt(since.Milliseconds(), 10)}
 	h[headerKnownLeader] = knownLeader[known]
+}
+
+// operatorSnapshot takes a Raft snapshot of this node's state now, as
+// `consul snapshot save` or `etcdctl snapshot save` would before a backup
+// or a maintenance, and answers its last index, size and time once it is
+// on disk. A node that applied nothing since its last snapshot answers
+// 409 nothing_to_snapshot.
+func (s *Server) operatorSnapshot(w http.ResponseWriter, r *http.Request) *Error {
+	info, err := s.cfg.Node.Snapshot()
+	switch {
+	case errors.Is(err, cluster.ErrNothingNewToSnapshot):
+		return errorf(http.StatusConflict, wire.CodeNothingToSnapshot, "Nothing was applied since the last snapshot.")
+	case err != nil:
+		return unavailable(wire.CodeUnavailable, "Snapshot: "+err.Error())
+	}
+	writeJSON(w, http.StatusOK, wire.SnapshotResponse{Index: info.Index, Bytes: info.Bytes, TookMS: info.Took.Milliseconds()})
+	return nil
 }
 
 func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) *Error {

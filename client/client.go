@@ -277,6 +277,15 @@ func (c *Client) Cluster(ctx context.Context) (*wire.ClusterResponse, error) {
 	return &out, err
 }
 
+// Snapshot asks the node for a Raft snapshot of its state now and waits
+// until it is on disk (POST /v1/operator/snapshot). A node that applied
+// nothing since its last snapshot answers 409 nothing_to_snapshot.
+func (c *Client) Snapshot(ctx context.Context) (*wire.SnapshotResponse, error) {
+	var out wire.SnapshotResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/operator/snapshot", nil, &out)
+	return &out, err
+}
+
 // Ready returns nil when the node answers /readyz with 200.
 func (c *Client) Ready(ctx context.Context) error {
 	_, err := c.do(ctx, http.MethodGet, "/readyz", nil, nil)

@@ -58,6 +58,10 @@ func (n *Node) snapshotLoop() {
 	}
 }
 
+// ErrNothingNewToSnapshot: a snapshot on request found nothing applied
+// since the last one.
+var ErrNothingNewToSnapshot = raft.ErrNothingNewToSnapshot
+
 // SnapshotInfo describes a snapshot taken on request.
 type SnapshotInfo struct {
 	Index uint64        // the last log index it holds

@@ -29,7 +29,7 @@ func TestOperatorSnapshot(t *testing.T) {
 	if _, err := c.Issue(context.Background(), wire.IssueRequest{Kind: "access", Subject: "user:1"}); err != nil {
 		t.Fatalf("issue: %v", err)
 	}
-	url := s.URL() + server.OperatorSnapshotPath
+	url := s.URL() + "/v1/operator/snapshot"
 
 	resp, err := http.Get(url)
 	if err != nil {
@@ -37,7 +37,7 @@ func TestOperatorSnapshot(t *testing.T) {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Fatalf("GET %s: status %d, want 405", server.OperatorSnapshotPath, resp.StatusCode)
+		t.Fatalf("GET %s: status %d, want 405", "/v1/operator/snapshot", resp.StatusCode)
 	}
 
 	resp, err = http.Post(url, "", nil)
@@ -51,7 +51,7 @@ func TestOperatorSnapshot(t *testing.T) {
 	err = json.NewDecoder(resp.Body).Decode(&got)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || err != nil || got.Index == 0 || got.Bytes == 0 {
-		t.Fatalf("POST %s: status %d, body %+v (%v), want 200 with an index and a size", server.OperatorSnapshotPath, resp.StatusCode, got, err)
+		t.Fatalf("POST %s: status %d, body %+v (%v), want 200 with an index and a size", "/v1/operator/snapshot", resp.StatusCode, got, err)
 	}
 	if m, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin")); len(m) == 0 {
 		t.Fatalf("no snapshot in %s after the request", dir)
@@ -59,4 +59,30 @@ func TestOperatorSnapshot(t *testing.T) {
 		t.Fatalf("snapshot %s: %v, or empty", m[len(m)-1], err)
 	}
 
+}
+
+// TestPathsReachTheAPIAsSent: the profiles and the operator routes do not
+// put a ServeMux in front of the API, which would answer a path that is
+// not clean (as Envoy's authz checks send them) with a redirect.
+func TestPathsReachTheAPIAsSent(t *testing.T) {
+	for _, pprof := range []bool{false, true} {
+		cfg := testConfig(t.TempDir(), &syncBuffer{})
+		cfg.Pprof = pprof
+		s, err := server.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Start()
+		t.Cleanup(func() { s.Close() })
+		waitReady(t, client.New(s.URL()))
+		hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := hc.Get(s.URL() + "/v1/authz/envoy/a//b/../c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+			t.Fatalf("pprof %v: GET /v1/authz/envoy/a//b/../c answered %d (Location %q), not by the API", pprof, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/tokenstore/tokenstore/api"
@@ -37,11 +38,19 @@ func profiles() http.Handler {
 
 // withProfiles adds the profiles to the API's handler, behind the API's
 // key check.
+//
+// It dispatches on the path as sent, not through a ServeMux, which would
+// redirect a path that is not clean (as Envoy's authz checks send them,
+// "/v1/authz/envoy/a//b") instead of handing it to the API.
 func withProfiles(apiSrv *api.Server) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/", apiSrv)
-	mux.Handle("/debug/pprof/", apiSrv.RequireKey("/debug/pprof/", profiles()))
-	return mux
+	prof := apiSrv.RequireKey("/debug/pprof/", profiles())
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/debug/pprof/") {
+			prof.ServeHTTP(w, r)
+			return
+		}
+		apiSrv.ServeHTTP(w, r)
+	})
 }
 
 // profileServer serves the profiles on a listener of their own. It has no

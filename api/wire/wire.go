@@ -71,6 +71,7 @@ const (
 	CodeUnavailable        = "unavailable"
 	CodeInternal           = "internal"
 	CodeMethodNotAllowed   = "method_not_allowed"
+	CodeNothingToSnapshot  = "nothing_to_snapshot"
 
 	CodeNonceReplayed         = "nonce_replayed"
 	CodeTimestampOutOfWindow  = "timestamp_out_of_window"
@@ -244,6 +245,13 @@ type NonceRequest struct {
 // NonceResponse answers a fresh nonce.
 type NonceResponse struct {
 	Fresh bool `json:"fresh"`
+}
+
+// SnapshotResponse is the body of POST /v1/operator/snapshot.
+type SnapshotResponse struct {
+	Index  uint64 `json:"index"`   // the last log index the snapshot holds
+	Bytes  int64  `json:"bytes"`   // its size on disk
+	TookMS int64  `json:"took_ms"` // from the request until it was on disk
 }
 
 // ClusterResponse is the body of GET /v1/cluster.

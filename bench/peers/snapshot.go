@@ -2,14 +2,15 @@ package peers
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/bench/load"
+	"github.com/tokenstore/tokenstore/client"
 	"github.com/tokenstore/tokenstore/internal/proccluster"
 )
 
@@ -17,13 +18,6 @@ import (
 // writes a snapshot; "issue" beside it, run just before, is the steady
 // state it is compared with.
 const WorkloadDuringSnapshot = "issue_during_snapshot"
-
-// snapshotInfo is the answer of POST /v1/operator/snapshot.
-type snapshotInfo struct {
-	Index  uint64 `json:"index"`
-	Bytes  int64  `json:"bytes"`
-	TookMS int64  `json:"took_ms"`
-}
 
 // writesDuringSnapshot issues tokens on t for the load's duration (the
 // steady state), then again while every node is asked for a snapshot
@@ -79,20 +73,6 @@ func writesDuringSnapshot(ctx context.Context, nodes []*proccluster.Node, t load
 }
 
 // takeSnapshot asks the node at url for a snapshot and waits for it.
-func takeSnapshot(ctx context.Context, url string) (snapshotInfo, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/operator/snapshot", nil)
-	if err != nil {
-		return snapshotInfo{}, err
-	}
-	resp, err := (&http.Client{Timeout: 5 * time.Minute}).Do(req)
-	if err != nil {
-		return snapshotInfo{}, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return snapshotInfo{}, fmt.Errorf("status %d: %s", resp.StatusCode, b)
-	}
-	var info snapshotInfo
-	return info, json.NewDecoder(resp.Body).Decode(&info)
+func takeSnapshot(ctx context.Context, url string) (*wire.SnapshotResponse, error) {
+	return client.New(url, client.WithHTTPClient(&http.Client{Timeout: 5 * time.Minute})).Snapshot(ctx)
 }

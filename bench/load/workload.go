@@ -142,7 +142,7 @@ func Prepare(ctx context.Context, t Target, op string, p Prepared, progress io.W
 		toks := p.Live
 		if len(toks) == 0 {
 			var err error
-			if toks, err = Preissue(ctx, t, p.Tokens, p.Clients, progress); err != nil {
+			if toks, err = Preload(ctx, t, p.Tokens, p.Clients, progress); err != nil {
 				return nil, err
 			}
 		}
@@ -249,7 +249,7 @@ func rotateOp(ctx context.Context, ts *Tokenstore, cfg Config, progress io.Write
 
 // introspectOp introspects pre-issued tokens round-robin.
 func introspectOp(ctx context.Context, ts *Tokenstore, cfg Config, progress io.Writer) (Op, error) {
-	toks, err := Preissue(ctx, ts, cfg.Tokens, cfg.Clients, progress)
+	toks, err := Preload(ctx, ts, cfg.Tokens, cfg.Clients, progress)
 	if err != nil {
 		return nil, err
 	}

@@ -131,7 +131,7 @@ func measureSystem(ctx context.Context, sys *system, cfg Config, rep *load.Repor
 	var live []string
 	for _, scale := range cfg.Scales {
 		if slices.Contains(ops, "issue") && len(live) < scale {
-			more, err := load.Preissue(ctx, sys.all, scale-len(live), cfg.Load.Clients, progress)
+			more, err := load.Preload(ctx, sys.all, scale-len(live), cfg.Load.Clients, progress)
 			if err != nil {
 				return err
 			}

@@ -2,6 +2,7 @@ package peers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -66,6 +67,19 @@ func (e *Etcd) Issue(ctx context.Context, key string) (string, error) {
 	return key, err
 }
 
+// IssueSession puts key with the session as its value if it does not
+// exist yet.
+func (e *Etcd) IssueSession(ctx context.Context, key string, s load.Session) (string, error) {
+	resp, err := e.client().Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, sessionValue(s), clientv3.WithLease(e.lease))).
+		Commit()
+	if err == nil && !resp.Succeeded {
+		err = load.ErrExists
+	}
+	return key, err
+}
+
 // Consume deletes key if it exists; success means the previous value
 // came back.
 func (e *Etcd) Consume(ctx context.Context, key string) error {
@@ -104,6 +118,14 @@ func (e *Etcd) Close() error {
 // tokenstore record's identifying fields.
 const tokenValue = `{"kind":"` + token.KindOAuth2Code + `","subject":"bench","client_id":"bench-app"}`
 
+// sessionValue is what peers store for a session: its fields as JSON, as
+// an application server would keep them.
+func sessionValue(s load.Session) string {
+	b, _ := json.Marshal(map[string]string{"kind": token.KindAccess, "subject": s.Subject, "client_id": s.ClientID,
+		"title": s.Title, "ip": s.IP, "user_agent": s.UserAgent})
+	return string(b)
+}
+
 // Redis is the Target of one Redis server: SET NX PX, GETDEL and GET.
 type Redis struct {
 	load.Unsupported
@@ -124,6 +146,15 @@ func NewRedis(ctx context.Context, addr string, clients int) (*Redis, error) {
 // Issue is SET key value NX PX ttl.
 func (r *Redis) Issue(ctx context.Context, key string) (string, error) {
 	err := r.c.Do(ctx, "SET", key, tokenValue, "NX", "PX", load.TokenTTL.Milliseconds()).Err()
+	if errors.Is(err, redis.Nil) {
+		err = load.ErrExists
+	}
+	return key, err
+}
+
+// IssueSession is SET key session NX PX ttl.
+func (r *Redis) IssueSession(ctx context.Context, key string, s load.Session) (string, error) {
+	err := r.c.Do(ctx, "SET", key, sessionValue(s), "NX", "PX", load.TokenTTL.Milliseconds()).Err()
 	if errors.Is(err, redis.Nil) {
 		err = load.ErrExists
 	}

@@ -34,8 +34,8 @@ func prefix8(s string) uint64 {
 // idItem is an entry of the primary index, in id order.
 type idItem struct {
 	k  uint64 // prefix8(id)
-	id string
-	r  *Record
+	id string // r's, sharing its bytes
+	r  *stored
 }
 
 func lessID(a, b idItem) bool { return a.k < b.k || a.k == b.k && a.id < b.id }
@@ -54,8 +54,8 @@ func newIDIndex() *btree.BTreeG[idItem] { return btree.NewG(btreeDegree, lessID)
 type item struct {
 	g  uint64
 	at int64
-	k  uint64 // prefix8(r.ID)
-	r  *Record
+	k  uint64 // prefix8(r.id())
+	r  *stored
 }
 
 func lessItem(a, b item) bool {
@@ -67,14 +67,14 @@ func lessItem(a, b item) bool {
 	case a.k != b.k:
 		return a.k < b.k
 	}
-	return a.r.ID < b.r.ID
+	return a.r.id() < b.r.id()
 }
 
 func newIndex() *btree.BTreeG[item] { return btree.NewG(btreeDegree, lessItem) }
 
 // noID sorts before every record of its group, time and id prefix: the
 // probe at the start of a range. It is never modified.
-var noID = &Record{}
+var noID = probe("")
 
 // groupHash hashes the grouping field of an index. The seed is the
 // state's own, drawn when it is made: a hash nobody outside can predict,
@@ -93,7 +93,7 @@ func rangeFrom(g uint64, at int64, after string) item {
 		return item{g: g, at: at, r: noID}
 	}
 	id := after + "\x00" // sorts just past after
-	return item{g: g, at: at, k: prefix8(id), r: &Record{ID: id}}
+	return item{g: g, at: at, k: prefix8(id), r: probe(id)}
 }
 
 // lastOf is the probe after every item of group g.
@@ -101,4 +101,4 @@ func lastOf(g uint64) item { return item{g: g, at: math.MaxInt64, k: math.MaxUin
 
 // maxID sorts after every id a record can have (ids are checked UTF-8 text
 // without control characters, so never 0xff bytes). It is never modified.
-var maxID = &Record{ID: "\xff\xff\xff\xff\xff\xff\xff\xff\xff"}
+var maxID = probe("\xff\xff\xff\xff\xff\xff\xff\xff\xff")

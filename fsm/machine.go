@@ -296,12 +296,12 @@ func (m *Machine) Counts() map[CountKey]int64 {
 	return out
 }
 
-// ByHash returns the record with the digest h, or nil. Records are shared
-// and must not be modified.
+// ByHash returns the record with the digest h, or nil. Its scopes, data and
+// rotation are shared with the state and must not be modified.
 func (m *Machine) ByHash(h string) *Record {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.st.byHash[h]
+	return m.st.getHash(h)
 }
 
 // ByID returns the record with the public id, or nil.
@@ -332,21 +332,21 @@ func (m *Machine) ListBySubject(subject, kind, after string, limit int, now int6
 	defer m.mu.RUnlock()
 	var out []*Record
 	next, last, scanned := "", "", 0
-	m.st.walkSubject(subject, after, func(r *Record) bool {
+	m.st.walkSubject(subject, after, func(r *stored) bool {
 		switch {
 		case scanned == ListScan:
 			next = last // r is the first record not examined
 			return false
 		}
 		scanned++
-		if r.Status(now) == StatusActive && (kind == "" || r.Kind == kind) {
+		if r.status(now) == StatusActive && (kind == "" || r.kc.kind == kind) {
 			if len(out) == limit {
 				next = out[len(out)-1].ID
 				return false
 			}
-			out = append(out, r)
+			out = append(out, r.record())
 		}
-		last = r.ID
+		last = r.id()
 		return true
 	})
 	return out, next
@@ -362,7 +362,7 @@ func (m *Machine) DueForGC(before int64, limit int) []string {
 		if it.at > before || len(ids) == limit {
 			return false
 		}
-		ids = append(ids, it.r.ID)
+		ids = append(ids, it.r.id())
 		return true
 	})
 	return ids

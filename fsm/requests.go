@@ -17,11 +17,68 @@ import (
 const RequestWindow = 30 * time.Second
 
 // request is the remembered outcome of a command that carried a request
-// id. Record is shared with the state (records are never modified).
+// id. Its records are the state's own stored records when they are the
+// ones the command stored (an issue's, a use's): a remembered write costs
+// no record of its own.
 type request struct {
+	id       string
+	at       int64
+	rec, acc *stored
+	rest     *Outcome // the outcome but its records, when any of it is set
+}
+
+// requestFrame is a remembered request in the form that is encoded, in
+// snapshots.
+type requestFrame struct {
 	ID string `codec:"i"`
 	At int64  `codec:"a"`
 	Outcome
+}
+
+// frame returns r in its encodable form.
+func (r *request) frame() *requestFrame {
+	return &requestFrame{ID: r.id, At: r.at, Outcome: r.outcome()}
+}
+
+// request returns f as it is remembered, its records compacted with st's
+// pairs of kind and client id.
+func (f *requestFrame) request(st *state) *request {
+	return st.newRequest(f.ID, f.At, f.Outcome)
+}
+
+func (r *request) outcome() Outcome {
+	var o Outcome
+	if r.rest != nil {
+		o = *r.rest
+	}
+	o.Record, o.Access = r.rec.expand(), r.acc.expand()
+	return o
+}
+
+// Result returns the remembered outcome.
+func (r *request) Result() Result { return r.outcome().Result() }
+
+// newRequest returns o remembered under id, sharing the records it names
+// with the state when they are the last ones stored.
+func (s *state) newRequest(id string, at int64, o Outcome) *request {
+	r := &request{id: id, at: at, rec: s.compactOf(o.Record), acc: s.compactOf(o.Access)}
+	o.Record, o.Access = nil, nil
+	if o.Sealed != nil || o.Count != 0 || o.Err != "" || o.Family != nil {
+		r.rest = &o
+	}
+	return r
+}
+
+// compactOf returns r as a stored record: the one the state just stored if
+// it holds what r does, a new one otherwise.
+func (s *state) compactOf(r *Record) *stored {
+	if r == nil {
+		return nil
+	}
+	if p := s.storedOf(r); p != nil {
+		return p
+	}
+	return compact(r, s.interns)
 }
 
 // Outcome is a Result in the form that can be encoded: between nodes, and
@@ -82,13 +139,13 @@ func (s *state) request(id string) *request {
 }
 
 func (s *state) remember(id string, at int64, res Result) {
-	s.addRequest(&request{ID: id, At: at, Outcome: res.Outcome()})
+	s.addRequest(s.newRequest(id, at, res.Outcome()))
 }
 
 // addRequest remembers r, which is no older than any remembered before
 // (log time never runs backwards), so the queue stays in time order.
 func (s *state) addRequest(r *request) {
-	s.reqs.ReplaceOrInsert(reqItem{h: reqHash(r.ID), id: r.ID, r: r})
+	s.reqs.ReplaceOrInsert(reqItem{h: reqHash(r.id), id: r.id, r: r})
 	s.reqQueue = append(s.reqQueue, r)
 }
 
@@ -96,8 +153,8 @@ func (s *state) addRequest(r *request) {
 func (s *state) forgetRequests(before int64) {
 	q := s.reqQueue
 	i := 0
-	for ; i < len(q) && q[i].At < before; i++ {
-		s.reqs.Delete(reqItem{h: reqHash(q[i].ID), id: q[i].ID})
+	for ; i < len(q) && q[i].at < before; i++ {
+		s.reqs.Delete(reqItem{h: reqHash(q[i].id), id: q[i].id})
 		q[i] = nil
 	}
 	if i == 0 {

@@ -83,11 +83,11 @@ func (s *snapshot) write(w io.Writer) error {
 	fw := frameWriter{w: bw}
 	fw.frame(frameMeta, &s.meta)
 	s.records.Ascend(func(it idItem) bool {
-		fw.frame(frameRecord, it.r)
+		fw.frame(frameRecord, it.r.record())
 		return fw.err == nil
 	})
 	s.reqs.Ascend(func(it reqItem) bool {
-		fw.frame(frameRequest, it.r)
+		fw.frame(frameRequest, it.r.frame())
 		return fw.err == nil
 	})
 	s.families.Ascend(func(f *RevokedFamily) bool {
@@ -202,12 +202,13 @@ func (m *Machine) Restore(r io.Reader) error {
 				}
 			}
 		case frameRequest:
-			r := new(request)
-			if err = dec.Decode(r); err == nil {
-				if st.request(r.ID) != nil {
-					err = fmt.Errorf("duplicate request id %s", r.ID)
+			f := new(requestFrame)
+			if err = dec.Decode(f); err == nil {
+				if st.request(f.ID) != nil {
+					err = fmt.Errorf("duplicate request id %s", f.ID)
 				} else {
-					st.reqs.ReplaceOrInsert(reqItem{h: reqHash(r.ID), id: r.ID, r: r})
+					r := f.request(st)
+					st.reqs.ReplaceOrInsert(reqItem{h: reqHash(r.id), id: r.id, r: r})
 					reqs = append(reqs, r)
 				}
 			}
@@ -227,7 +228,7 @@ func (m *Machine) Restore(r io.Reader) error {
 			return fmt.Errorf("restore: %w", err)
 		}
 	}
-	slices.SortFunc(reqs, func(a, b *request) int { return cmp.Or(cmp.Compare(a.At, b.At), strings.Compare(a.ID, b.ID)) })
+	slices.SortFunc(reqs, func(a, b *request) int { return cmp.Or(cmp.Compare(a.at, b.at), strings.Compare(a.id, b.id)) })
 	st.reqQueue = reqs
 	m.mu.Lock()
 	if meta.LogVersion > Version {

@@ -15,7 +15,7 @@ import (
 // while writes go on. The other indexes are rebuilt on restore.
 type state struct {
 	byID      *btree.BTreeG[idItem]
-	byHash    map[string]*Record  // digest -> record
+	byHash    map[string]*stored  // digest -> record; the key is the record's own bytes
 	hash      groupHash           // of subjects and families
 	bySubject *btree.BTreeG[item] // (subject, id); records with a subject
 	byFamily  *btree.BTreeG[item] // (family, id); records with a family
@@ -31,15 +31,19 @@ type state struct {
 	// logVersion is the highest Fence applied: the Version the log needs
 	// from there on. 0 for none (the first release's).
 	logVersion int
+	interns    interns // kind and client id pairs, shared by the records
 
 	reqs     *btree.BTreeG[reqItem] // remembered request ids
 	reqQueue []*request             // the same, oldest first
+	// puts are the last two records put, so that a remembered outcome
+	// shares the stored record it names.
+	puts [2]*stored
 }
 
 func newState() *state {
 	return &state{
 		byID:       newIDIndex(),
-		byHash:     map[string]*Record{},
+		byHash:     map[string]*stored{},
 		hash:       groupHash{seed: maphash.MakeSeed(), mask: ^uint64(0)},
 		bySubject:  newIndex(),
 		byFamily:   newIndex(),
@@ -48,94 +52,125 @@ func newState() *state {
 		sealed:     newIndex(),
 		counts:     map[CountKey]int64{},
 		families:   newFamilies(),
+		interns:    interns{},
 		reqs:       newReqIndex(),
 	}
 }
 
-func (s *state) getID(id string) *Record {
+// getID returns the record with id, or nil. Records returned by the state
+// are its own copies, which the caller may change (their strings, scopes,
+// data and rotation are shared and must not be).
+func (s *state) getID(id string) *Record { return s.storedID(id).expand() }
+
+func (s *state) storedID(id string) *stored {
 	it, _ := s.byID.Get(idKey(id))
 	return it.r
 }
 
-// The items of r in each index, for a record that is in that index.
-func (s *state) subjectItem(r *Record) item {
-	return item{g: s.hash.of(r.Subject), k: prefix8(r.ID), r: r}
-}
-func (s *state) familyItem(r *Record) item {
-	return item{g: s.hash.of(r.Family), k: prefix8(r.ID), r: r}
-}
-func (s *state) liveItem(r *Record) item {
-	return item{g: s.hash.of(r.Family), at: r.liveUntil(), k: prefix8(r.ID), r: r}
-}
-func gcItem(r *Record) item     { return item{at: r.GCAt(), k: prefix8(r.ID), r: r} }
-func sealedItem(r *Record) item { return item{at: r.Rotated.GraceUntil, k: prefix8(r.ID), r: r} }
+// getHash returns the record with the digest h, or nil.
+func (s *state) getHash(h string) *Record { return s.byHash[h].expand() }
 
-// put stores r, replacing old (nil for a new record) which must be the
-// record stored under r.ID now. An index whose key did not change is
-// updated in place (ReplaceOrInsert swaps the item, whose record is the
-// only part that differs): one tree operation instead of a delete and an
-// insert.
-func (s *state) put(old, r *Record) {
-	if old != nil {
-		if old.Hash != r.Hash {
-			delete(s.byHash, old.Hash)
+// The items of r in each index, for a record that is in that index.
+func (s *state) subjectItem(r *stored) item {
+	return item{g: s.hash.of(r.subject()), k: prefix8(r.id()), r: r}
+}
+func (s *state) familyItem(r *stored) item {
+	return item{g: s.hash.of(r.family()), k: prefix8(r.id()), r: r}
+}
+func (s *state) liveItem(r *stored) item {
+	return item{g: s.hash.of(r.family()), at: r.liveUntil(), k: prefix8(r.id()), r: r}
+}
+func gcItem(r *stored) item     { return item{at: r.gcAt(), k: prefix8(r.id()), r: r} }
+func sealedItem(r *stored) item { return item{at: r.ext.rotated.GraceUntil, k: prefix8(r.id()), r: r} }
+
+// put stores r in place of the record stored under r.ID now, if any (old,
+// nil for a new record, is that one; the state finds it by the id). An
+// index whose key did not change is updated in place (ReplaceOrInsert
+// swaps the item, whose record is the only part that differs): one tree
+// operation instead of a delete and an insert.
+func (s *state) put(_, r *Record) {
+	n := compact(r, s.interns)
+	s.puts[0], s.puts[1] = s.puts[1], n
+	prev, had := s.byID.ReplaceOrInsert(idItem{k: prefix8(r.ID), id: n.id(), r: n})
+	if had {
+		old := prev.r
+		if old.hash() != n.hash() {
+			delete(s.byHash, old.hash())
 		}
-		if old.Subject != "" && old.Subject != r.Subject {
+		if old.subject() != "" && old.subject() != n.subject() {
 			s.bySubject.Delete(s.subjectItem(old))
 		}
-		if old.Family != "" && old.Family != r.Family {
+		if old.family() != "" && old.family() != n.family() {
 			s.byFamily.Delete(s.familyItem(old))
 		}
-		if old.inFamilyLive() && !(r.inFamilyLive() && old.Family == r.Family && old.liveUntil() == r.liveUntil()) {
+		if old.inFamilyLive() && !(n.inFamilyLive() && old.family() == n.family() && old.liveUntil() == n.liveUntil()) {
 			s.familyLive.Delete(s.liveItem(old))
 		}
-		if g := old.GCAt(); g > 0 && g != r.GCAt() {
+		if g := old.gcAt(); g > 0 && g != n.gcAt() {
 			s.byGC.Delete(gcItem(old))
 		}
-		if old.holdsSealed() && !(r.holdsSealed() && old.Rotated.GraceUntil == r.Rotated.GraceUntil) {
+		if old.holdsSealed() && !(n.holdsSealed() && old.ext.rotated.GraceUntil == n.ext.rotated.GraceUntil) {
 			s.sealed.Delete(sealedItem(old))
 		}
 		s.count(old, -1)
 	}
-	s.byID.ReplaceOrInsert(idItem{k: prefix8(r.ID), id: r.ID, r: r})
-	s.byHash[r.Hash] = r
-	if r.Subject != "" {
-		s.bySubject.ReplaceOrInsert(s.subjectItem(r))
+	s.byHash[n.hash()] = n
+	if n.subject() != "" {
+		s.bySubject.ReplaceOrInsert(s.subjectItem(n))
 	}
-	if r.Family != "" {
-		s.byFamily.ReplaceOrInsert(s.familyItem(r))
+	if n.family() != "" {
+		s.byFamily.ReplaceOrInsert(s.familyItem(n))
 	}
-	if r.inFamilyLive() {
-		s.familyLive.ReplaceOrInsert(s.liveItem(r))
+	if n.inFamilyLive() {
+		s.familyLive.ReplaceOrInsert(s.liveItem(n))
 	}
-	if r.GCAt() > 0 {
-		s.byGC.ReplaceOrInsert(gcItem(r))
+	if n.gcAt() > 0 {
+		s.byGC.ReplaceOrInsert(gcItem(n))
 	}
-	if r.holdsSealed() {
-		s.sealed.ReplaceOrInsert(sealedItem(r))
+	if n.holdsSealed() {
+		s.sealed.ReplaceOrInsert(sealedItem(n))
 	}
-	s.count(r, 1)
+	s.count(n, 1)
 }
 
+// storedOf returns one of the last two records put if it holds what r
+// does; nil otherwise.
+func (s *state) storedOf(r *Record) *stored {
+	if r == nil {
+		return nil
+	}
+	for _, p := range s.puts {
+		if p != nil && p.is(r) {
+			return p
+		}
+	}
+	return nil
+}
+
+// delete removes the record stored under r.ID.
 func (s *state) delete(r *Record) {
-	delete(s.byHash, r.Hash)
-	s.byID.Delete(idKey(r.ID))
-	if r.Subject != "" {
-		s.bySubject.Delete(s.subjectItem(r))
+	it, ok := s.byID.Delete(idKey(r.ID))
+	if !ok {
+		return
 	}
-	if r.Family != "" {
-		s.byFamily.Delete(s.familyItem(r))
+	o := it.r
+	delete(s.byHash, o.hash())
+	if o.subject() != "" {
+		s.bySubject.Delete(s.subjectItem(o))
 	}
-	if r.inFamilyLive() {
-		s.familyLive.Delete(s.liveItem(r))
+	if o.family() != "" {
+		s.byFamily.Delete(s.familyItem(o))
 	}
-	if r.GCAt() > 0 {
-		s.byGC.Delete(gcItem(r))
+	if o.inFamilyLive() {
+		s.familyLive.Delete(s.liveItem(o))
 	}
-	if r.holdsSealed() {
-		s.sealed.Delete(sealedItem(r))
+	if o.gcAt() > 0 {
+		s.byGC.Delete(gcItem(o))
 	}
-	s.count(r, -1)
+	if o.holdsSealed() {
+		s.sealed.Delete(sealedItem(o))
+	}
+	s.count(o, -1)
 }
 
 // housekeep is what log time alone decides, before each entry applies:
@@ -143,7 +178,7 @@ func (s *state) delete(r *Record) {
 // them, and sealed successors are dropped once their grace period ends.
 func (s *state) housekeep(now int64, index uint64) {
 	s.families.forget(now)
-	var due []*Record
+	var due []*stored
 	s.sealed.Ascend(func(it item) bool {
 		if it.at > now {
 			return false
@@ -151,17 +186,17 @@ func (s *state) housekeep(now int64, index uint64) {
 		due = append(due, it.r)
 		return true
 	})
-	for _, r := range due {
-		ro := *r.Rotated
+	for _, st := range due {
+		t := st.record()
+		ro := *t.Rotated
 		ro.Sealed = nil
-		t := *r
 		t.Rotated, t.ModifyIndex = &ro, index
-		s.put(r, &t)
+		s.put(nil, t)
 	}
 }
 
-func (s *state) count(r *Record, n int64) {
-	k := CountKey{r.Kind, r.State}
+func (s *state) count(r *stored, n int64) {
+	k := CountKey{r.kc.kind, r.state}
 	if s.counts[k] += n; s.counts[k] == 0 {
 		delete(s.counts, k)
 	}
@@ -172,7 +207,7 @@ func (s *state) count(r *Record, n int64) {
 // change under its own iteration.
 func (s *state) ofSubject(subject string) []*Record {
 	var out []*Record
-	s.walkSubject(subject, "", func(r *Record) bool { out = append(out, r); return true })
+	s.walkSubject(subject, "", func(r *stored) bool { out = append(out, r.record()); return true })
 	return out
 }
 
@@ -183,8 +218,8 @@ func (s *state) ofFamily(family string) []*Record {
 		if it.g != g {
 			return false
 		}
-		if it.r.Family == family {
-			out = append(out, it.r)
+		if it.r.family() == family {
+			out = append(out, it.r.record())
 		}
 		return true
 	})
@@ -193,13 +228,13 @@ func (s *state) ofFamily(family string) []*Record {
 
 // walkSubject calls f with the records of subject in id order, from the
 // first id after after ("" for all), until f returns false.
-func (s *state) walkSubject(subject, after string, f func(*Record) bool) {
+func (s *state) walkSubject(subject, after string, f func(*stored) bool) {
 	g := s.hash.of(subject)
 	s.bySubject.AscendGreaterOrEqual(rangeFrom(g, 0, after), func(it item) bool {
 		if it.g != g {
 			return false
 		}
-		return it.r.Subject != subject || f(it.r)
+		return it.r.subject() != subject || f(it.r)
 	})
 }
 
@@ -213,7 +248,7 @@ func (s *state) familyUntil(family string) int64 {
 		if it.g != g {
 			return false
 		}
-		if it.r.Family != family {
+		if it.r.family() != family {
 			return true // another family with the same hash
 		}
 		until = it.at

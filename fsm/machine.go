@@ -308,7 +308,7 @@ func (m *Machine) ByHash(h string) *Record {
 func (m *Machine) ByID(id string) *Record {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.st.getID(id)
+	return m.st.readID(id)
 }
 
 // ListScan is the most records one page of ListBySubject examines, active
@@ -339,7 +339,7 @@ func (m *Machine) ListBySubject(subject, kind, after string, limit int, now int6
 			return false
 		}
 		scanned++
-		if r.status(now) == StatusActive && (kind == "" || r.kc.kind == kind) {
+		if r.status(now) == StatusActive && (kind == "" || r.p.kind == kind) {
 			if len(out) == limit {
 				next = out[len(out)-1].ID
 				return false
@@ -359,7 +359,7 @@ func (m *Machine) DueForGC(before int64, limit int) []string {
 	defer m.mu.RUnlock()
 	var ids []string
 	m.st.byGC.Ascend(func(it item) bool {
-		if it.at > before || len(ids) == limit {
+		if timeOf(it.g) > before || len(ids) == limit {
 			return false
 		}
 		ids = append(ids, it.r.id())

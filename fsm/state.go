@@ -21,7 +21,7 @@ type state struct {
 	byFamily  *btree.BTreeG[item] // (family, id); records with a family
 	// (family, liveUntil, id): the active records of a family, so that how
 	// long a family can be used is one lookup (tombstones are held that long).
-	familyLive *btree.BTreeG[item]
+	familyLive *btree.BTreeG[liveItem]
 	byGC       *btree.BTreeG[item] // (GCAt, id); records that will be collected
 	// (grace end, id): rotated tombstones that still hold their sealed
 	// successor, so it is dropped once the grace period ends.
@@ -38,6 +38,9 @@ type state struct {
 	// puts are the last two records put, so that a remembered outcome
 	// shares the stored record it names.
 	puts [2]*stored
+	// probe is the writer's key for searching byID, so that a search
+	// costs no allocation; readers, who share the state, make their own.
+	probe stored
 }
 
 func newState() *state {
@@ -47,7 +50,7 @@ func newState() *state {
 		hash:       groupHash{seed: maphash.MakeSeed(), mask: ^uint64(0)},
 		bySubject:  newIndex(),
 		byFamily:   newIndex(),
-		familyLive: newIndex(),
+		familyLive: newLiveIndex(),
 		byGC:       newIndex(),
 		sealed:     newIndex(),
 		counts:     map[CountKey]int64{},
@@ -59,12 +62,26 @@ func newState() *state {
 
 // getID returns the record with id, or nil. Records returned by the state
 // are its own copies, which the caller may change (their strings, scopes,
-// data and rotation are shared and must not be).
+// data and rotation are shared and must not be). Only the writer (apply,
+// restore) calls it; readers call readID.
 func (s *state) getID(id string) *Record { return s.storedID(id).expand() }
 
 func (s *state) storedID(id string) *stored {
-	it, _ := s.byID.Get(idKey(id))
+	it, _ := s.byID.Get(s.idKey(id))
 	return it.r
+}
+
+// readID is getID for a reader.
+func (s *state) readID(id string) *Record {
+	it, _ := s.byID.Get(idKey(id))
+	return it.r.expand()
+}
+
+// idKey is the writer's key of id in byID, valid until its next call.
+func (s *state) idKey(id string) idItem {
+	n := uint32(len(id))
+	s.probe = stored{str: id, ends: [3]uint32{n, n, n}}
+	return idItem{k: prefix8(id), r: &s.probe}
 }
 
 // getHash returns the record with the digest h, or nil.
@@ -77,11 +94,13 @@ func (s *state) subjectItem(r *stored) item {
 func (s *state) familyItem(r *stored) item {
 	return item{g: s.hash.of(r.family()), k: prefix8(r.id()), r: r}
 }
-func (s *state) liveItem(r *stored) item {
-	return item{g: s.hash.of(r.family()), at: r.liveUntil(), k: prefix8(r.id()), r: r}
+func (s *state) liveItem(r *stored) liveItem {
+	return liveItem{g: s.hash.of(r.family()), at: r.liveUntil(), k: prefix8(r.id()), r: r}
 }
-func gcItem(r *stored) item     { return item{at: r.gcAt(), k: prefix8(r.id()), r: r} }
-func sealedItem(r *stored) item { return item{at: r.ext.rotated.GraceUntil, k: prefix8(r.id()), r: r} }
+func gcItem(r *stored) item { return item{g: timeKey(r.gcAt()), k: prefix8(r.id()), r: r} }
+func sealedItem(r *stored) item {
+	return item{g: timeKey(r.ext.rotated.GraceUntil), k: prefix8(r.id()), r: r}
+}
 
 // put stores r in place of the record stored under r.ID now, if any (old,
 // nil for a new record, is that one; the state finds it by the id). An
@@ -91,7 +110,7 @@ func sealedItem(r *stored) item { return item{at: r.ext.rotated.GraceUntil, k: p
 func (s *state) put(_, r *Record) {
 	n := compact(r, s.interns)
 	s.puts[0], s.puts[1] = s.puts[1], n
-	prev, had := s.byID.ReplaceOrInsert(idItem{k: prefix8(r.ID), id: n.id(), r: n})
+	prev, had := s.byID.ReplaceOrInsert(idItem{k: prefix8(r.ID), r: n})
 	if had {
 		old := prev.r
 		if old.hash() != n.hash() {
@@ -149,7 +168,7 @@ func (s *state) storedOf(r *Record) *stored {
 
 // delete removes the record stored under r.ID.
 func (s *state) delete(r *Record) {
-	it, ok := s.byID.Delete(idKey(r.ID))
+	it, ok := s.byID.Delete(s.idKey(r.ID))
 	if !ok {
 		return
 	}
@@ -180,7 +199,7 @@ func (s *state) housekeep(now int64, index uint64) {
 	s.families.forget(now)
 	var due []*stored
 	s.sealed.Ascend(func(it item) bool {
-		if it.at > now {
+		if timeOf(it.g) > now {
 			return false
 		}
 		due = append(due, it.r)
@@ -196,7 +215,7 @@ func (s *state) housekeep(now int64, index uint64) {
 }
 
 func (s *state) count(r *stored, n int64) {
-	k := CountKey{r.kc.kind, r.state}
+	k := CountKey{r.p.kind, r.state}
 	if s.counts[k] += n; s.counts[k] == 0 {
 		delete(s.counts, k)
 	}
@@ -214,7 +233,7 @@ func (s *state) ofSubject(subject string) []*Record {
 func (s *state) ofFamily(family string) []*Record {
 	var out []*Record
 	g := s.hash.of(family)
-	s.byFamily.AscendGreaterOrEqual(rangeFrom(g, 0, ""), func(it item) bool {
+	s.byFamily.AscendGreaterOrEqual(rangeFrom(g, ""), func(it item) bool {
 		if it.g != g {
 			return false
 		}
@@ -230,7 +249,7 @@ func (s *state) ofFamily(family string) []*Record {
 // first id after after ("" for all), until f returns false.
 func (s *state) walkSubject(subject, after string, f func(*stored) bool) {
 	g := s.hash.of(subject)
-	s.bySubject.AscendGreaterOrEqual(rangeFrom(g, 0, after), func(it item) bool {
+	s.bySubject.AscendGreaterOrEqual(rangeFrom(g, after), func(it item) bool {
 		if it.g != g {
 			return false
 		}
@@ -244,7 +263,7 @@ func (s *state) walkSubject(subject, after string, f func(*stored) bool) {
 func (s *state) familyUntil(family string) int64 {
 	var until int64
 	g := s.hash.of(family)
-	s.familyLive.DescendLessOrEqual(lastOf(g), func(it item) bool {
+	s.familyLive.DescendLessOrEqual(lastOf(g), func(it liveItem) bool {
 		if it.g != g {
 			return false
 		}

@@ -2,25 +2,26 @@ package fsm
 
 import (
 	"math"
+	"strings"
 	"unsafe"
 )
 
 // stored is a Record as the state keeps it: the fields every token has,
-// inline; its strings and digest in one allocation; kind and
-// client id shared with every record of the same pair; and the fields few
-// tokens set (scopes, family, data, uses, invalidation, rotation...) behind
-// one pointer, nil for most. A million access tokens cost half the bytes
-// of as many Records, and a third of the pointers for the collector.
+// inline; its own strings and digest in one allocation; kind, client id,
+// title and user agent (what the tokens of one application on one kind of
+// device have in common) shared with every record that has the same; and
+// the fields few tokens set (scopes, family, data, uses, invalidation,
+// rotation...) behind one pointer, nil for most.
 //
 // A stored record is never modified: a change stores a new one. Readers get
 // a Record (record), whose strings share the stored one's bytes.
 type stored struct {
-	// str holds id, subject, IP, title, user agent and the digest, one
-	// after the other; ends are where the first five end. The index by
-	// digest keys on the digest's part of str: no string of its own.
+	// str holds id, subject, IP and the digest, one after the other; ends
+	// are where the first three end. The index by digest keys on the
+	// digest's part of str: no string of its own.
 	str  string
-	ends [5]uint32
-	kc   *kindClient
+	ends [3]uint32
+	p    *profile
 
 	createdAt, expiresAt, lastUsedAt int64
 	createIndex, modifyIndex         uint64
@@ -45,40 +46,45 @@ type storedExt struct {
 	rotated       *Rotation
 }
 
-// kindClient is a kind and client id pair, shared by the records that
-// have it (interns).
-type kindClient struct{ kind, clientID string }
+// profile is a record's kind, client id, title and user agent, shared by
+// the records that have the same (interns).
+type profile struct{ kind, clientID, title, userAgent string }
 
-// maxInterned bounds the pairs a state shares; records of pairs past it
-// get their own.
-const maxInterned = 4096
+// maxInterned bounds the profiles a state shares, and maxInternedLen the
+// length of one; records past either get their own.
+const (
+	maxInterned    = 1 << 16
+	maxInternedLen = 1 << 10
+)
 
-// interns shares kind and client id pairs among records. It is filled by
-// what is stored, in log order, so it is the same on every replica and
-// rebuilt by a restore.
-type interns map[kindClient]*kindClient
+// interns shares profiles among records. It is filled by what is stored,
+// in log order, so it is the same on every replica and rebuilt by a
+// restore; it never forgets one (at most maxInterned of maxInternedLen
+// bytes).
+type interns map[profile]*profile
 
-func (in interns) of(kind, clientID string) *kindClient {
-	k := kindClient{kind, clientID}
+func (in interns) of(kind, clientID, title, userAgent string) *profile {
+	k := profile{kind, clientID, title, userAgent}
 	if p, ok := in[k]; ok {
 		return p
 	}
-	p := &k
-	if len(in) < maxInterned {
-		in[k] = p
+	// Copies: the strings may be views of a decoded command.
+	p := &profile{strings.Clone(kind), strings.Clone(clientID), strings.Clone(title), strings.Clone(userAgent)}
+	if len(in) < maxInterned && len(kind)+len(clientID)+len(title)+len(userAgent) <= maxInternedLen {
+		in[*p] = p
 	}
 	return p
 }
 
-// compact returns r as the state keeps it, with its pair from in.
+// compact returns r as the state keeps it, with its profile from in.
 func compact(r *Record, in interns) *stored {
 	s := &stored{
-		kc:        in.of(r.Kind, r.ClientID),
+		p:         in.of(r.Kind, r.ClientID, r.Title, r.UserAgent),
 		createdAt: r.CreatedAt, expiresAt: r.ExpiresAt, lastUsedAt: r.LastUsedAt,
 		createIndex: r.CreateIndex, modifyIndex: r.ModifyIndex,
 		state: r.State, detectReuse: r.DetectReuse,
 	}
-	parts := [6]string{r.ID, r.Subject, r.IP, r.Title, r.UserAgent, r.Hash}
+	parts := [4]string{r.ID, r.Subject, r.IP, r.Hash}
 	n := 0
 	for i, p := range parts {
 		n += len(p)
@@ -106,9 +112,8 @@ func compact(r *Record, in interns) *stored {
 // shared with s and must not be modified.
 func (s *stored) record() *Record {
 	r := &Record{
-		ID: s.id(), Subject: s.str[s.ends[0]:s.ends[1]], IP: s.str[s.ends[1]:s.ends[2]],
-		Title: s.str[s.ends[2]:s.ends[3]], UserAgent: s.str[s.ends[3]:s.ends[4]],
-		Hash: s.hash(), Kind: s.kc.kind, ClientID: s.kc.clientID,
+		ID: s.id(), Subject: s.subject(), IP: s.ip(), Hash: s.hash(),
+		Kind: s.p.kind, ClientID: s.p.clientID, Title: s.p.title, UserAgent: s.p.userAgent,
 		CreatedAt: s.createdAt, ExpiresAt: s.expiresAt, LastUsedAt: s.lastUsedAt,
 		CreateIndex: s.createIndex, ModifyIndex: s.modifyIndex,
 		State: s.state, DetectReuse: s.detectReuse,
@@ -131,7 +136,8 @@ func (s *stored) expand() *Record {
 func (s *stored) id() string      { return s.str[:s.ends[0]] }
 func (s *stored) subject() string { return s.str[s.ends[0]:s.ends[1]] }
 
-func (s *stored) hash() string { return s.str[s.ends[4]:] }
+func (s *stored) ip() string   { return s.str[s.ends[1]:s.ends[2]] }
+func (s *stored) hash() string { return s.str[s.ends[2]:] }
 
 func (s *stored) family() string {
 	if s.ext == nil {
@@ -193,9 +199,8 @@ func (s *stored) status(now int64) Status {
 // is tells whether s holds exactly what r does (scopes, data and rotation
 // by identity: they are shared, never copied).
 func (s *stored) is(r *Record) bool {
-	if s.id() != r.ID || s.subject() != r.Subject || s.str[s.ends[1]:s.ends[2]] != r.IP ||
-		s.str[s.ends[2]:s.ends[3]] != r.Title || s.str[s.ends[3]:s.ends[4]] != r.UserAgent || s.hash() != r.Hash ||
-		s.kc.kind != r.Kind || s.kc.clientID != r.ClientID || s.createdAt != r.CreatedAt || s.expiresAt != r.ExpiresAt ||
+	if s.id() != r.ID || s.subject() != r.Subject || s.ip() != r.IP || s.hash() != r.Hash ||
+		*s.p != (profile{r.Kind, r.ClientID, r.Title, r.UserAgent}) || s.createdAt != r.CreatedAt || s.expiresAt != r.ExpiresAt ||
 		s.lastUsedAt != r.LastUsedAt || s.createIndex != r.CreateIndex || s.modifyIndex != r.ModifyIndex ||
 		s.state != r.State || s.detectReuse != r.DetectReuse {
 		return false
@@ -218,5 +223,5 @@ func sameSlice[T any](a, b []T) bool {
 // probe is a stored record with only an id, for searching the indexes.
 func probe(id string) *stored {
 	n := uint32(len(id))
-	return &stored{str: id, ends: [5]uint32{n, n, n, n, n}}
+	return &stored{str: id, ends: [3]uint32{n, n, n}}
 }

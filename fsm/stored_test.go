@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -40,21 +41,27 @@ func TestStoredRoundTrip(t *testing.T) {
 	}
 }
 
-// Records of one kind and client share the pair; past maxInterned pairs,
-// records get their own, with the same values.
+// Records of one kind, client, title and user agent share their profile;
+// past maxInterned profiles, or past maxInternedLen bytes, records get
+// their own, with the same values.
 func TestInternsBounded(t *testing.T) {
 	in := interns{}
-	a, b := compact(&Record{Kind: "access", ClientID: "web"}, in), compact(&Record{Kind: "access", ClientID: "web"}, in)
-	if a.kc != b.kc {
-		t.Fatal("two records of one kind and client do not share the pair")
+	a, b := compact(&Record{Kind: "access", ClientID: "web", UserAgent: "ua"}, in), compact(&Record{Kind: "access", ClientID: "web", UserAgent: "ua"}, in)
+	if a.p != b.p {
+		t.Fatal("two records of one kind, client, title and user agent do not share their profile")
+	}
+	long := &Record{Kind: "k", UserAgent: strings.Repeat("u", maxInternedLen)}
+	if compact(long, in).p == compact(long, in).p || len(in) != 1 {
+		t.Fatalf("a profile over %d bytes was shared", maxInternedLen)
 	}
 	for i := range maxInterned + 10 {
-		compact(&Record{Kind: "k", ClientID: strings.Repeat("c", i)}, in)
+		compact(&Record{Kind: "k", ClientID: strconv.Itoa(i)}, in)
 	}
 	if len(in) != maxInterned {
-		t.Fatalf("%d pairs interned, want at most %d", len(in), maxInterned)
+		t.Fatalf("%d profiles interned, want at most %d", len(in), maxInterned)
 	}
-	if r := compact(&Record{Kind: "k", ClientID: strings.Repeat("c", maxInterned+20)}, in).record(); r.ClientID != strings.Repeat("c", maxInterned+20) {
-		t.Fatal("a record past the interned pairs lost its client id")
+	past := &Record{Kind: "k", ClientID: "past", Title: "t", UserAgent: "u"}
+	if r := compact(past, in).record(); !reflect.DeepEqual(r, past) {
+		t.Fatalf("a record past the interned profiles reads back as %+v, want %+v", r, past)
 	}
 }

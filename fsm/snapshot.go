@@ -82,8 +82,10 @@ func (s *snapshot) write(w io.Writer) error {
 	bw.WriteByte(snapshotVersion)
 	fw := frameWriter{w: bw}
 	fw.frame(frameMeta, &s.meta)
+	var rec Record // one for every frame: a Record per record is a million allocations
 	s.records.Ascend(func(it idItem) bool {
-		fw.frame(frameRecord, it.r.record())
+		it.r.recordTo(&rec)
+		fw.frame(frameRecord, &rec)
 		return fw.err == nil
 	})
 	s.reqs.Ascend(func(it reqItem) bool {

@@ -111,7 +111,16 @@ func compact(r *Record, in interns) *stored {
 // record returns s as a Record. Its strings, scopes, data and rotation are
 // shared with s and must not be modified.
 func (s *stored) record() *Record {
-	r := &Record{
+	r := new(Record)
+	s.recordTo(r)
+	return r
+}
+
+// recordTo sets *r to s as a Record, as record does, without allocating:
+// for a walk over every record (a snapshot), whose Records would
+// otherwise be as many allocations, and the garbage of a million.
+func (s *stored) recordTo(r *Record) {
+	*r = Record{
 		ID: s.id(), Subject: s.subject(), IP: s.ip(), Hash: s.hash(),
 		Kind: s.p.kind, ClientID: s.p.clientID, Title: s.p.title, UserAgent: s.p.userAgent,
 		CreatedAt: s.createdAt, ExpiresAt: s.expiresAt, LastUsedAt: s.lastUsedAt,
@@ -122,7 +131,6 @@ func (s *stored) record() *Record {
 		r.Scopes, r.Family, r.Data, r.RLC, r.Generator, r.Reason = e.scopes, e.family, e.data, e.rlc, e.generator, e.reason
 		r.MaxUses, r.UsesLeft, r.InvalidatedAt, r.HoldUntil, r.Rotated = e.maxUses, e.usesLeft, e.invalidatedAt, e.holdUntil, e.rotated
 	}
-	return r
 }
 
 // expand is s.record(), nil for nil.

@@ -59,7 +59,7 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, er
 	}
 	req := n.newRequestID()
 	unknown := false // some attempt may have applied
-	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, maxRetryWait) {
 		res, index, err := n.applyOnce(ctx, req, entry, leaderOnly)
 		switch {
 		case err == nil:
@@ -97,6 +97,13 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, er
 		}
 	}
 }
+
+// maxRetryWait bounds the wait between two attempts of a write. A new
+// leader is ready about a second after the old one died (BENCHMARKS.md,
+// failover); waits doubling up to 500 ms held a write up to half a second
+// past that. An attempt while no leader is known costs a look at Raft's
+// state.
+const maxRetryWait = 100 * time.Millisecond
 
 // applyOnce makes one attempt: locally on the leader, else forwarded,
 // unless only the leader may propose it.

@@ -55,12 +55,27 @@ type Config struct {
 	// the peer ErrRefused. nil checks command types only.
 	Check func(fsm.Command) error
 
-	SnapshotThreshold uint64        // default 8192 entries
-	SnapshotInterval  time.Duration // default 2m
+	// LogStore is the Raft log's store on disk, LogStoreWAL or
+	// LogStoreBolt; "" takes what DataDir holds, the WAL in a new one.
+	LogStore string
+
+	// A snapshot is taken once the log since the last one holds
+	// SnapshotLogRatio of that snapshot's size in bytes, at least
+	// SnapshotMinLog and at most SnapshotMaxLog (defaults 0.25, 4 MiB,
+	// 64 MiB), or SnapshotThreshold entries (default 65536), whichever
+	// comes first; whether one is due is checked every SnapshotInterval
+	// (default 10s). See snapshot.go.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	SnapshotLogRatio  float64
+	SnapshotMinLog    uint64
+	SnapshotMaxLog    uint64
 	GCInterval        time.Duration // default 1s
 	GCGrace           time.Duration // expired tokens stay readable (as expired) this long
-	GCBatch           int           // ids per expiry command, default 500
-	GCMaxPerTick      int           // expiry commands per tick, default 4
+	// GCBatch is the most ids one expiry command deletes, default 500.
+	// While more are due the leader proposes one such command after
+	// another, each once the last applied (gc.go).
+	GCBatch int
 
 	// Now is the node's wall clock; default time.Now. Log time follows
 	// what the voters' clocks say (voters.go).
@@ -75,19 +90,25 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.SnapshotThreshold == 0 {
-		c.SnapshotThreshold = 8192
+		c.SnapshotThreshold = 65536
 	}
 	if c.SnapshotInterval == 0 {
-		c.SnapshotInterval = 2 * time.Minute
+		c.SnapshotInterval = 10 * time.Second
+	}
+	if c.SnapshotLogRatio == 0 {
+		c.SnapshotLogRatio = 0.25
+	}
+	if c.SnapshotMinLog == 0 {
+		c.SnapshotMinLog = 4 << 20
+	}
+	if c.SnapshotMaxLog == 0 {
+		c.SnapshotMaxLog = 64 << 20
 	}
 	if c.GCInterval == 0 {
 		c.GCInterval = time.Second
 	}
 	if c.GCBatch == 0 {
 		c.GCBatch = 500
-	}
-	if c.GCMaxPerTick == 0 {
-		c.GCMaxPerTick = 4
 	}
 	if c.DeadNodeTimeout == 0 {
 		c.DeadNodeTimeout = 72 * time.Hour

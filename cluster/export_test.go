@@ -101,3 +101,6 @@ func (n *Node) LeaderRPCVersion() int {
 	defer n.leaderRPC.mu.Unlock()
 	return n.leaderRPC.version
 }
+
+// HeartbeatTimeout is the heartbeat timeout Raft runs with now.
+func (n *Node) HeartbeatTimeout() time.Duration { return n.raft.ReloadableConfig().HeartbeatTimeout }

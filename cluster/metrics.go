@@ -18,6 +18,7 @@ type metrics struct {
 	touchDropped prometheus.Counter
 	refused      prometheus.Counter
 	clockClamped prometheus.Counter
+	leaderGone   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -61,6 +62,10 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		clockClamped: f.NewCounter(prometheus.CounterOpts{
 			Name: "tokenstore_clock_clamped_total",
 			Help: "Batches whose log time was clamped because this leader's clock was more than the slack from the voters' median.",
+		}),
+		leaderGone: f.NewCounter(prometheus.CounterOpts{
+			Name: "tokenstore_leader_gone_total",
+			Help: "Times this follower found its quiet leader's Raft port refusing connections and shortened its election timeouts.",
 		}),
 		leaderReads: f.NewCounter(prometheus.CounterOpts{
 			Name: "tokenstore_leader_reads_total",

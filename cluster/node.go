@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/tokenstore/tokenstore/cluster/membership"
 	"github.com/tokenstore/tokenstore/cluster/transport"
@@ -31,7 +30,7 @@ type Node struct {
 	log       *slog.Logger
 	raft      *raft.Raft
 	fsm       *fsm.Machine
-	bolt      *raftboltdb.BoltStore
+	logs      logStore
 	mux       *transport.Mux
 	transport *raft.NetworkTransport
 	rpc       *http.Client
@@ -124,13 +123,15 @@ func Open(cfg Config) (*Node, error) {
 	n.rpc = n.rpcClient()
 	n.rpcSrv = n.rpcServer()
 	go n.rpcSrv.Serve(n.mux.RPCListener())
-	n.wg.Add(6)
+	n.wg.Add(8)
+	go n.snapshotLoop()
 	go n.coalesce()
 	go n.forwardLoop()
 	go n.askLeaderLoop()
 	go n.watchLeadership()
 	go n.flushTouches()
 	go n.watchContact()
+	go n.watchLeader()
 	if cfg.GossipAddr != "" {
 		if err := n.startMembership(); err != nil {
 			n.Close()
@@ -146,11 +147,13 @@ func (n *Node) openRaft() error {
 	// own pairs use that key for its state ("Node at addr [Follower]").
 	hlog := newRaftLogger(cfg.Logger, "raft")
 	var err error
-	n.bolt, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	var kind string
+	n.logs, kind, err = openLogStore(cfg.DataDir, cfg.LogStore, newRaftLogger(cfg.Logger, "raft-wal"))
 	if err != nil {
-		return fmt.Errorf("open raft log %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
+		return err
 	}
-	logs, err := raft.NewLogCache(1024, n.bolt)
+	n.log.Info("raft log", "store", kind)
+	logs, err := raft.NewLogCache(1024, n.logs)
 	if err != nil {
 		return err
 	}
@@ -183,7 +186,7 @@ func (n *Node) openRaft() error {
 	n.leaderCh = make(chan bool, 16)
 	rc.NotifyCh = n.leaderCh
 
-	has, err := raft.HasExistingState(logs, n.bolt, snaps)
+	has, err := raft.HasExistingState(logs, n.logs, snaps)
 	if err != nil {
 		return fmt.Errorf("inspect raft state: %w", err)
 	}
@@ -192,12 +195,12 @@ func (n *Node) openRaft() error {
 		conf := raft.Configuration{Servers: []raft.Server{{
 			ID: rc.LocalID, Address: n.transport.LocalAddr(), Suffrage: raft.Voter,
 		}}}
-		if err := raft.BootstrapCluster(rc, logs, n.bolt, snaps, n.transport, conf); err != nil {
+		if err := raft.BootstrapCluster(rc, logs, n.logs, snaps, n.transport, conf); err != nil {
 			return fmt.Errorf("bootstrap: %w", err)
 		}
 		n.log.Info("bootstrapped a new cluster", "raft_addr", n.transport.LocalAddr())
 	}
-	n.raft, err = raft.NewRaft(rc, n.fsm.RaftFSM(), logs, n.bolt, snaps, n.transport)
+	n.raft, err = raft.NewRaft(rc, n.fsm.RaftFSM(), logs, n.logs, snaps, n.transport)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -352,8 +355,8 @@ func (n *Node) closeStores() {
 	if n.mux != nil {
 		n.mux.Close()
 	}
-	if n.bolt != nil {
-		n.bolt.Close()
+	if n.logs != nil {
+		n.logs.Close()
 	}
 }
 

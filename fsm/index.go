@@ -1,9 +1,11 @@
 package fsm
 
 import (
+	"cmp"
 	"encoding/binary"
 	"hash/maphash"
 	"math"
+	"strings"
 
 	"github.com/google/btree"
 )
@@ -40,6 +42,14 @@ type idItem struct {
 
 func lessID(a, b idItem) bool { return a.k < b.k || a.k == b.k && a.r.id() < b.r.id() }
 
+// cmpID is lessID as a comparison: the ids are read only on a tie.
+func cmpID(a, b idItem) int {
+	if a.k != b.k {
+		return cmp.Compare(a.k, b.k)
+	}
+	return strings.Compare(a.r.id(), b.r.id())
+}
+
 func idKey(id string) idItem { return idItem{k: prefix8(id), r: probe(id)} }
 
 func newIDIndex() *btree.BTreeG[idItem] { return btree.NewG(btreeDegree, lessID) }
@@ -67,6 +77,17 @@ func lessItem(a, b item) bool {
 	return a.r.id() < b.r.id()
 }
 
+// cmpItem is lessItem as a comparison.
+func cmpItem(a, b item) int {
+	switch {
+	case a.g != b.g:
+		return cmp.Compare(a.g, b.g)
+	case a.k != b.k:
+		return cmp.Compare(a.k, b.k)
+	}
+	return strings.Compare(a.r.id(), b.r.id())
+}
+
 func newIndex() *btree.BTreeG[item] { return btree.NewG(btreeDegree, lessItem) }
 
 // timeKey is at as a key g, in the same order; timeOf is its inverse.
@@ -92,6 +113,19 @@ func lessLive(a, b liveItem) bool {
 		return a.k < b.k
 	}
 	return a.r.id() < b.r.id()
+}
+
+// cmpLive is lessLive as a comparison.
+func cmpLive(a, b liveItem) int {
+	switch {
+	case a.g != b.g:
+		return cmp.Compare(a.g, b.g)
+	case a.at != b.at:
+		return cmp.Compare(a.at, b.at)
+	case a.k != b.k:
+		return cmp.Compare(a.k, b.k)
+	}
+	return strings.Compare(a.r.id(), b.r.id())
 }
 
 func newLiveIndex() *btree.BTreeG[liveItem] { return btree.NewG(btreeDegree, lessLive) }

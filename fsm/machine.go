@@ -28,6 +28,19 @@ type Machine struct {
 	rejects    map[string]*atomic.Uint64 // by reason; fixed at New
 	notifyMu   sync.Mutex
 	notify     chan struct{} // closed and replaced on every applied entry
+
+	// What a snapshot trigger weighs: the bytes of log entries applied
+	// since New, that count when the last snapshot was taken (or the
+	// state restored), and the size of that snapshot's stream.
+	logBytes, snapLogBytes, snapBytes atomic.Uint64
+}
+
+// LogSinceSnapshot returns the bytes of log entries applied since the
+// last snapshot was taken or restored, and the size of that snapshot's
+// stream (0 before the first): the log a restart would replay, and the
+// state it would restore.
+func (m *Machine) LogSinceSnapshot() (logBytes, snapshotBytes uint64) {
+	return m.logBytes.Load() - m.snapLogBytes.Load(), m.snapBytes.Load()
 }
 
 // CountKey groups records for the per-kind gauges.
@@ -85,6 +98,7 @@ func (m *Machine) Apply(index uint64, data []byte) Result {
 		panic(fmt.Sprintf("fsm: entry at index %d after index %d was applied: the log was rewritten under the state machine", index, m.lastIndex))
 	}
 	m.lastIndex = index
+	m.logBytes.Add(uint64(len(data)))
 	c, err := decodeEntry(data)
 	if err != nil {
 		return m.refuse(index, data, err)

@@ -1,8 +1,11 @@
 package fsm
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/btree"
@@ -35,9 +38,23 @@ type requestFrame struct {
 	Outcome
 }
 
-// frame returns r in its encodable form.
-func (r *request) frame() *requestFrame {
-	return &requestFrame{ID: r.id, At: r.at, Outcome: r.outcome()}
+// frameTo sets *f to r in its encodable form, with its records in *rec
+// and *acc: a snapshot walks every remembered request, and reuses one
+// frame and two records for them all.
+func (r *request) frameTo(f *requestFrame, rec, acc *Record) {
+	*f = requestFrame{ID: r.id, At: r.at}
+	if r.rest != nil {
+		f.Outcome = *r.rest
+	}
+	f.Record, f.Access = nil, nil
+	if r.rec != nil {
+		r.rec.recordTo(rec)
+		f.Record = rec
+	}
+	if r.acc != nil {
+		r.acc.recordTo(acc)
+		f.Access = acc
+	}
 }
 
 // request returns f as it is remembered, its records compacted with st's
@@ -147,6 +164,26 @@ func (s *state) remember(id string, at int64, res Result) {
 func (s *state) addRequest(r *request) {
 	s.reqs.ReplaceOrInsert(reqItem{h: reqHash(r.id), id: r.id, r: r})
 	s.reqQueue = append(s.reqQueue, r)
+}
+
+// loadRequests fills the empty index of remembered requests with reqs in
+// bulk, as a restore does: sorted by hash once and inserted in order, and
+// queued by time. A request id given twice is refused.
+func (s *state) loadRequests(reqs []*request) error {
+	items := make([]reqItem, len(reqs))
+	for i, r := range reqs {
+		items[i] = reqItem{h: reqHash(r.id), id: r.id, r: r}
+	}
+	slices.SortFunc(items, func(a, b reqItem) int { return cmp.Or(cmp.Compare(a.h, b.h), strings.Compare(a.id, b.id)) })
+	for i := 1; i < len(items); i++ {
+		if items[i].h == items[i-1].h && items[i].id == items[i-1].id {
+			return fmt.Errorf("duplicate request id %s", items[i].id)
+		}
+	}
+	fill(s.reqs, items)
+	slices.SortFunc(reqs, func(a, b *request) int { return cmp.Or(cmp.Compare(a.at, b.at), strings.Compare(a.id, b.id)) })
+	s.reqQueue = reqs
+	return nil
 }
 
 // forgetRequests drops the ids remembered before at.

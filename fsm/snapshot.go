@@ -3,13 +3,10 @@ package fsm
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 
 	"github.com/google/btree"
 	"github.com/hashicorp/go-msgpack/v2/codec"
@@ -55,24 +52,58 @@ func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return &snapshot{records: m.st.byID.Clone(), reqs: m.st.reqs.Clone(), families: m.st.families.byName.Clone(),
+	return &snapshot{m: m, logBytes: m.logBytes.Load(),
+		records: m.st.byID.Clone(), reqs: m.st.reqs.Clone(), families: m.st.families.byName.Clone(),
 		meta: snapshotMeta{LastNow: m.lastNow, Applied: m.applied.Load(), LogVersion: m.st.logVersion}}, nil
 }
 
 type snapshot struct {
+	m        *Machine
+	logBytes uint64 // the machine's logBytes when it was taken
 	records  *btree.BTreeG[idItem]
 	reqs     *btree.BTreeG[reqItem]
 	families *btree.BTreeG[*RevokedFamily]
 	meta     snapshotMeta
 }
 
-// Persist streams the records one by one into sink.
+// Persist streams the records one by one into sink. Once the sink has
+// them, the machine counts the log from this snapshot on.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.write(sink); err != nil {
+	cw := &countingWriter{w: sink}
+	if err := s.write(cw); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
 	}
-	return sink.Close()
+	if err := sink.Close(); err != nil {
+		return err
+	}
+	s.m.snapLogBytes.Store(s.logBytes)
+	s.m.snapBytes.Store(cw.n)
+	return nil
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n uint64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += uint64(n)
+	return n, err
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n uint64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += uint64(n)
+	return n, err
 }
 
 // write writes the snapshot stream to w.
@@ -88,8 +119,13 @@ func (s *snapshot) write(w io.Writer) error {
 		fw.frame(frameRecord, &rec)
 		return fw.err == nil
 	})
+	var (
+		req            requestFrame // as rec: one for every request frame
+		reqRec, reqAcc Record
+	)
 	s.reqs.Ascend(func(it reqItem) bool {
-		fw.frame(frameRequest, it.r.frame())
+		it.r.frameTo(&req, &reqRec, &reqAcc)
+		fw.frame(frameRequest, &req)
 		return fw.err == nil
 	})
 	s.families.Ascend(func(f *RevokedFamily) bool {
@@ -106,40 +142,56 @@ func (s *snapshot) write(w io.Writer) error {
 func (s *snapshot) Release() {}
 
 type frameWriter struct {
-	w       *bufio.Writer
-	buf     bytes.Buffer
-	enc     *codec.Encoder // reused: a new encoder per frame costs more than the frame
-	scratch [1024]byte
-	err     error
+	w   *bufio.Writer
+	buf bytes.Buffer
+	enc *codec.Encoder // reused: a new encoder per frame costs more than the frame
+	rec []byte         // a record frame's body, reused
+	err error
 }
 
 func (fw *frameWriter) frame(t byte, v any) {
 	if fw.err != nil {
 		return
 	}
-	fw.buf.Reset()
-	if r, ok := v.(*Record); ok && fastCodec && r.Rotated == nil {
-		// Nearly every frame: the codec's bytes, without its reflection.
-		fw.buf.Write(appendRecord(fw.scratch[:0], r))
-	} else {
-		if fw.enc == nil {
-			fw.enc = codec.NewEncoder(&fw.buf, msgpackHandle)
-		} else {
-			fw.enc.Reset(&fw.buf)
+	switch v := v.(type) {
+	case *Record:
+		if fastCodec && v.Rotated == nil {
+			// Nearly every frame: the codec's bytes, without its
+			// reflection, from one reused buffer straight to the stream.
+			fw.rec = appendRecord(fw.rec[:0], v)
+			fw.body(t, fw.rec)
+			return
 		}
-		if fw.err = fw.enc.Encode(v); fw.err != nil {
+	case *requestFrame:
+		if b, ok := appendRequest(fw.rec[:0], v); ok {
+			fw.rec = b
+			fw.body(t, b)
 			return
 		}
 	}
-	if fw.buf.Len() > maxFrame {
-		// Restore would refuse it: fail the snapshot now, keeping the log.
-		fw.err = fmt.Errorf("frame of %d bytes exceeds %d", fw.buf.Len(), maxFrame)
+	fw.buf.Reset()
+	if fw.enc == nil {
+		fw.enc = codec.NewEncoder(&fw.buf, msgpackHandle)
+	} else {
+		fw.enc.Reset(&fw.buf)
+	}
+	if fw.err = fw.enc.Encode(v); fw.err != nil {
 		return
 	}
-	fw.w.WriteByte(t)
-	var n [binary.MaxVarintLen64]byte
-	fw.w.Write(n[:binary.PutUvarint(n[:], uint64(fw.buf.Len()))])
-	_, fw.err = fw.w.Write(fw.buf.Bytes())
+	fw.body(t, fw.buf.Bytes())
+}
+
+// body writes a frame of type t around body.
+func (fw *frameWriter) body(t byte, body []byte) {
+	if len(body) > maxFrame {
+		// Restore would refuse it: fail the snapshot now, keeping the log.
+		fw.err = fmt.Errorf("frame of %d bytes exceeds %d", len(body), maxFrame)
+		return
+	}
+	var head [1 + binary.MaxVarintLen64]byte
+	head[0] = t
+	fw.w.Write(head[:1+binary.PutUvarint(head[1:], uint64(len(body)))])
+	_, fw.err = fw.w.Write(body)
 }
 
 // Restore replaces the whole state with the snapshot in rc.
@@ -151,7 +203,8 @@ func (f *raftFSM) Restore(rc io.ReadCloser) error {
 // Restore replaces the whole state with a snapshot stream. The new state is
 // built aside and swapped in under the writer lock.
 func (m *Machine) Restore(r io.Reader) error {
-	br := bufio.NewReaderSize(r, 64<<10)
+	cr := &countingReader{r: r}
+	br := bufio.NewReaderSize(cr, 64<<10)
 	head := make([]byte, len(snapshotMagic)+1)
 	if _, err := io.ReadFull(br, head); err != nil {
 		return fmt.Errorf("restore: read header: %w", err)
@@ -163,9 +216,10 @@ func (m *Machine) Restore(r io.Reader) error {
 		return fmt.Errorf("restore: snapshot version %d, this node reads %d", v, snapshotVersion)
 	}
 	st := newState()
+	var recs []*stored
 	var reqs []*request
 	var meta snapshotMeta
-	var body []byte
+	var body, scratch []byte
 	dec := codec.NewDecoderBytes(nil, msgpackHandle) // reused, as the encoder
 	for {
 		t, err := br.ReadByte()
@@ -197,22 +251,18 @@ func (m *Machine) Restore(r io.Reader) error {
 				err = dec.Decode(r)
 			}
 			if err == nil {
-				if st.byHash[r.Hash] != nil || st.getID(r.ID) != nil {
-					err = fmt.Errorf("duplicate record %s", r.ID)
-				} else {
-					st.put(nil, r)
-				}
+				// Compacted now, in the snapshot's order, so that only the
+				// compact records are held until the indexes are built.
+				recs = append(recs, compact(r, st.interns))
 			}
 		case frameRequest:
-			f := new(requestFrame)
-			if err = dec.Decode(f); err == nil {
-				if st.request(f.ID) != nil {
-					err = fmt.Errorf("duplicate request id %s", f.ID)
-				} else {
-					r := f.request(st)
-					st.reqs.ReplaceOrInsert(reqItem{h: reqHash(r.id), id: r.id, r: r})
-					reqs = append(reqs, r)
-				}
+			f, ok := fastRequest(body, &scratch)
+			if !ok {
+				f = new(requestFrame)
+				err = dec.Decode(f)
+			}
+			if err == nil {
+				reqs = append(reqs, f.request(st))
 			}
 		case frameFamily:
 			f := new(RevokedFamily)
@@ -230,16 +280,23 @@ func (m *Machine) Restore(r io.Reader) error {
 			return fmt.Errorf("restore: %w", err)
 		}
 	}
-	slices.SortFunc(reqs, func(a, b *request) int { return cmp.Or(cmp.Compare(a.at, b.at), strings.Compare(a.id, b.id)) })
-	st.reqQueue = reqs
-	m.mu.Lock()
+	if err := st.load(recs); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := st.loadRequests(reqs); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	// Checked before the lock is taken: a refusal must leave it free.
 	if meta.LogVersion > Version {
 		return fmt.Errorf("restore: the state needs version %d of the state machine, this node runs %d", meta.LogVersion, Version)
 	}
+	m.mu.Lock()
 	st.logVersion = meta.LogVersion
 	m.st, m.lastNow = st, meta.LastNow
 	m.logVersion.Store(int32(meta.LogVersion))
 	m.lastIndex = 0 // Raft goes on after the snapshot's index, which it knows and the stream does not
+	m.snapLogBytes.Store(m.logBytes.Load())
+	m.snapBytes.Store(cr.n)
 	m.mu.Unlock()
 	// The snapshot was taken by a node that applied what halted this one.
 	m.halt.Store(nil)

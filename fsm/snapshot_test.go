@@ -291,6 +291,10 @@ func TestRestoreRejectsBadStreams(t *testing.T) {
 		{"duplicate record", cat(valid, rec), "duplicate record a-active"},
 		{"duplicate id, other hash", cat(valid, sameID), "duplicate record a-active"},
 		{"duplicate hash, other id", cat(valid, sameHash), "duplicate record z-same-hash"},
+		// A meta frame of {"a": 0, "lv": 99, "n": 0}: the refusal must leave
+		// the store readable (its lock free).
+		{"state of a newer state machine", cat(head, frame(1, []byte("\x83\xa1a\x00\xa2lv\x63\xa1n\x00")), rec), "needs version 99"},
+		{"duplicate request id", cat(valid, frame(3, []byte("\x82\xa1a\x01\xa1i\xa1q")), frame(3, []byte("\x82\xa1a\x02\xa1i\xa1q"))), "duplicate request id q"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := restored(t, a.snapshot())

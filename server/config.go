@@ -48,9 +48,13 @@ type Config struct {
 	DeadNodeTimeout                   time.Duration
 	LastUsedGranularity               time.Duration
 	MaxStaleness                      time.Duration // 0: no bound
-	SnapshotThreshold                 uint64
-	SnapshotInterval                  time.Duration
-	GCGrace                           time.Duration
+	// Snapshots: see cluster.Config. SnapshotLogRatio 0 takes the
+	// cluster's default.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	SnapshotLogRatio  float64
+	GCGrace           time.Duration
+	LogStore          string // cluster.LogStoreWAL or LogStoreBolt; "": what DataDir holds
 
 	// The API. It listens on Listener when one is given (the server owns
 	// it from then on, closing it on an error and at a stop), else on
@@ -117,7 +121,7 @@ func DefaultConfig() Config {
 	return Config{
 		DataDir: "./data", DC: "dc1", RaftAddr: "127.0.0.1:7401", APIAddr: "127.0.0.1:7400",
 		DeadNodeTimeout: 72 * time.Hour, LastUsedGranularity: time.Minute, MaxStaleness: 30 * time.Second,
-		SnapshotThreshold: 8192, SnapshotInterval: 2 * time.Minute, GCGrace: 10 * time.Minute,
+		SnapshotThreshold: 65536, SnapshotInterval: 10 * time.Second, SnapshotLogRatio: 0.25, GCGrace: 10 * time.Minute,
 		Vendor: token.DefaultVendor,
 		Authz: api.AuthzConfig{Cookie: "tks_session", DefaultRLC: "default", TrustedProxies: &one,
 			BearerKinds: []string{token.KindAccess, token.KindDeveloper}, CookieKinds: []string{token.KindAccess, token.KindRemember}},
@@ -147,6 +151,12 @@ func (c *Config) check(log *slog.Logger) error {
 				return fmt.Errorf("--%s: unknown kind %q", k.flag, kind)
 			}
 		}
+	}
+	if err := cluster.CheckLogStore(c.LogStore); err != nil {
+		return fmt.Errorf("--raft-log-store: %w", err)
+	}
+	if c.SnapshotLogRatio < 0 {
+		return fmt.Errorf("--snapshot-log-ratio %g: want more than 0 (0 takes the default)", c.SnapshotLogRatio)
 	}
 	if c.RotationGrace < 0 || c.RotationGrace > api.MaxRotationGrace {
 		return fmt.Errorf("--rotation-grace %s: want 0 (off) to %s", c.RotationGrace, api.MaxRotationGrace)
@@ -237,9 +247,9 @@ func clusterConfig(c *Config, apiAddr string, log *slog.Logger) cluster.Config {
 		NonVoter: c.NonVoter, PrimaryDC: c.PrimaryDC, Join: c.Join,
 		DeadNodeTimeout: c.DeadNodeTimeout, ReconcileInterval: c.ReconcileInterval,
 		LastUsedGranularity: c.LastUsedGranularity, MaxStaleness: c.MaxStaleness,
-		SnapshotThreshold: c.SnapshotThreshold, SnapshotInterval: c.SnapshotInterval,
+		SnapshotThreshold: c.SnapshotThreshold, SnapshotInterval: c.SnapshotInterval, SnapshotLogRatio: c.SnapshotLogRatio,
 		GCInterval: c.GCInterval, GCGrace: c.GCGrace, Now: c.Clock,
-		Logger: log,
+		LogStore: c.LogStore, Logger: log,
 	}
 	if c.Gossips() {
 		cc.GossipAddr, cc.GossipAdvertise = c.GossipAddr, c.GossipAdvertise

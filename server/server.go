@@ -117,6 +117,7 @@ func build(cfg Config) (*Server, error) {
 	if cfg.Pprof {
 		handler = withProfiles(s.api)
 	}
+	handler = withOperator(handler, s.api, s.node)
 	s.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,

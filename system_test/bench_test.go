@@ -27,6 +27,19 @@ import (
 	"github.com/tokenstore/tokenstore/internal/netem"
 )
 
+// TestBenchRefusesUsedDir: a --dir with an earlier run's data is refused
+// at once, not started on and left waiting for a leader.
+func TestBenchRefusesUsedDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "n1.log"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(benchBinary, "cluster", "--nodes", "1", "--dir", dir).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is not empty") {
+		t.Fatalf("bench cluster on a used --dir: err %v, output:\n%s", err, out)
+	}
+}
+
 // TestBenchCluster starts `bench cluster` with --secure, drives it with
 // `bench run` spread over its nodes, then stops it with SIGTERM: every
 // process it started must be gone.
@@ -304,6 +317,12 @@ func TestBenchPeers(t *testing.T) {
 			}
 			if !slices.ContainsFunc(rep.Scales, func(s *load.Scale) bool { return s.System == sys && len(s.RSS) > 0 }) {
 				t.Errorf("no RSS figures for %s", sys)
+			}
+			if sys == "tokenstore" && !slices.ContainsFunc(rep.Scales, func(s *load.Scale) bool {
+				return s.System == sys && s.Snapshot > 0 && s.SnapshotBytes > 0 && s.Restore > 0 &&
+					s.WritesSteady != nil && s.WritesSteady.Ops > 0 && s.WritesDuringSnapshot != nil && s.WritesDuringSnapshot.Ops > 0
+			}) {
+				t.Errorf("no snapshot, restart and writes-during-snapshot figures for tokenstore: %+v", rep.Scales)
 			}
 			if sys != "tokenstore" && !slices.ContainsFunc(rep.Ratios(), func(r load.Ratio) bool { return r.Peer == sys }) {
 				t.Errorf("no tokenstore/%s ratios", sys)

@@ -208,7 +208,18 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if rep.Net != nil {
 		network = fmt.Sprintf("namespaces, cross-DC round trip %s ± %s", rep.Net.Latency, rep.Net.Jitter)
 	}
-	fmt.Fprintf(w, "chaos run: %s, dcs %s, %s, seed %d, %d clients per DC, network: %s\n\n", verdict, rep.DCs, rep.Duration, rep.Seed, rep.ClientsPerDC, network)
+	// Run starts every cluster with mutual TLS and a gossip key.
+	fmt.Fprintf(w, "chaos run: %s, dcs %s, %s, seed %d, %d clients per DC, network: %s, nodes on mutual TLS with a gossip key\n\n", verdict, rep.DCs, rep.Duration, rep.Seed, rep.ClientsPerDC, network)
+	if rs, none := rep.Resumes(); len(rs) > 0 || none > 0 {
+		fmt.Fprintf(w, "writes resumed after %d leader kills in %s s", len(rs), joinSeconds(rs))
+		if len(rs) > 0 {
+			fmt.Fprintf(w, ": median %.2f s, worst %.2f s", median(rs), slices.Max(rs))
+		}
+		if none > 0 {
+			fmt.Fprintf(w, "; after %d more, no write resumed", none)
+		}
+		fmt.Fprint(w, "\n\n")
+	}
 	fmt.Fprintln(w, "| check | result | detail |\n|---|---|---|")
 	for _, c := range rep.Checks {
 		res := "pass"
@@ -328,4 +339,35 @@ func (rep *Report) WriteTimeline(path string) error {
 	p.Legend.Top = true
 	p.X.Max *= 1.22
 	return p.Save(9*vg.Inch, 4.5*vg.Inch, path)
+}
+
+// Resumes are the times until writes resumed after each fault that
+// expects it (leader kills), in order, and how many such faults no write
+// resumed after.
+func (rep *Report) Resumes() (rs []float64, none int) {
+	for _, f := range rep.Faults {
+		switch {
+		case f.Resume > 0:
+			rs = append(rs, f.Resume)
+		case f.Resume < 0:
+			none++
+		}
+	}
+	return rs, none
+}
+
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func joinSeconds(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(parts, ", ")
 }

@@ -24,14 +24,21 @@ type Report struct {
 }
 
 // Scale is what a system looked like with Live tokens: memory per
-// process and, for tokenstore, the last Raft snapshot's duration (from
-// the node logs) and how long a follower took from restart to ready.
+// process and, for tokenstore, the longest of the snapshots every node
+// took on request under issue load (its duration and size), and how long
+// a follower took from a restart after SIGKILL to ready.
 type Scale struct {
 	System   string           `json:"system"`
 	Live     int              `json:"live_tokens"`
 	RSS      map[string]int64 `json:"rss_bytes"`
 	Snapshot time.Duration    `json:"snapshot_ns,omitempty"`
-	Restore  time.Duration    `json:"restore_ns,omitempty"`
+	// SnapshotBytes is the size of the snapshot Snapshot timed.
+	SnapshotBytes int64 `json:"snapshot_bytes,omitempty"`
+	// WritesSteady and WritesDuringSnapshot are the issue runs just
+	// before the snapshots and while they were written.
+	WritesSteady         *Result       `json:"writes_steady,omitempty"`
+	WritesDuringSnapshot *Result       `json:"writes_during_snapshot,omitempty"`
+	Restore              time.Duration `json:"restore_ns,omitempty"`
 }
 
 // Machine describes where a report was measured.
@@ -169,7 +176,12 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t\t\t\t\t\t")
 		fmt.Fprintln(tw, "system\tlive\tmax RSS/process\tsnapshot\trestore\t\t\t\t\t\t\t\t\t")
 		for _, s := range rep.Scales {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t\t\t\t\t\t\t\t\t\n", s.System, s.Live, mib(maxRSS(s.RSS)), ms(s.Snapshot), ms(s.Restore))
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t\t\t\t\t\t\t\t\t\n", s.System, s.Live, mib(maxRSS(s.RSS)), snapshotCell(s), ms(s.Restore))
+		}
+	}
+	for _, s := range rep.Scales {
+		if s.WritesSteady != nil && s.WritesDuringSnapshot != nil {
+			fmt.Fprintf(tw, "%s at %d: issue steady %s; during the snapshot %s\t\t\t\t\t\t\t\t\t\t\t\t\t\n", s.System, s.Live, writesCell(s.WritesSteady), writesCell(s.WritesDuringSnapshot))
 		}
 	}
 	for name, why := range rep.Skipped {
@@ -250,7 +262,12 @@ func (rep *Report) WriteMarkdown(path string) error {
 			for _, k := range sortedKeys(s.RSS) {
 				rss = append(rss, k+" "+mib(s.RSS[k]))
 			}
-			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", s.System, s.Live, strings.Join(rss, ", "), ms(s.Snapshot), ms(s.Restore))
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", s.System, s.Live, strings.Join(rss, ", "), snapshotCell(s), ms(s.Restore))
+		}
+		for _, s := range rep.Scales {
+			if s.WritesSteady != nil && s.WritesDuringSnapshot != nil {
+				fmt.Fprintf(&b, "\n%s at %d live tokens, issue: steady %s; during the snapshot %s\n", s.System, s.Live, writesCell(s.WritesSteady), writesCell(s.WritesDuringSnapshot))
+			}
 		}
 	}
 	for _, k := range sortedKeys(rep.Skipped) {
@@ -289,4 +306,17 @@ func (rep *Report) writeFloor(b *strings.Builder) {
 		fmt.Fprintf(b, "| %s | %d | %.0f | %.0f | %.2f | %s | %s | %s | %s |\n", ts.Workload, ts.Live, ts.OpsPerS, fl.OpsPerS,
 			ts.OpsPerS/fl.OpsPerS, ms(ts.P99), ms(fl.P99), cpuPerOp(ts), cpuPerOp(fl))
 	}
+}
+
+// snapshotCell is the snapshot's time, with its size when known.
+func snapshotCell(s *Scale) string {
+	if s.SnapshotBytes == 0 {
+		return ms(s.Snapshot)
+	}
+	return fmt.Sprintf("%s (%s)", ms(s.Snapshot), mib(s.SnapshotBytes))
+}
+
+// writesCell is a run's rate and latency, in a line.
+func writesCell(r *Result) string {
+	return fmt.Sprintf("%.0f ops/s, p50 %s, p99 %s", r.OpsPerS, ms(r.P50), ms(r.P99))
 }

@@ -67,7 +67,7 @@ type system struct {
 	// procs are the server processes whose CPU time is the system's.
 	procs func() []*proccluster.Proc
 	// scaled records the snapshot and restore figures of tokenstore.
-	scaled func(ctx context.Context, s *load.Scale) error
+	scaled func(ctx context.Context, s *load.Scale, progress io.Writer) error
 }
 
 func (s *system) close() {
@@ -163,7 +163,7 @@ func measureSystem(ctx context.Context, sys *system, cfg Config, rep *load.Repor
 		}
 		s := &load.Scale{System: sys.name, Live: scale, RSS: sys.rss()}
 		if sys.scaled != nil {
-			if err := sys.scaled(ctx, s); err != nil {
+			if err := sys.scaled(ctx, s, progress); err != nil {
 				return err
 			}
 		}
@@ -280,15 +280,25 @@ func startTokenstore(ctx context.Context, cfg Config, mc *Server) (*system, erro
 			return out
 		},
 	}
-	sys.scaled = func(ctx context.Context, s *load.Scale) error {
-		for _, n := range c.Nodes {
-			if d, ok := n.LastSnapshot(); ok {
-				s.Snapshot = max(s.Snapshot, d)
+	sys.scaled = func(ctx context.Context, s *load.Scale, progress io.Writer) error {
+		// Writes while every node writes a snapshot, against the steady
+		// state just before.
+		steady, during, took, size, err := writesDuringSnapshot(ctx, c.Nodes, sys.all, cfg.Load, progress)
+		for _, r := range []*load.Result{steady, during} {
+			if r != nil {
+				r.System, r.Live = sys.name, s.Live
+				fmt.Fprintf(progress, "%-10s %s\n", sys.name, r)
 			}
 		}
-		// Restart a follower: it restores its last snapshot and replays
-		// the log after it. The lookup target stays on the same node.
-		d, err := reader.Restart(ctx)
+		s.WritesSteady, s.WritesDuringSnapshot = steady, during
+		if err != nil {
+			return err
+		}
+		s.Snapshot, s.SnapshotBytes = took, size
+		// Restart a follower after SIGKILL: it restores its last snapshot
+		// and replays the log after it. The lookup target stays on the
+		// same node.
+		d, err := reader.RestartKilled(ctx)
 		s.Restore = d
 		return err
 	}

@@ -33,6 +33,8 @@ commands:
   peers    tokenstore side by side with etcd, Redis, memcached and the
            HTTP floor, with the servers' CPU per operation
   chaos    a local multi-DC cluster under faults, its history checked
+  expiry   tokens expiring in bulk under lookups: lookup latency before,
+           during and after, the GC rate, the time until they are gone
   xdc      latency across datacenters per DC and operation, in network
            namespaces behind an emulated cross-DC link, with the verdicts
            of the cross-DC targets
@@ -65,6 +67,8 @@ func main() {
 		err = benchChaos(args)
 	case "xdc":
 		err = benchXDC(args)
+	case "expiry":
+		err = benchExpiry(args)
 	case "route":
 		err = routeBench(args)
 	case "echo":
@@ -218,14 +222,20 @@ func (f *serverFlags) register(fs *flag.FlagSet) {
 }
 
 // env is what a bench that starts servers needs: the tokenstore binary,
-// to run them, a directory for their data and logs (--dir, created, or a
-// new temporary one that cleanup removes), and the extra serve flags.
+// to run them, a directory for their data and logs (--dir, created if
+// missing, or a new temporary one that cleanup removes), and the extra
+// serve flags. A --dir that holds anything is refused: nodes started on an
+// earlier run's data keep that run's Raft configuration, whose addresses
+// are gone, and would wait for a leader that never comes.
 func (f *serverFlags) env() (binary, workDir string, nodeArgs []string, cleanup func(), err error) {
 	if binary, err = daemonBinary(); err != nil {
 		return "", "", nil, nil, err
 	}
 	nodeArgs = strings.Fields(f.nodeFlags)
 	if f.dir != "" {
+		if ents, err := os.ReadDir(f.dir); err == nil && len(ents) > 0 {
+			return "", "", nil, nil, fmt.Errorf("--dir %s is not empty (data of an earlier run?): give a new or empty directory", f.dir)
+		}
 		return binary, f.dir, nodeArgs, func() {}, os.MkdirAll(f.dir, 0o755)
 	}
 	if workDir, err = os.MkdirTemp("", "tokenstore-bench-"); err != nil {

@@ -163,6 +163,19 @@ func (n *Node) Restart(ctx context.Context) (time.Duration, error) {
 	return time.Since(t), err
 }
 
+// RestartKilled ends the node with SIGKILL, as a crash would, starts it
+// again on its data directory and returns the time from the start of the
+// new process until it is ready.
+func (n *Node) RestartKilled(ctx context.Context) (time.Duration, error) {
+	n.Kill()
+	t := time.Now()
+	if err := n.Launch(); err != nil {
+		return 0, err
+	}
+	err := n.waitReady(ctx, max(n.readyTimeout, 10*time.Minute))
+	return time.Since(t), err
+}
+
 // Kill ends the node with SIGKILL, without a leadership transfer or a
 // clean close of its stores.
 func (n *Node) Kill() {

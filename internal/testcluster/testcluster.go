@@ -35,6 +35,7 @@ type Options struct {
 	Now      func() time.Time // the API's clock (reads); default Clock
 	DataDir  string           // reuse a directory (restart); default: a new temp dir
 	Snapshot uint64           // snapshot threshold
+	LogStore string           // the Raft log's store; default what DataDir holds, else the WAL
 	// Nonces serves /v1/nonces; default: the in-process store, as serve's
 	// embedded default.
 	Nonces api.NonceChecker
@@ -99,6 +100,18 @@ func Start(t testing.TB, o Options) *Node {
 
 // start builds the node through server.New, as tokenstore serve does,
 // from serve's defaults and the options.
+// TryStart starts a node as Start does, but returns what keeps it from
+// starting instead of failing the test.
+func TryStart(t testing.TB, o Options) (*Node, error) {
+	t.Helper()
+	n, err := start(t, o)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(n.Stop)
+	return n, nil
+}
+
 func start(t testing.TB, o Options) (*Node, error) {
 	if o.Policy == nil {
 		o.Policy = token.DefaultPolicy()
@@ -119,6 +132,7 @@ func start(t testing.TB, o Options) (*Node, error) {
 	cfg.GossipAddr, cfg.GossipLANAddr, cfg.GossipKeys = o.GossipAddr, o.GossipLANAddr, o.GossipKeys
 	cfg.DeadNodeTimeout, cfg.LastUsedGranularity, cfg.MaxStaleness = o.DeadNodeTimeout, o.LastUsedGranularity, o.MaxStaleness
 	cfg.SnapshotThreshold, cfg.GCGrace, cfg.GCInterval = o.Snapshot, o.GCGrace, o.GCTick
+	cfg.LogStore = o.LogStore
 	cfg.Policy, cfg.HashKey, cfg.Keys, cfg.Authz, cfg.RotationGrace = o.Policy, o.HashKey, o.Keys, o.Authz, o.RotationGrace
 	cfg.Nonce.LocalMax, cfg.NonceChecker = 1<<16, o.Nonces
 	cfg.LogOutput, cfg.LogLevel = logs, "debug"

@@ -1,0 +1,84 @@
+package cluster
+
+import (
+	"errors"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Snapshots are taken by size, not by a fixed count of log entries: a
+// restart restores the last snapshot and replays the log after it, so the
+// log is let grow to a fraction of the state before the state is written
+// out again (SnapshotLogRatio of the last snapshot's size, at least
+// SnapshotMinLog, at most SnapshotMaxLog bytes). A small state is
+// written often and costs little; a large one is written as often as
+// the replay it saves is worth. Raft's own trigger stays as the
+// ceiling in entries (SnapshotThreshold), for a log of many small
+// entries.
+
+// snapshotDue tells whether logBytes of log since the last snapshot,
+// whose stream was snapBytes long (0 before the first), call for the
+// next.
+func (c *Config) snapshotDue(logBytes, snapBytes uint64) bool {
+	// In floating point, clamped before it is an integer again: no ratio
+	// overflows.
+	need := min(max(c.SnapshotLogRatio*float64(snapBytes), float64(c.SnapshotMinLog)), float64(c.SnapshotMaxLog))
+	return logBytes >= uint64(need)
+}
+
+// snapshotLoop checks every SnapshotInterval whether a snapshot is due
+// by size, and takes it. Raft writes it in the background: the state
+// machine hands over a point-in-time view and applies on.
+func (n *Node) snapshotLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.SnapshotInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.closing:
+			return
+		case <-t.C:
+		}
+		logBytes, snapBytes := n.fsm.LogSinceSnapshot()
+		if !n.cfg.snapshotDue(logBytes, snapBytes) {
+			continue
+		}
+		start := time.Now()
+		err := n.raft.Snapshot().Error()
+		switch {
+		case err == nil:
+			_, size := n.fsm.LogSinceSnapshot()
+			n.log.Info("snapshot taken", "log_bytes", logBytes, "previous_bytes", snapBytes, "bytes", size,
+				"took", time.Since(start).Round(time.Millisecond))
+		case errors.Is(err, raft.ErrNothingNewToSnapshot), errors.Is(err, raft.ErrRaftShutdown):
+		default:
+			n.log.Warn("snapshot", "err", err, "log_bytes", logBytes)
+		}
+	}
+}
+
+// SnapshotInfo describes a snapshot taken on request.
+type SnapshotInfo struct {
+	Index uint64        // the last log index it holds
+	Bytes int64         // its size on disk
+	Took  time.Duration // from the request until it was on disk
+}
+
+// Snapshot takes a snapshot of the local state now, whatever the
+// triggers say, and waits until it is on disk: what an operator asks for
+// before a backup or a maintenance, or a benchmark of writes during one.
+func (n *Node) Snapshot() (SnapshotInfo, error) {
+	start := time.Now()
+	f := n.raft.Snapshot()
+	if err := f.Error(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	took := time.Since(start)
+	meta, rc, err := f.Open()
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	rc.Close()
+	return SnapshotInfo{Index: meta.Index, Bytes: meta.Size, Took: took}, nil
+}

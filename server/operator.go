@@ -17,11 +17,11 @@ import (
 // index, its size and how long it took, once it is on disk.
 const OperatorSnapshotPath = "/v1/operator/snapshot"
 
-// withOperator adds the operator routes to h, the API's handler.
+// withOperator adds the operator routes to h, the API's handler. Every
+// other path goes to h as it came: a ServeMux in front would answer a path
+// that is not clean (an Envoy check of "/a//b") with a redirect.
 func withOperator(h http.Handler, apiSrv *api.Server, node *cluster.Node) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/", h)
-	mux.Handle(OperatorSnapshotPath, apiSrv.RequireKey(OperatorSnapshotPath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	snapshot := apiSrv.RequireKey(OperatorSnapshotPath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
 			http.Error(w, `{"error":"method_not_allowed"}`, http.StatusMethodNotAllowed)
@@ -40,6 +40,12 @@ func withOperator(h http.Handler, apiSrv *api.Server, node *cluster.Node) http.H
 			return
 		}
 		json.NewEncoder(w).Encode(map[string]any{"index": info.Index, "bytes": info.Bytes, "took_ms": info.Took.Milliseconds()})
-	})))
-	return mux
+	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == OperatorSnapshotPath {
+			snapshot.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -146,7 +146,10 @@ type frameWriter struct {
 	buf bytes.Buffer
 	enc *codec.Encoder // reused: a new encoder per frame costs more than the frame
 	rec []byte         // a record frame's body, reused
-	err error
+	// head is a frame's type and length: a local array would escape
+	// through bufio.Writer.Write, one allocation a frame.
+	head [1 + binary.MaxVarintLen64]byte
+	err  error
 }
 
 func (fw *frameWriter) frame(t byte, v any) {
@@ -188,9 +191,8 @@ func (fw *frameWriter) body(t byte, body []byte) {
 		fw.err = fmt.Errorf("frame of %d bytes exceeds %d", len(body), maxFrame)
 		return
 	}
-	var head [1 + binary.MaxVarintLen64]byte
-	head[0] = t
-	fw.w.Write(head[:1+binary.PutUvarint(head[1:], uint64(len(body)))])
+	fw.head[0] = t
+	fw.w.Write(fw.head[:1+binary.PutUvarint(fw.head[1:], uint64(len(body)))])
 	_, fw.err = fw.w.Write(body)
 }
 

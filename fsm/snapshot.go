@@ -219,6 +219,7 @@ func (m *Machine) Restore(r io.Reader) error {
 	}
 	st := newState()
 	var recs []*stored
+	var rec Record // each fast record frame's, compacted before the next
 	var reqs []*request
 	var meta snapshotMeta
 	var body, scratch []byte
@@ -247,8 +248,8 @@ func (m *Machine) Restore(r io.Reader) error {
 		case frameMeta:
 			err = dec.Decode(&meta)
 		case frameRecord:
-			r, ok := fastRecord(body)
-			if !ok {
+			r := &rec
+			if !fastRecordTo(body, r) {
 				r = new(Record)
 				err = dec.Decode(r)
 			}

@@ -83,7 +83,7 @@ type applyTx struct {
 	index uint64 // log index of the entry
 }
 
-func (tx *applyTx) byHash(h string) *Record { return tx.st.byHash[h] }
+func (tx *applyTx) byHash(h string) *Record { return tx.st.getHash(h) }
 
 func (tx *applyTx) byID(id string) *Record {
 	if id == "" {
@@ -105,7 +105,7 @@ func (b *Batch) apply(*applyTx) Result { return Result{Err: ErrBadEntry} }
 
 func (c *Issue) apply(tx *applyTx) Result {
 	// getID, not byID: an empty id is taken like any other once used.
-	if tx.byHash(c.Record.Hash) != nil || tx.st.getID(c.Record.ID) != nil {
+	if tx.st.byHash[c.Record.Hash] != nil || tx.st.storedID(c.Record.ID) != nil {
 		return Result{Err: ErrExists}
 	}
 	// The command is its own, decoded for this apply: its record is
@@ -285,7 +285,7 @@ func (c *Rotate) apply(tx *applyTx) Result {
 		}
 	}
 	for _, is := range issues {
-		if tx.byHash(is.Record.Hash) != nil || tx.st.getID(is.Record.ID) != nil {
+		if tx.st.byHash[is.Record.Hash] != nil || tx.st.storedID(is.Record.ID) != nil {
 			return Result{Err: ErrExists}
 		}
 	}

@@ -458,18 +458,26 @@ func (r *reader) strs() []string {
 // appendRecord writes for what it holds (a record that was not rotated);
 // false otherwise, and the codec decodes it.
 func fastRecord(body []byte) (*Record, bool) {
-	if !fastCodec {
-		return nil, false
-	}
-	r := &reader{b: body}
 	rec := new(Record)
-	readFields(r, rec, recordFields)
-	if r.bad || r.off != len(body) {
-		return nil, false
-	}
-	var scratch [512]byte
-	if again := appendRecord(scratch[:0], rec); string(again) != string(body) {
+	if !fastRecordTo(body, rec) {
 		return nil, false
 	}
 	return rec, true
+}
+
+// fastRecordTo is fastRecord decoding into *rec, which it sets whole:
+// for a restore, which compacts each record as it is read and reuses one
+// Record for them all. *rec is unspecified when it returns false.
+func fastRecordTo(body []byte, rec *Record) bool {
+	if !fastCodec {
+		return false
+	}
+	*rec = Record{}
+	r := &reader{b: body}
+	readFields(r, rec, recordFields)
+	if r.bad || r.off != len(body) {
+		return false
+	}
+	var scratch [512]byte
+	return string(appendRecord(scratch[:0], rec)) == string(body)
 }

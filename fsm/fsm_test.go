@@ -37,7 +37,7 @@ func TestExpiryFollowsCommandTime(t *testing.T) {
 			for _, at := range []time.Time{start.Add(ttl), start.Add(ttl + time.Hour)} {
 				res := h.do(at, &fsm.Consume{Hash: secretHash("tok")})
 				wantErr(t, "Consume at "+at.Sub(start).String()+" after issue", res, fsm.ErrExpired)
-				if stored := h.s.ByHash(secretHash("tok")); res.Record == nil || res.Record != stored {
+				if stored := h.s.ByHash(secretHash("tok")); res.Record == nil || !reflect.DeepEqual(res.Record, stored) {
 					t.Fatalf("ErrExpired carried record %+v, want the stored record %+v", res.Record, stored)
 				}
 			}
@@ -111,7 +111,7 @@ func TestConsumedTombstone(t *testing.T) {
 	for _, at := range []time.Time{used.Add(time.Minute), expiry.Add(-time.Nanosecond), expiry, expiry.Add(time.Hour)} {
 		res := h.do(at, &fsm.Consume{Hash: secretHash("code")})
 		wantErr(t, "Consume at "+at.Sub(t2031).String(), res, fsm.ErrConsumed)
-		if res.Record != stored || res.Record.InvalidatedAt != ns(used) || res.Record.Reason != "consumed" {
+		if !reflect.DeepEqual(res.Record, stored) || res.Record.InvalidatedAt != ns(used) || res.Record.Reason != "consumed" {
 			t.Fatalf("ErrConsumed carried %+v, want the tombstone %+v", res.Record, stored)
 		}
 	}
@@ -143,20 +143,20 @@ func TestRevokedTombstone(t *testing.T) {
 	res := h.ok(at, &fsm.Revoke{Hash: secretHash("acc"), Reason: "logout"})
 	wantTombstone(t, res.Record, fsm.Revoked, at, "logout", h.index)
 	tomb, index := res.Record, h.index
-	if stored := h.s.ByID("acc"); stored != tomb {
+	if stored := h.s.ByID("acc"); !reflect.DeepEqual(stored, tomb) {
 		t.Fatalf("stored after revoke %+v, want the returned tombstone %+v", stored, tomb)
 	}
 
 	res = h.do(at.Add(time.Minute), &fsm.Consume{Hash: secretHash("acc")})
 	wantErr(t, "Consume of a revoked token", res, fsm.ErrRevoked)
-	if res.Record != tomb || res.Record.Reason != "logout" {
+	if !reflect.DeepEqual(res.Record, tomb) || res.Record.Reason != "logout" {
 		t.Fatalf("ErrRevoked carried %+v, want the tombstone with reason %q", res.Record, "logout")
 	}
 
 	before := recordFrames(t, h.s)
 	for _, again := range []*fsm.Revoke{{ID: "acc", Reason: "other"}, {Hash: secretHash("acc"), Reason: ""}} {
 		res = h.ok(at.Add(2*time.Minute), again)
-		if res.Record != tomb || res.Record.Reason != "logout" || res.Record.ModifyIndex != index {
+		if !reflect.DeepEqual(res.Record, tomb) || res.Record.Reason != "logout" || res.Record.ModifyIndex != index {
 			t.Fatalf("Revoke again %+v returned %+v, want the unchanged tombstone %+v", again, res.Record, tomb)
 		}
 	}
@@ -224,7 +224,7 @@ func TestExpireCollectsOnlyWhatIsDue(t *testing.T) {
 				switch {
 				case gone[id] && (got != nil || h.s.ByHash(secretHash(id)) != nil):
 					t.Fatalf("%q still stored after Expire, want it gone", id)
-				case !gone[id] && got != prior[id]:
+				case !gone[id] && !reflect.DeepEqual(got, prior[id]):
 					t.Fatalf("%q after Expire = %+v, want it unchanged %+v", id, got, prior[id])
 				}
 			}
@@ -316,7 +316,7 @@ func TestBulkRevoke(t *testing.T) {
 				wantTombstone(t, h.s.ByID(id), fsm.Revoked, at, "logout", h.index)
 			}
 			for _, id := range all {
-				if got := h.s.ByID(id); !revoked[id] && got != prior[id] {
+				if got := h.s.ByID(id); !revoked[id] && !reflect.DeepEqual(got, prior[id]) {
 					t.Fatalf("%q changed to %+v, want it untouched %+v", id, got, prior[id])
 				}
 			}
@@ -344,7 +344,7 @@ func TestIssueExistingChangesNothing(t *testing.T) {
 			if !bytes.Equal(recordFrames(t, h.s), before) {
 				t.Fatalf("a refused Issue changed the stored records")
 			}
-			if h.s.ByID("tok") != orig || h.s.ByHash(secretHash("tok")) != orig || h.s.ByID("other") != nil || h.s.ByHash(hashOf("other")) != nil {
+			if !reflect.DeepEqual(h.s.ByID("tok"), orig) || !reflect.DeepEqual(h.s.ByHash(secretHash("tok")), orig) || h.s.ByID("other") != nil || h.s.ByHash(hashOf("other")) != nil {
 				t.Fatalf("a refused Issue changed the indexes")
 			}
 			countsEqual(t, "after a refused Issue", h.s.Counts(), map[fsm.CountKey]int64{{Kind: "access", State: fsm.Active}: 1})
@@ -373,7 +373,7 @@ func TestConsumeMismatchDoesNotUse(t *testing.T) {
 			if res.Record != nil {
 				t.Fatalf("%v carried record %+v, want nil", tt.want, res.Record)
 			}
-			if got := h.s.ByID("code"); got != prior || got.UsesLeft != 2 || got.LastUsedAt != 0 {
+			if got := h.s.ByID("code"); !reflect.DeepEqual(got, prior) || got.UsesLeft != 2 || got.LastUsedAt != 0 {
 				t.Fatalf("after a refused Consume the record is %+v, want it unused %+v", got, prior)
 			}
 			// The same token with matching fields is usable: the refusal was the mismatch.

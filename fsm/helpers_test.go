@@ -229,7 +229,7 @@ func checkConsistent(t testing.TB, s *fsm.Machine, allIDs []string, now int64) {
 		if r.ID != id {
 			t.Fatalf("ByID(%q) returned record %q", id, r.ID)
 		}
-		if h := s.ByHash(r.Hash); h != r {
+		if h := s.ByHash(r.Hash); !reflect.DeepEqual(h, r) {
 			t.Fatalf("ByHash of record %q's hash = %+v, want the record ByID returns %+v", id, h, r)
 		}
 		counts[fsm.CountKey{Kind: r.Kind, State: r.State}]++

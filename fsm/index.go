@@ -34,41 +34,76 @@ func prefix8(s string) uint64 {
 }
 
 // idItem is an entry of the primary index, in id order.
+// The id itself is read from the record, to break a tie: 16 bytes an item.
 type idItem struct {
-	k  uint64 // prefix8(id)
-	id string
-	r  *Record
+	k uint64 // prefix8(r.id())
+	r *stored
 }
 
-func lessID(a, b idItem) bool { return a.k < b.k || a.k == b.k && a.id < b.id }
+func lessID(a, b idItem) bool { return a.k < b.k || a.k == b.k && a.r.id() < b.r.id() }
 
 // cmpID is lessID as a comparison: the ids are read only on a tie.
 func cmpID(a, b idItem) int {
 	if a.k != b.k {
 		return cmp.Compare(a.k, b.k)
 	}
-	return strings.Compare(a.id, b.id)
+	return strings.Compare(a.r.id(), b.r.id())
 }
 
-func idKey(id string) idItem { return idItem{k: prefix8(id), id: id} }
+func idKey(id string) idItem { return idItem{k: prefix8(id), r: probe(id)} }
 
 func newIDIndex() *btree.BTreeG[idItem] { return btree.NewG(btreeDegree, lessID) }
 
-// item is an entry of a secondary index: records grouped by a hash of a
-// string field (subject, family; 0 for an index without groups), then in
-// time order within the group (0 for an index without time), then in id
-// order. A group is what the state asks an index for (the records of one
-// subject, say), and no order between groups is ever seen, so a hash
-// serves: records of two fields with the same hash interleave in id order,
-// and a walk over a group skips the records of the other field.
+// item is an entry of a secondary index: records in the order of a key g,
+// then in id order. g is a hash of a string field (subject, family) for an
+// index of groups, or a time (timeKey) for an index in time order. A group
+// is what the state asks an index for (the records of one subject, say),
+// and no order between groups is ever seen, so a hash serves: records of
+// two fields with the same hash interleave in id order, and a walk over a
+// group skips the records of the other field. 24 bytes an item.
 type item struct {
-	g  uint64
-	at int64
-	k  uint64 // prefix8(r.ID)
-	r  *Record
+	g uint64
+	k uint64 // prefix8(r.id())
+	r *stored
 }
 
 func lessItem(a, b item) bool {
+	switch {
+	case a.g != b.g:
+		return a.g < b.g
+	case a.k != b.k:
+		return a.k < b.k
+	}
+	return a.r.id() < b.r.id()
+}
+
+// cmpItem is lessItem as a comparison.
+func cmpItem(a, b item) int {
+	switch {
+	case a.g != b.g:
+		return cmp.Compare(a.g, b.g)
+	case a.k != b.k:
+		return cmp.Compare(a.k, b.k)
+	}
+	return strings.Compare(a.r.id(), b.r.id())
+}
+
+func newIndex() *btree.BTreeG[item] { return btree.NewG(btreeDegree, lessItem) }
+
+// timeKey is at as a key g, in the same order; timeOf is its inverse.
+func timeKey(at int64) uint64 { return uint64(at) ^ 1<<63 }
+func timeOf(g uint64) int64   { return int64(g ^ 1<<63) }
+
+// liveItem is an entry of the index of a family's active records: by a
+// hash of the family, then in time order, then in id order.
+type liveItem struct {
+	g  uint64
+	at int64
+	k  uint64 // prefix8(r.id())
+	r  *stored
+}
+
+func lessLive(a, b liveItem) bool {
 	switch {
 	case a.g != b.g:
 		return a.g < b.g
@@ -77,11 +112,11 @@ func lessItem(a, b item) bool {
 	case a.k != b.k:
 		return a.k < b.k
 	}
-	return a.r.ID < b.r.ID
+	return a.r.id() < b.r.id()
 }
 
-// cmpItem is lessItem as a comparison.
-func cmpItem(a, b item) int {
+// cmpLive is lessLive as a comparison.
+func cmpLive(a, b liveItem) int {
 	switch {
 	case a.g != b.g:
 		return cmp.Compare(a.g, b.g)
@@ -90,14 +125,14 @@ func cmpItem(a, b item) int {
 	case a.k != b.k:
 		return cmp.Compare(a.k, b.k)
 	}
-	return strings.Compare(a.r.ID, b.r.ID)
+	return strings.Compare(a.r.id(), b.r.id())
 }
 
-func newIndex() *btree.BTreeG[item] { return btree.NewG(btreeDegree, lessItem) }
+func newLiveIndex() *btree.BTreeG[liveItem] { return btree.NewG(btreeDegree, lessLive) }
 
 // noID sorts before every record of its group, time and id prefix: the
 // probe at the start of a range. It is never modified.
-var noID = &Record{}
+var noID = probe("")
 
 // groupHash hashes the grouping field of an index. The seed is the
 // state's own, drawn when it is made: a hash nobody outside can predict,
@@ -109,19 +144,19 @@ type groupHash struct {
 
 func (h groupHash) of(s string) uint64 { return maphash.String(h.seed, s) & h.mask }
 
-// rangeFrom is the first item of group g at time at or later whose id is
-// after is (after "" for all).
-func rangeFrom(g uint64, at int64, after string) item {
+// rangeFrom is the first item of group g whose id is after after (after
+// "" for all).
+func rangeFrom(g uint64, after string) item {
 	if after == "" {
-		return item{g: g, at: at, r: noID}
+		return item{g: g, r: noID}
 	}
 	id := after + "\x00" // sorts just past after
-	return item{g: g, at: at, k: prefix8(id), r: &Record{ID: id}}
+	return item{g: g, k: prefix8(id), r: probe(id)}
 }
 
-// lastOf is the probe after every item of group g.
-func lastOf(g uint64) item { return item{g: g, at: math.MaxInt64, k: math.MaxUint64, r: maxID} }
+// lastOf is the probe after every live item of group g.
+func lastOf(g uint64) liveItem { return liveItem{g: g, at: math.MaxInt64, k: math.MaxUint64, r: maxID} }
 
 // maxID sorts after every id a record can have (ids are checked UTF-8 text
 // without control characters, so never 0xff bytes). It is never modified.
-var maxID = &Record{ID: "\xff\xff\xff\xff\xff\xff\xff\xff\xff"}
+var maxID = probe("\xff\xff\xff\xff\xff\xff\xff\xff\xff")

@@ -310,19 +310,19 @@ func (m *Machine) Counts() map[CountKey]int64 {
 	return out
 }
 
-// ByHash returns the record with the digest h, or nil. Records are shared
-// and must not be modified.
+// ByHash returns the record with the digest h, or nil. Its scopes, data and
+// rotation are shared with the state and must not be modified.
 func (m *Machine) ByHash(h string) *Record {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.st.byHash[h]
+	return m.st.getHash(h)
 }
 
 // ByID returns the record with the public id, or nil.
 func (m *Machine) ByID(id string) *Record {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.st.getID(id)
+	return m.st.readID(id)
 }
 
 // ListScan is the most records one page of ListBySubject examines, active
@@ -346,21 +346,21 @@ func (m *Machine) ListBySubject(subject, kind, after string, limit int, now int6
 	defer m.mu.RUnlock()
 	var out []*Record
 	next, last, scanned := "", "", 0
-	m.st.walkSubject(subject, after, func(r *Record) bool {
+	m.st.walkSubject(subject, after, func(r *stored) bool {
 		switch {
 		case scanned == ListScan:
 			next = last // r is the first record not examined
 			return false
 		}
 		scanned++
-		if r.Status(now) == StatusActive && (kind == "" || r.Kind == kind) {
+		if r.status(now) == StatusActive && (kind == "" || r.p.kind == kind) {
 			if len(out) == limit {
 				next = out[len(out)-1].ID
 				return false
 			}
-			out = append(out, r)
+			out = append(out, r.record())
 		}
-		last = r.ID
+		last = r.id()
 		return true
 	})
 	return out, next
@@ -373,10 +373,10 @@ func (m *Machine) DueForGC(before int64, limit int) []string {
 	defer m.mu.RUnlock()
 	var ids []string
 	m.st.byGC.Ascend(func(it item) bool {
-		if it.at > before || len(ids) == limit {
+		if timeOf(it.g) > before || len(ids) == limit {
 			return false
 		}
-		ids = append(ids, it.r.ID)
+		ids = append(ids, it.r.id())
 		return true
 	})
 	return ids

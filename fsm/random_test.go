@@ -350,7 +350,7 @@ func randomCommandsMatchModel(t *testing.T, h *harness) {
 		changed := checkModel(t, h.s, cmd, res, before, stNow, h.index)
 		after := liveRecords(h.s, g.ids)
 		for id, r := range before {
-			if !changed[id] && after[id] != r {
+			if !changed[id] && !reflect.DeepEqual(after[id], r) {
 				t.Fatalf("command %d %T %+v changed record %q, which it should not touch: %+v -> %+v", i, cmd, cmd, id, r, after[id])
 			}
 		}
@@ -411,7 +411,7 @@ func checkModel(t *testing.T, s *fsm.Machine, cmd fsm.Command, res fsm.Result, l
 		if res.Err != nil || !reflect.DeepEqual(res.Record, &want) {
 			fail("got %+v (record %+v), want record %+v", res, res.Record, &want)
 		}
-		if got := s.ByHash(c.Record.Hash); got != res.Record {
+		if got := s.ByHash(c.Record.Hash); !reflect.DeepEqual(got, res.Record) {
 			fail("ByHash after issue = %+v, want the issued record", got)
 		}
 	case *fsm.Consume:
@@ -422,7 +422,7 @@ func checkModel(t *testing.T, s *fsm.Machine, cmd fsm.Command, res fsm.Result, l
 				fail("got %+v, want ErrNotFound", res)
 			}
 		case fsm.StatusErr(r.Status(now)) != nil:
-			if want := fsm.StatusErr(r.Status(now)); res.Err != want || res.Record != r {
+			if want := fsm.StatusErr(r.Status(now)); res.Err != want || !reflect.DeepEqual(res.Record, r) {
 				fail("got %+v, want %v with the stored record %+v", res, want, r)
 			}
 		case c.Kind != "" && c.Kind != r.Kind:
@@ -465,7 +465,7 @@ func checkModel(t *testing.T, s *fsm.Machine, cmd fsm.Command, res fsm.Result, l
 				fail("got %+v, want ErrNotFound", res)
 			}
 		case r.State != fsm.Active:
-			if res.Err != nil || res.Record != r {
+			if res.Err != nil || !reflect.DeepEqual(res.Record, r) {
 				fail("got %+v, want the existing tombstone %+v and no error", res, r)
 			}
 		default:
@@ -474,7 +474,7 @@ func checkModel(t *testing.T, s *fsm.Machine, cmd fsm.Command, res fsm.Result, l
 				fail("unexpected error %v", res.Err)
 			}
 			wantTombstone(res.Record, fsm.Revoked, c.Reason, nil)
-			if got := s.ByID(r.ID); got != res.Record {
+			if got := s.ByID(r.ID); !reflect.DeepEqual(got, res.Record) {
 				fail("ByID after revoke = %+v, want the tombstone", got)
 			}
 		}

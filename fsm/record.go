@@ -43,8 +43,9 @@ const NeverExpiringTombstone = 30 * 24 * time.Hour
 // unset (for ExpiresAt: never). Hash is the raw digest of the secret; the
 // secret itself is never here.
 //
-// Records handed out by Machine are shared with the state tree and must not
-// be modified.
+// The state keeps records compact (stored); Machine hands out a Record
+// per read, whose strings, scopes, data and rotation are shared with the
+// state and must not be modified.
 type Record struct {
 	ID            string   `codec:"i"`
 	Hash          string   `codec:"h"`

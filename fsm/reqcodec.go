@@ -8,14 +8,14 @@ package fsm
 // else (a rotated record, a revoked family in the outcome) goes to the
 // codec. At 1M live tokens under load a snapshot holds some 100k of them.
 
-// fastRequests is off if request or Outcome has fields this file does
+// fastRequests is off if requestFrame or Outcome has fields this file does
 // not know.
-var fastRequests = fastCodec && fieldsAre(request{}, []string{"", "a", "i"}) &&
+var fastRequests = fastCodec && fieldsAre(requestFrame{}, []string{"", "a", "i"}) &&
 	fieldsAre(Outcome{}, []string{"ac", "c", "e", "fr", "r", "x"})
 
 // appendRequest appends q as the codec writes it; false if q holds what
 // this file leaves to the codec.
-func appendRequest(dst []byte, q *request) ([]byte, bool) {
+func appendRequest(dst []byte, q *requestFrame) ([]byte, bool) {
 	if !fastRequests || q.Family != nil || q.Record != nil && q.Record.Rotated != nil || q.Access != nil && q.Access.Rotated != nil {
 		return dst, false
 	}
@@ -44,25 +44,25 @@ func appendRequest(dst []byte, q *request) ([]byte, bool) {
 	return dst, true
 }
 
-var requestFields = []field[request]{
-	{"a", func(r *reader, q *request) { q.At = r.int() }},
-	{"ac", func(r *reader, q *request) { q.Access = new(Record); readFields(r, q.Access, recordFields) }},
-	{"c", func(r *reader, q *request) { q.Count = int(r.int()) }},
-	{"e", func(r *reader, q *request) { q.Err = r.str() }},
-	{"i", func(r *reader, q *request) { q.ID = r.str() }},
-	{"r", func(r *reader, q *request) { q.Record = new(Record); readFields(r, q.Record, recordFields) }},
-	{"x", func(r *reader, q *request) { q.Sealed = r.bin() }},
+var requestFields = []field[requestFrame]{
+	{"a", func(r *reader, q *requestFrame) { q.At = r.int() }},
+	{"ac", func(r *reader, q *requestFrame) { q.Access = new(Record); readFields(r, q.Access, recordFields) }},
+	{"c", func(r *reader, q *requestFrame) { q.Count = int(r.int()) }},
+	{"e", func(r *reader, q *requestFrame) { q.Err = r.str() }},
+	{"i", func(r *reader, q *requestFrame) { q.ID = r.str() }},
+	{"r", func(r *reader, q *requestFrame) { q.Record = new(Record); readFields(r, q.Record, recordFields) }},
+	{"x", func(r *reader, q *requestFrame) { q.Sealed = r.bin() }},
 }
 
 // fastRequest decodes a request frame's body if it is exactly what
 // appendRequest writes for what it holds; false otherwise, and the codec
 // decodes it. scratch is reused for the check.
-func fastRequest(body []byte, scratch *[]byte) (*request, bool) {
+func fastRequest(body []byte, scratch *[]byte) (*requestFrame, bool) {
 	if !fastRequests {
 		return nil, false
 	}
 	r := &reader{b: body}
-	q := new(request)
+	q := new(requestFrame)
 	readFields(r, q, requestFields)
 	if r.bad || r.off != len(body) {
 		return nil, false

@@ -31,7 +31,7 @@ func TestFastRequestFrames(t *testing.T) {
 	}
 	var scratch []byte
 	for i := range 3000 {
-		q := &request{ID: randomString(rng), At: randomInt(rng)}
+		q := &requestFrame{ID: randomString(rng), At: randomInt(rng)}
 		q.Record, q.Access = record(), record()
 		if rng.IntN(2) == 0 {
 			q.Count = int(randomInt(rng))
@@ -61,7 +61,7 @@ func TestFastRequestFrames(t *testing.T) {
 		if !ok {
 			continue
 		}
-		ref := new(request)
+		ref := new(requestFrame)
 		if err := codec.NewDecoderBytes(want, msgpackHandle).Decode(ref); err != nil || !reflect.DeepEqual(back, ref) {
 			t.Fatalf("%d: fastRequest read %+v, the codec %+v (%v)", i, back, ref, err)
 		}
@@ -71,7 +71,7 @@ func TestFastRequestFrames(t *testing.T) {
 // FuzzRequestFrame: whatever a request frame holds, the fast decoder
 // never panics, and what it takes the codec reads the same.
 func FuzzRequestFrame(f *testing.F) {
-	q := &request{ID: "q", At: 5, Outcome: Outcome{Record: &Record{ID: "i", Hash: "h", Kind: "k"}, Count: 2, Err: "e", Sealed: []byte{1}}}
+	q := &requestFrame{ID: "q", At: 5, Outcome: Outcome{Record: &Record{ID: "i", Hash: "h", Kind: "k"}, Count: 2, Err: "e", Sealed: []byte{1}}}
 	b, _ := appendRequest(nil, q)
 	f.Add(b)
 	f.Add([]byte("\x82\xa1a\x05\xa1i\xa1q"))
@@ -81,7 +81,7 @@ func FuzzRequestFrame(f *testing.F) {
 		if !ok {
 			return
 		}
-		ref := new(request)
+		ref := new(requestFrame)
 		if err := codec.NewDecoderBytes(body, msgpackHandle).Decode(ref); err != nil || !reflect.DeepEqual(back, ref) {
 			t.Fatalf("fastRequest read %+v, the codec %+v (%v)", back, ref, err)
 		}

@@ -20,11 +20,82 @@ import (
 const RequestWindow = 30 * time.Second
 
 // request is the remembered outcome of a command that carried a request
-// id. Record is shared with the state (records are never modified).
+// id. Its records are the state's own stored records when they are the
+// ones the command stored (an issue's, a use's): a remembered write costs
+// no record of its own.
 type request struct {
+	id       string
+	at       int64
+	rec, acc *stored
+	rest     *Outcome // the outcome but its records, when any of it is set
+}
+
+// requestFrame is a remembered request in the form that is encoded, in
+// snapshots.
+type requestFrame struct {
 	ID string `codec:"i"`
 	At int64  `codec:"a"`
 	Outcome
+}
+
+// frameTo sets *f to r in its encodable form, with its records in *rec
+// and *acc: a snapshot walks every remembered request, and reuses one
+// frame and two records for them all.
+func (r *request) frameTo(f *requestFrame, rec, acc *Record) {
+	*f = requestFrame{ID: r.id, At: r.at}
+	if r.rest != nil {
+		f.Outcome = *r.rest
+	}
+	f.Record, f.Access = nil, nil
+	if r.rec != nil {
+		r.rec.recordTo(rec)
+		f.Record = rec
+	}
+	if r.acc != nil {
+		r.acc.recordTo(acc)
+		f.Access = acc
+	}
+}
+
+// request returns f as it is remembered, its records compacted with st's
+// pairs of kind and client id.
+func (f *requestFrame) request(st *state) *request {
+	return st.newRequest(f.ID, f.At, f.Outcome)
+}
+
+func (r *request) outcome() Outcome {
+	var o Outcome
+	if r.rest != nil {
+		o = *r.rest
+	}
+	o.Record, o.Access = r.rec.expand(), r.acc.expand()
+	return o
+}
+
+// Result returns the remembered outcome.
+func (r *request) Result() Result { return r.outcome().Result() }
+
+// newRequest returns o remembered under id, sharing the records it names
+// with the state when they are the last ones stored.
+func (s *state) newRequest(id string, at int64, o Outcome) *request {
+	r := &request{id: id, at: at, rec: s.compactOf(o.Record), acc: s.compactOf(o.Access)}
+	o.Record, o.Access = nil, nil
+	if o.Sealed != nil || o.Count != 0 || o.Err != "" || o.Family != nil {
+		r.rest = &o
+	}
+	return r
+}
+
+// compactOf returns r as a stored record: the one the state just stored if
+// it holds what r does, a new one otherwise.
+func (s *state) compactOf(r *Record) *stored {
+	if r == nil {
+		return nil
+	}
+	if p := s.storedOf(r); p != nil {
+		return p
+	}
+	return compact(r, s.interns)
 }
 
 // Outcome is a Result in the form that can be encoded: between nodes, and
@@ -85,13 +156,13 @@ func (s *state) request(id string) *request {
 }
 
 func (s *state) remember(id string, at int64, res Result) {
-	s.addRequest(&request{ID: id, At: at, Outcome: res.Outcome()})
+	s.addRequest(s.newRequest(id, at, res.Outcome()))
 }
 
 // addRequest remembers r, which is no older than any remembered before
 // (log time never runs backwards), so the queue stays in time order.
 func (s *state) addRequest(r *request) {
-	s.reqs.ReplaceOrInsert(reqItem{h: reqHash(r.ID), id: r.ID, r: r})
+	s.reqs.ReplaceOrInsert(reqItem{h: reqHash(r.id), id: r.id, r: r})
 	s.reqQueue = append(s.reqQueue, r)
 }
 
@@ -101,7 +172,7 @@ func (s *state) addRequest(r *request) {
 func (s *state) loadRequests(reqs []*request) error {
 	items := make([]reqItem, len(reqs))
 	for i, r := range reqs {
-		items[i] = reqItem{h: reqHash(r.ID), id: r.ID, r: r}
+		items[i] = reqItem{h: reqHash(r.id), id: r.id, r: r}
 	}
 	slices.SortFunc(items, func(a, b reqItem) int { return cmp.Or(cmp.Compare(a.h, b.h), strings.Compare(a.id, b.id)) })
 	for i := 1; i < len(items); i++ {
@@ -110,7 +181,7 @@ func (s *state) loadRequests(reqs []*request) error {
 		}
 	}
 	fill(s.reqs, items)
-	slices.SortFunc(reqs, func(a, b *request) int { return cmp.Or(cmp.Compare(a.At, b.At), strings.Compare(a.ID, b.ID)) })
+	slices.SortFunc(reqs, func(a, b *request) int { return cmp.Or(cmp.Compare(a.at, b.at), strings.Compare(a.id, b.id)) })
 	s.reqQueue = reqs
 	return nil
 }
@@ -119,8 +190,8 @@ func (s *state) loadRequests(reqs []*request) error {
 func (s *state) forgetRequests(before int64) {
 	q := s.reqQueue
 	i := 0
-	for ; i < len(q) && q[i].At < before; i++ {
-		s.reqs.Delete(reqItem{h: reqHash(q[i].ID), id: q[i].ID})
+	for ; i < len(q) && q[i].at < before; i++ {
+		s.reqs.Delete(reqItem{h: reqHash(q[i].id), id: q[i].id})
 		q[i] = nil
 	}
 	if i == 0 {

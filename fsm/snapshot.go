@@ -113,12 +113,19 @@ func (s *snapshot) write(w io.Writer) error {
 	bw.WriteByte(snapshotVersion)
 	fw := frameWriter{w: bw}
 	fw.frame(frameMeta, &s.meta)
+	var rec Record // one for every frame: a Record per record is a million allocations
 	s.records.Ascend(func(it idItem) bool {
-		fw.frame(frameRecord, it.r)
+		it.r.recordTo(&rec)
+		fw.frame(frameRecord, &rec)
 		return fw.err == nil
 	})
+	var (
+		req            requestFrame // as rec: one for every request frame
+		reqRec, reqAcc Record
+	)
 	s.reqs.Ascend(func(it reqItem) bool {
-		fw.frame(frameRequest, it.r)
+		it.r.frameTo(&req, &reqRec, &reqAcc)
+		fw.frame(frameRequest, &req)
 		return fw.err == nil
 	})
 	s.families.Ascend(func(f *RevokedFamily) bool {
@@ -139,7 +146,10 @@ type frameWriter struct {
 	buf bytes.Buffer
 	enc *codec.Encoder // reused: a new encoder per frame costs more than the frame
 	rec []byte         // a record frame's body, reused
-	err error
+	// head is a frame's type and length: a local array would escape
+	// through bufio.Writer.Write, one allocation a frame.
+	head [1 + binary.MaxVarintLen64]byte
+	err  error
 }
 
 func (fw *frameWriter) frame(t byte, v any) {
@@ -155,7 +165,7 @@ func (fw *frameWriter) frame(t byte, v any) {
 			fw.body(t, fw.rec)
 			return
 		}
-	case *request:
+	case *requestFrame:
 		if b, ok := appendRequest(fw.rec[:0], v); ok {
 			fw.rec = b
 			fw.body(t, b)
@@ -181,9 +191,8 @@ func (fw *frameWriter) body(t byte, body []byte) {
 		fw.err = fmt.Errorf("frame of %d bytes exceeds %d", len(body), maxFrame)
 		return
 	}
-	var head [1 + binary.MaxVarintLen64]byte
-	head[0] = t
-	fw.w.Write(head[:1+binary.PutUvarint(head[1:], uint64(len(body)))])
+	fw.head[0] = t
+	fw.w.Write(fw.head[:1+binary.PutUvarint(fw.head[1:], uint64(len(body)))])
 	_, fw.err = fw.w.Write(body)
 }
 
@@ -209,7 +218,8 @@ func (m *Machine) Restore(r io.Reader) error {
 		return fmt.Errorf("restore: snapshot version %d, this node reads %d", v, snapshotVersion)
 	}
 	st := newState()
-	var recs []*Record
+	var recs []*stored
+	var rec Record // each fast record frame's, compacted before the next
 	var reqs []*request
 	var meta snapshotMeta
 	var body, scratch []byte
@@ -238,22 +248,24 @@ func (m *Machine) Restore(r io.Reader) error {
 		case frameMeta:
 			err = dec.Decode(&meta)
 		case frameRecord:
-			r, ok := fastRecord(body)
-			if !ok {
+			r := &rec
+			if !fastRecordTo(body, r) {
 				r = new(Record)
 				err = dec.Decode(r)
 			}
 			if err == nil {
-				recs = append(recs, r)
+				// Compacted now, in the snapshot's order, so that only the
+				// compact records are held until the indexes are built.
+				recs = append(recs, compact(r, st.interns))
 			}
 		case frameRequest:
-			r, ok := fastRequest(body, &scratch)
+			f, ok := fastRequest(body, &scratch)
 			if !ok {
-				r = new(request)
-				err = dec.Decode(r)
+				f = new(requestFrame)
+				err = dec.Decode(f)
 			}
 			if err == nil {
-				reqs = append(reqs, r)
+				reqs = append(reqs, f.request(st))
 			}
 		case frameFamily:
 			f := new(RevokedFamily)

@@ -118,7 +118,7 @@ func checkSameState(t testing.TB, got, want *fsm.Machine, allIDs []string, now i
 		if !reflect.DeepEqual(g, w) {
 			t.Fatalf("ByID(%q) = %+v, want %+v", id, g, w)
 		}
-		if w != nil && got.ByHash(w.Hash) != g {
+		if w != nil && !reflect.DeepEqual(got.ByHash(w.Hash), g) {
 			t.Fatalf("ByHash of %q = %+v, want the record ByID returns %+v", id, got.ByHash(w.Hash), g)
 		}
 	}

@@ -18,13 +18,13 @@ import (
 // while writes go on. The other indexes are rebuilt on restore.
 type state struct {
 	byID      *btree.BTreeG[idItem]
-	byHash    map[string]*Record  // digest -> record
+	byHash    map[string]*stored  // digest -> record; the key is the record's own bytes
 	hash      groupHash           // of subjects and families
 	bySubject *btree.BTreeG[item] // (subject, id); records with a subject
 	byFamily  *btree.BTreeG[item] // (family, id); records with a family
 	// (family, liveUntil, id): the active records of a family, so that how
 	// long a family can be used is one lookup (tombstones are held that long).
-	familyLive *btree.BTreeG[item]
+	familyLive *btree.BTreeG[liveItem]
 	byGC       *btree.BTreeG[item] // (GCAt, id); records that will be collected
 	// (grace end, id): rotated tombstones that still hold their sealed
 	// successor, so it is dropped once the grace period ends.
@@ -34,111 +34,165 @@ type state struct {
 	// logVersion is the highest Fence applied: the Version the log needs
 	// from there on. 0 for none (the first release's).
 	logVersion int
+	interns    interns // kind and client id pairs, shared by the records
 
 	reqs     *btree.BTreeG[reqItem] // remembered request ids
 	reqQueue []*request             // the same, oldest first
+	// puts are the last two records put, so that a remembered outcome
+	// shares the stored record it names.
+	puts [2]*stored
+	// probe is the writer's key for searching byID, so that a search
+	// costs no allocation; readers, who share the state, make their own.
+	probe stored
 }
 
 func newState() *state {
 	return &state{
 		byID:       newIDIndex(),
-		byHash:     map[string]*Record{},
+		byHash:     map[string]*stored{},
 		hash:       groupHash{seed: maphash.MakeSeed(), mask: ^uint64(0)},
 		bySubject:  newIndex(),
 		byFamily:   newIndex(),
-		familyLive: newIndex(),
+		familyLive: newLiveIndex(),
 		byGC:       newIndex(),
 		sealed:     newIndex(),
 		counts:     map[CountKey]int64{},
 		families:   newFamilies(),
+		interns:    interns{},
 		reqs:       newReqIndex(),
 	}
 }
 
-func (s *state) getID(id string) *Record {
-	it, _ := s.byID.Get(idKey(id))
+// getID returns the record with id, or nil. Records returned by the state
+// are its own copies, which the caller may change (their strings, scopes,
+// data and rotation are shared and must not be). Only the writer (apply,
+// restore) calls it; readers call readID.
+func (s *state) getID(id string) *Record { return s.storedID(id).expand() }
+
+func (s *state) storedID(id string) *stored {
+	it, _ := s.byID.Get(s.idKey(id))
 	return it.r
 }
 
-// The items of r in each index, for a record that is in that index.
-func (s *state) subjectItem(r *Record) item {
-	return item{g: s.hash.of(r.Subject), k: prefix8(r.ID), r: r}
+// readID is getID for a reader.
+func (s *state) readID(id string) *Record {
+	it, _ := s.byID.Get(idKey(id))
+	return it.r.expand()
 }
-func (s *state) familyItem(r *Record) item {
-	return item{g: s.hash.of(r.Family), k: prefix8(r.ID), r: r}
-}
-func (s *state) liveItem(r *Record) item {
-	return item{g: s.hash.of(r.Family), at: r.liveUntil(), k: prefix8(r.ID), r: r}
-}
-func gcItem(r *Record) item     { return item{at: r.GCAt(), k: prefix8(r.ID), r: r} }
-func sealedItem(r *Record) item { return item{at: r.Rotated.GraceUntil, k: prefix8(r.ID), r: r} }
 
-// put stores r, replacing old (nil for a new record) which must be the
-// record stored under r.ID now. An index whose key did not change is
-// updated in place (ReplaceOrInsert swaps the item, whose record is the
-// only part that differs): one tree operation instead of a delete and an
-// insert.
-func (s *state) put(old, r *Record) {
-	if old != nil {
-		if old.Hash != r.Hash {
-			delete(s.byHash, old.Hash)
+// idKey is the writer's key of id in byID, valid until its next call.
+func (s *state) idKey(id string) idItem {
+	n := uint32(len(id))
+	s.probe = stored{str: id, ends: [3]uint32{n, n, n}}
+	return idItem{k: prefix8(id), r: &s.probe}
+}
+
+// getHash returns the record with the digest h, or nil.
+func (s *state) getHash(h string) *Record { return s.byHash[h].expand() }
+
+// The items of r in each index, for a record that is in that index.
+func (s *state) subjectItem(r *stored) item {
+	return item{g: s.hash.of(r.subject()), k: prefix8(r.id()), r: r}
+}
+func (s *state) familyItem(r *stored) item {
+	return item{g: s.hash.of(r.family()), k: prefix8(r.id()), r: r}
+}
+func (s *state) liveItem(r *stored) liveItem {
+	return liveItem{g: s.hash.of(r.family()), at: r.liveUntil(), k: prefix8(r.id()), r: r}
+}
+func gcItem(r *stored) item { return item{g: timeKey(r.gcAt()), k: prefix8(r.id()), r: r} }
+func sealedItem(r *stored) item {
+	return item{g: timeKey(r.ext.rotated.GraceUntil), k: prefix8(r.id()), r: r}
+}
+
+// put stores r in place of the record stored under r.ID now, if any (old,
+// nil for a new record, is that one; the state finds it by the id). An
+// index whose key did not change is updated in place (ReplaceOrInsert
+// swaps the item, whose record is the only part that differs): one tree
+// operation instead of a delete and an insert.
+func (s *state) put(_, r *Record) {
+	n := compact(r, s.interns)
+	s.puts[0], s.puts[1] = s.puts[1], n
+	prev, had := s.byID.ReplaceOrInsert(idItem{k: prefix8(r.ID), r: n})
+	if had {
+		old := prev.r
+		if old.hash() != n.hash() {
+			delete(s.byHash, old.hash())
 		}
-		if old.Subject != "" && old.Subject != r.Subject {
+		if old.subject() != "" && old.subject() != n.subject() {
 			s.bySubject.Delete(s.subjectItem(old))
 		}
-		if old.Family != "" && old.Family != r.Family {
+		if old.family() != "" && old.family() != n.family() {
 			s.byFamily.Delete(s.familyItem(old))
 		}
-		if old.inFamilyLive() && !(r.inFamilyLive() && old.Family == r.Family && old.liveUntil() == r.liveUntil()) {
+		if old.inFamilyLive() && !(n.inFamilyLive() && old.family() == n.family() && old.liveUntil() == n.liveUntil()) {
 			s.familyLive.Delete(s.liveItem(old))
 		}
-		if g := old.GCAt(); g > 0 && g != r.GCAt() {
+		if g := old.gcAt(); g > 0 && g != n.gcAt() {
 			s.byGC.Delete(gcItem(old))
 		}
-		if old.holdsSealed() && !(r.holdsSealed() && old.Rotated.GraceUntil == r.Rotated.GraceUntil) {
+		if old.holdsSealed() && !(n.holdsSealed() && old.ext.rotated.GraceUntil == n.ext.rotated.GraceUntil) {
 			s.sealed.Delete(sealedItem(old))
 		}
 		s.count(old, -1)
 	}
-	s.byID.ReplaceOrInsert(idItem{k: prefix8(r.ID), id: r.ID, r: r})
-	s.byHash[r.Hash] = r
-	if r.Subject != "" {
-		s.bySubject.ReplaceOrInsert(s.subjectItem(r))
+	s.byHash[n.hash()] = n
+	if n.subject() != "" {
+		s.bySubject.ReplaceOrInsert(s.subjectItem(n))
 	}
-	if r.Family != "" {
-		s.byFamily.ReplaceOrInsert(s.familyItem(r))
+	if n.family() != "" {
+		s.byFamily.ReplaceOrInsert(s.familyItem(n))
 	}
-	if r.inFamilyLive() {
-		s.familyLive.ReplaceOrInsert(s.liveItem(r))
+	if n.inFamilyLive() {
+		s.familyLive.ReplaceOrInsert(s.liveItem(n))
 	}
-	if r.GCAt() > 0 {
-		s.byGC.ReplaceOrInsert(gcItem(r))
+	if n.gcAt() > 0 {
+		s.byGC.ReplaceOrInsert(gcItem(n))
 	}
-	if r.holdsSealed() {
-		s.sealed.ReplaceOrInsert(sealedItem(r))
+	if n.holdsSealed() {
+		s.sealed.ReplaceOrInsert(sealedItem(n))
 	}
-	s.count(r, 1)
+	s.count(n, 1)
 }
 
+// storedOf returns one of the last two records put if it holds what r
+// does; nil otherwise.
+func (s *state) storedOf(r *Record) *stored {
+	if r == nil {
+		return nil
+	}
+	for _, p := range s.puts {
+		if p != nil && p.is(r) {
+			return p
+		}
+	}
+	return nil
+}
+
+// delete removes the record stored under r.ID.
 func (s *state) delete(r *Record) {
-	delete(s.byHash, r.Hash)
-	s.byID.Delete(idKey(r.ID))
-	if r.Subject != "" {
-		s.bySubject.Delete(s.subjectItem(r))
+	it, ok := s.byID.Delete(s.idKey(r.ID))
+	if !ok {
+		return
 	}
-	if r.Family != "" {
-		s.byFamily.Delete(s.familyItem(r))
+	o := it.r
+	delete(s.byHash, o.hash())
+	if o.subject() != "" {
+		s.bySubject.Delete(s.subjectItem(o))
 	}
-	if r.inFamilyLive() {
-		s.familyLive.Delete(s.liveItem(r))
+	if o.family() != "" {
+		s.byFamily.Delete(s.familyItem(o))
 	}
-	if r.GCAt() > 0 {
-		s.byGC.Delete(gcItem(r))
+	if o.inFamilyLive() {
+		s.familyLive.Delete(s.liveItem(o))
 	}
-	if r.holdsSealed() {
-		s.sealed.Delete(sealedItem(r))
+	if o.gcAt() > 0 {
+		s.byGC.Delete(gcItem(o))
 	}
-	s.count(r, -1)
+	if o.holdsSealed() {
+		s.sealed.Delete(sealedItem(o))
+	}
+	s.count(o, -1)
 }
 
 // housekeep is what log time alone decides, before each entry applies:
@@ -146,25 +200,25 @@ func (s *state) delete(r *Record) {
 // them, and sealed successors are dropped once their grace period ends.
 func (s *state) housekeep(now int64, index uint64) {
 	s.families.forget(now)
-	var due []*Record
+	var due []*stored
 	s.sealed.Ascend(func(it item) bool {
-		if it.at > now {
+		if timeOf(it.g) > now {
 			return false
 		}
 		due = append(due, it.r)
 		return true
 	})
-	for _, r := range due {
-		ro := *r.Rotated
+	for _, st := range due {
+		t := st.record()
+		ro := *t.Rotated
 		ro.Sealed = nil
-		t := *r
 		t.Rotated, t.ModifyIndex = &ro, index
-		s.put(r, &t)
+		s.put(nil, t)
 	}
 }
 
-func (s *state) count(r *Record, n int64) {
-	k := CountKey{r.Kind, r.State}
+func (s *state) count(r *stored, n int64) {
+	k := CountKey{r.p.kind, r.state}
 	if s.counts[k] += n; s.counts[k] == 0 {
 		delete(s.counts, k)
 	}
@@ -175,19 +229,19 @@ func (s *state) count(r *Record, n int64) {
 // change under its own iteration.
 func (s *state) ofSubject(subject string) []*Record {
 	var out []*Record
-	s.walkSubject(subject, "", func(r *Record) bool { out = append(out, r); return true })
+	s.walkSubject(subject, "", func(r *stored) bool { out = append(out, r.record()); return true })
 	return out
 }
 
 func (s *state) ofFamily(family string) []*Record {
 	var out []*Record
 	g := s.hash.of(family)
-	s.byFamily.AscendGreaterOrEqual(rangeFrom(g, 0, ""), func(it item) bool {
+	s.byFamily.AscendGreaterOrEqual(rangeFrom(g, ""), func(it item) bool {
 		if it.g != g {
 			return false
 		}
-		if it.r.Family == family {
-			out = append(out, it.r)
+		if it.r.family() == family {
+			out = append(out, it.r.record())
 		}
 		return true
 	})
@@ -196,13 +250,13 @@ func (s *state) ofFamily(family string) []*Record {
 
 // walkSubject calls f with the records of subject in id order, from the
 // first id after after ("" for all), until f returns false.
-func (s *state) walkSubject(subject, after string, f func(*Record) bool) {
+func (s *state) walkSubject(subject, after string, f func(*stored) bool) {
 	g := s.hash.of(subject)
-	s.bySubject.AscendGreaterOrEqual(rangeFrom(g, 0, after), func(it item) bool {
+	s.bySubject.AscendGreaterOrEqual(rangeFrom(g, after), func(it item) bool {
 		if it.g != g {
 			return false
 		}
-		return it.r.Subject != subject || f(it.r)
+		return it.r.subject() != subject || f(it.r)
 	})
 }
 
@@ -212,11 +266,11 @@ func (s *state) walkSubject(subject, after string, f func(*Record) bool) {
 func (s *state) familyUntil(family string) int64 {
 	var until int64
 	g := s.hash.of(family)
-	s.familyLive.DescendLessOrEqual(lastOf(g), func(it item) bool {
+	s.familyLive.DescendLessOrEqual(lastOf(g), func(it liveItem) bool {
 		if it.g != g {
 			return false
 		}
-		if it.r.Family != family {
+		if it.r.family() != family {
 			return true // another family with the same hash
 		}
 		until = it.at
@@ -226,23 +280,24 @@ func (s *state) familyUntil(family string) int64 {
 }
 
 // load fills s, which must be empty, with recs in bulk, as a restore
-// does: the records are sorted by id once (a snapshot streams them in id
-// order, so that is a check), each index gets its items sorted and is
+// does; recs are compacted with s's profiles, in the order of the
+// snapshot. The records are sorted by id once (a snapshot streams them in
+// id order, so that is a check), each index gets its items sorted and is
 // filled in order. The digest map is built beside the trees, which are
 // built one after the other, so that no more than one index's sorted
 // items are held at a time besides the state. A record whose id or
 // digest another already has is refused, naming it.
-func (s *state) load(recs []*Record) error {
+func (s *state) load(recs []*stored) error {
 	ids := make([]idItem, len(recs))
 	for i, r := range recs {
-		ids[i] = idItem{k: prefix8(r.ID), id: r.ID, r: r}
+		ids[i] = idItem{k: prefix8(r.id()), r: r}
 	}
 	if !slices.IsSortedFunc(ids, cmpID) {
 		slices.SortStableFunc(ids, cmpID)
 	}
 	for i := 1; i < len(ids); i++ {
-		if ids[i].k == ids[i-1].k && ids[i].id == ids[i-1].id {
-			return fmt.Errorf("duplicate record %s", ids[i].id)
+		if ids[i].k == ids[i-1].k && ids[i].r.id() == ids[i-1].r.id() {
+			return fmt.Errorf("duplicate record %s", ids[i].r.id())
 		}
 	}
 	var (
@@ -250,28 +305,34 @@ func (s *state) load(recs []*Record) error {
 		hashErr error
 	)
 	wg.Go(func() {
-		byHash := make(map[string]*Record, len(recs))
+		byHash := make(map[string]*stored, len(recs))
 		for _, r := range recs {
-			if byHash[r.Hash] != nil {
-				hashErr = fmt.Errorf("duplicate record %s", r.ID)
+			if byHash[r.hash()] != nil {
+				hashErr = fmt.Errorf("duplicate record %s", r.id())
 				return
 			}
-			byHash[r.Hash] = r
+			byHash[r.hash()] = r
 			s.count(r, 1)
 		}
 		s.byHash = byHash
 	})
 	fill(s.byID, ids)
-	ordered := make([]*Record, len(ids))
+	ordered := make([]*stored, len(ids))
 	for i, it := range ids {
 		ordered[i] = it.r
 	}
 	ids = nil
-	s.bySubject = loadIndex(ordered, func(r *Record) (item, bool) { return s.subjectItem(r), r.Subject != "" })
-	s.byGC = loadIndex(ordered, func(r *Record) (item, bool) { return gcItem(r), r.GCAt() > 0 })
-	s.byFamily = loadIndex(ordered, func(r *Record) (item, bool) { return s.familyItem(r), r.Family != "" })
-	s.familyLive = loadIndex(ordered, func(r *Record) (item, bool) { return s.liveItem(r), r.inFamilyLive() })
-	s.sealed = loadIndex(ordered, func(r *Record) (item, bool) {
+	s.bySubject = loadIndex(ordered, newIndex, cmpItem, func(r *stored) (item, bool) {
+		return s.subjectItem(r), r.subject() != ""
+	})
+	s.byGC = loadIndex(ordered, newIndex, cmpItem, func(r *stored) (item, bool) { return gcItem(r), r.gcAt() > 0 })
+	s.byFamily = loadIndex(ordered, newIndex, cmpItem, func(r *stored) (item, bool) {
+		return s.familyItem(r), r.family() != ""
+	})
+	s.familyLive = loadIndex(ordered, newLiveIndex, cmpLive, func(r *stored) (liveItem, bool) {
+		return s.liveItem(r), r.inFamilyLive()
+	})
+	s.sealed = loadIndex(ordered, newIndex, cmpItem, func(r *stored) (item, bool) {
 		if !r.holdsSealed() {
 			return item{}, false
 		}
@@ -281,23 +342,23 @@ func (s *state) load(recs []*Record) error {
 	return hashErr
 }
 
-// loadIndex returns a new index of the items of the records that have
-// one, filled in order.
-func loadIndex(recs []*Record, of func(*Record) (item, bool)) *btree.BTreeG[item] {
+// loadIndex returns a new index (made by newTree, its items in the order
+// of cmp) of the items of the records that have one, filled in order.
+func loadIndex[T any](recs []*stored, newTree func() *btree.BTreeG[T], cmp func(a, b T) int, of func(*stored) (T, bool)) *btree.BTreeG[T] {
 	n := 0
 	for _, r := range recs {
 		if _, ok := of(r); ok {
 			n++
 		}
 	}
-	items := make([]item, 0, n)
+	items := make([]T, 0, n)
 	for _, r := range recs {
 		if x, ok := of(r); ok {
 			items = append(items, x)
 		}
 	}
-	slices.SortFunc(items, cmpItem)
-	t := newIndex()
+	slices.SortFunc(items, cmp)
+	t := newTree()
 	fill(t, items)
 	return t
 }

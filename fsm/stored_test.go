@@ -1,0 +1,67 @@
+package fsm
+
+import (
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// A stored record reads back as the Record it was made from, field for
+// field, empty and nil slices kept apart, and holds exactly what it does.
+func TestStoredRoundTrip(t *testing.T) {
+	in := interns{}
+	for _, r := range []*Record{
+		{},
+		{ID: "4jN15fUFUhSf6eiYfEkBEr", Hash: strings.Repeat("h", 32), Kind: "access", Subject: "user:1", ClientID: "web-app",
+			CreatedAt: 1, ExpiresAt: 2, LastUsedAt: 3, IP: "10.0.0.1", UserAgent: "Mozilla/5.0", Title: "Chrome on Mac",
+			CreateIndex: 4, ModifyIndex: 5},
+		{ID: "x", Hash: "short", Kind: "oauth2_code", Scopes: []string{}, Data: []byte{}},
+		{ID: "r", Hash: "h", Kind: "oauth2_refresh", Scopes: []string{"read"}, Family: "f", Data: []byte(`{}`), RLC: "gold",
+			MaxUses: 1, UsesLeft: -1, Generator: "g", State: Consumed, InvalidatedAt: 9, Reason: "rotated",
+			DetectReuse: true, HoldUntil: 10, Rotated: &Rotation{Successor: "s", GraceUntil: 11, Sealed: []byte{1}}},
+		{ID: strings.Repeat("i", 70000), Hash: strings.Repeat("\xff", 100), UserAgent: strings.Repeat("u", 1<<17)},
+	} {
+		s := compact(r, in)
+		if got := s.record(); !reflect.DeepEqual(got, r) {
+			t.Fatalf("compact(%+v).record() = %+v", r, got)
+		}
+		if !s.is(r) {
+			t.Fatalf("compact(%+v) is not what it was made from", r)
+		}
+		if s.id() != r.ID || s.hash() != r.Hash || s.subject() != r.Subject || s.family() != r.Family || s.gcAt() != r.GCAt() ||
+			s.status(5) != r.Status(5) || s.holdsSealed() != r.holdsSealed() || s.inFamilyLive() != r.inFamilyLive() {
+			t.Fatalf("the accessors of compact(%+v) disagree with the record's", r)
+		}
+		other := *r
+		other.ModifyIndex++
+		if s.is(&other) {
+			t.Fatalf("compact(%+v) holds a record with another ModifyIndex", r)
+		}
+	}
+}
+
+// Records of one kind, client, title and user agent share their profile;
+// past maxInterned profiles, or past maxInternedLen bytes, records get
+// their own, with the same values.
+func TestInternsBounded(t *testing.T) {
+	in := interns{}
+	a, b := compact(&Record{Kind: "access", ClientID: "web", UserAgent: "ua"}, in), compact(&Record{Kind: "access", ClientID: "web", UserAgent: "ua"}, in)
+	if a.p != b.p {
+		t.Fatal("two records of one kind, client, title and user agent do not share their profile")
+	}
+	long := &Record{Kind: "k", UserAgent: strings.Repeat("u", maxInternedLen)}
+	if compact(long, in).p == compact(long, in).p || len(in) != 1 {
+		t.Fatalf("a profile over %d bytes was shared", maxInternedLen)
+	}
+	for i := range maxInterned + 10 {
+		compact(&Record{Kind: "k", ClientID: strconv.Itoa(i)}, in)
+	}
+	if len(in) != maxInterned {
+		t.Fatalf("%d profiles interned, want at most %d", len(in), maxInterned)
+	}
+	past := &Record{Kind: "k", ClientID: "past", Title: "t", UserAgent: "u"}
+	if r := compact(past, in).record(); !reflect.DeepEqual(r, past) {
+		t.Fatalf("a record past the interned profiles reads back as %+v, want %+v", r, past)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -93,7 +94,7 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (fsm.Result, uint64, er
 				return fsm.Result{}, 0, fmt.Errorf("%w: %v", ErrOutcomeUnknown, ErrShutdown)
 			}
 			return fsm.Result{}, 0, ErrShutdown
-		case <-time.After(wait):
+		case <-time.After(wait/2 + rand.N(wait/2+1)): // jittered: writers that failed together do not retry together
 		}
 	}
 }

@@ -33,6 +33,13 @@ import (
 // the connection or lets it time out: nothing changes, and the ordinary
 // timeouts decide, as before. Only timing changes here, never what Raft
 // decides: a timeout cannot make an election unsafe.
+//
+// A refusal can also come from a firewall that rejects rather than drops,
+// or a proxy in front of the port while it restarts. A follower cut off
+// that way from a leader that lives then stands every short timeout, for
+// goneHold at most; pre-vote (on in hashicorp/raft, and never turned off
+// here) keeps that harmless: the others still hear the leader and refuse
+// to vote, so no term moves and the leader is not deposed.
 const (
 	// leaderQuiet is how long a follower goes without hearing from its
 	// leader before it checks the leader's process (the leader

@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -11,7 +12,6 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	wal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
 )
 
 // The Raft log and stable store of a node, by Config.LogStore.
@@ -49,6 +49,12 @@ func CheckLogStore(s string) error {
 	return fmt.Errorf("unknown raft log store %q: want %s or %s", s, LogStoreWAL, LogStoreBolt)
 }
 
+// walMarker is what a WAL data directory keeps in raft.db, where an
+// earlier version looks for its bbolt log: bbolt refuses to open it, so
+// such a version, started on this directory after a rollback, fails
+// instead of starting on an empty log that forgot its term and vote.
+const walMarker = "tokenstore: this data directory's Raft log is in raft-wal/ (hashicorp/raft-wal); this version cannot read it\n"
+
 // openLogStore opens the log store in dataDir: the one the directory
 // holds, else want, else the WAL. A directory that holds one store is
 // never opened as the other: the node would start on an empty log and
@@ -58,7 +64,7 @@ func openLogStore(dataDir, want string, logger hclog.Logger) (logStore, string, 
 		return nil, "", err
 	}
 	boltPath, walPath := filepath.Join(dataDir, boltFile), filepath.Join(dataDir, walDir)
-	hasBolt, err := exists(boltPath)
+	marked, hasBolt, err := boltFileKind(boltPath)
 	if err != nil {
 		return nil, "", err
 	}
@@ -72,7 +78,7 @@ func openLogStore(dataDir, want string, logger hclog.Logger) (logStore, string, 
 		return nil, "", fmt.Errorf("data directory %s holds two raft logs, %s and %s/: keep one", dataDir, boltFile, walDir)
 	case hasBolt:
 		kind = LogStoreBolt
-	case hasWAL:
+	case hasWAL || marked:
 		kind = LogStoreWAL
 	case kind == "":
 		kind = LogStoreWAL
@@ -87,28 +93,75 @@ func openLogStore(dataDir, want string, logger hclog.Logger) (logStore, string, 
 		}
 		return st, kind, nil
 	}
+	if !marked {
+		if err := writeMarker(boltPath); err != nil {
+			return nil, "", fmt.Errorf("open raft log %s: %w", walPath, err)
+		}
+	}
+	// The segments are created 0644: the directory keeps others out,
+	// whatever mode it had.
 	if err := os.MkdirAll(walPath, 0o700); err != nil {
 		return nil, "", fmt.Errorf("open raft log %s: %w", walPath, err)
 	}
-	meta := &metadb.BoltMetaDB{}
-	st, err := wal.Open(walPath, wal.WithLogger(logger), wal.WithMetaStore(meta))
-	if err != nil {
-		meta.Close()
+	if err := os.Chmod(walPath, 0o700); err != nil {
 		return nil, "", fmt.Errorf("open raft log %s: %w", walPath, err)
 	}
-	return &walStore{st, meta}, kind, nil
+	st, err := wal.Open(walPath, wal.WithLogger(logger))
+	if err != nil {
+		return nil, "", fmt.Errorf("open raft log %s: %w", walPath, err)
+	}
+	return st, kind, nil
 }
 
-// walStore closes the WAL's metadata file with it: WAL.Close leaves it
-// open, and its lock would keep the node from opening the log again in
-// this process.
-type walStore struct {
-	*wal.WAL
-	meta *metadb.BoltMetaDB
+// boltFileKind tells whether path is the WAL's marker, or a bbolt log.
+func boltFileKind(path string) (marker, bolt bool, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, err
+	}
+	defer f.Close()
+	buf := make([]byte, len(walMarker))
+	n, err := io.ReadFull(f, buf)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return false, false, err
+	}
+	if string(buf[:n]) == walMarker {
+		return true, false, nil
+	}
+	return false, true, nil
 }
 
-func (s *walStore) Close() error {
-	return errors.Join(s.WAL.Close(), s.meta.Close())
+// writeMarker writes the WAL's marker at path, durably: into a temporary
+// file, synced, renamed, and the directory synced.
+func writeMarker(path string) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(walMarker)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func exists(path string) (bool, error) {

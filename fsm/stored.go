@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"unsafe"
 )
@@ -57,10 +58,13 @@ const (
 	maxInternedLen = 1 << 10
 )
 
-// interns shares profiles among records. It is filled by what is stored,
-// in log order, so it is the same on every replica and rebuilt by a
-// restore; it never forgets one (at most maxInterned of maxInternedLen
-// bytes).
+// interns shares profiles among records, to save memory and nothing
+// else: a profile is only ever compared by value, never by pointer, so
+// the table may differ between replicas, and it does (a node that applied
+// the log holds every profile it saw, in log order, one that restored a
+// snapshot only the live records', in id order). It never forgets one (at
+// most maxInterned of maxInternedLen bytes); a profile past that is kept
+// by its record alone.
 type interns map[profile]*profile
 
 func (in interns) of(kind, clientID, title, userAgent string) *profile {
@@ -101,11 +105,26 @@ func compact(r *Record, in interns) *stored {
 	}
 	if r.Scopes != nil || r.Family != "" || r.Data != nil || r.RLC != "" || r.Generator != "" ||
 		r.Reason != "" || r.MaxUses != 0 || r.UsesLeft != 0 || r.InvalidatedAt != 0 || r.HoldUntil != 0 || r.Rotated != nil {
-		s.ext = &storedExt{scopes: r.Scopes, family: r.Family, data: r.Data, rlc: r.RLC,
-			generator: r.Generator, reason: r.Reason, maxUses: r.MaxUses, usesLeft: r.UsesLeft,
+		// Copies, as of the profile's strings: a decoded command's strings
+		// are views of one copy of its whole body, Data included, which
+		// one kept field would hold for the record's life.
+		s.ext = &storedExt{scopes: cloneStrings(r.Scopes), family: strings.Clone(r.Family), data: r.Data, rlc: strings.Clone(r.RLC),
+			generator: strings.Clone(r.Generator), reason: strings.Clone(r.Reason), maxUses: r.MaxUses, usesLeft: r.UsesLeft,
 			invalidatedAt: r.InvalidatedAt, holdUntil: r.HoldUntil, rotated: r.Rotated}
 	}
 	return s
+}
+
+// cloneStrings copies ss and its strings; nil stays nil.
+func cloneStrings(ss []string) []string {
+	if ss == nil {
+		return nil
+	}
+	out := make([]string, len(ss))
+	for i, x := range ss {
+		out[i] = strings.Clone(x)
+	}
+	return out
 }
 
 // record returns s as a Record. Its strings, scopes, data and rotation are
@@ -204,8 +223,8 @@ func (s *stored) status(now int64) Status {
 	return StatusActive
 }
 
-// is tells whether s holds exactly what r does (scopes, data and rotation
-// by identity: they are shared, never copied).
+// is tells whether s holds exactly what r does (scopes by value, as
+// compact copies them; data and rotation by identity: they are shared).
 func (s *stored) is(r *Record) bool {
 	if s.id() != r.ID || s.subject() != r.Subject || s.ip() != r.IP || s.hash() != r.Hash ||
 		*s.p != (profile{r.Kind, r.ClientID, r.Title, r.UserAgent}) || s.createdAt != r.CreatedAt || s.expiresAt != r.ExpiresAt ||
@@ -217,7 +236,7 @@ func (s *stored) is(r *Record) bool {
 	if e == nil {
 		e = &storedExt{}
 	}
-	return sameSlice(e.scopes, r.Scopes) && e.family == r.Family && sameSlice(e.data, r.Data) && e.rlc == r.RLC &&
+	return (e.scopes == nil) == (r.Scopes == nil) && slices.Equal(e.scopes, r.Scopes) && e.family == r.Family && sameSlice(e.data, r.Data) && e.rlc == r.RLC &&
 		e.generator == r.Generator && e.reason == r.Reason && e.maxUses == r.MaxUses && e.usesLeft == r.UsesLeft &&
 		e.invalidatedAt == r.InvalidatedAt && e.holdUntil == r.HoldUntil && e.rotated == r.Rotated
 }

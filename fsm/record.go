@@ -95,13 +95,15 @@ type Rotation struct {
 
 // Status returns the record's status at time now (Unix nanoseconds). An
 // invalidated record answers its invalidation before its expiry.
-func (r *Record) Status(now int64) Status {
+func (r *Record) Status(now int64) Status { return statusOf(r.State, r.ExpiresAt, now) }
+
+func statusOf(st State, expiresAt, now int64) Status {
 	switch {
-	case r.State == Consumed:
+	case st == Consumed:
 		return StatusConsumed
-	case r.State == Revoked:
+	case st == Revoked:
 		return StatusRevoked
-	case r.ExpiresAt != 0 && now >= r.ExpiresAt:
+	case expiresAt != 0 && now >= expiresAt:
 		return StatusExpired
 	}
 	return StatusActive

@@ -211,17 +211,7 @@ func (s *stored) liveUntil() int64 {
 }
 
 // status is Record.Status.
-func (s *stored) status(now int64) Status {
-	switch {
-	case s.state == Consumed:
-		return StatusConsumed
-	case s.state == Revoked:
-		return StatusRevoked
-	case s.expiresAt != 0 && now >= s.expiresAt:
-		return StatusExpired
-	}
-	return StatusActive
-}
+func (s *stored) status(now int64) Status { return statusOf(s.state, s.expiresAt, now) }
 
 // is tells whether s holds exactly what r does (scopes by value, as
 // compact copies them; data and rotation by identity: they are shared).

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -244,6 +245,42 @@ func (f *serverFlags) env() (binary, workDir string, nodeArgs []string, cleanup 
 	return binary, workDir, nodeArgs, func() { os.RemoveAll(workDir) }, nil
 }
 
+// textReport is the report of a bench that runs to its end.
+type textReport interface {
+	WriteText(io.Writer) error
+	WriteJSON(path string) error
+}
+
+// runReport runs a bench on the servers sf describes (setup takes the
+// binary, the directory and the node flags), until it ends or SIGINT or
+// SIGTERM, prints its report and writes it as JSON to jsonOut, if set.
+func runReport[R textReport](sf *serverFlags, jsonOut string, setup func(bin, dir string, nodeArgs []string),
+	run func(context.Context) (R, error)) (R, error) {
+	var zero R
+	bin, dir, nodeArgs, cleanup, err := sf.env()
+	if err != nil {
+		return zero, err
+	}
+	defer cleanup()
+	setup(bin, dir, nodeArgs)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := run(ctx)
+	if err != nil {
+		return zero, err
+	}
+	fmt.Println()
+	if err := rep.WriteText(os.Stdout); err != nil {
+		return zero, err
+	}
+	if jsonOut != "" {
+		if err := rep.WriteJSON(jsonOut); err != nil {
+			return zero, err
+		}
+	}
+	return rep, nil
+}
+
 // daemonBinary finds the tokenstore binary: $TOKENSTORE_BIN, the one next
 // to this binary (as make build puts them), or tokenstore on $PATH.
 func daemonBinary() (string, error) {
@@ -398,25 +435,10 @@ func benchXDC(args []string) error {
 	if err := netem.Available(); err != nil {
 		return err
 	}
-	var cleanup func()
-	if cfg.Binary, cfg.Dir, cfg.NodeArgs, cleanup, err = sf.env(); err != nil {
-		return err
-	}
-	defer cleanup()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	rep, err := xdc.Run(ctx, cfg, os.Stderr)
+	rep, err := runReport(&sf, jsonOut, func(bin, dir string, args []string) { cfg.Binary, cfg.Dir, cfg.NodeArgs = bin, dir, args },
+		func(ctx context.Context) (*xdc.Report, error) { return xdc.Run(ctx, cfg, os.Stderr) })
 	if err != nil {
 		return err
-	}
-	fmt.Println()
-	if err := rep.WriteText(os.Stdout); err != nil {
-		return err
-	}
-	if jsonOut != "" {
-		if err := rep.WriteJSON(jsonOut); err != nil {
-			return err
-		}
 	}
 	if report != "" {
 		return rep.WriteMarkdown(report)

@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/tokenstore/tokenstore/bench/expiry"
@@ -33,26 +30,10 @@ func benchExpiry(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var cleanup func()
-	var err error
-	if cfg.Binary, cfg.Dir, cfg.NodeArgs, cleanup, err = sf.env(); err != nil {
-		return err
-	}
-	defer cleanup()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	rep, err := expiry.Run(ctx, cfg, os.Stderr)
+	rep, err := runReport(&sf, jsonOut, func(bin, dir string, args []string) { cfg.Binary, cfg.Dir, cfg.NodeArgs = bin, dir, args },
+		func(ctx context.Context) (*expiry.Report, error) { return expiry.Run(ctx, cfg, os.Stderr) })
 	if err != nil {
 		return err
-	}
-	fmt.Println()
-	if err := rep.WriteText(os.Stdout); err != nil {
-		return err
-	}
-	if jsonOut != "" {
-		if err := rep.WriteJSON(jsonOut); err != nil {
-			return err
-		}
 	}
 	if rep.CleanS < 0 {
 		return expiry.ErrNotClean

@@ -8,7 +8,6 @@
 package fsm
 
 import (
-	"math"
 	"time"
 )
 
@@ -131,15 +130,6 @@ func (r *Record) reuseTombstone() bool {
 func (r *Record) holdsSealed() bool { return r.Rotated != nil && len(r.Rotated.Sealed) > 0 }
 
 func (r *Record) inFamilyLive() bool { return r.State == Active && r.Family != "" }
-
-// liveUntil is how long an active record can be used, for its family's
-// liveness: its expiry, or for a token that never expires, forever.
-func (r *Record) liveUntil() int64 {
-	if r.ExpiresAt == 0 {
-		return math.MaxInt64
-	}
-	return r.ExpiresAt
-}
 
 // invalidate turns a copy of r into a tombstone. A consumed token keeps
 // its data until its own expiry, so that whoever presents it again can be

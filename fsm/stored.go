@@ -202,7 +202,8 @@ func (s *stored) holdsSealed() bool {
 	return s.ext != nil && s.ext.rotated != nil && len(s.ext.rotated.Sealed) > 0
 }
 
-// liveUntil is Record.liveUntil.
+// liveUntil is how long an active record can be used, for its family's
+// liveness: its expiry, or for a token that never expires, forever.
 func (s *stored) liveUntil() int64 {
 	if s.expiresAt == 0 {
 		return math.MaxInt64

@@ -3,7 +3,6 @@ package nonce
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"sync"
@@ -31,16 +30,15 @@ type MemcachedConfig struct {
 
 // Memcached is a Backend on memcached's add: NOT_STORED means the key exists.
 //
-// It keeps one client, with its own idle pool, per server: a connection
-// error drops that server's idle connections, which a restart of memcached
-// has left dead. Kept, each would fail one breaker probe in turn, and the
-// store would answer ErrUnavailable for minutes after memcached is back.
+// Keys are placed on the servers by gomemcache's selector, as they always
+// have been, so nodes of every release agree on a nonce's server; each
+// server's adds go through a pipeline (pipeline.go).
 type Memcached struct {
-	servers memcache.ServerSelector     // key placement over all servers
-	clients map[string]*memcache.Client // by server address
-	br      *breaker
-	latency *prometheus.HistogramVec
-	drops   prometheus.Counter
+	servers   memcache.ServerSelector // key placement over all servers
+	pipelines map[string]*pipeline    // by server address
+	br        *breaker
+	latency   *prometheus.HistogramVec
+	drops     prometheus.Counter
 }
 
 // NewMemcached returns a backend on the given servers. It does not connect
@@ -68,19 +66,11 @@ func NewMemcached(cfg MemcachedConfig) (*Memcached, error) {
 	if err := ss.SetServers(cfg.Servers...); err != nil {
 		return nil, fmt.Errorf("memcached servers %v: %w", cfg.Servers, err)
 	}
-	clients := map[string]*memcache.Client{}
-	ss.Each(func(addr net.Addr) error {
-		mc := memcache.NewFromSelector(oneServer{addr})
-		mc.Timeout = cfg.Timeout
-		mc.MaxIdleConns = 64
-		clients[addr.String()] = mc
-		return nil
-	})
 	f := promauto.With(cfg.Registry)
 	m := &Memcached{
-		servers: ss,
-		clients: clients,
-		br:      &breaker{threshold: cfg.Failures, base: cfg.Cooldown, max: cfg.MaxCooldown, now: time.Now},
+		servers:   ss,
+		pipelines: map[string]*pipeline{},
+		br:        &breaker{threshold: cfg.Failures, base: cfg.Cooldown, max: cfg.MaxCooldown, now: time.Now},
 		latency: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tokenstore_memcached_duration_seconds",
 			Help:    "memcached add latency by result (stored, not_stored, error).",
@@ -88,9 +78,13 @@ func NewMemcached(cfg MemcachedConfig) (*Memcached, error) {
 		}, []string{"result"}),
 		drops: f.NewCounter(prometheus.CounterOpts{
 			Name: "tokenstore_memcached_pool_drops_total",
-			Help: "Times a connection error dropped a memcached server's idle connections.",
+			Help: "memcached connections that failed (refused, reset, timed out, out of protocol).",
 		}),
 	}
+	ss.Each(func(addr net.Addr) error {
+		m.pipelines[addr.String()] = newPipeline(addr.String(), cfg.Timeout, m.drops.Inc)
+		return nil
+	})
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tokenstore_memcached_breaker_state",
 		Help: "Nonce store breaker: 0 closed, 1 open, 2 half-open (probing).",
@@ -105,13 +99,13 @@ func (m *Memcached) Add(key string, ttl time.Duration) (bool, error) {
 	}
 	secs := int32(min(math.Ceil(ttl.Seconds()), 30*24*3600-1)) // beyond 30 days memcached reads a date
 	start := time.Now()
-	err := m.add(&memcache.Item{Key: key, Value: []byte{'1'}, Expiration: max(secs, 1)})
+	stored, err := m.add(key, max(secs, 1))
 	switch {
-	case err == nil:
+	case err == nil && stored:
 		m.latency.WithLabelValues("stored").Observe(time.Since(start).Seconds())
 		m.br.succeeded()
 		return true, nil
-	case errors.Is(err, memcache.ErrNotStored):
+	case err == nil:
 		m.latency.WithLabelValues("not_stored").Observe(time.Since(start).Seconds())
 		m.br.succeeded()
 		return false, nil
@@ -121,46 +115,26 @@ func (m *Memcached) Add(key string, ttl time.Duration) (bool, error) {
 	return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
 
-// add sends the item to its server's client and, on a connection error,
-// closes that client's idle connections: the next request dials afresh.
-func (m *Memcached) add(it *memcache.Item) error {
-	addr, err := m.servers.PickServer(it.Key)
+// add sends the add to its server's pipeline.
+func (m *Memcached) add(key string, exp int32) (bool, error) {
+	addr, err := m.servers.PickServer(key)
 	if err != nil {
-		return err
+		return false, err
 	}
-	mc := m.clients[addr.String()]
-	if mc == nil {
-		return fmt.Errorf("memcached: no client for server %s", addr)
+	p := m.pipelines[addr.String()]
+	if p == nil {
+		return false, fmt.Errorf("memcached: no connection for server %s", addr)
 	}
-	err = mc.Add(it)
-	if connError(err) {
-		mc.Close() // only idle connections; the client stays usable
-		m.drops.Inc()
-	}
-	return err
+	return p.add(key, exp)
 }
 
-// connError reports whether err says the connection or the server is gone
-// (refused, reset, closed, timed out), rather than an answer from a live
-// server such as NOT_STORED or SERVER_ERROR, after which idle connections
-// are still good.
-func connError(err error) bool {
-	var ne net.Error
-	var cte *memcache.ConnectTimeoutError
-	if errors.As(err, &cte) {
-		return true
+// Close closes the connections to every server; adds under way fail.
+func (m *Memcached) Close() error {
+	for _, p := range m.pipelines {
+		p.close()
 	}
-	// A read or write that timed out was on a live but slow server: its
-	// other connections are as good as they were.
-	return errors.As(err, &ne) && !ne.Timeout() ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+	return nil
 }
-
-// oneServer is the selector of one server's client.
-type oneServer struct{ addr net.Addr }
-
-func (s oneServer) PickServer(string) (net.Addr, error) { return s.addr, nil }
-func (s oneServer) Each(f func(net.Addr) error) error   { return f(s.addr) }
 
 type breakerState int
 

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -59,6 +60,14 @@ type Checker struct {
 	backend Backend
 	cfg     Config
 	checks  *prometheus.CounterVec
+}
+
+// Close releases the backend's connections, if it holds any.
+func (c *Checker) Close() error {
+	if cl, ok := c.backend.(io.Closer); ok {
+		return cl.Close()
+	}
+	return nil
 }
 
 // NewChecker returns a checker over backend.

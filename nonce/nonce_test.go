@@ -3,17 +3,12 @@ package nonce
 import (
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/bradfitz/gomemcache/memcache"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tokenstore/tokenstore/internal/memcachedtest"
@@ -419,29 +414,6 @@ func TestBreakerDefaultBoundsRecovery(t *testing.T) {
 			t.Fatal("no probe a second after the last one failed")
 		}
 		m.br.failed()
-	}
-}
-
-func TestConnError(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		err  error
-		want bool
-	}{
-		{"no error", nil, false},
-		{"not stored", memcache.ErrNotStored, false},
-		{"malformed key", memcache.ErrMalformedKey, false},
-		{"server error", errors.New("memcache: unexpected response line from \"add\": \"SERVER_ERROR out of memory\""), false},
-		{"closed by the server", io.EOF, true},
-		{"cut short", io.ErrUnexpectedEOF, true},
-		{"refused", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, true},
-		{"reset", &net.OpError{Op: "write", Net: "tcp", Err: syscall.ECONNRESET}, true},
-		{"connect timeout", &memcache.ConnectTimeoutError{Addr: &net.TCPAddr{}}, true},
-		{"read timed out on a slow server", &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, false},
-	} {
-		if got := connError(tc.err); got != tc.want {
-			t.Errorf("%s (%v): want connError %v, got %v", tc.name, tc.err, tc.want, got)
-		}
 	}
 }
 

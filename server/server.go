@@ -23,6 +23,7 @@ import (
 	"github.com/tokenstore/tokenstore/api"
 	"github.com/tokenstore/tokenstore/cluster"
 	"github.com/tokenstore/tokenstore/internal/logging"
+	"github.com/tokenstore/tokenstore/nonce"
 	"github.com/tokenstore/tokenstore/token"
 )
 
@@ -39,7 +40,10 @@ type Server struct {
 	ln      net.Listener
 	pprof   *http.Server
 	pprofLn net.Listener // nil without PprofAddr
-	errs    chan error
+	// ownNonces is the nonce checker the server made (not one given in
+	// Config), closed with it.
+	ownNonces *nonce.Checker
+	errs      chan error
 
 	stopOnce sync.Once
 	stopErr  error
@@ -78,9 +82,10 @@ func build(cfg Config) (*Server, error) {
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	nonces := cfg.NonceChecker
 	if nonces == nil {
-		if nonces, err = newNonceChecker(cfg.Nonce, cfg.DC, log, s.reg); err != nil {
+		if s.ownNonces, err = newNonceChecker(cfg.Nonce, cfg.DC, log, s.reg); err != nil {
 			return nil, err
 		}
+		nonces = s.ownNonces
 	}
 	// The API listens first, so that the address other nodes are told is
 	// the one bound (port 0 allowed).
@@ -192,6 +197,9 @@ func (s *Server) stop(f func() error) error {
 	s.stopOnce.Do(func() {
 		s.stopErr = f()
 		s.closeListeners()
+		if s.ownNonces != nil {
+			s.ownNonces.Close()
+		}
 	})
 	return s.stopErr
 }

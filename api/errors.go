@@ -29,6 +29,8 @@ type Error struct {
 	Challenge string
 	// Token, when set, names the token a 410 is about.
 	Token *wire.ErrorToken
+	// Op, when set, is the index of the op of a batch that failed.
+	Op *int
 }
 
 // Error returns the error's code and message.
@@ -45,7 +47,7 @@ func writeError(w http.ResponseWriter, e *Error) {
 	if e.Challenge != "" {
 		w.Header().Set("WWW-Authenticate", e.Challenge)
 	}
-	body := wire.Error{Error: wire.ErrorBody{Code: e.Code, Message: e.Message, At: e.At, Token: e.Token}}
+	body := wire.Error{Error: wire.ErrorBody{Code: e.Code, Message: e.Message, At: e.At, Token: e.Token, Op: e.Op}}
 	writeJSON(w, e.Status, body)
 }
 

@@ -151,7 +151,8 @@ func TestBadRequestsAreRejectedAndChangeNothing(t *testing.T) {
 		{"subject revoke with a long reason", post, "/v1/subjects/bad-input/revoke", `{"reason":"` + long(257) + `"}`, 400, wire.CodeInvalidField, `"reason"`},
 		{"subject revoke with broken JSON", post, "/v1/subjects/bad-input/revoke", `{`, 400, wire.CodeInvalidJSON, ""},
 		{"subject revoke of a long subject", post, "/v1/subjects/" + long(257) + "/revoke", ``, 400, wire.CodeInvalidField, `"subject"`},
-		{"family revoke with a kind", post, "/v1/families/grant-1/revoke", `{"kind":"access"}`, 400, wire.CodeInvalidField, `"kind"`},
+		{"family revoke of an unknown kind", post, "/v1/families/grant-1/revoke", `{"kind":"nope"}`, 400, wire.CodeUnknownKind, "nope"},
+		{"family revoke of a kind with a long reason", post, "/v1/families/grant-1/revoke", `{"kind":"access","reason":"` + long(257) + `"}`, 400, wire.CodeInvalidField, `"reason"`},
 		{"family revoke with broken JSON", post, "/v1/families/grant-1/revoke", `[`, 400, wire.CodeInvalidJSON, ""},
 
 		// Routes.

@@ -63,11 +63,18 @@ var requestTypes = map[string]struct {
 	"RevokeRequest":     {func() any { return new(wire.RevokeRequest) }, false},
 	"BulkRevokeRequest": {func() any { return new(wire.BulkRevokeRequest) }, true},
 	"NonceRequest":      {func() any { return new(wire.NonceRequest) }, false},
+	// The batch, and its ops (decodeStrict of each op's object).
+	"batchBody":     {func() any { return new(batchBody) }, false},
+	"issueOpBody":   {func() any { return new(issueOpBody) }, false},
+	"consumeOpBody": {func() any { return new(consumeOpBody) }, false},
+	"revokeOpBody":  {func() any { return new(revokeOpBody) }, false},
+	"rotateOpBody":  {func() any { return new(rotateOpBody) }, false},
 }
 
 // TestRequestTypesListsEveryDecodedBody: every body a handler decodes
-// (var req wire.T, then decodeJSON(w, r, &req, emptyOK)) is in
-// requestTypes, with its emptyOK.
+// (var req wire.T, then decodeJSON(w, r, &req, emptyOK); or a local type
+// of requestTypes, decoded so or by decodeStrict(body, &req, emptyOK)) is
+// in requestTypes, with its emptyOK.
 func TestRequestTypesListsEveryDecodedBody(t *testing.T) {
 	files, err := filepath.Glob("*.go")
 	if err != nil {
@@ -99,22 +106,39 @@ func TestRequestTypesListsEveryDecodedBody(t *testing.T) {
 							}
 						}
 					}
+					if local, ok := n.Type.(*ast.Ident); ok {
+						if _, listed := requestTypes[local.Name]; listed {
+							for _, id := range n.Names {
+								vars[id.Name] = local.Name
+							}
+						}
+					}
 				case *ast.CallExpr:
 					id, ok := n.Fun.(*ast.Ident)
-					if !ok || id.Name != "decodeJSON" {
+					if !ok || id.Name != "decodeJSON" && id.Name != "decodeStrict" {
 						return true
 					}
 					at := fset.Position(n.Pos())
-					if len(n.Args) != 4 {
-						t.Fatalf("%s: decodeJSON with %d arguments", at, len(n.Args))
+					arg := 2 // decodeJSON(w, r, v, emptyOK)
+					if id.Name == "decodeStrict" {
+						arg = 1 // decodeStrict(body, v, emptyOK)
 					}
-					u, ok := n.Args[2].(*ast.UnaryExpr)
-					target, _ := u.X.(*ast.Ident)
-					if !ok || target == nil || vars[target.Name] == "" {
+					if len(n.Args) != arg+2 {
+						t.Fatalf("%s: %s with %d arguments", at, id.Name, len(n.Args))
+					}
+					u, ok := n.Args[arg].(*ast.UnaryExpr)
+					var target *ast.Ident
+					if ok {
+						target, _ = u.X.(*ast.Ident)
+					}
+					if id.Name == "decodeStrict" && (target == nil || vars[target.Name] == "") {
+						return true // decodeJSON's own call, or a test's
+					}
+					if target == nil || vars[target.Name] == "" {
 						t.Fatalf("%s: decodeJSON into something else than a local wire value", at)
 					}
 					typ := vars[target.Name]
-					emptyOK, _ := n.Args[3].(*ast.Ident)
+					emptyOK, _ := n.Args[arg+1].(*ast.Ident)
 					rt, listed := requestTypes[typ]
 					switch {
 					case !listed:

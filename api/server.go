@@ -124,6 +124,7 @@ func (s *Server) routes() {
 	s.handle("GET /v1/tokens", s.list)
 	s.handle("POST /v1/subjects/{subject}/revoke", s.revokeSubject)
 	s.handle("POST /v1/families/{family}/revoke", s.revokeFamily)
+	s.handle("POST /v1/batch", s.batch)
 	if s.cfg.Nonces != nil {
 		s.handle("POST /v1/nonces", s.checkNonce)
 	}

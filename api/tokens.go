@@ -36,17 +36,23 @@ func (s *Server) now() int64 { return s.cfg.Now().UnixNano() }
 // apply checks a command (the checks a leader also runs on a forwarded
 // one, CommandChecker) and proposes it.
 func (s *Server) apply(ctx context.Context, w http.ResponseWriter, c fsm.Command) (fsm.Result, *Error) {
+	res, _, e := s.applyIndex(ctx, w, c)
+	return res, e
+}
+
+// applyIndex is apply that also returns the log index of the write.
+func (s *Server) applyIndex(ctx context.Context, w http.ResponseWriter, c fsm.Command) (fsm.Result, uint64, *Error) {
 	if e := checkCommand(s.cfg.Policy, s.cfg.RotationGrace, c); e != nil {
-		return fsm.Result{}, e
+		return fsm.Result{}, 0, e
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	defer cancel()
 	res, index, err := s.cfg.Node.Apply(ctx, c)
 	if err != nil {
-		return res, nodeError(err)
+		return res, 0, nodeError(err)
 	}
 	w.Header().Set(wire.HeaderIndex, strconv.FormatUint(index, 10))
-	return res, nil
+	return res, index, nil
 }
 
 // secretHash checks a presented token and returns its digest. A string
@@ -75,13 +81,22 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request) *Error {
 	if e != nil {
 		return e
 	}
+	out, e := s.issueAnswer(res, secret)
+	if e != nil {
+		return e
+	}
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+// issueAnswer is the answer of an applied issue whose secret is secret.
+func (s *Server) issueAnswer(res fsm.Result, secret string) (wire.IssueResponse, *Error) {
 	if res.Err != nil {
-		return recordError(res.Err, res.Record)
+		return wire.IssueResponse{}, recordError(res.Err, res.Record)
 	}
 	rec := res.Record
 	s.log.Debug("issued", "kind", rec.Kind, "id", rec.ID, "hash", token.LogPrefix(rec.Hash))
-	writeJSON(w, http.StatusCreated, issued(rec, secret))
-	return nil
+	return issued(rec, secret), nil
 }
 
 func issued(rec *fsm.Record, secret string) wire.IssueResponse {
@@ -292,21 +307,37 @@ func (s *Server) consume(w http.ResponseWriter, r *http.Request) *Error {
 	if e := decodeJSON(w, r, &req, false); e != nil {
 		return e
 	}
-	hash, e := s.secretHash(req.Token)
+	cmd, e := s.consumeCommand(&req)
 	if e != nil {
 		return e
 	}
-	res, e := s.apply(r.Context(), w, &fsm.Consume{Hash: hash, Kind: req.Kind, ClientID: req.ClientID})
+	res, e := s.apply(r.Context(), w, cmd)
 	if e != nil {
 		return e
 	}
-	if res.Err != nil {
-		s.logReuse(res)
-		return recordErrorData(res.Err, res.Record, req.WithData, s.now())
+	out, e := s.consumeAnswer(res, req.WithData)
+	if e != nil {
+		return e
 	}
-	out := toWire(res.Record, res.Record.LastUsedAt)
 	writeRecord(w, http.StatusOK, &out)
 	return nil
+}
+
+func (s *Server) consumeCommand(req *wire.ConsumeRequest) (*fsm.Consume, *Error) {
+	hash, e := s.secretHash(req.Token)
+	if e != nil {
+		return nil, e
+	}
+	return &fsm.Consume{Hash: hash, Kind: req.Kind, ClientID: req.ClientID}, nil
+}
+
+// consumeAnswer is the answer of an applied consume.
+func (s *Server) consumeAnswer(res fsm.Result, withData bool) (wire.Record, *Error) {
+	if res.Err != nil {
+		s.logReuse(res)
+		return wire.Record{}, recordErrorData(res.Err, res.Record, withData, s.now())
+	}
+	return toWire(res.Record, res.Record.LastUsedAt), nil
 }
 
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request) *Error {
@@ -314,11 +345,19 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) *Error {
 	if e := decodeJSON(w, r, &req, false); e != nil {
 		return e
 	}
-	hash, e := s.secretHash(req.Token)
+	cmd, e := s.revokeCommand(&req)
 	if e != nil {
 		return e
 	}
-	return s.revokeOne(w, r, &fsm.Revoke{Hash: hash, Reason: req.Reason})
+	return s.revokeOne(w, r, cmd)
+}
+
+func (s *Server) revokeCommand(req *wire.RevokeRequest) (*fsm.Revoke, *Error) {
+	hash, e := s.secretHash(req.Token)
+	if e != nil {
+		return nil, e
+	}
+	return &fsm.Revoke{Hash: hash, Reason: req.Reason}, nil
 }
 
 func (s *Server) revokeByID(w http.ResponseWriter, r *http.Request) *Error {
@@ -336,12 +375,21 @@ func (s *Server) revokeOne(w http.ResponseWriter, r *http.Request, c *fsm.Revoke
 	if e != nil {
 		return e
 	}
-	if res.Err != nil {
-		return recordError(res.Err, res.Record)
+	out, e := s.revokeAnswer(res, c.Reason)
+	if e != nil {
+		return e
 	}
-	s.log.Info("revoked", "kind", res.Record.Kind, "id", res.Record.ID, "hash", token.LogPrefix(res.Record.Hash), "reason", c.Reason)
-	writeJSON(w, http.StatusOK, toWire(res.Record, s.now()))
+	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// revokeAnswer is the answer of an applied revocation.
+func (s *Server) revokeAnswer(res fsm.Result, reason string) (wire.Record, *Error) {
+	if res.Err != nil {
+		return wire.Record{}, recordError(res.Err, res.Record)
+	}
+	s.log.Info("revoked", "kind", res.Record.Kind, "id", res.Record.ID, "hash", token.LogPrefix(res.Record.Hash), "reason", reason)
+	return toWire(res.Record, s.now()), nil
 }
 
 // tokenActions are the paths under /v1/tokens/ that are actions, not ids
@@ -431,12 +479,16 @@ func (s *Server) revokeFamily(w http.ResponseWriter, r *http.Request) *Error {
 	if e := decodeJSON(w, r, &req, true); e != nil {
 		return e
 	}
-	if req.Kind != "" {
-		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"kind\" applies to subjects only.")
-	}
 	family := r.PathValue("family")
 	if e := checkText("family", family, maxShort); e != nil {
 		return e
+	}
+	if req.Kind != "" {
+		// The family's tokens of one kind; the family stays open.
+		if e := checkKindName(s.cfg.Policy, req.Kind, false); e != nil {
+			return e
+		}
+		return s.revokeMany(w, r, &fsm.RevokeFamilyKind{Family: family, Kind: req.Kind, Reason: req.Reason}, req.Reason)
 	}
 	return s.revokeMany(w, r, &fsm.RevokeFamily{Family: family, Reason: req.Reason}, req.Reason)
 }

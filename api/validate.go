@@ -64,6 +64,10 @@ func checkCommand(p *token.Policy, rotationGrace time.Duration, c fsm.Command) *
 	case *fsm.RevokeFamily:
 		c.FamilyHold = familyHold(p)
 		return firstError(checkRequired("family", c.Family, maxShort), checkText("reason", c.Reason, maxShort))
+	case *fsm.RevokeFamilyKind:
+		return firstError(checkRequired("family", c.Family, maxShort), checkKindName(p, c.Kind, false), checkText("reason", c.Reason, maxShort))
+	case *fsm.ClientBatch:
+		return checkBatch(p, rotationGrace, c)
 	case *fsm.Rotate:
 		c.FamilyHold = familyHold(p)
 		return checkRotate(p, rotationGrace, c)
@@ -89,6 +93,47 @@ func checkCommand(p *token.Policy, rotationGrace time.Duration, c fsm.Command) *
 		return nil
 	}
 	return errorf(http.StatusBadRequest, wire.CodeInvalidField, "Command type %d is not a write.", c.Type())
+}
+
+// checkBatch checks every op of a batch as its single call is checked,
+// in place: each is decoded, checked and encoded again. An op's error
+// names it (Error.Op).
+func checkBatch(p *token.Policy, rotationGrace time.Duration, c *fsm.ClientBatch) *Error {
+	if e := checkBatchLen(len(c.Ops)); e != nil {
+		return e
+	}
+	ops, err := c.DecodeOps()
+	if err != nil {
+		e := errorf(http.StatusBadRequest, wire.CodeInvalidField, "%s.", err)
+		var oe *fsm.OpError
+		if errors.As(err, &oe) && oe.Op >= 0 {
+			e.Op = &oe.Op
+		}
+		return e
+	}
+	for i, op := range ops {
+		if e := checkCommand(p, rotationGrace, op); e != nil {
+			e.Op = &i
+			return e
+		}
+		b, err := fsm.Encode(op)
+		if err != nil {
+			return errorf(http.StatusInternalServerError, wire.CodeInternal, "encoding op %d failed", i)
+		}
+		c.Ops[i] = b
+	}
+	return nil
+}
+
+// checkBatchLen bounds the ops of a batch.
+func checkBatchLen(n int) *Error {
+	switch {
+	case n == 0:
+		return errorf(http.StatusBadRequest, wire.CodeMissingField, "Field \"ops\" is required: 1 to %d ops.", wire.MaxBatchOps)
+	case n > wire.MaxBatchOps:
+		return errorf(http.StatusBadRequest, wire.CodeInvalidField, "A batch holds at most %d ops, not %d.", wire.MaxBatchOps, n)
+	}
+	return nil
 }
 
 // checkIssue checks an issue and rebuilds its record from the fields a

@@ -59,6 +59,9 @@ type Error struct {
 	// server revokes after a used code, with Data when asked for
 	// (ConsumeRequest.WithData). Get it with TokenOf.
 	Token *wire.ErrorToken
+	// Op is the index of the op of a batch that failed (Batch); -1 for
+	// an error of the batch as a whole, and for any other call's.
+	Op int
 }
 
 // TokenOf returns the token an API error names (a 410), or nil:
@@ -238,12 +241,66 @@ func (c *Client) Rotate(ctx context.Context, req wire.RotateRequest) (*wire.Rota
 	return &out, nil
 }
 
-// RevokeFamily invalidates every active token of a grant family.
+// RevokeFamily invalidates every active token of a grant family, and the
+// family for good: nothing can be issued or rotated into it after.
 func (c *Client) RevokeFamily(ctx context.Context, family, reason string) (int, error) {
+	return c.RevokeFamilyKind(ctx, family, "", reason)
+}
+
+// RevokeFamilyKind invalidates the active tokens of kind in a grant
+// family and leaves the family open: tokens can still be issued and
+// rotated into it. An empty kind is RevokeFamily. It returns how many
+// were revoked.
+func (c *Client) RevokeFamilyKind(ctx context.Context, family, kind, reason string) (int, error) {
 	var out wire.BulkRevokeResponse
 	_, err := c.do(ctx, http.MethodPost, "/v1/families/"+url.PathEscape(family)+"/revoke",
-		wire.BulkRevokeRequest{Reason: reason}, &out)
+		wire.BulkRevokeRequest{Kind: kind, Reason: reason}, &out)
 	return out.Revoked, err
+}
+
+// Batch applies up to wire.MaxBatchOps ops (IssueOp, ConsumeOp, RevokeOp,
+// RotateOp) in order, all or nothing, in one write. Each op sees the
+// effects of those before it. On success the response holds every op's
+// answer, in order (Results[i].Issue, .Record or .Rotate, by the op). If
+// an op fails, nothing of the batch is applied and the error is that op's
+// *Error with Op its index; but a consumed code or refresh token presented
+// again still revokes its family (ErrTokenReused), as alone.
+func (c *Client) Batch(ctx context.Context, ops ...wire.BatchOp) (*wire.BatchResponse, error) {
+	var raw struct {
+		Index   uint64            `json:"index"`
+		Results []json.RawMessage `json:"results"`
+	}
+	if _, err := c.do(ctx, http.MethodPost, "/v1/batch", wire.BatchRequest{Ops: ops}, &raw); err != nil {
+		return nil, err
+	}
+	if len(raw.Results) != len(ops) {
+		return nil, fmt.Errorf("tokenstore: a batch of %d ops answered %d results", len(ops), len(raw.Results))
+	}
+	out := &wire.BatchResponse{Index: raw.Index, Results: make([]wire.BatchResult, len(ops))}
+	for i, b := range raw.Results {
+		if err := out.Results[i].Decode(ops[i].Op, b); err != nil {
+			return nil, fmt.Errorf("tokenstore: decode batch result %d: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
+// IssueOp is an issue in a batch.
+func IssueOp(req wire.IssueRequest) wire.BatchOp { return wire.BatchOp{Op: wire.OpIssue, Issue: &req} }
+
+// ConsumeOp is a consume in a batch.
+func ConsumeOp(req wire.ConsumeRequest) wire.BatchOp {
+	return wire.BatchOp{Op: wire.OpConsume, Consume: &req}
+}
+
+// RevokeOp is a revocation by secret in a batch.
+func RevokeOp(req wire.RevokeRequest) wire.BatchOp {
+	return wire.BatchOp{Op: wire.OpRevoke, Revoke: &req}
+}
+
+// RotateOp is a refresh-token rotation in a batch.
+func RotateOp(req wire.RotateRequest) wire.BatchOp {
+	return wire.BatchOp{Op: wire.OpRotate, Rotate: &req}
 }
 
 // CheckNonce records an OAuth 1.0 nonce of scope sent at timestamp (Unix
@@ -332,10 +389,13 @@ func (c *Client) send(ctx context.Context, method, path, contentType string, bod
 		return m, err
 	}
 	if resp.StatusCode >= 300 {
-		e := &Error{Status: resp.StatusCode}
+		e := &Error{Status: resp.StatusCode, Op: -1}
 		var we wire.Error
 		if json.Unmarshal(b, &we) == nil && we.Error.Code != "" {
 			e.Code, e.Message, e.At, e.Token = we.Error.Code, we.Error.Message, we.Error.At, we.Error.Token
+			if we.Error.Op != nil {
+				e.Op = *we.Error.Op
+			}
 		} else {
 			e.Code, e.Message = wire.CodeInternal, strings.TrimSpace(string(b))
 		}

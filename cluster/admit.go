@@ -12,11 +12,13 @@ import (
 // buffered last uses, which any node proposes. Expiry is the leader's own
 // garbage collection, and a Fence its mark of the version the log needs.
 // A Batch is what the leader makes of the commands it
-// admits: it is never taken from anyone.
+// admits: it is never taken from anyone. A ClientBatch is a client write
+// whose ops are client writes (issue, consume, revoke, rotate), never a
+// batch of either kind.
 var (
 	clientTypes = map[fsm.Type]bool{
 		fsm.TypeIssue: true, fsm.TypeConsume: true, fsm.TypeRevoke: true, fsm.TypeRevokeSubject: true,
-		fsm.TypeRevokeFamily: true, fsm.TypeRotate: true,
+		fsm.TypeRevokeFamily: true, fsm.TypeRotate: true, fsm.TypeClientBatch: true, fsm.TypeRevokeFamilyKind: true,
 	}
 	nodeTypes   = map[fsm.Type]bool{fsm.TypeTouch: true}
 	leaderTypes = map[fsm.Type]bool{fsm.TypeExpire: true, fsm.TypeFence: true}
@@ -34,6 +36,12 @@ func admit(check func(fsm.Command) error, c fsm.Command, fromPeer bool) error {
 	t := c.Type()
 	if !clientTypes[t] && !nodeTypes[t] && (fromPeer || !leaderTypes[t]) {
 		return fmt.Errorf("%w: command type %d cannot be proposed by %s", ErrRefused, t, origin(fromPeer))
+	}
+	if b, ok := c.(*fsm.ClientBatch); ok {
+		// The ops' count and types, whoever checks the rest.
+		if _, err := b.DecodeOps(); err != nil {
+			return fmt.Errorf("%w: %v", ErrRefused, err)
+		}
 	}
 	if check != nil && (fromPeer || !clientTypes[t]) {
 		if err := check(c); err != nil {

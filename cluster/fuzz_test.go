@@ -48,6 +48,13 @@ func FuzzForwardedWrite(f *testing.F) {
 	seed(&fsm.Touch{Uses: []fsm.Use{{Hash: hash, At: 1, IP: "::1"}}})
 	seed(&fsm.Batch{Entries: [][]byte{{0x63}}})
 	seed(&fsm.Expire{Before: 1, IDs: []string{"x"}})
+	seed(&fsm.RevokeFamilyKind{Family: "f", Kind: "access"})
+	okIssue := mustEncode(f, &fsm.Issue{TTL: int64(time.Hour), Record: fsm.Record{ID: "ok00000000000000000001", Kind: "access", Hash: strings.Repeat("b", 32)}})
+	okConsume := mustEncode(f, &fsm.Consume{Hash: hash})
+	seed(&fsm.ClientBatch{Ops: [][]byte{okIssue, okConsume}})
+	seed(&fsm.ClientBatch{Ops: [][]byte{okIssue, mustEncode(f, &fsm.ClientBatch{Ops: [][]byte{okConsume}})}})
+	seed(&fsm.ClientBatch{Ops: [][]byte{mustEncode(f, &fsm.Batch{Entries: [][]byte{okConsume}})}})
+	seed(&fsm.ClientBatch{Ops: make([][]byte, fsm.MaxBatchOps+1)})
 	f.Add([]byte{0x82, 0xa1, 'q', 0xa1, 'x', 0xa1, 'e', 0xc4, 0x01, 0x63})
 	// Every seed in one batch, refused writes among admitted ones, and a
 	// batch larger than the leader takes.
@@ -106,4 +113,46 @@ func FuzzReadCall(f *testing.F) {
 			t.Fatalf("read call (%q, %d) round trip: (%q, %d), %v", hash, min, h2, m2, err)
 		}
 	})
+}
+
+// A client batch is admitted from a peer as a client write, its ops
+// checked as the API checks them; a batch of either kind among its ops,
+// an op no client writes, too many ops or an op the checks refuse is
+// refused.
+func TestForwardedClientBatch(t *testing.T) {
+	check := api.CommandChecker(token.DefaultPolicy(), time.Minute)
+	hash := strings.Repeat("h", 32)
+	issue := mustEncode(t, &fsm.Issue{TTL: int64(time.Hour), Record: fsm.Record{ID: "ok00000000000000000001", Kind: "access", Hash: hash}})
+	consume := mustEncode(t, &fsm.Consume{Hash: hash})
+	forward := func(c fsm.Command) ([]byte, error) {
+		return cluster.DecodeForwarded(check, cluster.EncodeRPC(&cluster.ForwardedWrite{Req: "r", Entry: mustEncode(t, c)}))
+	}
+	entry, err := forward(&fsm.ClientBatch{Ops: [][]byte{issue, consume}})
+	if err != nil {
+		t.Fatalf("a client batch forwarded: %v", err)
+	}
+	checkAdmitted(t, check, entry)
+	c, _ := fsm.Decode(entry)
+	ops, err := c.(*fsm.ClientBatch).DecodeOps()
+	if err != nil || ops[0].(*fsm.Issue).Record.MaxUses != 0 || ops[0].(*fsm.Issue).TTL != int64(time.Hour) {
+		t.Fatalf("admitted ops %+v, %v: want them as the policy makes them", ops, err)
+	}
+	many := make([][]byte, fsm.MaxBatchOps+1)
+	for i := range many {
+		many[i] = consume
+	}
+	for name, cb := range map[string]*fsm.ClientBatch{
+		"no op":             {},
+		"too many":          {Ops: many},
+		"a nested batch":    {Ops: [][]byte{issue, mustEncode(t, &fsm.ClientBatch{Ops: [][]byte{consume}})}},
+		"a coalesced batch": {Ops: [][]byte{mustEncode(t, &fsm.Batch{Entries: [][]byte{consume}})}},
+		"an expiry":         {Ops: [][]byte{mustEncode(t, &fsm.Expire{IDs: []string{"x"}})}},
+		"a touch":           {Ops: [][]byte{mustEncode(t, &fsm.Touch{Uses: []fsm.Use{{Hash: hash}}})}},
+		"a bad op":          {Ops: [][]byte{consume, mustEncode(t, &fsm.Consume{Hash: "short"})}},
+		"an undecodable op": {Ops: [][]byte{{byte(fsm.TypeIssue), 0xc1}}},
+	} {
+		if _, err := forward(cb); !errors.Is(err, cluster.ErrRefused) {
+			t.Errorf("%s: forwarded as %v, want ErrRefused", name, err)
+		}
+	}
 }

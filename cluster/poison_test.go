@@ -164,7 +164,7 @@ func TestBadLogEntriesLeaveReplicasUp(t *testing.T) {
 	checkHalted(nodes)
 }
 
-func mustEncode(t *testing.T, c fsm.Command) []byte {
+func mustEncode(t testing.TB, c fsm.Command) []byte {
 	t.Helper()
 	b, err := fsm.Encode(c)
 	if err != nil {

@@ -74,6 +74,13 @@ type Result struct {
 	Err error
 	// Batch holds the results of a Batch's entries, in order.
 	Batch []Result
+	// Ops holds the results of a ClientBatch's ops, in order, when every
+	// op succeeded.
+	Ops []Result
+	// Op is the index of the op of a ClientBatch that failed (Err is its
+	// error, the rest its result), -1 when the batch as a whole was
+	// refused.
+	Op int
 }
 
 // applyTx is the context of one log entry being applied.
@@ -81,6 +88,9 @@ type applyTx struct {
 	st    *state
 	now   int64  // leader time of the entry
 	index uint64 // log index of the entry
+	// journal, when set, notes what puts replace: a ClientBatch's ops
+	// are undone when one fails.
+	journal *journal
 }
 
 func (tx *applyTx) byHash(h string) *Record { return tx.st.getHash(h) }
@@ -92,7 +102,12 @@ func (tx *applyTx) byID(id string) *Record {
 	return tx.st.getID(id)
 }
 
-func (tx *applyTx) put(old, r *Record) { tx.st.put(old, r) }
+func (tx *applyTx) put(old, r *Record) {
+	if tx.journal != nil {
+		tx.journal.puts = append(tx.journal.puts, undoPut{id: r.ID, prev: tx.st.storedID(r.ID)})
+	}
+	tx.st.put(old, r)
+}
 
 func (c *Fence) apply(tx *applyTx) Result {
 	tx.st.logVersion = max(tx.st.logVersion, c.Version)
@@ -189,6 +204,16 @@ func (c *RevokeSubject) apply(tx *applyTx) Result {
 
 func (c *RevokeFamily) apply(tx *applyTx) Result {
 	return revokeFamily(tx, c.Family, c.Reason, c.FamilyHold)
+}
+
+// apply revokes the family's active tokens of the kind only: the family is
+// not remembered as revoked, and its tombstones stay held for reuse
+// detection, since its other tokens can still be used.
+func (c *RevokeFamilyKind) apply(tx *applyTx) Result {
+	if c.Kind == "" {
+		return Result{Err: ErrBadEntry}
+	}
+	return revokeAll(tx, tx.st.ofFamily(c.Family), c.Kind, c.Reason)
 }
 
 // revokeFamily revokes every active token of family and, for hold, keeps
@@ -320,6 +345,9 @@ func subset(a, b []string) bool {
 // reused answers the second presentation of a consumed code or refresh
 // token: every active token of its family is revoked, with the reason.
 func reused(tx *applyTx, r *Record, hold int64) Result {
+	if tx.journal != nil {
+		tx.journal.reuse = &reuseHit{rec: r, hold: hold}
+	}
 	reason := fmt.Sprintf("reuse of consumed %s %s detected", r.Kind, r.ID)
 	n := revokeFamily(tx, r.Family, reason, hold).Count
 	return Result{Record: tx.byID(r.ID), Count: n, Err: ErrReused}

@@ -219,3 +219,77 @@ func (r *reader) reqs() []string {
 	}
 	return out
 }
+
+// A ClientBatch is encoded the same way: a map of its one field, the ops
+// already encoded, as the codec writes it (TestClientBatchMatchesCodec).
+
+// fastClientBatch is off if ClientBatch has fields this file does not
+// know: then the codec encodes and decodes client batches.
+var fastClientBatch = fieldsAre(ClientBatch{}, []string{"o"})
+
+// clientBatchSize is the length of c encoded, at most.
+func clientBatchSize(c *ClientBatch) int {
+	n := 1 + 1 + 2 + 5
+	for _, op := range c.Ops {
+		n += 5 + len(op)
+	}
+	return n
+}
+
+// appendClientBatch appends the type byte and the msgpack body of c.
+func appendClientBatch(dst []byte, c *ClientBatch) []byte {
+	dst = append(dst, byte(TypeClientBatch), 0x81, 0xa1, 'o')
+	if c.Ops == nil {
+		return append(dst, mpNil)
+	}
+	dst = appendArrayLen(dst, len(c.Ops))
+	for _, op := range c.Ops {
+		if op == nil {
+			dst = append(dst, mpNil)
+			continue
+		}
+		dst = append(appendBinLen(dst, len(op)), op...)
+	}
+	return dst
+}
+
+// decodeClientBatch decodes body, a ClientBatch's encoding, if it is
+// exactly what appendClientBatch writes for what it holds; false
+// otherwise, and the codec decodes it. The ops are slices of body, as a
+// Batch's entries are.
+func decodeClientBatch(body []byte) (*ClientBatch, bool) {
+	r := &reader{b: body}
+	c := new(ClientBatch)
+	if r.mapLen() != 1 || r.bad || string(r.strBytes()) != "o" {
+		return nil, false
+	}
+	if r.off < len(body) && body[r.off] == mpNil {
+		r.off++
+	} else {
+		n := r.arrayLen()
+		if r.bad || n > len(body)-r.off { // each op takes a byte at least
+			return nil, false
+		}
+		c.Ops = make([][]byte, n)
+		for i := range c.Ops {
+			if r.off < len(body) && body[r.off] == mpNil {
+				r.off++
+				continue
+			}
+			c.Ops[i] = r.binView()
+		}
+	}
+	if r.bad || r.off != len(body) {
+		return nil, false
+	}
+	buf := checkBufs.Get().(*[]byte)
+	*buf = appendClientBatch((*buf)[:0], c)
+	same := len(*buf) == 1+len(body) && bytes.Equal((*buf)[1:], body)
+	if cap(*buf) <= maxPooledBuf {
+		checkBufs.Put(buf)
+	}
+	if !same {
+		return nil, false
+	}
+	return c, true
+}

@@ -31,6 +31,10 @@ const (
 	TypeTouch         Type = 8
 	TypeRotate        Type = 9
 	TypeFence         Type = 10
+	// TypeClientBatch is a client's atomic batch (ClientBatch), not the
+	// coalescing Batch.
+	TypeClientBatch      Type = 11
+	TypeRevokeFamilyKind Type = 12
 )
 
 // Command is anything that can be written to the log.
@@ -51,6 +55,9 @@ var registry = map[Type]func() applier{
 	TypeTouch:         func() applier { return new(Touch) },
 	TypeRotate:        func() applier { return new(Rotate) },
 	TypeFence:         func() applier { return new(Fence) },
+
+	TypeClientBatch:      func() applier { return new(ClientBatch) },
+	TypeRevokeFamilyKind: func() applier { return new(RevokeFamilyKind) },
 }
 
 // applier is a command that knows how to change the state.
@@ -114,6 +121,18 @@ type RevokeFamily struct {
 	// remembered as revoked, so that nothing is issued into it after.
 	FamilyHold int64 `codec:"fh,omitempty"`
 }
+
+// RevokeFamilyKind invalidates the active tokens of one kind in a grant
+// family, and leaves the family open: tokens can still be issued and
+// rotated into it (a server replacing a grant's access tokens).
+type RevokeFamilyKind struct {
+	Family string `codec:"f"`
+	Kind   string `codec:"k"`
+	Reason string `codec:"r,omitempty"`
+}
+
+// Type implements Command.
+func (*RevokeFamilyKind) Type() Type { return TypeRevokeFamilyKind }
 
 // Expire deletes the listed records whose GC time is at or before Before.
 // The leader proposes it from its view of the expiry index; every replica
@@ -238,6 +257,13 @@ func Reencode(c Command, entry []byte) ([]byte, error) {
 	if b, ok := c.(*Batch); ok && b != nil && fastBatch {
 		return appendBatch(make([]byte, 0, batchSize(b)), b), nil
 	}
+	if b, ok := c.(*ClientBatch); ok && b != nil && fastClientBatch {
+		out := appendClientBatch(make([]byte, 0, clientBatchSize(b)), b)
+		if bytes.Equal(out, entry) {
+			return entry, nil
+		}
+		return out, nil
+	}
 	var scratch [512]byte
 	if out, ok := fastEncode(scratch[:0], c); ok {
 		if bytes.Equal(out, entry) {
@@ -325,6 +351,11 @@ func decodeEntry(b []byte) (applier, error) {
 			return c, nil
 		}
 	}
+	if t == TypeClientBatch && fastClientBatch {
+		if c, ok := decodeClientBatch(b[1:]); ok {
+			return c, nil
+		}
+	}
 	if c, ok := fastDecode(t, b[1:]); ok {
 		return c, nil
 	}
@@ -403,6 +434,20 @@ func Downgrade(entry []byte, v int) ([]byte, error) {
 			return entry, nil
 		}
 		c.FamilyHold = 0
+	case *ClientBatch:
+		changed := false
+		for i, op := range c.Ops {
+			down, err := Downgrade(op, v)
+			if err != nil {
+				return nil, err
+			}
+			if &down[0] != &op[0] {
+				c.Ops[i], changed = down, true
+			}
+		}
+		if !changed {
+			return entry, nil
+		}
 	default:
 		return entry, nil
 	}

@@ -35,6 +35,12 @@ func newFamilies() families {
 	}
 }
 
+// clone returns a copy of fs that later changes of either do not reach
+// (the trees are copy-on-write).
+func (fs *families) clone() families {
+	return families{byName: fs.byName.Clone(), byUntil: fs.byUntil.Clone()}
+}
+
 // revoked returns the remembered revocation of family at now, or nil.
 func (fs *families) revoked(family string, now int64) *RevokedFamily {
 	if family == "" || fs.byName.Len() == 0 {

@@ -35,6 +35,12 @@ func FuzzApply(f *testing.F) {
 	f.Add(encode(f, &fsm.Batch{Now: ns(t2031), Entries: [][]byte{issue, {0x63}}}))
 	f.Add(encode(f, &fsm.Batch{Now: ns(t2031), Entries: [][]byte{issue}, Reqs: []string{"a", "b"}}))
 	f.Add([]byte{byte(fsm.IgnoreUnknown) | 0x63})
+	consume := encode(f, &fsm.Consume{Hash: secretHash("new")})
+	f.Add(encode(f, &fsm.ClientBatch{Ops: [][]byte{issue, consume}}))
+	f.Add(encode(f, &fsm.ClientBatch{Ops: [][]byte{issue, consume, consume}}))
+	f.Add(encode(f, &fsm.ClientBatch{Ops: [][]byte{issue, issue}}))
+	f.Add(encode(f, &fsm.ClientBatch{Ops: [][]byte{issue, encode(f, &fsm.ClientBatch{Ops: [][]byte{issue}})}}))
+	f.Add(encode(f, &fsm.RevokeFamilyKind{Family: "fam", Kind: "access"}))
 	f.Fuzz(func(t *testing.T, entry []byte) {
 		h := fuzzState(t)
 		before := recordFrames(t, h.s)
@@ -42,6 +48,12 @@ func FuzzApply(f *testing.F) {
 		res := h.s.Apply(h.index, entry)
 		if errors.Is(res.Err, fsm.ErrBadEntry) && !bytes.Equal(recordFrames(t, h.s), before) {
 			t.Fatal("a bad entry changed the state")
+		}
+		// A client batch that fails leaves nothing, unless it detected a
+		// reuse, whose revocation stands.
+		if len(entry) > 0 && fsm.Type(entry[0]) == fsm.TypeClientBatch && res.Err != nil && !errors.Is(res.Err, fsm.ErrReused) &&
+			!bytes.Equal(recordFrames(t, h.s), before) {
+			t.Fatalf("a client batch failing at op %d (%v) changed the state", res.Op, res.Err)
 		}
 		if _, halted := h.s.Halted(); halted {
 			return

@@ -5,18 +5,19 @@ package fsm
 // decoded here without reflection, as the record frames are: the bytes
 // are those the codec writes (TestFastRequestFrames), and the decoder
 // takes only those, decoding, encoding again and comparing; anything
-// else (a rotated record, a revoked family in the outcome) goes to the
-// codec. At 1M live tokens under load a snapshot holds some 100k of them.
+// else (a rotated record, a revoked family or a client batch's results
+// in the outcome) goes to the codec. At 1M live tokens under load a
+// snapshot holds some 100k of them.
 
 // fastRequests is off if requestFrame or Outcome has fields this file does
 // not know.
 var fastRequests = fastCodec && fieldsAre(requestFrame{}, []string{"", "a", "i"}) &&
-	fieldsAre(Outcome{}, []string{"ac", "c", "e", "fr", "r", "x"})
+	fieldsAre(Outcome{}, []string{"ac", "c", "e", "fr", "o", "op", "r", "x"})
 
 // appendRequest appends q as the codec writes it; false if q holds what
 // this file leaves to the codec.
 func appendRequest(dst []byte, q *requestFrame) ([]byte, bool) {
-	if !fastRequests || q.Family != nil || q.Record != nil && q.Record.Rotated != nil || q.Access != nil && q.Access.Rotated != nil {
+	if !fastRequests || q.Family != nil || q.Ops != nil || q.Op != 0 || q.Record != nil && q.Record.Rotated != nil || q.Access != nil && q.Access.Rotated != nil {
 		return dst, false
 	}
 	n := 2 // a, i: never left out

@@ -80,7 +80,7 @@ func (r *request) Result() Result { return r.outcome().Result() }
 func (s *state) newRequest(id string, at int64, o Outcome) *request {
 	r := &request{id: id, at: at, rec: s.compactOf(o.Record), acc: s.compactOf(o.Access)}
 	o.Record, o.Access = nil, nil
-	if o.Sealed != nil || o.Count != 0 || o.Err != "" || o.Family != nil {
+	if o.Sealed != nil || o.Count != 0 || o.Err != "" || o.Family != nil || o.Ops != nil || o.Op != 0 {
 		r.rest = &o
 	}
 	return r
@@ -108,16 +108,33 @@ type Outcome struct {
 	Err    string  `codec:"e,omitempty"` // ErrName of the business outcome
 	// Family is Result.Family.
 	Family *RevokedFamily `codec:"fr,omitempty"`
+	// Ops and Op are a ClientBatch's: Result.Ops and Result.Op.
+	Ops []Outcome `codec:"o,omitempty"`
+	Op  int       `codec:"op,omitempty"`
 }
 
 // Outcome returns res in its encodable form.
 func (res Result) Outcome() Outcome {
-	return Outcome{Record: res.Record, Access: res.Access, Sealed: res.Sealed, Count: res.Count, Err: ErrName(res.Err), Family: res.Family}
+	o := Outcome{Record: res.Record, Access: res.Access, Sealed: res.Sealed, Count: res.Count, Err: ErrName(res.Err), Family: res.Family, Op: res.Op}
+	if res.Ops != nil {
+		o.Ops = make([]Outcome, len(res.Ops))
+		for i, r := range res.Ops {
+			o.Ops[i] = r.Outcome()
+		}
+	}
+	return o
 }
 
 // Result is the inverse of Result.Outcome.
 func (o Outcome) Result() Result {
-	return Result{Record: o.Record, Access: o.Access, Sealed: o.Sealed, Count: o.Count, Err: ErrByName(o.Err), Family: o.Family}
+	res := Result{Record: o.Record, Access: o.Access, Sealed: o.Sealed, Count: o.Count, Err: ErrByName(o.Err), Family: o.Family, Op: o.Op}
+	if o.Ops != nil {
+		res.Ops = make([]Result, len(o.Ops))
+		for i, r := range o.Ops {
+			res.Ops[i] = r.Result()
+		}
+	}
+	return res
 }
 
 // reqItem is an entry of the index of remembered requests, by a hash of

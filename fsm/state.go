@@ -110,10 +110,12 @@ func sealedItem(r *stored) item {
 // index whose key did not change is updated in place (ReplaceOrInsert
 // swaps the item, whose record is the only part that differs): one tree
 // operation instead of a delete and an insert.
-func (s *state) put(_, r *Record) {
-	n := compact(r, s.interns)
+func (s *state) put(_, r *Record) { s.putStored(compact(r, s.interns)) }
+
+// putStored is put of a record already compacted.
+func (s *state) putStored(n *stored) {
 	s.puts[0], s.puts[1] = s.puts[1], n
-	prev, had := s.byID.ReplaceOrInsert(idItem{k: prefix8(r.ID), r: n})
+	prev, had := s.byID.ReplaceOrInsert(idItem{k: prefix8(n.id()), r: n})
 	if had {
 		old := prev.r
 		if old.hash() != n.hash() {

@@ -91,6 +91,10 @@ type ErrorBody struct {
 	// Token names the token a 410 is about (never its secret), so that an
 	// OAuth server can revoke what it issued from a used code.
 	Token *ErrorToken `json:"token,omitempty"`
+	// Op is the 0-based index of the op of a batch that failed; absent
+	// for any other error, the batch's own (bad JSON, no ops, too many)
+	// included.
+	Op *int `json:"op,omitempty"`
 }
 
 // ErrorToken is the token a 410 is about, with a record's wire names. Data
@@ -217,8 +221,11 @@ type RevokeRequest struct {
 }
 
 // BulkRevokeRequest is the body of the subject and family revocations.
+// With Kind, a family revocation revokes the family's tokens of that kind
+// only and leaves the family open; without, the family is revoked for
+// good.
 type BulkRevokeRequest struct {
-	Kind   string `json:"kind,omitempty"` // subjects only
+	Kind   string `json:"kind,omitempty"`
 	Reason string `json:"reason,omitempty"`
 }
 

@@ -204,18 +204,24 @@ func TestBenchRunOutputs(t *testing.T) {
 		return rep
 	}
 
-	closed := run("closed", "--workload", "issue,consume,oauth,nonce,memcached", "--oauth-lookups", "2")
-	checkResults(t, closed, "closed", "issue", "consume", "oauth", "nonce", "memcached")
-	oauth := closed.Results[2]
-	var steps []string
-	for _, s := range oauth.Steps {
-		steps = append(steps, s.Workload)
-		if s.Ops == 0 {
-			t.Errorf("oauth step %s has no samples", s.Workload)
+	closed := run("closed", "--workload", "issue,consume,oauth,oauth_batch,nonce,memcached", "--oauth-lookups", "2")
+	checkResults(t, closed, "closed", "issue", "consume", "oauth", "oauth_batch", "nonce", "memcached")
+	for i, want := range [][]string{
+		{"oauth.issue_code", "oauth.consume_code", "oauth.issue_refresh", "oauth.issue_access", "oauth.lookup", "oauth.rotate"},
+		{"oauth_batch.issue_code", "oauth_batch.exchange", "oauth_batch.lookup", "oauth_batch.rotate"},
+	} {
+		flow := closed.Results[2+i]
+		var steps []string
+		for _, s := range flow.Steps {
+			steps = append(steps, s.Workload)
+			// Errors are the steps in flight when the run ends.
+			if s.Ops == 0 {
+				t.Errorf("%s step %s has no samples", flow.Workload, s.Workload)
+			}
 		}
-	}
-	if want := []string{"oauth.issue_code", "oauth.consume_code", "oauth.issue_refresh", "oauth.issue_access", "oauth.lookup", "oauth.rotate"}; !slices.Equal(steps, want) {
-		t.Errorf("oauth steps %v, want %v", steps, want)
+		if !slices.Equal(steps, want) {
+			t.Errorf("%s steps %v, want %v", flow.Workload, steps, want)
+		}
 	}
 
 	open := run("open", "--workload", "lookup,issue", "--rate", "200")

@@ -39,7 +39,7 @@ type Config struct {
 }
 
 // Workloads lists what Run can drive.
-var Workloads = []string{"issue", "consume", "rotate", "lookup", "lookup_leader", "introspect", "nonce", "memcached", "oauth"}
+var Workloads = []string{"issue", "consume", "rotate", "lookup", "lookup_leader", "introspect", "nonce", "memcached", "oauth", "oauth_batch"}
 
 // PeerOps are the operations every system may have (a Target's methods).
 var PeerOps = []string{"issue", "consume", "lookup", "nonce"}
@@ -71,9 +71,10 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		op, err = rotateOp(ctx, ts, cfg, progress)
 	case "introspect":
 		op, err = introspectOp(ctx, ts, cfg, progress)
-	case "oauth":
-		steps = newStepSet()
-		op = oauthOp(ts, cmpOr(cfg.OAuthLookups, 3), steps)
+	case "oauth", "oauth_batch":
+		batch := cfg.Workload == "oauth_batch"
+		steps = newStepSet(oauthSteps(batch))
+		op = oauthOp(ts, cmpOr(cfg.OAuthLookups, 3), batch, steps)
 	default:
 		op, err = Prepare(ctx, t, targetOp(cfg.Workload), Prepared{Tokens: cfg.Tokens, Clients: cfg.Clients}, progress)
 	}
@@ -263,18 +264,25 @@ func introspectOp(ctx context.Context, ts *Tokenstore, cfg Config, progress io.W
 	}, nil
 }
 
-// The steps of one oauth flow, in order.
-var oauthSteps = []string{"oauth.issue_code", "oauth.consume_code", "oauth.issue_refresh", "oauth.issue_access", "oauth.lookup", "oauth.rotate"}
+// oauthSteps are the steps of one oauth flow, in order, named after the
+// workload; with batch, the code's exchange is one step.
+func oauthSteps(batch bool) []string {
+	if batch {
+		return []string{"oauth_batch.issue_code", "oauth_batch.exchange", "oauth_batch.lookup", "oauth_batch.rotate"}
+	}
+	return []string{"oauth.issue_code", "oauth.consume_code", "oauth.issue_refresh", "oauth.issue_access", "oauth.lookup", "oauth.rotate"}
+}
 
 // stepSet holds a histogram per step of a composite operation.
 type stepSet struct {
+	names []string
 	hists map[string]*hist
 	fail  map[string]*failures
 }
 
-func newStepSet() *stepSet {
-	s := &stepSet{hists: map[string]*hist{}, fail: map[string]*failures{}}
-	for _, n := range oauthSteps {
+func newStepSet(names []string) *stepSet {
+	s := &stepSet{names: names, hists: map[string]*hist{}, fail: map[string]*failures{}}
+	for _, n := range names {
 		s.hists[n], s.fail[n] = newHist(), &failures{}
 	}
 	return s
@@ -295,7 +303,7 @@ func (s *stepSet) time(name string, f func() error) error {
 // results returns one Result per step, over the whole flow's run.
 func (s *stepSet) results(flow *Result) []*Result {
 	var out []*Result
-	for _, n := range oauthSteps {
+	for _, n := range s.names {
 		r := &Result{System: flow.System, Workload: n, Mode: flow.Mode, Clients: flow.Clients, Rate: flow.Rate, Elapsed: flow.Elapsed}
 		s.fail[n].fill(r)
 		r.summarize(s.hists[n].snapshot())
@@ -305,48 +313,68 @@ func (s *stepSet) results(flow *Result) []*Result {
 }
 
 // oauthOp is the authorization-code flow of one user: issue a code,
-// consume it, issue a refresh and an access token in the code's family,
-// look the access token up lookups times (reading its own write through
-// min_index on whichever node answers), then rotate the refresh token
-// with a new access token.
-func oauthOp(ts *Tokenstore, lookups int, s *stepSet) Op {
+// exchange it (consume it, issue a refresh and an access token in the
+// code's family), look the access token up lookups times (reading its own
+// write through min_index on whichever node answers), then rotate the
+// refresh token with a new access token. With batch the exchange is one
+// atomic batch, as an OAuth server's storage adapter makes it; without,
+// three writes in a row.
+func oauthOp(ts *Tokenstore, lookups int, batch bool, s *stepSet) Op {
+	flow := "oauth."
+	if batch {
+		flow = "oauth_batch."
+	}
 	return func(ctx context.Context, w int) error {
 		subject := "user:" + strconv.Itoa(w)
+		issueReq := func(kind, family string) wire.IssueRequest {
+			return wire.IssueRequest{Kind: kind, Subject: subject, ClientID: benchClient, Scopes: []string{"read"}, Family: family}
+		}
 		issue := func(step, kind, family string) (res *wire.IssueResponse, err error) {
 			err = s.time(step, func() error {
-				res, err = ts.node().Issue(ctx, wire.IssueRequest{Kind: kind, Subject: subject, ClientID: benchClient,
-					Scopes: []string{"read"}, Family: family})
+				res, err = ts.node().Issue(ctx, issueReq(kind, family))
 				return err
 			})
 			return res, err
 		}
-		code, err := issue("oauth.issue_code", token.KindOAuth2Code, "")
+		code, err := issue(flow+"issue_code", token.KindOAuth2Code, "")
 		if err != nil {
 			return err
 		}
-		if err := s.time("oauth.consume_code", func() error {
-			_, err := ts.node().Consume(ctx, wire.ConsumeRequest{Token: code.Token, Kind: token.KindOAuth2Code, ClientID: benchClient})
-			return err
-		}); err != nil {
-			return err
+		consume := wire.ConsumeRequest{Token: code.Token, Kind: token.KindOAuth2Code, ClientID: benchClient}
+		var refresh, access *wire.IssueResponse
+		if batch {
+			err = s.time(flow+"exchange", func() error {
+				res, err := ts.node().Batch(ctx, client.ConsumeOp(consume),
+					client.IssueOp(issueReq(token.KindOAuth2Refresh, code.Family)), client.IssueOp(issueReq(token.KindAccess, code.Family)))
+				if err == nil {
+					refresh, access = res.Results[1].Issue, res.Results[2].Issue
+				}
+				return err
+			})
+		} else {
+			err = s.time(flow+"consume_code", func() error {
+				_, err := ts.node().Consume(ctx, consume)
+				return err
+			})
+			if err == nil {
+				refresh, err = issue(flow+"issue_refresh", token.KindOAuth2Refresh, code.Family)
+			}
+			if err == nil {
+				access, err = issue(flow+"issue_access", token.KindAccess, code.Family)
+			}
 		}
-		refresh, err := issue("oauth.issue_refresh", token.KindOAuth2Refresh, code.Family)
-		if err != nil {
-			return err
-		}
-		access, err := issue("oauth.issue_access", token.KindAccess, code.Family)
 		if err != nil {
 			return err
 		}
 		for range lookups {
-			if err := s.time("oauth.lookup", func() error {
+			if err := s.time(flow+"lookup", func() error {
 				_, _, err := ts.node().Lookup(ctx, access.Token, client.LookupOptions{MinIndex: access.Index})
 				return err
 			}); err != nil {
 				return err
 			}
 		}
-		return s.time("oauth.rotate", func() error {
+		return s.time(flow+"rotate", func() error {
 			_, err := ts.node().Rotate(ctx, wire.RotateRequest{Token: refresh.Token, ClientID: benchClient, Access: &wire.AccessRequest{}})
 			return err
 		})

@@ -20,11 +20,13 @@ func (m *Machine) WriteSnapshot(w io.Writer) error {
 	return snap.(*snapshot).write(w)
 }
 
-// NewColliding returns a Machine whose hashes of subjects and families
-// keep one bit, so that nearly every two subjects (and families) share
-// one: the indexes must answer exactly as they do without collisions.
+// NewColliding returns a Machine whose hashes of subjects and families,
+// and keys of digests, keep one bit, so that nearly every two subjects
+// (families, digests) share one: the indexes must answer exactly as they
+// do without collisions. A restore keeps the masks.
 func NewColliding() *Machine {
 	m := New()
-	m.st.hash.mask = 1
+	m.colliding = true
+	m.st = m.newState()
 	return m
 }

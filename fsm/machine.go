@@ -33,6 +33,18 @@ type Machine struct {
 	// since New, that count when the last snapshot was taken (or the
 	// state restored), and the size of that snapshot's stream.
 	logBytes, snapLogBytes, snapBytes atomic.Uint64
+
+	// colliding keeps one bit of the indexes' hashes (tests only).
+	colliding bool
+}
+
+// newState returns an empty state for m.
+func (m *Machine) newState() *state {
+	st := newState()
+	if m.colliding {
+		st.hash.mask, st.byHash.mask = 1, 1
+	}
+	return st
 }
 
 // LogSinceSnapshot returns the bytes of log entries applied since the

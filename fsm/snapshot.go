@@ -217,7 +217,7 @@ func (m *Machine) Restore(r io.Reader) error {
 	if v := head[len(snapshotMagic)]; v != snapshotVersion {
 		return fmt.Errorf("restore: snapshot version %d, this node reads %d", v, snapshotVersion)
 	}
-	st := newState()
+	st := m.newState()
 	var recs []*stored
 	var rec Record // each fast record frame's, compacted before the next
 	var reqs []*request

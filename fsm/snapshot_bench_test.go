@@ -116,3 +116,25 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkHeapPerToken reports the live heap a state of access tokens
+// (accessMachine) holds per token, after a collection;
+// -snapshot-records sets how many.
+func BenchmarkHeapPerToken(b *testing.B) {
+	n := *snapshotRecords
+	for b.Loop() {
+		before := liveHeap()
+		s := accessMachine(b, n)
+		after := liveHeap()
+		runtime.KeepAlive(s)
+		b.ReportMetric(float64(after-before)/float64(n), "heap-bytes/token")
+	}
+}
+
+// liveHeap is the heap in use after a full collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}

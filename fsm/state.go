@@ -18,7 +18,7 @@ import (
 // while writes go on. The other indexes are rebuilt on restore.
 type state struct {
 	byID      *btree.BTreeG[idItem]
-	byHash    map[string]*stored  // digest -> record; the key is the record's own bytes
+	byHash    digests             // digest -> record
 	hash      groupHash           // of subjects and families
 	bySubject *btree.BTreeG[item] // (subject, id); records with a subject
 	byFamily  *btree.BTreeG[item] // (family, id); records with a family
@@ -49,7 +49,7 @@ type state struct {
 func newState() *state {
 	return &state{
 		byID:       newIDIndex(),
-		byHash:     map[string]*stored{},
+		byHash:     newDigests(0, ^uint64(0)),
 		hash:       groupHash{seed: maphash.MakeSeed(), mask: ^uint64(0)},
 		bySubject:  newIndex(),
 		byFamily:   newIndex(),
@@ -88,7 +88,7 @@ func (s *state) idKey(id string) idItem {
 }
 
 // getHash returns the record with the digest h, or nil.
-func (s *state) getHash(h string) *Record { return s.byHash[h].expand() }
+func (s *state) getHash(h string) *Record { return s.byHash.get(h).expand() }
 
 // The items of r in each index, for a record that is in that index.
 func (s *state) subjectItem(r *stored) item {
@@ -119,7 +119,7 @@ func (s *state) putStored(n *stored) {
 	if had {
 		old := prev.r
 		if old.hash() != n.hash() {
-			delete(s.byHash, old.hash())
+			s.byHash.delete(old.hash())
 		}
 		if old.subject() != "" && old.subject() != n.subject() {
 			s.bySubject.Delete(s.subjectItem(old))
@@ -138,7 +138,7 @@ func (s *state) putStored(n *stored) {
 		}
 		s.count(old, -1)
 	}
-	s.byHash[n.hash()] = n
+	s.byHash.put(n)
 	if n.subject() != "" {
 		s.bySubject.ReplaceOrInsert(s.subjectItem(n))
 	}
@@ -178,7 +178,7 @@ func (s *state) delete(r *Record) {
 		return
 	}
 	o := it.r
-	delete(s.byHash, o.hash())
+	s.byHash.delete(o.hash())
 	if o.subject() != "" {
 		s.bySubject.Delete(s.subjectItem(o))
 	}
@@ -307,13 +307,13 @@ func (s *state) load(recs []*stored) error {
 		hashErr error
 	)
 	wg.Go(func() {
-		byHash := make(map[string]*stored, len(recs))
+		byHash := newDigests(len(recs), s.byHash.mask)
 		for _, r := range recs {
-			if byHash[r.hash()] != nil {
+			if byHash.get(r.hash()) != nil {
 				hashErr = fmt.Errorf("duplicate record %s", r.id())
 				return
 			}
-			byHash[r.hash()] = r
+			byHash.put(r)
 			s.count(r, 1)
 		}
 		s.byHash = byHash

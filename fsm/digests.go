@@ -1,0 +1,101 @@
+package fsm
+
+// digests is the index by digest: each record under the first eight
+// bytes of its digest, an integer key, which costs a map slot of 16 bytes
+// and a hash of one word, where the digest itself cost 24 and a hash of
+// 32 bytes. Two digests with the same eight bytes are rare by chance but
+// easy to make on purpose (a secret a client brings, hashed without a key,
+// needs about 2^32 tries), so the records that share their key with the
+// one in the map wait in more, in the order they came.
+type digests struct {
+	m    map[uint64]*stored
+	more map[uint64][]*stored
+	mask uint64 // all bits; tests keep one, so that keys collide
+}
+
+func newDigests(n int, mask uint64) digests {
+	return digests{m: make(map[uint64]*stored, n), more: map[uint64][]*stored{}, mask: mask}
+}
+
+// key is the key of digest h: its first eight bytes (fewer, zero padded,
+// for a malformed one).
+func (d *digests) key(h string) uint64 { return prefix8(h) & d.mask }
+
+// get returns the record with digest h, or nil.
+func (d *digests) get(h string) *stored {
+	k := d.key(h)
+	r := d.m[k]
+	if r == nil || r.hash() == h {
+		return r
+	}
+	for _, o := range d.more[k] {
+		if o.hash() == h {
+			return o
+		}
+	}
+	return nil
+}
+
+// put stores r under its digest, in place of the record with the same
+// digest, if any.
+func (d *digests) put(r *stored) {
+	h := r.hash()
+	k := d.key(h)
+	cur := d.m[k]
+	if cur == nil || cur.hash() == h {
+		d.m[k] = r
+		return
+	}
+	more := d.more[k]
+	for i, o := range more {
+		if o.hash() == h {
+			more[i] = r
+			return
+		}
+	}
+	d.more[k] = append(more, r)
+}
+
+// delete removes the record with digest h, if any.
+func (d *digests) delete(h string) {
+	k := d.key(h)
+	cur := d.m[k]
+	if cur == nil {
+		return
+	}
+	more := d.more[k]
+	if cur.hash() == h {
+		if len(more) == 0 {
+			delete(d.m, k)
+			return
+		}
+		d.m[k] = more[0]
+		more = more[1:]
+	} else {
+		i := -1
+		for j, o := range more {
+			if o.hash() == h {
+				i = j
+				break
+			}
+		}
+		if i < 0 {
+			return
+		}
+		more = append(more[:i:i], more[i+1:]...)
+	}
+	if len(more) == 0 {
+		delete(d.more, k)
+	} else {
+		d.more[k] = more
+	}
+}
+
+// len is how many records the index holds.
+func (d *digests) len() int {
+	n := len(d.m)
+	for _, more := range d.more {
+		n += len(more)
+	}
+	return n
+}

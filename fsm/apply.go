@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"time"
 )
 
 // Business outcomes of commands. They are returned in Result.Err, never as
@@ -91,6 +93,32 @@ type applyTx struct {
 	// journal, when set, notes what puts replace: a ClientBatch's ops
 	// are undone when one fails.
 	journal *journal
+	// lock is the writer's lock, which pause may let go of for a moment;
+	// held is when it was last taken.
+	lock *sync.RWMutex
+	held time.Time
+}
+
+// maxWriterHold is how long an entry's apply holds the writer lock before
+// it lets waiting readers in (pause).
+var maxWriterHold = 250 * time.Microsecond
+
+// pause lets the readers waiting for the lock in, if the entry has held it
+// for maxWriterHold. Apply calls it where the state is whole: between the
+// commands of a batch and between the tokens of a GC or last-use command,
+// never inside one command otherwise (nor inside a ClientBatch, whose ops
+// are all or nothing). A reader can so see a prefix of an entry's
+// commands, as if they had been entries of their own; AppliedIndex moves
+// once the whole entry is applied.
+func (tx *applyTx) pause() {
+	if tx.lock == nil || tx.journal != nil {
+		return
+	}
+	if now := time.Now(); now.Sub(tx.held) >= maxWriterHold {
+		tx.lock.Unlock()
+		tx.lock.Lock()
+		tx.held = time.Now()
+	}
 }
 
 func (tx *applyTx) byHash(h string) *Record { return tx.st.getHash(h) }
@@ -374,6 +402,7 @@ func (c *Expire) apply(tx *applyTx) Result {
 		}
 		tx.st.delete(r)
 		n++
+		tx.pause()
 	}
 	return Result{Count: n}
 }
@@ -396,6 +425,7 @@ func (c *Touch) apply(tx *applyTx) Result {
 		}
 		tx.put(r, &used)
 		n++
+		tx.pause()
 	}
 	return Result{Count: n}
 }

@@ -1,6 +1,10 @@
 package fsm
 
-import "io"
+import (
+	"io"
+	"testing"
+	"time"
+)
 
 // RevokedFamily returns the remembered revocation of family at now
 // (Unix nanoseconds), or nil.
@@ -29,4 +33,12 @@ func NewColliding() *Machine {
 	m.colliding = true
 	m.st = m.newState()
 	return m
+}
+
+// SetMaxWriterHold sets how long an apply holds the writer lock before it
+// lets readers in, until the test ends.
+func SetMaxWriterHold(t testing.TB, d time.Duration) {
+	old := maxWriterHold
+	maxWriterHold = d
+	t.Cleanup(func() { maxWriterHold = old })
 }

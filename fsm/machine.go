@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -179,7 +180,7 @@ func (m *Machine) applyBatch(index uint64, b *Batch) (Result, bool) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	tx := &applyTx{st: m.st, now: m.lastNow, index: index}
+	tx := &applyTx{st: m.st, now: m.lastNow, index: index, lock: &m.mu, held: time.Now()}
 	// Time never runs backwards in the state, even if a new leader's clock
 	// is behind the old one's.
 	tx.now = max(tx.now, b.Now)
@@ -201,6 +202,7 @@ func (m *Machine) applyBatch(index uint64, b *Batch) (Result, bool) {
 		if req != "" {
 			tx.st.remember(req, tx.now, res.Batch[i])
 		}
+		tx.pause()
 	}
 	m.lastNow = tx.now
 	m.logVersion.Store(int32(tx.st.logVersion))
@@ -275,7 +277,7 @@ func (m *Machine) Rejected(reason string) uint64 {
 func (m *Machine) applyLocked(c applier, index uint64) Result {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	tx := &applyTx{st: m.st, now: m.lastNow, index: index}
+	tx := &applyTx{st: m.st, now: m.lastNow, index: index, lock: &m.mu, held: time.Now()}
 	tx.st.housekeep(tx.now, index)
 	res := c.apply(tx)
 	m.lastNow = tx.now

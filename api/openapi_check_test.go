@@ -157,12 +157,19 @@ func (c *checkedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	return resp, nil
 }
 
-// findRoute finds the operation of req. A path under the authorization
+// findRoute finds the operation of req; a HEAD's is the GET's. A path under the authorization
 // prefix is the original request's, slashes and all: the description's
 // {path} takes all of it.
 func (d *description) findRoute(req *http.Request) (*routers.Route, map[string]string, error) {
 	if !strings.HasPrefix(req.URL.Path, api.AuthzPrefix+"/") {
-		return d.router.FindRoute(req)
+		route, params, err := d.router.FindRoute(req)
+		if req.Method == http.MethodHead && errors.Is(err, routers.ErrMethodNotAllowed) {
+			// Every GET route answers HEAD (the description says so).
+			get := req.Clone(req.Context())
+			get.Method = http.MethodGet
+			return d.router.FindRoute(get)
+		}
+		return route, params, err
 	}
 	probe := req.Clone(req.Context())
 	probe.URL.Path, probe.URL.RawPath = api.AuthzPrefix+"path", ""

@@ -421,3 +421,39 @@ func TestOpenAPIStaysOutOfTheDaemon(t *testing.T) {
 		}
 	}
 }
+
+// The routes no other api test calls over HTTP, through the checked
+// client: the cluster status, snapshots, and an action's path read as an
+// id.
+func TestOpenAPIOperatorRoutes(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, testcluster.Options{})
+	var st wire.ClusterResponse
+	wantJSON(t, e.do(t, http.MethodGet, "/v1/cluster", ""), http.StatusOK, &st)
+	if len(st.Nodes) != 1 || st.Leader == "" {
+		t.Errorf("cluster status %+v, want one node, the leader", st)
+	}
+	e.issue(t, wire.IssueRequest{Kind: "access", Subject: "snap"})
+	var snap wire.SnapshotResponse
+	wantJSON(t, e.do(t, http.MethodPost, "/v1/operator/snapshot", ""), http.StatusOK, &snap)
+	if snap.Index == 0 {
+		t.Errorf("snapshot %+v, want its index", snap)
+	}
+	// Again, with nothing applied since: a 409 or another snapshot, as
+	// the store decides; either answer is checked.
+	if r := e.do(t, http.MethodPost, "/v1/operator/snapshot", ""); r.Status != http.StatusOK {
+		wantError(t, r, http.StatusConflict, wire.CodeNothingToSnapshot)
+	}
+	for _, m := range []string{http.MethodGet, http.MethodDelete} {
+		r := e.do(t, m, "/v1/tokens/lookup", "")
+		wantError(t, r, http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed)
+		if r.Header.Get("Allow") != http.MethodPost {
+			t.Errorf("%s: Allow %q, want POST", r, r.Header.Get("Allow"))
+		}
+	}
+	wantError(t, e.do(t, http.MethodPut, "/v1/tokens", "{}"), http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed)
+	wantError(t, e.do(t, http.MethodGet, "/v1/nothing-here", ""), http.StatusNotFound, wire.CodeRouteNotFound)
+	if r := e.do(t, http.MethodHead, "/healthz", ""); r.Status != http.StatusOK {
+		t.Errorf("%s: want 200", r)
+	}
+}

@@ -183,6 +183,13 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 // wireCodes returns the values of the Code constants of package wire.
 func wireCodes(t *testing.T) []string {
 	t.Helper()
+	return wireConsts(t, "Code")
+}
+
+// wireConsts returns the values of the string constants of package wire
+// whose names start with prefix.
+func wireConsts(t *testing.T, prefix string) []string {
+	t.Helper()
 	f, err := parser.ParseFile(token.NewFileSet(), filepath.Join("wire", "wire.go"), nil, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +203,7 @@ func wireCodes(t *testing.T) []string {
 		for _, spec := range g.Specs {
 			vs := spec.(*ast.ValueSpec)
 			for i, name := range vs.Names {
-				if !strings.HasPrefix(name.Name, "Code") || i >= len(vs.Values) {
+				if !strings.HasPrefix(name.Name, prefix) || i >= len(vs.Values) {
 					continue
 				}
 				if lit, ok := vs.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
@@ -250,6 +257,39 @@ func TestOpenAPIHasEveryErrorCode(t *testing.T) {
 	for _, c := range all {
 		if !slices.Contains(codes, c) {
 			t.Errorf("the description's code %q is no wire code", c)
+		}
+	}
+}
+
+// Every header of package wire is in the description: as a response
+// header, or as the key of the authorization route's security scheme.
+func TestOpenAPIHasEveryHeader(t *testing.T) {
+	d, err := servedDescription()
+	if err != nil {
+		t.Fatal(err)
+	}
+	described := map[string]bool{}
+	for _, item := range d.doc.Paths.Map() {
+		for _, op := range item.Operations() {
+			for _, resp := range op.Responses.Map() {
+				for name := range resp.Value.Headers {
+					described[http.CanonicalHeaderKey(name)] = true
+				}
+			}
+		}
+	}
+	for _, s := range d.doc.Components.SecuritySchemes {
+		if s.Value.Type == "apiKey" && s.Value.In == "header" {
+			described[http.CanonicalHeaderKey(s.Value.Name)] = true
+		}
+	}
+	headers := wireConsts(t, "Header")
+	if len(headers) < 9 {
+		t.Fatalf("wire headers %v: the parse is broken", headers)
+	}
+	for _, h := range headers {
+		if !described[http.CanonicalHeaderKey(h)] {
+			t.Errorf("wire header %s is not in the description", h)
 		}
 	}
 }

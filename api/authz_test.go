@@ -17,6 +17,7 @@ import (
 // envoyClient talks to the node as Envoy's HTTP external authorization
 // does: it never follows a redirect, any answer but 200 is a denial.
 var envoyClient = &http.Client{
+	Transport:     checked(http.DefaultTransport),
 	Timeout:       30 * time.Second,
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }

@@ -34,12 +34,17 @@ func (r reply) String() string {
 
 // newHTTPClient returns a client that keeps enough idle connections for
 // the concurrency tests, so they measure the store and not TCP set-up.
+// It checks every request and answer against the OpenAPI description.
 func newHTTPClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns = 128
 	tr.MaxIdleConnsPerHost = 128
-	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	return &http.Client{Transport: checked(tr), Timeout: 30 * time.Second}
 }
+
+// checkedClient is http.DefaultClient checking every request and answer
+// against the OpenAPI description.
+var checkedClient = &http.Client{Transport: checked(http.DefaultTransport)}
 
 // exchange sends one request and reads the whole answer. It does not
 // need a *testing.T, so goroutines can call it.

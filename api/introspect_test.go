@@ -28,7 +28,7 @@ func postForm(t *testing.T, n *testcluster.Node, key string, form url.Values) (i
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := checkedClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestIntrospectEveryState(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, n.API.URL+"/v1/introspect", strings.NewReader(`{"token":"x"}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+key)
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnsupportedMediaType {
+	if resp, err := checkedClient.Do(req); err != nil || resp.StatusCode != http.StatusUnsupportedMediaType {
 		t.Errorf("JSON body: want 415, got %v %v", resp, err)
 	} else {
 		resp.Body.Close()

@@ -44,7 +44,7 @@ func postNonce(base string, body any) (nonceAnswer, error) {
 		return nonceAnswer{}, err
 	}
 	start := time.Now()
-	resp, err := http.Post(base+"/v1/nonces", "application/json", bytes.NewReader(b))
+	resp, err := checkedClient.Post(base+"/v1/nonces", "application/json", bytes.NewReader(b))
 	if err != nil {
 		return nonceAnswer{}, fmt.Errorf("POST /v1/nonces: %w", err)
 	}

@@ -136,6 +136,7 @@ func (s *Server) routes() {
 	s.authz = s.withKey(AuthzPrefix+"/", apiKeyHeader, s.authzEnvoy)
 	s.handle("GET /v1/cluster", s.clusterStatus)
 	s.handle("POST /v1/operator/snapshot", s.operatorSnapshot)
+	s.handle("GET /v1/openapi.json", s.openapi)
 	s.open("/", s.noRoute)
 	s.open("GET /healthz", func(w http.ResponseWriter, r *http.Request) *Error {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -271,3 +271,29 @@ func TestRevokeFamilyKind(t *testing.T) {
 	wantErr(t, "rt1 again", h.do(t0.Add(3*time.Minute), rotation("rt1", "rt8", false)), fsm.ErrReused)
 	wantErr(t, "no kind", h.do(t0, &fsm.RevokeFamilyKind{Family: "rt1"}), fsm.ErrBadEntry)
 }
+
+// Downgrade clears the fields of later versions in a batch's ops, as in
+// the same ops alone.
+func TestDowngradeClientBatch(t *testing.T) {
+	cb := clientBatch(t, &fsm.Consume{Hash: secretHash("a"), FamilyHold: hold}, newIssue("b", "access", time.Hour, 0))
+	entry := encode(t, cb)
+	if same, err := fsm.Downgrade(entry, fsm.Version); err != nil || &same[0] != &entry[0] {
+		t.Fatalf("Downgrade to this version: %v, a copy %v", err, &same[0] != &entry[0])
+	}
+	down, err := fsm.Downgrade(entry, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := fsm.Decode(down)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := c.(*fsm.ClientBatch).DecodeOps()
+	if err != nil || ops[0].(*fsm.Consume).FamilyHold != 0 || ops[1].(*fsm.Issue).Record.ID != "b" {
+		t.Fatalf("downgraded ops %+v, %v: want the consume without FamilyHold, the issue as it was", ops, err)
+	}
+	plain := encode(t, clientBatch(t, newIssue("b", "access", time.Hour, 0)))
+	if same, err := fsm.Downgrade(plain, 1); err != nil || &same[0] != &plain[0] {
+		t.Fatalf("a batch without newer fields downgraded to a copy (%v)", err)
+	}
+}

@@ -115,6 +115,16 @@ func TestClientBatchFailingOpLeavesNothing(t *testing.T) {
 	if r := failing.s.ByID("multi"); r.State != fsm.Active || r.UsesLeft != 3 {
 		t.Fatalf("multi after the retry: %+v, want untouched", r)
 	}
+	// Once the window of remembered requests has passed on both, their
+	// snapshots are the same bytes: nothing else of the batches stayed.
+	control.applyRaw(encode(t, &fsm.Batch{Now: ns(now.Add(time.Second)), Entries: [][]byte{}}), 0)
+	later := now.Add(fsm.RequestWindow + time.Minute)
+	for _, h := range []*harness{failing, control} {
+		h.applyRaw(encode(t, &fsm.Batch{Now: ns(later), Entries: [][]byte{}}), 0)
+	}
+	if a, b := failing.snapshot(), control.snapshot(); !bytes.Equal(a, b) {
+		t.Errorf("snapshots differ once the requests are forgotten: %d and %d bytes", len(a), len(b))
+	}
 	// And the snapshot of the failed node restores into the control's state.
 	snapFailed, snapControl := restored(t, failing.snapshot()), control.s
 	for _, id := range ids {

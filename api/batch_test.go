@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/fsm"
@@ -175,14 +176,13 @@ func TestBatchFailingOpAppliesNothing(t *testing.T) {
 		code   string
 		op     int
 	}{
-		"not found":     {[]string{op(t, "revoke", wire.RevokeRequest{Token: "tks_nothing_" + strings.Repeat("a", 30)})}, http.StatusUnauthorized, wire.CodeTokenMalformed, 0},
+		"malformed":     {[]string{op(t, "revoke", wire.RevokeRequest{Token: "tks_nothing_" + strings.Repeat("a", 30)})}, http.StatusUnauthorized, wire.CodeTokenMalformed, 0},
 		"unknown token": {[]string{op(t, "consume", wire.ConsumeRequest{Token: "someone-elses-token-0123456789"})}, http.StatusNotFound, wire.CodeTokenNotFound, 0},
 		"kind mismatch": {[]string{op(t, "issue", wire.IssueRequest{Kind: "access"}), op(t, "consume", wire.ConsumeRequest{Token: code.Token, Kind: "access"})}, http.StatusForbidden, wire.CodeKindMismatch, 1},
 		"rotate a code": {[]string{op(t, "rotate", wire.RotateRequest{Token: code.Token})}, http.StatusForbidden, wire.CodeKindMismatch, 0},
 		"exists":        {[]string{op(t, "issue", wire.IssueRequest{Kind: "access", Token: "brought-twice-0123456789abcdef"}), op(t, "issue", wire.IssueRequest{Kind: "access", Token: "brought-twice-0123456789abcdef"})}, http.StatusConflict, wire.CodeTokenExists, 1},
 	} {
-		wantBatchError(t, e.batch(t, tc.ops...), tc.status, tc.code, tc.op)
-		_ = name
+		t.Run(name, func(t *testing.T) { wantBatchError(t, e.batch(t, tc.ops...), tc.status, tc.code, tc.op) })
 	}
 	if after := e.record(t, code.Token); after.Status != "active" {
 		t.Errorf("the code after the failed batches: %+v, want it untouched", after)
@@ -272,4 +272,70 @@ func TestBatchErrors(t *testing.T) {
 	if r := e.do(t, http.MethodGet, "/v1/batch", ""); r.Status != http.StatusMethodNotAllowed {
 		t.Errorf("%s: want 405", r)
 	}
+}
+
+// No secret a batch brings, mints or presents reaches the node's log,
+// which logs at debug.
+func TestBatchLogsNoSecret(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, testcluster.Options{RotationGrace: time.Minute})
+	code := e.issue(t, wire.IssueRequest{Kind: "oauth2_code", Subject: "user:1", ClientID: "app1"})
+	rt := e.issue(t, wire.IssueRequest{Kind: "oauth2_refresh", Subject: "user:1", ClientID: "app1"})
+	brought := "brought-secret-0123456789abcdefghij"
+	r := e.batch(t,
+		op(t, "issue", wire.IssueRequest{Kind: "access", Subject: "user:1", Token: brought}),
+		op(t, "consume", wire.ConsumeRequest{Token: code.Token}),
+		op(t, "rotate", wire.RotateRequest{Token: rt.Token, Access: &wire.AccessRequest{}}),
+		op(t, "revoke", wire.RevokeRequest{Token: brought, Reason: "done"}),
+	)
+	var out struct {
+		Results []json.RawMessage `json:"results"`
+	}
+	wantJSON(t, r, http.StatusOK, &out)
+	var rot wire.RotateResponse
+	if err := json.Unmarshal(out.Results[2], &rot); err != nil || rot.Access == nil {
+		t.Fatalf("rotation result %s: %v", out.Results[2], err)
+	}
+	// Presented again, in a batch: reuse, logged.
+	wantBatchError(t, e.batch(t, op(t, "consume", wire.ConsumeRequest{Token: code.Token})), http.StatusGone, wire.CodeTokenReused, 0)
+	logs := []byte(e.n.Logs.String())
+	if !strings.Contains(string(logs), "reuse of a consumed token") || !strings.Contains(string(logs), "batch applied") {
+		t.Errorf("the log lacks the batch and the reuse")
+	}
+	for _, tok := range []string{brought, code.Token, rt.Token, rot.Token, rot.Access.Token} {
+		hidden(t, "the node's log", logs, tok, e.n.Hasher)
+	}
+}
+
+// A family's tokens of one kind are revoked, and the family stays open;
+// an unknown kind is refused, and without a kind the family is revoked
+// for good.
+func TestRevokeFamilyByKind(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, testcluster.Options{})
+	code := e.issue(t, wire.IssueRequest{Kind: "oauth2_code", Subject: "user:1", ClientID: "app1"})
+	wantJSON(t, e.consume(t, wire.ConsumeRequest{Token: code.Token}), http.StatusOK, nil)
+	at := e.issue(t, wire.IssueRequest{Kind: "access", Subject: "user:1", Family: code.Family})
+	rt := e.issue(t, wire.IssueRequest{Kind: "oauth2_refresh", Subject: "user:1", Family: code.Family})
+	path := "/v1/families/" + code.Family + "/revoke"
+	var out wire.BulkRevokeResponse
+	wantJSON(t, e.do(t, http.MethodPost, path, `{"kind":"access","reason":"grant refreshed"}`), http.StatusOK, &out)
+	if out.Revoked != 1 {
+		t.Fatalf("revoked %d, want the access token", out.Revoked)
+	}
+	if rec := e.byID(t, at.ID); rec.Status != "revoked" || rec.Reason != "grant refreshed" {
+		t.Errorf("access token %+v, want revoked with the reason", rec)
+	}
+	if rec := e.record(t, rt.Token); rec.Status != "active" {
+		t.Errorf("refresh token %+v, want active", rec)
+	}
+	// Open: issuing and rotating into the family work.
+	e.issue(t, wire.IssueRequest{Kind: "access", Subject: "user:1", Family: code.Family})
+	next := e.rotated(t, wire.RotateRequest{Token: rt.Token})
+	// The used code is still remembered: presented again, it revokes the
+	// family for good.
+	wantError(t, e.consume(t, wire.ConsumeRequest{Token: code.Token}), http.StatusGone, wire.CodeTokenReused)
+	wantError(t, e.lookup(t, next.Token), http.StatusGone, wire.CodeTokenRevoked)
+	wantError(t, e.do(t, http.MethodPost, "/v1/tokens", mustJSON(t, wire.IssueRequest{Kind: "access", Family: code.Family})), http.StatusGone, wire.CodeFamilyRevoked)
+	wantError(t, e.do(t, http.MethodPost, path, `{"kind":"bogus"}`), http.StatusBadRequest, wire.CodeUnknownKind)
 }

@@ -50,9 +50,11 @@ func benchEntries(b *testing.B, now time.Time, per int, cmds []fsm.Command, reqP
 // BenchmarkApply measures applying client writes, as every replica does,
 // on a state that already holds live tokens: per command, including the
 // decode of its log entry. Guards the state machine's per-command cost.
+// "batch" is client batches of a consume and an issue (an exchange), per
+// op.
 func BenchmarkApply(b *testing.B) {
 	const live, per = 1600 * 64, 64
-	for _, op := range []string{"issue", "consume"} {
+	for _, op := range []string{"issue", "consume", "batch"} {
 		b.Run(op, func(b *testing.B) {
 			rng := rand.New(rand.NewPCG(1, 2))
 			h := newHarness(b)
@@ -75,13 +77,30 @@ func BenchmarkApply(b *testing.B) {
 					for i := range cmds {
 						cmds[i] = sessionIssue(rng, n+i)
 					}
-					if op == "consume" {
+					if op != "issue" {
 						for _, e := range benchEntries(b, t0.Add(time.Second), per, cmds, fmt.Sprintf("i%d-", n)) {
 							h.applyRaw(e, per)
 						}
 						for i, c := range cmds {
 							cmds[i] = &fsm.Consume{Hash: c.(*fsm.Issue).Record.Hash}
 						}
+					}
+					if op == "batch" {
+						// Two ops a batch: per log entry, half as many batches.
+						for i := 0; i < round; i += 2 {
+							cb, err := fsm.NewClientBatch(cmds[i], sessionIssue(rng, n+round+i))
+							if err != nil {
+								b.Fatal(err)
+							}
+							cmds[i/2] = cb
+						}
+						cmds = cmds[:round/2]
+						entries = benchEntries(b, t0.Add(time.Second), per/2, cmds, fmt.Sprintf("r%d-", n))
+						b.StartTimer()
+						h.index++
+						h.s.Apply(h.index, entries[(n%round)/per])
+						n += per
+						continue
 					}
 					entries = benchEntries(b, t0.Add(time.Second), per, cmds, fmt.Sprintf("r%d-", n))
 					b.StartTimer()

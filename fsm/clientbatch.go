@@ -25,7 +25,9 @@ type ClientBatch struct {
 // Type implements Command.
 func (*ClientBatch) Type() Type { return TypeClientBatch }
 
-// batchOps are the command types a ClientBatch may hold.
+// batchOps are the command types a ClientBatch may hold. Everything they
+// change goes through applyTx.put or the revoked families, which the
+// journal undoes: a type added here must change nothing else.
 var batchOps = map[Type]bool{TypeIssue: true, TypeConsume: true, TypeRevoke: true, TypeRotate: true}
 
 // NewClientBatch encodes ops, each an *Issue, *Consume, *Revoke or

@@ -115,6 +115,16 @@ func TestClientBatchFailingOpLeavesNothing(t *testing.T) {
 	if r := failing.s.ByID("multi"); r.State != fsm.Active || r.UsesLeft != 3 {
 		t.Fatalf("multi after the retry: %+v, want untouched", r)
 	}
+	// Once the window of remembered requests has passed on both, their
+	// snapshots are the same bytes: nothing else of the batches stayed.
+	control.applyRaw(encode(t, &fsm.Batch{Now: ns(now.Add(time.Second)), Entries: [][]byte{}}), 0)
+	later := now.Add(fsm.RequestWindow + time.Minute)
+	for _, h := range []*harness{failing, control} {
+		h.applyRaw(encode(t, &fsm.Batch{Now: ns(later), Entries: [][]byte{}}), 0)
+	}
+	if a, b := failing.snapshot(), control.snapshot(); !bytes.Equal(a, b) {
+		t.Errorf("snapshots differ once the requests are forgotten: %d and %d bytes", len(a), len(b))
+	}
 	// And the snapshot of the failed node restores into the control's state.
 	snapFailed, snapControl := restored(t, failing.snapshot()), control.s
 	for _, id := range ids {
@@ -270,4 +280,30 @@ func TestRevokeFamilyKind(t *testing.T) {
 	// rt1's reuse is still detected: its tombstone was not released.
 	wantErr(t, "rt1 again", h.do(t0.Add(3*time.Minute), rotation("rt1", "rt8", false)), fsm.ErrReused)
 	wantErr(t, "no kind", h.do(t0, &fsm.RevokeFamilyKind{Family: "rt1"}), fsm.ErrBadEntry)
+}
+
+// Downgrade clears the fields of later versions in a batch's ops, as in
+// the same ops alone.
+func TestDowngradeClientBatch(t *testing.T) {
+	cb := clientBatch(t, &fsm.Consume{Hash: secretHash("a"), FamilyHold: hold}, newIssue("b", "access", time.Hour, 0))
+	entry := encode(t, cb)
+	if same, err := fsm.Downgrade(entry, fsm.Version); err != nil || &same[0] != &entry[0] {
+		t.Fatalf("Downgrade to this version: %v, a copy %v", err, &same[0] != &entry[0])
+	}
+	down, err := fsm.Downgrade(entry, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := fsm.Decode(down)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := c.(*fsm.ClientBatch).DecodeOps()
+	if err != nil || ops[0].(*fsm.Consume).FamilyHold != 0 || ops[1].(*fsm.Issue).Record.ID != "b" {
+		t.Fatalf("downgraded ops %+v, %v: want the consume without FamilyHold, the issue as it was", ops, err)
+	}
+	plain := encode(t, clientBatch(t, newIssue("b", "access", time.Hour, 0)))
+	if same, err := fsm.Downgrade(plain, 1); err != nil || &same[0] != &plain[0] {
+		t.Fatalf("a batch without newer fields downgraded to a copy (%v)", err)
+	}
 }

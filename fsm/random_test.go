@@ -24,6 +24,10 @@ type gen struct {
 	// codes and refresh tokens, and rotations with and without grace.
 	grants  bool
 	refresh []string // refresh token ids issued or rotated to, for rotations to aim at
+	// batches adds client batches of issues, consumes, revocations and
+	// rotations, and revocations of a family's tokens of one kind.
+	batches bool
+	inBatch bool // making the ops of a batch
 }
 
 var (
@@ -76,6 +80,9 @@ func (g *gen) someID() string {
 // command returns the next command. s is read (DueForGC) to propose
 // realistic Expire commands, as the leader does.
 func (g *gen) command(s *fsm.Machine) fsm.Command {
+	if g.batches && !g.inBatch && g.r.IntN(10) == 0 {
+		return g.clientBatch(s)
+	}
 	if g.grants && g.r.IntN(8) == 0 {
 		return g.rotate()
 	}
@@ -136,6 +143,13 @@ func (g *gen) command(s *fsm.Machine) fsm.Command {
 		}
 		return c
 	case p < 85:
+		if g.batches && g.r.IntN(3) == 0 {
+			fam := pick(g, genFamilies)
+			if g.r.IntN(2) == 0 {
+				fam = g.someID() // a grant's own family
+			}
+			return &fsm.RevokeFamilyKind{Family: fam, Kind: pick(g, genKinds), Reason: "replaced"}
+		}
 		c := &fsm.RevokeFamily{Family: pick(g, genFamilies), Reason: "reuse"}
 		if g.grants && g.r.IntN(2) == 0 {
 			// A grant's own family (named by its first id), held.
@@ -153,6 +167,25 @@ func (g *gen) command(s *fsm.Machine) fsm.Command {
 		}
 		return c
 	}
+}
+
+// clientBatch returns a batch of 1 to 6 client writes. Its ops name recent
+// ids, so that they often touch what the ops before them issued.
+func (g *gen) clientBatch(s *fsm.Machine) *fsm.ClientBatch {
+	g.inBatch = true
+	defer func() { g.inBatch = false }()
+	var ops []fsm.Command
+	for n := 1 + g.r.IntN(6); len(ops) < n; {
+		switch c := g.command(s).(type) {
+		case *fsm.Issue, *fsm.Consume, *fsm.Revoke, *fsm.Rotate:
+			ops = append(ops, c)
+		}
+	}
+	c, err := fsm.NewClientBatch(ops...)
+	if err != nil {
+		panic(err)
+	}
+	return c
 }
 
 // rotate rotates a refresh token, mostly a recent one (which may have been
@@ -216,6 +249,10 @@ func checkFamiliesStayRevoked(t *testing.T, s *fsm.Machine, ids []string, now in
 func outcome(c fsm.Command, res fsm.Result) string {
 	name := fmt.Sprintf("%T", c)[len("*fsm."):]
 	switch {
+	case res.Ops != nil:
+		return fmt.Sprintf("%s: ok", name)
+	case res.Err != nil && name == "ClientBatch" && res.Op > 0:
+		return name + ": failed at a later op: " + res.Err.Error()
 	case res.Err != nil:
 		return name + ": " + res.Err.Error()
 	case res.Count > 0:
@@ -253,7 +290,7 @@ func TestReplayIsDeterministic(t *testing.T) {
 	for _, start := range []time.Time{t0, time.Date(2250, 6, 1, 0, 0, 0, 0, time.UTC)} {
 		t.Run(start.Format("2006"), func(t *testing.T) {
 			g := newGen(1, start)
-			g.grants = true
+			g.grants, g.batches = true, true
 			a, b := newHarness(t), &harness{t: t, s: fsm.NewColliding()}
 			var c *harness
 			seen := map[string]int{}
@@ -300,7 +337,8 @@ func TestReplayIsDeterministic(t *testing.T) {
 				}
 			}
 			requireOutcomes(t, seen, "a tombstone held for its family", "Rotate: ok", "Rotate: token reused", "Rotate: token not found", "Consume: token reused",
-				"Issue: family revoked", "a token of a revoked family")
+				"Issue: family revoked", "a token of a revoked family", "ClientBatch: ok", "ClientBatch: token reused",
+				"ClientBatch: failed at a later op: token not found", "RevokeFamilyKind: count>0")
 
 			sa, sb, sc := a.snapshot(), b.snapshot(), c.snapshot()
 			if !bytes.Equal(sa, sb) {
@@ -339,12 +377,20 @@ func TestRandomCommandsMatchModel(t *testing.T) {
 
 func randomCommandsMatchModel(t *testing.T, h *harness) {
 	g := newGen(7, t0)
+	g.batches = true
 	seen := map[string]int{}
 	for i := 0; i < 2000; i++ {
 		now := g.advance()
 		cmd := g.command(h.s)
 		stNow := ns(g.stTime)
 		before := liveRecords(h.s, g.ids)
+		if cb, ok := cmd.(*fsm.ClientBatch); ok {
+			snap := h.snapshot()
+			res := h.do(now, cmd)
+			seen[outcome(cmd, res)]++
+			checkBatchModel(t, h, cb, res, snap, now)
+			continue
+		}
 		res := h.do(now, cmd)
 		seen[outcome(cmd, res)]++
 		changed := checkModel(t, h.s, cmd, res, before, stNow, h.index)
@@ -358,8 +404,100 @@ func randomCommandsMatchModel(t *testing.T, h *harness) {
 			checkConsistent(t, h.s, g.ids, stNow)
 		}
 	}
-	requireOutcomes(t, seen)
+	requireOutcomes(t, seen, "ClientBatch: ok", "ClientBatch: failed at a later op: token not found",
+		"ClientBatch: failed at a later op: token exists", "RevokeFamilyKind: count>0", "RevokeFamilyKind: nothing")
 	checkConsistent(t, h.s, g.ids, ns(g.stTime))
+}
+
+// TestRandomBatchesMatchTheirOps applies random commands, grants and
+// client batches among them, and checks every batch against its ops one
+// after the other (checkBatchModel), reuse detection included.
+func TestRandomBatchesMatchTheirOps(t *testing.T) {
+	for _, seed := range []uint64{11, 12} {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			g := newGen(seed, t0)
+			g.grants, g.batches = true, true
+			h := newHarness(t)
+			seen := map[string]int{}
+			for range 4000 {
+				now := g.advance()
+				cmd := g.command(h.s)
+				cb, ok := cmd.(*fsm.ClientBatch)
+				if !ok {
+					h.do(now, cmd)
+					continue
+				}
+				snap := h.snapshot()
+				res := h.do(now, cb)
+				seen[outcome(cmd, res)]++
+				checkBatchModel(t, h, cb, res, snap, now)
+			}
+			for _, o := range []string{"ClientBatch: ok", "ClientBatch: token reused", "ClientBatch: failed at a later op: token reused",
+				"ClientBatch: failed at a later op: token not found", "ClientBatch: failed at a later op: family revoked"} {
+				if seen[o] == 0 {
+					t.Errorf("the random run never produced %q; outcomes: %v", o, seen)
+				}
+			}
+		})
+	}
+}
+
+// checkBatchModel checks a client batch's result and effect against its
+// ops applied one after the other (as a coalescing batch of them, at the
+// same time and index) on a copy of the state before it, snap: when every
+// op succeeds there, the batch answers the same results and leaves the
+// same state; else it answers the first failure, naming its op, and
+// leaves the state before, but for the family revocation of a reuse the
+// failing op detected, as that revocation alone would.
+func checkBatchModel(t *testing.T, h *harness, cb *fsm.ClientBatch, res fsm.Result, snap []byte, now time.Time) {
+	t.Helper()
+	ops, err := cb.DecodeOps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := &harness{t: t, s: restored(t, snap), index: h.index - 1}
+	rs := seq.applyRaw(encode(t, &fsm.Batch{Now: ns(now), Entries: cb.Ops}), len(cb.Ops))
+	failed := -1
+	for i, r := range rs {
+		if r.Err != nil {
+			failed = i
+			break
+		}
+	}
+	if failed < 0 {
+		if res.Err != nil || !reflect.DeepEqual(res.Ops, rs) {
+			t.Fatalf("batch %+v answered %+v (op %d), want the results of its ops one after the other %+v", ops, res, res.Op, rs)
+		}
+		if !bytes.Equal(h.snapshot(), seq.snapshot()) {
+			t.Fatalf("batch %+v left another state than its ops one after the other", ops)
+		}
+		return
+	}
+	want := &harness{t: t, s: restored(t, snap), index: h.index - 1}
+	if rs[failed].Err == fsm.ErrReused {
+		r := rs[failed].Record
+		var hold int64
+		switch op := ops[failed].(type) {
+		case *fsm.Consume:
+			hold = op.FamilyHold
+		case *fsm.Rotate:
+			hold = op.FamilyHold
+		}
+		alone := want.do(now, &fsm.RevokeFamily{Family: r.Family, Reason: fmt.Sprintf("reuse of consumed %s %s detected", r.Kind, r.ID), FamilyHold: hold})
+		if res.Err != fsm.ErrReused || res.Op != failed || res.Count != alone.Count || !reflect.DeepEqual(res.Record, want.s.ByID(r.ID)) {
+			t.Fatalf("batch %+v answered %+v (op %d), want op %d's reuse, %d revoked, the token %+v", ops, res, res.Op, failed, alone.Count, want.s.ByID(r.ID))
+		}
+	} else {
+		want.applyRaw(encode(t, &fsm.Batch{Now: ns(now), Entries: [][]byte{}}), 0)
+		got := res
+		got.Op = 0
+		if res.Op != failed || !reflect.DeepEqual(got, rs[failed]) {
+			t.Fatalf("batch %+v answered %+v (op %d), want op %d's %+v", ops, res, res.Op, failed, rs[failed])
+		}
+	}
+	if !bytes.Equal(h.snapshot(), want.snapshot()) {
+		t.Fatalf("batch %+v failing at op %d (%v) left another state than the state before it", ops, failed, rs[failed].Err)
+	}
 }
 
 // liveRecords returns the stored records among ids, by id.
@@ -478,7 +616,7 @@ func checkModel(t *testing.T, s *fsm.Machine, cmd fsm.Command, res fsm.Result, l
 				fail("ByID after revoke = %+v, want the tombstone", got)
 			}
 		}
-	case *fsm.RevokeSubject, *fsm.RevokeFamily:
+	case *fsm.RevokeSubject, *fsm.RevokeFamily, *fsm.RevokeFamilyKind:
 		n := 0
 		for id, r := range live {
 			var match bool
@@ -488,6 +626,8 @@ func checkModel(t *testing.T, s *fsm.Machine, cmd fsm.Command, res fsm.Result, l
 				match, reason = r.Subject == c.Subject && (c.Kind == "" || r.Kind == c.Kind), c.Reason
 			case *fsm.RevokeFamily:
 				match, reason = r.Family == c.Family, c.Reason
+			case *fsm.RevokeFamilyKind:
+				match, reason = r.Family == c.Family && r.Kind == c.Kind, c.Reason
 			}
 			// A record without a subject (family) is never one of the
 			// subject (family) "".

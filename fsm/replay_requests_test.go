@@ -19,7 +19,7 @@ func TestReplayWithRequestIDsIsDeterministic(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3} {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			g := newGen(seed, t0)
-			g.grants = true
+			g.grants, g.batches = true, true
 			a, b := newHarness(t), &harness{t: t, s: fsm.NewColliding()}
 			var c, d *harness
 			type sent struct {

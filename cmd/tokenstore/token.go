@@ -70,6 +70,7 @@ func tokenCmd(args []string) error {
 	case "revoke":
 		fs.StringVar(&id, "id", "", "revoke by public id instead of by token")
 		fs.StringVar(&family, "family", "", "revoke every token of this grant family instead")
+		fs.StringVar(&req.Kind, "kind", "", "with --family: revoke only the family's tokens of this kind, leaving it open")
 		fs.StringVar(&reason, "reason", "", "reason, shown to whoever presents the token")
 	case "get":
 	case "list":
@@ -129,8 +130,10 @@ func tokenCmd(args []string) error {
 		switch {
 		case family != "" && id != "":
 			return fmt.Errorf("--id and --family: one at a time")
+		case req.Kind != "" && family == "":
+			return fmt.Errorf("--kind goes with --family")
 		case family != "":
-			n, e := c.RevokeFamily(ctx, family, reason)
+			n, e := c.RevokeFamilyKind(ctx, family, req.Kind, reason)
 			out, err = wire.BulkRevokeResponse{Revoked: n}, e
 		case id != "":
 			out, err = c.RevokeID(ctx, id, reason)

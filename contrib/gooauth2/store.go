@@ -1,0 +1,416 @@
+package gooauth2
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-oauth2/oauth2/v4"
+	oautherrors "github.com/go-oauth2/oauth2/v4/errors"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/client"
+)
+
+// The kinds used unless WithKinds says otherwise. The code kind is not
+// built in: it is a single-use kind without reuse detection, which the
+// daemon's policy must define (see the README). A code kind that detects
+// reuse (oauth2_code) would revoke the grant for good when the losers of
+// concurrent exchanges consume the code after the winner, before the
+// winner's tokens are issued, so that none of them would get tokens.
+const (
+	DefaultCodeKind    = "gooauth2_code"
+	DefaultAccessKind  = "access"
+	DefaultRefreshKind = "oauth2_refresh"
+)
+
+// ExtensionFamily is the extension key under which GetByCode and
+// GetByRefresh name the grant family (a public id). go-oauth2 copies a
+// code's extension into the TokenInfo of the tokens it yields, which is
+// how Create links them to the code's family: an ExtractExtensionHandler
+// that replaces the extension must keep this key.
+const ExtensionFamily = "tokenstore_family"
+
+// refreshedPrefix starts the access "token" of a TokenInfo read by
+// GetByRefresh: go-oauth2 removes the access token a refresh replaces by
+// that string, and the real one is never stored.
+const refreshedPrefix = "tokenstore-family-access:"
+
+// TokenStore is an oauth2.TokenStore on a tokenstore node.
+type TokenStore struct {
+	c                         *client.Client
+	codeKind, accessKind      string
+	refreshKind               string
+	accessConsistency         string
+	now                       func() time.Time
+	codeReason, refreshReason string
+}
+
+var _ oauth2.TokenStore = (*TokenStore)(nil)
+
+// Option configures a TokenStore.
+type Option func(*TokenStore)
+
+// WithKinds sets the kinds of codes, access tokens and refresh tokens;
+// an empty name keeps the default.
+func WithKinds(code, access, refresh string) Option {
+	return func(s *TokenStore) {
+		s.codeKind = cmp.Or(code, s.codeKind)
+		s.accessKind = cmp.Or(access, s.accessKind)
+		s.refreshKind = cmp.Or(refresh, s.refreshKind)
+	}
+}
+
+// WithAccessConsistency sets the consistency of access token lookups
+// (bearer validation): wire.ConsistencyLocal, the default, reads the
+// node's replica, which may not have applied a token issued through
+// another node a moment ago, nor its revocation; wire.ConsistencyLeader
+// asks the leader. Codes and refresh tokens are always read at the leader.
+func WithAccessConsistency(level string) Option {
+	return func(s *TokenStore) { s.accessConsistency = level }
+}
+
+// NewTokenStore returns a TokenStore that keeps its tokens in the store
+// c talks to.
+func NewTokenStore(c *client.Client, opts ...Option) *TokenStore {
+	s := &TokenStore{
+		c: c, codeKind: DefaultCodeKind, accessKind: DefaultAccessKind, refreshKind: DefaultRefreshKind,
+		accessConsistency: wire.ConsistencyLocal, now: time.Now,
+		codeReason: "authorization code replayed", refreshReason: "refresh token replayed",
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Create stores a code, or an access token with its refresh token.
+func (s *TokenStore) Create(ctx context.Context, info oauth2.TokenInfo) error {
+	if info.GetCode() != "" {
+		return s.createCode(ctx, info)
+	}
+	return s.createTokens(ctx, info)
+}
+
+func (s *TokenStore) createCode(ctx context.Context, info oauth2.TokenInfo) error {
+	ttl, err := s.ttl(info.GetCodeCreateAt(), info.GetCodeExpiresIn())
+	if err != nil {
+		return fmt.Errorf("gooauth2: code: %w", err)
+	}
+	data, err := encodeData(recordData{
+		RedirectURI: info.GetRedirectURI(), Challenge: info.GetCodeChallenge(),
+		ChallengeMethod: string(info.GetCodeChallengeMethod()), AccessExp: info.GetAccessExpiresIn(),
+		Extension: extension(info),
+	})
+	if err != nil {
+		return err
+	}
+	_, err = s.c.Issue(ctx, wire.IssueRequest{
+		Kind: s.codeKind, Token: info.GetCode(), Subject: info.GetUserID(), ClientID: info.GetClientID(),
+		Scopes: scopes(info.GetScope()), TTL: ttl, Data: data,
+	})
+	if err != nil {
+		return fmt.Errorf("gooauth2: issue code: %w", err)
+	}
+	return nil
+}
+
+// createTokens issues the access token and the refresh token of info in
+// one batch, into the grant's family.
+func (s *TokenStore) createTokens(ctx context.Context, info oauth2.TokenInfo) error {
+	family, prev := familyOf(info)
+	if family == "" {
+		var err error
+		if family, err = newFamily(); err != nil {
+			return err
+		}
+	}
+	var ops []wire.BatchOp
+	if access := info.GetAccess(); access != "" {
+		ttl, err := s.ttl(info.GetAccessCreateAt(), info.GetAccessExpiresIn())
+		if err != nil {
+			return fmt.Errorf("gooauth2: access token: %w", err)
+		}
+		data, err := encodeData(recordData{RedirectURI: info.GetRedirectURI(), Extension: extension(info)})
+		if err != nil {
+			return err
+		}
+		ops = append(ops, client.IssueOp(wire.IssueRequest{
+			Kind: s.accessKind, Token: access, Subject: info.GetUserID(), ClientID: info.GetClientID(),
+			Scopes: scopes(info.GetScope()), TTL: ttl, Family: family, Data: data,
+		}))
+	}
+	// Without a new refresh token (IsGenerateRefresh off), a refresh
+	// keeps the one it was given, which is stored already.
+	if refresh := info.GetRefresh(); refresh != "" && (prev == nil || refresh != prev.refresh) {
+		ttl, err := s.ttl(info.GetRefreshCreateAt(), info.GetRefreshExpiresIn())
+		if err != nil {
+			return fmt.Errorf("gooauth2: refresh token: %w", err)
+		}
+		data, err := encodeData(recordData{
+			RedirectURI: info.GetRedirectURI(), AccessExp: info.GetAccessExpiresIn(), Extension: extension(info),
+		})
+		if err != nil {
+			return err
+		}
+		ops = append(ops, client.IssueOp(wire.IssueRequest{
+			Kind: s.refreshKind, Token: refresh, Subject: info.GetUserID(), ClientID: info.GetClientID(),
+			Scopes: scopes(info.GetScope()), TTL: ttl, Family: family, Data: data,
+		}))
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	if prev != nil {
+		// The access token this refresh replaces stops working; issued
+		// after this, the new one is not among those revoked.
+		if _, err := s.c.RevokeFamilyKind(ctx, family, s.accessKind, "refreshed"); err != nil {
+			return fmt.Errorf("gooauth2: revoke the access token a refresh replaces: %w", err)
+		}
+	}
+	if _, err := s.c.Batch(ctx, ops...); err != nil {
+		if errors.Is(err, client.ErrFamilyRevoked) {
+			return oautherrors.ErrInvalidGrant
+		}
+		return fmt.Errorf("gooauth2: issue tokens: %w", err)
+	}
+	return nil
+}
+
+// RemoveByCode consumes the code: of concurrent exchanges exactly one
+// succeeds.
+func (s *TokenStore) RemoveByCode(ctx context.Context, code string) error {
+	if code == "" {
+		return oautherrors.ErrInvalidAuthorizeCode
+	}
+	_, err := s.c.Consume(ctx, wire.ConsumeRequest{Token: code, Kind: s.codeKind})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, client.ErrTokenConsumed), errors.Is(err, client.ErrTokenReused):
+		return s.codeReplayed(ctx, client.TokenOf(err))
+	case gone(err), errors.Is(err, client.ErrKindMismatch):
+		return oautherrors.ErrInvalidAuthorizeCode
+	}
+	return fmt.Errorf("gooauth2: consume code: %w", err)
+}
+
+// codeReplayed revokes what the code of tok yielded (RFC 6749 §4.1.2):
+// the family's access and refresh tokens. The family stays open, so the
+// tokens of an exchange that consumed the code and has not created them
+// yet are issued (see the README).
+func (s *TokenStore) codeReplayed(ctx context.Context, tok *wire.ErrorToken) error {
+	if tok == nil {
+		return oautherrors.ErrInvalidGrant
+	}
+	if err := s.revokeGrant(ctx, cmp.Or(tok.Family, tok.ID), s.codeReason+" ("+tok.ID+")"); err != nil {
+		return err
+	}
+	return oautherrors.ErrInvalidGrant
+}
+
+// revokeGrant revokes the access and refresh tokens of family.
+func (s *TokenStore) revokeGrant(ctx context.Context, family, reason string) error {
+	for _, kind := range []string{s.accessKind, s.refreshKind} {
+		if _, err := s.c.RevokeFamilyKind(ctx, family, kind, reason); err != nil {
+			return fmt.Errorf("gooauth2: revoke family %s: %w", family, err)
+		}
+	}
+	return nil
+}
+
+// RemoveByAccess revokes an access token.
+func (s *TokenStore) RemoveByAccess(ctx context.Context, access string) error {
+	if access == "" || strings.HasPrefix(access, refreshedPrefix) {
+		return nil // revoked by the refresh's Create
+	}
+	if _, err := s.c.Revoke(ctx, access, "removed"); err != nil && !gone(err) {
+		return fmt.Errorf("gooauth2: revoke access token: %w", err)
+	}
+	return nil
+}
+
+// RemoveByRefresh consumes a refresh token: of concurrent refreshes with
+// one token, one succeeds and the others revoke the family.
+func (s *TokenStore) RemoveByRefresh(ctx context.Context, refresh string) error {
+	if refresh == "" {
+		return nil
+	}
+	_, err := s.c.Consume(ctx, wire.ConsumeRequest{Token: refresh, Kind: s.refreshKind})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, client.ErrTokenReused), errors.Is(err, client.ErrTokenConsumed):
+		return s.refreshReplayed(ctx, err)
+	case errors.Is(err, client.ErrTokenRevoked), errors.Is(err, client.ErrFamilyRevoked):
+		// Revoked between GetByRefresh and now, as by a replayed code:
+		// what this refresh created since goes too.
+		if tok := client.TokenOf(err); tok != nil {
+			if err := s.revokeGrant(ctx, cmp.Or(tok.Family, tok.ID), "refresh token revoked during its refresh"); err != nil {
+				return err
+			}
+		}
+		return oautherrors.ErrInvalidGrant
+	case gone(err), errors.Is(err, client.ErrKindMismatch):
+		return nil
+	}
+	return fmt.Errorf("gooauth2: consume refresh token: %w", err)
+}
+
+// refreshReplayed makes sure the family of a refresh token presented
+// again is revoked for good (RFC 9700 §4.14), and answers invalid grant.
+// err is tokenstore's answer to the token's consume: token_reused means
+// tokenstore revoked the family; token_consumed (a refresh kind without
+// reuse detection) that the family is revoked here.
+func (s *TokenStore) refreshReplayed(ctx context.Context, err error) error {
+	if tok := client.TokenOf(err); tok != nil && !errors.Is(err, client.ErrTokenReused) {
+		if _, err := s.c.RevokeFamily(ctx, cmp.Or(tok.Family, tok.ID), s.refreshReason+" ("+tok.ID+")"); err != nil {
+			return fmt.Errorf("gooauth2: revoke family: %w", err)
+		}
+	}
+	return oautherrors.ErrInvalidGrant
+}
+
+// GetByCode reads a code at the leader.
+func (s *TokenStore) GetByCode(ctx context.Context, code string) (oauth2.TokenInfo, error) {
+	rec, err := s.lookup(ctx, code, s.codeKind, wire.ConsistencyLeader)
+	if errors.Is(err, client.ErrTokenConsumed) || errors.Is(err, client.ErrTokenReused) {
+		return nil, s.codeReplayed(ctx, client.TokenOf(err))
+	}
+	if rec == nil || err != nil {
+		return nil, err
+	}
+	d, err := decodeData(rec.Data)
+	if err != nil {
+		return nil, err
+	}
+	ti := s.info(rec, d, cmp.Or(rec.Family, rec.ID))
+	ti.Code, ti.CodeCreateAt, ti.CodeExpiresIn = code, rec.CreatedAt, lifetime(rec)
+	ti.CodeChallenge, ti.CodeChallengeMethod = d.Challenge, d.ChallengeMethod
+	ti.AccessExpiresIn = d.AccessExp
+	return ti, nil
+}
+
+// GetByAccess reads an access token at the consistency set by
+// WithAccessConsistency.
+func (s *TokenStore) GetByAccess(ctx context.Context, access string) (oauth2.TokenInfo, error) {
+	if strings.HasPrefix(access, refreshedPrefix) {
+		return nil, nil
+	}
+	rec, err := s.lookup(ctx, access, s.accessKind, s.accessConsistency)
+	if rec == nil || err != nil {
+		if errors.Is(err, client.ErrTokenConsumed) || errors.Is(err, client.ErrTokenReused) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	d, err := decodeData(rec.Data)
+	if err != nil {
+		return nil, err
+	}
+	ti := s.info(rec, d, rec.Family)
+	ti.Access, ti.AccessCreateAt, ti.AccessExpiresIn = access, rec.CreatedAt, lifetime(rec)
+	return ti, nil
+}
+
+// GetByRefresh reads a refresh token at the leader; a used one is a
+// replay, and revokes its family.
+func (s *TokenStore) GetByRefresh(ctx context.Context, refresh string) (oauth2.TokenInfo, error) {
+	rec, err := s.lookup(ctx, refresh, s.refreshKind, wire.ConsistencyLeader)
+	if errors.Is(err, client.ErrTokenConsumed) || errors.Is(err, client.ErrTokenReused) {
+		// Present it again where reuse is detected: tokenstore revokes
+		// the family, counts and logs the reuse.
+		_, err := s.c.Consume(ctx, wire.ConsumeRequest{Token: refresh, Kind: s.refreshKind})
+		if err == nil || (!errors.Is(err, client.ErrTokenReused) && !errors.Is(err, client.ErrTokenConsumed)) {
+			return nil, fmt.Errorf("gooauth2: a used refresh token presented again answered %v", err)
+		}
+		return nil, s.refreshReplayed(ctx, err)
+	}
+	if rec == nil || err != nil {
+		return nil, err
+	}
+	d, err := decodeData(rec.Data)
+	if err != nil {
+		return nil, err
+	}
+	family := cmp.Or(rec.Family, rec.ID)
+	ti := s.info(rec, d, family)
+	ti.Refresh, ti.RefreshCreateAt, ti.RefreshExpiresIn = refresh, rec.CreatedAt, lifetime(rec)
+	ti.Access, ti.AccessExpiresIn = refreshedPrefix+family, d.AccessExp
+	return &refreshed{Token: ti, grant: &grant{family: family, refresh: refresh}}, nil
+}
+
+// lookup reads token as a record of kind. A token that is not there to
+// use (unknown, malformed, expired, revoked, of another kind) is a nil
+// record and a nil error; a used one is the *client.Error.
+func (s *TokenStore) lookup(ctx context.Context, token, kind, consistency string) (*wire.Record, error) {
+	if token == "" {
+		return nil, nil
+	}
+	rec, _, err := s.c.Lookup(ctx, token, client.LookupOptions{Consistency: consistency})
+	switch {
+	case err == nil && rec.Kind == kind:
+		return rec, nil
+	case err == nil:
+		return nil, nil
+	case errors.Is(err, client.ErrTokenConsumed), errors.Is(err, client.ErrTokenReused):
+		if tok := client.TokenOf(err); tok != nil && tok.Kind != kind {
+			return nil, nil
+		}
+		return nil, err
+	case gone(err):
+		return nil, nil
+	}
+	return nil, fmt.Errorf("gooauth2: look up %s: %w", kind, err)
+}
+
+// gone tells the answers about a token that is not there to use.
+func gone(err error) bool {
+	for _, e := range []error{client.ErrTokenNotFound, client.ErrTokenMalformed, client.ErrTokenExpired,
+		client.ErrTokenRevoked, client.ErrFamilyRevoked} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// ttl is the TTL that makes a token issued now expire at createAt +
+// expiresIn; "" (the kind's default) for a token that never expires.
+func (s *TokenStore) ttl(createAt time.Time, expiresIn time.Duration) (string, error) {
+	if expiresIn <= 0 {
+		return "", nil
+	}
+	if createAt.IsZero() {
+		createAt = s.now()
+	}
+	left := createAt.Add(expiresIn).Sub(s.now())
+	if left <= 0 {
+		return "", errors.New("expired before it was stored")
+	}
+	return max(left.Round(time.Millisecond), time.Millisecond).String(), nil
+}
+
+// lifetime is how long a record lives from its creation; 0: forever.
+func lifetime(rec *wire.Record) time.Duration {
+	if rec.ExpiresAt == nil {
+		return 0
+	}
+	return rec.ExpiresAt.Sub(rec.CreatedAt)
+}
+
+func scopes(scope string) []string { return strings.Fields(scope) }
+
+// newFamily names a grant that did not start with a code.
+func newFamily() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("gooauth2: new family: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}

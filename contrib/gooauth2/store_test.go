@@ -23,6 +23,7 @@ import (
 	"github.com/go-oauth2/oauth2/v4/server"
 	"github.com/go-oauth2/oauth2/v4/store"
 	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
@@ -247,6 +248,11 @@ func TestGoOAuth2(t *testing.T) {
 			t.Fatal("exchange with another verifier succeeded")
 		}
 		code = e.authorize(t, "user:pkce", verifier)
+		// The code remembers its redirect URI.
+		other := *e.conf
+		other.RedirectURL = "https://app1.example/other"
+		_, err := other.Exchange(e.ctx(t), code, oauth2.VerifierOption(verifier))
+		wantInvalidGrant(t, "exchange with another redirect URI", err)
 		tok, err := e.exchange(t, code, verifier)
 		if err != nil {
 			t.Fatalf("exchange: %v", err)
@@ -257,6 +263,19 @@ func TestGoOAuth2(t *testing.T) {
 		e.wantAccepted(t, "access token", tok.AccessToken, "user:pkce")
 		e.wantRefused(t, "the code as an access token", code)
 		e.wantRefused(t, "the refresh token as an access token", tok.RefreshToken)
+	})
+
+	t.Run("ClientCredentials", func(t *testing.T) {
+		cc := clientcredentials.Config{ClientID: clientID, ClientSecret: clientSecret, TokenURL: e.conf.Endpoint.TokenURL}
+		tok, err := cc.Token(e.ctx(t))
+		if err != nil {
+			t.Fatalf("client credentials: %v", err)
+		}
+		e.remember(tok.AccessToken)
+		if tok.RefreshToken != "" {
+			t.Errorf("client credentials answered a refresh token")
+		}
+		e.wantAccepted(t, "client credentials access token", tok.AccessToken, "")
 	})
 
 	t.Run("Refresh", func(t *testing.T) {

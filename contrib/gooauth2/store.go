@@ -41,14 +41,18 @@ const ExtensionFamily = "tokenstore_family"
 // that string, and the real one is never stored.
 const refreshedPrefix = "tokenstore-family-access:"
 
+// The reasons recorded with what a replay revokes.
+const (
+	codeReplayReason    = "authorization code replayed"
+	refreshReplayReason = "refresh token replayed"
+)
+
 // TokenStore is an oauth2.TokenStore on a tokenstore node.
 type TokenStore struct {
-	c                         *client.Client
-	codeKind, accessKind      string
-	refreshKind               string
-	accessConsistency         string
-	now                       func() time.Time
-	codeReason, refreshReason string
+	c                                 *client.Client
+	codeKind, accessKind, refreshKind string
+	accessConsistency                 string
+	now                               func() time.Time
 }
 
 var _ oauth2.TokenStore = (*TokenStore)(nil)
@@ -81,7 +85,6 @@ func NewTokenStore(c *client.Client, opts ...Option) *TokenStore {
 	s := &TokenStore{
 		c: c, codeKind: DefaultCodeKind, accessKind: DefaultAccessKind, refreshKind: DefaultRefreshKind,
 		accessConsistency: wire.ConsistencyLocal, now: time.Now,
-		codeReason: "authorization code replayed", refreshReason: "refresh token replayed",
 	}
 	for _, o := range opts {
 		o(s)
@@ -208,7 +211,7 @@ func (s *TokenStore) codeReplayed(ctx context.Context, tok *wire.ErrorToken) err
 	if tok == nil {
 		return oautherrors.ErrInvalidGrant
 	}
-	if err := s.revokeGrant(ctx, cmp.Or(tok.Family, tok.ID), s.codeReason+" ("+tok.ID+")"); err != nil {
+	if err := s.revokeGrant(ctx, cmp.Or(tok.Family, tok.ID), codeReplayReason+" ("+tok.ID+")"); err != nil {
 		return err
 	}
 	return oautherrors.ErrInvalidGrant
@@ -269,7 +272,7 @@ func (s *TokenStore) RemoveByRefresh(ctx context.Context, refresh string) error 
 // reuse detection) that the family is revoked here.
 func (s *TokenStore) refreshReplayed(ctx context.Context, err error) error {
 	if tok := client.TokenOf(err); tok != nil && !errors.Is(err, client.ErrTokenReused) {
-		if _, err := s.c.RevokeFamily(ctx, cmp.Or(tok.Family, tok.ID), s.refreshReason+" ("+tok.ID+")"); err != nil {
+		if _, err := s.c.RevokeFamily(ctx, cmp.Or(tok.Family, tok.ID), refreshReplayReason+" ("+tok.ID+")"); err != nil {
 			return fmt.Errorf("gooauth2: revoke family: %w", err)
 		}
 	}

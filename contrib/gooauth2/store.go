@@ -17,14 +17,9 @@ import (
 	"github.com/tokenstore/tokenstore/client"
 )
 
-// The kinds used unless WithKinds says otherwise. The code kind is not
-// built in: it is a single-use kind without reuse detection, which the
-// daemon's policy must define (see the README). A code kind that detects
-// reuse (oauth2_code) would revoke the grant for good when the losers of
-// concurrent exchanges consume the code after the winner, before the
-// winner's tokens are issued, so that none of them would get tokens.
+// The kinds used unless WithKinds says otherwise: the built-in ones.
 const (
-	DefaultCodeKind    = "gooauth2_code"
+	DefaultCodeKind    = "oauth2_code"
 	DefaultAccessKind  = "access"
 	DefaultRefreshKind = "oauth2_refresh"
 )
@@ -52,6 +47,8 @@ type TokenStore struct {
 	c                                 *client.Client
 	codeKind, accessKind, refreshKind string
 	accessConsistency                 string
+	pending                           *pendingCodes
+	pendingMax                        int
 	now                               func() time.Time
 }
 
@@ -79,6 +76,14 @@ func WithAccessConsistency(level string) Option {
 	return func(s *TokenStore) { s.accessConsistency = level }
 }
 
+// WithPendingCodes bounds the codes the TokenStore remembers between an
+// exchange's GetByCode and its Create (DefaultPendingCodes). A code is
+// forgotten when it expires, or when n codes were read after it: an
+// exchange that takes longer than n other exchanges answers invalid_grant.
+func WithPendingCodes(n int) Option {
+	return func(s *TokenStore) { s.pendingMax = n }
+}
+
 // NewTokenStore returns a TokenStore that keeps its tokens in the store
 // c talks to.
 func NewTokenStore(c *client.Client, opts ...Option) *TokenStore {
@@ -89,6 +94,7 @@ func NewTokenStore(c *client.Client, opts ...Option) *TokenStore {
 	for _, o := range opts {
 		o(s)
 	}
+	s.pending = newPendingCodes(s.pendingMax)
 	return s
 }
 
@@ -124,30 +130,28 @@ func (s *TokenStore) createCode(ctx context.Context, info oauth2.TokenInfo) erro
 }
 
 // createTokens issues the access token and the refresh token of info in
-// one batch, into the grant's family.
+// one batch, into the grant's family. For an exchanged code, the batch
+// consumes the code first: nothing is issued unless that succeeds.
 func (s *TokenStore) createTokens(ctx context.Context, info oauth2.TokenInfo) error {
 	family, prev := familyOf(info)
-	if family == "" {
+	var ops []wire.BatchOp
+	switch {
+	case prev != nil:
+	case family != "":
+		// The family is a code's (GetByCode named it): the code that
+		// RemoveByCode took.
+		code := s.pending.taken(family, s.now())
+		if code == "" {
+			return oautherrors.ErrInvalidGrant
+		}
+		ops = append(ops, client.ConsumeOp(wire.ConsumeRequest{Token: code, Kind: s.codeKind, ClientID: info.GetClientID()}))
+	default:
 		var err error
 		if family, err = newFamily(); err != nil {
 			return err
 		}
 	}
-	var ops []wire.BatchOp
-	if access := info.GetAccess(); access != "" {
-		ttl, err := s.ttl(info.GetAccessCreateAt(), info.GetAccessExpiresIn())
-		if err != nil {
-			return fmt.Errorf("gooauth2: access token: %w", err)
-		}
-		data, err := encodeData(recordData{RedirectURI: info.GetRedirectURI(), Extension: extension(info)})
-		if err != nil {
-			return err
-		}
-		ops = append(ops, client.IssueOp(wire.IssueRequest{
-			Kind: s.accessKind, Token: access, Subject: info.GetUserID(), ClientID: info.GetClientID(),
-			Scopes: scopes(info.GetScope()), TTL: ttl, Family: family, Data: data,
-		}))
-	}
+	consumes := len(ops) == 1
 	// Without a new refresh token (IsGenerateRefresh off), a refresh
 	// keeps the one it was given, which is stored already.
 	if refresh := info.GetRefresh(); refresh != "" && (prev == nil || refresh != prev.refresh) {
@@ -166,6 +170,20 @@ func (s *TokenStore) createTokens(ctx context.Context, info oauth2.TokenInfo) er
 			Scopes: scopes(info.GetScope()), TTL: ttl, Family: family, Data: data,
 		}))
 	}
+	if access := info.GetAccess(); access != "" {
+		ttl, err := s.ttl(info.GetAccessCreateAt(), info.GetAccessExpiresIn())
+		if err != nil {
+			return fmt.Errorf("gooauth2: access token: %w", err)
+		}
+		data, err := encodeData(recordData{RedirectURI: info.GetRedirectURI(), Extension: extension(info)})
+		if err != nil {
+			return err
+		}
+		ops = append(ops, client.IssueOp(wire.IssueRequest{
+			Kind: s.accessKind, Token: access, Subject: info.GetUserID(), ClientID: info.GetClientID(),
+			Scopes: scopes(info.GetScope()), TTL: ttl, Family: family, Data: data,
+		}))
+	}
 	if len(ops) == 0 {
 		return nil
 	}
@@ -176,45 +194,35 @@ func (s *TokenStore) createTokens(ctx context.Context, info oauth2.TokenInfo) er
 			return fmt.Errorf("gooauth2: revoke the access token a refresh replaces: %w", err)
 		}
 	}
-	if _, err := s.c.Batch(ctx, ops...); err != nil {
-		if errors.Is(err, client.ErrFamilyRevoked) {
-			return oautherrors.ErrInvalidGrant
-		}
-		return fmt.Errorf("gooauth2: issue tokens: %w", err)
-	}
-	return nil
-}
-
-// RemoveByCode consumes the code: of concurrent exchanges exactly one
-// succeeds.
-func (s *TokenStore) RemoveByCode(ctx context.Context, code string) error {
-	if code == "" {
-		return oautherrors.ErrInvalidAuthorizeCode
-	}
-	_, err := s.c.Consume(ctx, wire.ConsumeRequest{Token: code, Kind: s.codeKind})
+	_, err := s.c.Batch(ctx, ops...)
+	var ce *client.Error
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, client.ErrTokenConsumed), errors.Is(err, client.ErrTokenReused):
-		return s.codeReplayed(ctx, client.TokenOf(err))
-	case gone(err), errors.Is(err, client.ErrKindMismatch):
-		return oautherrors.ErrInvalidAuthorizeCode
-	}
-	return fmt.Errorf("gooauth2: consume code: %w", err)
-}
-
-// codeReplayed revokes what the code of tok yielded (RFC 6749 §4.1.2):
-// the family's access and refresh tokens. The family stays open, so the
-// tokens of an exchange that consumed the code and has not created them
-// yet are issued (see the README).
-func (s *TokenStore) codeReplayed(ctx context.Context, tok *wire.ErrorToken) error {
-	if tok == nil {
+	case consumes && errors.As(err, &ce) && ce.Op == 0:
+		// The code was used (a concurrent exchange won: tokenstore
+		// detected the reuse and revoked the family), has expired or
+		// been revoked; nothing was issued.
+		if used(err) {
+			return s.replayed(ctx, err, codeReplayReason)
+		}
+		if gone(err) || errors.Is(err, client.ErrKindMismatch) || errors.Is(err, client.ErrClientMismatch) {
+			return oautherrors.ErrInvalidGrant
+		}
+	case errors.Is(err, client.ErrFamilyRevoked):
 		return oautherrors.ErrInvalidGrant
 	}
-	if err := s.revokeGrant(ctx, cmp.Or(tok.Family, tok.ID), codeReplayReason+" ("+tok.ID+")"); err != nil {
-		return err
+	return fmt.Errorf("gooauth2: issue tokens: %w", err)
+}
+
+// RemoveByCode writes nothing: it notes the code, which GetByCode read,
+// as taken by this exchange, and Create consumes it in the batch that
+// issues the tokens.
+func (s *TokenStore) RemoveByCode(ctx context.Context, code string) error {
+	if code == "" || !s.pending.take(code, s.now()) {
+		return oautherrors.ErrInvalidAuthorizeCode
 	}
-	return oautherrors.ErrInvalidGrant
+	return nil
 }
 
 // revokeGrant revokes the access and refresh tokens of family.
@@ -248,8 +256,8 @@ func (s *TokenStore) RemoveByRefresh(ctx context.Context, refresh string) error 
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, client.ErrTokenReused), errors.Is(err, client.ErrTokenConsumed):
-		return s.refreshReplayed(ctx, err)
+	case used(err):
+		return s.replayed(ctx, err, refreshReplayReason)
 	case errors.Is(err, client.ErrTokenRevoked), errors.Is(err, client.ErrFamilyRevoked):
 		// Revoked between GetByRefresh and now, as by a replayed code:
 		// what this refresh created since goes too.
@@ -265,25 +273,36 @@ func (s *TokenStore) RemoveByRefresh(ctx context.Context, refresh string) error 
 	return fmt.Errorf("gooauth2: consume refresh token: %w", err)
 }
 
-// refreshReplayed makes sure the family of a refresh token presented
-// again is revoked for good (RFC 9700 §4.14), and answers invalid grant.
-// err is tokenstore's answer to the token's consume: token_reused means
-// tokenstore revoked the family; token_consumed (a refresh kind without
-// reuse detection) that the family is revoked here.
-func (s *TokenStore) refreshReplayed(ctx context.Context, err error) error {
+// replayed makes sure the family of a code or refresh token presented
+// again is revoked for good (RFC 6749 §4.1.2, RFC 9700 §4.14), and
+// answers invalid grant. err is tokenstore's answer to the token's
+// consume: token_reused means tokenstore revoked the family;
+// token_consumed (a kind without reuse detection) that the family is
+// revoked here.
+func (s *TokenStore) replayed(ctx context.Context, err error, reason string) error {
 	if tok := client.TokenOf(err); tok != nil && !errors.Is(err, client.ErrTokenReused) {
-		if _, err := s.c.RevokeFamily(ctx, cmp.Or(tok.Family, tok.ID), refreshReplayReason+" ("+tok.ID+")"); err != nil {
+		if _, err := s.c.RevokeFamily(ctx, cmp.Or(tok.Family, tok.ID), reason+" ("+tok.ID+")"); err != nil {
 			return fmt.Errorf("gooauth2: revoke family: %w", err)
 		}
 	}
 	return oautherrors.ErrInvalidGrant
 }
 
-// GetByCode reads a code at the leader.
+// used tells the answers about a token consumed already.
+func used(err error) bool {
+	return errors.Is(err, client.ErrTokenConsumed) || errors.Is(err, client.ErrTokenReused)
+}
+
+// GetByCode reads a code at the leader and notes it for RemoveByCode and
+// Create. A used code is a replay: it is consumed again, which revokes
+// its grant, and is then missing.
 func (s *TokenStore) GetByCode(ctx context.Context, code string) (oauth2.TokenInfo, error) {
 	rec, err := s.lookup(ctx, code, s.codeKind, wire.ConsistencyLeader)
-	if errors.Is(err, client.ErrTokenConsumed) || errors.Is(err, client.ErrTokenReused) {
-		return nil, s.codeReplayed(ctx, client.TokenOf(err))
+	if used(err) {
+		if err := s.presentAgain(ctx, code, s.codeKind, codeReplayReason); !errors.Is(err, oautherrors.ErrInvalidGrant) {
+			return nil, err
+		}
+		return nil, nil
 	}
 	if rec == nil || err != nil {
 		return nil, err
@@ -292,11 +311,28 @@ func (s *TokenStore) GetByCode(ctx context.Context, code string) (oauth2.TokenIn
 	if err != nil {
 		return nil, err
 	}
-	ti := s.info(rec, d, cmp.Or(rec.Family, rec.ID))
+	family := cmp.Or(rec.Family, rec.ID)
+	var expires time.Time
+	if rec.ExpiresAt != nil {
+		expires = *rec.ExpiresAt
+	}
+	s.pending.read(code, family, expires, s.now())
+	ti := s.info(rec, d, family)
 	ti.Code, ti.CodeCreateAt, ti.CodeExpiresIn = code, rec.CreatedAt, lifetime(rec)
 	ti.CodeChallenge, ti.CodeChallengeMethod = d.Challenge, d.ChallengeMethod
 	ti.AccessExpiresIn = d.AccessExp
 	return ti, nil
+}
+
+// presentAgain consumes a used token of kind where reuse is detected:
+// tokenstore revokes the family, counts and logs the reuse. It answers
+// errors.ErrInvalidGrant once the family is revoked.
+func (s *TokenStore) presentAgain(ctx context.Context, token, kind, reason string) error {
+	_, err := s.c.Consume(ctx, wire.ConsumeRequest{Token: token, Kind: kind})
+	if !used(err) {
+		return fmt.Errorf("gooauth2: a used %s presented again answered %v", kind, err)
+	}
+	return s.replayed(ctx, err, reason)
 }
 
 // GetByAccess reads an access token at the consistency set by
@@ -307,7 +343,7 @@ func (s *TokenStore) GetByAccess(ctx context.Context, access string) (oauth2.Tok
 	}
 	rec, err := s.lookup(ctx, access, s.accessKind, s.accessConsistency)
 	if rec == nil || err != nil {
-		if errors.Is(err, client.ErrTokenConsumed) || errors.Is(err, client.ErrTokenReused) {
+		if used(err) {
 			return nil, nil
 		}
 		return nil, err
@@ -325,14 +361,8 @@ func (s *TokenStore) GetByAccess(ctx context.Context, access string) (oauth2.Tok
 // replay, and revokes its family.
 func (s *TokenStore) GetByRefresh(ctx context.Context, refresh string) (oauth2.TokenInfo, error) {
 	rec, err := s.lookup(ctx, refresh, s.refreshKind, wire.ConsistencyLeader)
-	if errors.Is(err, client.ErrTokenConsumed) || errors.Is(err, client.ErrTokenReused) {
-		// Present it again where reuse is detected: tokenstore revokes
-		// the family, counts and logs the reuse.
-		_, err := s.c.Consume(ctx, wire.ConsumeRequest{Token: refresh, Kind: s.refreshKind})
-		if err == nil || (!errors.Is(err, client.ErrTokenReused) && !errors.Is(err, client.ErrTokenConsumed)) {
-			return nil, fmt.Errorf("gooauth2: a used refresh token presented again answered %v", err)
-		}
-		return nil, s.refreshReplayed(ctx, err)
+	if used(err) {
+		return nil, s.presentAgain(ctx, refresh, s.refreshKind, refreshReplayReason)
 	}
 	if rec == nil || err != nil {
 		return nil, err
@@ -361,7 +391,7 @@ func (s *TokenStore) lookup(ctx context.Context, token, kind, consistency string
 		return rec, nil
 	case err == nil:
 		return nil, nil
-	case errors.Is(err, client.ErrTokenConsumed), errors.Is(err, client.ErrTokenReused):
+	case used(err):
 		if tok := client.TokenOf(err); tok != nil && tok.Kind != kind {
 			return nil, nil
 		}

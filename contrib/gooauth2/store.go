@@ -27,8 +27,10 @@ const (
 // ExtensionFamily is the extension key under which GetByCode and
 // GetByRefresh name the grant family (a public id). go-oauth2 copies a
 // code's extension into the TokenInfo of the tokens it yields, which is
-// how Create links them to the code's family: an ExtractExtensionHandler
-// that replaces the extension must keep this key.
+// how Create finds the code to consume in its batch: an
+// ExtractExtensionHandler that replaces the extension must keep this key.
+// Without it Create cannot tell the exchange from a grant without a code:
+// it issues the tokens into a new family and the code is not consumed.
 const ExtensionFamily = "tokenstore_family"
 
 // refreshedPrefix starts the access "token" of a TokenInfo read by

@@ -399,6 +399,68 @@ func TestGoOAuth2(t *testing.T) {
 		}
 	})
 
+	// The store's calls of one exchange, as go-oauth2 makes them: only
+	// Create writes, and it consumes the code in its batch.
+	t.Run("ExchangeWritesInCreate", func(t *testing.T) {
+		verifier := oauth2.GenerateVerifier()
+		code := e.authorize(t, "user:steps", verifier)
+		c := e.cluster.Node(1).Client
+		s := gooauth2.NewTokenStore(c)
+		ctx := e.ctx(t)
+		if err := s.RemoveByCode(ctx, code); !errors.Is(err, oautherrors.ErrInvalidAuthorizeCode) {
+			t.Fatalf("RemoveByCode of a code not read: %v, want ErrInvalidAuthorizeCode", err)
+		}
+		ti, err := s.GetByCode(ctx, code)
+		if err != nil || ti == nil {
+			t.Fatalf("GetByCode: %v, %v", ti, err)
+		}
+		if err := s.RemoveByCode(ctx, code); err != nil {
+			t.Fatalf("RemoveByCode: %v", err)
+		}
+		if rec, _, err := c.Lookup(ctx, code, client.LookupOptions{Consistency: wire.ConsistencyLeader}); err != nil || rec.Status != "active" {
+			t.Fatalf("the code after RemoveByCode: %v, %v; want active", rec, err)
+		}
+		newPair := func(ext url.Values) *models.Token {
+			tok := models.NewToken()
+			tok.SetExtension(ext)
+			tok.SetClientID(clientID)
+			tok.SetUserID(ti.GetUserID())
+			tok.SetAccess(oauth2.GenerateVerifier())
+			tok.SetAccessCreateAt(time.Now())
+			tok.SetAccessExpiresIn(time.Hour)
+			tok.SetRefresh(oauth2.GenerateVerifier())
+			tok.SetRefreshCreateAt(time.Now())
+			tok.SetRefreshExpiresIn(24 * time.Hour)
+			e.remember(tok.GetAccess(), tok.GetRefresh())
+			return tok
+		}
+		// A family no code was taken for gets no tokens.
+		stray := newPair(url.Values{gooauth2.ExtensionFamily: {"no-such-family"}})
+		if err := s.Create(ctx, stray); !errors.Is(err, oautherrors.ErrInvalidGrant) {
+			t.Fatalf("Create into a family without a taken code: %v, want ErrInvalidGrant", err)
+		}
+		ext := ti.(oauth2srv.ExtendableTokenInfo).GetExtension()
+		first := newPair(ext)
+		if err := s.Create(ctx, first); err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		if _, _, err := c.Lookup(ctx, code, client.LookupOptions{Consistency: wire.ConsistencyLeader}); !errors.Is(err, client.ErrTokenConsumed) && !errors.Is(err, client.ErrTokenReused) {
+			t.Fatalf("the code after Create: %v, want consumed", err)
+		}
+		e.wantAccepted(t, "the access token Create issued", first.GetAccess(), "user:steps")
+		// A second Create of the same exchange finds the code used: nothing
+		// is issued, and the grant is revoked.
+		second := newPair(ext)
+		if err := s.Create(ctx, second); !errors.Is(err, oautherrors.ErrInvalidGrant) {
+			t.Fatalf("second Create: %v, want ErrInvalidGrant", err)
+		}
+		e.wantRefused(t, "the access token of the second Create", second.GetAccess())
+		e.wantRefused(t, "the first access token after the second Create", first.GetAccess())
+		if ti, err := s.GetByCode(ctx, code); ti != nil || err != nil {
+			t.Errorf("GetByCode of the used code: %v, %v; want nil, nil", ti, err)
+		}
+	})
+
 	t.Run("MissingTokens", func(t *testing.T) {
 		s := gooauth2.NewTokenStore(e.cluster.Node(1).Client)
 		ctx := e.ctx(t)

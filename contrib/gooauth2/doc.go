@@ -1,0 +1,77 @@
+// Package gooauth2 stores the tokens of a go-oauth2/oauth2 v4 server in
+// tokenstore: NewTokenStore returns an oauth2.TokenStore for
+// manage.Manager.MapTokenStorage.
+//
+// Every string go-oauth2 generates (code, access and refresh token) is
+// brought to tokenstore as an issue request's "token", which the store
+// keeps only as a digest. A TokenInfo is rebuilt from the presented
+// string and the record: client id, user id (the subject), scope (the
+// scopes), times (created_at, expires_at), and a record's data, which
+// holds the redirect URI, the PKCE challenge and its method, the access
+// lifetime a grant asked for and the extension. No field stored holds a
+// code, access or refresh token.
+//
+// What each method maps to:
+//
+//   - Create with a code (the authorize step): POST /v1/tokens of the code
+//     kind (WithKinds; DefaultCodeKind, the built-in oauth2_code). The
+//     code starts a grant family named by its id.
+//   - GetByCode: POST /v1/tokens/lookup at leader consistency, so a code
+//     issued through one node is read through any other; the code is
+//     noted, in memory only, for RemoveByCode and Create. 404, 401
+//     token_malformed, 410 token_expired and token_revoked, and a token of
+//     another kind answer (nil, nil). 410 token_consumed is a replayed
+//     code: it is consumed again (POST /v1/tokens/consume), which
+//     oauth2_code answers 410 token_reused after revoking the grant
+//     family for good (RFC 6749 §4.1.2), and the answer is (nil, nil), a
+//     missing code (go-oauth2 answers invalid_grant).
+//   - RemoveByCode writes nothing: it notes the code GetByCode read as
+//     taken by this exchange, in a table of the process by the grant's
+//     family, bounded (WithPendingCodes) and forgetting a code once it
+//     expires. A code not read (or forgotten) answers
+//     errors.ErrInvalidAuthorizeCode.
+//   - Create with an access and a refresh token: one POST /v1/batch into
+//     the grant's family. For an exchanged code (the family is the code's:
+//     go-oauth2 copies the code's extension, where GetByCode puts
+//     ExtensionFamily), the batch is: consume the code taken for that
+//     family (code kind, client_id), issue the refresh token, issue the
+//     access token. If the consume fails, nothing is issued: 410
+//     token_reused (another exchange consumed it; tokenstore revoked the
+//     family), token_consumed (a code kind without reuse detection: the
+//     family is revoked here), token_expired, token_revoked,
+//     family_revoked, 404, kind_mismatch and client_mismatch answer
+//     errors.ErrInvalidGrant, as does a family with no code taken. Of
+//     concurrent exchanges of one code exactly one batch consumes it; the
+//     other consumes detect the reuse and revoke the grant, the winner's
+//     tokens included: RFC 9700 allows it, as the server cannot tell the
+//     attacker's exchange from the client's. On a refresh (the family is the refresh token's),
+//     first POST /v1/families/{family}/revoke with the access kind: the
+//     access token the refresh replaces stops working; then a batch of
+//     the two issue ops. For the other grants, a new family. 410
+//     family_revoked (the grant was revoked meanwhile) answers
+//     errors.ErrInvalidGrant.
+//   - GetByAccess: lookup (local by default, WithAccessConsistency);
+//     missing, expired, revoked or of another kind: (nil, nil).
+//   - RemoveByAccess: POST /v1/tokens/revoke; a token the store does not
+//     know is no error.
+//   - GetByRefresh: lookup at leader consistency. The TokenInfo's access
+//     token is not the access string (never stored) but a marker naming
+//     the family, which RemoveByAccess resolves: Create revoked that
+//     access token already. 410 token_consumed is a replay: the refresh
+//     token is consumed again, which tokenstore answers 410 token_reused
+//     and revokes the family for good (RFC 9700 §4.14); the answer is
+//     errors.ErrInvalidGrant.
+//   - RemoveByRefresh: POST /v1/tokens/consume with the refresh kind. Of
+//     concurrent refreshes with one token, the first consume wins; every
+//     other answers 410 token_reused, the family (both new pairs) is
+//     revoked, and the answer is errors.ErrInvalidGrant. A refresh token
+//     revoked meanwhile answers errors.ErrInvalidGrant too, after the
+//     family's access and refresh tokens (the pair just created) are
+//     revoked.
+//
+// Any other error of tokenstore (503 no_leader, a network error) is
+// returned wrapped, and go-oauth2 answers server_error (500).
+//
+// go-oauth2 answers invalid_grant with status 401; RFC6749Status, set as
+// the server's ResponseErrorHandler, makes it 400 (RFC 6749 §5.2).
+package gooauth2

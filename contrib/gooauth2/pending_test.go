@@ -1,0 +1,60 @@
+package gooauth2
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestPendingCodes(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	p := newPendingCodes(3)
+	if p.take("c1", now) {
+		t.Fatal("took a code that was not read")
+	}
+	p.read("c1", "f1", now.Add(time.Minute), now)
+	if got := p.taken("f1", now); got != "" {
+		t.Fatalf("taken before RemoveByCode: %q", got)
+	}
+	if !p.take("c1", now) {
+		t.Fatal("could not take a code read")
+	}
+	// A second read of the same code (a concurrent exchange) keeps it
+	// taken.
+	p.read("c1", "f1", now.Add(time.Minute), now)
+	if got := p.taken("f1", now); got != "c1" {
+		t.Fatalf("taken(f1) = %q, want c1", got)
+	}
+	// Forgotten when it expires.
+	later := now.Add(time.Minute)
+	if got := p.taken("f1", later); got != "" {
+		t.Fatalf("taken(f1) after expiry = %q", got)
+	}
+	if p.take("c1", later) {
+		t.Fatal("took an expired code")
+	}
+	p.read("c2", "f2", later.Add(time.Minute), later)
+	if n := p.len(); n != 1 {
+		t.Fatalf("%d codes after the first expired, want 1", n)
+	}
+	// Bounded: the oldest is forgotten.
+	for i := 3; i <= 5; i++ {
+		p.read(fmt.Sprintf("c%d", i), fmt.Sprintf("f%d", i), later.Add(time.Minute), later)
+	}
+	if n := p.len(); n != 3 {
+		t.Fatalf("%d codes, want the bound 3", n)
+	}
+	if p.take("c2", later) {
+		t.Fatal("took the code the bound dropped")
+	}
+	for i := 3; i <= 5; i++ {
+		if !p.take(fmt.Sprintf("c%d", i), later) {
+			t.Fatalf("could not take c%d", i)
+		}
+	}
+	// A code without expiry stays until the bound drops it.
+	p.read("c6", "f6", time.Time{}, later)
+	if !p.take("c6", later.Add(100*365*24*time.Hour)) {
+		t.Fatal("could not take a code without expiry")
+	}
+}

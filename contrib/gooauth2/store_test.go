@@ -1,0 +1,538 @@
+package gooauth2_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	oauth2srv "github.com/go-oauth2/oauth2/v4"
+	oautherrors "github.com/go-oauth2/oauth2/v4/errors"
+	"github.com/go-oauth2/oauth2/v4/manage"
+	"github.com/go-oauth2/oauth2/v4/models"
+	"github.com/go-oauth2/oauth2/v4/server"
+	"github.com/go-oauth2/oauth2/v4/store"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/tokenstore/tokenstore/api/wire"
+	"github.com/tokenstore/tokenstore/client"
+	"github.com/tokenstore/tokenstore/contrib/gooauth2"
+	"github.com/tokenstore/tokenstore/internal/testcluster"
+)
+
+const (
+	clientID     = "app1"
+	clientSecret = "app1-secret"
+	redirectURI  = "https://app1.example/cb"
+)
+
+// env is a go-oauth2 server whose authorize, token and resource endpoints
+// each keep their tokens through another node of a 3-node cluster.
+type env struct {
+	cluster *testcluster.Cluster
+	ts      *httptest.Server
+	conf    *oauth2.Config
+	hc      *http.Client // the OAuth client's, following no redirect
+	mu      sync.Mutex
+	user    string // the user the next authorization is for
+	// secrets is every code, access and refresh token string handed out.
+	secrets []string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	// The built-in policy: the adapter needs no kind of its own.
+	var o testcluster.Options
+	c := testcluster.StartCluster(t, o, o, o)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.WaitForLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clients := store.NewClientStore()
+	if err := clients.Set(clientID, &models.Client{ID: clientID, Secret: clientSecret, Domain: "https://app1.example"}); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{cluster: c, user: "user:42"}
+	newServer := func(n *testcluster.Node, opts ...gooauth2.Option) *server.Server {
+		m := manage.NewDefaultManager()
+		m.MapClientStorage(clients)
+		m.MapTokenStorage(gooauth2.NewTokenStore(n.Client, opts...))
+		srv := server.NewDefaultServer(m)
+		srv.Config.ForcePKCE = true
+		srv.SetResponseErrorHandler(gooauth2.RFC6749Status)
+		srv.SetUserAuthorizationHandler(func(w http.ResponseWriter, r *http.Request) (string, error) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return e.user, nil
+		})
+		srv.SetInternalErrorHandler(func(err error) *oautherrors.Response {
+			t.Logf("go-oauth2 internal error: %v", err)
+			return nil
+		})
+		return srv
+	}
+	authorize := newServer(c.Node(0))
+	tokens := newServer(c.Node(1))
+	resource := newServer(c.Node(2), gooauth2.WithAccessConsistency(wire.ConsistencyLeader))
+	mux := http.NewServeMux()
+	mux.HandleFunc("/authorize", func(w http.ResponseWriter, r *http.Request) {
+		if err := authorize.HandleAuthorizeRequest(w, r); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		}
+	})
+	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
+		_ = tokens.HandleTokenRequest(w, r)
+	})
+	mux.HandleFunc("/resource", func(w http.ResponseWriter, r *http.Request) {
+		ti, err := resource.ValidationBearerToken(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		io.WriteString(w, ti.GetUserID())
+	})
+	e.ts = httptest.NewServer(mux)
+	t.Cleanup(e.ts.Close)
+	e.conf = &oauth2.Config{
+		ClientID: clientID, ClientSecret: clientSecret, RedirectURL: redirectURI, Scopes: []string{"read", "write"},
+		Endpoint: oauth2.Endpoint{AuthURL: e.ts.URL + "/authorize", TokenURL: e.ts.URL + "/token", AuthStyle: oauth2.AuthStyleInHeader},
+	}
+	e.hc = &http.Client{
+		Timeout:       30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return e
+}
+
+func (e *env) ctx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return context.WithValue(ctx, oauth2.HTTPClient, e.hc)
+}
+
+func (e *env) remember(secrets ...string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.secrets = append(e.secrets, secrets...)
+}
+
+// authorize runs the authorization request for user with PKCE S256 and
+// returns the code from the redirect.
+func (e *env) authorize(t *testing.T, user, verifier string) string {
+	t.Helper()
+	e.mu.Lock()
+	e.user = user
+	e.mu.Unlock()
+	resp, err := e.hc.Get(e.conf.AuthCodeURL("state-1", oauth2.S256ChallengeOption(verifier)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("authorize: %d %s, want 302", resp.StatusCode, body)
+	}
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := loc.Scheme + "://" + loc.Host + loc.Path; got != redirectURI {
+		t.Fatalf("authorize redirected to %s, want %s", loc, redirectURI)
+	}
+	if s := loc.Query().Get("state"); s != "state-1" {
+		t.Fatalf("authorize: state %q, want state-1", s)
+	}
+	code := loc.Query().Get("code")
+	if code == "" {
+		t.Fatalf("authorize: no code in %s", loc)
+	}
+	e.remember(code)
+	return code
+}
+
+func (e *env) exchange(t *testing.T, code, verifier string) (*oauth2.Token, error) {
+	tok, err := e.conf.Exchange(e.ctx(t), code, oauth2.VerifierOption(verifier))
+	if err == nil {
+		e.remember(tok.AccessToken, tok.RefreshToken)
+	}
+	return tok, err
+}
+
+func (e *env) refresh(t *testing.T, refresh string) (*oauth2.Token, error) {
+	tok, err := e.conf.TokenSource(e.ctx(t), &oauth2.Token{RefreshToken: refresh, Expiry: time.Now().Add(-time.Hour)}).Token()
+	if err == nil {
+		e.remember(tok.AccessToken, tok.RefreshToken)
+	}
+	return tok, err
+}
+
+// grant runs authorization and exchange for user.
+func (e *env) grant(t *testing.T, user string) *oauth2.Token {
+	t.Helper()
+	verifier := oauth2.GenerateVerifier()
+	tok, err := e.exchange(t, e.authorize(t, user, verifier), verifier)
+	if err != nil {
+		t.Fatalf("exchange: %v", err)
+	}
+	if tok.AccessToken == "" || tok.RefreshToken == "" {
+		t.Fatalf("exchange: %+v, want an access and a refresh token", tok)
+	}
+	return tok
+}
+
+// resource answers whether access is accepted at the resource endpoint,
+// and for whom.
+func (e *env) resource(t *testing.T, access string) (string, bool) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.ts.URL+"/resource", nil)
+	req.Header.Set("Authorization", "Bearer "+access)
+	resp, err := e.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body), resp.StatusCode == http.StatusOK
+}
+
+func (e *env) wantAccepted(t *testing.T, what, access, user string) {
+	t.Helper()
+	if got, ok := e.resource(t, access); !ok || got != user {
+		t.Errorf("%s: resource answered %q, %v; want accepted for %s", what, got, ok, user)
+	}
+}
+
+func (e *env) wantRefused(t *testing.T, what, access string) {
+	t.Helper()
+	if got, ok := e.resource(t, access); ok {
+		t.Errorf("%s: resource accepted it for %q; want refused", what, got)
+	}
+}
+
+// wantInvalidGrant checks that err is the token endpoint's invalid_grant,
+// with status 400 (RFC 6749 §5.2).
+func wantInvalidGrant(t *testing.T, what string, err error) {
+	t.Helper()
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+		t.Errorf("%s: %v, want invalid_grant", what, err)
+		return
+	}
+	if re.Response.StatusCode != http.StatusBadRequest {
+		t.Errorf("%s: invalid_grant with status %d, want 400", what, re.Response.StatusCode)
+	}
+}
+
+func TestGoOAuth2(t *testing.T) {
+	e := newEnv(t)
+
+	t.Run("AuthorizationCodePKCE", func(t *testing.T) {
+		verifier := oauth2.GenerateVerifier()
+		code := e.authorize(t, "user:pkce", verifier)
+		// The wrong verifier is refused. It does not spend the code:
+		// go-oauth2 checks it after RemoveByCode, before Create, and the
+		// code is consumed in Create's batch.
+		_, err := e.exchange(t, code, oauth2.GenerateVerifier())
+		wantInvalidGrant(t, "exchange with another verifier", err)
+		// The code remembers its redirect URI.
+		other := *e.conf
+		other.RedirectURL = "https://app1.example/other"
+		_, err = other.Exchange(e.ctx(t), code, oauth2.VerifierOption(verifier))
+		wantInvalidGrant(t, "exchange with another redirect URI", err)
+		tok, err := e.exchange(t, code, verifier)
+		if err != nil {
+			t.Fatalf("exchange: %v", err)
+		}
+		if tok.TokenType != "Bearer" || tok.Extra("scope") != "read write" {
+			t.Errorf("token %+v scope %v, want a Bearer token for read write", tok, tok.Extra("scope"))
+		}
+		e.wantAccepted(t, "access token", tok.AccessToken, "user:pkce")
+		e.wantRefused(t, "the code as an access token", code)
+		e.wantRefused(t, "the refresh token as an access token", tok.RefreshToken)
+	})
+
+	t.Run("ClientCredentials", func(t *testing.T) {
+		cc := clientcredentials.Config{ClientID: clientID, ClientSecret: clientSecret, TokenURL: e.conf.Endpoint.TokenURL}
+		tok, err := cc.Token(e.ctx(t))
+		if err != nil {
+			t.Fatalf("client credentials: %v", err)
+		}
+		e.remember(tok.AccessToken)
+		if tok.RefreshToken != "" {
+			t.Errorf("client credentials answered a refresh token")
+		}
+		e.wantAccepted(t, "client credentials access token", tok.AccessToken, "")
+	})
+
+	t.Run("Refresh", func(t *testing.T) {
+		first := e.grant(t, "user:refresh")
+		next, err := e.refresh(t, first.RefreshToken)
+		if err != nil {
+			t.Fatalf("refresh: %v", err)
+		}
+		if next.AccessToken == first.AccessToken || next.RefreshToken == first.RefreshToken || next.RefreshToken == "" {
+			t.Fatalf("refresh answered %+v, want a new pair", next)
+		}
+		e.wantAccepted(t, "the new access token", next.AccessToken, "user:refresh")
+		e.wantRefused(t, "the access token the refresh replaced", first.AccessToken)
+		again, err := e.refresh(t, next.RefreshToken)
+		if err != nil {
+			t.Fatalf("second refresh: %v", err)
+		}
+		e.wantAccepted(t, "the third access token", again.AccessToken, "user:refresh")
+	})
+
+	t.Run("ReplayedCode", func(t *testing.T) {
+		verifier := oauth2.GenerateVerifier()
+		code := e.authorize(t, "user:replay", verifier)
+		tok, err := e.exchange(t, code, verifier)
+		if err != nil {
+			t.Fatalf("exchange: %v", err)
+		}
+		e.wantAccepted(t, "access token", tok.AccessToken, "user:replay")
+		_, err = e.exchange(t, code, verifier)
+		wantInvalidGrant(t, "replayed code", err)
+		e.wantRefused(t, "the access token of a replayed code", tok.AccessToken)
+		_, err = e.refresh(t, tok.RefreshToken)
+		wantInvalidGrant(t, "the refresh token of a replayed code", err)
+	})
+
+	t.Run("ConcurrentExchanges", func(t *testing.T) {
+		verifier := oauth2.GenerateVerifier()
+		code := e.authorize(t, "user:race", verifier)
+		const n = 16
+		toks := make([]*oauth2.Token, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				toks[i], errs[i] = e.exchange(t, code, verifier)
+			})
+		}
+		close(start)
+		wg.Wait()
+		var won *oauth2.Token
+		for i := range n {
+			if errs[i] == nil {
+				if won != nil {
+					t.Errorf("exchange %d succeeded too", i)
+				}
+				won = toks[i]
+				continue
+			}
+			wantInvalidGrant(t, fmt.Sprintf("exchange %d", i), errs[i])
+		}
+		if won == nil {
+			t.Fatal("no exchange of the code succeeded")
+		}
+		// Every loser's consume of the code was a reuse: the grant is
+		// revoked, the winner's pair with it (RFC 9700 §4.14).
+		e.wantRefused(t, "the winner's access token after the race", won.AccessToken)
+		_, err := e.refresh(t, won.RefreshToken)
+		wantInvalidGrant(t, "the winner's refresh token after the race", err)
+		_, err = e.exchange(t, code, verifier)
+		wantInvalidGrant(t, "replay after the race", err)
+	})
+
+	t.Run("ReplayedRefresh", func(t *testing.T) {
+		first := e.grant(t, "user:rt-replay")
+		next, err := e.refresh(t, first.RefreshToken)
+		if err != nil {
+			t.Fatalf("refresh: %v", err)
+		}
+		_, err = e.refresh(t, first.RefreshToken)
+		wantInvalidGrant(t, "replayed refresh token", err)
+		// The newest pair dies with the family.
+		e.wantRefused(t, "the newest access token", next.AccessToken)
+		_, err = e.refresh(t, next.RefreshToken)
+		wantInvalidGrant(t, "the newest refresh token", err)
+		e.wantRefused(t, "the first access token", first.AccessToken)
+	})
+
+	t.Run("ConcurrentRefresh", func(t *testing.T) {
+		first := e.grant(t, "user:rt-race")
+		const n = 8
+		toks := make([]*oauth2.Token, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				toks[i], errs[i] = e.refresh(t, first.RefreshToken)
+			})
+		}
+		close(start)
+		wg.Wait()
+		var won []*oauth2.Token
+		for i := range n {
+			if errs[i] == nil {
+				won = append(won, toks[i])
+				continue
+			}
+			wantInvalidGrant(t, fmt.Sprintf("refresh %d", i), errs[i])
+		}
+		t.Logf("%d of %d concurrent refreshes succeeded", len(won), n)
+		if len(won) > 1 {
+			t.Errorf("%d refreshes of one token succeeded, want at most one", len(won))
+		}
+		// Every refresh after the first was a reuse: the family is
+		// revoked, the winner's pair with it (RFC 9700 §4.14).
+		for _, tok := range append(won, first) {
+			e.wantRefused(t, "an access token of the raced grant", tok.AccessToken)
+			_, err := e.refresh(t, tok.RefreshToken)
+			wantInvalidGrant(t, "a refresh token of the raced grant", err)
+		}
+	})
+
+	// The store's calls of one exchange, as go-oauth2 makes them: only
+	// Create writes, and it consumes the code in its batch.
+	t.Run("ExchangeWritesInCreate", func(t *testing.T) {
+		verifier := oauth2.GenerateVerifier()
+		code := e.authorize(t, "user:steps", verifier)
+		c := e.cluster.Node(1).Client
+		s := gooauth2.NewTokenStore(c)
+		ctx := e.ctx(t)
+		if err := s.RemoveByCode(ctx, code); !errors.Is(err, oautherrors.ErrInvalidAuthorizeCode) {
+			t.Fatalf("RemoveByCode of a code not read: %v, want ErrInvalidAuthorizeCode", err)
+		}
+		ti, err := s.GetByCode(ctx, code)
+		if err != nil || ti == nil {
+			t.Fatalf("GetByCode: %v, %v", ti, err)
+		}
+		if err := s.RemoveByCode(ctx, code); err != nil {
+			t.Fatalf("RemoveByCode: %v", err)
+		}
+		if rec, _, err := c.Lookup(ctx, code, client.LookupOptions{Consistency: wire.ConsistencyLeader}); err != nil || rec.Status != "active" {
+			t.Fatalf("the code after RemoveByCode: %v, %v; want active", rec, err)
+		}
+		newPair := func(ext url.Values) *models.Token {
+			tok := models.NewToken()
+			tok.SetExtension(ext)
+			tok.SetClientID(clientID)
+			tok.SetUserID(ti.GetUserID())
+			tok.SetAccess(oauth2.GenerateVerifier())
+			tok.SetAccessCreateAt(time.Now())
+			tok.SetAccessExpiresIn(time.Hour)
+			tok.SetRefresh(oauth2.GenerateVerifier())
+			tok.SetRefreshCreateAt(time.Now())
+			tok.SetRefreshExpiresIn(24 * time.Hour)
+			e.remember(tok.GetAccess(), tok.GetRefresh())
+			return tok
+		}
+		// A family no code was taken for gets no tokens.
+		stray := newPair(url.Values{gooauth2.ExtensionFamily: {"no-such-family"}})
+		if err := s.Create(ctx, stray); !errors.Is(err, oautherrors.ErrInvalidGrant) {
+			t.Fatalf("Create into a family without a taken code: %v, want ErrInvalidGrant", err)
+		}
+		ext := ti.(oauth2srv.ExtendableTokenInfo).GetExtension()
+		first := newPair(ext)
+		if err := s.Create(ctx, first); err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		if _, _, err := c.Lookup(ctx, code, client.LookupOptions{Consistency: wire.ConsistencyLeader}); !errors.Is(err, client.ErrTokenConsumed) && !errors.Is(err, client.ErrTokenReused) {
+			t.Fatalf("the code after Create: %v, want consumed", err)
+		}
+		e.wantAccepted(t, "the access token Create issued", first.GetAccess(), "user:steps")
+		// A second Create of the same exchange finds the code used: nothing
+		// is issued, and the grant is revoked.
+		second := newPair(ext)
+		if err := s.Create(ctx, second); !errors.Is(err, oautherrors.ErrInvalidGrant) {
+			t.Fatalf("second Create: %v, want ErrInvalidGrant", err)
+		}
+		e.wantRefused(t, "the access token of the second Create", second.GetAccess())
+		e.wantRefused(t, "the first access token after the second Create", first.GetAccess())
+		if ti, err := s.GetByCode(ctx, code); ti != nil || err != nil {
+			t.Errorf("GetByCode of the used code: %v, %v; want nil, nil", ti, err)
+		}
+	})
+
+	t.Run("MissingTokens", func(t *testing.T) {
+		s := gooauth2.NewTokenStore(e.cluster.Node(1).Client)
+		ctx := e.ctx(t)
+		for name, get := range map[string]func(context.Context, string) (oauth2srv.TokenInfo, error){
+			"GetByCode": s.GetByCode, "GetByAccess": s.GetByAccess, "GetByRefresh": s.GetByRefresh,
+		} {
+			for _, tok := range []string{"no-such-token-0123456789abcdef", "tks_rt_malformed", ""} {
+				if ti, err := get(ctx, tok); ti != nil || err != nil {
+					t.Errorf("%s(%q) = %v, %v; want nil, nil", name, tok, ti, err)
+				}
+			}
+		}
+	})
+
+	// Last: every string handed out above, searched for in what each node
+	// wrote (Raft log, snapshots) and logged.
+	t.Run("NoSecretOnDisk", func(t *testing.T) {
+		e.mu.Lock()
+		secrets := append([]string(nil), e.secrets...)
+		e.mu.Unlock()
+		if len(secrets) < 20 {
+			t.Fatalf("only %d secrets handed out", len(secrets))
+		}
+		ctx := e.ctx(t)
+		// A control: a string a record's data holds is found.
+		canary := "canary-" + oauth2.GenerateVerifier()
+		issued, err := e.cluster.Node(0).Client.Issue(ctx, wire.IssueRequest{
+			Kind: "access", Subject: "user:canary", Data: []byte(`{"c":"` + canary + `"}`),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range e.cluster.Nodes() {
+			// Each node has applied everything before the canary.
+			if _, _, err := n.Client.Lookup(ctx, issued.Token, client.LookupOptions{MinIndex: issued.Index}); err != nil {
+				t.Fatalf("lookup on %s: %v", n.ID(), err)
+			}
+			if _, err := n.Client.Snapshot(ctx); err != nil {
+				t.Logf("snapshot of %s: %v", n.ID(), err)
+			}
+			var files, found int
+			err := filepath.WalkDir(n.DataDir, func(path string, d fs.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					return err
+				}
+				b, err := os.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				files++
+				if bytes.Contains(b, []byte(canary)) {
+					found++
+				}
+				for _, s := range secrets {
+					if s != "" && bytes.Contains(b, []byte(s)) {
+						t.Errorf("node %s: %s holds a token string", n.ID(), path)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if files == 0 || found == 0 {
+				t.Errorf("node %s: %d files in %s, %d hold the canary; want some", n.ID(), files, n.DataDir, found)
+			}
+			logs := n.Logs.String()
+			for _, s := range secrets {
+				if s != "" && bytes.Contains([]byte(logs), []byte(s)) {
+					t.Errorf("node %s logged a token string", n.ID())
+				}
+			}
+		}
+	})
+}

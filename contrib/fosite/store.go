@@ -107,7 +107,9 @@ var (
 	_ fosite.Storage                     = (*Store)(nil)
 )
 
-// Kinds are the tokenstore kinds the store issues.
+// Kinds are the tokenstore kinds the store issues. Code, Access and
+// Refresh must be three kinds: a lookup answers only tokens of the kind
+// it asks for.
 type Kinds struct {
 	Code    string // authorization codes: single-use, detects reuse
 	Access  string // access tokens
@@ -502,6 +504,11 @@ func (s *Store) GetOpenIDConnectSession(ctx context.Context, authorizeCode strin
 
 func (s *Store) get(ctx context.Context, w what, key string, session fosite.Session) (fosite.Requester, error) {
 	rec, _, err := s.c.Lookup(ctx, secretKey(w, key), client.LookupOptions{Consistency: s.consistency, WithData: true})
+	if err == nil && rec.Kind != s.kind(w) || err != nil && client.TokenOf(err) != nil && client.TokenOf(err).Kind != s.kind(w) {
+		// The key of another kind of token (a code presented as an
+		// access token): not one of these.
+		return nil, fmt.Errorf("fositestore: %s: a token of another kind: %w", titles[w], fosite.ErrNotFound)
+	}
 	if err == nil {
 		return s.decode(ctx, rec.Data, rec.Family, rec.ClientID, rec.Scopes, session)
 	}

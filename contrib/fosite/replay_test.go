@@ -84,7 +84,7 @@ func TestConcurrentExchanges(t *testing.T) {
 }
 
 // 8 concurrent refreshes with one refresh token: at most one gets a new
-// pair, every other answers 400, none a 500; after, the grant is revoked,
+// pair, every other answers 400 invalid_grant; after, the grant is revoked,
 // the winner's pair too (RFC 9700: both may die).
 func TestConcurrentRefresh(t *testing.T) {
 	e := newEnv(t)
@@ -99,7 +99,7 @@ func TestConcurrentRefresh(t *testing.T) {
 		wg     sync.WaitGroup
 		mu     sync.Mutex
 		wins   []*oauth2.Token
-		losses = map[int]int{}
+		losses = map[string]int{}
 	)
 	start := make(chan struct{})
 	for i := range n {
@@ -116,10 +116,10 @@ func TestConcurrentRefresh(t *testing.T) {
 			}
 			var re *oauth2.RetrieveError
 			if !asRetrieve(err, &re) {
-				losses[-1]++
+				losses["transport: "+err.Error()]++
 				return
 			}
-			losses[re.Response.StatusCode]++
+			losses[http.StatusText(re.Response.StatusCode)+" "+re.ErrorCode]++
 		}()
 	}
 	close(start)
@@ -127,8 +127,8 @@ func TestConcurrentRefresh(t *testing.T) {
 	if len(wins) > 1 {
 		t.Fatalf("%d concurrent refreshes with one token got new tokens, want at most 1", len(wins))
 	}
-	if losses[http.StatusBadRequest] != n-len(wins) {
-		t.Fatalf("the losing refreshes answered %v (status: count), want %d × 400", losses, n-len(wins))
+	if losses["Bad Request invalid_grant"] != n-len(wins) {
+		t.Fatalf("the losing refreshes answered %v, want %d × 400 invalid_grant", losses, n-len(wins))
 	}
 	// One more presentation of the used token is reuse, whatever raced.
 	_, err = e.refresh(e.conf, tok.RefreshToken)

@@ -644,21 +644,25 @@ func (s *Store) decode(ctx context.Context, data json.RawMessage, family, client
 // fosite's authorization code handler answers any storage error of the
 // exchange's transaction as server_error (500), so the exchanges of one
 // code that lose a race to it, which find the code used only at Commit,
-// would get a 500. This answers them invalid_grant, as fosite answers a
-// code used before, and leaves every other error as it is.
+// would get a 500; its refresh handler answers a refresh token found used
+// at Commit invalid_request ("retry"), though a retry can only fail. This
+// answers both invalid_grant (RFC 6749 §5.2), as fosite answers a code or
+// refresh token found used before, and leaves every other error as it is.
 func TokenEndpointError(err error) error {
 	if err == nil {
 		return nil
 	}
 	rfc := fosite.ErrorToRFC6749Error(err)
-	if rfc.ErrorField != fosite.ErrServerError.ErrorField {
+	if rfc.ErrorField != fosite.ErrServerError.ErrorField && rfc.ErrorField != fosite.ErrInvalidRequest.ErrorField {
 		return err
 	}
+	var ce *client.Error
+	if !errors.As(err, &ce) || !invalidated(ce) && !gone(ce) {
+		return err // not a token this store found used, revoked or gone
+	}
+	hint := "The refresh token was already used, or its grant revoked."
 	if errors.Is(err, fosite.ErrInvalidatedAuthorizeCode) {
-		return fosite.ErrInvalidGrant.WithWrap(err).WithHint("The authorization code has already been used.").WithDebug(err.Error())
+		hint = "The authorization code has already been used."
 	}
-	if errors.Is(err, fosite.ErrInactiveToken) || errors.Is(err, fosite.ErrNotFound) {
-		return fosite.ErrInvalidGrant.WithWrap(err).WithHint("The grant is not valid any more.").WithDebug(err.Error())
-	}
-	return err
+	return fosite.ErrInvalidGrant.WithWrap(err).WithHint(hint).WithDebug(err.Error())
 }

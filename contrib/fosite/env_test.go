@@ -97,7 +97,13 @@ func newEnv(t *testing.T) *env {
 			GlobalSecret:               secret,
 			EnforcePKCE:                true,
 			SendDebugMessagesToClients: true,
+			// fosite sets these on first use when they are nil, a data
+			// race between concurrent requests: set them up front.
+			ScopeStrategy:            fosite.WildcardScopeStrategy,
+			AudienceMatchingStrategy: fosite.DefaultAudienceMatchingStrategy,
+			JWKSFetcherStrategy:      fosite.NewDefaultJWKSFetcherStrategy(),
 		}
+		cfg.ClientSecretsHasher = &fosite.BCrypt{Config: cfg}
 		keyGetter := func(context.Context) (interface{}, error) { return e.key, nil }
 		st := fositestore.New(client.New(e.cluster.Node(node).API.URL), clients)
 		strategy := &compose.CommonStrategy{

@@ -56,6 +56,10 @@
 // family fosite.ErrInactiveToken; the tokenstore error stays in the chain
 // (errors.Is(err, client.ErrTokenReused)).
 //
+// A token endpoint passes its errors through TokenEndpointError: fosite
+// answers the losers of a race for one code server_error, and for one
+// refresh token invalid_request; it answers them invalid_grant.
+//
 // Revocations never wait for Commit: a batch holds issues, consumes,
 // revocations by secret and rotations, not revocations of a family, and
 // taking away access early is never unsafe. fosite's refresh flow calls

@@ -345,7 +345,7 @@ func TestTransaction(t *testing.T) {
 }
 
 // No code, access or refresh token, nor the signatures fosite keys them
-// by, reaches a node's disk: not the Raft log, not a snapshot.
+// by, reaches a node's disk (the Raft log, a snapshot) or its log.
 func TestNoSecretOnDisk(t *testing.T) {
 	e := newEnv(t)
 	code, verifier := e.authorize(e.conf)
@@ -398,5 +398,13 @@ func TestNoSecretOnDisk(t *testing.T) {
 	}
 	if files == 0 {
 		t.Fatal("no files in the data directories")
+	}
+	for i, n := range e.cluster.Nodes() {
+		logs := n.Logs.String()
+		for _, s := range needles {
+			if strings.Contains(logs, s) {
+				t.Errorf("node %d logged a secret (%d bytes, starting %.8s)", i, len(s), s)
+			}
+		}
 	}
 }

@@ -66,6 +66,9 @@ func TestConcurrentExchanges(t *testing.T) {
 				return
 			}
 			losses[http.StatusText(re.Response.StatusCode)+" "+re.ErrorCode]++
+			if re.Response.StatusCode >= 500 {
+				t.Logf("exchange: %d %s", re.Response.StatusCode, re.Body)
+			}
 		}()
 	}
 	close(start)

@@ -149,13 +149,17 @@ type LookupOptions struct {
 	MinIndex    uint64 // read-your-writes: wait until the replica applied this index
 	// IP and UserAgent of the end user, recorded with the last use.
 	IP, UserAgent string
+	// WithData asks a 410 to carry the token's data (Error.Token.Data),
+	// as long as the token has not passed its own expiry.
+	WithData bool
 }
 
 // Lookup reads a token without consuming it.
 func (c *Client) Lookup(ctx context.Context, token string, o LookupOptions) (*wire.Record, Meta, error) {
 	var out wire.Record
 	m, err := c.do(ctx, http.MethodPost, "/v1/tokens/lookup",
-		wire.LookupRequest{Token: token, Consistency: o.Consistency, MinIndex: o.MinIndex, IP: o.IP, UserAgent: o.UserAgent}, &out)
+		wire.LookupRequest{Token: token, Consistency: o.Consistency, MinIndex: o.MinIndex, IP: o.IP, UserAgent: o.UserAgent,
+			WithData: o.WithData}, &out)
 	return &out, m, err
 }
 

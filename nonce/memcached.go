@@ -111,7 +111,11 @@ func (m *Memcached) Add(key string, ttl time.Duration) (bool, error) {
 		return false, nil
 	}
 	m.latency.WithLabelValues("error").Observe(time.Since(start).Seconds())
-	m.br.failed()
+	if !errors.Is(err, errPipeFull) {
+		// A pipeline full of adds is a burst on a server that answers,
+		// not a server down: it fails this add, and opens no breaker.
+		m.br.failed()
+	}
 	return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
 

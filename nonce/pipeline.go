@@ -44,10 +44,22 @@ type pipeline struct {
 	next    atomic.Uint32 // round robin over the slots
 
 	mu     sync.Mutex
-	conns  [pipeConns]*pipeConn
+	slots  [pipeConns]slot
 	closed bool
 	// broken is called once for each connection that fails.
 	broken func()
+}
+
+// slot is one connection of a pipeline and its dialing. A dial happens
+// outside the pipeline's lock; the adds that want the slot meanwhile wait
+// for it, and for a timeout after a failed dial they fail at once rather
+// than dial again: a server that does not answer costs an add one
+// timeout at most, never a queue of dials.
+type slot struct {
+	conn     *pipeConn
+	dialing  chan struct{} // closed when the dial under way ends; nil if none
+	err      error         // of the last dial, while it is recent
+	failedAt time.Time
 }
 
 func newPipeline(addr string, timeout time.Duration, broken func()) *pipeline {
@@ -77,20 +89,42 @@ func (p *pipeline) add(key string, exp int32) (bool, error) {
 func (p *pipeline) conn(i int) (*pipeConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
-		return nil, net.ErrClosed
+	s := &p.slots[i]
+	for {
+		switch {
+		case p.closed:
+			return nil, net.ErrClosed
+		case s.conn != nil && s.conn.alive():
+			return s.conn, nil
+		case s.dialing != nil:
+			ch := s.dialing
+			p.mu.Unlock()
+			<-ch
+			p.mu.Lock()
+			continue
+		case s.err != nil && time.Since(s.failedAt) < p.timeout:
+			return nil, s.err
+		}
+		ch := make(chan struct{})
+		s.dialing = ch
+		p.mu.Unlock()
+		nc, err := net.DialTimeout("tcp", p.addr, p.timeout)
+		p.mu.Lock()
+		s.dialing = nil
+		close(ch)
+		if err != nil {
+			s.err, s.failedAt = err, time.Now()
+			return nil, err
+		}
+		s.err = nil
+		if p.closed {
+			nc.Close()
+			return nil, net.ErrClosed
+		}
+		s.conn = &pipeConn{nc: nc, timeout: p.timeout, broken: p.broken}
+		go s.conn.read()
+		return s.conn, nil
 	}
-	if c := p.conns[i]; c != nil && c.alive() {
-		return c, nil
-	}
-	nc, err := net.DialTimeout("tcp", p.addr, p.timeout)
-	if err != nil {
-		return nil, err
-	}
-	c := &pipeConn{nc: nc, timeout: p.timeout, broken: p.broken}
-	p.conns[i] = c
-	go c.read()
-	return c, nil
 }
 
 // close closes every connection; adds under way fail.
@@ -98,9 +132,9 @@ func (p *pipeline) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
-	for _, c := range p.conns {
-		if c != nil {
-			c.fail(net.ErrClosed)
+	for _, s := range p.slots {
+		if s.conn != nil {
+			s.conn.fail(net.ErrClosed)
 		}
 	}
 }

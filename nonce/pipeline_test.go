@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,5 +150,67 @@ func TestPipelineRefusesIllegalKeys(t *testing.T) {
 		if _, err := p.add(k, 60); err == nil || errors.Is(err, net.ErrClosed) {
 			t.Errorf("key %q: want it refused, got %v", k, err)
 		}
+	}
+}
+
+// unansweredAddr is the address of a listener whose queue of connections
+// is full, so that a dial to it hangs until its timeout, as to a server
+// that drops SYNs.
+func unansweredAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the queue: dials are answered until it is full, then hang.
+	for range 8 {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			break
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	return addr
+}
+
+// TestPipelineDialsDoNotQueue sends concurrent adds to a server that does
+// not answer dials: each add fails within about one timeout, where dials
+// made one after the other under one lock took one timeout each.
+func TestPipelineDialsDoNotQueue(t *testing.T) {
+	addr := unansweredAddr(t)
+	const timeout, adds = 300 * time.Millisecond, 20
+	p := newPipeline(addr, timeout, nil)
+	defer p.close()
+	start := time.Now()
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for i := range adds {
+		wg.Go(func() {
+			if _, err := p.add(fmt.Sprint("k", i), 60); err != nil {
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() != adds {
+		t.Fatalf("%d of %d adds failed; want all, the server answers none", failed.Load(), adds)
+	}
+	// Bounded, not timed: two slots, one dial each, and the adds waiting
+	// for a dial fail with it, in about one timeout; dials one after the
+	// other would take adds timeouts (6 s).
+	if d := time.Since(start); d > 10*timeout {
+		t.Fatalf("%d adds to a server that does not answer took %s; want about one timeout (%s)", adds, d, timeout)
 	}
 }

@@ -213,6 +213,29 @@ func TestBatchReuseRevokesFamily(t *testing.T) {
 	}
 }
 
+// The API's bound on a batch is the state machine's: a batch the API took
+// and the state machine refused would answer 500.
+func TestBatchBoundsAgree(t *testing.T) {
+	if wire.MaxBatchOps != fsm.MaxBatchOps {
+		t.Fatalf("wire.MaxBatchOps %d, fsm.MaxBatchOps %d: want them equal", wire.MaxBatchOps, fsm.MaxBatchOps)
+	}
+}
+
+// A batch that issues a code and uses it twice answers the reuse (410
+// with the op and the code named), never a 500, and leaves nothing.
+func TestBatchReuseOfItsOwnToken(t *testing.T) {
+	t.Parallel()
+	e := startEnv(t, testcluster.Options{})
+	const secret = "own-code-secret-0001"
+	consume := op(t, "consume", wire.ConsumeRequest{Token: secret, Kind: "oauth2_code"})
+	r := e.batch(t, op(t, "issue", wire.IssueRequest{Kind: "oauth2_code", Subject: "user:1", Token: secret}), consume, consume)
+	eb := wantBatchError(t, r, http.StatusGone, wire.CodeTokenReused, 2)
+	if eb.Token == nil || eb.Token.Kind != "oauth2_code" {
+		t.Errorf("%s: error.token %+v, want the code", r, eb.Token)
+	}
+	wantError(t, e.lookup(t, secret), http.StatusNotFound, wire.CodeTokenNotFound)
+}
+
 // Every way a batch request is refused, with the op named when one op is
 // at fault.
 func TestBatchErrors(t *testing.T) {

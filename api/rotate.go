@@ -113,7 +113,7 @@ func (s *Server) rotateAnswer(res fsm.Result, presented string, minted rotateMin
 // logReuse reports a detected reuse: someone holds a token that was
 // already used, and the grant has been revoked.
 func (s *Server) logReuse(res fsm.Result) {
-	if errors.Is(res.Err, fsm.ErrReused) {
+	if errors.Is(res.Err, fsm.ErrReused) && res.Record != nil {
 		s.metrics.reuse.WithLabelValues(res.Record.Kind).Inc()
 		s.log.Warn("reuse of a consumed token: family revoked", "kind", res.Record.Kind, "id", res.Record.ID,
 			"family", res.Record.Family, "revoked", res.Count)

@@ -82,6 +82,21 @@ func (e *OpError) Error() string {
 
 func (e *OpError) Unwrap() error { return e.Err }
 
+// unknownOp returns the type of the first op of c that this release does
+// not know, if any. Such an op is one a later release added to what a
+// batch may hold; applying the batch without it, or refusing it, would
+// part this replica from those that apply it, so the machine halts on it
+// as on an unknown entry (flagged ignorable or not: an op of an all or
+// nothing batch cannot be skipped).
+func (c *ClientBatch) unknownOp() (Type, bool) {
+	for _, e := range c.Ops {
+		if len(e) > 0 && registry[Type(e[0])] == nil {
+			return Type(e[0]), true
+		}
+	}
+	return 0, false
+}
+
 func (c *ClientBatch) decodeOps() ([]applier, int, error) {
 	if len(c.Ops) == 0 || len(c.Ops) > MaxBatchOps {
 		return nil, -1, fmt.Errorf("%w: %d ops, 1 to %d", ErrBatchShape, len(c.Ops), MaxBatchOps)
@@ -122,6 +137,12 @@ func (c *ClientBatch) apply(tx *applyTx) Result {
 			// The reuse stands as it would alone: its family is revoked
 			// in the state as it was before the batch.
 			res = reused(tx, j.reuse.rec, j.reuse.hold)
+			if res.Record == nil {
+				// The token was issued and used in this batch: outside
+				// it, it never was, nor was its family. The answer names
+				// it as the batch saw it.
+				res.Record = j.reuse.rec
+			}
 		}
 		res.Op = i
 		return res

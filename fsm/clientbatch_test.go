@@ -188,6 +188,23 @@ func TestClientBatchReuseWithinBatch(t *testing.T) {
 	}
 }
 
+// A code issued and used twice in one batch: the batch fails at the second
+// use, naming the code as the batch saw it, and nothing stays: outside the
+// batch the code and its family never were.
+func TestClientBatchReuseOfItsOwnToken(t *testing.T) {
+	h := newHarness(t)
+	consume := &fsm.Consume{Hash: secretHash("x1"), Kind: "oauth2_code", FamilyHold: hold}
+	res := h.do(t0, clientBatch(t, code("x1"), consume, consume))
+	wantErr(t, "its own code twice", res, fsm.ErrReused)
+	if res.Op != 2 || res.Record == nil || res.Record.ID != "x1" || res.Record.State != fsm.Consumed {
+		t.Fatalf("result %+v: want op 2 and the code consumed, as the batch saw it", res)
+	}
+	if h.s.ByID("x1") != nil || h.s.RevokedFamilies() != 0 {
+		t.Fatalf("after: code %+v, %d revoked families; want neither", h.s.ByID("x1"), h.s.RevokedFamilies())
+	}
+	checkConsistent(t, h.s, []string{"x1"}, ns(t0))
+}
+
 // What a batch cannot hold is refused on every replica, changing nothing.
 func TestClientBatchShape(t *testing.T) {
 	h := newHarness(t)

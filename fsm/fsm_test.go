@@ -468,6 +468,21 @@ func TestUnknownTypeHalts(t *testing.T) {
 			return encode(t, &fsm.Batch{Now: ns(t2031), Entries: [][]byte{
 				encode(t, newIssue("not-applied", "access", time.Hour, 0)), {0x7f, 0x80}}})
 		}},
+		// An op a later release lets a client batch hold: skipping or
+		// refusing it would part this replica from those that apply it.
+		{"unknown op in a client batch", func(t *testing.T) []byte {
+			cb := &fsm.ClientBatch{Ops: [][]byte{encode(t, newIssue("x", "access", time.Hour, 0)), {0x7f, 0x80}}}
+			return encode(t, &fsm.Batch{Now: ns(t2031), Entries: [][]byte{
+				encode(t, newIssue("not-applied", "access", time.Hour, 0)), encode(t, cb)}})
+		}},
+		{"unknown ignorable op in a client batch", func(t *testing.T) []byte {
+			cb := &fsm.ClientBatch{Ops: [][]byte{{byte(fsm.IgnoreUnknown | 0x3f), 0x80}}}
+			return encode(t, &fsm.Batch{Now: ns(t2031), Entries: [][]byte{
+				encode(t, newIssue("not-applied", "access", time.Hour, 0)), encode(t, cb)}})
+		}},
+		{"unknown op in a client batch of its own", func(t *testing.T) []byte {
+			return encode(t, &fsm.ClientBatch{Ops: [][]byte{{0x7f, 0x80}}})
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)

@@ -123,6 +123,11 @@ func (m *Machine) Apply(index uint64, data []byte) Result {
 			return res
 		}
 	} else {
+		if cb, ok := c.(*ClientBatch); ok {
+			if t, unknown := cb.unknownOp(); unknown {
+				return m.stop(Halt{Index: index, Type: t, Reason: fmt.Sprintf("a client batch holds an op of unknown type %d", t)})
+			}
+		}
 		res = m.applyLocked(c, index)
 	}
 	m.setApplied(index)
@@ -166,6 +171,11 @@ func (m *Machine) applyBatch(index uint64, b *Batch) (Result, bool) {
 			}
 			if f, ok := c.(*Fence); ok && f.Version > Version {
 				return m.stop(Halt{Index: index, Type: TypeFence, Reason: fmt.Sprintf("batch entry %d: the log needs version %d of the state machine, this node runs %d", i, f.Version, Version)}), true
+			}
+			if cb, ok := c.(*ClientBatch); ok {
+				if t, unknown := cb.unknownOp(); unknown {
+					return m.stop(Halt{Index: index, Type: t, Reason: fmt.Sprintf("batch entry %d: a client batch holds an op of unknown type %d", i, t)}), true
+				}
 			}
 		case errors.Is(err, errUnknownSkippable):
 			m.rejected(RejectSkipped)

@@ -57,7 +57,7 @@ var (
 	rsaKey  *rsa.PrivateKey
 )
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, configure ...func(*fosite.Config)) *env {
 	t.Helper()
 	rsaOnce.Do(func() {
 		k, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -104,6 +104,9 @@ func newEnv(t *testing.T) *env {
 			JWKSFetcherStrategy:      fosite.NewDefaultJWKSFetcherStrategy(),
 		}
 		cfg.ClientSecretsHasher = &fosite.BCrypt{Config: cfg}
+		for _, f := range configure {
+			f(cfg)
+		}
 		keyGetter := func(context.Context) (interface{}, error) { return e.key, nil }
 		st := fositestore.New(client.New(e.cluster.Node(node).API.URL), clients)
 		strategy := &compose.CommonStrategy{

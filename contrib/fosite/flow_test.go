@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ory/fosite"
 	"github.com/ory/fosite/token/jwt"
 	"golang.org/x/oauth2"
 )
@@ -43,6 +44,24 @@ func TestPKCEWrongVerifier(t *testing.T) {
 	code, _ := e.authorize(e.conf)
 	_, err := e.exchange(e.conf, code, oauth2.GenerateVerifier())
 	wantOAuthError(t, err, http.StatusBadRequest, "invalid_grant")
+}
+
+// A code bound to a PKCE challenge keeps it after an exchange with a
+// wrong verifier: where PKCE is not enforced, a second exchange without a
+// verifier must not get tokens either (fosite deletes the PKCE request
+// before it checks the verifier; the store keeps it).
+func TestPKCEKeptAfterAWrongVerifier(t *testing.T) {
+	e := newEnv(t, func(c *fosite.Config) { c.EnforcePKCE = false })
+	code, verifier := e.authorize(e.conf)
+	_, err := e.exchange(e.conf, code, oauth2.GenerateVerifier())
+	wantOAuthError(t, err, http.StatusBadRequest, "invalid_grant")
+	tok, err := e.conf.Exchange(e.ctx(), code)
+	if err == nil {
+		t.Fatalf("a code bound to a challenge was exchanged without a verifier: %v", tok)
+	}
+	if _, err := e.exchange(e.conf, code, verifier); err != nil {
+		t.Fatalf("the right verifier after a wrong one: %v", err)
+	}
 }
 
 // OpenID Connect: the token answer of an openid code holds an ID token

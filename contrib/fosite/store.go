@@ -35,7 +35,7 @@
 //	                                consume the refresh token
 //	RevokeRefreshToken              revoke the family for good
 //	RevokeAccessToken               revoke the family for good
-//	Create/Get/DeletePKCERequestSession        issue/lookup/revoke oauth2_code, token = "pkce:" + signature
+//	Create/GetPKCERequestSession               issue/lookup oauth2_code, token = "pkce:" + signature (Delete keeps it: see there)
 //	Create/Get/DeleteOpenIDConnectSession      issue/lookup/revoke oauth2_code, token = "oidc:" + code
 //	BeginTX, Commit, Rollback       the issues and consumes made with the
 //	                                context BeginTX returned go out as one
@@ -457,9 +457,14 @@ func (s *Store) CreatePKCERequestSession(ctx context.Context, signature string, 
 	return s.create(ctx, pkceSession, signature, req)
 }
 
-// DeletePKCERequestSession revokes the PKCE request of a code.
+// DeletePKCERequestSession keeps the PKCE request of a code: it is only
+// reached through its code, which is single use, and it expires with it.
+// fosite asks for the deletion before it checks the verifier, so deleting
+// it there would let one exchange with a wrong verifier strip the code of
+// its challenge, and a second exchange without a verifier succeed where
+// PKCE is not enforced.
 func (s *Store) DeletePKCERequestSession(ctx context.Context, signature string) error {
-	return s.revoke(ctx, pkceSession, signature, "deleted")
+	return nil
 }
 
 // CreateOpenIDConnectSession stores the OpenID Connect request of a code.

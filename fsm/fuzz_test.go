@@ -46,6 +46,9 @@ func FuzzApply(f *testing.F) {
 		before := recordFrames(t, h.s)
 		h.index++
 		res := h.s.Apply(h.index, entry)
+		if _, halted := h.s.Halted(); halted {
+			return // an entry of a later release: nothing of it applied
+		}
 		if errors.Is(res.Err, fsm.ErrBadEntry) && !bytes.Equal(recordFrames(t, h.s), before) {
 			t.Fatal("a bad entry changed the state")
 		}
@@ -54,9 +57,6 @@ func FuzzApply(f *testing.F) {
 		if len(entry) > 0 && fsm.Type(entry[0]) == fsm.TypeClientBatch && res.Err != nil && !errors.Is(res.Err, fsm.ErrReused) &&
 			!bytes.Equal(recordFrames(t, h.s), before) {
 			t.Fatalf("a client batch failing at op %d (%v) changed the state", res.Op, res.Err)
-		}
-		if _, halted := h.s.Halted(); halted {
-			return
 		}
 		h.index++
 		h.s.Apply(h.index, encode(t, &fsm.Batch{Now: ns(t2031.Add(time.Minute)), Entries: [][]byte{entry, entry}, Reqs: []string{"x", ""}}))

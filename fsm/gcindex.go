@@ -36,90 +36,109 @@ func gcBucketOf(at int64) int64 { return at >> gcShift }
 // order within a bucket); nothing applied depends on them: an Expire
 // checks each record's GC time itself.
 type gcIndex struct {
-	tree  *btree.BTreeG[*gcBucket]
-	probe gcBucket
-	// recent are the buckets last written, so that writes of the same
-	// TTL, which come in runs, skip the tree.
-	recent [4]*gcBucket
+	tree *btree.BTreeG[gcItem]
+	// recent are the buckets of more than one record last written, so
+	// that writes of the same TTL, which come in runs, skip the tree.
+	recent [4]gcItem
 	next   int
 }
 
-type gcBucket struct {
-	at   int64    // gcBucketOf of its records' GC times
-	keys []uint64 // digest keys; keys[:head] are stale
-	head int
-	live int // records whose GC time is in the bucket
+// gcItem is a bucket in the tree: a bucket of one record holds its key
+// inline (24 bytes in the tree, about what the tree of records cost a
+// record), a larger one its list of keys.
+type gcItem struct {
+	at int64  // gcBucketOf of its records' GC times
+	k  uint64 // the key of its one record, when bk is nil
+	bk *gcBucket
 }
 
-func lessBucket(a, b *gcBucket) bool { return a.at < b.at }
+type gcBucket struct {
+	keys []uint64 // digest keys; keys[:head] are stale
+	head int32
+	live int32 // records whose GC time is in the bucket
+}
 
-func newGCIndex() gcIndex { return gcIndex{tree: btree.NewG(btreeDegree, lessBucket)} }
+func lessGCItem(a, b gcItem) bool { return a.at < b.at }
+
+func newGCIndex() gcIndex { return gcIndex{tree: btree.NewG(btreeDegree, lessGCItem)} }
 
 // inGC reports whether r is in the index: whether it will be collected.
 func (r *stored) inGC() bool { return r.gcAt() > 0 }
 
-// get returns bucket b, or nil.
-func (g *gcIndex) get(b int64) *gcBucket {
-	for _, bk := range g.recent {
-		if bk != nil && bk.at == b {
-			return bk
+// get returns bucket b's item.
+func (g *gcIndex) get(b int64) (gcItem, bool) {
+	for _, it := range g.recent {
+		if it.bk != nil && it.at == b {
+			return it, true
 		}
 	}
-	g.probe.at = b
-	bk, _ := g.tree.Get(&g.probe)
-	if bk != nil {
-		g.remember(bk)
+	it, ok := g.tree.Get(gcItem{at: b})
+	if it.bk != nil {
+		g.remember(it)
 	}
-	return bk
+	return it, ok
 }
 
-func (g *gcIndex) remember(bk *gcBucket) {
-	g.recent[g.next] = bk
+func (g *gcIndex) remember(it gcItem) {
+	g.recent[g.next] = it
 	g.next = (g.next + 1) % len(g.recent)
+}
+
+func (g *gcIndex) forget(bk *gcBucket) {
+	for i, r := range g.recent {
+		if r.bk == bk {
+			g.recent[i] = gcItem{}
+		}
+	}
 }
 
 // add records that the record with digest key k is now in bucket b.
 func (g *gcIndex) add(b int64, k uint64) {
-	bk := g.get(b)
-	if bk == nil {
-		bk = &gcBucket{at: b}
-		g.tree.ReplaceOrInsert(bk)
-		g.remember(bk)
+	it, ok := g.get(b)
+	switch {
+	case !ok:
+		g.tree.ReplaceOrInsert(gcItem{at: b, k: k})
+	case it.bk == nil:
+		it.k, it.bk = 0, &gcBucket{keys: []uint64{it.k, k}, live: 2}
+		g.tree.ReplaceOrInsert(it)
+		g.remember(it)
+	default:
+		it.bk.keys = append(it.bk.keys, k)
+		it.bk.live++
 	}
-	bk.keys = append(bk.keys, k)
-	bk.live++
 }
 
 // remove records that a record left bucket b; d is the index by digest as
 // it is after the change.
 func (g *gcIndex) remove(d *digests, b int64) {
-	bk := g.get(b)
-	if bk == nil {
+	it, ok := g.get(b)
+	if !ok {
 		return // not in the index: cannot happen
 	}
-	if bk.live--; bk.live <= 0 {
-		g.tree.Delete(bk)
-		for i, r := range g.recent {
-			if r == bk {
-				g.recent[i] = nil
-			}
-		}
+	bk := it.bk
+	if bk == nil {
+		g.tree.Delete(it)
 		return
 	}
-	for bk.head < len(bk.keys) && !d.inGCBucket(bk.keys[bk.head], b) {
+	if bk.live--; bk.live <= 0 {
+		g.tree.Delete(it)
+		g.forget(bk)
+		return
+	}
+	for int(bk.head) < len(bk.keys) && !d.inGCBucket(bk.keys[bk.head], b) {
 		bk.head++
 	}
-	if len(bk.keys) > 2*bk.live+16 {
-		bk.compact(d)
+	if len(bk.keys) > 2*int(bk.live)+16 {
+		bk.compact(d, b)
 	}
 }
 
 // compact keeps the entries that name a record of the bucket, once each,
 // in a slice of their own size.
-func (bk *gcBucket) compact(d *digests) {
+func (bk *gcBucket) compact(d *digests, b int64) {
 	keys := make([]uint64, 0, bk.live)
 	for _, k := range bk.keys[bk.head:] {
-		if d.inGCBucket(k, bk.at) {
+		if d.inGCBucket(k, b) {
 			keys = append(keys, k)
 		}
 	}
@@ -173,38 +192,49 @@ func (g *gcIndex) due(d *digests, before int64, limit int) []string {
 		ids = append(ids, r.id())
 		return true
 	}
-	g.tree.Ascend(func(bk *gcBucket) bool {
-		if bk.at > last {
+	walk := func(b int64, k uint64) bool {
+		if len(seen) > 0 {
+			if _, ok := seen[k]; ok {
+				return true
+			}
+		}
+		r := d.m[k]
+		if r == nil {
+			return true
+		}
+		gave := emit(r, b)
+		if len(d.more) > 0 {
+			for _, o := range d.more[k] {
+				if len(ids) == limit {
+					break
+				}
+				gave = emit(o, b) || gave
+			}
+		}
+		if len(ids) == limit {
 			return false
 		}
-		clear(seen)
-		for _, k := range bk.keys[bk.head:] {
-			if len(seen) > 0 {
-				if _, ok := seen[k]; ok {
-					continue
-				}
+		if gave {
+			if seen == nil {
+				seen = make(map[uint64]struct{}, min(limit, 64))
 			}
-			r := d.m[k]
-			if r == nil {
-				continue
-			}
-			gave := emit(r, bk.at)
-			if len(d.more) > 0 {
-				for _, o := range d.more[k] {
-					if len(ids) == limit {
-						break
-					}
-					gave = emit(o, bk.at) || gave
-				}
-			}
-			if len(ids) == limit {
+			seen[k] = struct{}{}
+		}
+		return true
+	}
+	g.tree.Ascend(func(it gcItem) bool {
+		if it.at > last {
+			return false
+		}
+		if len(seen) > 0 {
+			clear(seen) // a key is listed once per bucket
+		}
+		if it.bk == nil {
+			return walk(it.at, it.k)
+		}
+		for _, k := range it.bk.keys[it.bk.head:] {
+			if !walk(it.at, k) {
 				return false
-			}
-			if gave {
-				if seen == nil {
-					seen = make(map[uint64]struct{}, min(limit, 64))
-				}
-				seen[k] = struct{}{}
 			}
 		}
 		return true
@@ -238,18 +268,21 @@ func (g *gcIndex) load(recs []*stored, key func(string) uint64) {
 		}
 		return cmp.Compare(a.k, b.k)
 	})
-	var buckets []*gcBucket
+	var items []gcItem
 	for i := 0; i < len(ents); {
 		j := i + 1
 		for j < len(ents) && ents[j].b == ents[i].b {
 			j++
 		}
-		bk := &gcBucket{at: ents[i].b, keys: make([]uint64, j-i), live: j - i}
-		for x := i; x < j; x++ {
-			bk.keys[x-i] = ents[x].k
+		it := gcItem{at: ents[i].b, k: ents[i].k}
+		if j-i > 1 {
+			it.k, it.bk = 0, &gcBucket{keys: make([]uint64, j-i), live: int32(j - i)}
+			for x := i; x < j; x++ {
+				it.bk.keys[x-i] = ents[x].k
+			}
 		}
-		buckets = append(buckets, bk)
+		items = append(items, it)
 		i = j
 	}
-	fill(g.tree, buckets)
+	fill(g.tree, items)
 }

@@ -30,13 +30,24 @@ func checkGCIndex(t *testing.T, s *state) {
 		return true
 	})
 	got := map[int64]int{}
-	s.byGC.tree.Ascend(func(bk *gcBucket) bool {
-		got[bk.at] = bk.live
-		if len(bk.keys) > 2*bk.live+16 {
-			t.Fatalf("bucket %d: %d entries for %d records", bk.at, len(bk.keys), bk.live)
+	s.byGC.tree.Ascend(func(it gcItem) bool {
+		bk := it.bk
+		if bk == nil {
+			got[it.at] = 1
+			if !s.byHash.inGCBucket(it.k, it.at) {
+				t.Fatalf("bucket %d: its one record is not in it", it.at)
+			}
+			return true
 		}
-		if bk.head < len(bk.keys) && !s.byHash.inGCBucket(bk.keys[bk.head], bk.at) {
-			t.Fatalf("bucket %d: a stale entry at its head", bk.at)
+		got[it.at] = int(bk.live)
+		if it.k != 0 || bk.live < 1 {
+			t.Fatalf("bucket %d: %+v, key %x", it.at, bk, it.k)
+		}
+		if len(bk.keys) > 2*int(bk.live)+16 {
+			t.Fatalf("bucket %d: %d entries for %d records", it.at, len(bk.keys), bk.live)
+		}
+		if int(bk.head) < len(bk.keys) && !s.byHash.inGCBucket(bk.keys[bk.head], it.at) {
+			t.Fatalf("bucket %d: a stale entry at its head", it.at)
 		}
 		return true
 	})
@@ -49,9 +60,9 @@ func checkGCIndex(t *testing.T, s *state) {
 			return true
 		}
 		b := gcBucketOf(r.gcAt())
-		s.byGC.probe.at = b
-		bk, _ := s.byGC.tree.Get(&s.byGC.probe)
-		if !slices.Contains(bk.keys[bk.head:], s.byHash.key(r.hash())) {
+		gi, _ := s.byGC.tree.Get(gcItem{at: b})
+		k := s.byHash.key(r.hash())
+		if gi.bk == nil && gi.k != k || gi.bk != nil && !slices.Contains(gi.bk.keys[gi.bk.head:], k) {
 			t.Fatalf("record %q (bucket %d) not named by its bucket", r.id(), b)
 		}
 		return true

@@ -23,12 +23,12 @@ func gcBucketOf(at int64) int64 { return at >> gcShift }
 //
 // An entry goes stale when its record leaves the bucket (deleted, or its
 // GC time or digest changed); a stale entry stays until the writer drops
-// it: the bucket's leading stale entries as soon as they lead (GC deletes
-// in the order the index lists, so from the front), and all of them when
-// a bucket holds more than twice as many entries as records (compact,
-// which also drops duplicates). A bucket goes when its last record does.
-// So a bucket holds at most about twice its records, and a walk over it
-// reads that many entries at most.
+// it: at once when it leads the bucket (GC deletes in the order the index
+// lists, so from the front: the bucket's head moves past it), and with
+// all the others when a bucket holds more than twice as many entries
+// past its head as records (compact, which also drops duplicates and
+// the entries before the head). A bucket goes when its last record does.
+// So a walk over a bucket reads at most about twice its records.
 //
 // Only the writer changes it, under the state's write lock; readers walk
 // it under the read lock. It is not part of a snapshot: a restore builds
@@ -108,9 +108,9 @@ func (g *gcIndex) add(b int64, k uint64) {
 	}
 }
 
-// remove records that a record left bucket b; d is the index by digest as
-// it is after the change.
-func (g *gcIndex) remove(d *digests, b int64) {
+// remove records that the record with digest key k left bucket b; d is
+// the index by digest as it is after the change.
+func (g *gcIndex) remove(d *digests, b int64, k uint64) {
 	it, ok := g.get(b)
 	if !ok {
 		return // not in the index: cannot happen
@@ -125,10 +125,14 @@ func (g *gcIndex) remove(d *digests, b int64) {
 		g.forget(bk)
 		return
 	}
-	for int(bk.head) < len(bk.keys) && !d.inGCBucket(bk.keys[bk.head], b) {
+	// GC deletes in the order the walk lists, so the entry of the record
+	// it deletes leads, unless another record under the same key is
+	// still in the bucket. A comparison, no lookup, while no two digests
+	// share a key.
+	if int(bk.head) < len(bk.keys) && bk.keys[bk.head] == k && (len(d.more) == 0 || !d.inGCBucket(k, b)) {
 		bk.head++
 	}
-	if len(bk.keys) > 2*int(bk.live)+16 {
+	if len(bk.keys)-int(bk.head) > 2*int(bk.live)+16 {
 		bk.compact(d, b)
 	}
 }

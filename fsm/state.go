@@ -172,7 +172,7 @@ func (s *state) gcMoved(old, n *stored) {
 		s.byGC.add(nb, nk)
 	}
 	if ob >= 0 {
-		s.byGC.remove(&s.byHash, ob)
+		s.byGC.remove(&s.byHash, ob, ok)
 	}
 }
 

@@ -42,3 +42,8 @@ func SetMaxWriterHold(t testing.TB, d time.Duration) {
 	maxWriterHold = d
 	t.Cleanup(func() { maxWriterHold = old })
 }
+
+// GCBucket is the expiry index's bucket of a GC time: DueForGC lists the
+// records of an earlier bucket before those of a later one, in no
+// particular order within one.
+func GCBucket(at int64) int64 { return gcBucketOf(at) }

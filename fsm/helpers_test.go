@@ -2,9 +2,11 @@ package fsm_test
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -205,16 +207,13 @@ func ids(rs []*fsm.Record) []string {
 // checkConsistent cross-checks the store's indexes through its read API,
 // given every id that was ever issued (or tried) and the time now: byID
 // and byHash agree, the counts match the records, the GC index lists
-// exactly the records that will be collected in (GCAt, id) order, and each
-// subject's listing is exactly its active records.
+// exactly the records that will be collected (checkDue, at every GC time
+// held and with several limits), and each subject's listing is exactly
+// its active records.
 func checkConsistent(t testing.TB, s *fsm.Machine, allIDs []string, now int64) {
 	t.Helper()
 	counts := map[fsm.CountKey]int64{}
-	type gcKey struct {
-		at int64
-		id string
-	}
-	var gc []gcKey
+	gc := map[string]int64{}        // id -> GC time, of the records that will be collected
 	active := map[string][]string{} // subject -> ids
 	seen := map[string]bool{}
 	for _, id := range allIDs {
@@ -234,7 +233,7 @@ func checkConsistent(t testing.TB, s *fsm.Machine, allIDs []string, now int64) {
 		}
 		counts[fsm.CountKey{Kind: r.Kind, State: r.State}]++
 		if at := r.GCAt(); at != 0 {
-			gc = append(gc, gcKey{at, r.ID})
+			gc[r.ID] = at
 		}
 		if r.Subject != "" {
 			list := active[r.Subject] // the key exists even with no active record
@@ -246,13 +245,23 @@ func checkConsistent(t testing.TB, s *fsm.Machine, allIDs []string, now int64) {
 	}
 	countsEqual(t, "records found by id", s.Counts(), counts)
 
-	sort.Slice(gc, func(i, j int) bool { return gc[i].at < gc[j].at || gc[i].at == gc[j].at && gc[i].id < gc[j].id })
-	wantGC := make([]string, len(gc))
-	for i, k := range gc {
-		wantGC[i] = k.id
+	ats := make([]int64, 0, len(gc))
+	for _, at := range gc {
+		ats = append(ats, at)
 	}
-	if got := s.DueForGC(1<<63-1, len(allIDs)+1); !equalStrings(got, wantGC) {
-		t.Fatalf("DueForGC(max) = %v, want %v", got, wantGC)
+	sort.Slice(ats, func(i, j int) bool { return ats[i] < ats[j] })
+	befores := []int64{1<<63 - 1, 0}
+	for i, at := range ats {
+		// At most 16 cut-offs, spread over the GC times held: at each,
+		// and just before it.
+		if len(ats) <= 16 || i%(len(ats)/16) == 0 {
+			befores = append(befores, at, at-1)
+		}
+	}
+	for _, before := range befores {
+		for _, limit := range []int{1, 3, len(gc) + 1} {
+			checkDue(t, s, gc, before, limit)
+		}
 	}
 	for subject, want := range active {
 		sort.Strings(want)
@@ -261,6 +270,81 @@ func checkConsistent(t testing.TB, s *fsm.Machine, allIDs []string, now int64) {
 			t.Fatalf("ListBySubject(%q) = %v, cursor %q; want %v, no cursor", subject, ids(got), next, want)
 		}
 	}
+}
+
+// checkDue checks DueForGC(before, limit) against gc, the GC time of every
+// record that will be collected: it lists min(limit, due) records, each
+// once, each due by before; in bucket order (fsm.GCBucket of their GC
+// times), and with every due record of a bucket before the last one
+// listed; when fewer than limit, every due record.
+func checkDue(t testing.TB, s *fsm.Machine, gc map[string]int64, before int64, limit int) {
+	t.Helper()
+	got := s.DueForGC(before, limit)
+	var due []string
+	for id, at := range gc {
+		if at <= before {
+			due = append(due, id)
+		}
+	}
+	if len(got) != min(limit, len(due)) {
+		t.Fatalf("DueForGC(%d, %d) = %v: %d records, want %d of the %d due %v", before, limit, got, len(got), min(limit, len(due)), len(due), gcOrder(due, gc))
+	}
+	listed := map[string]bool{}
+	last := int64(-1 << 63)
+	for _, id := range got {
+		at, ok := gc[id]
+		switch {
+		case listed[id]:
+			t.Fatalf("DueForGC(%d, %d) = %v: %q twice", before, limit, got, id)
+		case !ok:
+			t.Fatalf("DueForGC(%d, %d) = %v: %q will not be collected", before, limit, got, id)
+		case at > before:
+			t.Fatalf("DueForGC(%d, %d) = %v: %q is due at %d, after the cut-off", before, limit, got, id, at)
+		case fsm.GCBucket(at) < last:
+			t.Fatalf("DueForGC(%d, %d) = %v: %q (GC at %d) after a record of a later bucket", before, limit, got, id, at)
+		}
+		listed[id], last = true, fsm.GCBucket(at)
+	}
+	for _, id := range due {
+		if !listed[id] && (len(got) < limit || fsm.GCBucket(gc[id]) < last) {
+			t.Fatalf("DueForGC(%d, %d) = %v: %q (GC at %d) is due and missing", before, limit, got, id, gc[id])
+		}
+	}
+}
+
+// gcOrder returns ids in the order of the buckets of their GC times, in
+// id order within one: DueForGC's list made comparable.
+func gcOrder(ids []string, gc map[string]int64) []string {
+	out := slices.Clone(ids)
+	slices.SortStableFunc(out, func(a, b string) int {
+		if c := cmp.Compare(fsm.GCBucket(gc[a]), fsm.GCBucket(gc[b])); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	return out
+}
+
+// dueOrder is DueForGC(before, limit) of s made comparable (gcOrder),
+// having checked that it lists its records in bucket order.
+func dueOrder(t testing.TB, s *fsm.Machine, before int64, limit int) []string {
+	t.Helper()
+	got := s.DueForGC(before, limit)
+	gc := map[string]int64{}
+	last := int64(-1 << 63)
+	for _, id := range got {
+		r := s.ByID(id)
+		if r == nil {
+			t.Fatalf("DueForGC(%d, %d) = %v: %q is not stored", before, limit, got, id)
+		}
+		if b := fsm.GCBucket(r.GCAt()); b < last {
+			t.Fatalf("DueForGC(%d, %d) = %v: %q after a record of a later bucket", before, limit, got, id)
+		} else {
+			last = b
+		}
+		gc[id] = r.GCAt()
+	}
+	return gcOrder(got, gc)
 }
 
 func equalStrings(a, b []string) bool {

@@ -36,7 +36,11 @@ func snapshotMachine(b *testing.B, n int) *fsm.Machine {
 // accessMachine is a state machine holding n access tokens as an
 // application server writes them: a subject, a client id, a title, an IP
 // and a user agent, no family and no data.
-func accessMachine(b *testing.B, n int) *fsm.Machine {
+func accessMachine(b *testing.B, n int) *fsm.Machine { return accessMachineSpread(b, n, 0) }
+
+// accessMachineSpread is accessMachine with the tokens' expiries spread
+// evenly over spread after the first's (an hour after their issue).
+func accessMachineSpread(b *testing.B, n int, spread time.Duration) *fsm.Machine {
 	h := newHarness(b)
 	const per = 256
 	ua := "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126"
@@ -45,7 +49,8 @@ func accessMachine(b *testing.B, n int) *fsm.Machine {
 		for j := i; j < min(i+per, n); j++ {
 			// Random-looking ids, as the API mints them: not in issue order.
 			id := fmt.Sprintf("%016x%06d", uint64(j)*0x9e3779b97f4a7c15, j)
-			cmds = append(cmds, with(newIssue(id, "access", time.Hour, 0), func(r *fsm.Record) {
+			ttl := time.Hour + time.Duration(float64(spread)*float64(j)/float64(n))
+			cmds = append(cmds, with(newIssue(id, "access", ttl, 0), func(r *fsm.Record) {
 				r.Subject, r.ClientID, r.Title = fmt.Sprint("user:", j%100_000), "web", "Chrome on Li"
 				r.IP, r.UserAgent = fmt.Sprintf("10.%d.%d.%d", j>>16&255, j>>8&255, j&255), ua
 			}))
@@ -128,6 +133,24 @@ func BenchmarkHeapPerToken(b *testing.B) {
 		after := liveHeap()
 		runtime.KeepAlive(s)
 		b.ReportMetric(float64(after-before)/float64(n), "heap-bytes/token")
+	}
+}
+
+// BenchmarkHeapPerTokenSpread is BenchmarkHeapPerToken with the tokens'
+// expiries spread over a window: an hour (about 280 tokens a second at
+// 1M), 7 days (1.65 a second) and 30 days (one every 2.6 s).
+func BenchmarkHeapPerTokenSpread(b *testing.B) {
+	n := *snapshotRecords
+	for _, spread := range []time.Duration{time.Hour, 7 * 24 * time.Hour, 30 * 24 * time.Hour} {
+		b.Run(spread.String(), func(b *testing.B) {
+			for b.Loop() {
+				before := liveHeap()
+				s := accessMachineSpread(b, n, spread)
+				after := liveHeap()
+				runtime.KeepAlive(s)
+				b.ReportMetric(float64(after-before)/float64(n), "heap-bytes/token")
+			}
+		})
 	}
 }
 

@@ -25,7 +25,7 @@ type state struct {
 	// (family, liveUntil, id): the active records of a family, so that how
 	// long a family can be used is one lookup (tombstones are held that long).
 	familyLive *btree.BTreeG[liveItem]
-	byGC       *btree.BTreeG[item] // (GCAt, id); records that will be collected
+	byGC       gcIndex // records that will be collected, by GC time
 	// (grace end, id): rotated tombstones that still hold their sealed
 	// successor, so it is dropped once the grace period ends.
 	sealed   *btree.BTreeG[item]
@@ -54,7 +54,7 @@ func newState() *state {
 		bySubject:  newIndex(),
 		byFamily:   newIndex(),
 		familyLive: newLiveIndex(),
-		byGC:       newIndex(),
+		byGC:       newGCIndex(),
 		sealed:     newIndex(),
 		counts:     map[CountKey]int64{},
 		families:   newFamilies(),
@@ -100,7 +100,6 @@ func (s *state) familyItem(r *stored) item {
 func (s *state) liveItem(r *stored) liveItem {
 	return liveItem{g: s.hash.of(r.family()), at: r.liveUntil(), k: prefix8(r.id()), r: r}
 }
-func gcItem(r *stored) item { return item{g: timeKey(r.gcAt()), k: prefix8(r.id()), r: r} }
 func sealedItem(r *stored) item {
 	return item{g: timeKey(r.ext.rotated.GraceUntil), k: prefix8(r.id()), r: r}
 }
@@ -116,8 +115,8 @@ func (s *state) put(_, r *Record) { s.putStored(compact(r, s.interns)) }
 func (s *state) putStored(n *stored) {
 	s.puts[0], s.puts[1] = s.puts[1], n
 	prev, had := s.byID.ReplaceOrInsert(idItem{k: prefix8(n.id()), r: n})
+	old := prev.r
 	if had {
-		old := prev.r
 		if old.hash() != n.hash() {
 			s.byHash.delete(old.hash())
 		}
@@ -130,15 +129,13 @@ func (s *state) putStored(n *stored) {
 		if old.inFamilyLive() && !(n.inFamilyLive() && old.family() == n.family() && old.liveUntil() == n.liveUntil()) {
 			s.familyLive.Delete(s.liveItem(old))
 		}
-		if g := old.gcAt(); g > 0 && g != n.gcAt() {
-			s.byGC.Delete(gcItem(old))
-		}
 		if old.holdsSealed() && !(n.holdsSealed() && old.ext.rotated.GraceUntil == n.ext.rotated.GraceUntil) {
 			s.sealed.Delete(sealedItem(old))
 		}
 		s.count(old, -1)
 	}
 	s.byHash.put(n)
+	s.gcMoved(old, n)
 	if n.subject() != "" {
 		s.bySubject.ReplaceOrInsert(s.subjectItem(n))
 	}
@@ -148,13 +145,35 @@ func (s *state) putStored(n *stored) {
 	if n.inFamilyLive() {
 		s.familyLive.ReplaceOrInsert(s.liveItem(n))
 	}
-	if n.gcAt() > 0 {
-		s.byGC.ReplaceOrInsert(gcItem(n))
-	}
 	if n.holdsSealed() {
 		s.sealed.ReplaceOrInsert(sealedItem(n))
 	}
 	s.count(n, 1)
+}
+
+// gcMoved updates the expiry index for n stored in place of old (either
+// nil for none), once the index by digest holds n: an entry is added
+// when n's bucket or digest key is not old's, and old's bucket loses a
+// record. A change that keeps both (a consume, a revoke, most touches)
+// costs the index nothing.
+func (s *state) gcMoved(old, n *stored) {
+	var ob, nb int64 = -1, -1 // no bucket
+	var ok, nk uint64
+	if old != nil && old.inGC() {
+		ob, ok = gcBucketOf(old.gcAt()), s.byHash.key(old.hash())
+	}
+	if n != nil && n.inGC() {
+		nb, nk = gcBucketOf(n.gcAt()), s.byHash.key(n.hash())
+	}
+	if ob == nb && ok == nk {
+		return
+	}
+	if nb >= 0 {
+		s.byGC.add(nb, nk)
+	}
+	if ob >= 0 {
+		s.byGC.remove(&s.byHash, ob, ok)
+	}
 }
 
 // storedOf returns one of the last two records put if it holds what r
@@ -188,9 +207,7 @@ func (s *state) delete(r *Record) {
 	if o.inFamilyLive() {
 		s.familyLive.Delete(s.liveItem(o))
 	}
-	if o.gcAt() > 0 {
-		s.byGC.Delete(gcItem(o))
-	}
+	s.gcMoved(o, nil)
 	if o.holdsSealed() {
 		s.sealed.Delete(sealedItem(o))
 	}
@@ -305,9 +322,10 @@ func (s *state) load(recs []*stored) error {
 	var (
 		wg      sync.WaitGroup
 		hashErr error
+		mask    = s.byHash.mask
 	)
 	wg.Go(func() {
-		byHash := newDigests(len(recs), s.byHash.mask)
+		byHash := newDigests(len(recs), mask)
 		for _, r := range recs {
 			if byHash.get(r.hash()) != nil {
 				hashErr = fmt.Errorf("duplicate record %s", r.id())
@@ -327,7 +345,8 @@ func (s *state) load(recs []*stored) error {
 	s.bySubject = loadIndex(ordered, newIndex, cmpItem, func(r *stored) (item, bool) {
 		return s.subjectItem(r), r.subject() != ""
 	})
-	s.byGC = loadIndex(ordered, newIndex, cmpItem, func(r *stored) (item, bool) { return gcItem(r), r.gcAt() > 0 })
+	s.byGC = newGCIndex()
+	s.byGC.load(ordered, func(h string) uint64 { return prefix8(h) & mask })
 	s.byFamily = loadIndex(ordered, newIndex, cmpItem, func(r *stored) (item, bool) {
 		return s.familyItem(r), r.family() != ""
 	})

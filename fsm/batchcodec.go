@@ -133,21 +133,9 @@ func decodeBatch(body []byte) (*Batch, bool) {
 	if r.bad || fields < 2 || fields > 3 || string(r.strBytes()) != "e" {
 		return nil, false
 	}
-	if r.off < len(body) && body[r.off] == mpNil {
-		r.off++
-	} else {
-		n := r.arrayLen()
-		if r.bad || n > len(body)-r.off { // each entry takes a byte at least
-			return nil, false
-		}
-		b.Entries = make([][]byte, n)
-		for i := range b.Entries {
-			if r.off < len(body) && body[r.off] == mpNil {
-				r.off++
-				continue
-			}
-			b.Entries[i] = r.binView()
-		}
+	var ok bool
+	if b.Entries, ok = r.binViews(); !ok {
+		return nil, false
 	}
 	if string(r.strBytes()) != "n" {
 		return nil, false
@@ -263,21 +251,9 @@ func decodeClientBatch(body []byte) (*ClientBatch, bool) {
 	if r.mapLen() != 1 || r.bad || string(r.strBytes()) != "o" {
 		return nil, false
 	}
-	if r.off < len(body) && body[r.off] == mpNil {
-		r.off++
-	} else {
-		n := r.arrayLen()
-		if r.bad || n > len(body)-r.off { // each op takes a byte at least
-			return nil, false
-		}
-		c.Ops = make([][]byte, n)
-		for i := range c.Ops {
-			if r.off < len(body) && body[r.off] == mpNil {
-				r.off++
-				continue
-			}
-			c.Ops[i] = r.binView()
-		}
+	var ok bool
+	if c.Ops, ok = r.binViews(); !ok {
+		return nil, false
 	}
 	if r.bad || r.off != len(body) {
 		return nil, false
@@ -292,4 +268,28 @@ func decodeClientBatch(body []byte) (*ClientBatch, bool) {
 		return nil, false
 	}
 	return c, true
+}
+
+// binViews reads an array of binary values, or nil, as views of the
+// reader's bytes (a nil element stays nil): a Batch's entries, a
+// ClientBatch's ops. False if the array's length cannot fit in what is
+// left, each element taking a byte at least.
+func (r *reader) binViews() ([][]byte, bool) {
+	if r.off < len(r.b) && r.b[r.off] == mpNil {
+		r.off++
+		return nil, true
+	}
+	n := r.arrayLen()
+	if r.bad || n > len(r.b)-r.off {
+		return nil, false
+	}
+	out := make([][]byte, n)
+	for i := range out {
+		if r.off < len(r.b) && r.b[r.off] == mpNil {
+			r.off++
+			continue
+		}
+		out[i] = r.binView()
+	}
+	return out, true
 }

@@ -101,7 +101,7 @@ func TestIntrospectEveryState(t *testing.T) {
 		"revoked":         revoked.Token,
 		"expired":         expired.Token,
 		"unknown brought": "no-such-token",
-		"bad checksum":    active.Token[:len(active.Token)-1] + "x",
+		"bad checksum":    badChecksum(active.Token),
 		"changed body":    strings.Replace(active.Token, active.Token[7:12], "AAAAA", 1),
 		"not text":        "\x00\x01",
 	}

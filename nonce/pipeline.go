@@ -52,14 +52,19 @@ type pipeline struct {
 
 // slot is one connection of a pipeline and its dialing. A dial happens
 // outside the pipeline's lock; the adds that want the slot meanwhile wait
-// for it, and for a timeout after a failed dial they fail at once rather
-// than dial again: a server that does not answer costs an add one
-// timeout at most, never a queue of dials.
+// for it and share its outcome: a dial that fails fails them too, rather
+// than each dialing again in turn. A server that does not answer costs
+// an add two dial timeouts at most, never a queue of dials, and the first
+// add after a failed dial dials afresh (a breaker's probe, say).
 type slot struct {
-	conn     *pipeConn
-	dialing  chan struct{} // closed when the dial under way ends; nil if none
-	err      error         // of the last dial, while it is recent
-	failedAt time.Time
+	conn    *pipeConn
+	dialing *dial // the dial under way; nil if none
+}
+
+// dial is one dial of a slot; done is closed when it ends, err its error.
+type dial struct {
+	done chan struct{}
+	err  error
 }
 
 func newPipeline(addr string, timeout time.Duration, broken func()) *pipeline {
@@ -90,41 +95,41 @@ func (p *pipeline) conn(i int) (*pipeConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := &p.slots[i]
-	for {
-		switch {
-		case p.closed:
-			return nil, net.ErrClosed
-		case s.conn != nil && s.conn.alive():
-			return s.conn, nil
-		case s.dialing != nil:
-			ch := s.dialing
-			p.mu.Unlock()
-			<-ch
-			p.mu.Lock()
-			continue
-		case s.err != nil && time.Since(s.failedAt) < p.timeout:
-			return nil, s.err
-		}
-		ch := make(chan struct{})
-		s.dialing = ch
+	if d := s.dialing; d != nil {
 		p.mu.Unlock()
-		nc, err := net.DialTimeout("tcp", p.addr, p.timeout)
+		<-d.done
 		p.mu.Lock()
-		s.dialing = nil
-		close(ch)
-		if err != nil {
-			s.err, s.failedAt = err, time.Now()
-			return nil, err
+		if d.err != nil {
+			return nil, d.err
 		}
-		s.err = nil
-		if p.closed {
-			nc.Close()
-			return nil, net.ErrClosed
-		}
-		s.conn = &pipeConn{nc: nc, timeout: p.timeout, broken: p.broken}
-		go s.conn.read()
-		return s.conn, nil
 	}
+	switch {
+	case p.closed:
+		return nil, net.ErrClosed
+	case s.conn != nil && s.conn.alive():
+		return s.conn, nil
+	case s.dialing != nil:
+		// Another dial began after the one waited for (its connection
+		// already failed): this add does not wait for a second one.
+		return nil, errors.New("memcached: connection failed while it was dialed")
+	}
+	d := &dial{done: make(chan struct{})}
+	s.dialing = d
+	p.mu.Unlock()
+	nc, err := net.DialTimeout("tcp", p.addr, p.timeout)
+	p.mu.Lock()
+	s.dialing, d.err = nil, err
+	close(d.done)
+	if err != nil {
+		return nil, err
+	}
+	if p.closed {
+		nc.Close()
+		return nil, net.ErrClosed
+	}
+	s.conn = &pipeConn{nc: nc, timeout: p.timeout, broken: p.broken}
+	go s.conn.read()
+	return s.conn, nil
 }
 
 // close closes every connection; adds under way fail.

@@ -76,20 +76,9 @@ var requestTypes = map[string]struct {
 // of requestTypes, decoded so or by decodeStrict(body, &req, emptyOK)) is
 // in requestTypes, with its emptyOK.
 func TestRequestTypesListsEveryDecodedBody(t *testing.T) {
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
+	fset, files := PackageSource(t)
 	found := map[string]bool{}
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, name, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, f := range files {
 		ast.Inspect(f, func(n ast.Node) bool {
 			fn, ok := n.(*ast.FuncDecl)
 			if !ok || fn.Body == nil {
@@ -376,4 +365,27 @@ func FuzzPlainObject(f *testing.F) {
 			sameDecodeAs(t, body, typ)
 		}
 	})
+}
+
+// PackageSource parses the api package's own source files (not its
+// tests), for the tests that check what the code registers or decodes.
+func PackageSource(t *testing.T) (*token.FileSet, []*ast.File) {
+	t.Helper()
+	names, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	var files []*ast.File
+	for _, name := range names {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	return fset, files
 }

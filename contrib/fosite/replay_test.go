@@ -1,6 +1,7 @@
 package fositestore_test
 
 import (
+	"errors"
 	"net/http"
 	"sync"
 	"testing"
@@ -41,38 +42,7 @@ func TestConcurrentExchanges(t *testing.T) {
 	}
 	code, verifier := e.authorize(confs[0])
 	const n = 16
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		wins   []*oauth2.Token
-		losses = map[string]int{}
-	)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			tok, err := e.exchange(confs[i%2], code, verifier)
-			mu.Lock()
-			defer mu.Unlock()
-			if err == nil {
-				wins = append(wins, tok)
-				return
-			}
-			var re *oauth2.RetrieveError
-			if !asRetrieve(err, &re) {
-				losses["transport: "+err.Error()]++
-				return
-			}
-			losses[http.StatusText(re.Response.StatusCode)+" "+re.ErrorCode]++
-			if re.Response.StatusCode >= 500 {
-				t.Logf("exchange: %d %s", re.Response.StatusCode, re.Body)
-			}
-		}()
-	}
-	close(start)
-	wg.Wait()
+	wins, losses := race(t, n, func(i int) (*oauth2.Token, error) { return e.exchange(confs[i%2], code, verifier) })
 	if len(wins) != 1 {
 		t.Fatalf("%d exchanges of one code got tokens, want 1 (losses: %v)", len(wins), losses)
 	}
@@ -98,35 +68,7 @@ func TestConcurrentRefresh(t *testing.T) {
 	}
 	confs := []*oauth2.Config{e.config("/token"), e.config("/token2")}
 	const n = 8
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		wins   []*oauth2.Token
-		losses = map[string]int{}
-	)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			next, err := e.refresh(confs[i%2], tok.RefreshToken)
-			mu.Lock()
-			defer mu.Unlock()
-			if err == nil {
-				wins = append(wins, next)
-				return
-			}
-			var re *oauth2.RetrieveError
-			if !asRetrieve(err, &re) {
-				losses["transport: "+err.Error()]++
-				return
-			}
-			losses[http.StatusText(re.Response.StatusCode)+" "+re.ErrorCode]++
-		}()
-	}
-	close(start)
-	wg.Wait()
+	wins, losses := race(t, n, func(i int) (*oauth2.Token, error) { return e.refresh(confs[i%2], tok.RefreshToken) })
 	if len(wins) > 1 {
 		t.Fatalf("%d concurrent refreshes with one token got new tokens, want at most 1", len(wins))
 	}
@@ -144,10 +86,38 @@ func TestConcurrentRefresh(t *testing.T) {
 	e.wantActive(tok.AccessToken, false)
 }
 
-func asRetrieve(err error, re **oauth2.RetrieveError) bool {
-	r, ok := err.(*oauth2.RetrieveError)
-	if ok {
-		*re = r
+// race runs f(0) … f(n-1) at once and returns the tokens of the calls
+// that got some, and the others' answers counted by status and OAuth error
+// code (the body of any 5xx is logged).
+func race(t *testing.T, n int, f func(i int) (*oauth2.Token, error)) (wins []*oauth2.Token, losses map[string]int) {
+	t.Helper()
+	losses = map[string]int{}
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+	)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			tok, err := f(i)
+			mu.Lock()
+			defer mu.Unlock()
+			var re *oauth2.RetrieveError
+			switch {
+			case err == nil:
+				wins = append(wins, tok)
+			case !errors.As(err, &re):
+				losses["transport: "+err.Error()]++
+			default:
+				losses[http.StatusText(re.Response.StatusCode)+" "+re.ErrorCode]++
+				if re.Response.StatusCode >= 500 {
+					t.Logf("%d %s", re.Response.StatusCode, re.Body)
+				}
+			}
+		})
 	}
-	return ok
+	close(start)
+	wg.Wait()
+	return wins, losses
 }

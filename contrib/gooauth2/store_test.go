@@ -313,18 +313,7 @@ func TestGoOAuth2(t *testing.T) {
 		verifier := oauth2.GenerateVerifier()
 		code := e.authorize(t, "user:race", verifier)
 		const n = 16
-		toks := make([]*oauth2.Token, n)
-		errs := make([]error, n)
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range n {
-			wg.Go(func() {
-				<-start
-				toks[i], errs[i] = e.exchange(t, code, verifier)
-			})
-		}
-		close(start)
-		wg.Wait()
+		toks, errs := concurrently(n, func(int) (*oauth2.Token, error) { return e.exchange(t, code, verifier) })
 		var won *oauth2.Token
 		for i := range n {
 			if errs[i] == nil {
@@ -366,18 +355,7 @@ func TestGoOAuth2(t *testing.T) {
 	t.Run("ConcurrentRefresh", func(t *testing.T) {
 		first := e.grant(t, "user:rt-race")
 		const n = 8
-		toks := make([]*oauth2.Token, n)
-		errs := make([]error, n)
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range n {
-			wg.Go(func() {
-				<-start
-				toks[i], errs[i] = e.refresh(t, first.RefreshToken)
-			})
-		}
-		close(start)
-		wg.Wait()
+		toks, errs := concurrently(n, func(int) (*oauth2.Token, error) { return e.refresh(t, first.RefreshToken) })
 		var won []*oauth2.Token
 		for i := range n {
 			if errs[i] == nil {
@@ -535,4 +513,20 @@ func TestGoOAuth2(t *testing.T) {
 			}
 		}
 	})
+}
+
+// concurrently runs f(0) … f(n-1) at once and returns what each returned.
+func concurrently(n int, f func(i int) (*oauth2.Token, error)) ([]*oauth2.Token, []error) {
+	toks, errs := make([]*oauth2.Token, n), make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			toks[i], errs[i] = f(i)
+		})
+	}
+	close(start)
+	wg.Wait()
+	return toks, errs
 }

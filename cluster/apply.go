@@ -149,11 +149,15 @@ func (n *Node) enqueue(ctx context.Context, req string, entry []byte) (*pending,
 	if t := fsm.Type(entry[0]); !n.votersKnow(t) {
 		return nil, fmt.Errorf("%w: command type %d is not known to every voter yet", ErrUnsupported, t)
 	}
-	// Likewise, fields that a replica of an older version would ignore
-	// are written only after the log's fence of this version (maybeFence).
+	// Likewise, fields that a replica of an older version would ignore,
+	// and batch ops it would refuse, are written only after the log's
+	// fence of this version (maybeFence).
 	if v := n.fsm.LogVersion(); v < fsm.Version {
 		var err error
 		if entry, err = fsm.Downgrade(entry, v); err != nil {
+			if errors.Is(err, fsm.ErrNeedsVersion) {
+				return nil, fmt.Errorf("%w: %v", ErrUnsupported, err)
+			}
 			return nil, fmt.Errorf("%w: %v", ErrRefused, err)
 		}
 	}

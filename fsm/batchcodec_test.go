@@ -267,7 +267,10 @@ func TestFastClientBatchIsOn(t *testing.T) {
 func FuzzDecodeClientBatch(f *testing.F) {
 	issue := codecEncode(f, &Issue{Record: Record{ID: "i", Hash: "h", Kind: "access"}})
 	consume := codecEncode(f, &Consume{Hash: "h"})
+	revokeFamily := codecEncode(f, &RevokeFamily{Family: "f", Reason: "r", FamilyHold: 1})
+	revokeKind := codecEncode(f, &RevokeFamilyKind{Family: "f", Kind: "access"})
 	for _, b := range []*ClientBatch{{}, {Ops: [][]byte{issue, consume}}, {Ops: [][]byte{nil, {}, {3}}},
+		{Ops: [][]byte{revokeKind, issue, revokeFamily}}, {Ops: [][]byte{revokeFamily, {12}, {6, 0x80}}},
 		{Ops: [][]byte{codecEncode(f, &ClientBatch{Ops: [][]byte{issue}})}}} {
 		f.Add(codecEncode(f, b)[1:])
 	}

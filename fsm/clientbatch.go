@@ -9,7 +9,8 @@ import (
 const MaxBatchOps = 16
 
 // ClientBatch is a client's batch of writes (POST /v1/batch): issues,
-// consumes, revocations and rotations, applied in order in one log entry,
+// consumes, revocations, rotations and family revocations (RevokeFamily,
+// RevokeFamilyKind: Version 3), applied in order in one log entry,
 // all or nothing. Each op sees the effects of the ops before it. If an op
 // fails, nothing of the batch stays and the Result is the failing op's,
 // with Op its index; except that a reuse an op detects revokes the
@@ -19,7 +20,7 @@ const MaxBatchOps = 16
 // It is not the coalescing Batch: it is a client write like any other,
 // riding as one entry of a Batch, under one request id.
 type ClientBatch struct {
-	Ops [][]byte `codec:"o"` // each an encoded Issue, Consume, Revoke or Rotate
+	Ops [][]byte `codec:"o"` // each an encoded Issue, Consume, Revoke, Rotate, RevokeFamily or RevokeFamilyKind
 }
 
 // Type implements Command.
@@ -28,10 +29,24 @@ func (*ClientBatch) Type() Type { return TypeClientBatch }
 // batchOps are the command types a ClientBatch may hold. Everything they
 // change goes through applyTx.put or the revoked families, which the
 // journal undoes: a type added here must change nothing else.
-var batchOps = map[Type]bool{TypeIssue: true, TypeConsume: true, TypeRevoke: true, TypeRotate: true}
+//
+// A type added here is a change of Version: a replica of an earlier one
+// refuses the batch (ErrBadEntry) where this one applies it, so the leader
+// proposes such a batch only after the log's fence of the version that
+// added the type (opVersion, Downgrade).
+var batchOps = map[Type]bool{TypeIssue: true, TypeConsume: true, TypeRevoke: true, TypeRotate: true,
+	TypeRevokeFamily: true, TypeRevokeFamilyKind: true}
 
-// NewClientBatch encodes ops, each an *Issue, *Consume, *Revoke or
-// *Rotate, into one ClientBatch.
+// opVersion is the Version that let a batch hold an op of type t.
+func opVersion(t Type) int {
+	if t == TypeRevokeFamily || t == TypeRevokeFamilyKind {
+		return 3
+	}
+	return 1
+}
+
+// NewClientBatch encodes ops, each an *Issue, *Consume, *Revoke, *Rotate,
+// *RevokeFamily or *RevokeFamilyKind, into one ClientBatch.
 func NewClientBatch(ops ...Command) (*ClientBatch, error) {
 	c := &ClientBatch{Ops: make([][]byte, len(ops))}
 	for i, op := range ops {

@@ -398,18 +398,26 @@ func IsBaseType(t Type) bool { return baseTypes[t] }
 
 // Version numbers what this build's state machine does with the commands
 // it knows, for changes that add no command type but a field an older
-// replica would ignore, and so diverge:
+// replica would ignore, or an op a ClientBatch of an older replica refuses,
+// and so diverge:
 //
 //	1: the first release
 //	2: revoked families are remembered (FamilyHold)
+//	3: a ClientBatch may hold RevokeFamily and RevokeFamilyKind ops
 //
-// The leader writes a version's fields only after a Fence of that version
-// (Downgrade until then).
-const Version = 2
+// The leader writes a version's fields and ops only after a Fence of that
+// version (Downgrade until then).
+const Version = 3
+
+// ErrNeedsVersion is why Downgrade cannot return an entry as replicas of
+// an older version apply it: it holds what they would apply otherwise
+// (an op their batches refuse). It is not proposed until the fence.
+var ErrNeedsVersion = errors.New("the write needs a newer version of the state machine on every voter")
 
 // Downgrade returns entry as replicas of version v apply it as this build
 // does: the fields of later versions are cleared. A command without such
-// fields is returned as it is.
+// fields is returned as it is. A ClientBatch holding an op of a later
+// version cannot be: the error wraps ErrNeedsVersion.
 func Downgrade(entry []byte, v int) ([]byte, error) {
 	if v >= Version {
 		return entry, nil
@@ -420,23 +428,27 @@ func Downgrade(entry []byte, v int) ([]byte, error) {
 	}
 	switch c := c.(type) {
 	case *Consume:
-		if c.FamilyHold == 0 {
+		if v >= 2 || c.FamilyHold == 0 {
 			return entry, nil
 		}
 		c.FamilyHold = 0
 	case *Rotate:
-		if c.FamilyHold == 0 {
+		if v >= 2 || c.FamilyHold == 0 {
 			return entry, nil
 		}
 		c.FamilyHold = 0
 	case *RevokeFamily:
-		if c.FamilyHold == 0 {
+		if v >= 2 || c.FamilyHold == 0 {
 			return entry, nil
 		}
 		c.FamilyHold = 0
 	case *ClientBatch:
 		changed := false
 		for i, op := range c.Ops {
+			if len(op) > 0 && opVersion(Type(op[0])) > v {
+				return nil, fmt.Errorf("%w: batch op %d is of type %d, which a batch holds from version %d on; the log is at %d",
+					ErrNeedsVersion, i, op[0], opVersion(Type(op[0])), v)
+			}
 			down, err := Downgrade(op, v)
 			if err != nil {
 				return nil, err

@@ -41,6 +41,12 @@ func FuzzApply(f *testing.F) {
 	f.Add(encode(f, &fsm.ClientBatch{Ops: [][]byte{issue, issue}}))
 	f.Add(encode(f, &fsm.ClientBatch{Ops: [][]byte{issue, encode(f, &fsm.ClientBatch{Ops: [][]byte{issue}})}}))
 	f.Add(encode(f, &fsm.RevokeFamilyKind{Family: "fam", Kind: "access"}))
+	// Family revocations in a batch, undone by a later op and not.
+	revokeFam := encode(f, &fsm.RevokeFamily{Family: "fam", Reason: "r", FamilyHold: int64(time.Hour)})
+	revokeKind := encode(f, &fsm.RevokeFamilyKind{Family: "fam", Kind: "oauth2_code"})
+	f.Add(encode(f, &fsm.ClientBatch{Ops: [][]byte{revokeKind, revokeFam, issue}}))
+	f.Add(encode(f, &fsm.ClientBatch{Ops: [][]byte{revokeFam, issue, issue}}))
+	f.Add(encode(f, &fsm.ClientBatch{Ops: [][]byte{revokeFam, encode(f, &fsm.Consume{Hash: secretHash("code")})}}))
 	f.Fuzz(func(t *testing.T, entry []byte) {
 		h := fuzzState(t)
 		before := recordFrames(t, h.s)

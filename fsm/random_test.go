@@ -27,7 +27,10 @@ type gen struct {
 	// batches adds client batches of issues, consumes, revocations and
 	// rotations, and revocations of a family's tokens of one kind.
 	batches bool
-	inBatch bool // making the ops of a batch
+	// familyOps puts family revocations (for good and of one kind) into
+	// the client batches too.
+	familyOps bool
+	inBatch   bool // making the ops of a batch
 }
 
 var (
@@ -176,14 +179,35 @@ func (g *gen) clientBatch(s *fsm.Machine) *fsm.ClientBatch {
 	defer func() { g.inBatch = false }()
 	var ops []fsm.Command
 	for n := 1 + g.r.IntN(6); len(ops) < n; {
+		if g.familyOps && g.r.IntN(6) == 0 {
+			ops = append(ops, g.revokeGrantAccess(s))
+			continue
+		}
 		switch c := g.command(s).(type) {
 		case *fsm.Issue, *fsm.Consume, *fsm.Revoke, *fsm.Rotate:
 			ops = append(ops, c)
+		case *fsm.RevokeFamily, *fsm.RevokeFamilyKind:
+			if g.familyOps {
+				ops = append(ops, c)
+			}
 		}
 	}
 	c, err := fsm.NewClientBatch(ops...)
 	if err != nil {
 		panic(err)
+	}
+	return c
+}
+
+// revokeGrantAccess revokes the access tokens of the grant of a recent
+// live refresh token, as a server does when it rotates one.
+func (g *gen) revokeGrantAccess(s *fsm.Machine) *fsm.RevokeFamilyKind {
+	c := &fsm.RevokeFamilyKind{Family: g.someID(), Kind: "access", Reason: "rotated"}
+	for i := len(g.refresh) - 1; i >= max(0, len(g.refresh)-10); i-- {
+		if r := s.ByID(g.refresh[i]); r != nil && r.State == fsm.Active {
+			c.Family = r.Family
+			break
+		}
 	}
 	return c
 }
@@ -413,10 +437,13 @@ func randomCommandsMatchModel(t *testing.T, h *harness) {
 // client batches among them, and checks every batch against its ops one
 // after the other (checkBatchModel), reuse detection included.
 func TestRandomBatchesMatchTheirOps(t *testing.T) {
-	for _, seed := range []uint64{11, 12} {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			g := newGen(seed, t0)
-			g.grants, g.batches = true, true
+	for _, tc := range []struct {
+		seed      uint64
+		familyOps bool
+	}{{11, false}, {12, false}, {13, true}, {14, true}} {
+		t.Run(fmt.Sprint(tc.seed), func(t *testing.T) {
+			g := newGen(tc.seed, t0)
+			g.grants, g.batches, g.familyOps = true, true, tc.familyOps
 			h := newHarness(t)
 			seen := map[string]int{}
 			for range 4000 {
@@ -430,16 +457,50 @@ func TestRandomBatchesMatchTheirOps(t *testing.T) {
 				snap := h.snapshot()
 				res := h.do(now, cb)
 				seen[outcome(cmd, res)]++
+				if tc.familyOps {
+					seen[familyOutcome(t, cb, res)]++
+				}
 				checkBatchModel(t, h, cb, res, snap, now)
 			}
-			for _, o := range []string{"ClientBatch: ok", "ClientBatch: token reused", "ClientBatch: failed at a later op: token reused",
-				"ClientBatch: failed at a later op: token not found", "ClientBatch: failed at a later op: family revoked"} {
+			want := []string{"ClientBatch: ok", "ClientBatch: token reused", "ClientBatch: failed at a later op: token reused",
+				"ClientBatch: failed at a later op: token not found", "ClientBatch: failed at a later op: family revoked"}
+			if tc.familyOps {
+				want = []string{"ClientBatch: ok", "ClientBatch: failed at a later op: token reused",
+					"ClientBatch: failed at a later op: family revoked",
+					"family op applied: RevokeFamily", "family op applied: RevokeFamilyKind",
+					"family op undone: RevokeFamily", "family op undone: RevokeFamilyKind"}
+			}
+			for _, o := range want {
 				if seen[o] == 0 {
 					t.Errorf("the random run never produced %q; outcomes: %v", o, seen)
 				}
 			}
 		})
 	}
+}
+
+// familyOutcome names what became of the family revocations of a batch
+// that revoked something: applied, or undone by a later op's failure.
+func familyOutcome(t *testing.T, cb *fsm.ClientBatch, res fsm.Result) string {
+	ops, err := cb.DecodeOps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, op := range ops {
+		switch op.(type) {
+		case *fsm.RevokeFamily, *fsm.RevokeFamilyKind:
+		default:
+			continue
+		}
+		name := fmt.Sprintf("%T", op)[len("*fsm."):]
+		switch {
+		case res.Err == nil && res.Ops[i].Count > 0:
+			return "family op applied: " + name
+		case res.Err != nil && res.Op > i:
+			return "family op undone: " + name
+		}
+	}
+	return ""
 }
 
 // checkBatchModel checks a client batch's result and effect against its

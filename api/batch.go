@@ -33,6 +33,10 @@ type (
 		Op string `json:"op"`
 		wire.RotateRequest
 	}
+	revokeFamilyOpBody struct {
+		Op string `json:"op"`
+		wire.RevokeFamilyRequest
+	}
 )
 
 // batchOp is one op of a batch: its command, and what its answer needs.
@@ -45,8 +49,8 @@ type batchOp struct {
 	minted  rotateMint
 }
 
-// batch applies up to wire.MaxBatchOps issues, consumes, revocations and
-// rotations in order, all or nothing, as one write: one log entry under
+// batch applies up to wire.MaxBatchOps issues, consumes, revocations,
+// rotations and family revocations in order, all or nothing, as one write: one log entry under
 // one request id, so a retry by the cluster applies it once. Each op is
 // decoded, checked and answered as its single call is; a failing op's
 // error is its single call's, naming the op.
@@ -141,9 +145,14 @@ func (s *Server) batchOp(raw json.RawMessage, gen string) (batchOp, *Error) {
 			op.rotate = &b.RotateRequest
 			op.cmd, op.minted, e = s.rotateCommand(&b.RotateRequest, gen)
 		}
+	case wire.OpRevokeFamily:
+		var b revokeFamilyOpBody
+		if e = decodeStrict(bytes.NewReader(raw), &b, false); e == nil {
+			op.cmd, e = s.revokeFamilyCommand(b.Family, wire.BulkRevokeRequest{Kind: b.Kind, Reason: b.Reason})
+		}
 	default:
-		return batchOp{}, errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"op\" must be %q, %q, %q or %q, not %q.",
-			wire.OpIssue, wire.OpConsume, wire.OpRevoke, wire.OpRotate, op.name)
+		return batchOp{}, errorf(http.StatusBadRequest, wire.CodeInvalidField, "Field \"op\" must be %q, %q, %q, %q or %q, not %q.",
+			wire.OpIssue, wire.OpConsume, wire.OpRevoke, wire.OpRotate, wire.OpRevokeFamily, op.name)
 	}
 	if e != nil {
 		return batchOp{}, e
@@ -166,6 +175,11 @@ func (s *Server) batchAnswer(op *batchOp, res fsm.Result) (wire.BatchResult, *Er
 	case wire.OpRotate:
 		out, e := s.rotateAnswer(res, op.rotate.Token, op.minted)
 		return wire.BatchResult{Rotate: &out}, e
+	case wire.OpRevokeFamily:
+		if res.Err != nil {
+			break // a family revocation of the API's own cannot fail
+		}
+		return wire.BatchResult{Revoked: &wire.BulkRevokeResponse{Revoked: res.Count}}, nil
 	}
 	return wire.BatchResult{}, errorf(http.StatusInternalServerError, wire.CodeInternal, "internal error")
 }

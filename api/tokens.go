@@ -479,18 +479,33 @@ func (s *Server) revokeFamily(w http.ResponseWriter, r *http.Request) *Error {
 	if e := decodeJSON(w, r, &req, true); e != nil {
 		return e
 	}
-	family := r.PathValue("family")
-	if e := checkText("family", family, maxShort); e != nil {
+	c, e := s.revokeFamilyCommand(r.PathValue("family"), req)
+	if e != nil {
 		return e
+	}
+	return s.revokeMany(w, r, c, req.Reason)
+}
+
+// revokeFamilyCommand is the command of a family revocation: of the
+// family's tokens of one kind, leaving the family open, or, without a
+// kind, of the family for good.
+func (s *Server) revokeFamilyCommand(family string, req wire.BulkRevokeRequest) (fsm.Command, *Error) {
+	if e := checkRequired("family", family, maxShort); e != nil {
+		return nil, e
+	}
+	if req.Kind != "" {
+		if e := checkKindName(s.cfg.Policy, req.Kind, false); e != nil {
+			return nil, e
+		}
+	}
+	if e := checkText("reason", req.Reason, maxShort); e != nil {
+		return nil, e
 	}
 	if req.Kind != "" {
 		// The family's tokens of one kind; the family stays open.
-		if e := checkKindName(s.cfg.Policy, req.Kind, false); e != nil {
-			return e
-		}
-		return s.revokeMany(w, r, &fsm.RevokeFamilyKind{Family: family, Kind: req.Kind, Reason: req.Reason}, req.Reason)
+		return &fsm.RevokeFamilyKind{Family: family, Kind: req.Kind, Reason: req.Reason}, nil
 	}
-	return s.revokeMany(w, r, &fsm.RevokeFamily{Family: family, Reason: req.Reason}, req.Reason)
+	return &fsm.RevokeFamily{Family: family, Reason: req.Reason}, nil
 }
 
 func (s *Server) revokeMany(w http.ResponseWriter, r *http.Request, c fsm.Command, reason string) *Error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
@@ -94,5 +95,57 @@ func TestRevokeFamilyKind(t *testing.T) {
 	}
 	if _, err := c.Issue(ctx, wire.IssueRequest{Kind: "access", Family: rt.Family}); !errors.Is(err, client.ErrFamilyRevoked) {
 		t.Fatalf("issue after RevokeFamily: %v, want ErrFamilyRevoked", err)
+	}
+}
+
+// A family revocation in a batch: by kind, then a rotation into the open
+// family; its result is the count.
+func TestBatchRevokeFamilyOp(t *testing.T) {
+	n := testcluster.Start(t, testcluster.Options{})
+	c, ctx := n.Client, context.Background()
+	rt, err := c.Issue(ctx, wire.IssueRequest{Kind: "oauth2_refresh", Subject: "user:1", ClientID: "app1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, err := c.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "user:1", Family: rt.Family})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := []wire.BatchOp{
+		client.RevokeFamilyOp(wire.RevokeFamilyRequest{Family: rt.Family, Kind: "access", Reason: "rotated"}),
+		client.RotateOp(wire.RotateRequest{Token: rt.Token, Access: &wire.AccessRequest{}}),
+	}
+	var out *wire.BatchResponse
+	waitFenced(t, func() error { out, err = c.Batch(ctx, ops...); return err })
+	if r := out.Results; r[0].Revoked == nil || r[0].Revoked.Revoked != 1 || r[1].Rotate == nil || r[1].Rotate.Access == nil {
+		t.Fatalf("batch results %+v %+v", r[0], r[1])
+	}
+	if rec, _, err := c.Lookup(ctx, at.Token, client.LookupOptions{}); !errors.Is(err, client.ErrTokenRevoked) {
+		t.Fatalf("the old access token: %+v, %v; want revoked", rec, err)
+	}
+	// For good: the family is closed.
+	out, err = c.Batch(ctx, client.RevokeFamilyOp(wire.RevokeFamilyRequest{Family: rt.Family}))
+	if err != nil || out.Results[0].Revoked == nil || out.Results[0].Revoked.Revoked != 2 {
+		t.Fatalf("revoking the family for good: %+v, %v; want the successor and its access token", out, err)
+	}
+	if _, err := c.Issue(ctx, wire.IssueRequest{Kind: "access", Family: rt.Family}); !errors.Is(err, client.ErrFamilyRevoked) {
+		t.Fatalf("an issue into the revoked family: %v", err)
+	}
+}
+
+// waitFenced calls f again while it answers cluster_upgrading: a new
+// cluster takes a batch of family revocations once its log is fenced.
+func waitFenced(t *testing.T, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Code != wire.CodeUpgrading || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
 	}
 }

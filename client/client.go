@@ -263,9 +263,10 @@ func (c *Client) RevokeFamilyKind(ctx context.Context, family, kind, reason stri
 }
 
 // Batch applies up to wire.MaxBatchOps ops (IssueOp, ConsumeOp, RevokeOp,
-// RotateOp) in order, all or nothing, in one write. Each op sees the
-// effects of those before it. On success the response holds every op's
-// answer, in order (Results[i].Issue, .Record or .Rotate, by the op). If
+// RotateOp, RevokeFamilyOp) in order, all or nothing, in one write. Each
+// op sees the effects of those before it. On success the response holds
+// every op's answer, in order (Results[i].Issue, .Record, .Rotate or
+// .Revoked, by the op). If
 // an op fails, nothing of the batch is applied and the error is that op's
 // *Error with Op its index; but a consumed code or refresh token presented
 // again still revokes its family (ErrTokenReused), as alone.
@@ -305,6 +306,14 @@ func RevokeOp(req wire.RevokeRequest) wire.BatchOp {
 // RotateOp is a refresh-token rotation in a batch.
 func RotateOp(req wire.RotateRequest) wire.BatchOp {
 	return wire.BatchOp{Op: wire.OpRotate, Rotate: &req}
+}
+
+// RevokeFamilyOp is a family revocation in a batch: with req.Kind, of the
+// family's active tokens of that kind, the family left open
+// (RevokeFamilyKind); without, of the family for good (RevokeFamily). Its
+// result is Results[i].Revoked.
+func RevokeFamilyOp(req wire.RevokeFamilyRequest) wire.BatchOp {
+	return wire.BatchOp{Op: wire.OpRevokeFamily, RevokeFamily: &req}
 }
 
 // CheckNonce records an OAuth 1.0 nonce of scope sent at timestamp (Unix

@@ -16,7 +16,20 @@ const (
 	OpConsume = "consume"
 	OpRevoke  = "revoke"
 	OpRotate  = "rotate"
+	// OpRevokeFamily is POST /v1/families/{family}/revoke, with the
+	// family in the body (RevokeFamilyRequest).
+	OpRevokeFamily = "revoke_family"
 )
+
+// RevokeFamilyRequest is a family revocation in a batch: the family, and
+// the body of POST /v1/families/{family}/revoke. With Kind, the family's
+// active tokens of that kind are revoked and the family stays open;
+// without, the family is revoked for good.
+type RevokeFamilyRequest struct {
+	Family string `json:"family"`
+	Kind   string `json:"kind,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
 
 // BatchRequest is the body of POST /v1/batch: 1 to MaxBatchOps ops,
 // applied in order, all or nothing, in one log entry.
@@ -26,14 +39,16 @@ type BatchRequest struct {
 
 // BatchOp is one op of a batch: the body of the single call (Issue for
 // "issue": POST /v1/tokens, Consume, Revoke, Rotate for
-// /v1/tokens/{consume,revoke,rotate}) with "op" added. The request set is
-// the one Op names; the others are nil.
+// /v1/tokens/{consume,revoke,rotate}, RevokeFamily for
+// /v1/families/{family}/revoke) with "op" added. The request set is the
+// one Op names; the others are nil.
 type BatchOp struct {
-	Op      string
-	Issue   *IssueRequest
-	Consume *ConsumeRequest
-	Revoke  *RevokeRequest
-	Rotate  *RotateRequest
+	Op           string
+	Issue        *IssueRequest
+	Consume      *ConsumeRequest
+	Revoke       *RevokeRequest
+	Rotate       *RotateRequest
+	RevokeFamily *RevokeFamilyRequest
 }
 
 // body returns the request o's Op names, nil if it is not set.
@@ -55,6 +70,10 @@ func (o BatchOp) body() (any, error) {
 	case OpRotate:
 		if o.Rotate != nil {
 			v = o.Rotate
+		}
+	case OpRevokeFamily:
+		if o.RevokeFamily != nil {
+			v = o.RevokeFamily
 		}
 	default:
 		return nil, fmt.Errorf("unknown batch op %q", o.Op)
@@ -125,6 +144,12 @@ func (o *BatchOp) UnmarshalJSON(b []byte) error {
 			Op string `json:"op"`
 			*RotateRequest
 		}{RotateRequest: op.Rotate}
+	case OpRevokeFamily:
+		op.RevokeFamily = new(RevokeFamilyRequest)
+		v = &struct {
+			Op string `json:"op"`
+			*RevokeFamilyRequest
+		}{RevokeFamilyRequest: op.RevokeFamily}
 	default:
 		return fmt.Errorf("unknown batch op %q", op.Op)
 	}
@@ -146,11 +171,13 @@ type BatchResponse struct {
 
 // BatchResult is one op's answer, exactly the single call's success body:
 // an IssueResponse for an issue, the Record for a consume or revoke, a
-// RotateResponse for a rotation. The one set is the JSON.
+// RotateResponse for a rotation, a BulkRevokeResponse for a family
+// revocation. The one set is the JSON.
 type BatchResult struct {
-	Issue  *IssueResponse
-	Record *Record
-	Rotate *RotateResponse
+	Issue   *IssueResponse
+	Record  *Record
+	Rotate  *RotateResponse
+	Revoked *BulkRevokeResponse
 }
 
 // MarshalJSON writes the answer that is set.
@@ -162,14 +189,16 @@ func (r BatchResult) MarshalJSON() ([]byte, error) {
 		return json.Marshal(r.Record)
 	case r.Rotate != nil:
 		return json.Marshal(r.Rotate)
+	case r.Revoked != nil:
+		return json.Marshal(r.Revoked)
 	}
 	return []byte("null"), nil
 }
 
 // UnmarshalJSON reads an answer without knowing its op: a record (it has
-// a status) or an issue; a rotation answer with an access token is read
-// as a rotation, one without as an issue (the same fields). Decode reads
-// it knowing the op.
+// a status), a family revocation's count (it has "revoked") or an issue;
+// a rotation answer with an access token is read as a rotation, one
+// without as an issue (the same fields). Decode reads it knowing the op.
 func (r *BatchResult) UnmarshalJSON(b []byte) error {
 	var probe map[string]json.RawMessage
 	if err := json.Unmarshal(b, &probe); err != nil {
@@ -180,6 +209,8 @@ func (r *BatchResult) UnmarshalJSON(b []byte) error {
 		op = OpConsume
 	} else if _, ok := probe["access"]; ok {
 		op = OpRotate
+	} else if _, ok := probe["revoked"]; ok {
+		op = OpRevokeFamily
 	}
 	return r.Decode(op, b)
 }
@@ -197,6 +228,9 @@ func (r *BatchResult) Decode(op string, b []byte) error {
 	case OpRotate:
 		r.Rotate = new(RotateResponse)
 		return json.Unmarshal(b, r.Rotate)
+	case OpRevokeFamily:
+		r.Revoked = new(BulkRevokeResponse)
+		return json.Unmarshal(b, r.Revoked)
 	}
 	return fmt.Errorf("unknown batch op %q", op)
 }

@@ -30,16 +30,17 @@
 //	CreateRefreshTokenSession       issue oauth2_refresh
 //	GetRefreshTokenSession          lookup, with_data
 //	DeleteRefreshTokenSession       revoke
-//	RotateRefreshToken              revoke the family's access tokens (kind
+//	RotateRefreshToken              revoke_family of the access tokens (kind
 //	                                access, the family stays open), then
 //	                                consume the refresh token
 //	RevokeRefreshToken              revoke the family for good
 //	RevokeAccessToken               revoke the family for good
 //	Create/GetPKCERequestSession               issue/lookup oauth2_code, token = "pkce:" + signature (Delete keeps it: see there)
 //	Create/Get/DeleteOpenIDConnectSession      issue/lookup/revoke oauth2_code, token = "oidc:" + code
-//	BeginTX, Commit, Rollback       the issues and consumes made with the
-//	                                context BeginTX returned go out as one
-//	                                POST /v1/batch at Commit; Rollback drops them
+//	BeginTX, Commit, Rollback       the issues, consumes and RotateRefreshToken's
+//	                                revocation made with the context BeginTX
+//	                                returned go out as one POST /v1/batch at
+//	                                Commit; Rollback drops them
 //
 // Errors keep fosite's contracts. A lookup answered 404 token_not_found or
 // 410 token_expired is fosite.ErrNotFound. A used code (410
@@ -60,12 +61,12 @@
 // answers the losers of a race for one code server_error, and for one
 // refresh token invalid_request; it answers them invalid_grant.
 //
-// Revocations never wait for Commit: a batch holds issues, consumes,
-// revocations by secret and rotations, not revocations of a family, and
-// taking away access early is never unsafe. fosite's refresh flow calls
-// RotateRefreshToken inside its transaction; the old access tokens are
-// revoked at once and the consume of the old refresh token goes in the
-// batch with the issues of its successors.
+// fosite's refresh flow calls RotateRefreshToken inside its transaction:
+// the revocation of the grant's access tokens, the consume of the old
+// refresh token and the issues of its successors go out as one batch, so
+// a refresh applies whole or not at all (a failure leaves the old refresh
+// and access tokens as they were). Other revocations (Delete*, Revoke*)
+// never wait for Commit: taking away access early is never unsafe.
 package fositestore
 
 import (
@@ -304,6 +305,8 @@ func (s *Store) write(ctx context.Context, w what, op wire.BatchOp) error {
 		_, err = s.c.Issue(ctx, *op.Issue)
 	case wire.OpConsume:
 		_, err = s.c.Consume(ctx, *op.Consume)
+	case wire.OpRevokeFamily:
+		_, err = s.c.RevokeFamilyKind(ctx, op.RevokeFamily.Family, op.RevokeFamily.Kind, op.RevokeFamily.Reason)
 	default:
 		return fmt.Errorf("fositestore: unexpected op %q", op.Op)
 	}
@@ -325,6 +328,8 @@ func opError(op string, w what, err error) error {
 		return fmt.Errorf("fositestore: %s: %w: %w", titles[w], fosite.ErrNotFound, err)
 	case op == wire.OpIssue && errors.Is(err, client.ErrFamilyRevoked):
 		return fmt.Errorf("fositestore: %s: the grant was revoked: %w: %w", titles[w], fosite.ErrInactiveToken, err)
+	case op == wire.OpRevokeFamily:
+		return fmt.Errorf("fositestore: revoke the %ss of the grant: %w", titles[w], err)
 	}
 	return fmt.Errorf("fositestore: %s %s: %w", op, titles[w], err)
 }
@@ -429,12 +434,17 @@ func (s *Store) DeleteRefreshTokenSession(ctx context.Context, signature string)
 
 // RotateRefreshToken revokes the grant's access tokens, leaving the grant
 // open for the successors fosite issues next under the same request id,
-// and uses the refresh token up (in the transaction, if there is one): of
-// concurrent refreshes with one token one wins, and a token used before
-// revokes the grant.
+// and uses the refresh token up. In fosite's transaction both go out in
+// its batch, with the successors: a refresh is one atomic write, which
+// applies whole or not at all. Of concurrent refreshes with one token one
+// wins, and a token used before revokes the grant.
 func (s *Store) RotateRefreshToken(ctx context.Context, requestID, signature string) error {
-	if _, err := s.c.RevokeFamilyKind(ctx, requestID, s.kinds.Access, "refreshed"); err != nil {
-		return fmt.Errorf("fositestore: revoke the access tokens of grant %s: %w", requestID, err)
+	if requestID == "" {
+		return fmt.Errorf("fositestore: rotate a refresh token without a request id: %w", fosite.ErrNotFound)
+	}
+	revoke := client.RevokeFamilyOp(wire.RevokeFamilyRequest{Family: requestID, Kind: s.kinds.Access, Reason: "refreshed"})
+	if err := s.write(ctx, access, revoke); err != nil {
+		return err
 	}
 	return s.write(ctx, refresh, client.ConsumeOp(wire.ConsumeRequest{Token: signature, Kind: s.kinds.Refresh}))
 }

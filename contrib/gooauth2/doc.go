@@ -27,8 +27,8 @@
 //     missing code (go-oauth2 answers invalid_grant).
 //   - RemoveByCode writes nothing: it notes the code GetByCode read as
 //     taken by this exchange, in a table of the process by the grant's
-//     family, bounded (WithPendingCodes) and forgetting a code once it
-//     expires. A code not read (or forgotten) answers
+//     family, bounded (WithPendingCodes) and forgetting a code once every
+//     exchange that read it has sent Create's batch, or once it expires. A code not read (or forgotten) answers
 //     errors.ErrInvalidAuthorizeCode.
 //   - Create with an access and a refresh token: one POST /v1/batch into
 //     the grant's family. For an exchanged code (the family is the code's:
@@ -44,11 +44,18 @@
 //     concurrent exchanges of one code exactly one batch consumes it; the
 //     other consumes detect the reuse and revoke the grant, the winner's
 //     tokens included: RFC 9700 allows it, as the server cannot tell the
-//     attacker's exchange from the client's. On a refresh (the family is the refresh token's),
-//     first POST /v1/families/{family}/revoke with the access kind: the
-//     access token the refresh replaces stops working; then a batch of
-//     the two issue ops. For the other grants, a new family. 410
-//     family_revoked (the grant was revoked meanwhile) answers
+//     attacker's exchange from the client's. On a refresh (the family is
+//     the refresh token's), the batch is: revoke_family with the access
+//     kind (the access token the refresh replaces stops working, the
+//     family stays open), consume the refresh token presented (refresh
+//     kind, client_id) when a new one replaces it, issue the refresh
+//     token, issue the access token; a refresh that fails changes
+//     nothing. Of concurrent refreshes with one token exactly one batch
+//     consumes it; the others' consumes answer 410 token_reused,
+//     tokenstore revokes the family (both new pairs, RFC 9700 §4.14), and
+//     the answer is errors.ErrInvalidGrant, as for a refresh token
+//     revoked or expired meanwhile. For the other grants, a new family.
+//     410 family_revoked (the grant was revoked meanwhile) answers
 //     errors.ErrInvalidGrant.
 //   - GetByAccess: lookup (local by default, WithAccessConsistency);
 //     missing, expired, revoked or of another kind: (nil, nil).
@@ -61,13 +68,10 @@
 //     token is consumed again, which tokenstore answers 410 token_reused
 //     and revokes the family for good (RFC 9700 §4.14); the answer is
 //     errors.ErrInvalidGrant.
-//   - RemoveByRefresh: POST /v1/tokens/consume with the refresh kind. Of
-//     concurrent refreshes with one token, the first consume wins; every
-//     other answers 410 token_reused, the family (both new pairs) is
-//     revoked, and the answer is errors.ErrInvalidGrant. A refresh token
-//     revoked meanwhile answers errors.ErrInvalidGrant too, after the
-//     family's access and refresh tokens (the pair just created) are
-//     revoked.
+//   - RemoveByRefresh: POST /v1/tokens/revoke. After a refresh it changes
+//     nothing: Create consumed the token, and revoking a consumed token
+//     leaves it as it is (it is no reuse). A token the store does not
+//     know is no error.
 //
 // Any other error of tokenstore (503 no_leader, a network error) is
 // returned wrapped, and go-oauth2 answers server_error (500).

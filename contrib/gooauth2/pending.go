@@ -1,6 +1,7 @@
 package gooauth2
 
 import (
+	"container/list"
 	"sync"
 	"time"
 )
@@ -16,18 +17,25 @@ type pendingCode struct {
 	code, family string
 	expires      time.Time // the code's expiry; zero: the kind's TTL, unknown here
 	taken        bool      // RemoveByCode has been called for it
+	// readers counts the exchanges that read it and have not yet sent
+	// Create's batch: concurrent exchanges of one code share the entry,
+	// and each loser's batch must still find the code, so that its
+	// consume detects the reuse and revokes the grant.
+	readers int
+	elem    *list.Element
 }
 
 // pendingCodes is a process-local table of codes being exchanged, by
-// family and by code string. It forgets a code when the code expires,
-// and the oldest code when it is full: an exchange of a code forgotten
-// before its Create answers invalid_grant.
+// family and by code string. It forgets a code once a Create has sent the
+// batch that consumes it (done; of concurrent exchanges, the last), when
+// the code expires, and the oldest code when it is full: an exchange of a code forgotten before its Create
+// answers invalid_grant.
 type pendingCodes struct {
 	mu       sync.Mutex
 	max      int
 	families map[string]*pendingCode
 	codes    map[string]*pendingCode
-	queue    []*pendingCode // in the order of first reads
+	queue    *list.List // of *pendingCode, in the order of first reads
 }
 
 func newPendingCodes(max int) *pendingCodes {
@@ -35,7 +43,7 @@ func newPendingCodes(max int) *pendingCodes {
 		max = DefaultPendingCodes
 	}
 	return &pendingCodes{
-		max: max, families: make(map[string]*pendingCode), codes: make(map[string]*pendingCode),
+		max: max, families: make(map[string]*pendingCode), codes: make(map[string]*pendingCode), queue: list.New(),
 	}
 }
 
@@ -45,19 +53,18 @@ func (p *pendingCodes) read(code, family string, expires, now time.Time) {
 	defer p.mu.Unlock()
 	p.expire(now)
 	if e := p.codes[code]; e != nil {
-		return // another exchange of the same code read it already
+		e.readers++ // another exchange of the same code read it already
+		return
 	}
-	for len(p.queue) >= p.max {
-		p.drop(p.queue[0])
-		p.queue[0] = nil
-		p.queue = p.queue[1:]
-	}
-	e := &pendingCode{code: code, family: family, expires: expires}
 	if old := p.families[family]; old != nil {
-		delete(p.codes, old.code) // a family has one code
+		p.drop(old) // a family has one code
 	}
+	for p.queue.Len() >= p.max {
+		p.drop(p.queue.Front().Value.(*pendingCode))
+	}
+	e := &pendingCode{code: code, family: family, expires: expires, readers: 1}
 	p.codes[code], p.families[family] = e, e
-	p.queue = append(p.queue, e)
+	e.elem = p.queue.PushBack(e)
 }
 
 // take notes code as taken by an exchange; false if it was not read.
@@ -83,17 +90,29 @@ func (p *pendingCodes) taken(family string, now time.Time) string {
 	return e.code
 }
 
+// done notes that an exchange of code, of family, is over: its Create
+// sent the batch that consumes the code, and the answer was definite.
+// Once every exchange that read the code is over, it is forgotten.
+func (p *pendingCodes) done(code, family string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.codes[code]; e != nil && e.family == family {
+		if e.readers--; e.readers <= 0 {
+			p.drop(e)
+		}
+	}
+}
+
 // expire forgets the codes at the front of the queue that have expired.
 // Codes are read in about the order they expire (one code lifetime), so
 // this drops every expired code but a few.
 func (p *pendingCodes) expire(now time.Time) {
-	for len(p.queue) > 0 && p.queue[0].expired(now) {
-		p.drop(p.queue[0])
-		p.queue[0] = nil
-		p.queue = p.queue[1:]
+	for p.queue.Len() > 0 && p.queue.Front().Value.(*pendingCode).expired(now) {
+		p.drop(p.queue.Front().Value.(*pendingCode))
 	}
 }
 
+// drop forgets e: from the maps and the queue.
 func (p *pendingCodes) drop(e *pendingCode) {
 	if p.codes[e.code] == e {
 		delete(p.codes, e.code)
@@ -101,11 +120,20 @@ func (p *pendingCodes) drop(e *pendingCode) {
 	if p.families[e.family] == e {
 		delete(p.families, e.family)
 	}
+	if e.elem != nil {
+		p.queue.Remove(e.elem)
+		e.elem = nil
+	}
 }
 
+// len returns how many codes the table holds, and checks that its maps
+// and queue agree (-1 if not).
 func (p *pendingCodes) len() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if len(p.families) != len(p.codes) || p.queue.Len() != len(p.codes) {
+		return -1
+	}
 	return len(p.codes)
 }
 

@@ -58,3 +58,40 @@ func TestPendingCodes(t *testing.T) {
 		t.Fatal("could not take a code without expiry")
 	}
 }
+
+// A code is forgotten once every exchange that read it has sent its
+// batch: at once for one exchange, after the last of concurrent ones.
+func TestPendingCodeDone(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	p := newPendingCodes(100)
+	for i := range 1000 {
+		code, family := fmt.Sprintf("c%d", i), fmt.Sprintf("f%d", i)
+		p.read(code, family, now.Add(10*time.Minute), now)
+		if !p.take(code, now) || p.taken(family, now) != code {
+			t.Fatalf("exchange %d: the code was not taken", i)
+		}
+		p.done(code, family)
+		if n := p.len(); n != 0 {
+			t.Fatalf("after %d sequential exchanges the table holds %d codes, want 0", i+1, n)
+		}
+	}
+	// Three exchanges of one code: it stays for the two still running.
+	for range 3 {
+		p.read("raced", "fr", now.Add(10*time.Minute), now)
+	}
+	p.take("raced", now)
+	p.done("raced", "fr")
+	if got := p.taken("fr", now); got != "raced" {
+		t.Fatalf("taken after the first of three exchanges: %q, want the code", got)
+	}
+	p.done("raced", "other-family") // not its family: changes nothing
+	p.done("raced", "fr")
+	if got := p.taken("fr", now); got != "raced" {
+		t.Fatalf("taken after the second of three exchanges: %q, want the code", got)
+	}
+	p.done("raced", "fr")
+	if p.taken("fr", now) != "" || p.len() != 0 {
+		t.Fatalf("after the last exchange: taken %q, %d codes; want none", p.taken("fr", now), p.len())
+	}
+	p.done("raced", "fr") // once more: nothing to forget
+}

@@ -133,19 +133,32 @@ func (s *TokenStore) createCode(ctx context.Context, info oauth2.TokenInfo) erro
 
 // createTokens issues the access token and the refresh token of info in
 // one batch, into the grant's family. For an exchanged code, the batch
-// consumes the code first: nothing is issued unless that succeeds.
+// consumes the code first; for a refresh, it revokes the grant's access
+// tokens (the one the refresh replaces) and consumes the refresh token
+// presented, when a new one replaces it. Nothing applies unless all of it
+// does.
 func (s *TokenStore) createTokens(ctx context.Context, info oauth2.TokenInfo) error {
 	family, prev := familyOf(info)
 	var ops []wire.BatchOp
+	consumeAt, code := -1, ""
 	switch {
 	case prev != nil:
+		// The access token this refresh replaces stops working; issued
+		// after this op, the new one is not among those revoked.
+		ops = append(ops, client.RevokeFamilyOp(wire.RevokeFamilyRequest{Family: family, Kind: s.accessKind, Reason: "refreshed"}))
+		if refresh := info.GetRefresh(); refresh != "" && refresh != prev.refresh {
+			// Of concurrent refreshes with one token, one batch consumes
+			// it; the others detect the reuse, which revokes the family.
+			consumeAt = len(ops)
+			ops = append(ops, client.ConsumeOp(wire.ConsumeRequest{Token: prev.refresh, Kind: s.refreshKind, ClientID: info.GetClientID()}))
+		}
 	case family != "":
 		// The family is a code's (GetByCode named it): the code that
 		// RemoveByCode took.
-		code := s.pending.taken(family, s.now())
-		if code == "" {
+		if code = s.pending.taken(family, s.now()); code == "" {
 			return oautherrors.ErrInvalidGrant
 		}
+		consumeAt = len(ops)
 		ops = append(ops, client.ConsumeOp(wire.ConsumeRequest{Token: code, Kind: s.codeKind, ClientID: info.GetClientID()}))
 	default:
 		var err error
@@ -153,7 +166,7 @@ func (s *TokenStore) createTokens(ctx context.Context, info oauth2.TokenInfo) er
 			return err
 		}
 	}
-	consumes := len(ops) == 1
+	issues := len(ops)
 	// Without a new refresh token (IsGenerateRefresh off), a refresh
 	// keeps the one it was given, which is stored already.
 	if refresh := info.GetRefresh(); refresh != "" && (prev == nil || refresh != prev.refresh) {
@@ -186,29 +199,33 @@ func (s *TokenStore) createTokens(ctx context.Context, info oauth2.TokenInfo) er
 			Scopes: scopes(info.GetScope()), TTL: ttl, Family: family, Data: data,
 		}))
 	}
-	if len(ops) == 0 {
-		return nil
-	}
-	if prev != nil {
-		// The access token this refresh replaces stops working; issued
-		// after this, the new one is not among those revoked.
-		if _, err := s.c.RevokeFamilyKind(ctx, family, s.accessKind, "refreshed"); err != nil {
-			return fmt.Errorf("gooauth2: revoke the access token a refresh replaces: %w", err)
-		}
+	if len(ops) == issues {
+		return nil // a refresh without new tokens: nothing to write
 	}
 	_, err := s.c.Batch(ctx, ops...)
 	var ce *client.Error
+	if code != "" && (err == nil || errors.As(err, &ce) && ce.Code != wire.CodeOutcomeUnknown) {
+		// The batch consumed the code or definitely did not: either
+		// way this exchange is over, and the code need not be
+		// remembered until it expires.
+		s.pending.done(code, family)
+	}
 	switch {
 	case err == nil:
 		return nil
-	case consumes && errors.As(err, &ce) && ce.Op == 0:
-		// The code was used (a concurrent exchange won: tokenstore
-		// detected the reuse and revoked the family), has expired or
-		// been revoked; nothing was issued.
-		if used(err) {
-			return s.replayed(ctx, err, codeReplayReason)
+	case consumeAt >= 0 && errors.As(err, &ce) && ce.Op == consumeAt:
+		// The code or refresh token was used (a concurrent exchange or
+		// refresh won: tokenstore detected the reuse and revoked the
+		// family), has expired or been revoked; nothing was issued.
+		reason := codeReplayReason
+		if prev != nil {
+			reason = refreshReplayReason
 		}
-		if gone(err) || errors.Is(err, client.ErrKindMismatch) || errors.Is(err, client.ErrClientMismatch) {
+		if used(err) {
+			return s.replayed(ctx, err, reason)
+		}
+		if gone(err) || errors.Is(err, client.ErrTokenRevoked) || errors.Is(err, client.ErrFamilyRevoked) ||
+			errors.Is(err, client.ErrKindMismatch) || errors.Is(err, client.ErrClientMismatch) {
 			return oautherrors.ErrInvalidGrant
 		}
 	case errors.Is(err, client.ErrFamilyRevoked):
@@ -227,16 +244,6 @@ func (s *TokenStore) RemoveByCode(ctx context.Context, code string) error {
 	return nil
 }
 
-// revokeGrant revokes the access and refresh tokens of family.
-func (s *TokenStore) revokeGrant(ctx context.Context, family, reason string) error {
-	for _, kind := range []string{s.accessKind, s.refreshKind} {
-		if _, err := s.c.RevokeFamilyKind(ctx, family, kind, reason); err != nil {
-			return fmt.Errorf("gooauth2: revoke family %s: %w", family, err)
-		}
-	}
-	return nil
-}
-
 // RemoveByAccess revokes an access token.
 func (s *TokenStore) RemoveByAccess(ctx context.Context, access string) error {
 	if access == "" || strings.HasPrefix(access, refreshedPrefix) {
@@ -248,31 +255,18 @@ func (s *TokenStore) RemoveByAccess(ctx context.Context, access string) error {
 	return nil
 }
 
-// RemoveByRefresh consumes a refresh token: of concurrent refreshes with
-// one token, one succeeds and the others revoke the family.
+// RemoveByRefresh revokes a refresh token. After a refresh it changes
+// nothing: the refresh's Create consumed the token in its batch (and a
+// consumed token revoked again stays as it is, without counting as a
+// reuse).
 func (s *TokenStore) RemoveByRefresh(ctx context.Context, refresh string) error {
 	if refresh == "" {
 		return nil
 	}
-	_, err := s.c.Consume(ctx, wire.ConsumeRequest{Token: refresh, Kind: s.refreshKind})
-	switch {
-	case err == nil:
-		return nil
-	case used(err):
-		return s.replayed(ctx, err, refreshReplayReason)
-	case errors.Is(err, client.ErrTokenRevoked), errors.Is(err, client.ErrFamilyRevoked):
-		// Revoked between GetByRefresh and now, as by a replayed code:
-		// what this refresh created since goes too.
-		if tok := client.TokenOf(err); tok != nil {
-			if err := s.revokeGrant(ctx, cmp.Or(tok.Family, tok.ID), "refresh token revoked during its refresh"); err != nil {
-				return err
-			}
-		}
-		return oautherrors.ErrInvalidGrant
-	case gone(err), errors.Is(err, client.ErrKindMismatch):
-		return nil
+	if _, err := s.c.Revoke(ctx, refresh, "removed"); err != nil && !gone(err) {
+		return fmt.Errorf("gooauth2: revoke refresh token: %w", err)
 	}
-	return fmt.Errorf("gooauth2: consume refresh token: %w", err)
+	return nil
 }
 
 // replayed makes sure the family of a code or refresh token presented

@@ -48,6 +48,8 @@ type env struct {
 	user    string // the user the next authorization is for
 	// secrets is every code, access and refresh token string handed out.
 	secrets []string
+	// tokenStore is the token endpoint's store.
+	tokenStore *gooauth2.TokenStore
 }
 
 func newEnv(t *testing.T) *env {
@@ -65,10 +67,10 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e := &env{cluster: c, user: "user:42"}
-	newServer := func(n *testcluster.Node, opts ...gooauth2.Option) *server.Server {
+	newServer := func(ts *gooauth2.TokenStore) *server.Server {
 		m := manage.NewDefaultManager()
 		m.MapClientStorage(clients)
-		m.MapTokenStorage(gooauth2.NewTokenStore(n.Client, opts...))
+		m.MapTokenStorage(ts)
 		srv := server.NewDefaultServer(m)
 		srv.Config.ForcePKCE = true
 		srv.SetResponseErrorHandler(gooauth2.RFC6749Status)
@@ -83,9 +85,10 @@ func newEnv(t *testing.T) *env {
 		})
 		return srv
 	}
-	authorize := newServer(c.Node(0))
-	tokens := newServer(c.Node(1))
-	resource := newServer(c.Node(2), gooauth2.WithAccessConsistency(wire.ConsistencyLeader))
+	authorize := newServer(gooauth2.NewTokenStore(c.Node(0).Client))
+	e.tokenStore = gooauth2.NewTokenStore(c.Node(1).Client)
+	tokens := newServer(e.tokenStore)
+	resource := newServer(gooauth2.NewTokenStore(c.Node(2).Client, gooauth2.WithAccessConsistency(wire.ConsistencyLeader)))
 	mux := http.NewServeMux()
 	mux.HandleFunc("/authorize", func(w http.ResponseWriter, r *http.Request) {
 		if err := authorize.HandleAuthorizeRequest(w, r); err != nil {
@@ -364,9 +367,10 @@ func TestGoOAuth2(t *testing.T) {
 			}
 			wantInvalidGrant(t, fmt.Sprintf("refresh %d", i), errs[i])
 		}
-		t.Logf("%d of %d concurrent refreshes succeeded", len(won), n)
-		if len(won) > 1 {
-			t.Errorf("%d refreshes of one token succeeded, want at most one", len(won))
+		// Each refresh is one batch that consumes the token: the first
+		// to apply wins, every other is a reuse.
+		if len(won) != 1 {
+			t.Errorf("%d refreshes of one token succeeded, want exactly one", len(won))
 		}
 		// Every refresh after the first was a reuse: the family is
 		// revoked, the winner's pair with it (RFC 9700 §4.14).
@@ -426,16 +430,64 @@ func TestGoOAuth2(t *testing.T) {
 			t.Fatalf("the code after Create: %v, want consumed", err)
 		}
 		e.wantAccepted(t, "the access token Create issued", first.GetAccess(), "user:steps")
-		// A second Create of the same exchange finds the code used: nothing
-		// is issued, and the grant is revoked.
+		// The exchange is over: the code is forgotten, and a second
+		// Create of it issues nothing.
+		if n := gooauth2.PendingCodes(s); n != 0 {
+			t.Fatalf("%d codes pending after the exchange, want 0", n)
+		}
 		second := newPair(ext)
 		if err := s.Create(ctx, second); !errors.Is(err, oautherrors.ErrInvalidGrant) {
 			t.Fatalf("second Create: %v, want ErrInvalidGrant", err)
 		}
 		e.wantRefused(t, "the access token of the second Create", second.GetAccess())
-		e.wantRefused(t, "the first access token after the second Create", first.GetAccess())
+		// The code read again is a replay: the grant is revoked.
 		if ti, err := s.GetByCode(ctx, code); ti != nil || err != nil {
 			t.Errorf("GetByCode of the used code: %v, %v; want nil, nil", ti, err)
+		}
+		e.wantRefused(t, "the first access token after the replay", first.GetAccess())
+	})
+
+	// A refresh is one batch: when its last op fails (the new access
+	// token's string is taken), the old access and refresh tokens are as
+	// they were.
+	t.Run("RefreshIsOneBatch", func(t *testing.T) {
+		first := e.grant(t, "user:rt-atomic")
+		s := gooauth2.NewTokenStore(e.cluster.Node(1).Client)
+		ctx := e.ctx(t)
+		ti, err := s.GetByRefresh(ctx, first.RefreshToken)
+		if err != nil || ti == nil {
+			t.Fatalf("GetByRefresh: %v, %v", ti, err)
+		}
+		ti.SetAccess(first.AccessToken) // taken
+		ti.SetAccessCreateAt(time.Now())
+		ti.SetRefresh(oauth2.GenerateVerifier())
+		ti.SetRefreshCreateAt(time.Now())
+		e.remember(ti.GetRefresh())
+		err = s.Create(ctx, ti)
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Code != wire.CodeTokenExists || ce.Op != 3 {
+			t.Fatalf("a refresh whose access token exists: %v, want token_exists at op 3", err)
+		}
+		e.wantAccepted(t, "the access token after the failed refresh", first.AccessToken, "user:rt-atomic")
+		if rec, _, err := e.cluster.Node(2).Client.Lookup(ctx, ti.GetRefresh(), client.LookupOptions{Consistency: wire.ConsistencyLeader}); !errors.Is(err, client.ErrTokenNotFound) {
+			t.Fatalf("the failed refresh's refresh token: %+v, %v; want not found", rec, err)
+		}
+		next, err := e.refresh(t, first.RefreshToken)
+		if err != nil {
+			t.Fatalf("refresh after the failed one: %v, want the refresh token unused", err)
+		}
+		e.wantAccepted(t, "the new access token", next.AccessToken, "user:rt-atomic")
+		e.wantRefused(t, "the access token the refresh replaced", first.AccessToken)
+	})
+
+	// Sequential exchanges leave no code in the token endpoint's table.
+	t.Run("PendingCodesForgotten", func(t *testing.T) {
+		before := gooauth2.PendingCodes(e.tokenStore)
+		for i := range 5 {
+			e.grant(t, fmt.Sprintf("user:seq-%d", i))
+			if n := gooauth2.PendingCodes(e.tokenStore); n > before {
+				t.Fatalf("after %d sequential exchanges %d codes pending, %d before", i+1, n, before)
+			}
 		}
 	})
 

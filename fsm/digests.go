@@ -8,47 +8,51 @@ package fsm
 // needs about 2^32 tries), so the records that share their key with the
 // one in the map wait in more, in the order they came.
 type digests struct {
-	m    map[uint64]*stored
-	more map[uint64][]*stored
+	m    map[uint64]handle
+	more map[uint64][]handle
 	mask uint64 // all bits; tests keep one, so that keys collide
+	ar   *arena // the records'
 }
 
-func newDigests(n int, mask uint64) digests {
-	return digests{m: make(map[uint64]*stored, n), more: map[uint64][]*stored{}, mask: mask}
+func newDigests(n int, mask uint64, ar *arena) digests {
+	return digests{m: make(map[uint64]handle, n), more: map[uint64][]handle{}, mask: mask, ar: ar}
 }
+
+// hashOf is the digest of the record at h.
+func (d *digests) hashOf(h handle) string { return d.ar.get(h).hash() }
 
 // key is the key of digest h: its first eight bytes (fewer, zero padded,
 // for a malformed one).
 func (d *digests) key(h string) uint64 { return prefix8(h) & d.mask }
 
-// get returns the record with digest h, or nil.
-func (d *digests) get(h string) *stored {
+// get returns the record with digest h, or noHandle.
+func (d *digests) get(h string) handle {
 	k := d.key(h)
-	r := d.m[k]
-	if r == nil || r.hash() == h {
+	r, ok := d.m[k]
+	if !ok || d.hashOf(r) == h {
 		return r
 	}
 	for _, o := range d.more[k] {
-		if o.hash() == h {
+		if d.hashOf(o) == h {
 			return o
 		}
 	}
-	return nil
+	return noHandle
 }
 
 // put stores r under its digest, in place of the record with the same
 // digest, if any.
-func (d *digests) put(r *stored) {
-	h := r.hash()
+func (d *digests) put(r handle) {
+	h := d.hashOf(r)
 	k := d.key(h)
-	cur := d.m[k]
-	if cur == nil || cur.hash() == h {
+	cur, ok := d.m[k]
+	if !ok || d.hashOf(cur) == h {
 		d.m[k] = r
 		return
 	}
 	more := d.more[k]
 	for i, o := range more {
-		if o.hash() == h {
+		if d.hashOf(o) == h {
 			more[i] = r
 			return
 		}
@@ -59,12 +63,12 @@ func (d *digests) put(r *stored) {
 // delete removes the record with digest h, if any.
 func (d *digests) delete(h string) {
 	k := d.key(h)
-	cur := d.m[k]
-	if cur == nil {
+	cur, ok := d.m[k]
+	if !ok {
 		return
 	}
 	more := d.more[k]
-	if cur.hash() == h {
+	if d.hashOf(cur) == h {
 		if len(more) == 0 {
 			delete(d.m, k)
 			return
@@ -74,7 +78,7 @@ func (d *digests) delete(h string) {
 	} else {
 		i := -1
 		for j, o := range more {
-			if o.hash() == h {
+			if d.hashOf(o) == h {
 				i = j
 				break
 			}

@@ -21,6 +21,7 @@ func (m *Machine) WriteSnapshot(w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer snap.Release()
 	return snap.(*snapshot).write(w)
 }
 
@@ -47,3 +48,11 @@ func SetMaxWriterHold(t testing.TB, d time.Duration) {
 // records of an earlier bucket before those of a later one, in no
 // particular order within one.
 func GCBucket(at int64) int64 { return gcBucketOf(at) }
+
+// ArenaBytes returns the bytes the state's records take in its arena
+// (their size classes) and the bytes the arena has mapped.
+func (m *Machine) ArenaBytes() (records, mapped int64) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.ar.bytesInUse()
+}

@@ -23,7 +23,7 @@ const RequestWindow = 30 * time.Second
 // id. Its records are the state's own stored records when they are the
 // ones the command stored (an issue's, a use's): a remembered write costs
 // no record of its own. Either way they are records in the arena that
-// the request holds (state.share, state.unref); noHandle for none.
+// the request holds (state.share, state.drop); noHandle for none.
 type request struct {
 	id       string
 	at       int64
@@ -95,10 +95,10 @@ func (s *state) compactOf(r *Record) handle {
 	if r == nil {
 		return noHandle
 	}
-	if p := s.storedOf(r); p != noHandle {
-		return s.share(p)
+	if p := s.storedOf(r); p != noHandle && s.share(p) {
+		return p
 	}
-	return s.compact(r)
+	return s.own(s.compact(r))
 }
 
 // Outcome is a Result in the form that can be encoded: between nodes, and
@@ -214,7 +214,7 @@ func (s *state) forgetRequests(before int64) {
 		s.reqs.Delete(reqItem{h: reqHash(q[i].id), id: q[i].id})
 		for _, h := range [2]handle{q[i].rec, q[i].acc} {
 			if h != noHandle {
-				s.unref(h)
+				s.drop(h, false)
 			}
 		}
 		q[i] = nil

@@ -45,10 +45,6 @@ type state struct {
 	// puts are the last two records put, so that a remembered outcome
 	// shares the stored record it names.
 	puts [2]handle
-	// refs counts the holders of the records remembered requests share
-	// with the state (the state, while it holds the record, and each
-	// request); a record in no request is the state's alone.
-	refs map[handle]int32
 	// holding, while a client batch applies, keeps the records it
 	// replaces in held instead of freeing them: an undo puts them back.
 	holding bool
@@ -77,7 +73,6 @@ func newState() *state {
 		counts:     map[CountKey]int64{},
 		families:   newFamilies(),
 		reqs:       newReqIndex(),
-		refs:       map[handle]int32{},
 	}
 }
 
@@ -207,7 +202,7 @@ func (s *state) putStored(nh handle) {
 }
 
 // release notes that the state no longer holds the record at h: it is
-// freed once no remembered request shares it (and, in the arena, no open
+// freed once no remembered request holds it (and, in the arena, no open
 // snapshot can read it). While a client batch applies, it is held for
 // the batch's undo instead.
 func (s *state) release(h handle) {
@@ -215,17 +210,36 @@ func (s *state) release(h handle) {
 		s.held = append(s.held, h)
 		return
 	}
-	s.unref(h)
+	s.drop(h, true)
 }
 
-// unref drops one holder of the record at h, and frees it with the last.
-func (s *state) unref(h handle) {
-	if n, ok := s.refs[h]; ok {
-		if n > 1 {
-			s.refs[h] = n - 1
-			return
-		}
-		delete(s.refs, h)
+// The holders of a record are counted in byte 7 of its header, the one
+// byte of a record that changes (a snapshot never reads it): the
+// remembered requests that hold it in the low seven bits, and whether the
+// state let it go in the high one. A request's own record starts with one
+// holder and let go.
+const (
+	holdersAt  = 7
+	stateGone  = 0x80
+	maxHolders = 0x7f
+)
+
+// drop drops one holder of the record at h, the state (byState) or a
+// request, and frees it with the last.
+func (s *state) drop(h handle, byState bool) {
+	b := s.ar.bytesAt(h, recHeader)
+	c := b[holdersAt]
+	switch {
+	case byState && c&stateGone == 0:
+		c |= stateGone
+	case !byState && c&maxHolders > 0:
+		c--
+	default:
+		corrupt("record %#x dropped by a holder it does not count: %#x", uint64(h), c)
+	}
+	if c != stateGone {
+		b[holdersAt] = c
+		return
 	}
 	for i, p := range s.puts {
 		if p == h {
@@ -235,13 +249,20 @@ func (s *state) unref(h handle) {
 	s.ar.free(h)
 }
 
-// share adds a holder to the record at h, which the state holds.
-func (s *state) share(h handle) handle {
-	if n, ok := s.refs[h]; ok {
-		s.refs[h] = n + 1
-	} else {
-		s.refs[h] = 2
+// share adds a request as a holder of the record at h, which the state
+// holds; false if it has as many as it counts.
+func (s *state) share(h handle) bool {
+	b := s.ar.bytesAt(h, recHeader)
+	if b[holdersAt]&maxHolders == maxHolders {
+		return false
 	}
+	b[holdersAt]++
+	return true
+}
+
+// own makes the record at h, new, a request's alone.
+func (s *state) own(h handle) handle {
+	s.ar.bytesAt(h, recHeader)[holdersAt] = stateGone | 1
 	return h
 }
 
@@ -254,7 +275,7 @@ func (s *state) unhold(undone bool) {
 	s.holding = false
 	if !undone {
 		for _, h := range s.held {
-			s.unref(h)
+			s.drop(h, true)
 		}
 	}
 	s.held = s.held[:0]

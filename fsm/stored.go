@@ -16,7 +16,8 @@ import (
 //	4   u8   state
 //	5   u8   flags (recDetectReuse, recExt, recInlineProfile)
 //	6   u8   the bytes of the lengths at 52
-//	7   u8   0
+//	7   u8   its holders besides the state (state.drop): the one byte
+//	         that changes once the record is written
 //	8   i64  createdAt, expiresAt, lastUsedAt
 //	32  u64  createIndex, modifyIndex
 //	48  u32  profile: kind, client id, title and user agent, by id (profiles)
@@ -360,7 +361,7 @@ func (s *state) compact(r *Record) handle {
 	}
 	h, out := s.ar.alloc(n)
 	binary.LittleEndian.PutUint32(out[0:], uint32(n))
-	out[4], out[5], out[6], out[7] = byte(r.State), fl, byte(len(b.lens)), 0
+	out[4], out[5], out[6], out[holdersAt] = byte(r.State), fl, byte(len(b.lens)), 0
 	for i, v := range []int64{r.CreatedAt, r.ExpiresAt, r.LastUsedAt, int64(r.CreateIndex), int64(r.ModifyIndex)} {
 		binary.LittleEndian.PutUint64(out[8+8*i:], uint64(v))
 	}

@@ -40,10 +40,10 @@ type arena struct {
 	freed      [numClasses][]handle // freed space by size class
 	freeChunks []int32              // table slots of unmapped chunks, for reuse
 
-	gen     uint64          // the last snapshot's generation
-	open    []uint64        // the generations of the open snapshots, ascending
-	pending []pendingFree   // frees waiting for a snapshot, in order
-	live    [2]atomic.Int64 // bytes in records, bytes mapped (for the gauges)
+	gen     uint64        // the last snapshot's generation
+	open    []uint64      // the generations of the open snapshots, ascending
+	pending []pendingFree // frees waiting for a snapshot, in order
+	live    atomic.Int64  // bytes in records' size classes
 }
 
 // handle names a record: its chunk in the high 32 bits, its offset in
@@ -73,8 +73,9 @@ type pendingFree struct {
 // snapshot of it released): what a record handed out holds is a copy,
 // never a view of the arena.
 type mappings struct {
-	mu   sync.Mutex
-	regs map[*byte]int // start -> length
+	mu    sync.Mutex
+	regs  map[*byte]int // start -> length
+	bytes atomic.Int64  // their lengths
 }
 
 const (
@@ -124,6 +125,7 @@ func (m *mappings) mmap(n int) []byte {
 	m.mu.Lock()
 	m.regs[&b[0]] = n
 	m.mu.Unlock()
+	m.bytes.Add(int64(n))
 	return b
 }
 
@@ -131,6 +133,7 @@ func (m *mappings) munmap(b []byte) {
 	m.mu.Lock()
 	delete(m.regs, &b[0])
 	m.mu.Unlock()
+	m.bytes.Add(-int64(len(b)))
 	if err := syscall.Munmap(b); err != nil {
 		panic(fmt.Sprintf("fsm: unmapping %d bytes of the state: %v", len(b), err))
 	}
@@ -145,6 +148,7 @@ func (m *mappings) unmapAll() {
 		_ = syscall.Munmap(unsafeBytes(p, n))
 	}
 	clear(m.regs)
+	m.bytes.Store(0)
 }
 
 // Size classes: 8-byte steps up to 256 bytes, 32-byte steps up to 1 KiB,
@@ -206,7 +210,6 @@ func (a *arena) addChunk(c chunk) int32 {
 		t = append(t, c)
 	}
 	a.table.Store(&t)
-	a.live[1].Add(int64(len(c.b)))
 	return i
 }
 
@@ -216,12 +219,12 @@ func (a *arena) alloc(n int) (handle, []byte) {
 		size := (n + pageSize - 1) &^ (pageSize - 1)
 		b := a.maps.mmap(size)
 		i := a.addChunk(chunk{b: b, large: true})
-		a.live[0].Add(int64(size))
+		a.live.Add(int64(size))
 		return handle(i) << 32, b[:n:n]
 	}
 	c := classOf(n)
 	size := classSize[c]
-	a.live[0].Add(int64(size))
+	a.live.Add(int64(size))
 	if fl := a.freed[c]; len(fl) > 0 {
 		h := fl[len(fl)-1]
 		a.freed[c] = fl[:len(fl)-1]
@@ -282,13 +285,12 @@ func (a *arena) freeNow(h handle) {
 		nt[ci] = chunk{}
 		a.table.Store(&nt)
 		a.freeChunks = append(a.freeChunks, ci)
-		a.live[0].Add(-int64(len(c.b)))
-		a.live[1].Add(-int64(len(c.b)))
+		a.live.Add(-int64(len(c.b)))
 		a.maps.munmap(c.b)
 		return
 	}
 	c := classOf(n)
-	a.live[0].Add(-int64(classSize[c]))
+	a.live.Add(-int64(classSize[c]))
 	r[0], r[1], r[2], r[3] = 0, 0, 0, 0 // a stale handle reads a record of 0 bytes: corrupt
 	a.freed[c] = append(a.freed[c], h)
 }
@@ -338,8 +340,8 @@ func (a *arena) closeSnapshot(g uint64) {
 }
 
 // bytesInUse returns the bytes of the records' size classes and the
-// bytes mapped.
-func (a *arena) bytesInUse() (records, mapped int64) { return a.live[0].Load(), a.live[1].Load() }
+// bytes mapped (the chunks, and the digest keys' table).
+func (a *arena) bytesInUse() (records, mapped int64) { return a.live.Load(), a.maps.bytes.Load() }
 
 var pageSize = syscall.Getpagesize()
 

@@ -155,7 +155,7 @@ func (bk *gcBucket) compact(d *digests, b int64) {
 // inGCBucket reports whether a record under digest key k has its GC time
 // in bucket b.
 func (d *digests) inGCBucket(k uint64, b int64) bool {
-	h, ok := d.m[k]
+	h, ok := d.m.get(k)
 	if !ok {
 		return false
 	}
@@ -205,7 +205,7 @@ func (g *gcIndex) due(d *digests, before int64, limit int) []string {
 				return true
 			}
 		}
-		r, ok := d.m[k]
+		r, ok := d.m.get(k)
 		if !ok {
 			return true
 		}

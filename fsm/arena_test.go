@@ -143,3 +143,67 @@ func TestArenaFreesWaitForSnapshots(t *testing.T) {
 		t.Fatalf("after the snapshots, new records at %v, not at the freed %#x and %#x", got, h1, h2)
 	}
 }
+
+// isFreed reports whether the record at h was freed: it reads corrupt.
+func isFreed(st *state, h handle) (freed bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			_, freed = r.(errCorrupt)
+		}
+	}()
+	st.ar.get(h)
+	return false
+}
+
+// A record a remembered request shares outlives its replacement in the
+// state until the request is forgotten, and not longer; a request's own
+// record goes with it; a record shared by as many requests as its header
+// counts is copied for the next.
+func TestRecordHolders(t *testing.T) {
+	st := newState()
+	r := &Record{ID: "a", Hash: "ha", Kind: "access", ModifyIndex: 1}
+	st.put(nil, r)
+	h := st.storedID("a")
+	st.remember("req-1", 10, Result{Record: r})
+	if q := st.request("req-1"); q.rec != h {
+		t.Fatalf("the request holds %#x, not the record just stored at %#x", q.rec, h)
+	}
+	next := *r
+	next.ModifyIndex = 2
+	st.put(r, &next)
+	if isFreed(st, h) || st.record(h).ModifyIndex != 1 {
+		t.Fatal("a record a request holds was freed when the state replaced it")
+	}
+	if got := st.request("req-1").Result(st).Record; got == nil || got.ModifyIndex != 1 {
+		t.Fatalf("the remembered outcome reads %+v", got)
+	}
+	other := &Record{ID: "b", Hash: "hb", Kind: "access"} // not stored: the request's own
+	st.remember("req-2", 20, Result{Record: other})
+	own := st.request("req-2").rec
+	st.forgetRequests(15)
+	if !isFreed(st, h) {
+		t.Fatal("the replaced record outlived the last request that held it")
+	}
+	if isFreed(st, own) {
+		t.Fatal("a request's own record was freed before the request was forgotten")
+	}
+	st.forgetRequests(25)
+	if !isFreed(st, own) {
+		t.Fatal("a request's own record outlived the request")
+	}
+	cur := st.storedID("a")
+	for i := range maxHolders {
+		st.remember(fmt.Sprint("many-", i), 30, Result{Record: &next})
+		if q := st.request(fmt.Sprint("many-", i)); q.rec != cur {
+			t.Fatalf("request %d of %d does not share the record", i, maxHolders)
+		}
+	}
+	st.remember("one-more", 30, Result{Record: &next})
+	if q := st.request("one-more"); q.rec == cur || !reflect.DeepEqual(st.record(q.rec), &next) {
+		t.Fatalf("the request past %d holders got %#x (the shared record is at %#x)", maxHolders, q.rec, cur)
+	}
+	st.forgetRequests(31)
+	if isFreed(st, cur) || st.record(cur).ModifyIndex != 2 {
+		t.Fatal("the state's record was freed when the requests sharing it were forgotten")
+	}
+}

@@ -75,8 +75,9 @@ func (r rec) modifyIndex() uint64 { return uint64(le64(r, 40)) }
 func (r rec) profileID() uint32   { return binary.LittleEndian.Uint32(r[48:]) }
 func (r rec) detectReuse() bool   { return r.flags()&recDetectReuse != 0 }
 
-// span returns where field i of the length list that starts at lens,
-// lens' own size in b[lens-1-?] (vlen), lies in b, checked.
+// span returns where in b field i lies, of the list of vlen bytes of
+// uvarint lengths at lens (the fields' bytes follow the list), checked
+// against b's length.
 func span(b []byte, vlen, lens, i int) (int, int) {
 	end := lens + vlen
 	if end > len(b) {

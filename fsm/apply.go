@@ -148,7 +148,7 @@ func (b *Batch) apply(*applyTx) Result { return Result{Err: ErrBadEntry} }
 
 func (c *Issue) apply(tx *applyTx) Result {
 	// getID, not byID: an empty id is taken like any other once used.
-	if tx.st.byHash.get(c.Record.Hash) != nil || tx.st.storedID(c.Record.ID) != nil {
+	if tx.st.byHash.get(c.Record.Hash) != noHandle || tx.st.storedID(c.Record.ID) != noHandle {
 		return Result{Err: ErrExists}
 	}
 	// The command is its own, decoded for this apply: its record is
@@ -338,7 +338,7 @@ func (c *Rotate) apply(tx *applyTx) Result {
 		}
 	}
 	for _, is := range issues {
-		if tx.st.byHash.get(is.Record.Hash) != nil || tx.st.storedID(is.Record.ID) != nil {
+		if tx.st.byHash.get(is.Record.Hash) != noHandle || tx.st.storedID(is.Record.ID) != noHandle {
 			return Result{Err: ErrExists}
 		}
 	}

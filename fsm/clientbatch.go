@@ -138,7 +138,9 @@ func (c *ClientBatch) apply(tx *applyTx) Result {
 	}
 	j := &journal{families: tx.st.families.clone()}
 	tx.journal = j
-	defer func() { tx.journal = nil }()
+	tx.st.hold()
+	undone := false
+	defer func() { tx.journal = nil; tx.st.unhold(undone) }()
 	results := make([]Result, len(ops))
 	for i, op := range ops {
 		res := op.apply(tx)
@@ -147,7 +149,9 @@ func (c *ClientBatch) apply(tx *applyTx) Result {
 			continue
 		}
 		tx.journal = nil
+		tx.st.holding = false // the undo frees what the batch stored
 		j.undo(tx.st)
+		undone = true
 		if j.reuse != nil && errors.Is(res.Err, ErrReused) {
 			// The reuse stands as it would alone: its family is revoked
 			// in the state as it was before the batch.
@@ -177,7 +181,7 @@ type journal struct {
 
 type undoPut struct {
 	id   string
-	prev *stored
+	prev handle // held by the state until the batch ends
 }
 
 type reuseHit struct {
@@ -190,12 +194,12 @@ type reuseHit struct {
 func (j *journal) undo(st *state) {
 	for i := len(j.puts) - 1; i >= 0; i-- {
 		u := j.puts[i]
-		if u.prev == nil {
+		if u.prev == noHandle {
 			st.delete(&Record{ID: u.id})
 		} else {
 			st.putStored(u.prev)
 		}
 	}
 	st.families = j.families
-	st.puts = [2]*stored{}
+	st.puts = [2]handle{}
 }

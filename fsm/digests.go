@@ -1,54 +1,58 @@
 package fsm
 
 // digests is the index by digest: each record under the first eight
-// bytes of its digest, an integer key, which costs a map slot of 16 bytes
-// and a hash of one word, where the digest itself cost 24 and a hash of
-// 32 bytes. Two digests with the same eight bytes are rare by chance but
+// bytes of its digest, an integer key, which costs a slot of 16 bytes
+// (outside the collected heap: keyTable) and a hash of one word, where
+// the digest itself cost 24 and a hash of 32 bytes. Two digests with the same eight bytes are rare by chance but
 // easy to make on purpose (a secret a client brings, hashed without a key,
 // needs about 2^32 tries), so the records that share their key with the
 // one in the map wait in more, in the order they came.
 type digests struct {
-	m    map[uint64]*stored
-	more map[uint64][]*stored
+	m    keyTable
+	more map[uint64][]handle
 	mask uint64 // all bits; tests keep one, so that keys collide
+	ar   *arena // the records'
 }
 
-func newDigests(n int, mask uint64) digests {
-	return digests{m: make(map[uint64]*stored, n), more: map[uint64][]*stored{}, mask: mask}
+func newDigests(n int, mask uint64, ar *arena) digests {
+	return digests{m: newKeyTable(ar.maps, n), more: map[uint64][]handle{}, mask: mask, ar: ar}
 }
+
+// hashOf is the digest of the record at h.
+func (d *digests) hashOf(h handle) string { return d.ar.get(h).hash() }
 
 // key is the key of digest h: its first eight bytes (fewer, zero padded,
 // for a malformed one).
 func (d *digests) key(h string) uint64 { return prefix8(h) & d.mask }
 
-// get returns the record with digest h, or nil.
-func (d *digests) get(h string) *stored {
+// get returns the record with digest h, or noHandle.
+func (d *digests) get(h string) handle {
 	k := d.key(h)
-	r := d.m[k]
-	if r == nil || r.hash() == h {
+	r, ok := d.m.get(k)
+	if !ok || d.hashOf(r) == h {
 		return r
 	}
 	for _, o := range d.more[k] {
-		if o.hash() == h {
+		if d.hashOf(o) == h {
 			return o
 		}
 	}
-	return nil
+	return noHandle
 }
 
 // put stores r under its digest, in place of the record with the same
 // digest, if any.
-func (d *digests) put(r *stored) {
-	h := r.hash()
+func (d *digests) put(r handle) {
+	h := d.hashOf(r)
 	k := d.key(h)
-	cur := d.m[k]
-	if cur == nil || cur.hash() == h {
-		d.m[k] = r
+	cur, ok := d.m.get(k)
+	if !ok || d.hashOf(cur) == h {
+		d.m.set(k, r)
 		return
 	}
 	more := d.more[k]
 	for i, o := range more {
-		if o.hash() == h {
+		if d.hashOf(o) == h {
 			more[i] = r
 			return
 		}
@@ -59,22 +63,22 @@ func (d *digests) put(r *stored) {
 // delete removes the record with digest h, if any.
 func (d *digests) delete(h string) {
 	k := d.key(h)
-	cur := d.m[k]
-	if cur == nil {
+	cur, ok := d.m.get(k)
+	if !ok {
 		return
 	}
 	more := d.more[k]
-	if cur.hash() == h {
+	if d.hashOf(cur) == h {
 		if len(more) == 0 {
-			delete(d.m, k)
+			d.m.del(k)
 			return
 		}
-		d.m[k] = more[0]
+		d.m.set(k, more[0])
 		more = more[1:]
 	} else {
 		i := -1
 		for j, o := range more {
-			if o.hash() == h {
+			if d.hashOf(o) == h {
 				i = j
 				break
 			}
@@ -93,7 +97,7 @@ func (d *digests) delete(h string) {
 
 // len is how many records the index holds.
 func (d *digests) len() int {
-	n := len(d.m)
+	n := d.m.len()
 	for _, more := range d.more {
 		n += len(more)
 	}

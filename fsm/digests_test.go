@@ -10,8 +10,9 @@ import (
 // map of whole digests.
 func TestDigestsWithSharedKeys(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	d := newDigests(0, ^uint64(0))
-	want := map[string]*stored{}
+	st := newState()
+	d := newDigests(0, ^uint64(0), st.ar)
+	want := map[string]handle{}
 	digest := func() string {
 		// Four prefixes, so most digests share one; then a tail of
 		// four values, so digests repeat.
@@ -27,7 +28,7 @@ func TestDigestsWithSharedKeys(t *testing.T) {
 		h := digest()
 		switch rng.IntN(3) {
 		case 0, 1:
-			r := &stored{str: "id" + h, ends: [3]uint32{uint32(len("id")), 2, 2}}
+			r := st.compact(&Record{ID: "id", Hash: h})
 			d.put(r)
 			want[h] = r
 		case 2:

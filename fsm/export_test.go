@@ -21,6 +21,7 @@ func (m *Machine) WriteSnapshot(w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer snap.Release()
 	return snap.(*snapshot).write(w)
 }
 
@@ -47,3 +48,43 @@ func SetMaxWriterHold(t testing.TB, d time.Duration) {
 // records of an earlier bucket before those of a later one, in no
 // particular order within one.
 func GCBucket(at int64) int64 { return gcBucketOf(at) }
+
+// ArenaBytes returns the bytes the state's records take in its arena
+// (their size classes) and the bytes the arena has mapped.
+func (m *Machine) ArenaBytes() (records, mapped int64) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.st.ar.bytesInUse()
+}
+
+// TakeSnapshot takes a snapshot as Raft does: write streams it (as
+// Persist does) and release releases it.
+func (m *Machine) TakeSnapshot() (write func(io.Writer) error, release func(), err error) {
+	snap, err := m.RaftFSM().Snapshot()
+	if err != nil {
+		return nil, nil, err
+	}
+	return snap.(*snapshot).write, snap.Release, nil
+}
+
+// ArenaPending returns how many records the arena keeps freed for an
+// open snapshot.
+func (m *Machine) ArenaPending() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.st.ar.pending)
+}
+
+// CorruptRecord overwrites the size in the header of the record with id,
+// as a stray write into the arena would.
+func (m *Machine) CorruptRecord(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := m.st.storedID(id)
+	if h == noHandle {
+		return false
+	}
+	b := m.st.ar.bytesAt(h, 4)
+	b[0], b[1], b[2], b[3] = 0xff, 0xff, 0xff, 0x7f
+	return true
+}

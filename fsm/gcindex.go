@@ -3,6 +3,7 @@ package fsm
 import (
 	"cmp"
 	"slices"
+	"strings"
 
 	"github.com/google/btree"
 )
@@ -63,7 +64,7 @@ func lessGCItem(a, b gcItem) bool { return a.at < b.at }
 func newGCIndex() gcIndex { return gcIndex{tree: btree.NewG(btreeDegree, lessGCItem)} }
 
 // inGC reports whether r is in the index: whether it will be collected.
-func (r *stored) inGC() bool { return r.gcAt() > 0 }
+func (r rec) inGC() bool { return r.gcAt() > 0 }
 
 // get returns bucket b's item.
 func (g *gcIndex) get(b int64) (gcItem, bool) {
@@ -154,18 +155,18 @@ func (bk *gcBucket) compact(d *digests, b int64) {
 // inGCBucket reports whether a record under digest key k has its GC time
 // in bucket b.
 func (d *digests) inGCBucket(k uint64, b int64) bool {
-	r := d.m[k]
-	if r == nil {
+	h, ok := d.m.get(k)
+	if !ok {
 		return false
 	}
-	if r.inGC() && gcBucketOf(r.gcAt()) == b {
+	if r := d.ar.get(h); r.inGC() && gcBucketOf(r.gcAt()) == b {
 		return true
 	}
 	if len(d.more) == 0 {
 		return false
 	}
 	for _, o := range d.more[k] {
-		if o.inGC() && gcBucketOf(o.gcAt()) == b {
+		if r := d.ar.get(o); r.inGC() && gcBucketOf(r.gcAt()) == b {
 			return true
 		}
 	}
@@ -174,7 +175,8 @@ func (d *digests) inGCBucket(k uint64, b int64) bool {
 
 // due returns the ids of up to limit records whose GC time is at or before
 // before: the oldest bucket first, within a bucket in the order of its
-// entries (of the records under one key, the digest index's order). It
+// entries (of the records under one key, the digest index's order); the
+// ids are copies, which outlive the lock. It
 // reads the entries of the buckets it returns records from and of the
 // first bucket with none due, each at most twice its records.
 func (g *gcIndex) due(d *digests, before int64, limit int) []string {
@@ -189,11 +191,12 @@ func (g *gcIndex) due(d *digests, before int64, limit int) []string {
 		// records under one key), and each record is listed once.
 		seen map[uint64]struct{}
 	)
-	emit := func(r *stored, b int64) bool {
+	emit := func(h handle, b int64) bool {
+		r := d.ar.get(h)
 		if !r.inGC() || r.gcAt() > before || gcBucketOf(r.gcAt()) != b {
 			return false
 		}
-		ids = append(ids, r.id())
+		ids = append(ids, strings.Clone(r.id()))
 		return true
 	}
 	walk := func(b int64, k uint64) bool {
@@ -202,8 +205,8 @@ func (g *gcIndex) due(d *digests, before int64, limit int) []string {
 				return true
 			}
 		}
-		r := d.m[k]
-		if r == nil {
+		r, ok := d.m.get(k)
+		if !ok {
 			return true
 		}
 		gave := emit(r, b)
@@ -248,21 +251,21 @@ func (g *gcIndex) due(d *digests, before int64, limit int) []string {
 
 // load fills the empty index with the records of recs that will be
 // collected, in bulk: each bucket's entries in the order of their keys;
-// key is the digest index's key of a digest.
-func (g *gcIndex) load(recs []*stored, key func(string) uint64) {
+// key is the digest index's key of a digest; ar holds the records.
+func (g *gcIndex) load(ar *arena, recs []handle, key func(string) uint64) {
 	type ent struct {
 		b int64
 		k uint64
 	}
 	n := 0
-	for _, r := range recs {
-		if r.inGC() {
+	for _, h := range recs {
+		if ar.get(h).inGC() {
 			n++
 		}
 	}
 	ents := make([]ent, 0, n)
-	for _, r := range recs {
-		if r.inGC() {
+	for _, h := range recs {
+		if r := ar.get(h); r.inGC() {
 			ents = append(ents, ent{gcBucketOf(r.gcAt()), key(r.hash())})
 		}
 	}

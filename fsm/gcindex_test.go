@@ -24,8 +24,8 @@ func checkGCIndex(t *testing.T, s *state) {
 	t.Helper()
 	want := map[int64]int{}
 	s.byID.Ascend(func(it idItem) bool {
-		if it.r.inGC() {
-			want[gcBucketOf(it.r.gcAt())]++
+		if r := s.ar.get(it.h); r.inGC() {
+			want[gcBucketOf(r.gcAt())]++
 		}
 		return true
 	})
@@ -52,7 +52,7 @@ func checkGCIndex(t *testing.T, s *state) {
 		t.Fatalf("records per bucket = %v, want %v", got, want)
 	}
 	s.byID.Ascend(func(it idItem) bool {
-		r := it.r
+		r := s.ar.get(it.h)
 		if !r.inGC() {
 			return true
 		}
@@ -136,21 +136,25 @@ func TestGCIndexMovesBackAndForth(t *testing.T) {
 // restored index lists what the one built by writes does.
 func TestGCIndexCutOffAndLoad(t *testing.T) {
 	s := newState()
-	var recs []*stored
+	var recs []*Record
 	for i := range 1000 {
 		s.put(nil, gcRecord(fmt.Sprint("r", i), gcT0+int64(i)*(1<<gcShift/300)))
 	}
-	s.byID.Ascend(func(it idItem) bool { recs = append(recs, it.r); return true })
+	s.byID.Ascend(func(it idItem) bool { recs = append(recs, s.record(it.h)); return true })
 	l := newState()
-	if err := l.load(recs); err != nil {
+	var hs []handle
+	for _, r := range recs {
+		hs = append(hs, l.compact(r))
+	}
+	if err := l.load(hs); err != nil {
 		t.Fatal(err)
 	}
 	checkGCIndex(t, l)
 	for _, before := range []int64{gcT0 - 1, gcT0, gcT0 + 1<<gcShift/2, gcT0 + 1<<gcShift + 7, gcT0 + 5<<gcShift} {
 		var want []string
 		for _, r := range recs {
-			if r.gcAt() <= before {
-				want = append(want, r.id())
+			if r.GCAt() <= before {
+				want = append(want, r.ID)
 			}
 		}
 		for _, st := range []*state{s, l} {

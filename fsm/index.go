@@ -34,25 +34,40 @@ func prefix8(s string) uint64 {
 }
 
 // idItem is an entry of the primary index, in id order.
-// The id itself is read from the record, to break a tie: 16 bytes an item.
+// The id itself is read from the record, to break a tie: 16 bytes an item,
+// none of them a pointer.
 type idItem struct {
-	k uint64 // prefix8(r.id())
-	r *stored
+	k uint64 // prefix8 of the record's id
+	h handle
 }
 
-func lessID(a, b idItem) bool { return a.k < b.k || a.k == b.k && a.r.id() < b.r.id() }
-
-// cmpID is lessID as a comparison: the ids are read only on a tie.
-func cmpID(a, b idItem) int {
-	if a.k != b.k {
-		return cmp.Compare(a.k, b.k)
+// cmpHandles orders two records of the same key by id; minHandle sorts
+// before every record and maxHandle after (the bounds of a range).
+func (a *arena) cmpHandles(x, y handle) int {
+	switch {
+	case x == y:
+		return 0
+	case x == minHandle || y == maxHandle:
+		return -1
+	case y == minHandle || x == maxHandle:
+		return 1
 	}
-	return strings.Compare(a.r.id(), b.r.id())
+	return strings.Compare(a.get(x).id(), a.get(y).id())
 }
 
-func idKey(id string) idItem { return idItem{k: prefix8(id), r: probe(id)} }
+// The orders of the indexes' items, the ids read from a's records.
+func (a *arena) lessID(x, y idItem) bool {
+	return x.k < y.k || x.k == y.k && a.cmpHandles(x.h, y.h) < 0
+}
 
-func newIDIndex() *btree.BTreeG[idItem] { return btree.NewG(btreeDegree, lessID) }
+func (a *arena) cmpID(x, y idItem) int {
+	if x.k != y.k {
+		return cmp.Compare(x.k, y.k)
+	}
+	return a.cmpHandles(x.h, y.h)
+}
+
+func newIDIndex(a *arena) *btree.BTreeG[idItem] { return btree.NewG(btreeDegree, a.lessID) }
 
 // item is an entry of a secondary index: records in the order of a key g,
 // then in id order. g is a hash of a string field (subject, family) for an
@@ -63,32 +78,23 @@ func newIDIndex() *btree.BTreeG[idItem] { return btree.NewG(btreeDegree, lessID)
 // group skips the records of the other field. 24 bytes an item.
 type item struct {
 	g uint64
-	k uint64 // prefix8(r.id())
-	r *stored
+	k uint64 // prefix8 of the record's id
+	h handle
 }
 
-func lessItem(a, b item) bool {
+func (a *arena) lessItem(x, y item) bool { return a.cmpItem(x, y) < 0 }
+
+func (a *arena) cmpItem(x, y item) int {
 	switch {
-	case a.g != b.g:
-		return a.g < b.g
-	case a.k != b.k:
-		return a.k < b.k
+	case x.g != y.g:
+		return cmp.Compare(x.g, y.g)
+	case x.k != y.k:
+		return cmp.Compare(x.k, y.k)
 	}
-	return a.r.id() < b.r.id()
+	return a.cmpHandles(x.h, y.h)
 }
 
-// cmpItem is lessItem as a comparison.
-func cmpItem(a, b item) int {
-	switch {
-	case a.g != b.g:
-		return cmp.Compare(a.g, b.g)
-	case a.k != b.k:
-		return cmp.Compare(a.k, b.k)
-	}
-	return strings.Compare(a.r.id(), b.r.id())
-}
-
-func newIndex() *btree.BTreeG[item] { return btree.NewG(btreeDegree, lessItem) }
+func newIndex(a *arena) *btree.BTreeG[item] { return btree.NewG(btreeDegree, a.lessItem) }
 
 // timeKey is at as a key g, in the same order; timeOf is its inverse.
 func timeKey(at int64) uint64 { return uint64(at) ^ 1<<63 }
@@ -99,40 +105,25 @@ func timeOf(g uint64) int64   { return int64(g ^ 1<<63) }
 type liveItem struct {
 	g  uint64
 	at int64
-	k  uint64 // prefix8(r.id())
-	r  *stored
+	k  uint64 // prefix8 of the record's id
+	h  handle
 }
 
-func lessLive(a, b liveItem) bool {
+func (a *arena) lessLive(x, y liveItem) bool { return a.cmpLive(x, y) < 0 }
+
+func (a *arena) cmpLive(x, y liveItem) int {
 	switch {
-	case a.g != b.g:
-		return a.g < b.g
-	case a.at != b.at:
-		return a.at < b.at
-	case a.k != b.k:
-		return a.k < b.k
+	case x.g != y.g:
+		return cmp.Compare(x.g, y.g)
+	case x.at != y.at:
+		return cmp.Compare(x.at, y.at)
+	case x.k != y.k:
+		return cmp.Compare(x.k, y.k)
 	}
-	return a.r.id() < b.r.id()
+	return a.cmpHandles(x.h, y.h)
 }
 
-// cmpLive is lessLive as a comparison.
-func cmpLive(a, b liveItem) int {
-	switch {
-	case a.g != b.g:
-		return cmp.Compare(a.g, b.g)
-	case a.at != b.at:
-		return cmp.Compare(a.at, b.at)
-	case a.k != b.k:
-		return cmp.Compare(a.k, b.k)
-	}
-	return strings.Compare(a.r.id(), b.r.id())
-}
-
-func newLiveIndex() *btree.BTreeG[liveItem] { return btree.NewG(btreeDegree, lessLive) }
-
-// noID sorts before every record of its group, time and id prefix: the
-// probe at the start of a range. It is never modified.
-var noID = probe("")
+func newLiveIndex(a *arena) *btree.BTreeG[liveItem] { return btree.NewG(btreeDegree, a.lessLive) }
 
 // groupHash hashes the grouping field of an index. The seed is the
 // state's own, drawn when it is made: a hash nobody outside can predict,
@@ -144,19 +135,17 @@ type groupHash struct {
 
 func (h groupHash) of(s string) uint64 { return maphash.String(h.seed, s) & h.mask }
 
-// rangeFrom is the first item of group g whose id is after after (after
-// "" for all).
+// rangeFrom is where the items of group g whose id is after after (""
+// for all) start: the first of them is at or after it, and what comes
+// before them from there has the key of after and an id at or before it.
 func rangeFrom(g uint64, after string) item {
 	if after == "" {
-		return item{g: g, r: noID}
+		return item{g: g, h: minHandle}
 	}
-	id := after + "\x00" // sorts just past after
-	return item{g: g, k: prefix8(id), r: probe(id)}
+	return item{g: g, k: prefix8(after), h: minHandle}
 }
 
-// lastOf is the probe after every live item of group g.
-func lastOf(g uint64) liveItem { return liveItem{g: g, at: math.MaxInt64, k: math.MaxUint64, r: maxID} }
-
-// maxID sorts after every id a record can have (ids are checked UTF-8 text
-// without control characters, so never 0xff bytes). It is never modified.
-var maxID = probe("\xff\xff\xff\xff\xff\xff\xff\xff\xff")
+// lastOf is the bound after every live item of group g.
+func lastOf(g uint64) liveItem {
+	return liveItem{g: g, at: math.MaxInt64, k: math.MaxUint64, h: maxHandle}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,7 +104,18 @@ func (f *raftFSM) StoreConfiguration(index uint64, _ raft.Configuration) {
 // Only what cannot be answered deterministically panics: an index that
 // does not follow the last one applied means the log under the state
 // machine was rewritten, and no answer would be the same on every node.
-func (m *Machine) Apply(index uint64, data []byte) Result {
+func (m *Machine) Apply(index uint64, data []byte) (res Result) {
+	defer func() {
+		if r := recover(); r != nil {
+			c, ok := r.(errCorrupt)
+			if !ok {
+				panic(r)
+			}
+			// The state's own memory does not read back: nothing more
+			// is applied here.
+			res = m.stop(Halt{Index: index, Reason: c.Error()})
+		}
+	}()
 	if m.halt.Load() != nil {
 		return Result{Err: ErrHalted}
 	}
@@ -116,7 +128,6 @@ func (m *Machine) Apply(index uint64, data []byte) Result {
 	if err != nil {
 		return m.refuse(index, data, err)
 	}
-	var res Result
 	if b, ok := c.(*Batch); ok {
 		var halted bool
 		if res, halted = m.applyBatch(index, b); halted {
@@ -202,7 +213,7 @@ func (m *Machine) applyBatch(index uint64, b *Batch) (Result, bool) {
 			req = b.Reqs[i]
 		}
 		if prev := tx.st.request(req); prev != nil {
-			res.Batch[i] = prev.Result()
+			res.Batch[i] = prev.Result(tx.st)
 			continue
 		}
 		if c == nil {
@@ -322,6 +333,19 @@ func (m *Machine) WaitApplied(ctx context.Context, index uint64) error {
 	}
 }
 
+// haltOnCorrupt, deferred by a reader, halts the machine if the state's
+// memory did not read back (the reader answers nothing); any other panic
+// goes on.
+func (m *Machine) haltOnCorrupt() {
+	if r := recover(); r != nil {
+		c, ok := r.(errCorrupt)
+		if !ok {
+			panic(r)
+		}
+		m.stop(Halt{Index: m.applied.Load(), Reason: c.Error()})
+	}
+}
+
 // Counts returns the number of records by kind and state (expired records
 // not yet collected count as active).
 func (m *Machine) Counts() map[CountKey]int64 {
@@ -339,6 +363,7 @@ func (m *Machine) Counts() map[CountKey]int64 {
 func (m *Machine) ByHash(h string) *Record {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	defer m.haltOnCorrupt()
 	return m.st.getHash(h)
 }
 
@@ -346,6 +371,7 @@ func (m *Machine) ByHash(h string) *Record {
 func (m *Machine) ByID(id string) *Record {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	defer m.haltOnCorrupt()
 	return m.st.readID(id)
 }
 
@@ -368,25 +394,27 @@ func (m *Machine) ListBySubject(subject, kind, after string, limit int, now int6
 	limit = min(limit, ListScan-1)
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	defer m.haltOnCorrupt()
 	var out []*Record
 	next, last, scanned := "", "", 0
-	m.st.walkSubject(subject, after, func(r *stored) bool {
+	m.st.walkSubject(subject, after, func(h handle, r rec) bool {
 		switch {
 		case scanned == ListScan:
 			next = last // r is the first record not examined
 			return false
 		}
 		scanned++
-		if r.status(now) == StatusActive && (kind == "" || r.p.kind == kind) {
+		if r.status(now) == StatusActive && (kind == "" || m.st.kindOf(r) == kind) {
 			if len(out) == limit {
 				next = out[len(out)-1].ID
 				return false
 			}
-			out = append(out, r.record())
+			out = append(out, m.st.record(h))
 		}
 		last = r.id()
 		return true
 	})
+	next = strings.Clone(next) // a copy: the cursor outlives the lock
 	return out, next
 }
 
@@ -397,5 +425,6 @@ func (m *Machine) ListBySubject(subject, kind, after string, limit int, now int6
 func (m *Machine) DueForGC(before int64, limit int) []string {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	defer m.haltOnCorrupt()
 	return m.st.byGC.due(&m.st.byHash, before, limit)
 }

@@ -22,11 +22,12 @@ const RequestWindow = 30 * time.Second
 // request is the remembered outcome of a command that carried a request
 // id. Its records are the state's own stored records when they are the
 // ones the command stored (an issue's, a use's): a remembered write costs
-// no record of its own.
+// no record of its own. Either way they are records in the arena that
+// the request holds (state.share, state.drop); noHandle for none.
 type request struct {
 	id       string
 	at       int64
-	rec, acc *stored
+	rec, acc handle
 	rest     *Outcome // the outcome but its records, when any of it is set
 }
 
@@ -39,20 +40,20 @@ type requestFrame struct {
 }
 
 // frameTo sets *f to r in its encodable form, with its records in *rec
-// and *acc: a snapshot walks every remembered request, and reuses one
-// frame and two records for them all.
-func (r *request) frameTo(f *requestFrame, rec, acc *Record) {
+// and *acc, views of st's arena: a snapshot walks every remembered
+// request, and reuses one frame and two records for them all.
+func (r *request) frameTo(st *state, f *requestFrame, rec, acc *Record) {
 	*f = requestFrame{ID: r.id, At: r.at}
 	if r.rest != nil {
 		f.Outcome = *r.rest
 	}
 	f.Record, f.Access = nil, nil
-	if r.rec != nil {
-		r.rec.recordTo(rec)
+	if r.rec != noHandle {
+		st.recordTo(r.rec, rec, false)
 		f.Record = rec
 	}
-	if r.acc != nil {
-		r.acc.recordTo(acc)
+	if r.acc != noHandle {
+		st.recordTo(r.acc, acc, false)
 		f.Access = acc
 	}
 }
@@ -63,17 +64,18 @@ func (f *requestFrame) request(st *state) *request {
 	return st.newRequest(f.ID, f.At, f.Outcome)
 }
 
-func (r *request) outcome() Outcome {
+// outcome returns the remembered outcome, its records copies.
+func (r *request) outcome(st *state) Outcome {
 	var o Outcome
 	if r.rest != nil {
 		o = *r.rest
 	}
-	o.Record, o.Access = r.rec.expand(), r.acc.expand()
+	o.Record, o.Access = st.expand(r.rec), st.expand(r.acc)
 	return o
 }
 
 // Result returns the remembered outcome.
-func (r *request) Result() Result { return r.outcome().Result() }
+func (r *request) Result(st *state) Result { return r.outcome(st).Result() }
 
 // newRequest returns o remembered under id, sharing the records it names
 // with the state when they are the last ones stored.
@@ -86,16 +88,17 @@ func (s *state) newRequest(id string, at int64, o Outcome) *request {
 	return r
 }
 
-// compactOf returns r as a stored record: the one the state just stored if
-// it holds what r does, a new one otherwise.
-func (s *state) compactOf(r *Record) *stored {
+// compactOf returns r as a stored record that a request holds: the one
+// the state just stored if it holds what r does (shared), a new one
+// otherwise.
+func (s *state) compactOf(r *Record) handle {
 	if r == nil {
-		return nil
+		return noHandle
 	}
-	if p := s.storedOf(r); p != nil {
+	if p := s.storedOf(r); p != noHandle && s.share(p) {
 		return p
 	}
-	return compact(r, s.interns)
+	return s.own(s.compact(r))
 }
 
 // Outcome is a Result in the form that can be encoded: between nodes, and
@@ -209,6 +212,11 @@ func (s *state) forgetRequests(before int64) {
 	i := 0
 	for ; i < len(q) && q[i].at < before; i++ {
 		s.reqs.Delete(reqItem{h: reqHash(q[i].id), id: q[i].id})
+		for _, h := range [2]handle{q[i].rec, q[i].acc} {
+			if h != noHandle {
+				s.drop(h, false)
+			}
+		}
 		q[i] = nil
 	}
 	if i == 0 {

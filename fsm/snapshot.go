@@ -42,7 +42,8 @@ type snapshotMeta struct {
 }
 
 // Snapshot captures a point-in-time view: an O(1) copy-on-write clone of
-// the primary index, so writes go on while it streams.
+// the primary index, so writes go on while it streams. The records it
+// names stay in the arena until it is released.
 func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 	m := (*Machine)(f)
 	if h, halted := m.Halted(); halted {
@@ -52,13 +53,19 @@ func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return &snapshot{m: m, logBytes: m.logBytes.Load(),
+	return &snapshot{m: m, st: m.st, gen: m.st.ar.openSnapshot(), logBytes: m.logBytes.Load(),
 		records: m.st.byID.Clone(), reqs: m.st.reqs.Clone(), families: m.st.families.byName.Clone(),
 		meta: snapshotMeta{LastNow: m.lastNow, Applied: m.applied.Load(), LogVersion: m.st.logVersion}}, nil
 }
 
 type snapshot struct {
-	m        *Machine
+	m *Machine
+	// st is the state it was taken of, whose arena holds its records
+	// (and whose profiles it reads) until it is released: gen is its
+	// generation there.
+	st       *state
+	gen      uint64
+	released bool
 	logBytes uint64 // the machine's logBytes when it was taken
 	records  *btree.BTreeG[idItem]
 	reqs     *btree.BTreeG[reqItem]
@@ -106,8 +113,10 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// write writes the snapshot stream to w.
-func (s *snapshot) write(w io.Writer) error {
+// write writes the snapshot stream to w. A record that does not read back
+// from the arena fails it.
+func (s *snapshot) write(w io.Writer) (err error) {
+	defer recoverCorrupt(&err)
 	bw := bufio.NewWriterSize(w, 64<<10)
 	bw.WriteString(snapshotMagic)
 	bw.WriteByte(snapshotVersion)
@@ -115,7 +124,7 @@ func (s *snapshot) write(w io.Writer) error {
 	fw.frame(frameMeta, &s.meta)
 	var rec Record // one for every frame: a Record per record is a million allocations
 	s.records.Ascend(func(it idItem) bool {
-		it.r.recordTo(&rec)
+		s.st.recordTo(it.h, &rec, false)
 		fw.frame(frameRecord, &rec)
 		return fw.err == nil
 	})
@@ -124,7 +133,7 @@ func (s *snapshot) write(w io.Writer) error {
 		reqRec, reqAcc Record
 	)
 	s.reqs.Ascend(func(it reqItem) bool {
-		it.r.frameTo(&req, &reqRec, &reqAcc)
+		it.r.frameTo(s.st, &req, &reqRec, &reqAcc)
 		fw.frame(frameRequest, &req)
 		return fw.err == nil
 	})
@@ -138,8 +147,16 @@ func (s *snapshot) write(w io.Writer) error {
 	return bw.Flush()
 }
 
-// Release implements raft.FSMSnapshot.
-func (s *snapshot) Release() {}
+// Release implements raft.FSMSnapshot: what the arena kept for the
+// snapshot alone is freed.
+func (s *snapshot) Release() {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	if !s.released {
+		s.released = true
+		s.st.ar.closeSnapshot(s.gen)
+	}
+}
 
 type frameWriter struct {
 	w   *bufio.Writer
@@ -204,7 +221,8 @@ func (f *raftFSM) Restore(rc io.ReadCloser) error {
 
 // Restore replaces the whole state with a snapshot stream. The new state is
 // built aside and swapped in under the writer lock.
-func (m *Machine) Restore(r io.Reader) error {
+func (m *Machine) Restore(r io.Reader) (err error) {
+	defer recoverCorrupt(&err)
 	cr := &countingReader{r: r}
 	br := bufio.NewReaderSize(cr, 64<<10)
 	head := make([]byte, len(snapshotMagic)+1)
@@ -218,7 +236,7 @@ func (m *Machine) Restore(r io.Reader) error {
 		return fmt.Errorf("restore: snapshot version %d, this node reads %d", v, snapshotVersion)
 	}
 	st := m.newState()
-	var recs []*stored
+	var recs []handle
 	var rec Record // each fast record frame's, compacted before the next
 	var reqs []*request
 	var meta snapshotMeta
@@ -256,7 +274,7 @@ func (m *Machine) Restore(r io.Reader) error {
 			if err == nil {
 				// Compacted now, in the snapshot's order, so that only the
 				// compact records are held until the indexes are built.
-				recs = append(recs, compact(r, st.interns))
+				recs = append(recs, st.compact(r))
 			}
 		case frameRequest:
 			f, ok := fastRequest(body, &scratch)

@@ -123,7 +123,9 @@ func cpuTime() time.Duration {
 }
 
 // BenchmarkHeapPerToken reports the live heap a state of access tokens
-// (accessMachine) holds per token, after a collection;
+// (accessMachine) holds per token, after a collection, and the bytes its
+// records take in the arena, outside the collected heap (in their size
+// classes, and mapped);
 // -snapshot-records sets how many.
 func BenchmarkHeapPerToken(b *testing.B) {
 	n := *snapshotRecords
@@ -131,8 +133,11 @@ func BenchmarkHeapPerToken(b *testing.B) {
 		before := liveHeap()
 		s := accessMachine(b, n)
 		after := liveHeap()
+		recs, mapped := s.ArenaBytes()
 		runtime.KeepAlive(s)
 		b.ReportMetric(float64(after-before)/float64(n), "heap-bytes/token")
+		b.ReportMetric(float64(recs)/float64(n), "arena-bytes/token")
+		b.ReportMetric(float64(mapped)/float64(n), "mapped-bytes/token")
 	}
 }
 
@@ -147,8 +152,10 @@ func BenchmarkHeapPerTokenSpread(b *testing.B) {
 				before := liveHeap()
 				s := accessMachineSpread(b, n, spread)
 				after := liveHeap()
+				recs, _ := s.ArenaBytes()
 				runtime.KeepAlive(s)
 				b.ReportMetric(float64(after-before)/float64(n), "heap-bytes/token")
+				b.ReportMetric(float64(recs)/float64(n), "arena-bytes/token")
 			}
 		})
 	}

@@ -1,22 +1,27 @@
 package fsm
 
 import (
+	"encoding/binary"
 	"fmt"
 	"hash/maphash"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/google/btree"
 )
 
 // state is the token records with their indexes. Records are immutable
-// once stored: a change stores a new *Record in place of the old one, so a
-// cloned tree (a snapshot) keeps seeing the old version.
+// once stored: a change stores a new record in place of the old one, so a
+// cloned tree (a snapshot) keeps seeing the old version, which the arena
+// keeps until the snapshot is released.
 //
 // byID is the primary index and the only one a snapshot needs: btree's
 // Clone is O(1) and copy-on-write, so a snapshot streams a frozen view
 // while writes go on. The other indexes are rebuilt on restore.
 type state struct {
+	ar        *arena    // the records
+	profiles  *profiles // kind, client id, title and user agent, shared by the records
 	byID      *btree.BTreeG[idItem]
 	byHash    digests             // digest -> record
 	hash      groupHash           // of subjects and families
@@ -34,74 +39,113 @@ type state struct {
 	// logVersion is the highest Fence applied: the Version the log needs
 	// from there on. 0 for none (the first release's).
 	logVersion int
-	interns    interns // kind and client id pairs, shared by the records
 
 	reqs     *btree.BTreeG[reqItem] // remembered request ids
 	reqQueue []*request             // the same, oldest first
 	// puts are the last two records put, so that a remembered outcome
 	// shares the stored record it names.
-	puts [2]*stored
-	// probe is the writer's key for searching byID, so that a search
-	// costs no allocation; readers, who share the state, make their own.
-	probe stored
+	puts [2]handle
+	// holding, while a client batch applies, keeps the records it
+	// replaces in held instead of freeing them: an undo puts them back.
+	holding bool
+	held    []handle
+	// probe is the writer's record of an id alone, for searching byID.
+	probe    handle
+	probeCap int
+	// The writer's scratch for laying out records.
+	bld, extBld builder
+	ext         []byte
 }
 
 func newState() *state {
+	ar := newArena()
 	return &state{
-		byID:       newIDIndex(),
-		byHash:     newDigests(0, ^uint64(0)),
+		ar:         ar,
+		profiles:   newProfiles(),
+		byID:       newIDIndex(ar),
+		byHash:     newDigests(0, ^uint64(0), ar),
 		hash:       groupHash{seed: maphash.MakeSeed(), mask: ^uint64(0)},
-		bySubject:  newIndex(),
-		byFamily:   newIndex(),
-		familyLive: newLiveIndex(),
+		bySubject:  newIndex(ar),
+		byFamily:   newIndex(ar),
+		familyLive: newLiveIndex(ar),
 		byGC:       newGCIndex(),
-		sealed:     newIndex(),
+		sealed:     newIndex(ar),
 		counts:     map[CountKey]int64{},
 		families:   newFamilies(),
-		interns:    interns{},
 		reqs:       newReqIndex(),
 	}
 }
 
 // getID returns the record with id, or nil. Records returned by the state
-// are its own copies, which the caller may change (their strings, scopes,
-// data and rotation are shared and must not be). Only the writer (apply,
-// restore) calls it; readers call readID.
-func (s *state) getID(id string) *Record { return s.storedID(id).expand() }
+// are copies of their own, which the caller may change. Only the writer
+// (apply, restore) calls it; readers call readID.
+func (s *state) getID(id string) *Record { return s.expand(s.storedID(id)) }
 
-func (s *state) storedID(id string) *stored {
+// storedID returns the handle of the record with id, or noHandle: a
+// search with the writer's probe.
+func (s *state) storedID(id string) handle {
 	it, _ := s.byID.Get(s.idKey(id))
-	return it.r
+	return it.h
 }
 
-// readID is getID for a reader.
+// readID is getID for a reader: a walk over the records of id's key,
+// which are few, with no probe of its own to write.
 func (s *state) readID(id string) *Record {
-	it, _ := s.byID.Get(idKey(id))
-	return it.r.expand()
+	k := prefix8(id)
+	var found handle
+	s.byID.AscendGreaterOrEqual(idItem{k: k, h: minHandle}, func(it idItem) bool {
+		if it.k != k {
+			return false
+		}
+		c := strings.Compare(s.ar.get(it.h).id(), id)
+		if c == 0 {
+			found = it.h
+		}
+		return c < 0
+	})
+	return s.expand(found)
 }
 
-// idKey is the writer's key of id in byID, valid until its next call.
+// idKey is the writer's key of id in byID, valid until its next call: a
+// record of id alone in the arena (every search reads the records'
+// ids from there).
 func (s *state) idKey(id string) idItem {
-	n := uint32(len(id))
-	s.probe = stored{str: id, ends: [3]uint32{n, n, n}}
-	return idItem{k: prefix8(id), r: &s.probe}
+	n := recHeader + binary.MaxVarintLen64 + 3 + len(id)
+	if s.probe == noHandle || n > s.probeCap {
+		if s.probe != noHandle {
+			// Freed at the size it was made for; nothing but the
+			// writer reads a probe.
+			binary.LittleEndian.PutUint32(s.ar.bytesAt(s.probe, 4), uint32(s.probeCap))
+			s.ar.freeNow(s.probe)
+		}
+		s.probeCap = max(n, 128)
+		s.probe, _ = s.ar.alloc(s.probeCap)
+	}
+	b := s.ar.bytesAt(s.probe, uint32(n))
+	clear(b[:recHeader])
+	lens := binary.AppendUvarint(b[recHeader:recHeader], uint64(len(id)))
+	lens = append(lens, 0, 0, 0) // no subject, IP nor digest
+	b[6] = byte(len(lens))
+	size := recHeader + len(lens) + copy(b[recHeader+len(lens):], id)
+	binary.LittleEndian.PutUint32(b, uint32(size))
+	return idItem{k: prefix8(id), h: s.probe}
 }
 
 // getHash returns the record with the digest h, or nil.
-func (s *state) getHash(h string) *Record { return s.byHash.get(h).expand() }
+func (s *state) getHash(h string) *Record { return s.expand(s.byHash.get(h)) }
 
-// The items of r in each index, for a record that is in that index.
-func (s *state) subjectItem(r *stored) item {
-	return item{g: s.hash.of(r.subject()), k: prefix8(r.id()), r: r}
+// The items of r (at h) in each index, for a record that is in that index.
+func (s *state) subjectItem(h handle, r rec) item {
+	return item{g: s.hash.of(r.subject()), k: prefix8(r.id()), h: h}
 }
-func (s *state) familyItem(r *stored) item {
-	return item{g: s.hash.of(r.family()), k: prefix8(r.id()), r: r}
+func (s *state) familyItem(h handle, r rec) item {
+	return item{g: s.hash.of(r.family()), k: prefix8(r.id()), h: h}
 }
-func (s *state) liveItem(r *stored) liveItem {
-	return liveItem{g: s.hash.of(r.family()), at: r.liveUntil(), k: prefix8(r.id()), r: r}
+func (s *state) liveItem(h handle, r rec) liveItem {
+	return liveItem{g: s.hash.of(r.family()), at: r.liveUntil(), k: prefix8(r.id()), h: h}
 }
-func sealedItem(r *stored) item {
-	return item{g: timeKey(r.ext.rotated.GraceUntil), k: prefix8(r.id()), r: r}
+func sealedItem(h handle, r rec) item {
+	return item{g: timeKey(r.graceUntil()), k: prefix8(r.id()), h: h}
 }
 
 // put stores r in place of the record stored under r.ID now, if any (old,
@@ -109,61 +153,151 @@ func sealedItem(r *stored) item {
 // index whose key did not change is updated in place (ReplaceOrInsert
 // swaps the item, whose record is the only part that differs): one tree
 // operation instead of a delete and an insert.
-func (s *state) put(_, r *Record) { s.putStored(compact(r, s.interns)) }
+func (s *state) put(_, r *Record) { s.putStored(s.compact(r)) }
 
-// putStored is put of a record already compacted.
-func (s *state) putStored(n *stored) {
-	s.puts[0], s.puts[1] = s.puts[1], n
-	prev, had := s.byID.ReplaceOrInsert(idItem{k: prefix8(n.id()), r: n})
-	old := prev.r
+// putStored is put of a record already in the arena, which the state
+// then holds.
+func (s *state) putStored(nh handle) {
+	s.puts[0], s.puts[1] = s.puts[1], nh
+	n := s.ar.get(nh)
+	prev, had := s.byID.ReplaceOrInsert(idItem{k: prefix8(n.id()), h: nh})
+	oh := prev.h
 	if had {
+		old := s.ar.get(oh)
 		if old.hash() != n.hash() {
 			s.byHash.delete(old.hash())
 		}
 		if old.subject() != "" && old.subject() != n.subject() {
-			s.bySubject.Delete(s.subjectItem(old))
+			s.bySubject.Delete(s.subjectItem(oh, old))
 		}
 		if old.family() != "" && old.family() != n.family() {
-			s.byFamily.Delete(s.familyItem(old))
+			s.byFamily.Delete(s.familyItem(oh, old))
 		}
 		if old.inFamilyLive() && !(n.inFamilyLive() && old.family() == n.family() && old.liveUntil() == n.liveUntil()) {
-			s.familyLive.Delete(s.liveItem(old))
+			s.familyLive.Delete(s.liveItem(oh, old))
 		}
-		if old.holdsSealed() && !(n.holdsSealed() && old.ext.rotated.GraceUntil == n.ext.rotated.GraceUntil) {
-			s.sealed.Delete(sealedItem(old))
+		if old.holdsSealed() && !(n.holdsSealed() && old.graceUntil() == n.graceUntil()) {
+			s.sealed.Delete(sealedItem(oh, old))
 		}
 		s.count(old, -1)
 	}
-	s.byHash.put(n)
-	s.gcMoved(old, n)
+	s.byHash.put(nh)
+	s.gcMoved(oh, nh)
 	if n.subject() != "" {
-		s.bySubject.ReplaceOrInsert(s.subjectItem(n))
+		s.bySubject.ReplaceOrInsert(s.subjectItem(nh, n))
 	}
 	if n.family() != "" {
-		s.byFamily.ReplaceOrInsert(s.familyItem(n))
+		s.byFamily.ReplaceOrInsert(s.familyItem(nh, n))
 	}
 	if n.inFamilyLive() {
-		s.familyLive.ReplaceOrInsert(s.liveItem(n))
+		s.familyLive.ReplaceOrInsert(s.liveItem(nh, n))
 	}
 	if n.holdsSealed() {
-		s.sealed.ReplaceOrInsert(sealedItem(n))
+		s.sealed.ReplaceOrInsert(sealedItem(nh, n))
 	}
 	s.count(n, 1)
+	if had {
+		s.release(oh)
+	}
 }
 
-// gcMoved updates the expiry index for n stored in place of old (either
-// nil for none), once the index by digest holds n: an entry is added
-// when n's bucket or digest key is not old's, and old's bucket loses a
-// record. A change that keeps both (a consume, a revoke, most touches)
-// costs the index nothing.
-func (s *state) gcMoved(old, n *stored) {
+// release notes that the state no longer holds the record at h: it is
+// freed once no remembered request holds it (and, in the arena, no open
+// snapshot can read it). While a client batch applies, it is held for
+// the batch's undo instead.
+func (s *state) release(h handle) {
+	if s.holding {
+		s.held = append(s.held, h)
+		return
+	}
+	s.drop(h, true)
+}
+
+// The holders of a record are counted in byte 7 of its header, the one
+// byte of a record that changes (a snapshot never reads it): the
+// remembered requests that hold it in the low seven bits, and whether the
+// state let it go in the high one. A request's own record starts with one
+// holder and let go.
+const (
+	holdersAt  = 7
+	stateGone  = 0x80
+	maxHolders = 0x7f
+)
+
+// drop drops one holder of the record at h, the state (byState) or a
+// request, and frees it with the last.
+func (s *state) drop(h handle, byState bool) {
+	b := s.ar.bytesAt(h, recHeader)
+	c := b[holdersAt]
+	switch {
+	case byState && c&stateGone == 0:
+		c |= stateGone
+	case !byState && c&maxHolders > 0:
+		c--
+	default:
+		corrupt("record %#x dropped by a holder it does not count: %#x", uint64(h), c)
+	}
+	if c != stateGone {
+		b[holdersAt] = c
+		return
+	}
+	for i, p := range s.puts {
+		if p == h {
+			s.puts[i] = noHandle
+		}
+	}
+	s.ar.free(h)
+}
+
+// share adds a request as a holder of the record at h, which the state
+// holds; false if it has as many as it counts.
+func (s *state) share(h handle) bool {
+	b := s.ar.bytesAt(h, recHeader)
+	if b[holdersAt]&maxHolders == maxHolders {
+		return false
+	}
+	b[holdersAt]++
+	return true
+}
+
+// own makes the record at h, new, a request's alone.
+func (s *state) own(h handle) handle {
+	s.ar.bytesAt(h, recHeader)[holdersAt] = stateGone | 1
+	return h
+}
+
+// hold starts keeping the records the state replaces (a client batch);
+// unhold stops, and frees them unless the batch was undone, which put
+// them back.
+func (s *state) hold() { s.holding, s.held = true, s.held[:0] }
+
+func (s *state) unhold(undone bool) {
+	s.holding = false
+	if !undone {
+		for _, h := range s.held {
+			s.drop(h, true)
+		}
+	}
+	s.held = s.held[:0]
+}
+
+// gcMoved updates the expiry index for the record at n stored in place
+// of the one at old (either noHandle for none), once the index by digest
+// holds n: an entry is added when n's bucket or digest key is not old's,
+// and old's bucket loses a record. A change that keeps both (a consume, a
+// revoke, most touches) costs the index nothing.
+func (s *state) gcMoved(old, n handle) {
 	var ob, nb int64 = -1, -1 // no bucket
 	var ok, nk uint64
-	if old != nil && old.inGC() {
-		ob, ok = gcBucketOf(old.gcAt()), s.byHash.key(old.hash())
+	if old != noHandle {
+		if r := s.ar.get(old); r.inGC() {
+			ob, ok = gcBucketOf(r.gcAt()), s.byHash.key(r.hash())
+		}
 	}
-	if n != nil && n.inGC() {
-		nb, nk = gcBucketOf(n.gcAt()), s.byHash.key(n.hash())
+	if n != noHandle {
+		if r := s.ar.get(n); r.inGC() {
+			nb, nk = gcBucketOf(r.gcAt()), s.byHash.key(r.hash())
+		}
 	}
 	if ob == nb && ok == nk {
 		return
@@ -177,17 +311,17 @@ func (s *state) gcMoved(old, n *stored) {
 }
 
 // storedOf returns one of the last two records put if it holds what r
-// does; nil otherwise.
-func (s *state) storedOf(r *Record) *stored {
+// does; noHandle otherwise.
+func (s *state) storedOf(r *Record) handle {
 	if r == nil {
-		return nil
+		return noHandle
 	}
 	for _, p := range s.puts {
-		if p != nil && p.is(r) {
+		if p != noHandle && s.is(p, r) {
 			return p
 		}
 	}
-	return nil
+	return noHandle
 }
 
 // delete removes the record stored under r.ID.
@@ -196,22 +330,24 @@ func (s *state) delete(r *Record) {
 	if !ok {
 		return
 	}
-	o := it.r
+	oh := it.h
+	o := s.ar.get(oh)
 	s.byHash.delete(o.hash())
 	if o.subject() != "" {
-		s.bySubject.Delete(s.subjectItem(o))
+		s.bySubject.Delete(s.subjectItem(oh, o))
 	}
 	if o.family() != "" {
-		s.byFamily.Delete(s.familyItem(o))
+		s.byFamily.Delete(s.familyItem(oh, o))
 	}
 	if o.inFamilyLive() {
-		s.familyLive.Delete(s.liveItem(o))
+		s.familyLive.Delete(s.liveItem(oh, o))
 	}
-	s.gcMoved(o, nil)
+	s.gcMoved(oh, noHandle)
 	if o.holdsSealed() {
-		s.sealed.Delete(sealedItem(o))
+		s.sealed.Delete(sealedItem(oh, o))
 	}
 	s.count(o, -1)
+	s.release(oh)
 }
 
 // housekeep is what log time alone decides, before each entry applies:
@@ -219,16 +355,16 @@ func (s *state) delete(r *Record) {
 // them, and sealed successors are dropped once their grace period ends.
 func (s *state) housekeep(now int64, index uint64) {
 	s.families.forget(now)
-	var due []*stored
+	var due []handle
 	s.sealed.Ascend(func(it item) bool {
 		if timeOf(it.g) > now {
 			return false
 		}
-		due = append(due, it.r)
+		due = append(due, it.h)
 		return true
 	})
-	for _, st := range due {
-		t := st.record()
+	for _, h := range due {
+		t := s.record(h)
 		ro := *t.Rotated
 		ro.Sealed = nil
 		t.Rotated, t.ModifyIndex = &ro, index
@@ -236,10 +372,16 @@ func (s *state) housekeep(now int64, index uint64) {
 	}
 }
 
-func (s *state) count(r *stored, n int64) {
-	k := CountKey{r.p.kind, r.state}
-	if s.counts[k] += n; s.counts[k] == 0 {
+func (s *state) count(r rec, n int64) {
+	k := CountKey{s.kindOf(r), r.state()}
+	c, ok := s.counts[k]
+	if !ok {
+		k.Kind = strings.Clone(k.Kind) // the map keeps it: not a view of the arena
+	}
+	if c += n; c == 0 {
 		delete(s.counts, k)
+	} else {
+		s.counts[k] = c
 	}
 }
 
@@ -248,7 +390,7 @@ func (s *state) count(r *stored, n int64) {
 // change under its own iteration.
 func (s *state) ofSubject(subject string) []*Record {
 	var out []*Record
-	s.walkSubject(subject, "", func(r *stored) bool { out = append(out, r.record()); return true })
+	s.walkSubject(subject, "", func(h handle, _ rec) bool { out = append(out, s.record(h)); return true })
 	return out
 }
 
@@ -259,8 +401,8 @@ func (s *state) ofFamily(family string) []*Record {
 		if it.g != g {
 			return false
 		}
-		if it.r.family() == family {
-			out = append(out, it.r.record())
+		if s.ar.get(it.h).family() == family {
+			out = append(out, s.record(it.h))
 		}
 		return true
 	})
@@ -269,13 +411,18 @@ func (s *state) ofFamily(family string) []*Record {
 
 // walkSubject calls f with the records of subject in id order, from the
 // first id after after ("" for all), until f returns false.
-func (s *state) walkSubject(subject, after string, f func(*stored) bool) {
+func (s *state) walkSubject(subject, after string, f func(handle, rec) bool) {
 	g := s.hash.of(subject)
-	s.bySubject.AscendGreaterOrEqual(rangeFrom(g, after), func(it item) bool {
+	from := rangeFrom(g, after)
+	s.bySubject.AscendGreaterOrEqual(from, func(it item) bool {
 		if it.g != g {
 			return false
 		}
-		return it.r.subject() != subject || f(it.r)
+		r := s.ar.get(it.h)
+		if after != "" && it.k == from.k && r.id() <= after {
+			return true
+		}
+		return r.subject() != subject || f(it.h, r)
 	})
 }
 
@@ -289,7 +436,7 @@ func (s *state) familyUntil(family string) int64 {
 		if it.g != g {
 			return false
 		}
-		if it.r.family() != family {
+		if s.ar.get(it.h).family() != family {
 			return true // another family with the same hash
 		}
 		until = it.at
@@ -298,88 +445,98 @@ func (s *state) familyUntil(family string) int64 {
 	return until
 }
 
-// load fills s, which must be empty, with recs in bulk, as a restore
-// does; recs are compacted with s's profiles, in the order of the
+// load fills s, which must be empty, with the records at recs in bulk,
+// as a restore does; recs are in s's arena, in the order of the
 // snapshot. The records are sorted by id once (a snapshot streams them in
 // id order, so that is a check), each index gets its items sorted and is
 // filled in order. The digest map is built beside the trees, which are
 // built one after the other, so that no more than one index's sorted
 // items are held at a time besides the state. A record whose id or
 // digest another already has is refused, naming it.
-func (s *state) load(recs []*stored) error {
+func (s *state) load(recs []handle) error {
+	ar := s.ar
 	ids := make([]idItem, len(recs))
-	for i, r := range recs {
-		ids[i] = idItem{k: prefix8(r.id()), r: r}
+	for i, h := range recs {
+		ids[i] = idItem{k: prefix8(ar.get(h).id()), h: h}
 	}
-	if !slices.IsSortedFunc(ids, cmpID) {
-		slices.SortStableFunc(ids, cmpID)
+	if !slices.IsSortedFunc(ids, ar.cmpID) {
+		slices.SortStableFunc(ids, ar.cmpID)
 	}
 	for i := 1; i < len(ids); i++ {
-		if ids[i].k == ids[i-1].k && ids[i].r.id() == ids[i-1].r.id() {
-			return fmt.Errorf("duplicate record %s", ids[i].r.id())
+		if ids[i].k == ids[i-1].k && ar.get(ids[i].h).id() == ar.get(ids[i-1].h).id() {
+			return fmt.Errorf("duplicate record %s", ar.get(ids[i].h).id())
 		}
 	}
 	var (
 		wg      sync.WaitGroup
 		hashErr error
 		mask    = s.byHash.mask
+		counts  = map[CountKey]int64{}
 	)
 	wg.Go(func() {
-		byHash := newDigests(len(recs), mask)
-		for _, r := range recs {
-			if byHash.get(r.hash()) != nil {
+		byHash := newDigests(len(recs), mask, ar)
+		for _, h := range recs {
+			r := ar.get(h)
+			if byHash.get(r.hash()) != noHandle {
 				hashErr = fmt.Errorf("duplicate record %s", r.id())
 				return
 			}
-			byHash.put(r)
-			s.count(r, 1)
+			byHash.put(h)
+			k := CountKey{s.kindOf(r), r.state()}
+			if _, ok := counts[k]; !ok {
+				k.Kind = strings.Clone(k.Kind)
+			}
+			counts[k]++
 		}
 		s.byHash = byHash
 	})
 	fill(s.byID, ids)
-	ordered := make([]*stored, len(ids))
+	ordered := make([]handle, len(ids))
 	for i, it := range ids {
-		ordered[i] = it.r
+		ordered[i] = it.h
 	}
 	ids = nil
-	s.bySubject = loadIndex(ordered, newIndex, cmpItem, func(r *stored) (item, bool) {
-		return s.subjectItem(r), r.subject() != ""
+	s.bySubject = loadIndex(s, ordered, newIndex, ar.cmpItem, func(h handle, r rec) (item, bool) {
+		return s.subjectItem(h, r), r.subject() != ""
 	})
 	s.byGC = newGCIndex()
-	s.byGC.load(ordered, func(h string) uint64 { return prefix8(h) & mask })
-	s.byFamily = loadIndex(ordered, newIndex, cmpItem, func(r *stored) (item, bool) {
-		return s.familyItem(r), r.family() != ""
+	s.byGC.load(ar, ordered, func(h string) uint64 { return prefix8(h) & mask })
+	s.byFamily = loadIndex(s, ordered, newIndex, ar.cmpItem, func(h handle, r rec) (item, bool) {
+		return s.familyItem(h, r), r.family() != ""
 	})
-	s.familyLive = loadIndex(ordered, newLiveIndex, cmpLive, func(r *stored) (liveItem, bool) {
-		return s.liveItem(r), r.inFamilyLive()
+	s.familyLive = loadIndex(s, ordered, newLiveIndex, ar.cmpLive, func(h handle, r rec) (liveItem, bool) {
+		return s.liveItem(h, r), r.inFamilyLive()
 	})
-	s.sealed = loadIndex(ordered, newIndex, cmpItem, func(r *stored) (item, bool) {
+	s.sealed = loadIndex(s, ordered, newIndex, ar.cmpItem, func(h handle, r rec) (item, bool) {
 		if !r.holdsSealed() {
 			return item{}, false
 		}
-		return sealedItem(r), true
+		return sealedItem(h, r), true
 	})
 	wg.Wait()
+	for k, n := range counts {
+		s.counts[k] += n
+	}
 	return hashErr
 }
 
 // loadIndex returns a new index (made by newTree, its items in the order
 // of cmp) of the items of the records that have one, filled in order.
-func loadIndex[T any](recs []*stored, newTree func() *btree.BTreeG[T], cmp func(a, b T) int, of func(*stored) (T, bool)) *btree.BTreeG[T] {
+func loadIndex[T any](s *state, recs []handle, newTree func(*arena) *btree.BTreeG[T], cmp func(a, b T) int, of func(handle, rec) (T, bool)) *btree.BTreeG[T] {
 	n := 0
-	for _, r := range recs {
-		if _, ok := of(r); ok {
+	for _, h := range recs {
+		if _, ok := of(h, s.ar.get(h)); ok {
 			n++
 		}
 	}
 	items := make([]T, 0, n)
-	for _, r := range recs {
-		if x, ok := of(r); ok {
+	for _, h := range recs {
+		if x, ok := of(h, s.ar.get(h)); ok {
 			items = append(items, x)
 		}
 	}
 	slices.SortFunc(items, cmp)
-	t := newTree()
+	t := newTree(s.ar)
 	fill(t, items)
 	return t
 }

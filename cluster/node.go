@@ -114,6 +114,7 @@ func Open(cfg Config) (*Node, error) {
 		n.closeStores()
 		return nil, err
 	}
+	n.electAlone()
 	// Counted from here: restoring a large snapshot at start is no time
 	// without a leader.
 	n.contact.mu.Lock()
@@ -205,6 +206,49 @@ func (n *Node) openRaft() error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	return nil
+}
+
+// electAlone starts an election at once on a node that is the only voter
+// of its configuration (a single node restarting on its data directory):
+// nobody else can lead, so waiting out Raft's heartbeat timeout (1-2 s)
+// first is only time without a leader. As watchLeader does for a gone
+// leader, it lowers the heartbeat timeout through ReloadConfig, which
+// makes a follower check it at once, and puts it back: the check sees no
+// leader's contact ever, and Raft stands. Only timing changes, never what
+// Raft decides.
+func (n *Node) electAlone() {
+	if n.cfg.NonVoter || n.raft.State() != raft.Follower {
+		return
+	}
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	voters, self := 0, false
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+			self = self || s.ID == raft.ServerID(n.cfg.NodeID)
+		}
+	}
+	if voters != 1 || !self {
+		return
+	}
+	normal := n.raft.ReloadableConfig()
+	if normal.HeartbeatTimeout <= leaderQuiet {
+		return
+	}
+	short := normal
+	short.HeartbeatTimeout = leaderQuiet // Raft's floor: the leader lease
+	if err := n.raft.ReloadConfig(short); err != nil {
+		n.log.Warn("electing at once as the only voter", "err", err)
+		return
+	}
+	if err := n.raft.ReloadConfig(normal); err != nil {
+		n.log.Warn("restoring the heartbeat timeout", "err", err)
+		return
+	}
+	n.log.Info("the only voter of the configuration: electing at once")
 }
 
 // nodeID returns the configured id, or the one kept in the data directory,

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -11,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -312,7 +312,8 @@ func (n *Node) notLeader() error {
 
 // Ready returns nil when the node can serve: a leader is known, and this
 // node, if it leads, has applied everything from earlier terms; a follower
-// must not lag the commit index by more than maxLag entries.
+// must not lag the commit index by more than maxLag entries, its own or,
+// when the leader answers within probeTimeout, the leader's.
 func (n *Node) Ready() error {
 	if err := n.halted(); err != nil {
 		return err
@@ -327,9 +328,21 @@ func (n *Node) Ready() error {
 		}
 		return nil
 	}
-	commit, _ := strconv.ParseUint(n.raft.Stats()["commit_index"], 10, 64)
-	if applied := n.raft.AppliedIndex(); commit > applied+maxLag {
+	applied := n.raft.AppliedIndex()
+	if commit := n.raft.CommitIndex(); commit > applied+maxLag {
 		return fmt.Errorf("%w: applied %d, commit %d", ErrBehind, applied, commit)
+	}
+	// A follower's own commit index goes no further than its log: one
+	// that is being sent a snapshot, or whose log the leader is still
+	// looking for the match of (a new node, a restarted one far behind),
+	// knows a leader and no commit index past what it applied. The
+	// leader's says how far behind it is. A leader that does not answer
+	// in time leaves the follower's own view to decide: a busy leader does
+	// not take its followers out of service.
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	if st, err := n.remoteStatus(ctx, string(addr)); err == nil && st.Commit > applied+maxLag {
+		return fmt.Errorf("%w: applied %d, the leader's commit %d", ErrBehind, applied, st.Commit)
 	}
 	return nil
 }

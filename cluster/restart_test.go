@@ -12,6 +12,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
+	"github.com/tokenstore/tokenstore/fsm"
 	"github.com/tokenstore/tokenstore/internal/testcluster"
 )
 
@@ -107,5 +108,55 @@ func TestSingleNodeRestartKeepsStateAndElectsAtOnce(t *testing.T) {
 	}
 	if hb, def := n.HeartbeatTimeout(), raft.DefaultConfig().HeartbeatTimeout; hb != def {
 		t.Errorf("heartbeat timeout %v after the election, want the configured %v", hb, def)
+	}
+}
+
+// TestJoiningFollowerReadyOnlyOnceCaughtUp: a node that joins a leader
+// with thousands of entries in its log knows the leader at the first
+// heartbeat, and its own commit index follows its log as it is sent; it
+// answers ready only once it has applied the leader's commit index, less
+// the lag a follower is allowed.
+func TestJoiningFollowerReadyOnlyOnceCaughtUp(t *testing.T) {
+	ctx := ctxFor(t, 2*time.Minute)
+	leader := testcluster.Start(t, testcluster.Options{GossipAddr: "127.0.0.1:0"})
+	entry, err := fsm.Encode(&fsm.Batch{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 16, 250 // 4000 entries: four times the lag allowed
+	errs := make(chan error, workers)
+	for range workers {
+		go func() {
+			for range each {
+				if _, err := leader.ApplyRaw(entry); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit := leader.AppliedIndex()
+
+	f, err := testcluster.TryStart(t, testcluster.Options{Join: []string{leader.GossipAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if err := f.Ready(); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the follower never became ready: %v", f.Ready())
+		}
+	}
+	// maxLag: what Ready allows a follower.
+	if applied := f.AppliedIndex(); applied+1000 < commit {
+		t.Fatalf("the follower answered ready at applied index %d, the leader's commit index was %d", applied, commit)
 	}
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -11,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,6 +114,7 @@ func Open(cfg Config) (*Node, error) {
 		n.closeStores()
 		return nil, err
 	}
+	n.electAlone()
 	// Counted from here: restoring a large snapshot at start is no time
 	// without a leader.
 	n.contact.mu.Lock()
@@ -207,6 +208,49 @@ func (n *Node) openRaft() error {
 	return nil
 }
 
+// electAlone starts an election at once on a node that is the only voter
+// of its configuration (a single node restarting on its data directory):
+// nobody else can lead, so waiting out Raft's heartbeat timeout (1-2 s)
+// first is only time without a leader. As watchLeader does for a gone
+// leader, it lowers the heartbeat timeout through ReloadConfig, which
+// makes a follower check it at once, and puts it back: the check sees no
+// leader's contact ever, and Raft stands. Only timing changes, never what
+// Raft decides.
+func (n *Node) electAlone() {
+	if n.cfg.NonVoter || n.raft.State() != raft.Follower {
+		return
+	}
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	voters, self := 0, false
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+			self = self || s.ID == raft.ServerID(n.cfg.NodeID)
+		}
+	}
+	if voters != 1 || !self {
+		return
+	}
+	normal := n.raft.ReloadableConfig()
+	if normal.HeartbeatTimeout <= leaderQuiet {
+		return
+	}
+	short := normal
+	short.HeartbeatTimeout = leaderQuiet // Raft's floor: the leader lease
+	if err := n.raft.ReloadConfig(short); err != nil {
+		n.log.Warn("electing at once as the only voter", "err", err)
+		return
+	}
+	if err := n.raft.ReloadConfig(normal); err != nil {
+		n.log.Warn("restoring the heartbeat timeout", "err", err)
+		return
+	}
+	n.log.Info("the only voter of the configuration: electing at once")
+}
+
 // nodeID returns the configured id, or the one kept in the data directory,
 // generating it on the first start. A node must keep its id for life.
 func nodeID(dir, configured string) (string, error) {
@@ -268,7 +312,8 @@ func (n *Node) notLeader() error {
 
 // Ready returns nil when the node can serve: a leader is known, and this
 // node, if it leads, has applied everything from earlier terms; a follower
-// must not lag the commit index by more than maxLag entries.
+// must not lag the commit index by more than maxLag entries, its own or,
+// when the leader answers within probeTimeout, the leader's.
 func (n *Node) Ready() error {
 	if err := n.halted(); err != nil {
 		return err
@@ -283,9 +328,21 @@ func (n *Node) Ready() error {
 		}
 		return nil
 	}
-	commit, _ := strconv.ParseUint(n.raft.Stats()["commit_index"], 10, 64)
-	if applied := n.raft.AppliedIndex(); commit > applied+maxLag {
+	applied := n.raft.AppliedIndex()
+	if commit := n.raft.CommitIndex(); commit > applied+maxLag {
 		return fmt.Errorf("%w: applied %d, commit %d", ErrBehind, applied, commit)
+	}
+	// A follower's own commit index goes no further than its log: one
+	// that is being sent a snapshot, or whose log the leader is still
+	// looking for the match of (a new node, a restarted one far behind),
+	// knows a leader and no commit index past what it applied. The
+	// leader's says how far behind it is. A leader that does not answer
+	// in time leaves the follower's own view to decide: a busy leader does
+	// not take its followers out of service.
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	if st, err := n.remoteStatus(ctx, string(addr)); err == nil && st.Commit > applied+maxLag {
+		return fmt.Errorf("%w: applied %d, the leader's commit %d", ErrBehind, applied, st.Commit)
 	}
 	return nil
 }

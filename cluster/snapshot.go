@@ -16,6 +16,16 @@ import (
 // the replay it saves is worth. Raft's own trigger stays as the
 // ceiling in entries (SnapshotThreshold), for a log of many small
 // entries.
+//
+// A byte of log costs a restart about five times what a byte of
+// snapshot does (at 1M tokens, 2.4 s to replay 61 MB of issues against
+// 2.2-2.8 s to restore the 298 MB snapshot; BENCHMARKS.md), so the
+// ceiling is what bounds a large state's restart: 32 MiB, about 1.3 s of
+// replay. What a restart replays at worst is that, plus what was
+// written between two checks (SnapshotInterval, 2 s) and while the
+// snapshot was written. A snapshot of that state costs a core about
+// 2.4 s, every 32 MiB of log: about a tenth of a core under the bench's
+// sustained issues (3 MB of log a second).
 
 // snapshotDue tells whether logBytes of log since the last snapshot,
 // whose stream was snapBytes long (0 before the first), call for the
@@ -41,7 +51,7 @@ func (n *Node) snapshotLoop() {
 		case <-t.C:
 		}
 		logBytes, snapBytes := n.fsm.LogSinceSnapshot()
-		if !n.cfg.snapshotDue(logBytes, snapBytes) {
+		if !n.cfg.snapshotDue(logBytes, snapBytes) || n.catchingUp() {
 			continue
 		}
 		start := time.Now()
@@ -56,6 +66,20 @@ func (n *Node) snapshotLoop() {
 			n.log.Warn("snapshot", "err", err, "log_bytes", logBytes)
 		}
 	}
+}
+
+// catchingUp reports whether the node is still applying what was
+// committed before it could serve: a leader before it leads (a restart
+// replaying its log after the snapshot), a follower more than maxLag
+// behind its commit index. The size trigger waits for it: a snapshot
+// written then competes with the replay for the cores and delays
+// readiness (at 1M tokens, one started 0.5-1.4 s before a restarted
+// node was ready, replaying 41 MB), and it is due as much once caught up.
+func (n *Node) catchingUp() bool {
+	if n.raft.State() == raft.Leader {
+		return !n.leaderReady.Load()
+	}
+	return n.raft.CommitIndex() > n.raft.AppliedIndex()+maxLag
 }
 
 // ErrNothingNewToSnapshot: a snapshot on request found nothing applied

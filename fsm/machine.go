@@ -104,7 +104,11 @@ func (f *raftFSM) StoreConfiguration(index uint64, _ raft.Configuration) {
 // Only what cannot be answered deterministically panics: an index that
 // does not follow the last one applied means the log under the state
 // machine was rewritten, and no answer would be the same on every node.
-func (m *Machine) Apply(index uint64, data []byte) (res Result) {
+func (m *Machine) Apply(index uint64, data []byte) Result { return m.applyEntry(index, data, nil) }
+
+// applyEntry is Apply with the entry decoded already (decodeLogEntry), or
+// nil to decode it here.
+func (m *Machine) applyEntry(index uint64, data []byte, d *decodedEntry) (res Result) {
 	defer func() {
 		if r := recover(); r != nil {
 			c, ok := r.(errCorrupt)
@@ -124,13 +128,17 @@ func (m *Machine) Apply(index uint64, data []byte) (res Result) {
 	}
 	m.lastIndex = index
 	m.logBytes.Add(uint64(len(data)))
-	c, err := decodeEntry(data)
+	if d == nil {
+		e := decodeLogEntry(data)
+		d = &e
+	}
+	c, err := d.c, d.err
 	if err != nil {
 		return m.refuse(index, data, err)
 	}
 	if b, ok := c.(*Batch); ok {
 		var halted bool
-		if res, halted = m.applyBatch(index, b); halted {
+		if res, halted = m.applyBatch(index, b, d.inner); halted {
 			return res
 		}
 	} else {
@@ -160,9 +168,10 @@ func (m *Machine) refuse(index uint64, data []byte, err error) Result {
 	return Result{Err: ErrBadEntry}
 }
 
-// applyBatch decodes every entry of b before applying any, so that an
-// entry that halts the machine leaves nothing of its index applied.
-func (m *Machine) applyBatch(index uint64, b *Batch) (Result, bool) {
+// applyBatch looks at every entry of b, decoded in inner, before applying
+// any, so that an entry that halts the machine leaves nothing of its index
+// applied.
+func (m *Machine) applyBatch(index uint64, b *Batch, inner []decodedCmd) (Result, bool) {
 	res := Result{Batch: make([]Result, len(b.Entries))}
 	if len(b.Reqs) != 0 && len(b.Reqs) != len(b.Entries) {
 		m.rejected(RejectBadBatch)
@@ -173,7 +182,7 @@ func (m *Machine) applyBatch(index uint64, b *Batch) (Result, bool) {
 	}
 	cmds := make([]applier, len(b.Entries))
 	for i, e := range b.Entries {
-		c, err := decodeEntry(e)
+		c, err := inner[i].c, inner[i].err
 		switch {
 		case err == nil:
 			if _, nested := c.(*Batch); nested {

@@ -237,65 +237,64 @@ func (m *Machine) Restore(r io.Reader) (err error) {
 	}
 	st := m.newState()
 	var recs []handle
-	var rec Record // each fast record frame's, compacted before the next
 	var reqs []*request
 	var meta snapshotMeta
-	var body, scratch []byte
 	dec := codec.NewDecoderBytes(nil, msgpackHandle) // reused, as the encoder
+	fr := readFrames(br)
+	defer fr.stop()
 	for {
-		t, err := br.ReadByte()
-		if errors.Is(err, io.EOF) {
+		c := fr.next()
+		if c == nil {
 			break
 		}
-		if err != nil {
-			return fmt.Errorf("restore: %w", err)
-		}
-		n, err := binary.ReadUvarint(br)
-		if err != nil || n > maxFrame {
-			return fmt.Errorf("restore: bad frame length %d: %v", n, err)
-		}
-		if uint64(cap(body)) < n {
-			body = make([]byte, n)
-		}
-		body = body[:n]
-		if _, err := io.ReadFull(br, body); err != nil {
-			return fmt.Errorf("restore: truncated frame: %w", err)
-		}
-		dec.ResetBytes(body)
-		switch t {
-		case frameMeta:
-			err = dec.Decode(&meta)
-		case frameRecord:
-			r := &rec
-			if !fastRecordTo(body, r) {
-				r = new(Record)
-				err = dec.Decode(r)
-			}
-			if err == nil {
-				// Compacted now, in the snapshot's order, so that only the
-				// compact records are held until the indexes are built.
-				recs = append(recs, st.compact(r))
-			}
-		case frameRequest:
-			f, ok := fastRequest(body, &scratch)
-			if !ok {
-				f = new(requestFrame)
-				err = dec.Decode(f)
-			}
-			if err == nil {
-				reqs = append(reqs, f.request(st))
-			}
-		case frameFamily:
-			f := new(RevokedFamily)
-			if err = dec.Decode(f); err == nil {
-				if f.Family == "" || st.families.byName.Has(f) {
-					err = fmt.Errorf("empty or duplicate revoked family %q", f.Family)
-				} else {
-					st.families.put(f)
+		for i := range c.frames {
+			f := &c.frames[i]
+			body := c.body(i)
+			dec.ResetBytes(body)
+			var err error
+			switch f.t {
+			case frameMeta:
+				err = dec.Decode(&meta)
+			case frameRecord:
+				r := &c.recs[i]
+				if !f.fast {
+					r = new(Record)
+					err = dec.Decode(r)
 				}
+				if err == nil {
+					// Compacted now, in the snapshot's order, so that only the
+					// compact records are held until the indexes are built.
+					recs = append(recs, st.compact(r))
+				}
+			case frameRequest:
+				q := f.req
+				if !f.fast {
+					q = new(requestFrame)
+					err = dec.Decode(q)
+				}
+				if err == nil {
+					reqs = append(reqs, q.request(st))
+				}
+			case frameFamily:
+				f := new(RevokedFamily)
+				if err = dec.Decode(f); err == nil {
+					if f.Family == "" || st.families.byName.Has(f) {
+						err = fmt.Errorf("empty or duplicate revoked family %q", f.Family)
+					} else {
+						st.families.put(f)
+					}
+				}
+			default:
+				err = fmt.Errorf("unknown frame type %d", f.t)
 			}
-		default:
-			err = fmt.Errorf("unknown frame type %d", t)
+			if err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+		}
+		err := c.err
+		fr.release(c)
+		if errors.Is(err, io.EOF) {
+			break
 		}
 		if err != nil {
 			return fmt.Errorf("restore: %w", err)

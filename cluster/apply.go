@@ -115,11 +115,36 @@ func (n *Node) applyOnce(ctx context.Context, req string, entry []byte, leaderOn
 	if leaderOnly {
 		return fsm.Result{}, 0, fmt.Errorf("%w: only the leader proposes this command", ErrRefused)
 	}
+	// A write the log's version does not allow yet is not forwarded: a
+	// leader of an earlier release would refuse it as malformed, where
+	// the answer is that the cluster is being upgraded (enqueue's gate).
+	if _, err := n.versionGate(entry); errors.Is(err, ErrUnsupported) {
+		return fsm.Result{}, 0, err
+	}
 	addr, _ := n.raft.LeaderWithID()
 	if addr == "" {
 		return fsm.Result{}, 0, ErrNoLeader
 	}
 	return n.forwardQueued(ctx, addr, req, entry)
+}
+
+// versionGate returns entry as the log's version lets it be written:
+// fields that a replica of an older version would ignore are cleared
+// until the log's fence of this version (maybeFence); a batch op it would
+// refuse cannot be, and fails with ErrUnsupported.
+func (n *Node) versionGate(entry []byte) ([]byte, error) {
+	v := n.fsm.LogVersion()
+	if v >= fsm.Version {
+		return entry, nil
+	}
+	down, err := fsm.Downgrade(entry, v)
+	if errors.Is(err, fsm.ErrNeedsVersion) {
+		return nil, fmt.Errorf("%w: %v", ErrUnsupported, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRefused, err)
+	}
+	return down, nil
 }
 
 // newRequestID returns an id unique in the cluster: a random prefix drawn
@@ -151,15 +176,10 @@ func (n *Node) enqueue(ctx context.Context, req string, entry []byte) (*pending,
 	}
 	// Likewise, fields that a replica of an older version would ignore,
 	// and batch ops it would refuse, are written only after the log's
-	// fence of this version (maybeFence).
-	if v := n.fsm.LogVersion(); v < fsm.Version {
-		var err error
-		if entry, err = fsm.Downgrade(entry, v); err != nil {
-			if errors.Is(err, fsm.ErrNeedsVersion) {
-				return nil, fmt.Errorf("%w: %v", ErrUnsupported, err)
-			}
-			return nil, fmt.Errorf("%w: %v", ErrRefused, err)
-		}
+	// fence of this version.
+	entry, err := n.versionGate(entry)
+	if err != nil {
+		return nil, err
 	}
 	p := &pending{req: req, entry: entry, done: make(chan applied, 1)}
 	select {

@@ -79,3 +79,86 @@ func TestFollowerForwardsAFamilyRevocationBatch(t *testing.T) {
 		}
 	}
 }
+
+// startUnfenced starts a cluster of three voters whose first two report
+// the state machine version before this one, as nodes not yet upgraded
+// would: whichever node leads, a voter reports the older version, so no
+// fence of this version is written.
+func startUnfenced(t *testing.T) *testcluster.Cluster {
+	t.Helper()
+	first := testcluster.Start(t, testcluster.Options{BootstrapExpect: 3})
+	first.ClaimVersion(fsm.Version - 1)
+	second := testcluster.Start(t, testcluster.Options{BootstrapExpect: 3, Join: []string{first.GossipAddr()}})
+	second.ClaimVersion(fsm.Version - 1)
+	third := testcluster.Start(t, testcluster.Options{BootstrapExpect: 3, Join: []string{first.GossipAddr()}})
+	c := testcluster.NewCluster(t, first, second, third)
+	for _, n := range c.Nodes() {
+		n.WaitReady(t)
+	}
+	return c
+}
+
+// A batch holding a family revocation, sent to a follower before the
+// log's fence: the follower answers that the cluster is being upgraded
+// itself, without forwarding it (a leader of the earlier release would
+// refuse it as malformed); once every voter reports this version and the
+// fence is written, the same batch goes through.
+func TestFollowerBeforeTheFenceAnswersUpgrading(t *testing.T) {
+	c := startUnfenced(t)
+	ctx := ctxFor(t, 2*time.Minute)
+	f := follower(t, c)
+	rt, err := f.Client.Issue(ctx, wire.IssueRequest{Kind: "oauth2_refresh", Subject: "user:1", ClientID: "app1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Forwarded writes go in batches once the follower knows its leader
+	// serves them: from then on each call answered is counted.
+	waitFor(t, "a forwarded batch call", 30*time.Second, func() error {
+		if _, err := f.Client.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: "user:1", Family: rt.Family}); err != nil {
+			return err
+		}
+		if calls, _ := forwardCalls(t, f); calls == 0 {
+			return errors.New("no call answered yet")
+		}
+		return nil
+	})
+	if v := f.LogVersion(); v >= fsm.Version {
+		t.Fatalf("the follower's log is at version %d before the voters all report %d", v, fsm.Version)
+	}
+	before, _ := forwardCalls(t, f)
+	ops := []wire.BatchOp{
+		client.RevokeFamilyOp(wire.RevokeFamilyRequest{Family: rt.Family, Kind: "access", Reason: "rotated"}),
+		client.RotateOp(wire.RotateRequest{Token: rt.Token, Access: &wire.AccessRequest{}}),
+	}
+	_, err = f.Client.Batch(ctx, ops...)
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != 503 || ce.Code != wire.CodeUpgrading {
+		t.Fatalf("a family batch through a follower before the fence: %v, want 503 %s", err, wire.CodeUpgrading)
+	}
+	if after, _ := forwardCalls(t, f); after != before {
+		t.Errorf("the follower forwarded the batch (%d calls answered, %d before)", after, before)
+	}
+	if rec, err := f.Client.Get(ctx, rt.ID); err != nil || rec.Status != "active" {
+		t.Fatalf("the refresh token after the refused batch: %+v, %v; want active", rec, err)
+	}
+
+	// Every voter upgraded: the fence, then the batch.
+	for _, n := range c.Nodes() {
+		n.ClaimVersion(0)
+	}
+	for _, n := range c.Nodes() {
+		waitFor(t, n.ID()+" applies the fence", time.Minute, func() error {
+			if got := n.LogVersion(); got != fsm.Version {
+				return fmt.Errorf("LogVersion %d, want %d", got, fsm.Version)
+			}
+			return nil
+		})
+	}
+	out, err := f.Client.Batch(ctx, ops...)
+	if err != nil {
+		t.Fatalf("the batch after the fence: %v", err)
+	}
+	if r := out.Results; r[0].Revoked == nil || r[0].Revoked.Revoked != 1 || r[1].Rotate == nil {
+		t.Fatalf("batch answered %+v", out.Results)
+	}
+}

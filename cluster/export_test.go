@@ -68,6 +68,11 @@ type ReadCall = readArgs
 // version v only, as a node of an earlier release would (0: its own).
 func (n *Node) ServeRPCVersion(v int) { n.rpcServed.Store(int32(v)) }
 
+// ClaimVersion makes the node report version v of the state machine to
+// its peers, as a node of an earlier release would (0: its own): while a
+// voter reports an older one, the leader writes no fence of this version.
+func (n *Node) ClaimVersion(v int) { n.versionClaimed.Store(int32(v)) }
+
 // MaxForwardBatch is how many writes one batch of forwarded writes holds
 // at most.
 const MaxForwardBatch = maxForwardBatch

@@ -52,7 +52,10 @@ type Node struct {
 	// rpcServed, when not 0, is the rpcVersion this node claims and
 	// serves instead of its own (tests of mixed versions).
 	rpcServed atomic.Int32
-	leaderCh  chan bool // Raft's NotifyCh
+	// versionClaimed, when not 0, is the fsm.Version this node reports
+	// instead of its own (tests of a cluster before the log's fence).
+	versionClaimed atomic.Int32
+	leaderCh       chan bool // Raft's NotifyCh
 
 	// leaderReady is true once this node leads and has applied everything
 	// committed before its term; leader reads and GC wait for it.

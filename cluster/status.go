@@ -44,8 +44,16 @@ func (n *Node) localStatus() *statusReply {
 	}
 	return &statusReply{ID: n.cfg.NodeID, State: n.raft.State().String(),
 		Applied: n.fsm.AppliedIndex(), Commit: n.raft.CommitIndex(),
-		Now: n.cfg.Now().UnixNano(), Types: types, Version: fsm.Version,
+		Now: n.cfg.Now().UnixNano(), Types: types, Version: n.reportsVersion(),
 		RPC: uint8(n.servesRPC())}
+}
+
+// reportsVersion is the fsm.Version this node reports to its peers.
+func (n *Node) reportsVersion() uint8 {
+	if v := n.versionClaimed.Load(); v != 0 {
+		return uint8(v)
+	}
+	return fsm.Version
 }
 
 func (n *Node) remoteStatus(ctx context.Context, raftAddr string) (*statusReply, error) {

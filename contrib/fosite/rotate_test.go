@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -11,6 +13,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
+	fositestore "github.com/tokenstore/tokenstore/contrib/fosite"
 )
 
 // refreshTx runs fosite's refresh transaction on s: rotate the refresh
@@ -47,6 +50,9 @@ func refreshTx(s interface {
 func TestRotationIsOneBatch(t *testing.T) {
 	s := newStoreEnv(t)
 	ctx := context.Background()
+	// Until the log's fence a refresh takes two writes
+	// (TestRotationDuringUpgrade); from it on, one.
+	waitFenced(t, client.New(s.cluster.Node(1).API.URL))
 	req := oidcRequest("req-rot-1", 0)
 	other := oidcRequest("req-rot-other", 0)
 	for _, step := range []func() error{
@@ -149,5 +155,60 @@ func TestConcurrentRefreshTransactions(t *testing.T) {
 	}
 	if found != 1 {
 		t.Fatalf("%d new access tokens stored, want the winner's only", found)
+	}
+}
+
+// While the cluster cannot take a family revocation in a batch (a rolling
+// upgrade: 503 cluster_upgrading, or an old node's 400 invalid_field at
+// that op), a refresh revokes the access tokens alone, then commits the
+// rest as a batch; a failing op keeps its index in the transaction.
+func TestRotationDuringUpgrade(t *testing.T) {
+	s := newStoreEnv(t)
+	ctx := context.Background()
+	for name, answer := range map[string]func(op int) *http.Response{
+		"cluster_upgrading": func(int) *http.Response { return apiError(http.StatusServiceUnavailable, wire.CodeUpgrading, -1) },
+		"unknown op":        func(op int) *http.Response { return apiError(http.StatusBadRequest, wire.CodeInvalidField, op) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			x := newIntercept(func(path string, body []byte) *http.Response {
+				if op := familyOpAt(body); path == "/v1/batch" && op >= 0 {
+					return answer(op)
+				}
+				return nil
+			})
+			upgrading := fositestore.New(client.New(s.cluster.Node(1).API.URL, client.WithHTTPClient(&http.Client{Transport: x})), s.clients)
+			id := "req-upgrade-" + strings.ReplaceAll(name, " ", "-")
+			req := oidcRequest(id, 0)
+			if err := s.a.CreateAccessTokenSession(ctx, id+"-at-0", req); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.a.CreateRefreshTokenSession(ctx, id+"-rt-0", id+"-at-0", req); err != nil {
+				t.Fatal(err)
+			}
+			if err := refreshTx(upgrading, req, id+"-rt-0", id+"-at-1", id+"-rt-1"); err != nil {
+				t.Fatalf("a refresh during the upgrade: %v", err)
+			}
+			sent, faked := x.counts()
+			if faked != 1 || sent["/v1/batch"] != 1 {
+				t.Errorf("%d batches refused, %d sent to the node; want 1 and 1 (%v)", faked, sent["/v1/batch"], sent)
+			}
+			if _, err := s.a.GetAccessTokenSession(ctx, id+"-at-0", nil); !errors.Is(err, fosite.ErrInactiveToken) {
+				t.Fatalf("the old access token after the refresh: %v, want ErrInactiveToken", err)
+			}
+			if _, err := s.a.GetRefreshTokenSession(ctx, id+"-rt-0", nil); !errors.Is(err, fosite.ErrInactiveToken) {
+				t.Fatalf("the old refresh token after the refresh: %v, want ErrInactiveToken", err)
+			}
+			if _, err := s.a.GetAccessTokenSession(ctx, id+"-at-1", nil); err != nil {
+				t.Fatalf("the new access token: %v, want it active", err)
+			}
+
+			// The successor's signature is taken: op 3 of the
+			// transaction fails (op 2 of the batch sent).
+			err := refreshTx(upgrading, req, id+"-rt-1", id+"-at-2", id+"-at-1")
+			var ce *client.Error
+			if !errors.As(err, &ce) || ce.Op != 3 || ce.Code != wire.CodeTokenExists {
+				t.Fatalf("a refresh whose last op fails: %v, want op 3 token_exists", err)
+			}
+		})
 	}
 }

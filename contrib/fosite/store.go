@@ -65,7 +65,11 @@
 // the revocation of the grant's access tokens, the consume of the old
 // refresh token and the issues of its successors go out as one batch, so
 // a refresh applies whole or not at all (a failure leaves the old refresh
-// and access tokens as they were). Other revocations (Delete*, Revoke*)
+// and access tokens as they were). During a rolling upgrade, while the
+// cluster cannot take a family revocation in a batch (503
+// cluster_upgrading until the log's version fence; 400 invalid_field at
+// that op from a node of an earlier release), Commit sends the revocation
+// alone, then the rest as the batch: not atomic until the fence. Other revocations (Delete*, Revoke*)
 // never wait for Commit: taking away access early is never unsafe.
 package fositestore
 
@@ -74,7 +78,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -264,14 +270,83 @@ func (s *Store) Commit(ctx context.Context) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	if _, err := s.c.Batch(ctx, ops...); err != nil {
-		var ce *client.Error
-		if errors.As(err, &ce) && ce.Op >= 0 && ce.Op < len(ops) {
-			return opError(ops[ce.Op].Op, whats[ce.Op], err)
-		}
-		return fmt.Errorf("fositestore: batch of %d ops: %w", len(ops), err)
+	_, err := s.c.Batch(ctx, ops...)
+	if err != nil && familyOpRefused(err, ops) {
+		return s.commitInSteps(ctx, ops, whats)
 	}
-	return nil
+	return batchError(ops, whats, err, nil)
+}
+
+// commitInSteps commits a transaction whose family revocations a cluster
+// cannot take in a batch yet (nothing of it was applied): a rolling
+// upgrade, which answers 503 cluster_upgrading until the log's version
+// fence, or 400 invalid_field at that op from a node of an earlier
+// release. The revocations are sent alone first, then the rest as a
+// batch, as releases before did: not atomic, since a failing batch leaves
+// the access tokens revoked. An op's error keeps its index in ops.
+func (s *Store) commitInSteps(ctx context.Context, ops []wire.BatchOp, whats []what) error {
+	var rest []wire.BatchOp
+	var at []int // of each op of rest in ops
+	for i, op := range ops {
+		if op.Op != wire.OpRevokeFamily {
+			rest, at = append(rest, op), append(at, i)
+			continue
+		}
+		if _, err := s.c.RevokeFamilyKind(ctx, op.RevokeFamily.Family, op.RevokeFamily.Kind, op.RevokeFamily.Reason); err != nil {
+			return opError(op.Op, whats[i], reindex(err, i))
+		}
+	}
+	if len(rest) == 0 {
+		return nil
+	}
+	_, err := s.c.Batch(ctx, rest...)
+	return batchError(ops, whats, err, at)
+}
+
+// batchError is the error of a transaction's batch: the failing op's
+// error, by opError. at maps the batch's ops to the transaction's (nil:
+// the same).
+func batchError(ops []wire.BatchOp, whats []what, err error, at []int) error {
+	if err == nil {
+		return nil
+	}
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.Op >= 0 && (at == nil && ce.Op < len(ops) || at != nil && ce.Op < len(at)) {
+		i := ce.Op
+		if at != nil {
+			i = at[i]
+			err = reindex(err, i)
+		}
+		return opError(ops[i].Op, whats[i], err)
+	}
+	return fmt.Errorf("fositestore: batch of %d ops: %w", len(ops), err)
+}
+
+// familyOpRefused tells whether err is a cluster's refusal of the family
+// revocations of ops as an op of a batch.
+func familyOpRefused(err error, ops []wire.BatchOp) bool {
+	var ce *client.Error
+	if !errors.As(err, &ce) || !slices.ContainsFunc(ops, func(op wire.BatchOp) bool { return op.Op == wire.OpRevokeFamily }) {
+		return false
+	}
+	switch {
+	case ce.Code == wire.CodeUpgrading:
+		return true
+	case ce.Status == http.StatusBadRequest && ce.Code == wire.CodeInvalidField:
+		return ce.Op >= 0 && ce.Op < len(ops) && ops[ce.Op].Op == wire.OpRevokeFamily
+	}
+	return false
+}
+
+// reindex returns err, a *client.Error, as the error of op i of a batch.
+func reindex(err error, i int) error {
+	var ce *client.Error
+	if !errors.As(err, &ce) {
+		return err
+	}
+	e := *ce
+	e.Op = i
+	return &e
 }
 
 // Rollback drops the transaction's writes.

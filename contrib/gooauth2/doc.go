@@ -27,8 +27,15 @@
 //     missing code (go-oauth2 answers invalid_grant).
 //   - RemoveByCode writes nothing: it notes the code GetByCode read as
 //     taken by this exchange, in a table of the process by the grant's
-//     family, bounded (WithPendingCodes) and forgetting a code once every
-//     exchange that read it has sent Create's batch, or once it expires. A code not read (or forgotten) answers
+//     family, bounded (WithPendingCodes). The table forgets a code once a
+//     Create's batch consumed it (whatever other exchanges read it), once
+//     every exchange that read it had its batch fail, or once it expires;
+//     an exchange that fails before Create (a wrong PKCE verifier, a
+//     client or redirect URI mismatch) leaves it there until one of
+//     those. A consumed code is kept a minute more, taken, in a second
+//     table of the same bound, for the exchanges that read it before the
+//     winning batch applied: their batch consumes it again, which revokes
+//     the grant. A code in neither (not read, or forgotten) answers
 //     errors.ErrInvalidAuthorizeCode.
 //   - Create with an access and a refresh token: one POST /v1/batch into
 //     the grant's family. For an exchanged code (the family is the code's:
@@ -50,7 +57,13 @@
 //     family stays open), consume the refresh token presented (refresh
 //     kind, client_id) when a new one replaces it, issue the refresh
 //     token, issue the access token; a refresh that fails changes
-//     nothing. Of concurrent refreshes with one token exactly one batch
+//     nothing. While the cluster cannot take a family revocation in a
+//     batch (a rolling upgrade: 503 cluster_upgrading until the log's
+//     version fence, or 400 invalid_field at that op from a node of an
+//     earlier release; nothing was applied), the revocation is sent alone
+//     (POST /v1/families/{family}/revoke) and the rest as a batch: not
+//     atomic then, as a failing batch leaves the access tokens revoked.
+//     Of concurrent refreshes with one token exactly one batch
 //     consumes it; the others' consumes answer 410 token_reused,
 //     tokenstore revokes the family (both new pairs, RFC 9700 §4.14), and
 //     the answer is errors.ErrInvalidGrant, as for a refresh token
@@ -68,10 +81,13 @@
 //     token is consumed again, which tokenstore answers 410 token_reused
 //     and revokes the family for good (RFC 9700 §4.14); the answer is
 //     errors.ErrInvalidGrant.
-//   - RemoveByRefresh: POST /v1/tokens/revoke. After a refresh it changes
-//     nothing: Create consumed the token, and revoking a consumed token
-//     leaves it as it is (it is no reuse). A token the store does not
-//     know is no error.
+//   - RemoveByRefresh: POST /v1/tokens/revoke; a token the store does not
+//     know is no error. After a refresh it writes nothing: Create consumed
+//     the token and remembers it, by its SHA-256 digest, for a minute (at
+//     most WithPendingCodes of them), so that a failure of a write that
+//     would change nothing cannot fail a refresh whose tokens are stored
+//     (the client would retry with its old refresh token: a reuse, which
+//     revokes the grant).
 //
 // Any other error of tokenstore (503 no_leader, a network error) is
 // returned wrapped, and go-oauth2 answers server_error (500).

@@ -26,10 +26,18 @@ type pendingCode struct {
 }
 
 // pendingCodes is a process-local table of codes being exchanged, by
-// family and by code string. It forgets a code once a Create has sent the
-// batch that consumes it (done; of concurrent exchanges, the last), when
-// the code expires, and the oldest code when it is full: an exchange of a code forgotten before its Create
-// answers invalid_grant.
+// family and by code string. It forgets a code once a Create's batch
+// consumed it (consumed, whatever other exchanges read it), once every
+// exchange that read it had a definite answer to its batch otherwise
+// (done), when the code expires, and the oldest code when it is full: an
+// exchange of a code forgotten before its Create answers invalid_grant.
+// An exchange that fails before Create (a wrong PKCE verifier, another
+// client) cannot be seen here: the code it read stays until one of those.
+//
+// The codes a Create consumed are kept a while (spentGrace) in a second
+// table, taken already (spend): an exchange that read the code before the
+// winning batch applied still finds it, and its batch's consume detects
+// the reuse, which revokes the grant.
 type pendingCodes struct {
 	mu       sync.Mutex
 	max      int
@@ -101,6 +109,40 @@ func (p *pendingCodes) done(code, family string) {
 			p.drop(e)
 		}
 	}
+}
+
+// consumed forgets code, of family, whatever other exchanges read it: a
+// Create's batch consumed it. It returns the code's expiry (zero: not
+// known), and false if the table did not hold it.
+func (p *pendingCodes) consumed(code, family string) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.codes[code]
+	if e == nil || e.family != family {
+		return time.Time{}, false
+	}
+	p.drop(e)
+	return e.expires, true
+}
+
+// spend notes code, of family, as taken until until: a table of codes
+// consumed already.
+func (p *pendingCodes) spend(code, family string, until, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.expire(now)
+	if old := p.codes[code]; old != nil {
+		p.drop(old)
+	}
+	if old := p.families[family]; old != nil {
+		p.drop(old)
+	}
+	for p.queue.Len() >= p.max {
+		p.drop(p.queue.Front().Value.(*pendingCode))
+	}
+	e := &pendingCode{code: code, family: family, expires: until, taken: true}
+	p.codes[code], p.families[family] = e, e
+	e.elem = p.queue.PushBack(e)
 }
 
 // expire forgets the codes at the front of the queue that have expired.

@@ -95,3 +95,58 @@ func TestPendingCodeDone(t *testing.T) {
 	}
 	p.done("raced", "fr") // once more: nothing to forget
 }
+
+// The refresh tokens a Create consumed are remembered once each, for a
+// while, at most the bound.
+func TestRecentTokens(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	r := newRecentTokens(3, time.Minute)
+	if r.forget("rt0", now) {
+		t.Fatal("forgot a token never added")
+	}
+	r.add("rt0", now)
+	if !r.forget("rt0", now) || r.forget("rt0", now) {
+		t.Fatal("a token added is forgotten exactly once")
+	}
+	r.add("rt1", now)
+	if r.forget("rt1", now.Add(time.Minute)) {
+		t.Fatal("remembered a token past its time")
+	}
+	for i := range 5 {
+		r.add(fmt.Sprintf("rt%d", i), now)
+	}
+	if n := r.len(); n != 3 {
+		t.Fatalf("%d tokens, want the bound 3", n)
+	}
+	if r.forget("rt0", now) || !r.forget("rt4", now) {
+		t.Fatal("the bound drops the oldest")
+	}
+}
+
+// A code a Create consumed leaves the table whatever other exchanges
+// read it, and the table of spent codes takes it, taken already.
+func TestPendingCodeConsumed(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	p, spent := newPendingCodes(10), newPendingCodes(10)
+	for range 3 {
+		p.read("c1", "f1", now.Add(10*time.Minute), now)
+	}
+	if _, ok := p.consumed("c1", "other"); ok {
+		t.Fatal("consumed a code of another family")
+	}
+	exp, ok := p.consumed("c1", "f1")
+	if !ok || !exp.Equal(now.Add(10*time.Minute)) || p.len() != 0 {
+		t.Fatalf("consumed: %v %v, %d left", exp, ok, p.len())
+	}
+	spent.spend("c1", "f1", now.Add(time.Minute), now)
+	if spent.taken("f1", now) != "c1" || !spent.take("c1", now) {
+		t.Fatal("a spent code is taken")
+	}
+	if spent.taken("f1", now.Add(time.Minute)) != "" {
+		t.Fatal("a spent code past its time")
+	}
+	spent.read("c2", "f2", now.Add(time.Hour), now.Add(time.Minute))
+	if n := spent.len(); n != 1 {
+		t.Fatalf("%d spent codes, want 1 (the one spent expired)", n)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,7 +53,12 @@ type TokenStore struct {
 	accessConsistency                 string
 	pending                           *pendingCodes
 	pendingMax                        int
-	now                               func() time.Time
+	// spent holds the codes this process's Creates consumed, for the
+	// exchanges that raced them; spentRefresh the refresh tokens, for
+	// RemoveByRefresh (by digest). Both forget after spentGrace.
+	spent        *pendingCodes
+	spentRefresh *recentTokens
+	now          func() time.Time
 }
 
 var _ oauth2.TokenStore = (*TokenStore)(nil)
@@ -82,6 +89,8 @@ func WithAccessConsistency(level string) Option {
 // exchange's GetByCode and its Create (DefaultPendingCodes). A code is
 // forgotten when it expires, or when n codes were read after it: an
 // exchange that takes longer than n other exchanges answers invalid_grant.
+// n also bounds the codes and refresh tokens its Creates consumed that it
+// remembers for a minute (see RemoveByCode, RemoveByRefresh).
 func WithPendingCodes(n int) Option {
 	return func(s *TokenStore) { s.pendingMax = n }
 }
@@ -97,6 +106,8 @@ func NewTokenStore(c *client.Client, opts ...Option) *TokenStore {
 		o(s)
 	}
 	s.pending = newPendingCodes(s.pendingMax)
+	s.spent = newPendingCodes(s.pendingMax)
+	s.spentRefresh = newRecentTokens(s.pendingMax, spentGrace)
 	return s
 }
 
@@ -140,7 +151,7 @@ func (s *TokenStore) createCode(ctx context.Context, info oauth2.TokenInfo) erro
 func (s *TokenStore) createTokens(ctx context.Context, info oauth2.TokenInfo) error {
 	family, prev := familyOf(info)
 	var ops []wire.BatchOp
-	consumeAt, code := -1, ""
+	consumeAt, code, spent := -1, "", false
 	switch {
 	case prev != nil:
 		// The access token this refresh replaces stops working; issued
@@ -155,7 +166,13 @@ func (s *TokenStore) createTokens(ctx context.Context, info oauth2.TokenInfo) er
 	case family != "":
 		// The family is a code's (GetByCode named it): the code that
 		// RemoveByCode took.
+		// Or, if a Create of this process consumed it a moment ago, the
+		// code as it was: this exchange raced that one, and its consume
+		// detects the reuse.
 		if code = s.pending.taken(family, s.now()); code == "" {
+			code, spent = s.spent.taken(family, s.now()), true
+		}
+		if code == "" {
 			return oautherrors.ErrInvalidGrant
 		}
 		consumeAt = len(ops)
@@ -202,16 +219,31 @@ func (s *TokenStore) createTokens(ctx context.Context, info oauth2.TokenInfo) er
 	if len(ops) == issues {
 		return nil // a refresh without new tokens: nothing to write
 	}
-	_, err := s.c.Batch(ctx, ops...)
+	err := s.batch(ctx, ops)
 	var ce *client.Error
-	if code != "" && (err == nil || errors.As(err, &ce) && ce.Code != wire.CodeOutcomeUnknown) {
-		// The batch consumed the code or definitely did not: either
-		// way this exchange is over, and the code need not be
-		// remembered until it expires.
+	switch {
+	case code == "" || spent:
+	case err == nil:
+		// The code is used up: no other exchange of it can succeed. It
+		// is kept a moment for those that raced this one.
+		if exp, ok := s.pending.consumed(code, family); ok {
+			until := s.now().Add(spentGrace)
+			if !exp.IsZero() && exp.Before(until) {
+				until = exp
+			}
+			s.spent.spend(code, family, until, s.now())
+		}
+	case errors.As(err, &ce) && ce.Code != wire.CodeOutcomeUnknown:
+		// The batch definitely did not consume the code: this exchange
+		// is over.
 		s.pending.done(code, family)
 	}
 	switch {
 	case err == nil:
+		if prev != nil && consumeAt >= 0 {
+			// go-oauth2 removes the refresh token next: nothing to write.
+			s.spentRefresh.add(prev.refresh, s.now())
+		}
 		return nil
 	case consumeAt >= 0 && errors.As(err, &ce) && ce.Op == consumeAt:
 		// The code or refresh token was used (a concurrent exchange or
@@ -238,10 +270,73 @@ func (s *TokenStore) createTokens(ctx context.Context, info oauth2.TokenInfo) er
 // as taken by this exchange, and Create consumes it in the batch that
 // issues the tokens.
 func (s *TokenStore) RemoveByCode(ctx context.Context, code string) error {
-	if code == "" || !s.pending.take(code, s.now()) {
+	if code == "" || !s.pending.take(code, s.now()) && !s.spent.take(code, s.now()) {
 		return oautherrors.ErrInvalidAuthorizeCode
 	}
 	return nil
+}
+
+// batch sends ops as one batch. A cluster that cannot take a family
+// revocation in a batch yet (503 cluster_upgrading during a rolling
+// upgrade, until the log's fence; 400 invalid_field at that op from a node
+// of an earlier release) applied nothing: the revocations are then sent
+// alone first and the rest as a batch, as releases before did, which is
+// not atomic (a failing batch leaves the access tokens revoked). An op's
+// error names its index in ops.
+func (s *TokenStore) batch(ctx context.Context, ops []wire.BatchOp) error {
+	_, err := s.c.Batch(ctx, ops...)
+	if err == nil || !familyOpRefused(err, ops) {
+		return err
+	}
+	var rest []wire.BatchOp
+	var at []int // of each op of rest in ops
+	for i, op := range ops {
+		if op.Op != wire.OpRevokeFamily {
+			rest, at = append(rest, op), append(at, i)
+			continue
+		}
+		if _, err := s.c.RevokeFamilyKind(ctx, op.RevokeFamily.Family, op.RevokeFamily.Kind, op.RevokeFamily.Reason); err != nil {
+			return reindex(err, i)
+		}
+	}
+	if len(rest) == 0 {
+		return nil
+	}
+	if _, err := s.c.Batch(ctx, rest...); err != nil {
+		var ce *client.Error
+		if errors.As(err, &ce) && ce.Op >= 0 && ce.Op < len(at) {
+			return reindex(err, at[ce.Op])
+		}
+		return err
+	}
+	return nil
+}
+
+// familyOpRefused tells whether err is a cluster's refusal of the family
+// revocations of ops as an op of a batch.
+func familyOpRefused(err error, ops []wire.BatchOp) bool {
+	var ce *client.Error
+	if !errors.As(err, &ce) || !slices.ContainsFunc(ops, func(op wire.BatchOp) bool { return op.Op == wire.OpRevokeFamily }) {
+		return false
+	}
+	switch {
+	case ce.Code == wire.CodeUpgrading:
+		return true
+	case ce.Status == http.StatusBadRequest && ce.Code == wire.CodeInvalidField:
+		return ce.Op >= 0 && ce.Op < len(ops) && ops[ce.Op].Op == wire.OpRevokeFamily
+	}
+	return false
+}
+
+// reindex returns err, a *client.Error, as the error of op i of a batch.
+func reindex(err error, i int) error {
+	var ce *client.Error
+	if !errors.As(err, &ce) {
+		return err
+	}
+	e := *ce
+	e.Op = i
+	return &e
 }
 
 // RemoveByAccess revokes an access token.
@@ -255,12 +350,14 @@ func (s *TokenStore) RemoveByAccess(ctx context.Context, access string) error {
 	return nil
 }
 
-// RemoveByRefresh revokes a refresh token. After a refresh it changes
-// nothing: the refresh's Create consumed the token in its batch (and a
-// consumed token revoked again stays as it is, without counting as a
-// reuse).
+// RemoveByRefresh revokes a refresh token. After a refresh it writes
+// nothing: the refresh's Create consumed the token in its batch, and
+// remembers it (by digest) for this call. A revocation would change
+// nothing (a consumed token revoked stays as it is) but, failing, would
+// fail a refresh whose new tokens are stored, and the client, retrying
+// with its old refresh token, would revoke its grant.
 func (s *TokenStore) RemoveByRefresh(ctx context.Context, refresh string) error {
-	if refresh == "" {
+	if refresh == "" || s.spentRefresh.forget(refresh, s.now()) {
 		return nil
 	}
 	if _, err := s.c.Revoke(ctx, refresh, "removed"); err != nil && !gone(err) {

@@ -50,6 +50,7 @@ type env struct {
 	secrets []string
 	// tokenStore is the token endpoint's store.
 	tokenStore *gooauth2.TokenStore
+	clients    *store.ClientStore
 }
 
 func newEnv(t *testing.T) *env {
@@ -66,7 +67,7 @@ func newEnv(t *testing.T) *env {
 	if err := clients.Set(clientID, &models.Client{ID: clientID, Secret: clientSecret, Domain: "https://app1.example"}); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{cluster: c, user: "user:42"}
+	e := &env{cluster: c, user: "user:42", clients: clients}
 	newServer := func(ts *gooauth2.TokenStore) *server.Server {
 		m := manage.NewDefaultManager()
 		m.MapClientStorage(clients)
@@ -123,6 +124,20 @@ func (e *env) ctx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return context.WithValue(ctx, oauth2.HTTPClient, e.hc)
+}
+
+// managerRefresh refreshes with refresh as go-oauth2's manager does (the
+// token endpoint's calls: GetByRefresh, Create, RemoveByAccess,
+// RemoveByRefresh), on ts.
+func (e *env) managerRefresh(t *testing.T, ts *gooauth2.TokenStore, refresh string) (oauth2srv.TokenInfo, error) {
+	m := manage.NewDefaultManager()
+	m.MapClientStorage(e.clients)
+	m.MapTokenStorage(ts)
+	ti, err := m.RefreshAccessToken(e.ctx(t), &oauth2srv.TokenGenerateRequest{ClientID: clientID, ClientSecret: clientSecret, Refresh: refresh})
+	if err == nil {
+		e.remember(ti.GetAccess(), ti.GetRefresh())
+	}
+	return ti, err
 }
 
 func (e *env) remember(secrets ...string) {
@@ -242,6 +257,7 @@ func TestGoOAuth2(t *testing.T) {
 	e := newEnv(t)
 
 	t.Run("AuthorizationCodePKCE", func(t *testing.T) {
+		before := gooauth2.PendingCodes(e.tokenStore)
 		verifier := oauth2.GenerateVerifier()
 		code := e.authorize(t, "user:pkce", verifier)
 		// The wrong verifier is refused. It does not spend the code:
@@ -257,6 +273,11 @@ func TestGoOAuth2(t *testing.T) {
 		tok, err := e.exchange(t, code, verifier)
 		if err != nil {
 			t.Fatalf("exchange: %v", err)
+		}
+		// The exchange that consumed the code forgets it, though the
+		// failed exchanges before it read it too.
+		if n := gooauth2.PendingCodes(e.tokenStore); n != before || n < 0 {
+			t.Errorf("%d codes pending after the exchange, %d before", n, before)
 		}
 		if tok.TokenType != "Bearer" || tok.Extra("scope") != "read write" {
 			t.Errorf("token %+v scope %v, want a Bearer token for read write", tok, tok.Extra("scope"))
@@ -451,6 +472,9 @@ func TestGoOAuth2(t *testing.T) {
 	// token's string is taken), the old access and refresh tokens are as
 	// they were.
 	t.Run("RefreshIsOneBatch", func(t *testing.T) {
+		// Until the log's fence a refresh takes two writes (see
+		// RefreshDuringUpgrade); from it on, one.
+		waitFenced(t, e.cluster.Node(1).Client)
 		first := e.grant(t, "user:rt-atomic")
 		s := gooauth2.NewTokenStore(e.cluster.Node(1).Client)
 		ctx := e.ctx(t)
@@ -480,12 +504,174 @@ func TestGoOAuth2(t *testing.T) {
 		e.wantRefused(t, "the access token the refresh replaced", first.AccessToken)
 	})
 
+	// While the cluster cannot take a family revocation in a batch (a
+	// rolling upgrade: 503 cluster_upgrading, or an old node's 400 for the
+	// unknown op), a refresh revokes the access tokens first, then sends
+	// the rest as a batch.
+	t.Run("RefreshDuringUpgrade", func(t *testing.T) {
+		for name, answer := range map[string]func(op int) *http.Response{
+			"cluster_upgrading": func(int) *http.Response { return apiError(http.StatusServiceUnavailable, wire.CodeUpgrading, -1) },
+			"unknown op":        func(op int) *http.Response { return apiError(http.StatusBadRequest, wire.CodeInvalidField, op) },
+		} {
+			t.Run(name, func(t *testing.T) {
+				x := newIntercept(func(path string, body []byte) *http.Response {
+					if op := familyOpAt(body); path == "/v1/batch" && op >= 0 {
+						return answer(op)
+					}
+					return nil
+				})
+				s := gooauth2.NewTokenStore(client.New(e.cluster.Node(1).API.URL, client.WithHTTPClient(&http.Client{Transport: x})))
+				first := e.grant(t, "user:upgrade")
+				next, err := e.managerRefresh(t, s, first.RefreshToken)
+				if err != nil {
+					t.Fatalf("refresh during the upgrade: %v", err)
+				}
+				sent, faked := x.counts()
+				if faked != 1 || sent["/v1/batch"] != 1 {
+					t.Errorf("%d batches refused, %d sent to the node; want 1 and 1 (%v)", faked, sent["/v1/batch"], sent)
+				}
+				e.wantRefused(t, "the access token the refresh replaced", first.AccessToken)
+				e.wantAccepted(t, "the new access token", next.GetAccess(), "user:upgrade")
+
+				// A failing batch names its op in the whole refresh.
+				ti, err := s.GetByRefresh(e.ctx(t), next.GetRefresh())
+				if err != nil || ti == nil {
+					t.Fatalf("GetByRefresh: %v, %v", ti, err)
+				}
+				ti.SetAccess(next.GetAccess()) // taken
+				ti.SetAccessCreateAt(time.Now())
+				ti.SetRefresh(oauth2.GenerateVerifier())
+				ti.SetRefreshCreateAt(time.Now())
+				e.remember(ti.GetRefresh())
+				var ce *client.Error
+				if err := s.Create(e.ctx(t), ti); !errors.As(err, &ce) || ce.Code != wire.CodeTokenExists || ce.Op != 3 {
+					t.Fatalf("a refresh whose access token exists: %v, want token_exists at op 3", err)
+				}
+				// The old refresh token was consumed: presented again, it
+				// revokes the grant.
+				_, err = e.refresh(t, first.RefreshToken)
+				wantInvalidGrant(t, "the old refresh token after the refresh", err)
+				e.wantRefused(t, "the new access token after the replay", next.GetAccess())
+			})
+		}
+	})
+
+	// RemoveByRefresh after a refresh writes nothing: a failure there
+	// would answer the client 500 for a refresh whose tokens are stored.
+	t.Run("RemoveByRefreshWritesNothing", func(t *testing.T) {
+		failed := false
+		x := newIntercept(func(path string, body []byte) *http.Response {
+			if path == "/v1/tokens/revoke" && !failed {
+				failed = true
+				return apiError(http.StatusServiceUnavailable, wire.CodeNoLeader, -1)
+			}
+			return nil
+		})
+		s := gooauth2.NewTokenStore(client.New(e.cluster.Node(1).API.URL, client.WithHTTPClient(&http.Client{Transport: x})))
+		first := e.grant(t, "user:rt-remove")
+		next, err := e.managerRefresh(t, s, first.RefreshToken)
+		if err != nil {
+			t.Fatalf("refresh: %v", err)
+		}
+		if sent, faked := x.counts(); faked != 0 || sent["/v1/tokens/revoke"] != 0 {
+			t.Errorf("the refresh sent %d revocations (%d failed), want none", sent["/v1/tokens/revoke"], faked)
+		}
+		e.wantAccepted(t, "the new access token", next.GetAccess(), "user:rt-remove")
+		if _, err := e.refresh(t, next.GetRefresh()); err != nil {
+			t.Fatalf("a refresh with the new refresh token: %v", err)
+		}
+		// Any other token is still revoked.
+		other := e.grant(t, "user:rt-remove-other")
+		if err := s.RemoveByRefresh(e.ctx(t), other.RefreshToken); err == nil {
+			t.Fatal("RemoveByRefresh of a token not refreshed here: nil, want the failed revocation")
+		}
+		if err := s.RemoveByRefresh(e.ctx(t), other.RefreshToken); err != nil {
+			t.Fatalf("RemoveByRefresh: %v", err)
+		}
+		_, err = e.refresh(t, other.RefreshToken)
+		wantInvalidGrant(t, "a refresh token removed", err)
+	})
+
+	// An exchange that fails after reading the code (a wrong verifier)
+	// leaves it pending only until an exchange of it succeeds.
+	t.Run("FailedExchangeForgotten", func(t *testing.T) {
+		verifier := oauth2.GenerateVerifier()
+		code := e.authorize(t, "user:forgotten", verifier)
+		_, err := e.exchange(t, code, oauth2.GenerateVerifier())
+		wantInvalidGrant(t, "exchange with another verifier", err)
+		if n := gooauth2.PendingCodes(e.tokenStore); n != 1 {
+			t.Errorf("%d codes pending after the failed exchange, want 1", n)
+		}
+		if _, err := e.exchange(t, code, verifier); err != nil {
+			t.Fatalf("exchange: %v", err)
+		}
+		if n := gooauth2.PendingCodes(e.tokenStore); n != 0 {
+			t.Errorf("%d codes pending after the exchange, want 0", n)
+		}
+	})
+
+	// Two exchanges of one code that both read it before either's batch,
+	// step by step: the first gets the tokens and the code leaves the
+	// pending table; the second, which takes it after that, still
+	// consumes it in its batch, and the reuse revokes the grant.
+	t.Run("RacedExchangeRevokes", func(t *testing.T) {
+		verifier := oauth2.GenerateVerifier()
+		code := e.authorize(t, "user:raced-steps", verifier)
+		s := gooauth2.NewTokenStore(e.cluster.Node(1).Client)
+		ctx := e.ctx(t)
+		var infos [2]oauth2srv.TokenInfo
+		for i := range infos {
+			ti, err := s.GetByCode(ctx, code)
+			if err != nil || ti == nil {
+				t.Fatalf("GetByCode %d: %v, %v", i, ti, err)
+			}
+			infos[i] = ti
+		}
+		pair := func(ti oauth2srv.TokenInfo) *models.Token {
+			tok := models.NewToken()
+			tok.SetExtension(ti.(oauth2srv.ExtendableTokenInfo).GetExtension())
+			tok.SetClientID(clientID)
+			tok.SetUserID(ti.GetUserID())
+			tok.SetAccess(oauth2.GenerateVerifier())
+			tok.SetAccessCreateAt(time.Now())
+			tok.SetAccessExpiresIn(time.Hour)
+			tok.SetRefresh(oauth2.GenerateVerifier())
+			tok.SetRefreshCreateAt(time.Now())
+			tok.SetRefreshExpiresIn(24 * time.Hour)
+			e.remember(tok.GetAccess(), tok.GetRefresh())
+			return tok
+		}
+		if err := s.RemoveByCode(ctx, code); err != nil {
+			t.Fatalf("RemoveByCode of the first: %v", err)
+		}
+		won := pair(infos[0])
+		if err := s.Create(ctx, won); err != nil {
+			t.Fatalf("Create of the first: %v", err)
+		}
+		if n := gooauth2.PendingCodes(s); n != 0 {
+			t.Errorf("%d codes pending after the first exchange, want 0", n)
+		}
+		e.wantAccepted(t, "the first exchange's access token", won.GetAccess(), "user:raced-steps")
+		if err := s.RemoveByCode(ctx, code); err != nil {
+			t.Fatalf("RemoveByCode of the second: %v", err)
+		}
+		lost := pair(infos[1])
+		if err := s.Create(ctx, lost); !errors.Is(err, oautherrors.ErrInvalidGrant) {
+			t.Fatalf("Create of the second: %v, want ErrInvalidGrant", err)
+		}
+		e.wantRefused(t, "the first exchange's access token after the second", won.GetAccess())
+		e.wantRefused(t, "the second exchange's access token", lost.GetAccess())
+	})
+
 	// Sequential exchanges leave no code in the token endpoint's table.
 	t.Run("PendingCodesForgotten", func(t *testing.T) {
 		before := gooauth2.PendingCodes(e.tokenStore)
+		if before < 0 {
+			t.Fatal("the table of pending codes disagrees with itself")
+		}
 		for i := range 5 {
 			e.grant(t, fmt.Sprintf("user:seq-%d", i))
-			if n := gooauth2.PendingCodes(e.tokenStore); n > before {
+			if n := gooauth2.PendingCodes(e.tokenStore); n < 0 || n > before {
 				t.Fatalf("after %d sequential exchanges %d codes pending, %d before", i+1, n, before)
 			}
 		}

@@ -255,6 +255,13 @@ func StartCluster(t testing.TB, opts ...Options) *Cluster {
 	return c
 }
 
+// NewCluster groups nodes started one by one (Start, with
+// BootstrapExpect and Join) as a Cluster, for a test that must act on a
+// node before the next starts.
+func NewCluster(t testing.TB, nodes ...*Node) *Cluster {
+	return &Cluster{t: t, nodes: nodes}
+}
+
 // Nodes returns the nodes, in start order.
 func (c *Cluster) Nodes() []*Node {
 	c.mu.Lock()

@@ -151,8 +151,10 @@ func TestJoiningFollowerReadyOnlyOnceCaughtUp(t *testing.T) {
 		if err := f.Ready(); err == nil {
 			break
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("the follower never became ready: %v", f.Ready())
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the follower never became ready: %v\nthe follower's log:\n%s\nthe leader's log:\n%s", f.Ready(), f.Logs, leader.Logs)
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 	// maxLag: what Ready allows a follower.

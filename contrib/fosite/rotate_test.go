@@ -14,6 +14,7 @@ import (
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
 	fositestore "github.com/tokenstore/tokenstore/contrib/fosite"
+	"github.com/tokenstore/tokenstore/internal/intercept"
 )
 
 // refreshTx runs fosite's refresh transaction on s: rotate the refresh
@@ -52,7 +53,7 @@ func TestRotationIsOneBatch(t *testing.T) {
 	ctx := context.Background()
 	// Until the log's fence a refresh takes two writes
 	// (TestRotationDuringUpgrade); from it on, one.
-	waitFenced(t, client.New(s.cluster.Node(1).API.URL))
+	intercept.WaitFenced(t, client.New(s.cluster.Node(1).API.URL))
 	req := oidcRequest("req-rot-1", 0)
 	other := oidcRequest("req-rot-other", 0)
 	for _, step := range []func() error{
@@ -166,12 +167,16 @@ func TestRotationDuringUpgrade(t *testing.T) {
 	s := newStoreEnv(t)
 	ctx := context.Background()
 	for name, answer := range map[string]func(op int) *http.Response{
-		"cluster_upgrading": func(int) *http.Response { return apiError(http.StatusServiceUnavailable, wire.CodeUpgrading, -1) },
-		"unknown op":        func(op int) *http.Response { return apiError(http.StatusBadRequest, wire.CodeInvalidField, op) },
+		"cluster_upgrading": func(int) *http.Response {
+			return intercept.APIError(http.StatusServiceUnavailable, wire.CodeUpgrading, -1)
+		},
+		"unknown op": func(op int) *http.Response {
+			return intercept.APIError(http.StatusBadRequest, wire.CodeInvalidField, op)
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			x := newIntercept(func(path string, body []byte) *http.Response {
-				if op := familyOpAt(body); path == "/v1/batch" && op >= 0 {
+			x := intercept.New(func(path string, body []byte) *http.Response {
+				if op := intercept.FamilyOpAt(body); path == "/v1/batch" && op >= 0 {
 					return answer(op)
 				}
 				return nil
@@ -188,7 +193,7 @@ func TestRotationDuringUpgrade(t *testing.T) {
 			if err := refreshTx(upgrading, req, id+"-rt-0", id+"-at-1", id+"-rt-1"); err != nil {
 				t.Fatalf("a refresh during the upgrade: %v", err)
 			}
-			sent, faked := x.counts()
+			sent, faked := x.Counts()
 			if faked != 1 || sent["/v1/batch"] != 1 {
 				t.Errorf("%d batches refused, %d sent to the node; want 1 and 1 (%v)", faked, sent["/v1/batch"], sent)
 			}

@@ -78,9 +78,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
-	"slices"
 	"sync"
 	"time"
 
@@ -271,7 +269,7 @@ func (s *Store) Commit(ctx context.Context) error {
 		return nil
 	}
 	_, err := s.c.Batch(ctx, ops...)
-	if err != nil && familyOpRefused(err, ops) {
+	if err != nil && client.FamilyOpRefused(err, ops) {
 		return s.commitInSteps(ctx, ops, whats)
 	}
 	return batchError(ops, whats, err, nil)
@@ -293,7 +291,7 @@ func (s *Store) commitInSteps(ctx context.Context, ops []wire.BatchOp, whats []w
 			continue
 		}
 		if _, err := s.c.RevokeFamilyKind(ctx, op.RevokeFamily.Family, op.RevokeFamily.Kind, op.RevokeFamily.Reason); err != nil {
-			return opError(op.Op, whats[i], reindex(err, i))
+			return opError(op.Op, whats[i], client.AsOp(err, i))
 		}
 	}
 	if len(rest) == 0 {
@@ -315,38 +313,11 @@ func batchError(ops []wire.BatchOp, whats []what, err error, at []int) error {
 		i := ce.Op
 		if at != nil {
 			i = at[i]
-			err = reindex(err, i)
+			err = client.AsOp(err, i)
 		}
 		return opError(ops[i].Op, whats[i], err)
 	}
 	return fmt.Errorf("fositestore: batch of %d ops: %w", len(ops), err)
-}
-
-// familyOpRefused tells whether err is a cluster's refusal of the family
-// revocations of ops as an op of a batch.
-func familyOpRefused(err error, ops []wire.BatchOp) bool {
-	var ce *client.Error
-	if !errors.As(err, &ce) || !slices.ContainsFunc(ops, func(op wire.BatchOp) bool { return op.Op == wire.OpRevokeFamily }) {
-		return false
-	}
-	switch {
-	case ce.Code == wire.CodeUpgrading:
-		return true
-	case ce.Status == http.StatusBadRequest && ce.Code == wire.CodeInvalidField:
-		return ce.Op >= 0 && ce.Op < len(ops) && ops[ce.Op].Op == wire.OpRevokeFamily
-	}
-	return false
-}
-
-// reindex returns err, a *client.Error, as the error of op i of a batch.
-func reindex(err error, i int) error {
-	var ce *client.Error
-	if !errors.As(err, &ce) {
-		return err
-	}
-	e := *ce
-	e.Op = i
-	return &e
 }
 
 // Rollback drops the transaction's writes.

@@ -7,8 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -285,7 +283,7 @@ func (s *TokenStore) RemoveByCode(ctx context.Context, code string) error {
 // error names its index in ops.
 func (s *TokenStore) batch(ctx context.Context, ops []wire.BatchOp) error {
 	_, err := s.c.Batch(ctx, ops...)
-	if err == nil || !familyOpRefused(err, ops) {
+	if err == nil || !client.FamilyOpRefused(err, ops) {
 		return err
 	}
 	var rest []wire.BatchOp
@@ -296,7 +294,7 @@ func (s *TokenStore) batch(ctx context.Context, ops []wire.BatchOp) error {
 			continue
 		}
 		if _, err := s.c.RevokeFamilyKind(ctx, op.RevokeFamily.Family, op.RevokeFamily.Kind, op.RevokeFamily.Reason); err != nil {
-			return reindex(err, i)
+			return client.AsOp(err, i)
 		}
 	}
 	if len(rest) == 0 {
@@ -305,38 +303,11 @@ func (s *TokenStore) batch(ctx context.Context, ops []wire.BatchOp) error {
 	if _, err := s.c.Batch(ctx, rest...); err != nil {
 		var ce *client.Error
 		if errors.As(err, &ce) && ce.Op >= 0 && ce.Op < len(at) {
-			return reindex(err, at[ce.Op])
+			return client.AsOp(err, at[ce.Op])
 		}
 		return err
 	}
 	return nil
-}
-
-// familyOpRefused tells whether err is a cluster's refusal of the family
-// revocations of ops as an op of a batch.
-func familyOpRefused(err error, ops []wire.BatchOp) bool {
-	var ce *client.Error
-	if !errors.As(err, &ce) || !slices.ContainsFunc(ops, func(op wire.BatchOp) bool { return op.Op == wire.OpRevokeFamily }) {
-		return false
-	}
-	switch {
-	case ce.Code == wire.CodeUpgrading:
-		return true
-	case ce.Status == http.StatusBadRequest && ce.Code == wire.CodeInvalidField:
-		return ce.Op >= 0 && ce.Op < len(ops) && ops[ce.Op].Op == wire.OpRevokeFamily
-	}
-	return false
-}
-
-// reindex returns err, a *client.Error, as the error of op i of a batch.
-func reindex(err error, i int) error {
-	var ce *client.Error
-	if !errors.As(err, &ce) {
-		return err
-	}
-	e := *ce
-	e.Op = i
-	return &e
 }
 
 // RemoveByAccess revokes an access token.

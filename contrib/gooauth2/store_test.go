@@ -28,6 +28,7 @@ import (
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
 	"github.com/tokenstore/tokenstore/contrib/gooauth2"
+	"github.com/tokenstore/tokenstore/internal/intercept"
 	"github.com/tokenstore/tokenstore/internal/testcluster"
 )
 
@@ -474,7 +475,7 @@ func TestGoOAuth2(t *testing.T) {
 	t.Run("RefreshIsOneBatch", func(t *testing.T) {
 		// Until the log's fence a refresh takes two writes (see
 		// RefreshDuringUpgrade); from it on, one.
-		waitFenced(t, e.cluster.Node(1).Client)
+		intercept.WaitFenced(t, e.cluster.Node(1).Client)
 		first := e.grant(t, "user:rt-atomic")
 		s := gooauth2.NewTokenStore(e.cluster.Node(1).Client)
 		ctx := e.ctx(t)
@@ -510,12 +511,16 @@ func TestGoOAuth2(t *testing.T) {
 	// the rest as a batch.
 	t.Run("RefreshDuringUpgrade", func(t *testing.T) {
 		for name, answer := range map[string]func(op int) *http.Response{
-			"cluster_upgrading": func(int) *http.Response { return apiError(http.StatusServiceUnavailable, wire.CodeUpgrading, -1) },
-			"unknown op":        func(op int) *http.Response { return apiError(http.StatusBadRequest, wire.CodeInvalidField, op) },
+			"cluster_upgrading": func(int) *http.Response {
+				return intercept.APIError(http.StatusServiceUnavailable, wire.CodeUpgrading, -1)
+			},
+			"unknown op": func(op int) *http.Response {
+				return intercept.APIError(http.StatusBadRequest, wire.CodeInvalidField, op)
+			},
 		} {
 			t.Run(name, func(t *testing.T) {
-				x := newIntercept(func(path string, body []byte) *http.Response {
-					if op := familyOpAt(body); path == "/v1/batch" && op >= 0 {
+				x := intercept.New(func(path string, body []byte) *http.Response {
+					if op := intercept.FamilyOpAt(body); path == "/v1/batch" && op >= 0 {
 						return answer(op)
 					}
 					return nil
@@ -526,7 +531,7 @@ func TestGoOAuth2(t *testing.T) {
 				if err != nil {
 					t.Fatalf("refresh during the upgrade: %v", err)
 				}
-				sent, faked := x.counts()
+				sent, faked := x.Counts()
 				if faked != 1 || sent["/v1/batch"] != 1 {
 					t.Errorf("%d batches refused, %d sent to the node; want 1 and 1 (%v)", faked, sent["/v1/batch"], sent)
 				}
@@ -560,10 +565,10 @@ func TestGoOAuth2(t *testing.T) {
 	// would answer the client 500 for a refresh whose tokens are stored.
 	t.Run("RemoveByRefreshWritesNothing", func(t *testing.T) {
 		failed := false
-		x := newIntercept(func(path string, body []byte) *http.Response {
+		x := intercept.New(func(path string, body []byte) *http.Response {
 			if path == "/v1/tokens/revoke" && !failed {
 				failed = true
-				return apiError(http.StatusServiceUnavailable, wire.CodeNoLeader, -1)
+				return intercept.APIError(http.StatusServiceUnavailable, wire.CodeNoLeader, -1)
 			}
 			return nil
 		})
@@ -573,7 +578,7 @@ func TestGoOAuth2(t *testing.T) {
 		if err != nil {
 			t.Fatalf("refresh: %v", err)
 		}
-		if sent, faked := x.counts(); faked != 0 || sent["/v1/tokens/revoke"] != 0 {
+		if sent, faked := x.Counts(); faked != 0 || sent["/v1/tokens/revoke"] != 0 {
 			t.Errorf("the refresh sent %d revocations (%d failed), want none", sent["/v1/tokens/revoke"], faked)
 		}
 		e.wantAccepted(t, "the new access token", next.GetAccess(), "user:rt-remove")

@@ -1,4 +1,7 @@
-package gooauth2_test
+// Package intercept is a client transport for tests: it answers the
+// requests a test picks out itself, as a node would, and sends the others
+// on, so that a test can make a node's answer fail without the node.
+package intercept
 
 import (
 	"bytes"
@@ -14,20 +17,22 @@ import (
 	"github.com/tokenstore/tokenstore/client"
 )
 
-// intercept is a client transport that answers the requests fake picks
+// Transport is a client transport that answers the requests fake picks
 // out itself, and sends the others to the node.
-type intercept struct {
+type Transport struct {
 	mu    sync.Mutex
 	fake  func(path string, body []byte) *http.Response // nil: to the node
 	sent  map[string]int                                // requests the node got, by path
 	faked int
 }
 
-func newIntercept(fake func(path string, body []byte) *http.Response) *intercept {
-	return &intercept{fake: fake, sent: map[string]int{}}
+// New returns a Transport whose fake picks the requests it answers
+// (nil: to the node).
+func New(fake func(path string, body []byte) *http.Response) *Transport {
+	return &Transport{fake: fake, sent: map[string]int{}}
 }
 
-func (x *intercept) RoundTrip(r *http.Request) (*http.Response, error) {
+func (x *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	var body []byte
 	if r.Body != nil {
 		var err error
@@ -52,8 +57,8 @@ func (x *intercept) RoundTrip(r *http.Request) (*http.Response, error) {
 	return http.DefaultTransport.RoundTrip(r)
 }
 
-// counts returns the requests the node got by path, and those faked.
-func (x *intercept) counts() (map[string]int, int) {
+// Counts returns the requests the node got by path, and those faked.
+func (x *Transport) Counts() (map[string]int, int) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	sent := make(map[string]int, len(x.sent))
@@ -63,8 +68,8 @@ func (x *intercept) counts() (map[string]int, int) {
 	return sent, x.faked
 }
 
-// apiError is a node's error answer; op < 0: none.
-func apiError(status int, code string, op int) *http.Response {
+// APIError is a node's error answer; op < 0: none.
+func APIError(status int, code string, op int) *http.Response {
 	var we wire.Error
 	we.Error.Code, we.Error.Message = code, "answered by the test's transport"
 	if op >= 0 {
@@ -75,9 +80,9 @@ func apiError(status int, code string, op int) *http.Response {
 		Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(bytes.NewReader(b)), ContentLength: int64(len(b))}
 }
 
-// familyOpAt is the index of the first revoke_family op of a batch, -1
+// FamilyOpAt is the index of the first revoke_family op of a batch, -1
 // if none.
-func familyOpAt(body []byte) int {
+func FamilyOpAt(body []byte) int {
 	var b struct {
 		Ops []struct {
 			Op string `json:"op"`
@@ -94,10 +99,10 @@ func familyOpAt(body []byte) int {
 	return -1
 }
 
-// waitFenced waits until c's cluster takes a batch with a family
+// WaitFenced waits until c's cluster takes a batch with a family
 // revocation: a new cluster does once its leader has written the log's
 // version fence.
-func waitFenced(t *testing.T, c *client.Client) {
+func WaitFenced(t *testing.T, c *client.Client) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

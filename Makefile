@@ -67,13 +67,13 @@ check:
 
 # Each fuzz target runs briefly; longer runs: make fuzz FUZZTIME=10m.
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./token
-	$(GO) test -run='^$$' -fuzz='^FuzzDecodeIssue$$' -fuzztime=$(FUZZTIME) ./api
-	$(GO) test -run='^$$' -fuzz='^FuzzDecodeLookup$$' -fuzztime=$(FUZZTIME) ./api
-	$(GO) test -run='^$$' -fuzz='^FuzzApply$$' -fuzztime=$(FUZZTIME) ./fsm
-	$(GO) test -run='^$$' -fuzz='^FuzzRestore$$' -fuzztime=$(FUZZTIME) ./fsm
-	$(GO) test -run='^$$' -fuzz='^FuzzForwardedWrite$$' -fuzztime=$(FUZZTIME) ./cluster
-	$(GO) test -run='^$$' -fuzz='^FuzzReadCall$$' -fuzztime=$(FUZZTIME) ./cluster
+	GO=$(GO) scripts/fuzz FuzzParse ./token $(FUZZTIME)
+	GO=$(GO) scripts/fuzz FuzzDecodeIssue ./api $(FUZZTIME)
+	GO=$(GO) scripts/fuzz FuzzDecodeLookup ./api $(FUZZTIME)
+	GO=$(GO) scripts/fuzz FuzzApply ./fsm $(FUZZTIME)
+	GO=$(GO) scripts/fuzz FuzzRestore ./fsm $(FUZZTIME)
+	GO=$(GO) scripts/fuzz FuzzForwardedWrite ./cluster $(FUZZTIME)
+	GO=$(GO) scripts/fuzz FuzzReadCall ./cluster $(FUZZTIME)
 
 # Measurements on loopback (tokenstore-bench loopback): one node; nonce
 # checks against memcached direct; a three-node cluster; the router against

@@ -373,11 +373,8 @@ func (s *state) housekeep(now int64, index uint64) {
 }
 
 func (s *state) count(r rec, n int64) {
-	k := CountKey{s.kindOf(r), r.state()}
-	c, ok := s.counts[k]
-	if !ok {
-		k.Kind = strings.Clone(k.Kind) // the map keeps it: not a view of the arena
-	}
+	k := CountKey{s.countKind(r), r.state()}
+	c := s.counts[k]
 	if c += n; c == 0 {
 		delete(s.counts, k)
 	} else {
@@ -482,11 +479,7 @@ func (s *state) load(recs []handle) error {
 				return
 			}
 			byHash.put(h)
-			k := CountKey{s.kindOf(r), r.state()}
-			if _, ok := counts[k]; !ok {
-				k.Kind = strings.Clone(k.Kind)
-			}
-			counts[k]++
+			counts[CountKey{s.countKind(r), r.state()}]++
 		}
 		s.byHash = byHash
 	})

@@ -272,6 +272,18 @@ func (s *state) kindOf(r rec) string {
 	return s.profiles.get(r.profileID()).kind
 }
 
+// countKind is kindOf(r) as the counts map may keep it, which is never a
+// view of the arena: an assignment to a map stores its key again, even
+// where an equal key is there already, and a view would read whatever
+// reuses its record's slot once the record is freed (or fault, if the
+// record had a mapping of its own).
+func (s *state) countKind(r rec) string {
+	if r.flags()&recInlineProfile != 0 {
+		return strings.Clone(str(r.field(fKind)))
+	}
+	return s.profiles.get(r.profileID()).kind
+}
+
 // hasExt reports whether r sets any field kept in a record's rest.
 func hasExt(r *Record) bool {
 	return r.Scopes != nil || r.Family != "" || r.Data != nil || r.RLC != "" || r.Generator != "" ||

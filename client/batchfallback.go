@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"slices"
@@ -28,9 +29,9 @@ func FamilyOpRefused(err error, ops []wire.BatchOp) bool {
 	return false
 }
 
-// AsOp returns err, if it is an *Error, as the error of op i of a batch:
-// for a caller that sent its ops in more than one request.
-func AsOp(err error, i int) error {
+// asOp returns err, if it is an *Error, as the error of op i of a batch
+// whose ops went out in more than one request.
+func asOp(err error, i int) error {
 	var ce *Error
 	if !errors.As(err, &ce) {
 		return err
@@ -38,4 +39,38 @@ func AsOp(err error, i int) error {
 	e := *ce
 	e.Op = i
 	return &e
+}
+
+// BatchInSteps sends ops as one batch, as Batch does. If the cluster
+// cannot take a revoke_family op in a batch yet (FamilyOpRefused: nothing
+// was applied), it sends the family revocations alone first and the rest
+// as one batch, as releases before the op had to: not atomic then, since a
+// failing batch leaves the revocations applied. A failing op's error names
+// its index in ops either way.
+func (c *Client) BatchInSteps(ctx context.Context, ops ...wire.BatchOp) error {
+	_, err := c.Batch(ctx, ops...)
+	if err == nil || !FamilyOpRefused(err, ops) {
+		return err
+	}
+	var rest []wire.BatchOp
+	var at []int // of each op of rest in ops
+	for i, op := range ops {
+		if op.Op != wire.OpRevokeFamily {
+			rest, at = append(rest, op), append(at, i)
+			continue
+		}
+		f := op.RevokeFamily
+		if _, err := c.RevokeFamilyKind(ctx, f.Family, f.Kind, f.Reason); err != nil {
+			return asOp(err, i)
+		}
+	}
+	if len(rest) == 0 {
+		return nil
+	}
+	_, err = c.Batch(ctx, rest...)
+	var ce *Error
+	if errors.As(err, &ce) && ce.Op >= 0 && ce.Op < len(at) {
+		return asOp(err, at[ce.Op])
+	}
+	return err
 }

@@ -34,17 +34,17 @@ func TestFamilyOpRefused(t *testing.T) {
 	}
 }
 
-func TestAsOp(t *testing.T) {
+func TestAsOpNamesTheOp(t *testing.T) {
 	orig := &Error{Status: http.StatusGone, Code: wire.CodeTokenReused, Op: 0}
 	var ce *Error
-	if err := AsOp(fmt.Errorf("x: %w", orig), 3); !errors.As(err, &ce) || ce.Op != 3 || ce.Code != wire.CodeTokenReused {
+	if err := asOp(fmt.Errorf("x: %w", orig), 3); !errors.As(err, &ce) || ce.Op != 3 || ce.Code != wire.CodeTokenReused {
 		t.Fatalf("AsOp = %v", err)
 	}
 	if orig.Op != 0 {
 		t.Errorf("AsOp changed the error it was given: Op %d", orig.Op)
 	}
 	plain := errors.New("plain")
-	if AsOp(plain, 3) != plain {
+	if asOp(plain, 3) != plain {
 		t.Error("AsOp changed an error that is not an *Error")
 	}
 }

@@ -268,54 +268,20 @@ func (s *Store) Commit(ctx context.Context) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	_, err := s.c.Batch(ctx, ops...)
-	if err != nil && client.FamilyOpRefused(err, ops) {
-		return s.commitInSteps(ctx, ops, whats)
-	}
-	return batchError(ops, whats, err, nil)
-}
-
-// commitInSteps commits a transaction whose family revocations a cluster
-// cannot take in a batch yet (nothing of it was applied): a rolling
-// upgrade, which answers 503 cluster_upgrading until the log's version
-// fence, or 400 invalid_field at that op from a node of an earlier
-// release. The revocations are sent alone first, then the rest as a
-// batch, as releases before did: not atomic, since a failing batch leaves
-// the access tokens revoked. An op's error keeps its index in ops.
-func (s *Store) commitInSteps(ctx context.Context, ops []wire.BatchOp, whats []what) error {
-	var rest []wire.BatchOp
-	var at []int // of each op of rest in ops
-	for i, op := range ops {
-		if op.Op != wire.OpRevokeFamily {
-			rest, at = append(rest, op), append(at, i)
-			continue
-		}
-		if _, err := s.c.RevokeFamilyKind(ctx, op.RevokeFamily.Family, op.RevokeFamily.Kind, op.RevokeFamily.Reason); err != nil {
-			return opError(op.Op, whats[i], client.AsOp(err, i))
-		}
-	}
-	if len(rest) == 0 {
-		return nil
-	}
-	_, err := s.c.Batch(ctx, rest...)
-	return batchError(ops, whats, err, at)
+	// A cluster being upgraded takes the access tokens' revocation of a
+	// refresh alone first (BatchInSteps): not atomic until it can.
+	return batchError(ops, whats, s.c.BatchInSteps(ctx, ops...))
 }
 
 // batchError is the error of a transaction's batch: the failing op's
-// error, by opError. at maps the batch's ops to the transaction's (nil:
-// the same).
-func batchError(ops []wire.BatchOp, whats []what, err error, at []int) error {
+// error, by opError.
+func batchError(ops []wire.BatchOp, whats []what, err error) error {
 	if err == nil {
 		return nil
 	}
 	var ce *client.Error
-	if errors.As(err, &ce) && ce.Op >= 0 && (at == nil && ce.Op < len(ops) || at != nil && ce.Op < len(at)) {
-		i := ce.Op
-		if at != nil {
-			i = at[i]
-			err = client.AsOp(err, i)
-		}
-		return opError(ops[i].Op, whats[i], err)
+	if errors.As(err, &ce) && ce.Op >= 0 && ce.Op < len(ops) {
+		return opError(ops[ce.Op].Op, whats[ce.Op], err)
 	}
 	return fmt.Errorf("fositestore: batch of %d ops: %w", len(ops), err)
 }

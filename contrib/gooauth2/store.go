@@ -217,7 +217,7 @@ func (s *TokenStore) createTokens(ctx context.Context, info oauth2.TokenInfo) er
 	if len(ops) == issues {
 		return nil // a refresh without new tokens: nothing to write
 	}
-	err := s.batch(ctx, ops)
+	err := s.c.BatchInSteps(ctx, ops...)
 	var ce *client.Error
 	switch {
 	case code == "" || spent:
@@ -270,42 +270,6 @@ func (s *TokenStore) createTokens(ctx context.Context, info oauth2.TokenInfo) er
 func (s *TokenStore) RemoveByCode(ctx context.Context, code string) error {
 	if code == "" || !s.pending.take(code, s.now()) && !s.spent.take(code, s.now()) {
 		return oautherrors.ErrInvalidAuthorizeCode
-	}
-	return nil
-}
-
-// batch sends ops as one batch. A cluster that cannot take a family
-// revocation in a batch yet (503 cluster_upgrading during a rolling
-// upgrade, until the log's fence; 400 invalid_field at that op from a node
-// of an earlier release) applied nothing: the revocations are then sent
-// alone first and the rest as a batch, as releases before did, which is
-// not atomic (a failing batch leaves the access tokens revoked). An op's
-// error names its index in ops.
-func (s *TokenStore) batch(ctx context.Context, ops []wire.BatchOp) error {
-	_, err := s.c.Batch(ctx, ops...)
-	if err == nil || !client.FamilyOpRefused(err, ops) {
-		return err
-	}
-	var rest []wire.BatchOp
-	var at []int // of each op of rest in ops
-	for i, op := range ops {
-		if op.Op != wire.OpRevokeFamily {
-			rest, at = append(rest, op), append(at, i)
-			continue
-		}
-		if _, err := s.c.RevokeFamilyKind(ctx, op.RevokeFamily.Family, op.RevokeFamily.Kind, op.RevokeFamily.Reason); err != nil {
-			return client.AsOp(err, i)
-		}
-	}
-	if len(rest) == 0 {
-		return nil
-	}
-	if _, err := s.c.Batch(ctx, rest...); err != nil {
-		var ce *client.Error
-		if errors.As(err, &ce) && ce.Op >= 0 && ce.Op < len(at) {
-			return client.AsOp(err, at[ce.Op])
-		}
-		return err
 	}
 	return nil
 }

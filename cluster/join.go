@@ -8,9 +8,12 @@ import (
 	"github.com/tokenstore/tokenstore/cluster/membership"
 )
 
-// startMembership joins the gossip pools and starts what follows from
-// them: the first bootstrap of a new cluster (BootstrapExpect) and
-// rejoining the others after a restart.
+// startMembership joins the gossip pools. It runs before Raft starts: a
+// node that is the only voter of its configuration leads at once, and
+// its leader loop (reconcile) reads n.members from the first moment.
+// What follows from the pools, the first bootstrap of a new cluster
+// (BootstrapExpect) and rejoining the others after a restart, is
+// joinLoop's, started once Raft runs.
 func (n *Node) startMembership() error {
 	m, err := membership.Start(membership.Config{
 		Meta:         n.meta(),
@@ -27,8 +30,6 @@ func (n *Node) startMembership() error {
 	}
 	n.members = m
 	n.log.Info("gossip started", "wan_addr", m.WANAddr(), "lan_addr", m.LANAddr())
-	n.wg.Add(1)
-	go n.joinLoop()
 	return nil
 }
 

@@ -136,11 +136,9 @@ func Open(cfg Config) (*Node, error) {
 	go n.flushTouches()
 	go n.watchContact()
 	go n.watchLeader()
-	if cfg.GossipAddr != "" {
-		if err := n.startMembership(); err != nil {
-			n.Close()
-			return nil, err
-		}
+	if n.members != nil {
+		n.wg.Add(1)
+		go n.joinLoop()
 	}
 	return n, nil
 }
@@ -204,8 +202,16 @@ func (n *Node) openRaft() error {
 		}
 		n.log.Info("bootstrapped a new cluster", "raft_addr", n.transport.LocalAddr())
 	}
+	if cfg.GossipAddr != "" {
+		if err := n.startMembership(); err != nil {
+			return err
+		}
+	}
 	n.raft, err = raft.NewRaft(rc, n.fsm.RaftFSM(), logs, n.logs, snaps, n.transport)
 	if err != nil {
+		if n.members != nil {
+			n.members.Shutdown()
+		}
 		return fmt.Errorf("start raft: %w", err)
 	}
 	return nil

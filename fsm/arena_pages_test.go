@@ -3,9 +3,14 @@
 package fsm
 
 import (
+	"flag"
 	"fmt"
+	"math/rand/v2"
+	"os"
 	"reflect"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"unsafe"
 
@@ -160,4 +165,69 @@ func TestArenaReturnsPagesOfALargerRecord(t *testing.T) {
 	if got := st.record(h1); !reflect.DeepEqual(got, r) {
 		t.Fatal("the record written over returned pages does not read back")
 	}
+}
+
+// BenchmarkArenaFree frees -snapshot-records records of the session
+// shape: in the order they were written (as tokens issued together
+// expire together), and in a random order; it reports what went back to
+// the kernel per record freed, and the process's RSS (statm) before and
+// after the frees.
+func BenchmarkArenaFree(b *testing.B) {
+	n := *arenaRecords
+	for _, order := range []string{"written", "random", "half-random"} {
+		b.Run(order, func(b *testing.B) {
+			for b.Loop() {
+				st := newState()
+				hs := make([]handle, n)
+				for i := range hs {
+					r := pageRecord(i)
+					r.ClientID, r.Title, r.UserAgent = "web", "Chrome on Li", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126"
+					hs[i] = st.compact(r)
+				}
+				free := hs
+				switch order {
+				case "random":
+					rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
+				case "half-random":
+					rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
+					free = free[:n/2]
+				}
+				before := rss(b)
+				start := cpuTime(b)
+				for _, h := range free {
+					st.ar.free(h)
+				}
+				b.ReportMetric(float64(cpuTime(b)-start)/float64(len(free)), "free-cpu-ns/record")
+				after := rss(b)
+				b.ReportMetric(float64(st.ar.bytesReturned())/float64(len(free)), "returned-bytes/freed")
+				b.ReportMetric(float64(before)/(1<<20), "rss-before-MiB")
+				b.ReportMetric(float64(after)/(1<<20), "rss-after-MiB")
+				runtime.KeepAlive(st)
+			}
+		})
+	}
+}
+
+var arenaRecords = flag.Int("arena-records", 1_000_000, "records BenchmarkArenaFree writes and frees")
+
+// rss is the process's resident set in bytes.
+func rss(b *testing.B) int64 {
+	s, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var size, res int64
+	if _, err := fmt.Sscan(string(s), &size, &res); err != nil {
+		b.Fatal(err)
+	}
+	return res * int64(pageSize)
+}
+
+// cpuTime is the process's CPU time in nanoseconds.
+func cpuTime(b *testing.B) int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }

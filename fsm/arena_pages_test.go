@@ -167,11 +167,12 @@ func TestArenaReturnsPagesOfALargerRecord(t *testing.T) {
 	}
 }
 
-// BenchmarkArenaFree frees -snapshot-records records of the session
-// shape: in the order they were written (as tokens issued together
-// expire together), and in a random order; it reports what went back to
-// the kernel per record freed, and the process's RSS (statm) before and
-// after the frees.
+// BenchmarkArenaFree writes -arena-records records of the session shape
+// and frees them: in the order they were written (as tokens issued
+// together expire together), in a random order, or half of them at
+// random; it reports what went back to the kernel per record freed, the
+// CPU time per free, and the process's RSS (statm) before and after the
+// frees.
 func BenchmarkArenaFree(b *testing.B) {
 	n := *arenaRecords
 	for _, order := range []string{"written", "random", "half-random"} {

@@ -105,6 +105,18 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		Name: "tokenstore_revoked_families",
 		Help: "Revoked grant families the local state remembers, so that nothing is issued into them (about 170 bytes each).",
 	}, func() float64 { return float64(n.fsm.RevokedFamilies()) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tokenstore_state_arena_mapped_bytes",
+		Help: "Bytes the local state has mapped outside the Go heap: its records and the index by digest's table (pages given back to the kernel included).",
+	}, func() float64 { return float64(n.fsm.Arena().Mapped) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tokenstore_state_arena_record_bytes",
+		Help: "Bytes of the mapped memory the local state's records take (their size classes).",
+	}, func() float64 { return float64(n.fsm.Arena().Records) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tokenstore_state_arena_returned_bytes",
+		Help: "Bytes of the mapped memory no record is in, given back to the kernel (taking no memory until records are written there again).",
+	}, func() float64 { return float64(n.fsm.Arena().Returned) })
 	reg.MustRegister(&recordCollector{fsm: n.fsm}, voterClocks{n})
 	return m
 }

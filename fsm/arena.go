@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // The arena holds the state's records outside the heap the collector
@@ -40,10 +42,11 @@ type arena struct {
 	freed      [numClasses][]handle // freed space by size class
 	freeChunks []int32              // table slots of unmapped chunks, for reuse
 
-	gen     uint64        // the last snapshot's generation
-	open    []uint64      // the generations of the open snapshots, ascending
-	pending []pendingFree // frees waiting for a snapshot, in order
-	live    atomic.Int64  // bytes in records' size classes
+	gen      uint64        // the last snapshot's generation
+	open     []uint64      // the generations of the open snapshots, ascending
+	pending  []pendingFree // frees waiting for a snapshot, in order
+	live     atomic.Int64  // bytes in records' size classes
+	returned atomic.Int64  // bytes of chunk pages given back to the kernel, not yet reused
 }
 
 // handle names a record: its chunk in the high 32 bits, its offset in
@@ -61,7 +64,18 @@ const (
 type chunk struct {
 	b     []byte
 	large bool // holds one record alone: unmapped when it is freed
+	// pages counts, for each page of a chunk records are carved from,
+	// the records that have bytes in it; pageReturned marks a page given
+	// back to the kernel when its last record was freed. Only the writer
+	// reads or changes it.
+	pages []uint16
 }
+
+// pageReturned, in a chunk's page count, marks a page whose memory was
+// given back to the kernel (madvise MADV_DONTNEED): it reads as zeros
+// and takes no memory until a record is written in it again. A page
+// holds at most pageSize/8+1 records, far below it.
+const pageReturned = 1 << 15
 
 type pendingFree struct {
 	h   handle
@@ -229,19 +243,77 @@ func (a *arena) alloc(n int) (handle, []byte) {
 		h := fl[len(fl)-1]
 		a.freed[c] = fl[:len(fl)-1]
 		b := a.bytesAt(h, size)
+		a.hold(h, size)
 		return h, b[:n:n]
 	}
 	t := a.chunks()
 	if a.cur < 0 || int(a.off)+int(size) > len(t[a.cur].b) {
 		b := a.maps.mmap(a.next)
-		a.cur, a.off = a.addChunk(chunk{b: b}), 0
+		a.cur, a.off = a.addChunk(chunk{b: b, pages: make([]uint16, len(b)/pageSize)}), 0
 		a.next = min(a.next*2, maxChunk)
 		t = a.chunks()
 	}
 	h := handle(a.cur)<<32 | handle(a.off)
 	b := t[a.cur].b[a.off : a.off+size]
 	a.off += size
+	a.hold(h, size)
 	return h, b[:n:n]
+}
+
+// hold counts a record of size bytes at h in the pages it spans; a page
+// that was given back to the kernel is in use again (the kernel maps it
+// anew, zeroed, as the record is written).
+func (a *arena) hold(h handle, size uint32) {
+	pages := a.chunks()[h>>32].pages
+	first, last := int(uint32(h))/pageSize, (int(uint32(h))+int(size)-1)/pageSize
+	for p := first; p <= last; p++ {
+		if pages[p]&pageReturned != 0 {
+			pages[p] = 0
+			a.returned.Add(-int64(pageSize))
+		}
+		pages[p]++
+	}
+}
+
+// unhold is hold undone when the record of size bytes at h is freed: a
+// page no record has bytes in any more goes back to the kernel, which
+// takes its memory from the process's RSS at once. The runs of such
+// pages are given back in one call each.
+func (a *arena) unhold(h handle, size uint32) {
+	c := a.chunks()[h>>32]
+	first, last := int(uint32(h))/pageSize, (int(uint32(h))+int(size)-1)/pageSize
+	run := -1 // the first page of the run of emptied pages being built
+	for p := first; p <= last+1; p++ {
+		if p <= last {
+			if c.pages[p] == 0 || c.pages[p]&pageReturned != 0 {
+				corrupt("handle %#x: page %d of its chunk holds no record", uint64(h), p)
+			}
+			if c.pages[p]--; c.pages[p] == 0 {
+				if run < 0 {
+					run = p
+				}
+				continue
+			}
+		}
+		if run >= 0 {
+			a.giveBack(c, run, p)
+			run = -1
+		}
+	}
+}
+
+// giveBack returns pages [from, to) of c to the kernel.
+func (a *arena) giveBack(c chunk, from, to int) {
+	// The pages stay mapped: a later record in them faults in zeroed
+	// memory. MADV_DONTNEED (not MADV_FREE, whose pages count in the RSS
+	// until the kernel is short of memory).
+	if err := unix.Madvise(c.b[from*pageSize:to*pageSize], unix.MADV_DONTNEED); err != nil {
+		return // the pages keep their memory; they are reused all the same
+	}
+	for p := from; p < to; p++ {
+		c.pages[p] = pageReturned
+	}
+	a.returned.Add(int64((to - from) * pageSize))
 }
 
 // bytesAt returns the n bytes at h, checked against its chunk.
@@ -293,6 +365,7 @@ func (a *arena) freeNow(h handle) {
 	a.live.Add(-int64(classSize[c]))
 	r[0], r[1], r[2], r[3] = 0, 0, 0, 0 // a stale handle reads a record of 0 bytes: corrupt
 	a.freed[c] = append(a.freed[c], h)
+	a.unhold(h, classSize[c])
 }
 
 // free frees the record at h once no open snapshot can read it: now if
@@ -342,6 +415,10 @@ func (a *arena) closeSnapshot(g uint64) {
 // bytesInUse returns the bytes of the records' size classes and the
 // bytes mapped (the chunks, and the digest keys' table).
 func (a *arena) bytesInUse() (records, mapped int64) { return a.live.Load(), a.maps.bytes.Load() }
+
+// bytesReturned returns the bytes of the chunks' pages given back to the
+// kernel (mapped, but in no record and taking no memory).
+func (a *arena) bytesReturned() int64 { return a.returned.Load() }
 
 var pageSize = syscall.Getpagesize()
 

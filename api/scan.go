@@ -17,9 +17,9 @@ type plainPair struct{ key, value []byte }
 // white space, whose keys are spelled without escapes, each exactly the
 // name of one of fields and none twice, and whose values are strings,
 // numbers, true, false or null, or arrays of those (scopes); it puts the
-// pairs in kv and returns how many. Such a body needs none of the checks of the full path (unknown,
-// repeated or miscased keys, trailing data): it only has to be
-// unmarshalled. Anything else, valid or not, is false and is left to that
+// pairs in kv and returns how many. Such a body needs none of the checks
+// of the full path (unknown, repeated or miscased keys, trailing data):
+// it only has to be unmarshalled. Anything else, valid or not, is false and is left to that
 // path, which words the errors.
 func plainObject(b []byte, fields map[string]fieldInfo, kv *[maxPlainKeys]plainPair) (int, bool) {
 	if fields == nil {

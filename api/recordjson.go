@@ -54,17 +54,9 @@ func appendRecord(b []byte, r *wire.Record) ([]byte, bool) {
 	}
 	tm := func(key string, t *time.Time) {
 		b = append(b, key...)
-		if t == nil {
-			b = append(b, "null"...)
-			return
-		}
-		if t.Location() != time.UTC || t.Year() < 0 || t.Year() > 9999 {
-			ok = false
-			return
-		}
-		b = append(b, '"')
-		b = t.AppendFormat(b, time.RFC3339Nano)
-		b = append(b, '"')
+		var plain bool
+		b, plain = appendTime(b, t)
+		ok = ok && plain
 	}
 	str(`{"id":`, r.ID)
 	str(`,"kind":`, r.Kind)
@@ -107,6 +99,68 @@ func appendRecord(b []byte, r *wire.Record) ([]byte, bool) {
 	}
 	b = append(b, '}')
 	return b, ok
+}
+
+// appendTime appends t as encoding/json encodes it, and true; false for a
+// time it would not write as UTC RFC 3339 (b then holds nothing of it).
+func appendTime(b []byte, t *time.Time) ([]byte, bool) {
+	if t == nil {
+		return append(b, "null"...), true
+	}
+	if t.Location() != time.UTC || t.Year() < 0 || t.Year() > 9999 {
+		return b, false
+	}
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"'), true
+}
+
+// writeIssued writes the answer of an issue with status: the bytes
+// writeJSON would write, without reflection when appendIssued can.
+func writeIssued(w http.ResponseWriter, status int, r *wire.IssueResponse) {
+	bp := recordBuffers.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= maxPooledBody {
+			recordBuffers.Put(bp)
+		}
+	}()
+	body, ok := appendIssued((*bp)[:0], r)
+	*bp = body
+	if !ok {
+		writeJSON(w, status, r)
+		return
+	}
+	w.Header()["Content-Type"] = jsonContentType
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// appendIssued appends r as encoding/json encodes it, its newline
+// included, and true; or false for an answer it leaves to encoding/json
+// (as appendRecord).
+func appendIssued(b []byte, r *wire.IssueResponse) ([]byte, bool) {
+	ok := plainText(r.Token) && plainText(r.ID) && plainText(r.Kind) && plainText(r.Family)
+	if !ok {
+		return b, false
+	}
+	b = append(b, `{"token":"`...)
+	b = append(b, r.Token...)
+	b = append(b, `","id":"`...)
+	b = append(b, r.ID...)
+	b = append(b, `","kind":"`...)
+	b = append(b, r.Kind...)
+	b = append(b, `","expires_at":`...)
+	if b, ok = appendTime(b, r.ExpiresAt); !ok {
+		return b, false
+	}
+	b = append(b, `,"index":`...)
+	b = strconv.AppendUint(b, r.Index, 10)
+	if r.Family != "" {
+		b = append(b, `,"family":"`...)
+		b = append(b, r.Family...)
+		b = append(b, '"')
+	}
+	return append(b, "}\n"...), true
 }
 
 // plainText reports whether encoding/json writes s as it is, between

@@ -138,3 +138,87 @@ func FuzzAppendRecord(f *testing.F) {
 		}
 	})
 }
+
+// issuedAsEncodingJSON fails t unless writeIssued writes r as
+// encoding/json does, and reports whether appendIssued wrote it itself.
+func issuedAsEncodingJSON(t *testing.T, r wire.IssueResponse) bool {
+	t.Helper()
+	want, err := json.Marshal(r)
+	if err != nil {
+		t.Skip() // a year outside 0..9999: encoding/json refuses it too
+	}
+	want = append(want, '\n')
+	w := httptest.NewRecorder()
+	writeIssued(w, http.StatusCreated, &r)
+	if got := w.Body.String(); got != string(want) {
+		t.Fatalf("answer %+v:\n got %s\nwant %s", r, got, want)
+	}
+	if ct := w.Header().Get("Content-Type"); ct != "application/json" || w.Code != http.StatusCreated {
+		t.Fatalf("status %d, Content-Type %q", w.Code, ct)
+	}
+	got, ok := appendIssued(nil, &r)
+	if ok && string(got) != string(want) {
+		t.Fatalf("appendIssued wrote %s\nwant %s", got, want)
+	}
+	return ok
+}
+
+// TestWriteIssuedAsEncodingJSON: an issue's answer is byte for byte what
+// encoding/json writes, whether appendIssued writes it or leaves it.
+func TestWriteIssuedAsEncodingJSON(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 17, 12, 76137584, time.UTC)
+	whole := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	local := t0.In(time.FixedZone("CET", 3600))
+	base := wire.IssueResponse{Token: "tks_ac_QRmn83c1NtddDWnslKazTKpZ4kwGG0WT3IXukvfxmaS3PWtKG", ID: "4jN15fUFUhSf6eiYfEkBEr",
+		Kind: "access", ExpiresAt: &t0, Index: 77}
+	for _, c := range []struct {
+		f     func(*wire.IssueResponse)
+		plain bool
+	}{
+		{func(*wire.IssueResponse) {}, true},
+		{func(r *wire.IssueResponse) { r.ExpiresAt = nil }, true},
+		{func(r *wire.IssueResponse) { r.ExpiresAt = &whole }, true},
+		{func(r *wire.IssueResponse) { r.Family = "grant-7"; r.Index = 0 }, true},
+		{func(r *wire.IssueResponse) { r.Index = 1<<64 - 1 }, true},
+		{func(r *wire.IssueResponse) { r.ExpiresAt = &local }, false},
+		{func(r *wire.IssueResponse) { r.Token = "brought<&>" }, false},
+		{func(r *wire.IssueResponse) { r.Token = "a\"b\\c" }, false},
+		{func(r *wire.IssueResponse) { r.Family = "Zoë" }, false},
+		{func(r *wire.IssueResponse) { r.Kind = "\u2028" }, false},
+		{func(r *wire.IssueResponse) { r.ID = "\xff" }, false},
+	} {
+		r := base
+		c.f(&r)
+		if ok := issuedAsEncodingJSON(t, r); ok != c.plain {
+			t.Errorf("answer %+v: written without encoding/json %v, want %v", r, ok, c.plain)
+		}
+	}
+}
+
+// FuzzAppendIssued: writeIssued writes what encoding/json writes, and
+// appendIssued writes it itself when every string is written as it is
+// and the time is in UTC.
+func FuzzAppendIssued(f *testing.F) {
+	f.Add("tks_ac_x", "4jN15fUFUhSf6eiYfEkBEr", "access", "grant-7", int64(1764590000123456789), uint64(7), int32(0), uint8(1))
+	f.Add("<&>", "\u2028", "\xff", "a\"b", int64(-62135596800000000), uint64(0), int32(3600), uint8(0x11))
+	f.Add("", "", "", "", int64(0), uint64(1<<63), int32(0), uint8(0))
+	f.Fuzz(func(t *testing.T, tok, id, kind, family string, expires int64, index uint64, zone int32, shape uint8) {
+		loc := time.UTC
+		if shape&0x10 != 0 {
+			loc = time.FixedZone("Z", int(zone%(18*3600)))
+		}
+		r := wire.IssueResponse{Token: tok, ID: id, Kind: kind, Family: family, Index: index}
+		if shape&0x01 != 0 {
+			at := time.Unix(0, expires).In(loc)
+			r.ExpiresAt = &at
+		}
+		ok := issuedAsEncodingJSON(t, r)
+		plain := r.ExpiresAt == nil || r.ExpiresAt.Location() == time.UTC
+		for _, s := range []string{tok, id, kind, family} {
+			plain = plain && plainByConstruction(s)
+		}
+		if plain && !ok {
+			t.Fatalf("an answer of plain strings and a UTC time left to encoding/json: %+v", r)
+		}
+	})
+}

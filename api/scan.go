@@ -16,10 +16,10 @@ type plainPair struct{ key, value []byte }
 // plainObject reports whether b is one JSON object and nothing else but
 // white space, whose keys are spelled without escapes, each exactly the
 // name of one of fields and none twice, and whose values are strings,
-// numbers, true, false or null; it puts the pairs in kv and returns how
-// many. Such a body needs none of the checks of the full path (unknown,
-// repeated or miscased keys, trailing data): it only has to be
-// unmarshalled. Anything else, valid or not, is false and is left to that
+// numbers, true, false or null, or arrays of those (scopes); it puts the
+// pairs in kv and returns how many. Such a body needs none of the checks
+// of the full path (unknown, repeated or miscased keys, trailing data):
+// it only has to be unmarshalled. Anything else, valid or not, is false and is left to that
 // path, which words the errors.
 func plainObject(b []byte, fields map[string]fieldInfo, kv *[maxPlainKeys]plainPair) (int, bool) {
 	if fields == nil {
@@ -59,7 +59,12 @@ func plainObject(b []byte, fields map[string]fieldInfo, kv *[maxPlainKeys]plainP
 		}
 		start := skipSpace(b, i+1)
 		var ok bool
-		if i, ok = scalar(b, start); !ok {
+		if start < len(b) && b[start] == '[' {
+			i, ok = scalarArray(b, start)
+		} else {
+			i, ok = scalar(b, start)
+		}
+		if !ok {
 			return 0, false
 		}
 		kv[n] = plainPair{key: key, value: b[start:i]}
@@ -77,6 +82,76 @@ func plainObject(b []byte, fields map[string]fieldInfo, kv *[maxPlainKeys]plainP
 		}
 	}
 }
+
+// scalarArray scans the array at b[i] (its '['), of strings, numbers and
+// literals only, and returns the index after it. An array holding arrays
+// or objects is false: keys inside it would need the full path's checks.
+func scalarArray(b []byte, i int) (int, bool) {
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return i + 1, true
+	}
+	for {
+		var ok bool
+		if i, ok = scalar(b, i); !ok {
+			return i, false
+		}
+		i = skipSpace(b, i)
+		if i >= len(b) {
+			return i, false
+		}
+		switch b[i] {
+		case ',':
+			i = skipSpace(b, i+1)
+		case ']':
+			return i + 1, true
+		default:
+			return i, false
+		}
+	}
+}
+
+// stringElems calls f with the text of each element of a JSON array that
+// scalarArray accepted, and reports whether every element is a string of
+// printable ASCII without escapes (f is not called past the first that
+// is not).
+func stringElems(v []byte, f func(text []byte)) bool {
+	for i := skipSpace(v, 1); i < len(v)-1; {
+		end, ok := scalar(v, i)
+		if !ok {
+			return false
+		}
+		text, ok := asciiString(v[i:end])
+		if !ok {
+			return false
+		}
+		f(text)
+		i = skipSpace(v, end)
+		if i < len(v) && v[i] == ',' {
+			i = skipSpace(v, i+1)
+		}
+	}
+	return true
+}
+
+// setStrings sets the []string fv from the text of a JSON array that
+// scalarArray accepted, as json.Unmarshal would (an empty array is an
+// empty slice, not nil), and reports whether it could: an element other
+// than a string of printable ASCII without escapes is left to
+// json.Unmarshal.
+func setStrings(fv reflect.Value, v []byte) bool {
+	n := 0
+	if !stringElems(v, func([]byte) { n++ }) {
+		return false
+	}
+	out := make([]string, 0, n)
+	stringElems(v, func(text []byte) { out = append(out, string(text)) })
+	fv.Set(reflect.ValueOf(out))
+	return true
+}
+
+// stringsType is the type of a field setStrings sets.
+var stringsType = reflect.TypeFor[[]string]()
 
 // setPlain sets the fields of the struct v points to from the pairs of a
 // plain object, as json.Unmarshal would, and reports whether it could: a
@@ -103,6 +178,12 @@ func setPlain(v any, fields map[string]fieldInfo, kv []plainPair) bool {
 			// A slice, map or pointer is set to nil, a json.RawMessage to
 			// "null": encoding/json's to decide.
 			return false
+		}
+		if p.value[0] == '[' {
+			if fv.Type() != stringsType || !setStrings(fv, p.value) {
+				return false
+			}
+			continue
 		}
 		switch c := p.value[0]; fv.Kind() {
 		case reflect.String:

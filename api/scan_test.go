@@ -48,6 +48,12 @@ var scanSeeds = []string{
 	`{"data":null}`, `{"kind":"access","data":null}`, `{"data":{"a":1}}`, `{"data":"x"}`, `{"data":[1]}`,
 	`{"access":null}`, `{"token":"x","access":null}`, `{"access":{}}`, `{"access":{"ttl":"1h"}}`,
 	`{"scopes":null}`, `{"scopes":["a"]}`, `{"title":"é","data":null}`,
+	`{"scopes":[]}`, `{"scopes":[ ]}`, `{"scopes":["a","b"]}`, ` {"scopes" : [ "a" , "b" ] } `, `{"scopes":["a",1]}`,
+	`{"scopes":["é"]}`, `{"scopes":["a\"b"]}`, `{"scopes":["a,b"]}`, `{"scopes":[null]}`, `{"scopes":[true]}`,
+	`{"scopes":[["a"]]}`, `{"scopes":[{"a":1}]}`, `{"scopes":["a",]}`, `{"scopes":[,"a"]}`, `{"scopes":["a""b"]}`,
+	`{"scopes":["a"`, `{"scopes":[`, `{"scopes":["a"],"scopes":["b"]}`, `{"Scopes":["a"]}`, `{"scopes":["a"]]}`,
+	`{"token":[1,2]}`, `{"data":["x"]}`, `{"data":[]}`, `{"min_index":[1]}`, `{"with_data":[true]}`,
+	`{"kind":"access","scopes":["read","write"],"subject":"u"}`, `{"scopes":["\u0041"]}`, `{"scopes":["a` + "\x01" + `"]}`,
 }
 
 // requestTypes are the bodies the API decodes, by wire type name: each
@@ -319,7 +325,15 @@ func TestPlainObject(t *testing.T) {
 		`{"Token":"x"}`:                   false, // case
 		`{"nope":"x"}`:                    false, // unknown
 		`{"token":"x"} {}`:                false, // trailing
-		`{"token":["x"]}`:                 false, // not a scalar
+		`{"token":["x"]}`:                 true,  // an array of scalars (a wrong type is json.Unmarshal's error)
+		`{"token":[["x"]]}`:               false, // not a scalar inside
+		`{"token":[{"a":1}]}`:             false,
+		`{"token":{"a":1}}`:               false,
+		`{"token":["x",]}`:                false,
+		`{"token":[,]}`:                   false,
+		`{"token":["x" "y"]}`:             false,
+		`{"token":["x"`:                   false,
+		`{"token":[]}`:                    true,
 		`{"tok\u0065n":"x"}`:              false, // escaped key
 		`{"token":"x\u0000"}`:             true,
 		`{"token":"x` + "\x00" + `"}`:     false,

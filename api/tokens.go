@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -51,8 +52,18 @@ func (s *Server) applyIndex(ctx context.Context, w http.ResponseWriter, c fsm.Co
 	if err != nil {
 		return res, 0, nodeError(err)
 	}
-	w.Header().Set(wire.HeaderIndex, strconv.FormatUint(index, 10))
+	setIndex(w.Header(), index)
 	return res, index, nil
+}
+
+// setIndex sets the index header to index, in the slice wrap made for it
+// when there is one.
+func setIndex(h http.Header, index uint64) {
+	if v := h[headerIndex]; len(v) == 1 {
+		v[0] = strconv.FormatUint(index, 10)
+		return
+	}
+	h[headerIndex] = []string{strconv.FormatUint(index, 10)}
 }
 
 // secretHash checks a presented token and returns its digest. A string
@@ -85,7 +96,7 @@ func (s *Server) issue(w http.ResponseWriter, r *http.Request) *Error {
 	if e != nil {
 		return e
 	}
-	writeJSON(w, http.StatusCreated, out)
+	writeIssued(w, http.StatusCreated, &out)
 	return nil
 }
 
@@ -95,7 +106,9 @@ func (s *Server) issueAnswer(res fsm.Result, secret string) (wire.IssueResponse,
 		return wire.IssueResponse{}, recordError(res.Err, res.Record)
 	}
 	rec := res.Record
-	s.log.Debug("issued", "kind", rec.Kind, "id", rec.ID, "hash", token.LogPrefix(rec.Hash))
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("issued", "kind", rec.Kind, "id", rec.ID, "hash", token.LogPrefix(rec.Hash))
+	}
 	return issued(rec, secret), nil
 }
 

@@ -124,8 +124,13 @@ type rpcEncoder struct {
 // buffer is reused once f returns.
 func withEncoded(v any, f func([]byte)) error {
 	e := rpcEncoders.Get().(*rpcEncoder)
-	e.enc.ResetBytes(&e.buf)
-	err := e.enc.Encode(v)
+	var err error
+	if fast, ok := appendFastRPC(e.buf[:0], v); ok {
+		e.buf = fast
+	} else {
+		e.enc.ResetBytes(&e.buf)
+		err = e.enc.Encode(v)
+	}
 	if err == nil {
 		f(e.buf)
 	}
@@ -338,6 +343,9 @@ func readRPC(w http.ResponseWriter, r *http.Request, v any) bool {
 
 // decodeRPC decodes the msgpack body of a node-to-node call into v.
 func decodeRPC(body []byte, v any) error {
+	if decodeFastRPC(body, v) {
+		return nil
+	}
 	if body == nil {
 		body = noRPCBody // a decoder reset to nil would read its last input
 	}

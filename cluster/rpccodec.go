@@ -1,0 +1,576 @@
+package cluster
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/tokenstore/tokenstore/fsm"
+)
+
+// The forwarded writes and their answers, nearly every node-to-node call,
+// are encoded and decoded here without reflection. The bytes are those
+// rpcHandle writes (a map of the fields that are not empty, in the order
+// of their names; strings without the str8 form, byte slices as strings):
+// TestFastRPCMatchesCodec compares them, so the wire does not change and
+// a node of an earlier release reads them, and is read, as before.
+//
+// The decoders take only those bytes: they decode, encode the result
+// again and compare. Anything else (another order, another integer width,
+// a field they do not know, an answer with what this file leaves to the
+// codec) goes to the codec, which reads it as it always has
+// (FuzzDecodeFastRPC: what they accept, the codec reads the same).
+
+// fastRPC is off if a struct of these calls has fields this file does not
+// know (a field added without teaching it here): the codec then encodes
+// and decodes them all, as before.
+var fastRPC = fieldsAre(applyArgs{}, []string{"e", "q"}) && fieldsAre(applyBatchArgs{}, []string{"w"}) &&
+	fieldsAre(applyBatchReply{}, []string{"r"}) && fieldsAre(rpcReply{}, []string{"", "f", "i"}) &&
+	fieldsAre(fsm.Outcome{}, []string{"ac", "c", "e", "fr", "o", "op", "r", "x"}) &&
+	fieldsAre(fsm.Record{}, []string{"c", "ca", "ci", "d", "dr", "ea", "f", "g", "h", "hu", "i", "ia", "ip", "k",
+		"lu", "mi", "mu", "r", "re", "ro", "s", "sc", "st", "t", "ua", "ul"})
+
+// fieldsAre tells whether the codec names of v's fields are keys.
+func fieldsAre(v any, keys []string) bool {
+	t := reflect.TypeOf(v)
+	var names []string
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("codec"), ",")
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return slices.Equal(names, keys)
+}
+
+// appendFastRPC appends v as rpcHandle encodes it; false if v is not of
+// the calls this file encodes, or holds what it leaves to the codec.
+func appendFastRPC(dst []byte, v any) ([]byte, bool) {
+	if !fastRPC {
+		return dst, false
+	}
+	switch v := v.(type) {
+	case *applyBatchArgs:
+		if v.Writes == nil {
+			return dst, false // the codec writes nil
+		}
+		for i := range v.Writes {
+			if v.Writes[i].Entry == nil {
+				return dst, false
+			}
+		}
+		dst = appendArrayLen(appendKey(appendMapLen(dst, 1), "w"), len(v.Writes))
+		for i := range v.Writes {
+			dst = appendApplyArgs(dst, &v.Writes[i])
+		}
+		return dst, true
+	case *applyArgs:
+		if v.Entry == nil {
+			return dst, false
+		}
+		return appendApplyArgs(dst, v), true
+	case *applyBatchReply:
+		if v.Replies == nil {
+			return dst, false
+		}
+		for i := range v.Replies {
+			if !fastReply(&v.Replies[i]) {
+				return dst, false
+			}
+		}
+		dst = appendArrayLen(appendKey(appendMapLen(dst, 1), "r"), len(v.Replies))
+		for i := range v.Replies {
+			dst = appendReply(dst, &v.Replies[i])
+		}
+		return dst, true
+	case *rpcReply:
+		if !fastReply(v) {
+			return dst, false
+		}
+		return appendReply(dst, v), true
+	}
+	return dst, false
+}
+
+func appendApplyArgs(dst []byte, a *applyArgs) []byte {
+	dst = appendKey(appendMapLen(dst, 2), "e")
+	dst = append(appendStrLen(dst, len(a.Entry)), a.Entry...)
+	return appendStr(appendKey(dst, "q"), a.Req)
+}
+
+// fastReply tells whether appendReply writes r: an answer of a record (not
+// a rotated one), a count, a business error or a failure.
+func fastReply(r *rpcReply) bool {
+	o := &r.Outcome
+	return o.Access == nil && len(o.Sealed) == 0 && o.Family == nil && o.Ops == nil && o.Op == 0 &&
+		(o.Record == nil || o.Record.Rotated == nil)
+}
+
+func appendReply(dst []byte, r *rpcReply) []byte {
+	n := 1 // i: never left out
+	for _, set := range []bool{r.Count != 0, r.Err != "", r.Fail != "", r.Record != nil} {
+		if set {
+			n++
+		}
+	}
+	dst = appendMapLen(dst, n)
+	if r.Count != 0 {
+		dst = appendInt(appendKey(dst, "c"), int64(r.Count))
+	}
+	dst = appendStrField(dst, "e", r.Err)
+	dst = appendStrField(dst, "f", r.Fail)
+	dst = appendUint(appendKey(dst, "i"), r.Index)
+	if r.Record != nil {
+		dst = appendRecord(appendKey(dst, "r"), r.Record)
+	}
+	return dst
+}
+
+// appendRecord appends r, whose Rotated is nil, as rpcHandle writes it.
+func appendRecord(dst []byte, r *fsm.Record) []byte {
+	n := 6 // i, h, k, ca, ci, mi: never left out
+	for _, set := range []bool{r.ClientID != "", len(r.Data) > 0, r.DetectReuse, r.ExpiresAt != 0,
+		r.Family != "", r.Generator != "", r.HoldUntil != 0, r.InvalidatedAt != 0, r.IP != "",
+		r.LastUsedAt != 0, r.MaxUses != 0, r.RLC != "", r.Reason != "", r.Subject != "",
+		len(r.Scopes) > 0, r.State != 0, r.Title != "", r.UserAgent != "", r.UsesLeft != 0} {
+		if set {
+			n++
+		}
+	}
+	dst = appendMapLen(dst, n)
+	dst = appendStrField(dst, "c", r.ClientID)
+	dst = appendInt(appendKey(dst, "ca"), r.CreatedAt)
+	dst = appendUint(appendKey(dst, "ci"), r.CreateIndex)
+	if len(r.Data) > 0 {
+		dst = append(appendStrLen(appendKey(dst, "d"), len(r.Data)), r.Data...)
+	}
+	if r.DetectReuse {
+		dst = append(appendKey(dst, "dr"), 0xc3)
+	}
+	dst = appendIntField(dst, "ea", r.ExpiresAt)
+	dst = appendStrField(dst, "f", r.Family)
+	dst = appendStrField(dst, "g", r.Generator)
+	dst = appendStr(appendKey(dst, "h"), r.Hash)
+	dst = appendIntField(dst, "hu", r.HoldUntil)
+	dst = appendStr(appendKey(dst, "i"), r.ID)
+	dst = appendIntField(dst, "ia", r.InvalidatedAt)
+	dst = appendStrField(dst, "ip", r.IP)
+	dst = appendStr(appendKey(dst, "k"), r.Kind)
+	dst = appendIntField(dst, "lu", r.LastUsedAt)
+	dst = appendUint(appendKey(dst, "mi"), r.ModifyIndex)
+	dst = appendIntField(dst, "mu", r.MaxUses)
+	dst = appendStrField(dst, "r", r.RLC)
+	dst = appendStrField(dst, "re", r.Reason)
+	dst = appendStrField(dst, "s", r.Subject)
+	if len(r.Scopes) > 0 {
+		dst = appendArrayLen(appendKey(dst, "sc"), len(r.Scopes))
+		for _, s := range r.Scopes {
+			dst = appendStr(dst, s)
+		}
+	}
+	if r.State != 0 {
+		dst = appendUint(appendKey(dst, "st"), uint64(r.State))
+	}
+	dst = appendStrField(dst, "t", r.Title)
+	dst = appendStrField(dst, "ua", r.UserAgent)
+	return appendIntField(dst, "ul", r.UsesLeft)
+}
+
+func appendKey(dst []byte, k string) []byte { return appendStr(dst, k) }
+
+func appendStr(dst []byte, s string) []byte { return append(appendStrLen(dst, len(s)), s...) }
+
+// appendStrField appends key and s unless s is empty (omitempty).
+func appendStrField(dst []byte, key, s string) []byte {
+	if s == "" {
+		return dst
+	}
+	return appendStr(appendKey(dst, key), s)
+}
+
+// appendIntField appends key and i unless i is 0 (omitempty).
+func appendIntField(dst []byte, key string, i int64) []byte {
+	if i == 0 {
+		return dst
+	}
+	return appendInt(appendKey(dst, key), i)
+}
+
+// appendStrLen writes a string's length as rpcHandle does: without the
+// str8 form, which it leaves to handles that write the newer spec.
+func appendStrLen(dst []byte, n int) []byte {
+	switch {
+	case n < 32:
+		return append(dst, 0xa0|byte(n))
+	case n < 1<<16:
+		return binary.BigEndian.AppendUint16(append(dst, 0xda), uint16(n))
+	}
+	return binary.BigEndian.AppendUint32(append(dst, 0xdb), uint32(n))
+}
+
+// appendInt writes i as the codec writes a signed integer: the shortest
+// signed form, positive fixints included.
+func appendInt(dst []byte, i int64) []byte {
+	switch {
+	case i >= -32 && i <= math.MaxInt8:
+		return append(dst, byte(i))
+	case i >= math.MinInt8 && i < 0:
+		return append(dst, 0xd0, byte(i))
+	case i >= math.MinInt16 && i <= math.MaxInt16:
+		return binary.BigEndian.AppendUint16(append(dst, 0xd1), uint16(i))
+	case i >= math.MinInt32 && i <= math.MaxInt32:
+		return binary.BigEndian.AppendUint32(append(dst, 0xd2), uint32(i))
+	}
+	return binary.BigEndian.AppendUint64(append(dst, 0xd3), uint64(i))
+}
+
+// appendUint writes i as the codec writes an unsigned integer.
+func appendUint(dst []byte, i uint64) []byte {
+	switch {
+	case i <= math.MaxInt8:
+		return append(dst, byte(i))
+	case i <= math.MaxUint8:
+		return append(dst, 0xcc, byte(i))
+	case i <= math.MaxUint16:
+		return binary.BigEndian.AppendUint16(append(dst, 0xcd), uint16(i))
+	case i <= math.MaxUint32:
+		return binary.BigEndian.AppendUint32(append(dst, 0xce), uint32(i))
+	}
+	return binary.BigEndian.AppendUint64(append(dst, 0xcf), i)
+}
+
+func appendArrayLen(dst []byte, n int) []byte { return appendContainerLen(dst, n, 0x90, 0xdc) }
+
+func appendMapLen(dst []byte, n int) []byte { return appendContainerLen(dst, n, 0x80, 0xde) }
+
+// appendContainerLen writes the length of an array or a map: fix holds
+// the fixed form's high bits, c16 is the 16-bit form's code and the 32-bit
+// form's is the next one.
+func appendContainerLen(dst []byte, n int, fix, c16 byte) []byte {
+	switch {
+	case n < 16:
+		return append(dst, fix|byte(n))
+	case n < 1<<16:
+		return binary.BigEndian.AppendUint16(append(dst, c16), uint16(n))
+	}
+	return binary.BigEndian.AppendUint32(append(dst, c16+1), uint32(n))
+}
+
+// decodeFastRPC decodes body into v if v is of the calls this file
+// decodes and body is exactly what appendFastRPC writes for what it
+// holds; false otherwise (v is then untouched), and the codec decodes it.
+// What v keeps is copied out of body: strings share one copy of it, byte
+// slices another, so a pooled body can be reused once this returns.
+func decodeFastRPC(body []byte, v any) bool {
+	if !fastRPC {
+		return false
+	}
+	r := &rpcReader{b: body}
+	switch v := v.(type) {
+	case *applyBatchArgs:
+		var out applyBatchArgs
+		readRPCFields(r, &out, batchArgsFields)
+		if !r.done() || !encodesTo(&out, body) {
+			return false
+		}
+		*v = out
+	case *applyArgs:
+		var out applyArgs
+		readRPCFields(r, &out, applyArgsFields)
+		if !r.done() || !encodesTo(&out, body) {
+			return false
+		}
+		*v = out
+	case *applyBatchReply:
+		var out applyBatchReply
+		readRPCFields(r, &out, batchReplyFields)
+		if !r.done() || !encodesTo(&out, body) {
+			return false
+		}
+		*v = out
+	case *rpcReply:
+		var out rpcReply
+		readRPCFields(r, &out, replyFields)
+		if !r.done() || !encodesTo(&out, body) {
+			return false
+		}
+		*v = out
+	default:
+		return false
+	}
+	return true
+}
+
+// encodesTo tells whether v encodes to body, byte for byte.
+func encodesTo(v any, body []byte) bool {
+	match := false
+	withScratch(func(scratch *[]byte) {
+		again, ok := appendFastRPC((*scratch)[:0], v)
+		*scratch = again
+		match = ok && bytes.Equal(again, body)
+	})
+	return match
+}
+
+// scratchBufs hold the encodings that decoding compares with its input.
+var scratchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// withScratch calls f with a pooled buffer.
+func withScratch(f func(*[]byte)) {
+	bp := scratchBufs.Get().(*[]byte)
+	f(bp)
+	if cap(*bp) <= maxPooledRPCBuf {
+		scratchBufs.Put(bp)
+	}
+}
+
+// rpcReader reads msgpack as rpcHandle writes it; on anything else it sets
+// bad and reads nothing more.
+type rpcReader struct {
+	b   []byte
+	s   string // b as a string, once a string is read
+	own []byte // b copied, once a byte slice is read
+	off int
+	bad bool
+}
+
+// done tells whether everything was read, and well.
+func (r *rpcReader) done() bool { return !r.bad && r.off == len(r.b) }
+
+func (r *rpcReader) next() byte {
+	if r.bad || r.off >= len(r.b) {
+		r.bad = true
+		return 0
+	}
+	c := r.b[r.off]
+	r.off++
+	return c
+}
+
+func (r *rpcReader) take(n int) []byte {
+	if r.bad || n < 0 || n > len(r.b)-r.off {
+		r.bad = true
+		return nil
+	}
+	p := r.b[r.off : r.off+n]
+	r.off += n
+	return p
+}
+
+func (r *rpcReader) be(n int) uint64 {
+	var v uint64
+	for _, c := range r.take(n) {
+		v = v<<8 | uint64(c)
+	}
+	return v
+}
+
+// containerLen reads an array's or a map's length (fix: the fixed form's
+// high bits, c16 the 16-bit form's code); a length beyond what is left
+// to read (each element takes a byte at least) is bad.
+func (r *rpcReader) containerLen(fix, c16 byte) int {
+	var n int
+	switch c := r.next(); {
+	case c&0xf0 == fix:
+		n = int(c & 0x0f)
+	case c == c16:
+		n = int(r.be(2))
+	case c == c16+1:
+		n = int(r.be(4))
+	default:
+		r.bad = true
+	}
+	if n > len(r.b)-r.off {
+		r.bad = true
+		return 0
+	}
+	return n
+}
+
+// strBytes reads a string's bytes, within the input.
+func (r *rpcReader) strBytes() []byte {
+	var n int
+	switch c := r.next(); {
+	case c&0xe0 == 0xa0:
+		n = int(c & 0x1f)
+	case c == 0xda:
+		n = int(r.be(2))
+	case c == 0xdb:
+		n = int(r.be(4))
+	default:
+		r.bad = true
+	}
+	return r.take(n)
+}
+
+// str reads a string: the strings of one body share one copy of it.
+func (r *rpcReader) str() string {
+	p := r.strBytes()
+	if r.bad {
+		return ""
+	}
+	if r.s == "" {
+		r.s = string(r.b)
+	}
+	return r.s[r.off-len(p) : r.off]
+}
+
+// bytes reads a byte slice, written as a string: the byte slices of one
+// body share one copy of it.
+func (r *rpcReader) bytes() []byte {
+	p := r.strBytes()
+	if r.bad {
+		return nil
+	}
+	if r.own == nil {
+		r.own = bytes.Clone(r.b)
+	}
+	return r.own[r.off-len(p) : r.off : r.off]
+}
+
+// int reads any integer form into an int64; the comparison after
+// decoding refuses a form the codec would not have written.
+func (r *rpcReader) int() int64 {
+	c := r.next()
+	switch {
+	case c <= 0x7f:
+		return int64(c)
+	case c >= 0xe0:
+		return int64(int8(c))
+	}
+	switch c {
+	case 0xd0:
+		return int64(int8(r.be(1)))
+	case 0xd1:
+		return int64(int16(r.be(2)))
+	case 0xd2:
+		return int64(int32(r.be(4)))
+	case 0xd3:
+		return int64(r.be(8))
+	}
+	r.bad = true
+	return 0
+}
+
+func (r *rpcReader) uint() uint64 {
+	c := r.next()
+	switch {
+	case c <= 0x7f:
+		return uint64(c)
+	case c == 0xcc:
+		return r.be(1)
+	case c == 0xcd:
+		return r.be(2)
+	case c == 0xce:
+		return r.be(4)
+	case c == 0xcf:
+		return r.be(8)
+	}
+	r.bad = true
+	return 0
+}
+
+// rpcField is one key of a struct and how to read its value into v.
+type rpcField[T any] struct {
+	key  string
+	read func(r *rpcReader, v *T)
+}
+
+// readRPCFields reads a map into v. Its keys must come in the order of
+// fields; one not in it is refused.
+func readRPCFields[T any](r *rpcReader, v *T, fields []rpcField[T]) {
+	n := r.containerLen(0x80, 0xde)
+	at := 0
+	for ; n > 0 && !r.bad; n-- {
+		k := r.strBytes()
+		for at < len(fields) && fields[at].key != string(k) {
+			at++
+		}
+		if at == len(fields) {
+			r.bad = true
+			return
+		}
+		fields[at].read(r, v)
+		at++
+	}
+}
+
+var batchArgsFields = []rpcField[applyBatchArgs]{
+	{"w", func(r *rpcReader, a *applyBatchArgs) {
+		a.Writes = make([]applyArgs, r.containerLen(0x90, 0xdc))
+		for i := range a.Writes {
+			readRPCFields(r, &a.Writes[i], applyArgsFields)
+		}
+	}},
+}
+
+var applyArgsFields = []rpcField[applyArgs]{
+	{"e", func(r *rpcReader, a *applyArgs) { a.Entry = r.bytes() }},
+	{"q", func(r *rpcReader, a *applyArgs) { a.Req = r.str() }},
+}
+
+var batchReplyFields = []rpcField[applyBatchReply]{
+	{"r", func(r *rpcReader, a *applyBatchReply) {
+		a.Replies = make([]rpcReply, r.containerLen(0x90, 0xdc))
+		for i := range a.Replies {
+			readRPCFields(r, &a.Replies[i], replyFields)
+		}
+	}},
+}
+
+var replyFields = []rpcField[rpcReply]{
+	{"c", func(r *rpcReader, p *rpcReply) {
+		c := r.int()
+		if c < math.MinInt || c > math.MaxInt {
+			r.bad = true
+		}
+		p.Count = int(c)
+	}},
+	{"e", func(r *rpcReader, p *rpcReply) { p.Err = r.str() }},
+	{"f", func(r *rpcReader, p *rpcReply) { p.Fail = r.str() }},
+	{"i", func(r *rpcReader, p *rpcReply) { p.Index = r.uint() }},
+	{"r", func(r *rpcReader, p *rpcReply) { p.Record = new(fsm.Record); readRPCFields(r, p.Record, recordFields) }},
+}
+
+// recordFields are Record's fields but Rotated, which the codec reads.
+var recordFields = []rpcField[fsm.Record]{
+	{"c", func(r *rpcReader, rec *fsm.Record) { rec.ClientID = r.str() }},
+	{"ca", func(r *rpcReader, rec *fsm.Record) { rec.CreatedAt = r.int() }},
+	{"ci", func(r *rpcReader, rec *fsm.Record) { rec.CreateIndex = r.uint() }},
+	{"d", func(r *rpcReader, rec *fsm.Record) { rec.Data = r.bytes() }},
+	{"dr", func(r *rpcReader, rec *fsm.Record) { rec.DetectReuse = r.next() == 0xc3 }},
+	{"ea", func(r *rpcReader, rec *fsm.Record) { rec.ExpiresAt = r.int() }},
+	{"f", func(r *rpcReader, rec *fsm.Record) { rec.Family = r.str() }},
+	{"g", func(r *rpcReader, rec *fsm.Record) { rec.Generator = r.str() }},
+	{"h", func(r *rpcReader, rec *fsm.Record) { rec.Hash = r.str() }},
+	{"hu", func(r *rpcReader, rec *fsm.Record) { rec.HoldUntil = r.int() }},
+	{"i", func(r *rpcReader, rec *fsm.Record) { rec.ID = r.str() }},
+	{"ia", func(r *rpcReader, rec *fsm.Record) { rec.InvalidatedAt = r.int() }},
+	{"ip", func(r *rpcReader, rec *fsm.Record) { rec.IP = r.str() }},
+	{"k", func(r *rpcReader, rec *fsm.Record) { rec.Kind = r.str() }},
+	{"lu", func(r *rpcReader, rec *fsm.Record) { rec.LastUsedAt = r.int() }},
+	{"mi", func(r *rpcReader, rec *fsm.Record) { rec.ModifyIndex = r.uint() }},
+	{"mu", func(r *rpcReader, rec *fsm.Record) { rec.MaxUses = r.int() }},
+	{"r", func(r *rpcReader, rec *fsm.Record) { rec.RLC = r.str() }},
+	{"re", func(r *rpcReader, rec *fsm.Record) { rec.Reason = r.str() }},
+	{"s", func(r *rpcReader, rec *fsm.Record) { rec.Subject = r.str() }},
+	{"sc", func(r *rpcReader, rec *fsm.Record) {
+		rec.Scopes = make([]string, r.containerLen(0x90, 0xdc))
+		for i := range rec.Scopes {
+			rec.Scopes[i] = r.str()
+		}
+	}},
+	{"st", func(r *rpcReader, rec *fsm.Record) {
+		v := r.uint()
+		if v > math.MaxUint8 {
+			r.bad = true
+		}
+		rec.State = fsm.State(v)
+	}},
+	{"t", func(r *rpcReader, rec *fsm.Record) { rec.Title = r.str() }},
+	{"ua", func(r *rpcReader, rec *fsm.Record) { rec.UserAgent = r.str() }},
+	{"ul", func(r *rpcReader, rec *fsm.Record) { rec.UsesLeft = r.int() }},
+}

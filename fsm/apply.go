@@ -192,7 +192,8 @@ func (c *Consume) apply(tx *applyTx) Result {
 	if c.ClientID != "" && c.ClientID != r.ClientID {
 		return Result{Err: ErrClientMismatch}
 	}
-	used := *r
+	// r is a copy of its own (byHash): it becomes the used record.
+	used := r
 	used.LastUsedAt = tx.now
 	used.ModifyIndex = tx.index
 	if used.MaxUses > 0 {
@@ -202,12 +203,12 @@ func (c *Consume) apply(tx *applyTx) Result {
 		// The caller gets the record, consumed, with its data; the state
 		// keeps only the tombstone.
 		tomb := used.invalidate(Consumed, tx.now, "consumed", tx.index)
-		tx.put(r, tomb)
+		tx.put(used, tomb)
 		used.State, used.InvalidatedAt, used.Reason = tomb.State, tomb.InvalidatedAt, tomb.Reason
 	} else {
-		tx.put(r, &used)
+		tx.put(used, used)
 	}
-	return Result{Record: &used}
+	return Result{Record: used}
 }
 
 func (c *Revoke) apply(tx *applyTx) Result {

@@ -81,9 +81,11 @@ func (r *request) Result(st *state) Result { return r.outcome(st).Result() }
 // with the state when they are the last ones stored.
 func (s *state) newRequest(id string, at int64, o Outcome) *request {
 	r := &request{id: id, at: at, rec: s.compactOf(o.Record), acc: s.compactOf(o.Access)}
-	o.Record, o.Access = nil, nil
 	if o.Sealed != nil || o.Count != 0 || o.Err != "" || o.Family != nil || o.Ops != nil || o.Op != 0 {
-		r.rest = &o
+		// A copy of its own, made only here: o itself stays on the stack.
+		rest := o
+		rest.Record, rest.Access = nil, nil
+		r.rest = &rest
 	}
 	return r
 }

@@ -146,9 +146,19 @@ func (c *Fence) apply(tx *applyTx) Result {
 // entry, and a batch inside a batch is refused as a bad entry.
 func (b *Batch) apply(*applyTx) Result { return Result{Err: ErrBadEntry} }
 
+// putNew is put of a record whose id may be taken (false: nothing changed).
+func (tx *applyTx) putNew(r *Record) bool {
+	if !tx.st.putNew(r) {
+		return false
+	}
+	if tx.journal != nil {
+		tx.journal.puts = append(tx.journal.puts, undoPut{id: r.ID, prev: noHandle})
+	}
+	return true
+}
+
 func (c *Issue) apply(tx *applyTx) Result {
-	// getID, not byID: an empty id is taken like any other once used.
-	if tx.st.byHash.get(c.Record.Hash) != noHandle || tx.st.storedID(c.Record.ID) != noHandle {
+	if tx.st.byHash.get(c.Record.Hash) != noHandle {
 		return Result{Err: ErrExists}
 	}
 	// The command is its own, decoded for this apply: its record is
@@ -164,14 +174,22 @@ func (c *Issue) apply(tx *applyTx) Result {
 	if r.DetectReuse && r.Family == "" {
 		r.Family = r.ID // a grant starts a family of its own
 	}
+	// An id already stored is refused first (getID, not byID: an empty
+	// id is taken like any other once used); putNew looks for it as it
+	// stores the record.
 	if f := tx.st.families.revoked(r.Family, tx.now); f != nil {
+		if tx.st.storedID(r.ID) != noHandle {
+			return Result{Err: ErrExists}
+		}
 		// The refused token, as it would have been, names what the
 		// answer is about; nothing is stored.
 		r.Data, r.State, r.InvalidatedAt, r.Reason = nil, Revoked, f.At, f.Reason
 		return Result{Record: r, Family: f, Err: ErrFamilyRevoked}
 	}
 	r.CreateIndex, r.ModifyIndex = tx.index, tx.index
-	tx.put(nil, r)
+	if !tx.putNew(r) {
+		return Result{Err: ErrExists}
+	}
 	return Result{Record: r}
 }
 

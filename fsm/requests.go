@@ -190,8 +190,9 @@ func (s *state) remember(id string, at int64, res Result) {
 // rememberNew remembers id at log time at, for an outcome that remembered
 // sets once the command is applied, unless id is remembered already: that
 // request then, and false. One search of the index, where a look for the
-// id and then a remember cost two. The outcome is set before anything can
-// read the index (the writer's lock is held until then).
+// id and then a remember cost two. The outcome is set before anything
+// else reads the index: only the writer does, and Raft takes a snapshot
+// (Snapshot clones the index) between entries, on the writer's goroutine.
 func (s *state) rememberNew(id string, at int64) (*request, bool) {
 	r := &request{id: id, at: at}
 	prev, had := s.reqs.ReplaceOrInsert(reqItem{h: reqHash(id), id: id, r: r})

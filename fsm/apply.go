@@ -146,9 +146,19 @@ func (c *Fence) apply(tx *applyTx) Result {
 // entry, and a batch inside a batch is refused as a bad entry.
 func (b *Batch) apply(*applyTx) Result { return Result{Err: ErrBadEntry} }
 
+// putNew is put of a record whose id may be taken (false: nothing changed).
+func (tx *applyTx) putNew(r *Record) bool {
+	if !tx.st.putNew(r) {
+		return false
+	}
+	if tx.journal != nil {
+		tx.journal.puts = append(tx.journal.puts, undoPut{id: r.ID, prev: noHandle})
+	}
+	return true
+}
+
 func (c *Issue) apply(tx *applyTx) Result {
-	// getID, not byID: an empty id is taken like any other once used.
-	if tx.st.byHash.get(c.Record.Hash) != noHandle || tx.st.storedID(c.Record.ID) != noHandle {
+	if tx.st.byHash.get(c.Record.Hash) != noHandle {
 		return Result{Err: ErrExists}
 	}
 	// The command is its own, decoded for this apply: its record is
@@ -164,14 +174,22 @@ func (c *Issue) apply(tx *applyTx) Result {
 	if r.DetectReuse && r.Family == "" {
 		r.Family = r.ID // a grant starts a family of its own
 	}
+	// An id already stored is refused first (getID, not byID: an empty
+	// id is taken like any other once used); putNew looks for it as it
+	// stores the record.
 	if f := tx.st.families.revoked(r.Family, tx.now); f != nil {
+		if tx.st.storedID(r.ID) != noHandle {
+			return Result{Err: ErrExists}
+		}
 		// The refused token, as it would have been, names what the
 		// answer is about; nothing is stored.
 		r.Data, r.State, r.InvalidatedAt, r.Reason = nil, Revoked, f.At, f.Reason
 		return Result{Record: r, Family: f, Err: ErrFamilyRevoked}
 	}
 	r.CreateIndex, r.ModifyIndex = tx.index, tx.index
-	tx.put(nil, r)
+	if !tx.putNew(r) {
+		return Result{Err: ErrExists}
+	}
 	return Result{Record: r}
 }
 
@@ -192,7 +210,8 @@ func (c *Consume) apply(tx *applyTx) Result {
 	if c.ClientID != "" && c.ClientID != r.ClientID {
 		return Result{Err: ErrClientMismatch}
 	}
-	used := *r
+	// r is a copy of its own (byHash): it becomes the used record.
+	used := r
 	used.LastUsedAt = tx.now
 	used.ModifyIndex = tx.index
 	if used.MaxUses > 0 {
@@ -202,12 +221,12 @@ func (c *Consume) apply(tx *applyTx) Result {
 		// The caller gets the record, consumed, with its data; the state
 		// keeps only the tombstone.
 		tomb := used.invalidate(Consumed, tx.now, "consumed", tx.index)
-		tx.put(r, tomb)
+		tx.put(used, tomb)
 		used.State, used.InvalidatedAt, used.Reason = tomb.State, tomb.InvalidatedAt, tomb.Reason
 	} else {
-		tx.put(r, &used)
+		tx.put(used, used)
 	}
-	return Result{Record: &used}
+	return Result{Record: used}
 }
 
 func (c *Revoke) apply(tx *applyTx) Result {

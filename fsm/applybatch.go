@@ -22,8 +22,9 @@ func decodeLogEntry(data []byte) decodedEntry {
 	d := decodedEntry{c: c, err: err}
 	if b, ok := c.(*Batch); ok && err == nil {
 		d.inner = make([]decodedCmd, len(b.Entries))
+		slab := newCmdSlab(b.Entries)
 		for i, e := range b.Entries {
-			d.inner[i].c, d.inner[i].err = decodeEntry(e)
+			d.inner[i].c, d.inner[i].err = decodeEntryIn(e, slab)
 		}
 	}
 	return d

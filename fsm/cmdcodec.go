@@ -180,22 +180,65 @@ func appendUint(dst []byte, i uint64) []byte {
 	return binary.BigEndian.AppendUint64(append(dst, 0xcf), i)
 }
 
+// cmdSlab holds the Issues and Consumes of one log entry's batch, made
+// at once (one allocation for each type instead of one per command), and
+// the reader they are decoded with. A decode that fails leaves its slot
+// unused.
+type cmdSlab struct {
+	r        reader
+	issues   []Issue
+	consumes []Consume
+}
+
+// newCmdSlab returns a slab with room for the Issues and Consumes among
+// entries, by their type bytes.
+func newCmdSlab(entries [][]byte) *cmdSlab {
+	var issues, consumes int
+	for _, e := range entries {
+		if len(e) > 0 {
+			switch Type(e[0]) {
+			case TypeIssue:
+				issues++
+			case TypeConsume:
+				consumes++
+			}
+		}
+	}
+	return &cmdSlab{issues: make([]Issue, 0, issues), consumes: make([]Consume, 0, consumes)}
+}
+
+// next returns the next free element of *s, or a new one when it is full.
+func next[T any](s *[]T) *T {
+	if n := len(*s); n < cap(*s) {
+		*s = (*s)[:n+1]
+		return &(*s)[n]
+	}
+	return new(T)
+}
+
 // fastDecode decodes body, the encoding of a command of type t, if it is
 // exactly what fastEncode writes for what it holds; false otherwise, and
 // the codec decodes it.
-func fastDecode(t Type, body []byte) (applier, bool) {
+func fastDecode(t Type, body []byte) (applier, bool) { return fastDecodeIn(t, body, nil) }
+
+// fastDecodeIn is fastDecode taking the command from slab when it is set.
+func fastDecodeIn(t Type, body []byte, slab *cmdSlab) (applier, bool) {
 	if !fastCodec {
 		return nil, false
 	}
-	r := &reader{b: body}
+	if slab == nil {
+		slab = new(cmdSlab)
+	}
+	slab.r = reader{b: body}
+	r := &slab.r
 	var c applier
 	switch t {
 	case TypeIssue:
-		v := new(Issue)
+		v := next(&slab.issues)
 		readFields(r, v, issueFields)
 		c = v
 	case TypeConsume:
-		v := new(Consume)
+		v := next(&slab.consumes)
 		readFields(r, v, consumeFields)
 		c = v
 	default:

@@ -334,7 +334,11 @@ var (
 	errUndecodable = errors.New("undecodable entry")
 )
 
-func decodeEntry(b []byte) (applier, error) {
+func decodeEntry(b []byte) (applier, error) { return decodeEntryIn(b, nil) }
+
+// decodeEntryIn is decodeEntry taking the commands the fast codec decodes
+// from slab when it has room (nil: each of its own).
+func decodeEntryIn(b []byte, slab *cmdSlab) (applier, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%w: empty", errUndecodable)
 	}
@@ -356,7 +360,7 @@ func decodeEntry(b []byte) (applier, error) {
 			return c, nil
 		}
 	}
-	if c, ok := fastDecode(t, b[1:]); ok {
+	if c, ok := fastDecodeIn(t, b[1:], slab); ok {
 		return c, nil
 	}
 	c := newCmd()

@@ -352,6 +352,44 @@ func TestIssueExistingChangesNothing(t *testing.T) {
 	}
 }
 
+// TestIssueExistingUnderSnapshot refuses Issues of a taken id while a
+// snapshot is open and being persisted: the refused record, stored for a
+// moment and taken out again, reaches neither the snapshot nor the state.
+func TestIssueExistingUnderSnapshot(t *testing.T) {
+	h := newHarness(t)
+	populate(h, t0)
+	want := h.snapshot()
+	frames := recordFrames(t, h.s)
+	snap, err := h.s.RaftFSM().Snapshot()
+	if err != nil {
+		t.Fatalf("Snapshot: unexpected error %v", err)
+	}
+	defer snap.Release()
+	sink := &memSink{}
+	done := make(chan error, 1)
+	go func() { done <- snap.Persist(sink) }()
+	for i := range 50 {
+		res := h.do(t0.Add(time.Minute), with(newIssue("a-active", "developer", time.Hour, 0), func(r *fsm.Record) {
+			r.Hash, r.Subject = hashOf(fmt.Sprint("other-", i)), "user:9"
+		}))
+		wantErr(t, "Issue of a taken id", res, fsm.ErrExists)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Persist: unexpected error %v", err)
+	}
+	if !bytes.Equal(sink.Bytes(), want) {
+		t.Fatalf("persisted snapshot (%d bytes) differs from the state at Snapshot time (%d bytes)", sink.Len(), len(want))
+	}
+	if !bytes.Equal(recordFrames(t, h.s), frames) {
+		t.Fatalf("refused Issues changed the stored records")
+	}
+	for i := range 50 {
+		if r := h.s.ByHash(hashOf(fmt.Sprint("other-", i))); r != nil {
+			t.Fatalf("a refused Issue is found by its digest: %+v", r)
+		}
+	}
+}
+
 func TestConsumeMismatchDoesNotUse(t *testing.T) {
 	for _, tt := range []struct {
 		name string

@@ -221,16 +221,24 @@ func (m *Machine) applyBatch(index uint64, b *Batch, inner []decodedCmd) (Result
 		if len(b.Reqs) > 0 {
 			req = b.Reqs[i]
 		}
-		if prev := tx.st.request(req); prev != nil {
-			res.Batch[i] = prev.Result(tx.st)
-			continue
-		}
-		if c == nil {
+		switch {
+		case req != "" && c != nil:
+			r, first := tx.st.rememberNew(req, tx.now)
+			if !first {
+				res.Batch[i] = r.Result(tx.st)
+				continue
+			}
+			res.Batch[i] = c.apply(tx)
+			tx.st.remembered(r, res.Batch[i])
+		case req != "":
+			if prev := tx.st.request(req); prev != nil {
+				res.Batch[i] = prev.Result(tx.st)
+			}
+			continue // skipped, or answered as it was
+		case c == nil:
 			continue // skipped
-		}
-		res.Batch[i] = c.apply(tx)
-		if req != "" {
-			tx.st.remember(req, tx.now, res.Batch[i])
+		default:
+			res.Batch[i] = c.apply(tx)
 		}
 		tx.pause()
 	}

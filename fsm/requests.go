@@ -80,12 +80,20 @@ func (r *request) Result(st *state) Result { return r.outcome(st).Result() }
 // newRequest returns o remembered under id, sharing the records it names
 // with the state when they are the last ones stored.
 func (s *state) newRequest(id string, at int64, o Outcome) *request {
-	r := &request{id: id, at: at, rec: s.compactOf(o.Record), acc: s.compactOf(o.Access)}
-	o.Record, o.Access = nil, nil
-	if o.Sealed != nil || o.Count != 0 || o.Err != "" || o.Family != nil || o.Ops != nil || o.Op != 0 {
-		r.rest = &o
-	}
+	r := &request{id: id, at: at}
+	s.setOutcome(r, o)
 	return r
+}
+
+// setOutcome sets the outcome of r, which has none yet, to o.
+func (s *state) setOutcome(r *request, o Outcome) {
+	r.rec, r.acc = s.compactOf(o.Record), s.compactOf(o.Access)
+	if o.Sealed != nil || o.Count != 0 || o.Err != "" || o.Family != nil || o.Ops != nil || o.Op != 0 {
+		// A copy of its own, made only here: o itself stays on the stack.
+		rest := o
+		rest.Record, rest.Access = nil, nil
+		r.rest = &rest
+	}
 }
 
 // compactOf returns r as a stored record that a request holds: the one
@@ -177,6 +185,28 @@ func (s *state) request(id string) *request {
 
 func (s *state) remember(id string, at int64, res Result) {
 	s.addRequest(s.newRequest(id, at, res.Outcome()))
+}
+
+// rememberNew remembers id at log time at, for an outcome that remembered
+// sets once the command is applied, unless id is remembered already: that
+// request then, and false. One search of the index, where a look for the
+// id and then a remember cost two. The outcome is set before anything
+// else reads the index: only the writer does, and Raft takes a snapshot
+// (Snapshot clones the index) between entries, on the writer's goroutine.
+func (s *state) rememberNew(id string, at int64) (*request, bool) {
+	r := &request{id: id, at: at}
+	prev, had := s.reqs.ReplaceOrInsert(reqItem{h: reqHash(id), id: id, r: r})
+	if had {
+		s.reqs.ReplaceOrInsert(prev)
+		return prev.r, false
+	}
+	return r, true
+}
+
+// remembered sets the outcome of r, from rememberNew, and queues it.
+func (s *state) remembered(r *request, res Result) {
+	s.setOutcome(r, res.Outcome())
+	s.reqQueue = append(s.reqQueue, r)
 }
 
 // addRequest remembers r, which is no older than any remembered before

@@ -158,10 +158,32 @@ func (s *state) put(_, r *Record) { s.putStored(s.compact(r)) }
 // putStored is put of a record already in the arena, which the state
 // then holds.
 func (s *state) putStored(nh handle) {
-	s.puts[0], s.puts[1] = s.puts[1], nh
 	n := s.ar.get(nh)
 	prev, had := s.byID.ReplaceOrInsert(idItem{k: prefix8(n.id()), h: nh})
-	oh := prev.h
+	s.indexPut(prev.h, had, nh, n)
+}
+
+// putNew stores r unless a record with its id is stored (false then, and
+// nothing is); no record may have its digest. One search of the primary
+// index, where a look for the id and a put cost two: the record is laid
+// out first, and taken out again if its id is there.
+func (s *state) putNew(r *Record) bool {
+	nh := s.compact(r)
+	n := s.ar.get(nh)
+	prev, had := s.byID.ReplaceOrInsert(idItem{k: prefix8(n.id()), h: nh})
+	if had {
+		s.byID.ReplaceOrInsert(prev)
+		s.ar.freeNow(nh) // nobody else ever saw it
+		return false
+	}
+	s.indexPut(noHandle, false, nh, n)
+	return true
+}
+
+// indexPut is putStored once the primary index holds the record n at nh
+// in place of the one at oh (had).
+func (s *state) indexPut(oh handle, had bool, nh handle, n rec) {
+	s.puts[0], s.puts[1] = s.puts[1], nh
 	if had {
 		old := s.ar.get(oh)
 		if old.hash() != n.hash() {

@@ -2,8 +2,10 @@ package load
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strconv"
 	"sync"
@@ -210,7 +212,7 @@ func issueWith(ctx context.Context, n, clients int, progress io.Writer, issue fu
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < n && fillCtx.Err() == nil; i = int(next.Add(1) - 1) {
-				tok, err := issue(fillCtx, keys.next())
+				tok, err := retryUnavailable(fillCtx, func() (string, error) { return issue(fillCtx, keys.next()) })
 				if err != nil {
 					errs <- fmt.Errorf("bench: pre-issue: %w", err)
 					cancel()
@@ -227,6 +229,39 @@ func issueWith(ctx context.Context, n, clients int, progress io.Writer, issue fu
 		return nil, err
 	}
 	return toks, ctx.Err()
+}
+
+// unavailableFor is how long a pre-issue retries a write the cluster
+// answered 503 to (no leader, an election under way): a filling run
+// outlives a leader change, which a busy machine makes likely over
+// minutes of writes.
+const unavailableFor = 30 * time.Second
+
+// retryUnavailable runs issue until it succeeds, fails otherwise, or 503s
+// have gone on for unavailableFor. A retried write may have committed
+// before its answer was lost; the filler then holds one token more than
+// it returns, which no measurement reads.
+func retryUnavailable(ctx context.Context, issue func() (string, error)) (string, error) {
+	var since time.Time
+	wait := 10 * time.Millisecond
+	for {
+		tok, err := issue()
+		var e *client.Error
+		if err == nil || !errors.As(err, &e) || e.Status != http.StatusServiceUnavailable {
+			return tok, err
+		}
+		if since.IsZero() {
+			since = time.Now()
+		} else if time.Since(since) > unavailableFor {
+			return "", err
+		}
+		select {
+		case <-ctx.Done():
+			return "", err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // rotateOp rotates fresh refresh tokens, each once, taking an access

@@ -498,7 +498,7 @@ func (s *state) load(recs []handle, reqs []*request) error {
 			s.byHash = byHash
 		},
 		func() {
-			s.bySubject = loadIndex(s, ordered, newIndex, ar.cmpItem, func(h handle, r rec) (item, bool) {
+			s.bySubject = loadItems(s, ordered, func(h handle, r rec) (item, bool) {
 				return s.subjectItem(h, r), r.subject() != ""
 			})
 		},
@@ -508,7 +508,7 @@ func (s *state) load(recs []handle, reqs []*request) error {
 		},
 		func() { fill(s.byID, ids) },
 		func() {
-			s.byFamily = loadIndex(s, ordered, newIndex, ar.cmpItem, func(h handle, r rec) (item, bool) {
+			s.byFamily = loadItems(s, ordered, func(h handle, r rec) (item, bool) {
 				return s.familyItem(h, r), r.family() != ""
 			})
 		},
@@ -518,7 +518,7 @@ func (s *state) load(recs []handle, reqs []*request) error {
 			})
 		},
 		func() {
-			s.sealed = loadIndex(s, ordered, newIndex, ar.cmpItem, func(h handle, r rec) (item, bool) {
+			s.sealed = loadItems(s, ordered, func(h handle, r rec) (item, bool) {
 				if !r.holdsSealed() {
 					return item{}, false
 				}
@@ -560,6 +560,28 @@ func runJobs(jobs []func(), workers int) {
 // loadIndex returns a new index (made by newTree, its items in the order
 // of cmp) of the items of the records that have one, filled in order.
 func loadIndex[T any](s *state, recs []handle, newTree func(*arena) *btree.BTreeG[T], cmp func(a, b T) int, of func(handle, rec) (T, bool)) *btree.BTreeG[T] {
+	items := indexItems(s, recs, of)
+	slices.SortFunc(items, cmp)
+	t := newTree(s.ar)
+	fill(t, items)
+	return t
+}
+
+// loadItems returns a new index of the items of the records recs, in id
+// order, that have one. An item's order is its key g, then the record's
+// id: recs are in that order already, so a stable sort by g alone (a
+// radix sort, which compares nothing) puts them in the index's.
+func loadItems(s *state, recs []handle, of func(handle, rec) (item, bool)) *btree.BTreeG[item] {
+	items := indexItems(s, recs, of)
+	items = sortByGroup(items, make([]item, len(items)))
+	t := newIndex(s.ar)
+	fill(t, items)
+	return t
+}
+
+// indexItems returns the items of the records at recs that have one, in
+// their order.
+func indexItems[T any](s *state, recs []handle, of func(handle, rec) (T, bool)) []T {
 	n := 0
 	for _, h := range recs {
 		if _, ok := of(h, s.ar.get(h)); ok {
@@ -572,10 +594,41 @@ func loadIndex[T any](s *state, recs []handle, newTree func(*arena) *btree.BTree
 			items = append(items, x)
 		}
 	}
-	slices.SortFunc(items, cmp)
-	t := newTree(s.ar)
-	fill(t, items)
-	return t
+	return items
+}
+
+// sortByGroup sorts items by g, keeping the order of items with the same
+// g, with tmp (as long) for scratch: a least significant digit radix
+// sort, a byte a pass, skipping a byte that all items share. It returns
+// the sorted slice, items or tmp.
+func sortByGroup(items, tmp []item) []item {
+	if len(items) < 2 {
+		return items
+	}
+	var counts [8][256]int
+	for i := range items {
+		g := items[i].g
+		for d := range 8 {
+			counts[d][byte(g>>(8*d))]++
+		}
+	}
+	for d := range 8 {
+		c := &counts[d]
+		if c[byte(items[0].g>>(8*d))] == len(items) {
+			continue // every item has this byte
+		}
+		sum := 0
+		for b := range c {
+			c[b], sum = sum, sum+c[b]
+		}
+		for i := range items {
+			b := byte(items[i].g >> (8 * d))
+			tmp[c[b]] = items[i]
+			c[b]++
+		}
+		items, tmp = tmp, items
+	}
+	return items
 }
 
 // fill inserts items, sorted and distinct, into the empty tree t: every

@@ -343,8 +343,10 @@ func readRPC(w http.ResponseWriter, r *http.Request, v any) bool {
 
 // decodeRPC decodes the msgpack body of a node-to-node call into v.
 func decodeRPC(body []byte, v any) error {
-	if decodeFastRPC(body, v) {
+	if ok, tooMany := readFastRPC(body, v); ok {
 		return nil
+	} else if tooMany {
+		return fmt.Errorf("more than %d writes or answers in one call", maxForwardBatch)
 	}
 	if body == nil {
 		body = noRPCBody // a decoder reset to nil would read its last input

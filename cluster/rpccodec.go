@@ -265,43 +265,54 @@ func appendContainerLen(dst []byte, n int, fix, c16 byte) []byte {
 // What v keeps is copied out of body: strings share one copy of it, byte
 // slices another, so a pooled body can be reused once this returns.
 func decodeFastRPC(body []byte, v any) bool {
+	ok, _ := readFastRPC(body, v)
+	return ok
+}
+
+// readFastRPC is decodeFastRPC that also tells when body holds more
+// writes or answers than a call may (maxForwardBatch): decodeRPC refuses
+// such a body rather than hand it to the codec, which would make room
+// for every element it claims, up to the body's size in elements of
+// 40-128 bytes each.
+func readFastRPC(body []byte, v any) (ok, tooMany bool) {
 	if !fastRPC {
-		return false
+		return false, false
 	}
 	r := &rpcReader{b: body}
+	defer func() { tooMany = r.tooMany }()
 	switch v := v.(type) {
 	case *applyBatchArgs:
 		var out applyBatchArgs
 		readRPCFields(r, &out, batchArgsFields)
 		if !r.done() || !encodesTo(&out, body) {
-			return false
+			return false, false
 		}
 		*v = out
 	case *applyArgs:
 		var out applyArgs
 		readRPCFields(r, &out, applyArgsFields)
 		if !r.done() || !encodesTo(&out, body) {
-			return false
+			return false, false
 		}
 		*v = out
 	case *applyBatchReply:
 		var out applyBatchReply
 		readRPCFields(r, &out, batchReplyFields)
 		if !r.done() || !encodesTo(&out, body) {
-			return false
+			return false, false
 		}
 		*v = out
 	case *rpcReply:
 		var out rpcReply
 		readRPCFields(r, &out, replyFields)
 		if !r.done() || !encodesTo(&out, body) {
-			return false
+			return false, false
 		}
 		*v = out
 	default:
-		return false
+		return false, false
 	}
-	return true
+	return true, false
 }
 
 // encodesTo tells whether v encodes to body, byte for byte.
@@ -335,6 +346,8 @@ type rpcReader struct {
 	own []byte // b copied, once a byte slice is read
 	off int
 	bad bool
+	// tooMany: more writes or answers than a call may hold.
+	tooMany bool
 }
 
 // done tells whether everything was read, and well.
@@ -366,6 +379,17 @@ func (r *rpcReader) be(n int) uint64 {
 		v = v<<8 | uint64(c)
 	}
 	return v
+}
+
+// batchLen reads the length of a call's array of writes or answers: at
+// most maxForwardBatch, which the leader also checks of what it decodes.
+func (r *rpcReader) batchLen() int {
+	n := r.containerLen(0x90, 0xdc)
+	if n > maxForwardBatch {
+		r.bad, r.tooMany = true, true
+		return 0
+	}
+	return n
 }
 
 // containerLen reads an array's or a map's length (fix: the fixed form's
@@ -500,7 +524,7 @@ func readRPCFields[T any](r *rpcReader, v *T, fields []rpcField[T]) {
 
 var batchArgsFields = []rpcField[applyBatchArgs]{
 	{"w", func(r *rpcReader, a *applyBatchArgs) {
-		a.Writes = make([]applyArgs, r.containerLen(0x90, 0xdc))
+		a.Writes = make([]applyArgs, r.batchLen())
 		for i := range a.Writes {
 			readRPCFields(r, &a.Writes[i], applyArgsFields)
 		}
@@ -514,7 +538,7 @@ var applyArgsFields = []rpcField[applyArgs]{
 
 var batchReplyFields = []rpcField[applyBatchReply]{
 	{"r", func(r *rpcReader, a *applyBatchReply) {
-		a.Replies = make([]rpcReply, r.containerLen(0x90, 0xdc))
+		a.Replies = make([]rpcReply, r.batchLen())
 		for i := range a.Replies {
 			readRPCFields(r, &a.Replies[i], replyFields)
 		}

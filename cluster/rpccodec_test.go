@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"reflect"
 	"strings"
 	"testing"
@@ -221,4 +222,26 @@ func FuzzFastRPCRecord(f *testing.F) {
 			t.Fatalf("decoded %+v, want %+v", back, v)
 		}
 	})
+}
+
+// A call claiming more writes or answers than one may hold is refused
+// before anything is made for them, by either decoder.
+func TestRPCRefusesTooManyElements(t *testing.T) {
+	for _, c := range []struct {
+		key string
+		v   any
+	}{{"w", &applyBatchArgs{}}, {"r", &applyBatchReply{}}} {
+		// {key: [nil × n]}, n one more than a call may hold, and far more.
+		for _, n := range []int{maxForwardBatch + 1, 1 << 20} {
+			b := []byte{0x81, 0xa1, c.key[0], 0xdd, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+			b = append(b, bytes.Repeat([]byte{0xc0}, n)...)
+			if err := decodeRPC(b, c.v); err == nil {
+				t.Fatalf("%q with %d elements decoded", c.key, n)
+			}
+		}
+		ok := []byte{0x81, 0xa1, c.key[0], 0x90}
+		if err := decodeRPC(ok, c.v); err != nil {
+			t.Fatalf("%q with no elements: %v", c.key, err)
+		}
+	}
 }

@@ -170,12 +170,15 @@ func (s *state) putStored(nh handle) {
 // index, where a look for the id and a put cost two: the record is laid
 // out first, and taken out again if its id is there.
 func (s *state) putNew(r *Record) bool {
-	nh := s.compact(r)
+	nh, added := s.compactNew(r)
 	n := s.ar.get(nh)
 	prev, had := s.byID.ReplaceOrInsert(idItem{k: prefix8(n.id()), h: nh})
 	if had {
 		s.byID.ReplaceOrInsert(prev)
 		s.ar.freeNow(nh) // nobody else ever saw it
+		if added != noProfile {
+			s.profiles.forget(added)
+		}
 		return false
 	}
 	s.indexPut(noHandle, false, nh, n)

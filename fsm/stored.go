@@ -255,6 +255,17 @@ func (ps *profiles) get(id uint32) *profile {
 	return &pg[id%profilePage]
 }
 
+// forget takes back id, the profile of returns last added, which no
+// record names: the record it was added for was not stored.
+func (ps *profiles) forget(id uint32) {
+	if int(id) != len(ps.ids)-1 {
+		corrupt("profile %d forgotten, %d held", id, len(ps.ids))
+	}
+	p := ps.get(id)
+	delete(ps.ids, *p)
+	*p = profile{}
+}
+
 // profileOf returns r's profile: views of the table's strings, which are
 // the heap's and stay, or of r's own.
 func (s *state) profileOf(r rec) profile {
@@ -346,14 +357,23 @@ func appendExt(dst []byte, r *Record, b *builder) []byte {
 }
 
 // compact stores r in the state's arena and returns its handle.
-func (s *state) compact(r *Record) handle {
+func (s *state) compact(r *Record) handle { h, _ := s.compactNew(r); return h }
+
+// compactNew is compact, and whether it added r's profile to the table
+// (its id then, else noProfile).
+func (s *state) compactNew(r *Record) (handle, uint32) {
 	b := &s.bld // the writer's, reused
 	b.lens, b.body = b.lens[:0], b.body[:0]
 	var fl byte
 	if r.DetectReuse {
 		fl |= recDetectReuse
 	}
+	held := len(s.profiles.ids)
 	pid, shared := s.profiles.of(r.Kind, r.ClientID, r.Title, r.UserAgent)
+	added := uint32(noProfile)
+	if len(s.profiles.ids) > held {
+		added = pid
+	}
 	for _, x := range []string{r.ID, r.Subject, r.IP, r.Hash} {
 		b.add(x)
 	}
@@ -381,8 +401,10 @@ func (s *state) compact(r *Record) handle {
 	binary.LittleEndian.PutUint32(out[48:], pid)
 	copy(out[recHeader:], b.lens)
 	copy(out[recHeader+len(b.lens):], b.body)
-	return h
+	return h, added
 }
+
+const noProfile = ^uint32(0)
 
 // record returns the record at h as a Record of its own: every string and
 // slice a copy on the heap (in one allocation), so that it outlives the

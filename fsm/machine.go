@@ -15,9 +15,11 @@ import (
 // Machine is the replicated token state of one node. Raft drives it through
 // RaftFSM; everything else only reads.
 type Machine struct {
-	mu      sync.RWMutex // Apply and Restore write; reads share
-	st      *state
-	lastNow int64 // latest leader time applied
+	mu sync.RWMutex // Apply and Restore write; reads share
+	// applying: an entry is being applied (lockApplying); under mu.
+	applying bool
+	st       *state
+	lastNow  int64 // latest leader time applied
 
 	applied atomic.Uint64
 	// lastIndex is the last index Apply was given since New or the
@@ -208,8 +210,8 @@ func (m *Machine) applyBatch(index uint64, b *Batch, inner []decodedCmd) (Result
 		}
 		cmds[i] = c
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.lockApplying()
+	defer m.unlockApplying()
 	tx := &applyTx{st: m.st, now: m.lastNow, index: index, lock: &m.mu, held: time.Now()}
 	// Time never runs backwards in the state, even if a new leader's clock
 	// is behind the old one's.
@@ -312,9 +314,26 @@ func (m *Machine) Rejected(reason string) uint64 {
 	return 0
 }
 
-func (m *Machine) applyLocked(c applier, index uint64) Result {
+// lockApplying takes the writer's lock for an entry and marks it being
+// applied until unlockApplying. An entry may let readers in between its
+// commands (applyTx.pause); what it has half done then, such as a request
+// remembered before its command's outcome is set, is for readers of
+// records, never for a snapshot, which Snapshot and Restore refuse while
+// the mark is set. Raft calls them between entries, on the goroutine
+// that applies, so they never meet it.
+func (m *Machine) lockApplying() {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.applying = true
+}
+
+func (m *Machine) unlockApplying() {
+	m.applying = false
+	m.mu.Unlock()
+}
+
+func (m *Machine) applyLocked(c applier, index uint64) Result {
+	m.lockApplying()
+	defer m.unlockApplying()
 	tx := &applyTx{st: m.st, now: m.lastNow, index: index, lock: &m.mu, held: time.Now()}
 	tx.st.housekeep(tx.now, index)
 	res := c.apply(tx)

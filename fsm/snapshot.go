@@ -41,6 +41,10 @@ type snapshotMeta struct {
 	LogVersion int    `codec:"lv,omitempty"` // the state's Fence
 }
 
+// errMidEntry refuses a snapshot taken, or a state restored, while an
+// entry is being applied and has let readers in between its commands.
+var errMidEntry = errors.New("an entry is being applied")
+
 // Snapshot captures a point-in-time view: an O(1) copy-on-write clone of
 // the primary index, so writes go on while it streams. The records it
 // names stay in the arena until it is released.
@@ -53,6 +57,9 @@ func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.applying {
+		return nil, errMidEntry
+	}
 	return &snapshot{m: m, st: m.st, gen: m.st.ar.openSnapshot(), logBytes: m.logBytes.Load(),
 		records: m.st.byID.Clone(), reqs: m.st.reqs.Clone(), families: m.st.families.byName.Clone(),
 		meta: snapshotMeta{LastNow: m.lastNow, Applied: m.applied.Load(), LogVersion: m.st.logVersion}}, nil
@@ -308,6 +315,10 @@ func (m *Machine) Restore(r io.Reader) (err error) {
 		return fmt.Errorf("restore: the state needs version %d of the state machine, this node runs %d", meta.LogVersion, Version)
 	}
 	m.mu.Lock()
+	if m.applying {
+		m.mu.Unlock()
+		return fmt.Errorf("restore: %w", errMidEntry)
+	}
 	st.logVersion = meta.LogVersion
 	m.st, m.lastNow = st, meta.LastNow
 	m.logVersion.Store(int32(meta.LogVersion))

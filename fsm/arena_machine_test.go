@@ -2,6 +2,7 @@ package fsm_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -151,6 +152,9 @@ func TestArenaConcurrentReadersWriterSnapshot(t *testing.T) {
 			default:
 			}
 			write, release, err := h.s.TakeSnapshot()
+			if errors.Is(err, fsm.ErrMidEntry) {
+				continue // in a pause of the writer's: Raft never asks there
+			}
 			if err != nil {
 				t.Error(err)
 				return

@@ -88,3 +88,6 @@ func (m *Machine) CorruptRecord(id string) bool {
 	b[0], b[1], b[2], b[3] = 0xff, 0xff, 0xff, 0x7f
 	return true
 }
+
+// ErrMidEntry is what Snapshot and Restore answer while an entry applies.
+var ErrMidEntry = errMidEntry

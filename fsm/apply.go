@@ -174,9 +174,9 @@ func (c *Issue) apply(tx *applyTx) Result {
 	if r.DetectReuse && r.Family == "" {
 		r.Family = r.ID // a grant starts a family of its own
 	}
-	// An id already stored is refused first (getID, not byID: an empty
-	// id is taken like any other once used); putNew looks for it as it
-	// stores the record.
+	// An id already stored is refused first (storedID, not tx.byID: an
+	// empty id is taken like any other once used); putNew looks for it as
+	// it stores the record.
 	if f := tx.st.families.revoked(r.Family, tx.now); f != nil {
 		if tx.st.storedID(r.ID) != noHandle {
 			return Result{Err: ErrExists}
@@ -211,22 +211,21 @@ func (c *Consume) apply(tx *applyTx) Result {
 		return Result{Err: ErrClientMismatch}
 	}
 	// r is a copy of its own (byHash): it becomes the used record.
-	used := r
-	used.LastUsedAt = tx.now
-	used.ModifyIndex = tx.index
-	if used.MaxUses > 0 {
-		used.UsesLeft--
+	r.LastUsedAt = tx.now
+	r.ModifyIndex = tx.index
+	if r.MaxUses > 0 {
+		r.UsesLeft--
 	}
-	if used.MaxUses > 0 && used.UsesLeft <= 0 {
+	if r.MaxUses > 0 && r.UsesLeft <= 0 {
 		// The caller gets the record, consumed, with its data; the state
 		// keeps only the tombstone.
-		tomb := used.invalidate(Consumed, tx.now, "consumed", tx.index)
-		tx.put(used, tomb)
-		used.State, used.InvalidatedAt, used.Reason = tomb.State, tomb.InvalidatedAt, tomb.Reason
+		tomb := r.invalidate(Consumed, tx.now, "consumed", tx.index)
+		tx.put(r, tomb)
+		r.State, r.InvalidatedAt, r.Reason = tomb.State, tomb.InvalidatedAt, tomb.Reason
 	} else {
-		tx.put(used, used)
+		tx.put(r, r)
 	}
-	return Result{Record: used}
+	return Result{Record: r}
 }
 
 func (c *Revoke) apply(tx *applyTx) Result {

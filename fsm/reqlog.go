@@ -14,21 +14,22 @@ import (
 // (errors, counts, sealed secrets, a client batch's) in a short slice of
 // their own.
 //
-// Entries are appended in log order and only ever read once written; the
-// front is dropped by reslicing, and a slice is copied into a new array
-// when its dropped front grows large. So a snapshot's view, the three
-// slices as they were when it was taken, stays as it was while applies
-// go on: nothing it can read is written again, and an array it holds is
-// kept for it by the collector. Its records are kept for it by the
-// arena, as the state's are.
+// Entries and ids' bytes are appended in log order to fixed-size chunks,
+// never written again once written (an entry's outcome is set before any
+// snapshot can see it); a chunk is dropped once the window has passed it,
+// and never reused. So a snapshot's view, the lists of chunks as they
+// were when it was taken, stays as it was while applies go on, and the
+// chunks it holds are kept for it by the collector; its records are kept
+// for it by the arena, as the state's are. No array is copied as the
+// window moves: what is allocated is what is remembered.
 
 // reqEntry is one remembered request. Its position in the window is its
 // sequence number; its id is its bytes in reqLog.ids.
 type reqEntry struct {
 	at       int64
 	rec, acc handle
-	// idOff is the offset of the id's bytes, counted from the first byte
-	// ever appended, modulo 2^32: the live ids are far fewer bytes.
+	// idOff is the offset of the id's bytes in reqLog.ids, modulo 2^32:
+	// the live ids are far fewer bytes.
 	idOff uint32
 	// idLen is the id's length, and reqHasRest when the outcome is more
 	// than its records (in reqLog.rests).
@@ -46,12 +47,110 @@ type reqRest struct {
 	o   *Outcome
 }
 
+const (
+	reqChunkBits = 12
+	reqChunk     = 1 << reqChunkBits // entries in a chunk: 128 KiB
+	idChunkBits  = 16
+	idChunk      = 1 << idChunkBits // bytes in a chunk of ids
+)
+
+// reqEntries holds entries by sequence number, in chunks: chunk i of
+// chunks holds the sequence numbers from (first+i)<<reqChunkBits on.
+type reqEntries struct {
+	chunks []*[reqChunk]reqEntry
+	first  uint64
+}
+
+func (q *reqEntries) at(seq uint64) *reqEntry {
+	return &q.chunks[seq>>reqChunkBits-q.first][seq&(reqChunk-1)]
+}
+
+// reqIDs holds the ids' bytes, in chunks: chunk i holds the offsets from
+// (first+i)<<idChunkBits on; tail is the offset the next id goes at.
+type reqIDs struct {
+	chunks []*[idChunk]byte
+	first  uint64
+	tail   uint64
+}
+
+// abs returns the offset whose low 32 bits are lo: one of the last 2^32
+// bytes appended.
+func (b *reqIDs) abs(lo uint32) uint64 { return b.tail - uint64(uint32(b.tail)-lo) }
+
+// piece returns the bytes from offset a on, up to n and to the end of a
+// chunk.
+func (b *reqIDs) piece(a uint64, n int) []byte {
+	c := b.chunks[a>>idChunkBits-b.first]
+	off := int(a & (idChunk - 1))
+	return c[off:min(idChunk, off+n)]
+}
+
+func (b *reqIDs) append(id string) uint32 {
+	at := b.tail
+	for len(id) > 0 {
+		if b.tail&(idChunk-1) == 0 || len(b.chunks) == 0 {
+			if len(b.chunks) == 0 {
+				b.first = b.tail >> idChunkBits
+			}
+			b.chunks = append(b.chunks, new([idChunk]byte))
+		}
+		n := copy(b.chunks[len(b.chunks)-1][b.tail&(idChunk-1):], id)
+		id, b.tail = id[n:], b.tail+uint64(n)
+	}
+	return uint32(at)
+}
+
+// equal tells whether the id of e is id.
+func (b *reqIDs) equal(e *reqEntry, id string) bool {
+	n := int(e.idLen & maxReqID)
+	if n != len(id) {
+		return false
+	}
+	for a := b.abs(e.idOff); len(id) > 0; {
+		p := b.piece(a, len(id))
+		if string(p) != id[:len(p)] {
+			return false
+		}
+		id, a = id[len(p):], a+uint64(len(p))
+	}
+	return true
+}
+
+// id returns the id of e: a view of the chunk when it is in one, which
+// is never written again.
+func (b *reqIDs) id(e *reqEntry) string {
+	n := int(e.idLen & maxReqID)
+	if n == 0 {
+		return ""
+	}
+	a := b.abs(e.idOff)
+	if p := b.piece(a, n); len(p) == n {
+		return unsafe.String(&p[0], n)
+	}
+	buf := make([]byte, 0, n)
+	for len(buf) < n {
+		p := b.piece(a, n-len(buf))
+		buf, a = append(buf, p...), a+uint64(len(p))
+	}
+	return string(buf)
+}
+
+// dropBefore drops the chunks that hold only offsets before a.
+func (b *reqIDs) dropBefore(a uint64) {
+	i := 0
+	for i < len(b.chunks) && (b.first+uint64(i)+1)<<idChunkBits <= a {
+		b.chunks[i] = nil
+		i++
+	}
+	b.chunks, b.first = b.chunks[i:], b.first+uint64(i)
+}
+
 // reqLog is the window of remembered requests.
 type reqLog struct {
-	q     []reqEntry // oldest first
-	head  uint64     // the sequence number of q[0]
-	ids   []byte
-	idsAt uint32    // the offset of ids[0]
+	q     reqEntries
+	head  uint64 // the oldest sequence number remembered
+	tail  uint64 // the next
+	ids   reqIDs
 	rests []reqRest // by sequence number
 	// table is an open-addressing index (linear probing) of q: each slot
 	// a tag of the id's hash (never 0) above the low 32 bits of an
@@ -81,12 +180,7 @@ func reqHash(id string) uint64 {
 // before any probing is tag>>1 & mask.
 func reqTag(h uint64) uint64 { return h>>32 | 1 }
 
-func (l *reqLog) id(e *reqEntry) []byte {
-	off := e.idOff - l.idsAt
-	return l.ids[off : off+e.idLen&maxReqID]
-}
-
-func (l *reqLog) entry(seq uint64) *reqEntry { return &l.q[seq-l.head] }
+func (l *reqLog) entry(seq uint64) *reqEntry { return l.q.at(seq) }
 
 // find returns the slot of id in the table and the sequence number it
 // holds, or the empty slot where id would go and false.
@@ -105,7 +199,7 @@ func (l *reqLog) find(id string, h uint64) (int, uint64, bool) {
 			// The low 32 bits are the sequence number's; the window is
 			// far shorter than 2^32 entries.
 			seq := l.head + uint64(uint32(s)-uint32(l.head))
-			if seq-l.head < uint64(len(l.q)) && string(l.id(l.entry(seq))) == id {
+			if seq-l.head < l.tail-l.head && l.ids.equal(l.entry(seq), id) {
 				return int(i), seq, true
 			}
 		}
@@ -129,11 +223,17 @@ func (l *reqLog) add(id string, at int64) (uint64, bool) {
 	if ok {
 		return seq, false
 	}
-	seq = l.head + uint64(len(l.q))
+	seq = l.tail
 	l.table[i] = reqTag(h)<<32 | uint64(uint32(seq))
 	l.n++
-	l.q = append(l.q, reqEntry{at: at, idOff: l.idsAt + uint32(len(l.ids)), idLen: uint32(len(id))})
-	l.ids = append(l.ids, id...)
+	if seq&(reqChunk-1) == 0 || len(l.q.chunks) == 0 {
+		if len(l.q.chunks) == 0 {
+			l.q.first = seq >> reqChunkBits
+		}
+		l.q.chunks = append(l.q.chunks, new([reqChunk]reqEntry))
+	}
+	*l.entry(seq) = reqEntry{at: at, idOff: l.ids.append(id), idLen: uint32(len(id))}
+	l.tail++
 	return seq, true
 }
 
@@ -157,8 +257,8 @@ func (l *reqLog) resize(size int) {
 // unindex takes the entry numbered seq out of the table, shifting back
 // the entries that probed past it.
 func (l *reqLog) unindex(seq uint64) {
-	e := l.entry(seq)
-	i, _, ok := l.find(string(l.id(e)), reqHash(string(l.id(e))))
+	id := l.ids.id(l.entry(seq))
+	i, _, ok := l.find(id, reqHash(id))
 	if !ok {
 		return
 	}
@@ -209,37 +309,33 @@ func (l *reqLog) set(seq uint64, rec, acc handle, rest *Outcome) {
 	}
 }
 
-// view is what a snapshot reads: the window but the pending entry.
+// view is what a snapshot reads: the window but the pending entry, and
+// lists of chunks of its own (a few hundred pointers).
 func (l *reqLog) view() reqView {
-	q := l.q
+	v := reqView{q: l.q, head: l.head, tail: l.tail, ids: l.ids, rests: l.rests}
+	v.q.chunks = slices.Clone(l.q.chunks)
+	v.ids.chunks = slices.Clone(l.ids.chunks)
 	if l.pending {
-		q = q[:len(q)-1]
+		v.tail--
 	}
-	return reqView{q: q, head: l.head, ids: l.ids, idsAt: l.idsAt, rests: l.rests}
+	return v
 }
 
 // reqView is a snapshot's view of the window.
 type reqView struct {
-	q     []reqEntry
-	head  uint64
-	ids   []byte
-	idsAt uint32
-	rests []reqRest
+	q          reqEntries
+	head, tail uint64
+	ids        reqIDs
+	rests      []reqRest
 }
 
-// frameTo sets *f to the i'th request of v in its encodable form, as
-// request.frameTo does. Its ID is a view of v's bytes, which are never
-// written again.
-func (v *reqView) frameTo(st *state, i int, f *requestFrame, rec, acc *Record) {
-	e := &v.q[i]
-	off := e.idOff - v.idsAt
-	id := v.ids[off : off+e.idLen&maxReqID]
-	r := request{at: e.at, rec: e.rec, acc: e.acc}
-	if len(id) > 0 {
-		r.id = unsafe.String(&id[0], len(id))
-	}
+// frameTo sets *f to the request numbered seq of v in its encodable
+// form, as request.frameTo does.
+func (v *reqView) frameTo(st *state, seq uint64, f *requestFrame, rec, acc *Record) {
+	e := v.q.at(seq)
+	r := request{id: v.ids.id(e), at: e.at, rec: e.rec, acc: e.acc}
 	if e.idLen&reqHasRest != 0 {
-		r.rest = restOf(v.rests, v.head+uint64(i))
+		r.rest = restOf(v.rests, seq)
 	}
 	r.frameTo(st, f, rec, acc)
 }
@@ -247,37 +343,37 @@ func (v *reqView) frameTo(st *state, i int, f *requestFrame, rec, acc *Record) {
 // forget drops the entries remembered before log time before, and calls
 // drop with the records each held.
 func (l *reqLog) forget(before int64, drop func(handle)) {
-	i := 0
-	var idBytes uint32
-	for ; i < len(l.q) && l.q[i].at < before; i++ {
-		if l.pending && i == len(l.q)-1 {
+	seq := l.head
+	for ; seq < l.tail && l.entry(seq).at < before; seq++ {
+		if l.pending && seq == l.tail-1 {
 			break
 		}
-		l.unindex(l.head + uint64(i))
-		e := &l.q[i]
+		l.unindex(seq)
+		e := l.entry(seq)
 		for _, h := range [2]handle{e.rec, e.acc} {
 			if h != noHandle {
 				drop(h)
 			}
 		}
-		idBytes += e.idLen & maxReqID
 	}
-	if i == 0 {
+	if seq == l.head {
 		return
 	}
-	l.head += uint64(i)
-	l.idsAt += idBytes
-	// Copy the live part to a new array when the dropped front is
-	// large, so the arrays do not grow forever; never in place, where
-	// a snapshot may be reading.
-	if l.q = l.q[i:]; cap(l.q) > 2*len(l.q)+1024 {
-		l.q = append([]reqEntry(nil), l.q...)
+	l.head = seq
+	// The chunks the window has passed are dropped, the state's list of
+	// them resliced: a snapshot has a list of its own.
+	i := 0
+	for ; i < len(l.q.chunks) && (l.q.first+uint64(i)+1)<<reqChunkBits <= seq; i++ {
+		l.q.chunks[i] = nil
 	}
-	if l.ids = l.ids[idBytes:]; cap(l.ids) > 2*len(l.ids)+16<<10 {
-		l.ids = append([]byte(nil), l.ids...)
+	l.q.chunks, l.q.first = l.q.chunks[i:], l.q.first+uint64(i)
+	if seq < l.tail {
+		l.ids.dropBefore(l.ids.abs(l.entry(seq).idOff))
+	} else {
+		l.ids.dropBefore(l.ids.tail)
 	}
 	j := 0
-	for j < len(l.rests) && l.rests[j].seq < l.head {
+	for j < len(l.rests) && l.rests[j].seq < seq {
 		j++
 	}
 	// The dropped outcomes stay reachable from the array until it is

@@ -15,7 +15,9 @@ func FuzzReqLog(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		// Numbered and placed just short of 2^32, where the table's
 		// sequence numbers and the ids' offsets wrap.
-		l := reqLog{head: 1<<32 - 3, idsAt: ^uint32(0) - 20}
+		// Chunks of entries and of ids are small there, so that the input
+		// fills many.
+		l := reqLog{head: 1<<32 - 3, tail: 1<<32 - 3, ids: reqIDs{tail: 1<<32 - 20}}
 		type item struct {
 			id string
 			at int64
@@ -27,13 +29,12 @@ func FuzzReqLog(f *testing.F) {
 		var viewed []item
 		check := func(v *reqView, want []item) {
 			t.Helper()
-			if len(v.q) != len(want) {
-				t.Fatalf("view holds %d requests, want %d", len(v.q), len(want))
+			if v.tail-v.head != uint64(len(want)) {
+				t.Fatalf("view holds %d requests, want %d", v.tail-v.head, len(want))
 			}
 			for i, w := range want {
-				e := &v.q[i]
-				off := e.idOff - v.idsAt
-				if id := string(v.ids[off : off+e.idLen&maxReqID]); id != w.id || e.at != w.at {
+				e := v.q.at(v.head + uint64(i))
+				if id := v.ids.id(e); id != w.id || e.at != w.at {
 					t.Fatalf("view request %d: %q at %d, want %q at %d", i, id, e.at, w.id, w.at)
 				}
 				if want := handle(len(w.id) + 1); e.rec != want || (e.idLen&reqHasRest != 0) != (len(w.id)%2 == 0) {
@@ -90,8 +91,8 @@ func FuzzReqLog(f *testing.F) {
 				if ok != live[id] {
 					t.Fatalf("lookup %q: %v, remembered %v", id, ok, live[id])
 				}
-				if ok && string(l.id(l.entry(seq))) != id {
-					t.Fatalf("lookup %q found %q", id, l.id(l.entry(seq)))
+				if ok && l.ids.id(l.entry(seq)) != id {
+					t.Fatalf("lookup %q found %q", id, l.ids.id(l.entry(seq)))
 				}
 			case 4: // a view, checked from then on
 				view, viewed = l.view(), append([]item(nil), model...)

@@ -132,11 +132,8 @@ func (s *snapshot) write(w io.Writer) (err error) {
 		req            requestFrame // as rec: one for every request frame
 		reqRec, reqAcc Record
 	)
-	for i := range s.reqs.q {
-		if fw.err != nil {
-			break
-		}
-		s.reqs.frameTo(s.st, i, &req, &reqRec, &reqAcc)
+	for seq := s.reqs.head; seq < s.reqs.tail && fw.err == nil; seq++ {
+		s.reqs.frameTo(s.st, seq, &req, &reqRec, &reqAcc)
 		fw.frame(frameRequest, &req)
 	}
 	s.families.Ascend(func(f *RevokedFamily) bool {

@@ -8,8 +8,8 @@ import (
 
 // The window of remembered requests holds every write of the last
 // RequestWindow, hundreds of thousands at a busy node's rate, so it is
-// kept out of the collector's sight: fixed-size entries in a slice with
-// no pointers, the ids' bytes in another, an open-addressing table of
+// kept out of the collector's sight: fixed-size entries with no
+// pointers, the ids' bytes apart from them, an open-addressing table of
 // their positions, and the rare outcomes that are more than records
 // (errors, counts, sealed secrets, a client batch's) in a short slice of
 // their own.

@@ -3,6 +3,7 @@ package fsm_test
 import (
 	"math/rand/v2"
 	"runtime"
+	"runtime/metrics"
 	"testing"
 
 	"github.com/tokenstore/tokenstore/fsm"
@@ -33,18 +34,28 @@ func BenchmarkHeapPerRequest(b *testing.B) {
 					}
 				}
 				cmds = nil
-				before := liveHeap()
+				before, scanBefore := liveHeap(), scannableHeap()
 				h := newHarness(b)
 				for _, e := range entries {
 					h.applyRaw(e, 64)
 				}
-				after := liveHeap()
+				after, scanAfter := liveHeap(), scannableHeap()
 				runtime.KeepAlive(h)
 				runtime.KeepAlive(entries)
 				b.ReportMetric(float64(after-before)/float64(n), "heap-bytes/token")
+				b.ReportMetric(float64(int64(scanAfter-scanBefore))/float64(n), "scan-bytes/token")
 			}
 		})
 	}
+}
+
+// scannableHeap is the part of the live heap the collector scans for
+// pointers (runtime/metrics /gc/scan/heap:bytes), as of the collection
+// liveHeap ran.
+func scannableHeap() uint64 {
+	s := []metrics.Sample{{Name: "/gc/scan/heap:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 func stripReqs(b *testing.B, e []byte) []byte {

@@ -1,14 +1,9 @@
 package fsm
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
-
-	"github.com/google/btree"
 )
 
 // RequestWindow is how long, in log time, a request id is remembered. A
@@ -20,10 +15,12 @@ import (
 const RequestWindow = 30 * time.Second
 
 // request is the remembered outcome of a command that carried a request
-// id. Its records are the state's own stored records when they are the
-// ones the command stored (an issue's, a use's): a remembered write costs
-// no record of its own. Either way they are records in the arena that
-// the request holds (state.share, state.drop); noHandle for none.
+// id, as a restore reads it and a look-up answers it: the window itself
+// keeps it as a reqEntry (reqlog.go). Its records are the state's own
+// stored records when they are the ones the command stored (an issue's, a
+// use's): a remembered write costs no record of its own. Either way they
+// are records in the arena that the request holds (state.share,
+// state.drop); noHandle for none.
 type request struct {
 	id       string
 	at       int64
@@ -146,118 +143,6 @@ func (o Outcome) Result() Result {
 		}
 	}
 	return res
-}
-
-// reqItem is an entry of the index of remembered requests, by a hash of
-// the id: a node's request ids share a long prefix, and the index is only
-// ever asked for one id. The hash is a fixed one (FNV-1a), so that every
-// replica streams the requests of a snapshot in the same order.
-//
-// Request ids are the nodes' own (admit checks a forwarded one's size);
-// two with one hash cost a string comparison, nothing else.
-type reqItem struct {
-	h  uint64
-	id string
-	r  *request
-}
-
-func lessReq(a, b reqItem) bool { return a.h < b.h || a.h == b.h && a.id < b.id }
-
-func reqHash(id string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(id); i++ {
-		h ^= uint64(id[i])
-		h *= 1099511628211
-	}
-	return h
-}
-
-func newReqIndex() *btree.BTreeG[reqItem] { return btree.NewG(btreeDegree, lessReq) }
-
-// request returns the remembered outcome of id, or nil.
-func (s *state) request(id string) *request {
-	if id == "" {
-		return nil
-	}
-	it, _ := s.reqs.Get(reqItem{h: reqHash(id), id: id})
-	return it.r
-}
-
-func (s *state) remember(id string, at int64, res Result) {
-	s.addRequest(s.newRequest(id, at, res.Outcome()))
-}
-
-// rememberNew remembers id at log time at, for an outcome that remembered
-// sets once the command is applied, unless id is remembered already: that
-// request then, and false. One search of the index, where a look for the
-// id and then a remember cost two. The outcome is set before anything
-// else reads the index: only the writer does, and Raft takes a snapshot
-// (Snapshot clones the index) between entries, on the writer's goroutine.
-func (s *state) rememberNew(id string, at int64) (*request, bool) {
-	r := &request{id: id, at: at}
-	prev, had := s.reqs.ReplaceOrInsert(reqItem{h: reqHash(id), id: id, r: r})
-	if had {
-		s.reqs.ReplaceOrInsert(prev)
-		return prev.r, false
-	}
-	return r, true
-}
-
-// remembered sets the outcome of r, from rememberNew, and queues it.
-func (s *state) remembered(r *request, res Result) {
-	s.setOutcome(r, res.Outcome())
-	s.reqQueue = append(s.reqQueue, r)
-}
-
-// addRequest remembers r, which is no older than any remembered before
-// (log time never runs backwards), so the queue stays in time order.
-func (s *state) addRequest(r *request) {
-	s.reqs.ReplaceOrInsert(reqItem{h: reqHash(r.id), id: r.id, r: r})
-	s.reqQueue = append(s.reqQueue, r)
-}
-
-// loadRequests fills the empty index of remembered requests with reqs in
-// bulk, as a restore does: sorted by hash once and inserted in order, and
-// queued by time. A request id given twice is refused.
-func (s *state) loadRequests(reqs []*request) error {
-	items := make([]reqItem, len(reqs))
-	for i, r := range reqs {
-		items[i] = reqItem{h: reqHash(r.id), id: r.id, r: r}
-	}
-	slices.SortFunc(items, func(a, b reqItem) int { return cmp.Or(cmp.Compare(a.h, b.h), strings.Compare(a.id, b.id)) })
-	for i := 1; i < len(items); i++ {
-		if items[i].h == items[i-1].h && items[i].id == items[i-1].id {
-			return fmt.Errorf("duplicate request id %s", items[i].id)
-		}
-	}
-	fill(s.reqs, items)
-	slices.SortFunc(reqs, func(a, b *request) int { return cmp.Or(cmp.Compare(a.at, b.at), strings.Compare(a.id, b.id)) })
-	s.reqQueue = reqs
-	return nil
-}
-
-// forgetRequests drops the ids remembered before at.
-func (s *state) forgetRequests(before int64) {
-	q := s.reqQueue
-	i := 0
-	for ; i < len(q) && q[i].at < before; i++ {
-		s.reqs.Delete(reqItem{h: reqHash(q[i].id), id: q[i].id})
-		for _, h := range [2]handle{q[i].rec, q[i].acc} {
-			if h != noHandle {
-				s.drop(h, false)
-			}
-		}
-		q[i] = nil
-	}
-	if i == 0 {
-		return
-	}
-	// Slide the live part down when it is small, so the backing array
-	// does not grow forever.
-	if q = q[i:]; cap(q) > 2*len(q)+1024 {
-		q = append([]*request(nil), q...)
-	}
-	s.reqQueue = q
 }
 
 // errNames names the business outcomes, so that results can be carried in

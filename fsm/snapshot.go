@@ -61,7 +61,7 @@ func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 		return nil, errMidEntry
 	}
 	return &snapshot{m: m, st: m.st, gen: m.st.ar.openSnapshot(), logBytes: m.logBytes.Load(),
-		records: m.st.byID.Clone(), reqs: m.st.reqs.Clone(), families: m.st.families.byName.Clone(),
+		records: m.st.byID.Clone(), reqs: m.st.reqs.view(), families: m.st.families.byName.Clone(),
 		meta: snapshotMeta{LastNow: m.lastNow, Applied: m.applied.Load(), LogVersion: m.st.logVersion}}, nil
 }
 
@@ -75,7 +75,7 @@ type snapshot struct {
 	released bool
 	logBytes uint64 // the machine's logBytes when it was taken
 	records  *btree.BTreeG[idItem]
-	reqs     *btree.BTreeG[reqItem]
+	reqs     reqView
 	families *btree.BTreeG[*RevokedFamily]
 	meta     snapshotMeta
 }
@@ -139,11 +139,10 @@ func (s *snapshot) write(w io.Writer) (err error) {
 		req            requestFrame // as rec: one for every request frame
 		reqRec, reqAcc Record
 	)
-	s.reqs.Ascend(func(it reqItem) bool {
-		it.r.frameTo(s.st, &req, &reqRec, &reqAcc)
+	for seq := s.reqs.head; seq < s.reqs.tail && fw.err == nil; seq++ {
+		s.reqs.frameTo(s.st, seq, &req, &reqRec, &reqAcc)
 		fw.frame(frameRequest, &req)
-		return fw.err == nil
-	})
+	}
 	s.families.Ascend(func(f *RevokedFamily) bool {
 		fw.frame(frameFamily, f)
 		return fw.err == nil

@@ -42,8 +42,7 @@ type state struct {
 	// from there on. 0 for none (the first release's).
 	logVersion int
 
-	reqs     *btree.BTreeG[reqItem] // remembered request ids
-	reqQueue []*request             // the same, oldest first
+	reqs reqLog // remembered request ids, oldest first
 	// puts are the last two records put, so that a remembered outcome
 	// shares the stored record it names.
 	puts [2]handle
@@ -74,7 +73,6 @@ func newState() *state {
 		sealed:     newIndex(ar),
 		counts:     map[CountKey]int64{},
 		families:   newFamilies(),
-		reqs:       newReqIndex(),
 	}
 }
 

@@ -248,12 +248,15 @@ func (n *Node) rpcServer() *http.Server {
 			return
 		}
 		var args applyBatchArgs
-		if !readRPC(w, r, &args) {
-			return
+		err := readRPCBody(w, r, &args)
+		if err == nil {
+			err = checkBatch(&args)
 		}
-		if err := checkBatch(&args); err != nil {
-			n.metrics.refused.Add(float64(len(args.Writes)))
-			n.log.Warn("refused a batch of forwarded writes", "remote", r.RemoteAddr, "err", err)
+		if err != nil {
+			if tooMany := errTooMany(0); errors.As(err, &tooMany) {
+				n.metrics.refused.Add(float64(tooMany))
+				n.log.Warn("refused a batch of forwarded writes", "remote", r.RemoteAddr, "err", err)
+			}
 			http.Error(w, "bad rpc body: "+err.Error(), http.StatusBadRequest)
 			return
 		}
@@ -293,7 +296,7 @@ func (n *Node) queueForwarded(ctx context.Context, remote string, args applyArgs
 // checkBatch refuses a batch larger than a follower sends.
 func checkBatch(args *applyBatchArgs) error {
 	if k := len(args.Writes); k > maxForwardBatch {
-		return fmt.Errorf("%w: a batch of %d forwarded writes, at most %d", ErrRefused, k, maxForwardBatch)
+		return errTooMany(k)
 	}
 	return nil
 }
@@ -329,24 +332,38 @@ func resultReply(res fsm.Result, index uint64, err error) *rpcReply {
 }
 
 func readRPC(w http.ResponseWriter, r *http.Request, v any) bool {
-	body, err := readBody(http.MaxBytesReader(w, r.Body, maxRPCBody), r.ContentLength)
-	if err == nil {
-		err = decodeRPC(body.Bytes(), v)
-	}
-	putBody(body)
-	if err != nil {
+	if err := readRPCBody(w, r, v); err != nil {
 		http.Error(w, "bad rpc body: "+err.Error(), http.StatusBadRequest)
 		return false
 	}
 	return true
 }
 
+// readRPCBody reads and decodes r's body into v.
+func readRPCBody(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := readBody(http.MaxBytesReader(w, r.Body, maxRPCBody), r.ContentLength)
+	if err == nil {
+		err = decodeRPC(body.Bytes(), v)
+	}
+	putBody(body)
+	return err
+}
+
+// errTooMany refuses a call holding more writes or answers than one may
+// (maxForwardBatch): the count it claims. It is not ErrRefused: on an
+// answer, the writes may well have been applied.
+type errTooMany int
+
+func (e errTooMany) Error() string {
+	return fmt.Sprintf("a batch of %d forwarded writes or answers, at most %d", int(e), maxForwardBatch)
+}
+
 // decodeRPC decodes the msgpack body of a node-to-node call into v.
 func decodeRPC(body []byte, v any) error {
 	if ok, tooMany := readFastRPC(body, v); ok {
 		return nil
-	} else if tooMany {
-		return fmt.Errorf("more than %d writes or answers in one call", maxForwardBatch)
+	} else if tooMany != 0 {
+		return errTooMany(tooMany)
 	}
 	if body == nil {
 		body = noRPCBody // a decoder reset to nil would read its last input

@@ -274,9 +274,9 @@ func decodeFastRPC(body []byte, v any) bool {
 // such a body rather than hand it to the codec, which would make room
 // for every element it claims, up to the body's size in elements of
 // 40-128 bytes each.
-func readFastRPC(body []byte, v any) (ok, tooMany bool) {
+func readFastRPC(body []byte, v any) (ok bool, tooMany int) {
 	if !fastRPC {
-		return false, false
+		return false, 0
 	}
 	r := &rpcReader{b: body}
 	defer func() { tooMany = r.tooMany }()
@@ -285,34 +285,34 @@ func readFastRPC(body []byte, v any) (ok, tooMany bool) {
 		var out applyBatchArgs
 		readRPCFields(r, &out, batchArgsFields)
 		if !r.done() || !encodesTo(&out, body) {
-			return false, false
+			return false, 0
 		}
 		*v = out
 	case *applyArgs:
 		var out applyArgs
 		readRPCFields(r, &out, applyArgsFields)
 		if !r.done() || !encodesTo(&out, body) {
-			return false, false
+			return false, 0
 		}
 		*v = out
 	case *applyBatchReply:
 		var out applyBatchReply
 		readRPCFields(r, &out, batchReplyFields)
 		if !r.done() || !encodesTo(&out, body) {
-			return false, false
+			return false, 0
 		}
 		*v = out
 	case *rpcReply:
 		var out rpcReply
 		readRPCFields(r, &out, replyFields)
 		if !r.done() || !encodesTo(&out, body) {
-			return false, false
+			return false, 0
 		}
 		*v = out
 	default:
-		return false, false
+		return false, 0
 	}
-	return true, false
+	return true, 0
 }
 
 // encodesTo tells whether v encodes to body, byte for byte.
@@ -346,8 +346,9 @@ type rpcReader struct {
 	own []byte // b copied, once a byte slice is read
 	off int
 	bad bool
-	// tooMany: more writes or answers than a call may hold.
-	tooMany bool
+	// tooMany: the count of writes or answers an array claims, when more
+	// than a call may hold.
+	tooMany int
 }
 
 // done tells whether everything was read, and well.
@@ -386,7 +387,7 @@ func (r *rpcReader) be(n int) uint64 {
 func (r *rpcReader) batchLen() int {
 	n := r.containerLen(0x90, 0xdc)
 	if n > maxForwardBatch {
-		r.bad, r.tooMany = true, true
+		r.bad, r.tooMany = true, n
 		return 0
 	}
 	return n

@@ -146,7 +146,7 @@ func TestGCIndexCutOffAndLoad(t *testing.T) {
 	for _, r := range recs {
 		hs = append(hs, l.compact(r))
 	}
-	if err := l.load(hs, nil); err != nil {
+	if err := l.load(hs, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	checkGCIndex(t, l)

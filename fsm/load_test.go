@@ -78,7 +78,7 @@ func TestLoadBuildsTheIndexesOfPuts(t *testing.T) {
 			for _, r := range order {
 				hs = append(hs, l.compact(r))
 			}
-			if err := l.load(hs, nil); err != nil {
+			if err := l.load(hs, nil, 0); err != nil {
 				t.Fatal(err)
 			}
 			name := fmt.Sprintf("mask %x, shuffled %v", mask, shuffle)
@@ -152,7 +152,7 @@ func TestLoadRefusesDuplicates(t *testing.T) {
 		for _, r := range recs {
 			hs = append(hs, l.compact(r))
 		}
-		if err := l.load(hs, nil); err == nil {
+		if err := l.load(hs, nil, 0); err == nil {
 			t.Fatalf("duplicate %s: loaded", name)
 		}
 	}

@@ -418,8 +418,9 @@ func (p reqPos) Result(st *state) Result {
 // rememberNew remembers id at log time at, for an outcome that remembered
 // sets once the command is applied, unless id is remembered already: that
 // request then, and false. One search of the index, where a look for the
-// id and then a remember cost two. Until remembered, a snapshot leaves it
-// out: a command that pauses (tx.pause) lets one be taken.
+// id and then a remember cost two. Until remembered, a snapshot view
+// leaves it out; none is taken then (Snapshot refuses inside an entry),
+// and this keeps a view whole should one ever be.
 func (s *state) rememberNew(id string, at int64) (reqPos, bool) {
 	seq, first := s.reqs.add(id, at)
 	s.reqs.pending = first
@@ -436,9 +437,24 @@ func (s *state) remembered(p reqPos, res Result) {
 
 // loadRequests fills the empty window of remembered requests with reqs,
 // as a restore does: in time order (the order of the stream when it is,
-// which is a snapshot's since the window is kept in log order). A request
-// id given twice is refused.
-func (s *state) loadRequests(reqs []*request) error {
+// which is a snapshot's since the window is kept in log order). Refused:
+// a request id given twice, a request remembered after lastNow, the log
+// time of the snapshot (the window, in time order, would stop forgetting
+// at it for good), and more ids or id bytes than the window counts
+// (2^31 of each).
+func (s *state) loadRequests(reqs []*request, lastNow int64) error {
+	if len(reqs) >= 1<<31 {
+		return fmt.Errorf("%d remembered requests", len(reqs))
+	}
+	var idBytes int
+	for _, r := range reqs {
+		if r.at > lastNow {
+			return fmt.Errorf("request %s remembered at %d, after the snapshot's time %d", r.id, r.at, lastNow)
+		}
+		if idBytes += len(r.id); idBytes >= 1<<31 {
+			return fmt.Errorf("remembered request ids of more than %d bytes", idBytes)
+		}
+	}
 	if !slices.IsSortedFunc(reqs, cmpReqAt) {
 		slices.SortStableFunc(reqs, cmpReqAt)
 	}

@@ -2,10 +2,13 @@ package fsm_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,5 +142,27 @@ func TestRestoreOldRequestOrder(t *testing.T) {
 		if r := h.requestBatch(edge, []string{"r1"}, consume)[0]; !errors.Is(r.Err, fsm.ErrConsumed) || reflect.DeepEqual(r, got[0]) {
 			t.Fatalf("r1 past its window: want a new consume (ErrConsumed), got %+v", r)
 		}
+	}
+}
+
+// A snapshot holding a request remembered after the snapshot's own log
+// time is refused: in the window, kept in time order, it would stop
+// every later request from being forgotten.
+func TestRestoreRefusesARequestFromTheFuture(t *testing.T) {
+	a := newHarness(t)
+	a.issue(t0, newIssue("a", "access", 24*time.Hour, 3))
+	head, frames := splitSnapshot(t, a.snapshot())
+	// A request frame: {"a": MaxInt64, "i": "future"}.
+	body := append([]byte("\x82\xa1a\xd3"), binary.BigEndian.AppendUint64(nil, math.MaxInt64)...)
+	body = append(body, "\xa1i\xa6future"...)
+	stream := cat(append([][]byte{head}, append(frames, frame(3, body))...)...)
+	if err := fsm.New().Restore(bytes.NewReader(stream)); err == nil || !strings.Contains(err.Error(), "after the snapshot's time") {
+		t.Fatalf("a request remembered after the snapshot's time: %v, want refused", err)
+	}
+	// The same frame dated at the snapshot's time is read.
+	now := append([]byte("\x82\xa1a\xd3"), binary.BigEndian.AppendUint64(nil, uint64(ns(t0)))...)
+	now = append(now, "\xa1i\xa6future"...)
+	if err := fsm.New().Restore(bytes.NewReader(cat(append([][]byte{head}, append(frames, frame(3, now))...)...))); err != nil {
+		t.Fatalf("a request remembered at the snapshot's time: %v", err)
 	}
 }

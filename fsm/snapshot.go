@@ -306,7 +306,7 @@ func (m *Machine) Restore(r io.Reader) (err error) {
 			return fmt.Errorf("restore: %w", err)
 		}
 	}
-	if err := st.load(recs, reqs); err != nil {
+	if err := st.load(recs, reqs, meta.LastNow); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	// Checked before the lock is taken: a refusal must leave it free.

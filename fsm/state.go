@@ -477,7 +477,7 @@ func (s *state) familyUntil(family string) int64 {
 // GOMAXPROCS goroutines, the largest first: no more indexes' sorted items
 // are held at a time than there are goroutines. A record whose id or
 // digest another already has is refused, naming it.
-func (s *state) load(recs []handle, reqs []*request) error {
+func (s *state) load(recs []handle, reqs []*request, lastNow int64) error {
 	ar := s.ar
 	ids := make([]idItem, len(recs))
 	for i, h := range recs {
@@ -548,7 +548,7 @@ func (s *state) load(recs []handle, reqs []*request) error {
 				return sealedItem(h, r), true
 			})
 		},
-		func() { reqErr = s.loadRequests(reqs) },
+		func() { reqErr = s.loadRequests(reqs, lastNow) },
 	}
 	runJobs(jobs, runtime.GOMAXPROCS(0))
 	if hashErr != nil {

@@ -72,6 +72,7 @@ fuzz:
 	GO=$(GO) scripts/fuzz FuzzDecodeLookup ./api $(FUZZTIME)
 	GO=$(GO) scripts/fuzz FuzzApply ./fsm $(FUZZTIME)
 	GO=$(GO) scripts/fuzz FuzzRestore ./fsm $(FUZZTIME)
+	GO=$(GO) scripts/fuzz FuzzStoredRecord ./fsm $(FUZZTIME)
 	GO=$(GO) scripts/fuzz FuzzForwardedWrite ./cluster $(FUZZTIME)
 	GO=$(GO) scripts/fuzz FuzzReadCall ./cluster $(FUZZTIME)
 

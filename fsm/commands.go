@@ -408,10 +408,12 @@ func IsBaseType(t Type) bool { return baseTypes[t] }
 //	1: the first release
 //	2: revoked families are remembered (FamilyHold)
 //	3: a ClientBatch may hold RevokeFamily and RevokeFamilyKind ops
+//	4: snapshots are written in version 2 of the stream (snapstored.go)
 //
 // The leader writes a version's fields and ops only after a Fence of that
-// version (Downgrade until then).
-const Version = 3
+// version (Downgrade until then); a node writes a snapshot in the stream
+// of a version only after that version's fence.
+const Version = 4
 
 // ErrNeedsVersion is why Downgrade cannot return an entry as replicas of
 // an older version apply it: it holds what they would apply otherwise

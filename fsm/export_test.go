@@ -91,3 +91,15 @@ func (m *Machine) CorruptRecord(id string) bool {
 
 // ErrMidEntry is what Snapshot and Restore answer while an entry applies.
 var ErrMidEntry = errMidEntry
+
+// WriteSnapshotV1 writes the state as WriteSnapshot does, but in version
+// 1 of the stream whatever the log's version.
+func (m *Machine) WriteSnapshotV1(w io.Writer) error {
+	snap, err := m.RaftFSM().Snapshot()
+	if err != nil {
+		return err
+	}
+	defer snap.Release()
+	snap.(*snapshot).stored = false
+	return snap.(*snapshot).write(w)
+}

@@ -88,6 +88,15 @@ func FuzzRestore(f *testing.F) {
 	snap := snapshotBytes(f, h.s)
 	f.Add(snap)
 	f.Add(snap[:len(snap)/2])
+	// The same state past the fence: version 2 of the stream, its
+	// request naming its record.
+	h.s.Apply(h.index+2, encode(f, &fsm.Batch{Now: ns(t2031), Entries: [][]byte{encode(f, &fsm.Fence{Version: fsm.Version})}}))
+	stored := snapshotBytes(f, h.s)
+	if stored[6] != 2 {
+		f.Fatalf("snapshot version %d past the fence", stored[6])
+	}
+	f.Add(stored)
+	f.Add(stored[:len(stored)*2/3])
 	f.Add([]byte("TKSNAP\x01"))
 	f.Add([]byte("TKSNAP\x02"))
 	f.Add([]byte{0x63})

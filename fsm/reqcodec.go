@@ -11,7 +11,7 @@ package fsm
 
 // fastRequests is off if requestFrame or Outcome has fields this file does
 // not know.
-var fastRequests = fastCodec && fieldsAre(requestFrame{}, []string{"", "a", "i"}) &&
+var fastRequests = fastCodec && fieldsAre(requestFrame{}, []string{"", "a", "an", "i", "rn"}) &&
 	fieldsAre(Outcome{}, []string{"ac", "c", "e", "fr", "o", "op", "r", "x"})
 
 // appendRequest appends q as the codec writes it; false if q holds what
@@ -21,7 +21,7 @@ func appendRequest(dst []byte, q *requestFrame) ([]byte, bool) {
 		return dst, false
 	}
 	n := 2 // a, i: never left out
-	for _, set := range []bool{q.Access != nil, q.Count != 0, q.Err != "", q.Record != nil, len(q.Sealed) > 0} {
+	for _, set := range []bool{q.Access != nil, q.AccRef != 0, q.Count != 0, q.Err != "", q.Record != nil, q.RecRef != 0, len(q.Sealed) > 0} {
 		if set {
 			n++
 		}
@@ -31,6 +31,9 @@ func appendRequest(dst []byte, q *requestFrame) ([]byte, bool) {
 	if q.Access != nil {
 		dst = appendRecord(appendKey(dst, "ac"), q.Access)
 	}
+	if q.AccRef != 0 {
+		dst = appendUint(appendKey(dst, "an"), uint64(q.AccRef))
+	}
 	if q.Count != 0 {
 		dst = appendInt(appendKey(dst, "c"), int64(q.Count))
 	}
@@ -38,6 +41,9 @@ func appendRequest(dst []byte, q *requestFrame) ([]byte, bool) {
 	dst = appendStr(appendKey(dst, "i"), q.ID)
 	if q.Record != nil {
 		dst = appendRecord(appendKey(dst, "r"), q.Record)
+	}
+	if q.RecRef != 0 {
+		dst = appendUint(appendKey(dst, "rn"), uint64(q.RecRef))
 	}
 	if len(q.Sealed) > 0 {
 		dst = append(appendBinLen(appendKey(dst, "x"), len(q.Sealed)), q.Sealed...)
@@ -48,10 +54,12 @@ func appendRequest(dst []byte, q *requestFrame) ([]byte, bool) {
 var requestFields = []field[requestFrame]{
 	{"a", func(r *reader, q *requestFrame) { q.At = r.int() }},
 	{"ac", func(r *reader, q *requestFrame) { q.Access = new(Record); readFields(r, q.Access, recordFields) }},
+	{"an", func(r *reader, q *requestFrame) { q.AccRef = uint32(r.uint()) }},
 	{"c", func(r *reader, q *requestFrame) { q.Count = int(r.int()) }},
 	{"e", func(r *reader, q *requestFrame) { q.Err = r.str() }},
 	{"i", func(r *reader, q *requestFrame) { q.ID = r.str() }},
 	{"r", func(r *reader, q *requestFrame) { q.Record = new(Record); readFields(r, q.Record, recordFields) }},
+	{"rn", func(r *reader, q *requestFrame) { q.RecRef = uint32(r.uint()) }},
 	{"x", func(r *reader, q *requestFrame) { q.Sealed = r.bin() }},
 }
 

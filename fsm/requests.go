@@ -33,32 +33,67 @@ type request struct {
 type requestFrame struct {
 	ID string `codec:"i"`
 	At int64  `codec:"a"`
+	// In version 2 of the stream, RecRef and AccRef name the outcome's
+	// records by their place among the record frames, from 1, when they
+	// are the state's own (Record and Access are nil then); 0 for none.
+	RecRef uint32 `codec:"rn,omitempty"`
+	AccRef uint32 `codec:"an,omitempty"`
 	Outcome
 }
 
 // frameTo sets *f to r in its encodable form, with its records in *rec
 // and *acc, views of st's arena: a snapshot walks every remembered
-// request, and reuses one frame and two records for them all.
-func (r *request) frameTo(st *state, f *requestFrame, rec, acc *Record) {
+// request, and reuses one frame and two records for them all. A record
+// refs names (its place among the snapshot's record frames) is named by
+// it instead; refs is nil in version 1 of the stream.
+func (r *request) frameTo(st *state, f *requestFrame, rec, acc *Record, refs map[handle]uint32) {
 	*f = requestFrame{ID: r.id, At: r.at}
 	if r.rest != nil {
 		f.Outcome = *r.rest
 	}
 	f.Record, f.Access = nil, nil
 	if r.rec != noHandle {
-		st.recordTo(r.rec, rec, false)
-		f.Record = rec
+		if f.RecRef = refs[r.rec]; f.RecRef == 0 {
+			st.recordTo(r.rec, rec, false)
+			f.Record = rec
+		}
 	}
 	if r.acc != noHandle {
-		st.recordTo(r.acc, acc, false)
-		f.Access = acc
+		if f.AccRef = refs[r.acc]; f.AccRef == 0 {
+			st.recordTo(r.acc, acc, false)
+			f.Access = acc
+		}
 	}
 }
 
 // request returns f as it is remembered, its records compacted with st's
-// pairs of kind and client id.
-func (f *requestFrame) request(st *state) *request {
-	return st.newRequest(f.ID, f.At, f.Outcome)
+// pairs of kind and client id, or, named by their place, those of recs
+// (the records restored so far, in the stream's order), shared.
+func (f *requestFrame) request(st *state, recs []handle) (*request, error) {
+	if f.RecRef == 0 && f.AccRef == 0 {
+		return st.newRequest(f.ID, f.At, f.Outcome), nil
+	}
+	ref := func(n uint32, r *Record) (handle, error) {
+		switch {
+		case n == 0:
+			return st.compactOf(r), nil
+		case r != nil || uint64(n) > uint64(len(recs)):
+			return noHandle, fmt.Errorf("request %s names record frame %d of %d", f.ID, n, len(recs))
+		}
+		return st.sharedOrCopy(recs[n-1]), nil
+	}
+	r := &request{id: f.ID, at: f.At}
+	o := f.Outcome
+	o.Record, o.Access = nil, nil
+	st.setOutcome(r, o) // the rest
+	var err error
+	if r.rec, err = ref(f.RecRef, f.Record); err != nil {
+		return nil, err
+	}
+	if r.acc, err = ref(f.AccRef, f.Access); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // outcome returns the remembered outcome, its records copies.

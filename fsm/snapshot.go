@@ -21,11 +21,13 @@ import (
 // The first frame is the meta frame; one record frame follows per record,
 // in id order, then one request frame per remembered request id, then one
 // family frame per remembered revoked family (a node that predates family
-// frames refuses a snapshot that has any). Restore rejects versions it
-// does not know.
+// frames refuses a snapshot that has any). Version 2 (snapstored.go) has
+// profile frames after the meta frame and stored record frames in place
+// of the record frames. Restore rejects versions it does not know.
 const (
 	snapshotMagic   = "TKSNAP"
 	snapshotVersion = 1
+	snapshotStored  = 2
 
 	frameMeta    = 1
 	frameRecord  = 2
@@ -62,6 +64,7 @@ func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 	}
 	return &snapshot{m: m, st: m.st, gen: m.st.ar.openSnapshot(), logBytes: m.logBytes.Load(),
 		records: m.st.byID.Clone(), reqs: m.st.reqs.view(), families: m.st.families.byName.Clone(),
+		stored: m.st.logVersion >= compactSnapshotVersion, profiles: len(m.st.profiles.ids),
 		meta: snapshotMeta{LastNow: m.lastNow, Applied: m.applied.Load(), LogVersion: m.st.logVersion}}, nil
 }
 
@@ -78,6 +81,10 @@ type snapshot struct {
 	reqs     reqView
 	families *btree.BTreeG[*RevokedFamily]
 	meta     snapshotMeta
+	// stored is whether it is written in version 2 of the stream, with
+	// the first profiles of the state's table (which only grows).
+	stored   bool
+	profiles int
 }
 
 // Persist streams the records one by one into sink. Once the sink has
@@ -126,21 +133,28 @@ func (s *snapshot) write(w io.Writer) (err error) {
 	defer recoverCorrupt(&err)
 	bw := bufio.NewWriterSize(w, 64<<10)
 	bw.WriteString(snapshotMagic)
-	bw.WriteByte(snapshotVersion)
 	fw := frameWriter{w: bw}
-	fw.frame(frameMeta, &s.meta)
-	var rec Record // one for every frame: a Record per record is a million allocations
-	s.records.Ascend(func(it idItem) bool {
-		s.st.recordTo(it.h, &rec, false)
-		fw.frame(frameRecord, &rec)
-		return fw.err == nil
-	})
+	var refs map[handle]uint32
+	if s.stored {
+		bw.WriteByte(snapshotStored)
+		fw.frame(frameMeta, &s.meta)
+		refs = s.writeStored(&fw)
+	} else {
+		bw.WriteByte(snapshotVersion)
+		fw.frame(frameMeta, &s.meta)
+		var rec Record // one for every frame: a Record per record is a million allocations
+		s.records.Ascend(func(it idItem) bool {
+			s.st.recordTo(it.h, &rec, false)
+			fw.frame(frameRecord, &rec)
+			return fw.err == nil
+		})
+	}
 	var (
 		req            requestFrame // as rec: one for every request frame
 		reqRec, reqAcc Record
 	)
 	for seq := s.reqs.head; seq < s.reqs.tail && fw.err == nil; seq++ {
-		s.reqs.frameTo(s.st, seq, &req, &reqRec, &reqAcc)
+		s.reqs.frameTo(s.st, seq, &req, &reqRec, &reqAcc, refs)
 		fw.frame(frameRequest, &req)
 	}
 	s.families.Ascend(func(f *RevokedFamily) bool {
@@ -151,6 +165,31 @@ func (s *snapshot) write(w io.Writer) (err error) {
 		return fw.err
 	}
 	return bw.Flush()
+}
+
+// writeStored writes the profile frames and the records as they are
+// stored, and returns the records the remembered requests hold, each
+// mapped to its place among the record frames.
+func (s *snapshot) writeStored(fw *frameWriter) map[handle]uint32 {
+	for id := range s.profiles {
+		fw.rec = appendProfile(fw.rec[:0], s.st.profiles.get(uint32(id)))
+		fw.body(frameProfile, fw.rec)
+	}
+	refs := s.reqs.holds()
+	var n uint32
+	s.records.Ascend(func(it idItem) bool {
+		b := s.st.ar.get(it.h)
+		// The holders byte is the one that changes while the snapshot
+		// is written: it is not read, and a restore counts its own.
+		fw.rec = append(append(append(fw.rec[:0], b[:holdersAt]...), 0), b[holdersAt+1:]...)
+		fw.body(frameStored, fw.rec)
+		n++
+		if _, ok := refs[it.h]; ok {
+			refs[it.h] = n
+		}
+		return fw.err == nil
+	})
+	return refs
 }
 
 // Release implements raft.FSMSnapshot: what the arena kept for the
@@ -238,13 +277,14 @@ func (m *Machine) Restore(r io.Reader) (err error) {
 	if string(head[:len(snapshotMagic)]) != snapshotMagic {
 		return fmt.Errorf("restore: not a tokenstore snapshot")
 	}
-	if v := head[len(snapshotMagic)]; v != snapshotVersion {
-		return fmt.Errorf("restore: snapshot version %d, this node reads %d", v, snapshotVersion)
+	if v := head[len(snapshotMagic)]; v != snapshotVersion && v != snapshotStored {
+		return fmt.Errorf("restore: snapshot version %d, this node reads %d and %d", v, snapshotVersion, snapshotStored)
 	}
 	st := m.newState()
 	var recs []handle
 	var reqs []*request
 	var meta snapshotMeta
+	profiles := 0                                    // the profile frames read
 	dec := codec.NewDecoderBytes(nil, msgpackHandle) // reused, as the encoder
 	fr := readFrames(br)
 	defer fr.stop()
@@ -272,6 +312,20 @@ func (m *Machine) Restore(r io.Reader) (err error) {
 					// compact records are held until the indexes are built.
 					recs = append(recs, st.compact(r))
 				}
+			case frameProfile:
+				var p profile
+				if p, err = readProfile(body); err == nil {
+					if id, shared := st.profiles.of(p.kind, p.clientID, p.title, p.userAgent); !shared || int(id) != profiles {
+						err = fmt.Errorf("profile frame %d: a profile the table holds, or cannot", profiles)
+					}
+					profiles++
+				}
+			case frameStored:
+				if !f.fast {
+					err = checkStored(body)
+				} else if err = checkProfile(body, profiles); err == nil {
+					recs = append(recs, st.storedCopy(body))
+				}
 			case frameRequest:
 				q := f.req
 				if !f.fast {
@@ -279,7 +333,10 @@ func (m *Machine) Restore(r io.Reader) (err error) {
 					err = dec.Decode(q)
 				}
 				if err == nil {
-					reqs = append(reqs, q.request(st))
+					var r *request
+					if r, err = q.request(st, recs); err == nil {
+						reqs = append(reqs, r)
+					}
 				}
 			case frameFamily:
 				f := new(RevokedFamily)

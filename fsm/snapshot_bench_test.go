@@ -19,6 +19,7 @@ var snapshotRecords = flag.Int("snapshot-records", 100_000, "records in the stat
 // snapshotMachine is a state machine holding n access tokens, as a node holds them.
 func snapshotMachine(b *testing.B, n int) *fsm.Machine {
 	h := newHarness(b)
+	h.ok(t0, &fsm.Fence{Version: fsm.Version})
 	const per = 256
 	for i := 0; i < n; i += per {
 		cmds := make([]fsm.Command, 0, per)
@@ -41,7 +42,19 @@ func accessMachine(b *testing.B, n int) *fsm.Machine { return accessMachineSprea
 // accessMachineSpread is accessMachine with the tokens' expiries spread
 // evenly over spread after the first's (an hour after their issue).
 func accessMachineSpread(b *testing.B, n int, spread time.Duration) *fsm.Machine {
+	return accessMachineReqs(b, n, spread, 0)
+}
+
+// accessRequests is accessMachine whose last quarter of issues came with
+// request ids, which it remembers: a node's state at 1M under sustained
+// issues held 241k remembered requests beside 1M records.
+func accessRequests(b *testing.B, n int) *fsm.Machine { return accessMachineReqs(b, n, 0, n/4) }
+
+// accessMachineReqs is accessMachineSpread whose last reqs issues carry
+// request ids.
+func accessMachineReqs(b *testing.B, n int, spread time.Duration, reqs int) *fsm.Machine {
 	h := newHarness(b)
+	h.ok(t0, &fsm.Fence{Version: fsm.Version})
 	const per = 256
 	ua := "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126"
 	for i := 0; i < n; i += per {
@@ -55,52 +68,77 @@ func accessMachineSpread(b *testing.B, n int, spread time.Duration) *fsm.Machine
 				r.IP, r.UserAgent = fmt.Sprintf("10.%d.%d.%d", j>>16&255, j>>8&255, j&255), ua
 			}))
 		}
-		h.batch(t0, cmds...)
+		if i+len(cmds) <= n-reqs {
+			h.batch(t0, cmds...)
+			continue
+		}
+		bt := &fsm.Batch{Now: ns(t0), Entries: make([][]byte, len(cmds)), Reqs: make([]string, len(cmds))}
+		for j, c := range cmds {
+			bt.Entries[j] = encode(b, c)
+			if i+j >= n-reqs {
+				bt.Reqs[j] = fmt.Sprintf("req-%08d", i+j)
+			}
+		}
+		h.applyRaw(encode(b, bt), len(cmds))
 	}
 	return h.s
 }
 
-// BenchmarkSnapshot measures writing and restoring a snapshot, per record;
-// -snapshot-records sets the size of the state.
+// BenchmarkSnapshot measures writing and restoring a snapshot, per record,
+// in version 1 of the stream and, under stored/, in version 2 (the records
+// as the state stores them); -snapshot-records sets the size of the state.
+// access+reqs is access with a remembered request for each of the last
+// quarter of its records.
 func BenchmarkSnapshot(b *testing.B) {
 	n := *snapshotRecords
 	for _, shape := range []struct {
 		name  string
 		build func(*testing.B, int) *fsm.Machine
-	}{{"family", snapshotMachine}, {"access", accessMachine}} {
+	}{{"family", snapshotMachine}, {"access", accessMachine}, {"access+reqs", accessRequests}} {
 		s := shape.build(b, n)
-		var snap bytes.Buffer
-		if err := s.WriteSnapshot(&snap); err != nil {
-			b.Fatal(err)
-		}
-		name := shape.name
-		if name == "family" {
-			name = "" // the names the figures in BENCHMARKS.md were taken under
-		} else {
-			name += "/"
-		}
-		b.Run(strings.TrimSuffix(name+"write", "/"), func(b *testing.B) {
-			defer reportCPU(b, n)()
-			for b.Loop() {
-				if err := s.WriteSnapshot(io.Discard); err != nil {
-					b.Fatal(err)
-				}
+		snaps := map[string][]byte{}
+		for _, stored := range []bool{false, true} {
+			write, name := s.WriteSnapshotV1, shape.name+"/"
+			if stored {
+				write, name = s.WriteSnapshot, name+"stored/"
 			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
-			b.ReportMetric(float64(snap.Len())/float64(n), "bytes/record")
-		})
+			if name == "family/" {
+				name = "" // the names the figures in BENCHMARKS.md were taken under
+			}
+			var snap bytes.Buffer
+			if err := write(&snap); err != nil {
+				b.Fatal(err)
+			}
+			snaps[name] = snap.Bytes()
+			b.Run(strings.TrimSuffix(name+"write", "/"), func(b *testing.B) {
+				defer reportCPU(b, n)()
+				for b.Loop() {
+					if err := write(io.Discard); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
+				b.ReportMetric(float64(snap.Len())/float64(n), "bytes/record")
+			})
+		}
 		// Only the restored state on the heap, as on a node that starts.
 		s = nil
 		runtime.GC()
-		b.Run(name+"restore", func(b *testing.B) {
-			defer reportCPU(b, n)()
-			for b.Loop() {
-				if err := fsm.New().Restore(bytes.NewReader(snap.Bytes())); err != nil {
-					b.Fatal(err)
-				}
+		for _, name := range []string{"", shape.name + "/", shape.name + "/stored/"} {
+			snap, ok := snaps[name]
+			if !ok {
+				continue
 			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
-		})
+			b.Run(name+"restore", func(b *testing.B) {
+				defer reportCPU(b, n)()
+				for b.Loop() {
+					if err := fsm.New().Restore(bytes.NewReader(snap)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
+			})
+		}
 	}
 }
 

@@ -288,7 +288,7 @@ func TestRestoreRejectsBadStreams(t *testing.T) {
 		{"empty stream", nil, "read header"},
 		{"truncated header", []byte("TKSN"), "read header"},
 		{"bad magic", cat([]byte("TKSNAQ\x01"), meta, rec), "not a tokenstore snapshot"},
-		{"unknown version", cat([]byte("TKSNAP\x02"), meta, rec), "snapshot version 2"},
+		{"unknown version", cat([]byte("TKSNAP\x03"), meta, rec), "snapshot version 3"},
 		{"version 0", cat([]byte("TKSNAP\x00"), meta, rec), "snapshot version 0"},
 		{"truncated frame body", valid[:len(valid)-1], "truncated frame"},
 		{"frame without length", cat(valid, []byte{2}), "bad frame length"},

@@ -32,8 +32,10 @@ const (
 type frameRef struct {
 	t        byte
 	off, end int
-	fast     bool          // rec (record frame) or req (request frame) holds the decoded frame
-	req      *requestFrame // a request frame's, when fast
+	// rec (record frame) or req (request frame) holds the decoded
+	// frame; a stored record frame passed checkStored
+	fast bool
+	req  *requestFrame // a request frame's, when fast
 }
 
 // frameChunk is a run of frames of the stream, read together.
@@ -57,6 +59,8 @@ func (c *frameChunk) decode(scratch *[]byte) {
 			f.fast = fastRecordTo(c.body(i), &c.recs[i])
 		case frameRequest:
 			f.req, f.fast = fastRequest(c.body(i), scratch)
+		case frameStored:
+			f.fast = checkStored(c.body(i)) == nil
 		}
 	}
 }

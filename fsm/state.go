@@ -28,10 +28,10 @@ type state struct {
 	byHash    digests             // digest -> record
 	hash      groupHash           // of subjects and families
 	bySubject *btree.BTreeG[item] // (subject, id); records with a subject
-	// (family, id): records with a family, but for a family's first record
+	// (family, id): records with a family, except a family's first record
 	// (familyIndexed).
 	byFamily *btree.BTreeG[item]
-	// (family, liveUntil, id): the active records of a family but its
+	// (family, liveUntil, id): the active records of a family except its
 	// first, so that how long a family can be used is one lookup
 	// (tombstones are held that long).
 	familyLive *btree.BTreeG[liveItem]
@@ -493,7 +493,7 @@ func (s *state) walkSubject(subject, after string, f func(handle, rec) bool) {
 
 // familyUntil is how long family can still be used: the latest expiry of
 // its active records (math.MaxInt64 if one never expires), 0 if it has
-// none. familyLive holds its active records but the first (firstOf).
+// none. familyLive holds its active records except the first (firstOf).
 func (s *state) familyUntil(family string) int64 {
 	var until int64
 	if h := s.firstOf(family); h != noHandle {

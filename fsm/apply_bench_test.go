@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -144,5 +145,29 @@ func BenchmarkApply(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/cmd")
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/cmd")
 		})
+	}
+}
+
+// BenchmarkHeapPerCode reports the live Go heap an authorization code
+// (codeIssue) costs the state, its records being in the arena outside
+// the heap: -apply-live codes, in entries of 64 with a request id each.
+func BenchmarkHeapPerCode(b *testing.B) {
+	n := *applyLive
+	for b.Loop() {
+		rng := rand.New(rand.NewPCG(1, 2))
+		before := liveHeap()
+		h := newHarness(b)
+		for at := 0; at < n; at += 64 * 64 {
+			pre := make([]fsm.Command, min(64*64, n-at))
+			for i := range pre {
+				pre[i] = codeIssue(rng, at+i)
+			}
+			for i, e := range benchEntries(b, t0, 64, pre, fmt.Sprintf("pre%x-", at)) {
+				h.applyRaw(e, min(64, len(pre)-i*64))
+			}
+		}
+		after := liveHeap()
+		runtime.KeepAlive(h)
+		b.ReportMetric(float64(after-before)/float64(n), "heap-bytes/code")
 	}
 }

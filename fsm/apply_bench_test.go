@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,18 +50,33 @@ func benchEntries(b *testing.B, now time.Time, per int, cmds []fsm.Command, reqP
 	return out
 }
 
+// codeIssue is what the bench's issue workload sends: an authorization
+// code, single use and with reuse detection, that starts a family of its
+// own (its family is its id), for one shared subject.
+func codeIssue(rng *rand.Rand, _ int) *fsm.Issue {
+	return with(newIssue(randomID(rng), "oauth2_code", 4*time.Hour, 1), func(r *fsm.Record) {
+		r.Subject, r.DetectReuse = "bench", true
+	})
+}
+
 var applyLive = flag.Int("apply-live", 1600*64, "live tokens in the state of BenchmarkApply")
 
 // BenchmarkApply measures applying client writes, as every replica does,
 // on a state that already holds live tokens: per command, including the
 // decode of its log entry. Guards the state machine's per-command cost.
 // "batch" is client batches of a consume and an issue (an exchange), per
-// op. -apply-live sets how many live tokens the state holds first.
+// op. "code" and "code-consume" are issue and consume of authorization
+// codes (codeIssue), on a state that holds live codes. -apply-live sets
+// how many live tokens the state holds first.
 func BenchmarkApply(b *testing.B) {
 	const per = 64
 	live := *applyLive
-	for _, op := range []string{"issue", "consume", "batch"} {
+	for _, op := range []string{"issue", "consume", "batch", "code", "code-consume"} {
 		b.Run(op, func(b *testing.B) {
+			mint := sessionIssue
+			if strings.HasPrefix(op, "code") {
+				mint = codeIssue
+			}
 			rng := rand.New(rand.NewPCG(1, 2))
 			h := newHarness(b)
 			// Filled in parts, so that no more than a part's commands and
@@ -67,7 +84,7 @@ func BenchmarkApply(b *testing.B) {
 			for at := 0; at < live; at += 64 * per {
 				pre := make([]fsm.Command, min(64*per, live-at))
 				for i := range pre {
-					pre[i] = sessionIssue(rng, at+i)
+					pre[i] = mint(rng, at+i)
 				}
 				for i, e := range benchEntries(b, t0, per, pre, fmt.Sprintf("pre%x-", at)) {
 					h.applyRaw(e, min(per, len(pre)-i*per))
@@ -88,9 +105,9 @@ func BenchmarkApply(b *testing.B) {
 					cpu += cpuTime() - cpuFrom
 					cmds := make([]fsm.Command, round)
 					for i := range cmds {
-						cmds[i] = sessionIssue(rng, n+i)
+						cmds[i] = mint(rng, n+i)
 					}
-					if op != "issue" {
+					if op != "issue" && op != "code" {
 						for _, e := range benchEntries(b, t0.Add(time.Second), per, cmds, fmt.Sprintf("i%d-", n)) {
 							h.applyRaw(e, per)
 						}
@@ -128,5 +145,29 @@ func BenchmarkApply(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/cmd")
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/cmd")
 		})
+	}
+}
+
+// BenchmarkHeapPerCode reports the live Go heap an authorization code
+// (codeIssue) costs the state, its records being in the arena outside
+// the heap: -apply-live codes, in entries of 64 with a request id each.
+func BenchmarkHeapPerCode(b *testing.B) {
+	n := *applyLive
+	for b.Loop() {
+		rng := rand.New(rand.NewPCG(1, 2))
+		before := liveHeap()
+		h := newHarness(b)
+		for at := 0; at < n; at += 64 * 64 {
+			pre := make([]fsm.Command, min(64*64, n-at))
+			for i := range pre {
+				pre[i] = codeIssue(rng, at+i)
+			}
+			for i, e := range benchEntries(b, t0, 64, pre, fmt.Sprintf("pre%x-", at)) {
+				h.applyRaw(e, min(64, len(pre)-i*64))
+			}
+		}
+		after := liveHeap()
+		runtime.KeepAlive(h)
+		b.ReportMetric(float64(after-before)/float64(n), "heap-bytes/code")
 	}
 }

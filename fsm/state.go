@@ -28,9 +28,12 @@ type state struct {
 	byHash    digests             // digest -> record
 	hash      groupHash           // of subjects and families
 	bySubject *btree.BTreeG[item] // (subject, id); records with a subject
-	byFamily  *btree.BTreeG[item] // (family, id); records with a family
-	// (family, liveUntil, id): the active records of a family, so that how
-	// long a family can be used is one lookup (tombstones are held that long).
+	// (family, id): records with a family, except a family's first record
+	// (familyIndexed).
+	byFamily *btree.BTreeG[item]
+	// (family, liveUntil, id): the active records of a family except its
+	// first, so that how long a family can be used is one lookup
+	// (tombstones are held that long).
 	familyLive *btree.BTreeG[liveItem]
 	byGC       gcIndex // records that will be collected, by GC time
 	// (grace end, id): rotated tombstones that still hold their sealed
@@ -144,6 +147,35 @@ func (s *state) familyItem(h handle, r rec) item {
 func (s *state) liveItem(h handle, r rec) liveItem {
 	return liveItem{g: s.hash.of(r.family()), at: r.liveUntil(), k: prefix8(r.id()), h: h}
 }
+
+// A family's first record, the one whose id is the family's name (the
+// code or token a grant started with), is in neither family index: what
+// they answer takes it from the primary index (firstOf). An authorization
+// code is the first record of a family of its own and, until it is
+// exchanged, the only one; left out, it costs no family index a thing.
+// familyIndexed tells whether r is in byFamily, liveIndexed whether it is
+// in familyLive.
+func familyIndexed(r rec) bool {
+	f := r.family()
+	return f != "" && f != r.id()
+}
+
+func liveIndexed(r rec) bool { return r.state() == Active && familyIndexed(r) }
+
+// firstOf returns the handle of family's first record, or noHandle: the
+// record whose id is family, if family is its family (another family's
+// record may have that id). Only the writer calls it.
+func (s *state) firstOf(family string) handle {
+	if family == "" {
+		return noHandle
+	}
+	h := s.storedID(family)
+	if h == noHandle || s.ar.get(h).family() != family {
+		return noHandle
+	}
+	return h
+}
+
 func sealedItem(h handle, r rec) item {
 	return item{g: timeKey(r.graceUntil()), k: prefix8(r.id()), h: h}
 }
@@ -195,10 +227,11 @@ func (s *state) indexPut(oh handle, had bool, nh handle, n rec) {
 		if old.subject() != "" && old.subject() != n.subject() {
 			s.bySubject.Delete(s.subjectItem(oh, old))
 		}
-		if old.family() != "" && old.family() != n.family() {
+		// n has old's id: of the same family, it is in byFamily if old is.
+		if familyIndexed(old) && old.family() != n.family() {
 			s.byFamily.Delete(s.familyItem(oh, old))
 		}
-		if old.inFamilyLive() && !(n.inFamilyLive() && old.family() == n.family() && old.liveUntil() == n.liveUntil()) {
+		if liveIndexed(old) && !(liveIndexed(n) && old.family() == n.family() && old.liveUntil() == n.liveUntil()) {
 			s.familyLive.Delete(s.liveItem(oh, old))
 		}
 		if old.holdsSealed() && !(n.holdsSealed() && old.graceUntil() == n.graceUntil()) {
@@ -211,10 +244,10 @@ func (s *state) indexPut(oh handle, had bool, nh handle, n rec) {
 	if n.subject() != "" {
 		s.bySubject.ReplaceOrInsert(s.subjectItem(nh, n))
 	}
-	if n.family() != "" {
+	if familyIndexed(n) {
 		s.byFamily.ReplaceOrInsert(s.familyItem(nh, n))
 	}
-	if n.inFamilyLive() {
+	if liveIndexed(n) {
 		s.familyLive.ReplaceOrInsert(s.liveItem(nh, n))
 	}
 	if n.holdsSealed() {
@@ -361,10 +394,10 @@ func (s *state) delete(r *Record) {
 	if o.subject() != "" {
 		s.bySubject.Delete(s.subjectItem(oh, o))
 	}
-	if o.family() != "" {
+	if familyIndexed(o) {
 		s.byFamily.Delete(s.familyItem(oh, o))
 	}
-	if o.inFamilyLive() {
+	if liveIndexed(o) {
 		s.familyLive.Delete(s.liveItem(oh, o))
 	}
 	s.gcMoved(oh, noHandle)
@@ -416,18 +449,28 @@ func (s *state) ofSubject(subject string) []*Record {
 	return out
 }
 
+// ofFamily's records are byFamily's with the family's first record, if
+// stored, in its place.
 func (s *state) ofFamily(family string) []*Record {
 	var out []*Record
+	first := s.firstOf(family)
 	g := s.hash.of(family)
 	s.byFamily.AscendGreaterOrEqual(rangeFrom(g, ""), func(it item) bool {
 		if it.g != g {
 			return false
 		}
-		if s.ar.get(it.h).family() == family {
+		if r := s.ar.get(it.h); r.family() == family {
+			if first != noHandle && r.id() > family {
+				out = append(out, s.record(first))
+				first = noHandle
+			}
 			out = append(out, s.record(it.h))
 		}
 		return true
 	})
+	if first != noHandle {
+		out = append(out, s.record(first))
+	}
 	return out
 }
 
@@ -450,9 +493,14 @@ func (s *state) walkSubject(subject, after string, f func(handle, rec) bool) {
 
 // familyUntil is how long family can still be used: the latest expiry of
 // its active records (math.MaxInt64 if one never expires), 0 if it has
-// none.
+// none. familyLive holds its active records except the first (firstOf).
 func (s *state) familyUntil(family string) int64 {
 	var until int64
+	if h := s.firstOf(family); h != noHandle {
+		if r := s.ar.get(h); r.state() == Active {
+			until = r.liveUntil()
+		}
+	}
 	g := s.hash.of(family)
 	s.familyLive.DescendLessOrEqual(lastOf(g), func(it liveItem) bool {
 		if it.g != g {
@@ -461,7 +509,7 @@ func (s *state) familyUntil(family string) int64 {
 		if s.ar.get(it.h).family() != family {
 			return true // another family with the same hash
 		}
-		until = it.at
+		until = max(until, it.at)
 		return false
 	})
 	return until
@@ -532,12 +580,12 @@ func (s *state) load(recs []handle, reqs []*request, lastNow int64) error {
 		func() { fill(s.byID, ids) },
 		func() {
 			s.byFamily = loadItems(s, ordered, func(h handle, r rec) (item, bool) {
-				return s.familyItem(h, r), r.family() != ""
+				return s.familyItem(h, r), familyIndexed(r)
 			})
 		},
 		func() {
 			s.familyLive = loadIndex(s, ordered, newLiveIndex, ar.cmpLive, func(h handle, r rec) (liveItem, bool) {
-				return s.liveItem(h, r), r.inFamilyLive()
+				return s.liveItem(h, r), liveIndexed(r)
 			})
 		},
 		func() {

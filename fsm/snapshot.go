@@ -167,14 +167,14 @@ func (s *snapshot) write(w io.Writer) (err error) {
 	return bw.Flush()
 }
 
-// writeStored writes the profile frames and the records as they are
-// stored, and returns the records the remembered requests hold, each
-// mapped to its place among the record frames.
+// writeStored writes the records as they are stored, each profile a
+// record names in a frame before the first record that does (numbered in
+// that order: the table also holds profiles no record names any more),
+// and returns the records the remembered requests hold, each mapped to
+// its place among the record frames.
 func (s *snapshot) writeStored(fw *frameWriter) map[handle]uint32 {
-	for id := range s.profiles {
-		fw.rec = appendProfile(fw.rec[:0], s.st.profiles.get(uint32(id)))
-		fw.body(frameProfile, fw.rec)
-	}
+	stream := make([]uint32, s.profiles) // a table profile's number in the stream, plus 1; 0 before its first record
+	var profiles uint32
 	refs := s.reqs.holds()
 	var n uint32
 	s.records.Ascend(func(it idItem) bool {
@@ -182,6 +182,19 @@ func (s *snapshot) writeStored(fw *frameWriter) map[handle]uint32 {
 		// The holders byte is the one that changes while the snapshot
 		// is written: it is not read, and a restore counts its own.
 		fw.rec = append(append(append(fw.rec[:0], b[:holdersAt]...), 0), b[holdersAt+1:]...)
+		if b[5]&recInlineProfile == 0 {
+			id := binary.LittleEndian.Uint32(b[48:])
+			if uint64(id) >= uint64(len(stream)) {
+				corrupt("record %s names profile %d of %d", rec(b).id(), id, len(stream))
+			}
+			if stream[id] == 0 {
+				profiles++
+				stream[id] = profiles
+				fw.aux = appendProfile(fw.aux[:0], s.st.profiles.get(id))
+				fw.body(frameProfile, fw.aux)
+			}
+			binary.LittleEndian.PutUint32(fw.rec[48:], stream[id]-1)
+		}
 		fw.body(frameStored, fw.rec)
 		n++
 		if _, ok := refs[it.h]; ok {
@@ -208,6 +221,7 @@ type frameWriter struct {
 	buf bytes.Buffer
 	enc *codec.Encoder // reused: a new encoder per frame costs more than the frame
 	rec []byte         // a record frame's body, reused
+	aux []byte         // a profile frame's, beside the record that names it
 	// head is a frame's type and length: a local array would escape
 	// through bufio.Writer.Write, one allocation a frame.
 	head [1 + binary.MaxVarintLen64]byte
@@ -277,8 +291,9 @@ func (m *Machine) Restore(r io.Reader) (err error) {
 	if string(head[:len(snapshotMagic)]) != snapshotMagic {
 		return fmt.Errorf("restore: not a tokenstore snapshot")
 	}
-	if v := head[len(snapshotMagic)]; v != snapshotVersion && v != snapshotStored {
-		return fmt.Errorf("restore: snapshot version %d, this node reads %d and %d", v, snapshotVersion, snapshotStored)
+	version := head[len(snapshotMagic)]
+	if version != snapshotVersion && version != snapshotStored {
+		return fmt.Errorf("restore: snapshot version %d, this node reads %d and %d", version, snapshotVersion, snapshotStored)
 	}
 	st := m.newState()
 	var recs []handle
@@ -298,6 +313,10 @@ func (m *Machine) Restore(r io.Reader) (err error) {
 			body := c.body(i)
 			dec.ResetBytes(body)
 			var err error
+			// Each version has its own frames of records and profiles.
+			if stored := f.t == frameProfile || f.t == frameStored; stored != (version == snapshotStored) && (stored || f.t == frameRecord) {
+				return fmt.Errorf("restore: frame type %d in a stream of version %d", f.t, version)
+			}
 			switch f.t {
 			case frameMeta:
 				err = dec.Decode(&meta)

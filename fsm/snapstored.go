@@ -9,13 +9,14 @@ import (
 // Version 2 of the snapshot stream carries the records as the state
 // keeps them (the layout in stored.go) instead of as msgpack maps of
 // their fields: a snapshot writes each record's bytes as they are in the
-// arena, and a restore checks them and copies them into its own. Their
-// profiles (kind, client id, title, user agent) come first, one frame
-// each, numbered in the order they come; a record names one by that
-// number, which is the writer's id of it (profile ids are handed out in
-// order and never reused). A remembered request whose record is the
-// state's own names it by its place among the record frames instead of
-// carrying a copy. Version 1 streams are still read.
+// arena, and a restore checks them and copies them into its own. A
+// profile (kind, client id, title, user agent) comes in a frame of its
+// own before the first record that names it; profiles are numbered in
+// the order they come, and a record names one by that number (the
+// writer renumbers: its table keeps profiles no record names any more,
+// which the stream leaves out). A remembered request whose record is
+// the state's own names it by its place among the record frames instead
+// of carrying a copy. Version 1 streams are still read.
 //
 // A node writes version 2 once the log's fence says every voter reads
 // it (Version 4); until then it writes version 1, which every release
@@ -42,7 +43,7 @@ func appendProfile(dst []byte, p *profile) []byte {
 func readProfile(b []byte) (profile, error) {
 	var f [4]string
 	for i := range f {
-		n, k := binary.Uvarint(b)
+		n, k := minUvarint(b)
 		if k <= 0 || n > uint64(len(b)-k) {
 			return profile{}, fmt.Errorf("profile field %d: bad length", i)
 		}
@@ -58,10 +59,12 @@ func readProfile(b []byte) (profile, error) {
 var errStored = errors.New("stored record")
 
 // checkStored checks that b is a record in the arena's layout that every
-// reader of the state can read: its size, state and flags, each length
-// list within the record and adding up to it, and the scopes' own
-// lengths. Whatever it passes, the accessors in stored.go read without
-// running past the record. Its profile is checkProfile's.
+// reader of the state can read, as compact lays one out: its size, state
+// and flags, each length list within the record and adding up to it, the
+// scopes' own lengths, and in the rest nothing its flags say it lacks
+// (whatever reads a field, its flag or its length, reads the same).
+// Whatever it passes, the accessors in stored.go read without running
+// past the record. Its profile is checkProfile's.
 func checkStored(b []byte) error {
 	if len(b) < recHeader {
 		return fmt.Errorf("%w of %d bytes", errStored, len(b))
@@ -104,9 +107,19 @@ func checkStored(b []byte) error {
 	if err != nil {
 		return err
 	}
-	sc := e[el[eScopes]:el[eScopes+1]]
+	field := func(i int) []byte { return e[el[i]:el[i+1]] }
+	x := ext(e)
+	switch fl := e[0]; {
+	case fl == 0 && x.int(1)|x.int(9)|x.int(17)|x.int(25)|x.int(33) == 0 && el[eSealed+1] == el[eFamily]:
+		return fmt.Errorf("%w: an empty rest", errStored)
+	case fl&extScopes == 0 && len(field(eScopes)) > 0, fl&extData == 0 && len(field(eData)) > 0,
+		fl&extRotated == 0 && (len(field(eSuccessor)) > 0 || len(field(eAccess)) > 0 || x.int(33) != 0),
+		fl&extSealed == 0 && len(field(eSealed)) > 0:
+		return fmt.Errorf("%w: the rest holds what its flags %#x say it lacks", errStored, fl)
+	}
+	sc := field(eScopes)
 	for len(sc) > 0 {
-		n, k := binary.Uvarint(sc)
+		n, k := minUvarint(sc)
 		if k <= 0 || n > uint64(len(sc)-k) {
 			return fmt.Errorf("%w: scopes", errStored)
 		}
@@ -137,7 +150,7 @@ func checkLengths(b []byte, vlen, lens, n int) (starts [maxFields + 1]int, err e
 	}
 	p, off := lens, end
 	for i := range n {
-		l, k := binary.Uvarint(b[p:end])
+		l, k := minUvarint(b[p:end])
 		if k <= 0 || l > uint64(len(b)-off) {
 			return starts, fmt.Errorf("%w: a field's length", errStored)
 		}
@@ -173,4 +186,16 @@ func (s *state) sharedOrCopy(h handle) handle {
 	n := s.storedCopy(b)
 	s.ar.bytesAt(n, recHeader)[holdersAt] = 0
 	return s.own(n)
+}
+
+// minUvarint is binary.Uvarint of a length in a stored record or a
+// profile frame, which compact writes in its shortest form: any other
+// form (a last byte of 0 after the first) is refused as k <= 0, so that a
+// record checked reads back to the same bytes when laid out again.
+func minUvarint(b []byte) (uint64, int) {
+	n, k := binary.Uvarint(b)
+	if k > 1 && b[k-1] == 0 {
+		return 0, 0
+	}
+	return n, k
 }

@@ -112,6 +112,70 @@ func TestStoredSnapshotRestoresTheSameState(t *testing.T) {
 	}
 }
 
+// A restored request holds the record it names: once the state lets the
+// record go (revoked), the retry still answers it, and once the request
+// is forgotten too, the record is freed once, and the state goes on.
+func TestStoredSnapshotRequestsHoldTheirRecords(t *testing.T) {
+	h, entries := fencedState(t)
+	r := &harness{t: t, s: restored(t, h.snapshot()), index: h.index}
+	at := t0.Add(6*time.Minute + 2*time.Second)
+	r.ok(at, &fsm.Revoke{ID: "q-issued", Reason: "admin"})
+	res := r.applyRaw(encode(t, &fsm.Batch{Now: ns(at), Entries: entries[:1], Reqs: []string{"r1"}}), 1)
+	if res[0].Err != nil || res[0].Record == nil || res[0].Record.ID != "q-issued" || res[0].Record.State != fsm.Active {
+		t.Fatalf("retry of r1 after the revoke = %+v, want the issued record as it was", res[0])
+	}
+	// Past the window: the requests are forgotten and their records freed.
+	late := at.Add(fsm.RequestWindow + time.Minute)
+	r.ok(late, newIssue("after-the-window", "access", time.Hour, 0))
+	if _, halted := r.s.Halted(); halted {
+		t.Fatal("the restored state halted once its requests were forgotten")
+	}
+	if got := restored(t, r.snapshot()); got.ByID("after-the-window") == nil || got.ByID("q-issued") == nil {
+		t.Fatal("the state after the window does not snapshot and restore")
+	}
+}
+
+// A version 2 stream carries the profiles its records name, not every
+// profile the writer's table ever held.
+func TestStoredSnapshotLeavesOutUnnamedProfiles(t *testing.T) {
+	h := newHarness(t)
+	h.ok(t0, &fsm.Fence{Version: fsm.Version})
+	var ids []string
+	for i := range 50 {
+		id := fmt.Sprintf("ua-%02d", i)
+		h.issue(t0, with(newIssue(id, "access", time.Minute, 0), func(r *fsm.Record) { r.UserAgent = "agent " + id }))
+		ids = append(ids, id)
+	}
+	h.ok(t0.Add(time.Hour), &fsm.Expire{Before: ns(t0.Add(time.Hour)), IDs: ids[1:]})
+	if got := h.s.ByID(ids[1]); got != nil {
+		t.Fatalf("%s not collected: %+v", ids[1], got)
+	}
+	types := frameTypes(t, h.snapshot())
+	if n := bytes.Count(types, []byte{5}); n != 1 {
+		t.Fatalf("%d profile frames for one record, want 1 (frame types %v)", n, types)
+	}
+}
+
+// Each version of the stream has its own record frames.
+func TestRestoreRefusesFramesOfTheOtherVersion(t *testing.T) {
+	h, _ := fencedState(t)
+	head2, frames2 := splitSnapshot(t, h.snapshot())
+	head1, frames1 := splitSnapshot(t, writeV1(t, h.s))
+	for _, tt := range []struct {
+		name   string
+		stream []byte
+	}{
+		{"stored record frames in version 1", cat(head1, frames2[0], frames2[1], frames2[2])},
+		{"record frames in version 2", cat(head2, frames1[0], frames1[1])},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := fsm.New().Restore(bytes.NewReader(tt.stream)); err == nil || !strings.Contains(err.Error(), "in a stream of version") {
+				t.Fatalf("Restore = %v, want a refusal of the frame type", err)
+			}
+		})
+	}
+}
+
 // resultString is what a test compares of two results.
 func resultString(r fsm.Result) string {
 	var b strings.Builder

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"runtime"
@@ -598,7 +599,9 @@ func (s *state) load(recs []handle, reqs []*request, lastNow int64) error {
 		},
 		func() { reqErr = s.loadRequests(reqs, lastNow) },
 	}
-	runJobs(jobs, runtime.GOMAXPROCS(0))
+	if err := runJobs(jobs, runtime.GOMAXPROCS(0)); err != nil {
+		return err
+	}
 	if hashErr != nil {
 		return hashErr
 	}
@@ -612,20 +615,28 @@ func (s *state) load(recs []handle, reqs []*request, lastNow int64) error {
 }
 
 // runJobs runs jobs on up to workers goroutines, taking them in order,
-// and returns once all have returned.
-func runJobs(jobs []func(), workers int) {
+// and returns once all have returned, with the jobs' errors: a corrupt
+// record one read among them (the records a restore reads came
+// from a peer or a disk, and a panic on another goroutine than Restore's
+// would end the process).
+func runJobs(jobs []func(), workers int) error {
 	var (
 		wg   sync.WaitGroup
 		next atomic.Int64
+		errs = make([]error, len(jobs))
 	)
 	for range min(max(workers, 1), len(jobs)) {
 		wg.Go(func() {
 			for i := next.Add(1) - 1; i < int64(len(jobs)); i = next.Add(1) - 1 {
-				jobs[i]()
+				func() {
+					defer recoverCorrupt(&errs[i])
+					jobs[i]()
+				}()
 			}
 		})
 	}
 	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // loadIndex returns a new index (made by newTree, its items in the order

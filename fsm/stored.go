@@ -204,7 +204,8 @@ const (
 // else: a profile is only ever compared by value, never by its id, so the
 // table may differ between replicas, and it does (a node that applied the
 // log holds every profile it saw, in log order, one that restored a
-// snapshot only the live records', in id order). It never forgets one (at
+// snapshot only the live records', in the order of their first record by
+// id). It never forgets one (at
 // most maxInterned of maxInternedLen bytes); a record whose profile is
 // past that holds it itself.
 //

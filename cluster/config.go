@@ -62,9 +62,9 @@ type Config struct {
 	// A snapshot is taken once the log since the last one holds
 	// SnapshotLogRatio of that snapshot's size in bytes, at least
 	// SnapshotMinLog and at most SnapshotMaxLog (defaults 0.25, 4 MiB,
-	// 32 MiB), or SnapshotThreshold entries (default 65536), whichever
+	// 16 MiB), or SnapshotThreshold entries (default 65536), whichever
 	// comes first; whether one is due is checked every SnapshotInterval
-	// (default 2s). See snapshot.go.
+	// (default 1s). See snapshot.go.
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	SnapshotLogRatio  float64
@@ -93,7 +93,7 @@ func (c *Config) setDefaults() {
 		c.SnapshotThreshold = 65536
 	}
 	if c.SnapshotInterval == 0 {
-		c.SnapshotInterval = 2 * time.Second
+		c.SnapshotInterval = time.Second
 	}
 	if c.SnapshotLogRatio == 0 {
 		c.SnapshotLogRatio = 0.25
@@ -102,7 +102,7 @@ func (c *Config) setDefaults() {
 		c.SnapshotMinLog = 4 << 20
 	}
 	if c.SnapshotMaxLog == 0 {
-		c.SnapshotMaxLog = 32 << 20
+		c.SnapshotMaxLog = 16 << 20
 	}
 	if c.GCInterval == 0 {
 		c.GCInterval = time.Second

@@ -17,15 +17,15 @@ import (
 // ceiling in entries (SnapshotThreshold), for a log of many small
 // entries.
 //
-// A byte of log costs a restart about five times what a byte of
-// snapshot does (at 1M tokens, 2.4 s to replay 61 MB of issues against
-// 2.2-2.8 s to restore the 298 MB snapshot; BENCHMARKS.md), so the
-// ceiling is what bounds a large state's restart: 32 MiB, about 1.3 s of
-// replay. What a restart replays at worst is that, plus what was
-// written between two checks (SnapshotInterval, 2 s) and while the
-// snapshot was written. A snapshot of that state costs a core about
-// 2.4 s, every 32 MiB of log: about a tenth of a core under the bench's
-// sustained issues (3 MB of log a second).
+// A byte of log costs a restart several times what a byte of snapshot
+// does (at 1M tokens, 1.0-1.1 s to replay 16 MB of issues against about
+// 1.2 s of CPU on each core to restore the 146 MB snapshot; BENCHMARKS.md),
+// so the ceiling is what bounds a large state's restart: 16 MiB. What a
+// restart replays at worst is that, plus what was written between two
+// checks (SnapshotInterval, 1 s) and while the snapshot was written. A
+// snapshot of that state costs a core about 0.5-0.9 s, every 16 MiB of
+// log: a twentieth of a core under the bench's sustained issues (2 MB of
+// log a second).
 
 // snapshotDue tells whether logBytes of log since the last snapshot,
 // whose stream was snapBytes long (0 before the first), call for the

@@ -121,7 +121,7 @@ func DefaultConfig() Config {
 	return Config{
 		DataDir: "./data", DC: "dc1", RaftAddr: "127.0.0.1:7401", APIAddr: "127.0.0.1:7400",
 		DeadNodeTimeout: 72 * time.Hour, LastUsedGranularity: time.Minute, MaxStaleness: 30 * time.Second,
-		SnapshotThreshold: 65536, SnapshotInterval: 2 * time.Second, SnapshotLogRatio: 0.25, GCGrace: 10 * time.Minute,
+		SnapshotThreshold: 65536, SnapshotInterval: time.Second, SnapshotLogRatio: 0.25, GCGrace: 10 * time.Minute,
 		Vendor: token.DefaultVendor,
 		Authz: api.AuthzConfig{Cookie: "tks_session", DefaultRLC: "default", TrustedProxies: &one,
 			BearerKinds: []string{token.KindAccess, token.KindDeveloper}, CookieKinds: []string{token.KindAccess, token.KindRemember}},

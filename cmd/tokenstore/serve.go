@@ -51,7 +51,7 @@ func serve(args []string) error {
 	fs.StringVar(&cfg.LogStore, "raft-log-store", cfg.LogStore, "the Raft log's store on disk: wal (append-only segments, one fsync per write) or boltdb (raft-boltdb); default: what --data-dir holds, wal for a new one")
 	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", cfg.SnapshotThreshold, "log entries between Raft snapshots, at most (one is taken sooner by size: --snapshot-log-ratio)")
 	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "how often to check whether a snapshot is due")
-	fs.Float64Var(&cfg.SnapshotLogRatio, "snapshot-log-ratio", cfg.SnapshotLogRatio, "take a snapshot once the log since the last one is this fraction of its size (at least 4 MiB, at most 32 MiB of log)")
+	fs.Float64Var(&cfg.SnapshotLogRatio, "snapshot-log-ratio", cfg.SnapshotLogRatio, "take a snapshot once the log since the last one is this fraction of its size (at least 4 MiB, at most 16 MiB of log)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "how long SIGTERM waits for requests in flight")
 	fs.StringVar(&f.memcached, "memcached", "", "memcached servers for replay nonces, host:port[,host:port...] (default: an in-process store, node-local)")
 	fs.DurationVar(&cfg.Nonce.Window, "nonce-window", cfg.Nonce.Window, "accepted nonce timestamp skew either way, and how long a nonce is remembered")

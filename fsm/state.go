@@ -60,6 +60,9 @@ type state struct {
 	// The writer's scratch for laying out records.
 	bld, extBld builder
 	ext         []byte
+	// is's scratch, apart from compact's.
+	isBld builder
+	isExt []byte
 }
 
 func newState() *state {

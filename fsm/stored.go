@@ -483,7 +483,8 @@ func decodeScopes(b []byte) []string {
 }
 
 // is tells whether the record at h holds exactly what r does (scopes,
-// data and rotation by value, nil and empty apart).
+// data and rotation by value, nil and empty apart). Only the writer calls
+// it: r's rest is laid out in scratch of the writer's, its own.
 func (s *state) is(h handle, r *Record) bool {
 	v := s.ar.get(h)
 	if v.id() != r.ID || v.subject() != r.Subject || v.ip() != r.IP || v.hash() != r.Hash ||
@@ -496,6 +497,6 @@ func (s *state) is(h handle, r *Record) bool {
 	if e == nil {
 		return !hasExt(r)
 	}
-	var eb builder
-	return bytes.Equal(e, appendExt(nil, r, &eb))
+	s.isExt = appendExt(s.isExt[:0], r, &s.isBld)
+	return bytes.Equal(e, s.isExt)
 }

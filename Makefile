@@ -106,7 +106,6 @@ OUT      ?= bench-out
 bench-peers: bench-deps build
 	mkdir -p $(OUT)
 	bin/tokenstore-bench peers --clients $(CLIENTS) --duration $(DURATION) --scale $(SCALE) \
-		--node-flags "--snapshot-interval 5s" \
 		--json $(OUT)/peers.json --report $(OUT)/peers.md --plots $(OUT)/plots
 
 # A two-DC cluster in network namespaces (40ms cross-DC round trip) under

@@ -15,19 +15,26 @@ var recordBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); retu
 // writeRecord writes a record as the JSON answer with status: the bytes
 // writeJSON would write, without reflection when appendRecord can.
 func writeRecord(w http.ResponseWriter, status int, r *wire.Record) {
+	writeAppended(w, status, r, func(b []byte, r *wire.Record) ([]byte, bool) {
+		b, ok := appendRecord(b, r)
+		return append(b, '\n'), ok
+	})
+}
+
+// writeAppended writes v as the JSON answer with status: what appendJSON
+// appends to a pooled buffer (writeJSON's bytes, its newline included),
+// or, for a v it leaves to encoding/json, writeJSON's.
+func writeAppended[T any](w http.ResponseWriter, status int, v *T, appendJSON func([]byte, *T) ([]byte, bool)) {
 	bp := recordBuffers.Get().(*[]byte)
 	defer func() {
 		if cap(*bp) <= maxPooledBody {
 			recordBuffers.Put(bp)
 		}
 	}()
-	body, ok := appendRecord((*bp)[:0], r)
-	if ok {
-		body = append(body, '\n')
-	}
+	body, ok := appendJSON((*bp)[:0], v)
 	*bp = body // grown, it is pooled so
 	if !ok {
-		writeJSON(w, status, r)
+		writeJSON(w, status, v)
 		return
 	}
 	w.Header()["Content-Type"] = jsonContentType
@@ -118,21 +125,7 @@ func appendTime(b []byte, t *time.Time) ([]byte, bool) {
 // writeIssued writes the answer of an issue with status: the bytes
 // writeJSON would write, without reflection when appendIssued can.
 func writeIssued(w http.ResponseWriter, status int, r *wire.IssueResponse) {
-	bp := recordBuffers.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= maxPooledBody {
-			recordBuffers.Put(bp)
-		}
-	}()
-	body, ok := appendIssued((*bp)[:0], r)
-	*bp = body
-	if !ok {
-		writeJSON(w, status, r)
-		return
-	}
-	w.Header()["Content-Type"] = jsonContentType
-	w.WriteHeader(status)
-	w.Write(body)
+	writeAppended(w, status, r, appendIssued)
 }
 
 // appendIssued appends r as encoding/json encodes it, its newline

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"bytes"
-	"encoding/binary"
 	"math"
 	"reflect"
 	"slices"
@@ -10,13 +9,16 @@ import (
 	"sync"
 
 	"github.com/tokenstore/tokenstore/fsm"
+	"github.com/tokenstore/tokenstore/internal/msgpack"
 )
 
 // The forwarded writes and their answers, nearly every node-to-node call,
 // are encoded and decoded here without reflection. The bytes are those
 // rpcHandle writes (a map of the fields that are not empty, in the order
-// of their names; strings without the str8 form, byte slices as strings):
-// TestFastRPCMatchesCodec compares them, so the wire does not change and
+// of their names; strings without the str8 form, byte slices as strings:
+// rpcForm), written with the fsm's writers in that form
+// (internal/msgpack, fsm.AppendRecord). TestFastRPCMatchesCodec compares
+// them, so the wire does not change and
 // a node of an earlier release reads them, and is read, as before.
 //
 // The decoders take only those bytes: they decode, encode the result
@@ -33,6 +35,10 @@ var fastRPC = fieldsAre(applyArgs{}, []string{"e", "q"}) && fieldsAre(applyBatch
 	fieldsAre(fsm.Outcome{}, []string{"ac", "c", "e", "fr", "o", "op", "r", "x"}) &&
 	fieldsAre(fsm.Record{}, []string{"c", "ca", "ci", "d", "dr", "ea", "f", "g", "h", "hu", "i", "ia", "ip", "k",
 		"lu", "mi", "mu", "r", "re", "ro", "s", "sc", "st", "t", "ua", "ul"})
+
+// rpcForm is how rpcHandle writes strings and byte slices: no str8, byte
+// slices as strings.
+var rpcForm = msgpack.Form{WriteExt: rpcHandle.WriteExt}
 
 // fieldsAre tells whether the codec names of v's fields are keys.
 func fieldsAre(v any, keys []string) bool {
@@ -62,7 +68,7 @@ func appendFastRPC(dst []byte, v any) ([]byte, bool) {
 				return dst, false
 			}
 		}
-		dst = appendArrayLen(appendKey(appendMapLen(dst, 1), "w"), len(v.Writes))
+		dst = msgpack.AppendArrayLen(rpcForm.AppendStr(msgpack.AppendMapLen(dst, 1), "w"), len(v.Writes))
 		for i := range v.Writes {
 			dst = appendApplyArgs(dst, &v.Writes[i])
 		}
@@ -81,7 +87,7 @@ func appendFastRPC(dst []byte, v any) ([]byte, bool) {
 				return dst, false
 			}
 		}
-		dst = appendArrayLen(appendKey(appendMapLen(dst, 1), "r"), len(v.Replies))
+		dst = msgpack.AppendArrayLen(rpcForm.AppendStr(msgpack.AppendMapLen(dst, 1), "r"), len(v.Replies))
 		for i := range v.Replies {
 			dst = appendReply(dst, &v.Replies[i])
 		}
@@ -96,9 +102,9 @@ func appendFastRPC(dst []byte, v any) ([]byte, bool) {
 }
 
 func appendApplyArgs(dst []byte, a *applyArgs) []byte {
-	dst = appendKey(appendMapLen(dst, 2), "e")
-	dst = append(appendStrLen(dst, len(a.Entry)), a.Entry...)
-	return appendStr(appendKey(dst, "q"), a.Req)
+	dst = rpcForm.AppendStr(msgpack.AppendMapLen(dst, 2), "e")
+	dst = rpcForm.AppendBytes(dst, a.Entry)
+	return rpcForm.AppendStr(rpcForm.AppendStr(dst, "q"), a.Req)
 }
 
 // fastReply tells whether appendReply writes r: an answer of a record (not
@@ -116,147 +122,15 @@ func appendReply(dst []byte, r *rpcReply) []byte {
 			n++
 		}
 	}
-	dst = appendMapLen(dst, n)
-	if r.Count != 0 {
-		dst = appendInt(appendKey(dst, "c"), int64(r.Count))
-	}
-	dst = appendStrField(dst, "e", r.Err)
-	dst = appendStrField(dst, "f", r.Fail)
-	dst = appendUint(appendKey(dst, "i"), r.Index)
+	dst = msgpack.AppendMapLen(dst, n)
+	dst = rpcForm.AppendIntField(dst, "c", int64(r.Count))
+	dst = rpcForm.AppendStrField(dst, "e", r.Err)
+	dst = rpcForm.AppendStrField(dst, "f", r.Fail)
+	dst = msgpack.AppendUint(rpcForm.AppendStr(dst, "i"), r.Index)
 	if r.Record != nil {
-		dst = appendRecord(appendKey(dst, "r"), r.Record)
+		dst = fsm.AppendRecord(rpcForm.AppendStr(dst, "r"), r.Record, rpcForm)
 	}
 	return dst
-}
-
-// appendRecord appends r, whose Rotated is nil, as rpcHandle writes it.
-func appendRecord(dst []byte, r *fsm.Record) []byte {
-	n := 6 // i, h, k, ca, ci, mi: never left out
-	for _, set := range []bool{r.ClientID != "", len(r.Data) > 0, r.DetectReuse, r.ExpiresAt != 0,
-		r.Family != "", r.Generator != "", r.HoldUntil != 0, r.InvalidatedAt != 0, r.IP != "",
-		r.LastUsedAt != 0, r.MaxUses != 0, r.RLC != "", r.Reason != "", r.Subject != "",
-		len(r.Scopes) > 0, r.State != 0, r.Title != "", r.UserAgent != "", r.UsesLeft != 0} {
-		if set {
-			n++
-		}
-	}
-	dst = appendMapLen(dst, n)
-	dst = appendStrField(dst, "c", r.ClientID)
-	dst = appendInt(appendKey(dst, "ca"), r.CreatedAt)
-	dst = appendUint(appendKey(dst, "ci"), r.CreateIndex)
-	if len(r.Data) > 0 {
-		dst = append(appendStrLen(appendKey(dst, "d"), len(r.Data)), r.Data...)
-	}
-	if r.DetectReuse {
-		dst = append(appendKey(dst, "dr"), 0xc3)
-	}
-	dst = appendIntField(dst, "ea", r.ExpiresAt)
-	dst = appendStrField(dst, "f", r.Family)
-	dst = appendStrField(dst, "g", r.Generator)
-	dst = appendStr(appendKey(dst, "h"), r.Hash)
-	dst = appendIntField(dst, "hu", r.HoldUntil)
-	dst = appendStr(appendKey(dst, "i"), r.ID)
-	dst = appendIntField(dst, "ia", r.InvalidatedAt)
-	dst = appendStrField(dst, "ip", r.IP)
-	dst = appendStr(appendKey(dst, "k"), r.Kind)
-	dst = appendIntField(dst, "lu", r.LastUsedAt)
-	dst = appendUint(appendKey(dst, "mi"), r.ModifyIndex)
-	dst = appendIntField(dst, "mu", r.MaxUses)
-	dst = appendStrField(dst, "r", r.RLC)
-	dst = appendStrField(dst, "re", r.Reason)
-	dst = appendStrField(dst, "s", r.Subject)
-	if len(r.Scopes) > 0 {
-		dst = appendArrayLen(appendKey(dst, "sc"), len(r.Scopes))
-		for _, s := range r.Scopes {
-			dst = appendStr(dst, s)
-		}
-	}
-	if r.State != 0 {
-		dst = appendUint(appendKey(dst, "st"), uint64(r.State))
-	}
-	dst = appendStrField(dst, "t", r.Title)
-	dst = appendStrField(dst, "ua", r.UserAgent)
-	return appendIntField(dst, "ul", r.UsesLeft)
-}
-
-func appendKey(dst []byte, k string) []byte { return appendStr(dst, k) }
-
-func appendStr(dst []byte, s string) []byte { return append(appendStrLen(dst, len(s)), s...) }
-
-// appendStrField appends key and s unless s is empty (omitempty).
-func appendStrField(dst []byte, key, s string) []byte {
-	if s == "" {
-		return dst
-	}
-	return appendStr(appendKey(dst, key), s)
-}
-
-// appendIntField appends key and i unless i is 0 (omitempty).
-func appendIntField(dst []byte, key string, i int64) []byte {
-	if i == 0 {
-		return dst
-	}
-	return appendInt(appendKey(dst, key), i)
-}
-
-// appendStrLen writes a string's length as rpcHandle does: without the
-// str8 form, which it leaves to handles that write the newer spec.
-func appendStrLen(dst []byte, n int) []byte {
-	switch {
-	case n < 32:
-		return append(dst, 0xa0|byte(n))
-	case n < 1<<16:
-		return binary.BigEndian.AppendUint16(append(dst, 0xda), uint16(n))
-	}
-	return binary.BigEndian.AppendUint32(append(dst, 0xdb), uint32(n))
-}
-
-// appendInt writes i as the codec writes a signed integer: the shortest
-// signed form, positive fixints included.
-func appendInt(dst []byte, i int64) []byte {
-	switch {
-	case i >= -32 && i <= math.MaxInt8:
-		return append(dst, byte(i))
-	case i >= math.MinInt8 && i < 0:
-		return append(dst, 0xd0, byte(i))
-	case i >= math.MinInt16 && i <= math.MaxInt16:
-		return binary.BigEndian.AppendUint16(append(dst, 0xd1), uint16(i))
-	case i >= math.MinInt32 && i <= math.MaxInt32:
-		return binary.BigEndian.AppendUint32(append(dst, 0xd2), uint32(i))
-	}
-	return binary.BigEndian.AppendUint64(append(dst, 0xd3), uint64(i))
-}
-
-// appendUint writes i as the codec writes an unsigned integer.
-func appendUint(dst []byte, i uint64) []byte {
-	switch {
-	case i <= math.MaxInt8:
-		return append(dst, byte(i))
-	case i <= math.MaxUint8:
-		return append(dst, 0xcc, byte(i))
-	case i <= math.MaxUint16:
-		return binary.BigEndian.AppendUint16(append(dst, 0xcd), uint16(i))
-	case i <= math.MaxUint32:
-		return binary.BigEndian.AppendUint32(append(dst, 0xce), uint32(i))
-	}
-	return binary.BigEndian.AppendUint64(append(dst, 0xcf), i)
-}
-
-func appendArrayLen(dst []byte, n int) []byte { return appendContainerLen(dst, n, 0x90, 0xdc) }
-
-func appendMapLen(dst []byte, n int) []byte { return appendContainerLen(dst, n, 0x80, 0xde) }
-
-// appendContainerLen writes the length of an array or a map: fix holds
-// the fixed form's high bits, c16 is the 16-bit form's code and the 32-bit
-// form's is the next one.
-func appendContainerLen(dst []byte, n int, fix, c16 byte) []byte {
-	switch {
-	case n < 16:
-		return append(dst, fix|byte(n))
-	case n < 1<<16:
-		return binary.BigEndian.AppendUint16(append(dst, c16), uint16(n))
-	}
-	return binary.BigEndian.AppendUint32(append(dst, c16+1), uint32(n))
 }
 
 // decodeFastRPC decodes body into v if v is of the calls this file

@@ -108,6 +108,36 @@ func TestFastRPCMatchesCodec(t *testing.T) {
 	}
 }
 
+// TestRPCFormIsNotTheLogs: the calls between nodes keep their own form,
+// not the log's: a string of 32 to 255 bytes without str8, a byte slice
+// as a string. A handle turned to the other form fails here, where
+// TestFastRPCMatchesCodec would follow it.
+func TestRPCFormIsNotTheLogs(t *testing.T) {
+	q := strings.Repeat("q", 40)
+	got, ok := appendFastRPC(nil, &applyArgs{Req: q, Entry: []byte{1, 2}})
+	want := append([]byte{0x82, 0xa1, 'e', 0xa2, 1, 2, 0xa1, 'q', 0xda, 0, 40}, q...)
+	if !ok || !bytes.Equal(got, want) {
+		t.Fatalf("wrote %x (%v), want %x", got, ok, want)
+	}
+	for _, rec := range []fsm.Record{
+		{ID: "i", Hash: strings.Repeat("h", 40), Kind: "k"},
+		{ID: "i", Hash: "h", Kind: "k", Data: []byte{1}},
+	} {
+		entry, err := fsm.Encode(&fsm.Issue{Record: rec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := []byte{byte(fsm.TypeIssue), 0x81, 0xa1, 'r'} // an Issue of {r: the record}
+		if !bytes.HasPrefix(entry, head) {
+			t.Fatalf("the log entry %x does not start with %x", entry, head)
+		}
+		inLog := entry[len(head):]
+		if again := fsm.AppendRecord(nil, &rec, rpcForm); bytes.Equal(again, inLog) {
+			t.Fatalf("%+v: written as the log writes it, %x", rec, again)
+		}
+	}
+}
+
 // TestFastRPCLeavesToCodec: what the fast codec does not write is the
 // codec's, and decodes as before.
 func TestFastRPCLeavesToCodec(t *testing.T) {

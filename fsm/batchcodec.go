@@ -2,8 +2,6 @@ package fsm
 
 import (
 	"bytes"
-	"encoding/binary"
-	"math"
 	"sync"
 )
 
@@ -65,61 +63,6 @@ func appendBatch(dst []byte, b *Batch) []byte {
 }
 
 const mpNil = 0xc0
-
-// appendInt writes i as the codec writes a signed integer: the shortest
-// signed form, positive fixints included.
-func appendInt(dst []byte, i int64) []byte {
-	switch {
-	case i >= -32 && i <= math.MaxInt8:
-		return append(dst, byte(i))
-	case i >= math.MinInt8 && i < 0:
-		return append(dst, 0xd0, byte(i))
-	case i >= math.MinInt16 && i <= math.MaxInt16:
-		return binary.BigEndian.AppendUint16(append(dst, 0xd1), uint16(i))
-	case i >= math.MinInt32 && i <= math.MaxInt32:
-		return binary.BigEndian.AppendUint32(append(dst, 0xd2), uint32(i))
-	}
-	return binary.BigEndian.AppendUint64(append(dst, 0xd3), uint64(i))
-}
-
-func appendArrayLen(dst []byte, n int) []byte { return appendContainerLen(dst, n, 0x90, 0xdc) }
-
-func appendMapLen(dst []byte, n int) []byte { return appendContainerLen(dst, n, 0x80, 0xde) }
-
-// appendContainerLen writes the length of an array or a map: fix holds
-// the fixed form's high bits, c16 is the 16-bit form's code and the 32-bit
-// form's is the next one.
-func appendContainerLen(dst []byte, n int, fix, c16 byte) []byte {
-	switch {
-	case n < 16:
-		return append(dst, fix|byte(n))
-	case n < 1<<16:
-		return binary.BigEndian.AppendUint16(append(dst, c16), uint16(n))
-	}
-	return binary.BigEndian.AppendUint32(append(dst, c16+1), uint32(n))
-}
-
-func appendBinLen(dst []byte, n int) []byte {
-	switch {
-	case n < 1<<8:
-		return append(dst, 0xc4, byte(n))
-	case n < 1<<16:
-		return binary.BigEndian.AppendUint16(append(dst, 0xc5), uint16(n))
-	}
-	return binary.BigEndian.AppendUint32(append(dst, 0xc6), uint32(n))
-}
-
-func appendStrLen(dst []byte, n int) []byte {
-	switch {
-	case n < 32:
-		return append(dst, 0xa0|byte(n))
-	case n < 1<<8:
-		return append(dst, 0xd9, byte(n))
-	case n < 1<<16:
-		return binary.BigEndian.AppendUint16(append(dst, 0xda), uint16(n))
-	}
-	return binary.BigEndian.AppendUint32(append(dst, 0xdb), uint32(n))
-}
 
 // decodeBatch decodes body, a Batch's encoding, if it is exactly what
 // appendBatch writes for what it holds; false otherwise, and the codec

@@ -1,11 +1,12 @@
 package fsm
 
 import (
-	"encoding/binary"
 	"math"
 	"reflect"
 	"slices"
 	"strings"
+
+	"github.com/tokenstore/tokenstore/internal/msgpack"
 )
 
 // The commands of nearly every write, Issue and Consume, are encoded and
@@ -94,8 +95,10 @@ func appendConsume(dst []byte, c *Consume) []byte {
 	return appendStrField(dst, "k", c.Kind)
 }
 
-// appendRecord appends r, whose Rotated is nil, as the codec writes it.
-func appendRecord(dst []byte, r *Record) []byte {
+// AppendRecord appends r, whose Rotated is nil, as a handle of form f
+// writes it: the log's and the snapshots' records in the log's form, the
+// answers of forwarded writes in the form of the calls between nodes.
+func AppendRecord(dst []byte, r *Record, f msgpack.Form) []byte {
 	n := 6 // i, h, k, ca, ci, mi: never left out
 	for _, set := range []bool{r.ClientID != "", len(r.Data) > 0, r.DetectReuse, r.ExpiresAt != 0,
 		r.Family != "", r.Generator != "", r.HoldUntil != 0, r.InvalidatedAt != 0, r.IP != "",
@@ -105,80 +108,75 @@ func appendRecord(dst []byte, r *Record) []byte {
 			n++
 		}
 	}
-	dst = appendMapLen(dst, n)
-	dst = appendStrField(dst, "c", r.ClientID)
-	dst = appendInt(appendKey(dst, "ca"), r.CreatedAt)
-	dst = appendUint(appendKey(dst, "ci"), r.CreateIndex)
+	dst = msgpack.AppendMapLen(dst, n)
+	dst = f.AppendStrField(dst, "c", r.ClientID)
+	dst = msgpack.AppendInt(f.AppendStr(dst, "ca"), r.CreatedAt)
+	dst = msgpack.AppendUint(f.AppendStr(dst, "ci"), r.CreateIndex)
 	if len(r.Data) > 0 {
-		dst = appendBinLen(appendKey(dst, "d"), len(r.Data))
-		dst = append(dst, r.Data...)
+		dst = f.AppendBytes(f.AppendStr(dst, "d"), r.Data)
 	}
 	if r.DetectReuse {
-		dst = append(appendKey(dst, "dr"), 0xc3)
+		dst = append(f.AppendStr(dst, "dr"), 0xc3)
 	}
-	dst = appendIntField(dst, "ea", r.ExpiresAt)
-	dst = appendStrField(dst, "f", r.Family)
-	dst = appendStrField(dst, "g", r.Generator)
-	dst = appendStr(appendKey(dst, "h"), r.Hash)
-	dst = appendIntField(dst, "hu", r.HoldUntil)
-	dst = appendStr(appendKey(dst, "i"), r.ID)
-	dst = appendIntField(dst, "ia", r.InvalidatedAt)
-	dst = appendStrField(dst, "ip", r.IP)
-	dst = appendStr(appendKey(dst, "k"), r.Kind)
-	dst = appendIntField(dst, "lu", r.LastUsedAt)
-	dst = appendUint(appendKey(dst, "mi"), r.ModifyIndex)
-	dst = appendIntField(dst, "mu", r.MaxUses)
-	dst = appendStrField(dst, "r", r.RLC)
-	dst = appendStrField(dst, "re", r.Reason)
-	dst = appendStrField(dst, "s", r.Subject)
+	dst = f.AppendIntField(dst, "ea", r.ExpiresAt)
+	dst = f.AppendStrField(dst, "f", r.Family)
+	dst = f.AppendStrField(dst, "g", r.Generator)
+	dst = f.AppendStr(f.AppendStr(dst, "h"), r.Hash)
+	dst = f.AppendIntField(dst, "hu", r.HoldUntil)
+	dst = f.AppendStr(f.AppendStr(dst, "i"), r.ID)
+	dst = f.AppendIntField(dst, "ia", r.InvalidatedAt)
+	dst = f.AppendStrField(dst, "ip", r.IP)
+	dst = f.AppendStr(f.AppendStr(dst, "k"), r.Kind)
+	dst = f.AppendIntField(dst, "lu", r.LastUsedAt)
+	dst = msgpack.AppendUint(f.AppendStr(dst, "mi"), r.ModifyIndex)
+	dst = f.AppendIntField(dst, "mu", r.MaxUses)
+	dst = f.AppendStrField(dst, "r", r.RLC)
+	dst = f.AppendStrField(dst, "re", r.Reason)
+	dst = f.AppendStrField(dst, "s", r.Subject)
 	if len(r.Scopes) > 0 {
-		dst = appendArrayLen(appendKey(dst, "sc"), len(r.Scopes))
+		dst = msgpack.AppendArrayLen(f.AppendStr(dst, "sc"), len(r.Scopes))
 		for _, s := range r.Scopes {
-			dst = appendStr(dst, s)
+			dst = f.AppendStr(dst, s)
 		}
 	}
 	if r.State != 0 {
-		dst = appendUint(appendKey(dst, "st"), uint64(r.State))
+		dst = msgpack.AppendUint(f.AppendStr(dst, "st"), uint64(r.State))
 	}
-	dst = appendStrField(dst, "t", r.Title)
-	dst = appendStrField(dst, "ua", r.UserAgent)
-	return appendIntField(dst, "ul", r.UsesLeft)
+	dst = f.AppendStrField(dst, "t", r.Title)
+	dst = f.AppendStrField(dst, "ua", r.UserAgent)
+	return f.AppendIntField(dst, "ul", r.UsesLeft)
 }
 
-func appendKey(dst []byte, k string) []byte { return appendStr(dst, k) }
+// logForm is how msgpackHandle writes strings and byte slices: the form
+// of everything the fsm writes (log entries, snapshot frames).
+var logForm = msgpack.Form{WriteExt: msgpackHandle.WriteExt}
 
-func appendStr(dst []byte, s string) []byte { return append(appendStrLen(dst, len(s)), s...) }
+// The fsm's codecs write with these: the msgpack package's writers in the
+// log's form.
 
-// appendStrField appends key and s unless s is empty (omitempty).
-func appendStrField(dst []byte, key, s string) []byte {
-	if s == "" {
-		return dst
-	}
-	return appendStr(appendKey(dst, key), s)
-}
+func appendRecord(dst []byte, r *Record) []byte { return AppendRecord(dst, r, logForm) }
 
-// appendIntField appends key and i unless i is 0 (omitempty).
+func appendKey(dst []byte, k string) []byte { return logForm.AppendStr(dst, k) }
+
+func appendStr(dst []byte, s string) []byte { return logForm.AppendStr(dst, s) }
+
+func appendStrLen(dst []byte, n int) []byte { return logForm.AppendStrLen(dst, n) }
+
+func appendBinLen(dst []byte, n int) []byte { return logForm.AppendBytesLen(dst, n) }
+
+func appendStrField(dst []byte, key, s string) []byte { return logForm.AppendStrField(dst, key, s) }
+
 func appendIntField(dst []byte, key string, i int64) []byte {
-	if i == 0 {
-		return dst
-	}
-	return appendInt(appendKey(dst, key), i)
+	return logForm.AppendIntField(dst, key, i)
 }
 
-// appendUint writes i as the codec writes an unsigned integer.
-func appendUint(dst []byte, i uint64) []byte {
-	switch {
-	case i <= math.MaxInt8:
-		return append(dst, byte(i))
-	case i <= math.MaxUint8:
-		return append(dst, 0xcc, byte(i))
-	case i <= math.MaxUint16:
-		return binary.BigEndian.AppendUint16(append(dst, 0xcd), uint16(i))
-	case i <= math.MaxUint32:
-		return binary.BigEndian.AppendUint32(append(dst, 0xce), uint32(i))
-	}
-	return binary.BigEndian.AppendUint64(append(dst, 0xcf), i)
-}
+func appendInt(dst []byte, i int64) []byte { return msgpack.AppendInt(dst, i) }
+
+func appendUint(dst []byte, i uint64) []byte { return msgpack.AppendUint(dst, i) }
+
+func appendArrayLen(dst []byte, n int) []byte { return msgpack.AppendArrayLen(dst, n) }
+
+func appendMapLen(dst []byte, n int) []byte { return msgpack.AppendMapLen(dst, n) }
 
 // cmdSlab holds the Issues and Consumes of one log entry's batch, made
 // at once (one allocation for each type instead of one per command), and

@@ -277,3 +277,22 @@ func codecEncodeValue(t testing.TB, v any) []byte {
 	}
 	return b.Bytes()
 }
+
+// TestLogFormIsPinned: the log and the snapshots write strings of 32 to
+// 255 bytes as str8 and byte slices as bin (msgpackHandle's WriteExt),
+// not in the form of the calls between nodes. The tests above follow the
+// handle; this one fails if the handle or logForm turns to the other form.
+func TestLogFormIsPinned(t *testing.T) {
+	h := strings.Repeat("h", 40)
+	rec := &Record{ID: "i", Hash: h, Kind: "k", Data: []byte{1}}
+	// A map of 7: the six fields never left out, and d.
+	want := []byte{0x87, 0xa2, 'c', 'a', 0, 0xa2, 'c', 'i', 0, 0xa1, 'd', 0xc4, 1, 1, 0xa1, 'h', 0xd9, 40}
+	want = append(want, h...)
+	want = append(want, 0xa1, 'i', 0xa1, 'i', 0xa1, 'k', 0xa1, 'k', 0xa2, 'm', 'i', 0)
+	if got := appendRecord(nil, rec); !bytes.Equal(got, want) {
+		t.Fatalf("wrote %x, want %x", got, want)
+	}
+	if !logForm.WriteExt || !msgpackHandle.WriteExt {
+		t.Fatalf("logForm %+v, msgpackHandle.WriteExt %v: want the str8 and bin forms", logForm, msgpackHandle.WriteExt)
+	}
+}

@@ -147,6 +147,24 @@ func (e *env) remember(secrets ...string) {
 	e.secrets = append(e.secrets, secrets...)
 }
 
+// newPair is an access and refresh token pair for user, with ext, as
+// go-oauth2's manager makes one for an exchange; its secrets are
+// remembered.
+func (e *env) newPair(user string, ext url.Values) *models.Token {
+	tok := models.NewToken()
+	tok.SetExtension(ext)
+	tok.SetClientID(clientID)
+	tok.SetUserID(user)
+	tok.SetAccess(oauth2.GenerateVerifier())
+	tok.SetAccessCreateAt(time.Now())
+	tok.SetAccessExpiresIn(time.Hour)
+	tok.SetRefresh(oauth2.GenerateVerifier())
+	tok.SetRefreshCreateAt(time.Now())
+	tok.SetRefreshExpiresIn(24 * time.Hour)
+	e.remember(tok.GetAccess(), tok.GetRefresh())
+	return tok
+}
+
 // authorize runs the authorization request for user with PKCE S256 and
 // returns the code from the redirect.
 func (e *env) authorize(t *testing.T, user, verifier string) string {
@@ -424,27 +442,13 @@ func TestGoOAuth2(t *testing.T) {
 		if rec, _, err := c.Lookup(ctx, code, client.LookupOptions{Consistency: wire.ConsistencyLeader}); err != nil || rec.Status != "active" {
 			t.Fatalf("the code after RemoveByCode: %v, %v; want active", rec, err)
 		}
-		newPair := func(ext url.Values) *models.Token {
-			tok := models.NewToken()
-			tok.SetExtension(ext)
-			tok.SetClientID(clientID)
-			tok.SetUserID(ti.GetUserID())
-			tok.SetAccess(oauth2.GenerateVerifier())
-			tok.SetAccessCreateAt(time.Now())
-			tok.SetAccessExpiresIn(time.Hour)
-			tok.SetRefresh(oauth2.GenerateVerifier())
-			tok.SetRefreshCreateAt(time.Now())
-			tok.SetRefreshExpiresIn(24 * time.Hour)
-			e.remember(tok.GetAccess(), tok.GetRefresh())
-			return tok
-		}
 		// A family no code was taken for gets no tokens.
-		stray := newPair(url.Values{gooauth2.ExtensionFamily: {"no-such-family"}})
+		stray := e.newPair(ti.GetUserID(), url.Values{gooauth2.ExtensionFamily: {"no-such-family"}})
 		if err := s.Create(ctx, stray); !errors.Is(err, oautherrors.ErrInvalidGrant) {
 			t.Fatalf("Create into a family without a taken code: %v, want ErrInvalidGrant", err)
 		}
 		ext := ti.(oauth2srv.ExtendableTokenInfo).GetExtension()
-		first := newPair(ext)
+		first := e.newPair(ti.GetUserID(), ext)
 		if err := s.Create(ctx, first); err != nil {
 			t.Fatalf("Create: %v", err)
 		}
@@ -457,7 +461,7 @@ func TestGoOAuth2(t *testing.T) {
 		if n := gooauth2.PendingCodes(s); n != 0 {
 			t.Fatalf("%d codes pending after the exchange, want 0", n)
 		}
-		second := newPair(ext)
+		second := e.newPair(ti.GetUserID(), ext)
 		if err := s.Create(ctx, second); !errors.Is(err, oautherrors.ErrInvalidGrant) {
 			t.Fatalf("second Create: %v, want ErrInvalidGrant", err)
 		}
@@ -633,18 +637,7 @@ func TestGoOAuth2(t *testing.T) {
 			infos[i] = ti
 		}
 		pair := func(ti oauth2srv.TokenInfo) *models.Token {
-			tok := models.NewToken()
-			tok.SetExtension(ti.(oauth2srv.ExtendableTokenInfo).GetExtension())
-			tok.SetClientID(clientID)
-			tok.SetUserID(ti.GetUserID())
-			tok.SetAccess(oauth2.GenerateVerifier())
-			tok.SetAccessCreateAt(time.Now())
-			tok.SetAccessExpiresIn(time.Hour)
-			tok.SetRefresh(oauth2.GenerateVerifier())
-			tok.SetRefreshCreateAt(time.Now())
-			tok.SetRefreshExpiresIn(24 * time.Hour)
-			e.remember(tok.GetAccess(), tok.GetRefresh())
-			return tok
+			return e.newPair(ti.GetUserID(), ti.(oauth2srv.ExtendableTokenInfo).GetExtension())
 		}
 		if err := s.RemoveByCode(ctx, code); err != nil {
 			t.Fatalf("RemoveByCode of the first: %v", err)

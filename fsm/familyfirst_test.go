@@ -71,35 +71,7 @@ func TestFamilyAnswersHoldTheFirstRecord(t *testing.T) {
 		s := newState()
 		s.hash.mask = mask
 		rng := rand.New(rand.NewPCG(5, mask))
-		for step := range 4000 {
-			id := ids[rng.IntN(len(ids))]
-			if rng.IntN(8) == 0 {
-				s.delete(&Record{ID: id})
-			} else {
-				h := sha256.Sum256(fmt.Appendf(nil, "%s-%d", id, step))
-				r := &Record{ID: id, Hash: string(h[:]), Kind: "oauth2_refresh", State: Active}
-				switch rng.IntN(3) {
-				case 0:
-					r.Family = id // its family's first record
-				case 1:
-					r.Family = families[rng.IntN(len(families))]
-				}
-				switch rng.IntN(4) {
-				case 0:
-					r.State = Consumed
-				case 1:
-					r.State = Revoked
-				}
-				if rng.IntN(5) > 0 {
-					r.ExpiresAt = 1 + rng.Int64N(1000)
-				}
-				s.put(nil, r)
-			}
-			if step%50 == 0 {
-				checkFamilies(t, fmt.Sprintf("mask %x, step %d", mask, step), s, append(slices.Clone(ids), families...))
-			}
-		}
-		checkFamilies(t, fmt.Sprintf("mask %x", mask), s, append(slices.Clone(ids), families...))
+		steps(t, s, rng, ids, families, 4000, fmt.Sprintf("mask %x", mask))
 		var hs []handle
 		l := newState()
 		l.hash = s.hash
@@ -108,7 +80,44 @@ func TestFamilyAnswersHoldTheFirstRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkFamilies(t, fmt.Sprintf("mask %x, loaded", mask), l, append(slices.Clone(ids), families...))
+		// The loaded indexes go on as the applied ones do.
+		steps(t, l, rng, ids, families, 1000, fmt.Sprintf("mask %x, after the load", mask))
 	}
+}
+
+// steps puts and deletes n random records of ids in s, checking the
+// family answers every 50 and at the end.
+func steps(t *testing.T, s *state, rng *rand.Rand, ids, families []string, n int, label string) {
+	t.Helper()
+	for step := range n {
+		id := ids[rng.IntN(len(ids))]
+		if rng.IntN(8) == 0 {
+			s.delete(&Record{ID: id})
+		} else {
+			h := sha256.Sum256(fmt.Appendf(nil, "%s-%d", id, step))
+			r := &Record{ID: id, Hash: string(h[:]), Kind: "oauth2_refresh", State: Active}
+			switch rng.IntN(3) {
+			case 0:
+				r.Family = id // its family's first record
+			case 1:
+				r.Family = families[rng.IntN(len(families))]
+			}
+			switch rng.IntN(4) {
+			case 0:
+				r.State = Consumed
+			case 1:
+				r.State = Revoked
+			}
+			if rng.IntN(5) > 0 {
+				r.ExpiresAt = 1 + rng.Int64N(1000)
+			}
+			s.put(nil, r)
+		}
+		if step%50 == 0 {
+			checkFamilies(t, fmt.Sprintf("%s, step %d", label, step), s, append(slices.Clone(ids), families...))
+		}
+	}
+	checkFamilies(t, label, s, append(slices.Clone(ids), families...))
 }
 
 // The first record alone: every answer about its family is from it.

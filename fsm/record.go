@@ -129,8 +129,6 @@ func (r *Record) reuseTombstone() bool {
 // sealed successor.
 func (r *Record) holdsSealed() bool { return r.Rotated != nil && len(r.Rotated.Sealed) > 0 }
 
-func (r *Record) inFamilyLive() bool { return r.State == Active && r.Family != "" }
-
 // invalidate turns a copy of r into a tombstone. A consumed token keeps
 // its data until its own expiry, so that whoever presents it again can be
 // told what it was issued for (an OAuth server rebuilds its stored request

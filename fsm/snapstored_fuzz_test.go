@@ -39,7 +39,7 @@ func FuzzStoredRecord(f *testing.F) {
 		defer s.ar.freeNow(h)
 		v := s.ar.get(h)
 		_ = v.gcAt() + v.liveUntil() + v.lastUsedAt() + int64(v.createIndex()+v.modifyIndex())
-		_, _, _ = v.holdsSealed(), v.inFamilyLive(), v.family()+v.subject()+v.ip()+s.kindOf(v)
+		_, _, _ = v.holdsSealed(), liveIndexed(v), v.family()+v.subject()+v.ip()+s.kindOf(v)
 		r := s.record(h)
 		again := s.compact(r)
 		defer s.ar.freeNow(again)

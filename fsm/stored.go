@@ -170,8 +170,6 @@ func (r rec) gcAt() int64 {
 	return max(at, r.holdUntil())
 }
 
-func (r rec) inFamilyLive() bool { return r.state() == Active && r.family() != "" }
-
 func (r rec) holdsSealed() bool {
 	e := r.ext()
 	return e != nil && e[0]&extRotated != 0 && len(e.field(eSealed)) > 0

@@ -35,7 +35,7 @@ func TestStoredRoundTrip(t *testing.T) {
 		}
 		s := st.ar.get(h)
 		if s.id() != r.ID || s.hash() != r.Hash || s.subject() != r.Subject || s.family() != r.Family || s.gcAt() != r.GCAt() ||
-			s.status(5) != r.Status(5) || s.holdsSealed() != r.holdsSealed() || s.inFamilyLive() != r.inFamilyLive() {
+			s.status(5) != r.Status(5) || s.holdsSealed() != r.holdsSealed() || liveIndexed(s) != (r.State == Active && r.Family != "" && r.Family != r.ID) {
 			t.Fatalf("the accessors of compact(%+v) disagree with the record's", r)
 		}
 		other := *r

@@ -7,21 +7,30 @@ import (
 	"testing"
 )
 
-// A stored record reads back as the Record it was made from, field for
-// field, empty and nil slices kept apart, and holds exactly what it does.
-func TestStoredRoundTrip(t *testing.T) {
-	st := newState()
-	for _, r := range []*Record{
+// storedSamples are records of every shape the arena lays out: empty,
+// an application server's access token, empty and nil slices, a rest of
+// every field, a profile held inline, a record larger than a small
+// allocation.
+func storedSamples() []*Record {
+	return []*Record{
 		{},
 		{ID: "4jN15fUFUhSf6eiYfEkBEr", Hash: strings.Repeat("h", 32), Kind: "access", Subject: "user:1", ClientID: "web-app",
 			CreatedAt: 1, ExpiresAt: 2, LastUsedAt: 3, IP: "10.0.0.1", UserAgent: "Mozilla/5.0", Title: "Chrome on Mac",
 			CreateIndex: 4, ModifyIndex: 5},
 		{ID: "x", Hash: "short", Kind: "oauth2_code", Scopes: []string{}, Data: []byte{}},
-		{ID: "r", Hash: "h", Kind: "oauth2_refresh", Scopes: []string{"read"}, Family: "f", Data: []byte(`{}`), RLC: "gold",
+		{ID: "r", Hash: "h", Kind: "oauth2_refresh", Scopes: []string{"read", ""}, Family: "f", Data: []byte(`{}`), RLC: "gold",
 			MaxUses: 1, UsesLeft: -1, Generator: "g", State: Consumed, InvalidatedAt: 9, Reason: "rotated",
 			DetectReuse: true, HoldUntil: 10, Rotated: &Rotation{Successor: "s", GraceUntil: 11, Sealed: []byte{1}}},
+		{ID: "big", Kind: strings.Repeat("k", maxInternedLen+1)},
 		{ID: strings.Repeat("i", 70000), Hash: strings.Repeat("\xff", 100), UserAgent: strings.Repeat("u", 1<<17)},
-	} {
+	}
+}
+
+// A stored record reads back as the Record it was made from, field for
+// field, empty and nil slices kept apart, and holds exactly what it does.
+func TestStoredRoundTrip(t *testing.T) {
+	st := newState()
+	for _, r := range storedSamples() {
 		h := st.compact(r)
 		if got := st.record(h); !reflect.DeepEqual(got, r) {
 			t.Fatalf("compact(%+v).record() = %+v", r, got)

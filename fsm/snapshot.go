@@ -22,8 +22,9 @@ import (
 // in id order, then one request frame per remembered request id, then one
 // family frame per remembered revoked family (a node that predates family
 // frames refuses a snapshot that has any). Version 2 (snapstored.go) has
-// profile frames after the meta frame and stored record frames in place
-// of the record frames. Restore rejects versions it does not know.
+// stored record frames in place of the record frames, each profile they
+// name in a frame before the first that does. Restore rejects versions it
+// does not know.
 const (
 	snapshotMagic   = "TKSNAP"
 	snapshotVersion = 1
@@ -133,15 +134,17 @@ func (s *snapshot) write(w io.Writer) (err error) {
 	defer recoverCorrupt(&err)
 	bw := bufio.NewWriterSize(w, 64<<10)
 	bw.WriteString(snapshotMagic)
+	version := byte(snapshotVersion)
+	if s.stored {
+		version = snapshotStored
+	}
+	bw.WriteByte(version)
 	fw := frameWriter{w: bw}
+	fw.frame(frameMeta, &s.meta)
 	var refs map[handle]uint32
 	if s.stored {
-		bw.WriteByte(snapshotStored)
-		fw.frame(frameMeta, &s.meta)
 		refs = s.writeStored(&fw)
 	} else {
-		bw.WriteByte(snapshotVersion)
-		fw.frame(frameMeta, &s.meta)
 		var rec Record // one for every frame: a Record per record is a million allocations
 		s.records.Ascend(func(it idItem) bool {
 			s.st.recordTo(it.h, &rec, false)
@@ -314,7 +317,9 @@ func (m *Machine) Restore(r io.Reader) (err error) {
 			dec.ResetBytes(body)
 			var err error
 			// Each version has its own frames of records and profiles.
-			if stored := f.t == frameProfile || f.t == frameStored; stored != (version == snapshotStored) && (stored || f.t == frameRecord) {
+			switch {
+			case version == snapshotVersion && (f.t == frameProfile || f.t == frameStored),
+				version == snapshotStored && f.t == frameRecord:
 				return fmt.Errorf("restore: frame type %d in a stream of version %d", f.t, version)
 			}
 			switch f.t {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenstore/tokenstore/api/wire"
 	"github.com/tokenstore/tokenstore/client"
+	"github.com/tokenstore/tokenstore/cluster"
 	"github.com/tokenstore/tokenstore/fsm"
 	"github.com/tokenstore/tokenstore/internal/testcluster"
 )
@@ -81,15 +82,7 @@ func TestSingleNodeRestartKeepsStateAndElectsAtOnce(t *testing.T) {
 	}
 	// Past the fence of this version, the snapshot is in version 2 of
 	// the stream: the restart below restores the records as stored.
-	files, _ := filepath.Glob(filepath.Join(n.Opts.DataDir, "snapshots", "*", "state.bin"))
-	if len(files) == 0 {
-		t.Fatalf("no snapshot file in %s", n.Opts.DataDir)
-	}
-	for _, f := range files {
-		if head, err := os.ReadFile(f); err != nil || len(head) < 7 || string(head[:7]) != "TKSNAP\x02" {
-			t.Fatalf("snapshot %s starts %q (%v), want version 2 of the stream", f, head[:min(7, len(head))], err)
-		}
-	}
+	checkStoredSnapshots(t, n.Opts.DataDir)
 	after := issue(30)
 	for _, id := range append(before[5:8], after[:3]...) {
 		if _, err := n.Client.RevokeID(ctx, id, "after the snapshot"); err != nil {
@@ -173,5 +166,85 @@ func TestJoiningFollowerReadyOnlyOnceCaughtUp(t *testing.T) {
 	// maxLag: what Ready allows a follower.
 	if applied := f.AppliedIndex(); applied+1000 < commit {
 		t.Fatalf("the follower answered ready at applied index %d, the leader's commit index was %d", applied, commit)
+	}
+}
+
+// TestFollowerCatchesUpByStoredSnapshot: a node that joins a leader whose
+// log was compacted past its start is sent the leader's snapshot, in
+// version 2 of the stream past the fence, restores it and then answers
+// for the records it holds.
+func TestFollowerCatchesUpByStoredSnapshot(t *testing.T) {
+	ctx := ctxFor(t, 3*time.Minute)
+	// The log in bbolt, which drops entries one by one where the WAL
+	// drops whole segments (64 MiB, more than this test writes).
+	leader := testcluster.Start(t, testcluster.Options{GossipAddr: "127.0.0.1:0", LogStore: cluster.LogStoreBolt})
+	var ids []string
+	for i := range 20 {
+		iss, err := leader.Client.Issue(ctx, wire.IssueRequest{Kind: "access", Subject: fmt.Sprint("user:", i%3), ClientID: "web",
+			Title: "laptop", UserAgent: "catch-up-test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, iss.ID)
+	}
+	// More entries than Raft keeps after a snapshot (TrailingLogs, 10240),
+	// so that the joining node cannot be sent the log from its start.
+	entry, err := fsm.Encode(&fsm.Batch{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 16, 700
+	errs := make(chan error, workers)
+	for range workers {
+		go func() {
+			for range each {
+				if _, err := leader.ApplyRaw(entry); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := leader.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	f := testcluster.Start(t, testcluster.Options{Join: []string{leader.GossipAddr()}})
+	f.WaitReady(t)
+	checkStoredSnapshots(t, f.Opts.DataDir)
+	if !strings.Contains(f.Logs.String(), "Installed remote snapshot") {
+		t.Fatalf("the follower caught up without the leader's snapshot (applied %d, the leader %d); its log:\n%s", f.AppliedIndex(), leader.AppliedIndex(), f.Logs)
+	}
+	for _, id := range ids {
+		waitFor(t, "the follower reads "+id, 30*time.Second, func() error {
+			r, err := f.Client.Get(ctx, id)
+			if err != nil {
+				return err
+			}
+			if r.Status != "active" || r.Title != "laptop" || r.UserAgent != "catch-up-test" {
+				return fmt.Errorf("read %+v", r)
+			}
+			return nil
+		})
+	}
+}
+
+// checkStoredSnapshots fails t unless dir holds snapshots, each in
+// version 2 of the stream.
+func checkStoredSnapshots(t *testing.T, dir string) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin"))
+	if len(files) == 0 {
+		t.Fatalf("no snapshot file in %s", dir)
+	}
+	for _, f := range files {
+		if head, err := os.ReadFile(f); err != nil || len(head) < 7 || string(head[:7]) != "TKSNAP\x02" {
+			t.Fatalf("snapshot %s starts %q (%v), want version 2 of the stream", f, head[:min(7, len(head))], err)
+		}
 	}
 }

@@ -152,34 +152,34 @@ func readFastRPC(body []byte, v any) (ok bool, tooMany int) {
 	if !fastRPC {
 		return false, 0
 	}
-	r := &rpcReader{b: body}
+	r := &rpcReader{Reader: msgpack.NewReader(body)}
 	defer func() { tooMany = r.tooMany }()
 	switch v := v.(type) {
 	case *applyBatchArgs:
 		var out applyBatchArgs
 		readRPCFields(r, &out, batchArgsFields)
-		if !r.done() || !encodesTo(&out, body) {
+		if !r.Done() || !encodesTo(&out, body) {
 			return false, 0
 		}
 		*v = out
 	case *applyArgs:
 		var out applyArgs
 		readRPCFields(r, &out, applyArgsFields)
-		if !r.done() || !encodesTo(&out, body) {
+		if !r.Done() || !encodesTo(&out, body) {
 			return false, 0
 		}
 		*v = out
 	case *applyBatchReply:
 		var out applyBatchReply
 		readRPCFields(r, &out, batchReplyFields)
-		if !r.done() || !encodesTo(&out, body) {
+		if !r.Done() || !encodesTo(&out, body) {
 			return false, 0
 		}
 		*v = out
 	case *rpcReply:
 		var out rpcReply
 		readRPCFields(r, &out, replyFields)
-		if !r.done() || !encodesTo(&out, body) {
+		if !r.Done() || !encodesTo(&out, body) {
 			return false, 0
 		}
 		*v = out
@@ -212,164 +212,62 @@ func withScratch(f func(*[]byte)) {
 	}
 }
 
-// rpcReader reads msgpack as rpcHandle writes it; on anything else it sets
-// bad and reads nothing more.
+// rpcReader reads msgpack as rpcHandle writes it (internal/msgpack's
+// Reader in rpcForm: no str8, byte slices as strings); on anything else it
+// turns bad and reads nothing more.
 type rpcReader struct {
-	b   []byte
-	s   string // b as a string, once a string is read
-	own []byte // b copied, once a byte slice is read
-	off int
-	bad bool
+	msgpack.Reader
+	own []byte // the body copied, once a byte slice is read
 	// tooMany: the count of writes or answers an array claims, when more
 	// than a call may hold.
 	tooMany int
 }
 
-// done tells whether everything was read, and well.
-func (r *rpcReader) done() bool { return !r.bad && r.off == len(r.b) }
-
-func (r *rpcReader) next() byte {
-	if r.bad || r.off >= len(r.b) {
-		r.bad = true
-		return 0
-	}
-	c := r.b[r.off]
-	r.off++
-	return c
-}
-
-func (r *rpcReader) take(n int) []byte {
-	if r.bad || n < 0 || n > len(r.b)-r.off {
-		r.bad = true
-		return nil
-	}
-	p := r.b[r.off : r.off+n]
-	r.off += n
-	return p
-}
-
-func (r *rpcReader) be(n int) uint64 {
-	var v uint64
-	for _, c := range r.take(n) {
-		v = v<<8 | uint64(c)
-	}
-	return v
-}
-
 // batchLen reads the length of a call's array of writes or answers: at
 // most maxForwardBatch, which the leader also checks of what it decodes.
 func (r *rpcReader) batchLen() int {
-	n := r.containerLen(0x90, 0xdc)
+	n := r.arrayLen()
 	if n > maxForwardBatch {
-		r.bad, r.tooMany = true, n
+		r.Fail()
+		r.tooMany = n
 		return 0
 	}
 	return n
 }
 
-// containerLen reads an array's or a map's length (fix: the fixed form's
-// high bits, c16 the 16-bit form's code); a length beyond what is left
-// to read (each element takes a byte at least) is bad.
-func (r *rpcReader) containerLen(fix, c16 byte) int {
-	var n int
-	switch c := r.next(); {
-	case c&0xf0 == fix:
-		n = int(c & 0x0f)
-	case c == c16:
-		n = int(r.be(2))
-	case c == c16+1:
-		n = int(r.be(4))
-	default:
-		r.bad = true
-	}
-	if n > len(r.b)-r.off {
-		r.bad = true
+// arrayLen and mapLen read an array's or a map's length; a length beyond
+// what is left to read (each element takes a byte at least) is bad.
+
+func (r *rpcReader) arrayLen() int { return r.within(r.ArrayLen()) }
+
+func (r *rpcReader) mapLen() int { return r.within(r.MapLen()) }
+
+func (r *rpcReader) within(n int) int {
+	if n > r.Left() {
+		r.Fail()
 		return 0
 	}
 	return n
 }
 
-// strBytes reads a string's bytes, within the input.
-func (r *rpcReader) strBytes() []byte {
-	var n int
-	switch c := r.next(); {
-	case c&0xe0 == 0xa0:
-		n = int(c & 0x1f)
-	case c == 0xda:
-		n = int(r.be(2))
-	case c == 0xdb:
-		n = int(r.be(4))
-	default:
-		r.bad = true
-	}
-	return r.take(n)
-}
+// strBytes reads a string's bytes (no str8), as a view of the input.
+func (r *rpcReader) strBytes() []byte { return r.StrBytes(rpcForm) }
 
 // str reads a string: the strings of one body share one copy of it.
-func (r *rpcReader) str() string {
-	p := r.strBytes()
-	if r.bad {
-		return ""
-	}
-	if r.s == "" {
-		r.s = string(r.b)
-	}
-	return r.s[r.off-len(p) : r.off]
-}
+func (r *rpcReader) str() string { return r.Str(rpcForm) }
 
 // bytes reads a byte slice, written as a string: the byte slices of one
 // body share one copy of it.
 func (r *rpcReader) bytes() []byte {
 	p := r.strBytes()
-	if r.bad {
+	if r.Bad() {
 		return nil
 	}
 	if r.own == nil {
-		r.own = bytes.Clone(r.b)
+		r.own = bytes.Clone(r.Body())
 	}
-	return r.own[r.off-len(p) : r.off : r.off]
-}
-
-// int reads any integer form into an int64; the comparison after
-// decoding refuses a form the codec would not have written.
-func (r *rpcReader) int() int64 {
-	c := r.next()
-	switch {
-	case c <= 0x7f:
-		return int64(c)
-	case c >= 0xe0:
-		return int64(int8(c))
-	}
-	switch c {
-	case 0xd0:
-		return int64(int8(r.be(1)))
-	case 0xd1:
-		return int64(int16(r.be(2)))
-	case 0xd2:
-		return int64(int32(r.be(4)))
-	case 0xd3:
-		return int64(r.be(8))
-	}
-	r.bad = true
-	return 0
-}
-
-func (r *rpcReader) uint() uint64 {
-	c := r.next()
-	switch {
-	case c <= 0x7f:
-		return uint64(c)
-	case c == 0xcc:
-		return r.be(1)
-	case c == 0xcd:
-		return r.be(2)
-	case c == 0xce:
-		return r.be(4)
-	case c == 0xcf:
-		return r.be(8)
-	}
-	r.bad = true
-	return 0
+	off := r.Off()
+	return r.own[off-len(p) : off : off]
 }
 
 // rpcField is one key of a struct and how to read its value into v.
@@ -381,15 +279,15 @@ type rpcField[T any] struct {
 // readRPCFields reads a map into v. Its keys must come in the order of
 // fields; one not in it is refused.
 func readRPCFields[T any](r *rpcReader, v *T, fields []rpcField[T]) {
-	n := r.containerLen(0x80, 0xde)
+	n := r.mapLen()
 	at := 0
-	for ; n > 0 && !r.bad; n-- {
+	for ; n > 0 && !r.Bad(); n-- {
 		k := r.strBytes()
 		for at < len(fields) && fields[at].key != string(k) {
 			at++
 		}
 		if at == len(fields) {
-			r.bad = true
+			r.Fail()
 			return
 		}
 		fields[at].read(r, v)
@@ -422,54 +320,54 @@ var batchReplyFields = []rpcField[applyBatchReply]{
 
 var replyFields = []rpcField[rpcReply]{
 	{"c", func(r *rpcReader, p *rpcReply) {
-		c := r.int()
+		c := r.Int()
 		if c < math.MinInt || c > math.MaxInt {
-			r.bad = true
+			r.Fail()
 		}
 		p.Count = int(c)
 	}},
 	{"e", func(r *rpcReader, p *rpcReply) { p.Err = r.str() }},
 	{"f", func(r *rpcReader, p *rpcReply) { p.Fail = r.str() }},
-	{"i", func(r *rpcReader, p *rpcReply) { p.Index = r.uint() }},
+	{"i", func(r *rpcReader, p *rpcReply) { p.Index = r.Uint() }},
 	{"r", func(r *rpcReader, p *rpcReply) { p.Record = new(fsm.Record); readRPCFields(r, p.Record, recordFields) }},
 }
 
 // recordFields are Record's fields but Rotated, which the codec reads.
 var recordFields = []rpcField[fsm.Record]{
 	{"c", func(r *rpcReader, rec *fsm.Record) { rec.ClientID = r.str() }},
-	{"ca", func(r *rpcReader, rec *fsm.Record) { rec.CreatedAt = r.int() }},
-	{"ci", func(r *rpcReader, rec *fsm.Record) { rec.CreateIndex = r.uint() }},
+	{"ca", func(r *rpcReader, rec *fsm.Record) { rec.CreatedAt = r.Int() }},
+	{"ci", func(r *rpcReader, rec *fsm.Record) { rec.CreateIndex = r.Uint() }},
 	{"d", func(r *rpcReader, rec *fsm.Record) { rec.Data = r.bytes() }},
-	{"dr", func(r *rpcReader, rec *fsm.Record) { rec.DetectReuse = r.next() == 0xc3 }},
-	{"ea", func(r *rpcReader, rec *fsm.Record) { rec.ExpiresAt = r.int() }},
+	{"dr", func(r *rpcReader, rec *fsm.Record) { rec.DetectReuse = r.Next() == 0xc3 }},
+	{"ea", func(r *rpcReader, rec *fsm.Record) { rec.ExpiresAt = r.Int() }},
 	{"f", func(r *rpcReader, rec *fsm.Record) { rec.Family = r.str() }},
 	{"g", func(r *rpcReader, rec *fsm.Record) { rec.Generator = r.str() }},
 	{"h", func(r *rpcReader, rec *fsm.Record) { rec.Hash = r.str() }},
-	{"hu", func(r *rpcReader, rec *fsm.Record) { rec.HoldUntil = r.int() }},
+	{"hu", func(r *rpcReader, rec *fsm.Record) { rec.HoldUntil = r.Int() }},
 	{"i", func(r *rpcReader, rec *fsm.Record) { rec.ID = r.str() }},
-	{"ia", func(r *rpcReader, rec *fsm.Record) { rec.InvalidatedAt = r.int() }},
+	{"ia", func(r *rpcReader, rec *fsm.Record) { rec.InvalidatedAt = r.Int() }},
 	{"ip", func(r *rpcReader, rec *fsm.Record) { rec.IP = r.str() }},
 	{"k", func(r *rpcReader, rec *fsm.Record) { rec.Kind = r.str() }},
-	{"lu", func(r *rpcReader, rec *fsm.Record) { rec.LastUsedAt = r.int() }},
-	{"mi", func(r *rpcReader, rec *fsm.Record) { rec.ModifyIndex = r.uint() }},
-	{"mu", func(r *rpcReader, rec *fsm.Record) { rec.MaxUses = r.int() }},
+	{"lu", func(r *rpcReader, rec *fsm.Record) { rec.LastUsedAt = r.Int() }},
+	{"mi", func(r *rpcReader, rec *fsm.Record) { rec.ModifyIndex = r.Uint() }},
+	{"mu", func(r *rpcReader, rec *fsm.Record) { rec.MaxUses = r.Int() }},
 	{"r", func(r *rpcReader, rec *fsm.Record) { rec.RLC = r.str() }},
 	{"re", func(r *rpcReader, rec *fsm.Record) { rec.Reason = r.str() }},
 	{"s", func(r *rpcReader, rec *fsm.Record) { rec.Subject = r.str() }},
 	{"sc", func(r *rpcReader, rec *fsm.Record) {
-		rec.Scopes = make([]string, r.containerLen(0x90, 0xdc))
+		rec.Scopes = make([]string, r.arrayLen())
 		for i := range rec.Scopes {
 			rec.Scopes[i] = r.str()
 		}
 	}},
 	{"st", func(r *rpcReader, rec *fsm.Record) {
-		v := r.uint()
+		v := r.Uint()
 		if v > math.MaxUint8 {
-			r.bad = true
+			r.Fail()
 		}
 		rec.State = fsm.State(v)
 	}},
 	{"t", func(r *rpcReader, rec *fsm.Record) { rec.Title = r.str() }},
 	{"ua", func(r *rpcReader, rec *fsm.Record) { rec.UserAgent = r.str() }},
-	{"ul", func(r *rpcReader, rec *fsm.Record) { rec.UsesLeft = r.int() }},
+	{"ul", func(r *rpcReader, rec *fsm.Record) { rec.UsesLeft = r.Int() }},
 }

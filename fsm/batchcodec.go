@@ -70,10 +70,10 @@ const mpNil = 0xc0
 // data is never changed, and the commands decoded from them copy what
 // they keep. The request ids share one copy of the bytes that hold them.
 func decodeBatch(body []byte) (*Batch, bool) {
-	r := &reader{b: body}
+	r := newReader(body)
 	b := new(Batch)
-	fields := r.mapLen()
-	if r.bad || fields < 2 || fields > 3 || string(r.strBytes()) != "e" {
+	fields := r.MapLen()
+	if r.Bad() || fields < 2 || fields > 3 || string(r.strBytes()) != "e" {
 		return nil, false
 	}
 	var ok bool
@@ -90,7 +90,7 @@ func decodeBatch(body []byte) (*Batch, bool) {
 		}
 		b.Reqs = r.reqs()
 	}
-	if r.bad || r.off != len(body) {
+	if !r.Done() {
 		return nil, false
 	}
 	// Only the codec's own bytes: then both decoders read the same batch.
@@ -114,39 +114,23 @@ func encodesTo(b *Batch, body []byte) bool {
 	return same
 }
 
-// binView reads a byte string as a slice of the input.
-func (r *reader) binView() []byte {
-	var n int
-	switch r.next() {
-	case 0xc4:
-		n = int(r.be(1))
-	case 0xc5:
-		n = int(r.be(2))
-	case 0xc6:
-		n = int(r.be(4))
-	default:
-		r.bad = true
-	}
-	return r.take(n)
-}
-
 // reqs reads an array of strings that share one copy of the bytes from
 // the first to the end of the input.
 func (r *reader) reqs() []string {
-	n := r.arrayLen()
-	if r.bad || n > len(r.b)-r.off {
-		r.bad = true
+	n := r.ArrayLen()
+	if r.Bad() || n > r.Left() {
+		r.Fail()
 		return nil
 	}
-	base := r.off
-	shared := string(r.b[base:])
+	base := r.Off()
+	shared := string(r.Body()[base:])
 	out := make([]string, n)
 	for i := range out {
 		p := r.strBytes()
-		if r.bad {
+		if r.Bad() {
 			return nil
 		}
-		out[i] = shared[r.off-len(p)-base : r.off-base]
+		out[i] = shared[r.Off()-len(p)-base : r.Off()-base]
 	}
 	return out
 }
@@ -189,16 +173,16 @@ func appendClientBatch(dst []byte, c *ClientBatch) []byte {
 // otherwise, and the codec decodes it. The ops are slices of body, as a
 // Batch's entries are.
 func decodeClientBatch(body []byte) (*ClientBatch, bool) {
-	r := &reader{b: body}
+	r := newReader(body)
 	c := new(ClientBatch)
-	if r.mapLen() != 1 || r.bad || string(r.strBytes()) != "o" {
+	if r.MapLen() != 1 || r.Bad() || string(r.strBytes()) != "o" {
 		return nil, false
 	}
 	var ok bool
 	if c.Ops, ok = r.binViews(); !ok {
 		return nil, false
 	}
-	if r.bad || r.off != len(body) {
+	if !r.Done() {
 		return nil, false
 	}
 	buf := checkBufs.Get().(*[]byte)
@@ -218,21 +202,19 @@ func decodeClientBatch(body []byte) (*ClientBatch, bool) {
 // ClientBatch's ops. False if the array's length cannot fit in what is
 // left, each element taking a byte at least.
 func (r *reader) binViews() ([][]byte, bool) {
-	if r.off < len(r.b) && r.b[r.off] == mpNil {
-		r.off++
+	if r.Nil() {
 		return nil, true
 	}
-	n := r.arrayLen()
-	if r.bad || n > len(r.b)-r.off {
+	n := r.ArrayLen()
+	if r.Bad() || n > r.Left() {
 		return nil, false
 	}
 	out := make([][]byte, n)
 	for i := range out {
-		if r.off < len(r.b) && r.b[r.off] == mpNil {
-			r.off++
+		if r.Nil() {
 			continue
 		}
-		out[i] = r.binView()
+		out[i] = r.Bin()
 	}
 	return out, true
 }

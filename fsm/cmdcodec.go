@@ -227,7 +227,7 @@ func fastDecodeIn(t Type, body []byte, slab *cmdSlab) (applier, bool) {
 	if slab == nil {
 		slab = new(cmdSlab)
 	}
-	slab.r = reader{b: body}
+	slab.r = reader{msgpack.NewReader(body)}
 	r := &slab.r
 	var c applier
 	switch t {
@@ -242,7 +242,7 @@ func fastDecodeIn(t Type, body []byte, slab *cmdSlab) (applier, bool) {
 	default:
 		return nil, false
 	}
-	if r.bad || r.off != len(body) {
+	if !r.Done() {
 		return nil, false
 	}
 	// Only what the codec writes, byte for byte: then both decoders read
@@ -255,159 +255,31 @@ func fastDecodeIn(t Type, body []byte, slab *cmdSlab) (applier, bool) {
 	return c, true
 }
 
-// reader reads msgpack as the codec writes it; on anything else it sets
-// bad and reads nothing more.
+// reader reads msgpack as msgpackHandle writes it (internal/msgpack's
+// Reader in the log's form); on anything else it turns bad and reads
+// nothing more.
 type reader struct {
-	b   []byte
-	s   string // b, once a string is read
-	off int
-	bad bool
+	msgpack.Reader
 }
 
-func (r *reader) next() byte {
-	if r.bad || r.off >= len(r.b) {
-		r.bad = true
-		return 0
-	}
-	c := r.b[r.off]
-	r.off++
-	return c
-}
+// newReader returns a reader of body.
+func newReader(body []byte) *reader { return &reader{msgpack.NewReader(body)} }
 
-func (r *reader) take(n int) []byte {
-	if r.bad || n < 0 || n > len(r.b)-r.off {
-		r.bad = true
-		return nil
-	}
-	p := r.b[r.off : r.off+n]
-	r.off += n
-	return p
-}
-
-func (r *reader) be(n int) uint64 {
-	p := r.take(n)
-	var v uint64
-	for _, c := range p {
-		v = v<<8 | uint64(c)
-	}
-	return v
-}
-
-// mapLen reads a map header.
-func (r *reader) mapLen() int {
-	switch c := r.next(); {
-	case c&0xf0 == 0x80:
-		return int(c & 0x0f)
-	case c == 0xde:
-		return int(r.be(2))
-	case c == 0xdf:
-		return int(r.be(4))
-	}
-	r.bad = true
-	return 0
-}
-
-func (r *reader) arrayLen() int {
-	switch c := r.next(); {
-	case c&0xf0 == 0x90:
-		return int(c & 0x0f)
-	case c == 0xdc:
-		return int(r.be(2))
-	case c == 0xdd:
-		return int(r.be(4))
-	}
-	r.bad = true
-	return 0
-}
-
-// strBytes reads a string's bytes, within the input.
-func (r *reader) strBytes() []byte {
-	var n int
-	switch c := r.next(); {
-	case c&0xe0 == 0xa0:
-		n = int(c & 0x1f)
-	case c == 0xd9:
-		n = int(r.be(1))
-	case c == 0xda:
-		n = int(r.be(2))
-	case c == 0xdb:
-		n = int(r.be(4))
-	default:
-		r.bad = true
-	}
-	return r.take(n)
-}
+// strBytes reads a string's bytes, str8 included, as a view of the input.
+func (r *reader) strBytes() []byte { return r.StrBytes(logForm) }
 
 // str reads a string. The strings of one command share one copy of its
 // body: one allocation instead of one per field.
-func (r *reader) str() string {
-	p := r.strBytes()
-	if r.bad {
-		return ""
-	}
-	if r.s == "" {
-		r.s = string(r.b)
-	}
-	end := r.off
-	return r.s[end-len(p) : end]
-}
+func (r *reader) str() string { return r.Str(logForm) }
 
-func (r *reader) bin() []byte {
-	var n int
-	switch r.next() {
-	case 0xc4:
-		n = int(r.be(1))
-	case 0xc5:
-		n = int(r.be(2))
-	case 0xc6:
-		n = int(r.be(4))
-	default:
-		r.bad = true
-	}
-	return slices.Clone(r.take(n))
-}
+// bin reads a byte slice in the bin forms, copied out of the input.
+func (r *reader) bin() []byte { return slices.Clone(r.Bin()) }
 
-// int reads any integer form into an int64; the comparison after
-// decoding refuses a form the codec would not have written.
-func (r *reader) int() int64 {
-	c := r.next()
-	switch {
-	case c <= 0x7f:
-		return int64(c)
-	case c >= 0xe0:
-		return int64(int8(c))
-	}
-	switch c {
-	case 0xd0:
-		return int64(int8(r.be(1)))
-	case 0xd1:
-		return int64(int16(r.be(2)))
-	case 0xd2:
-		return int64(int32(r.be(4)))
-	case 0xd3:
-		return int64(r.be(8))
-	}
-	r.bad = true
-	return 0
-}
+// int and uint are the names the field tables read integers with.
 
-func (r *reader) uint() uint64 {
-	c := r.next()
-	switch {
-	case c <= 0x7f:
-		return uint64(c)
-	case c == 0xcc:
-		return r.be(1)
-	case c == 0xcd:
-		return r.be(2)
-	case c == 0xce:
-		return r.be(4)
-	case c == 0xcf:
-		return r.be(8)
-	}
-	r.bad = true
-	return 0
-}
+func (r *reader) int() int64 { return r.Int() }
+
+func (r *reader) uint() uint64 { return r.Uint() }
 
 // field is one key of a struct and how to read its value into v.
 type field[T any] struct {
@@ -418,15 +290,15 @@ type field[T any] struct {
 // readFields reads a map into v. Its keys must come in the order of
 // fields; one not in it is refused.
 func readFields[T any](r *reader, v *T, fields []field[T]) {
-	n := r.mapLen()
+	n := r.MapLen()
 	at := 0
-	for ; n > 0 && !r.bad; n-- {
+	for ; n > 0 && !r.Bad(); n-- {
 		k := r.strBytes()
 		for at < len(fields) && fields[at].key != string(k) {
 			at++
 		}
 		if at == len(fields) {
-			r.bad = true
+			r.Fail()
 			return
 		}
 		fields[at].read(r, v)
@@ -452,7 +324,7 @@ var recordFields = []field[Record]{
 	{"ca", func(r *reader, rec *Record) { rec.CreatedAt = r.int() }},
 	{"ci", func(r *reader, rec *Record) { rec.CreateIndex = r.uint() }},
 	{"d", func(r *reader, rec *Record) { rec.Data = r.bin() }},
-	{"dr", func(r *reader, rec *Record) { rec.DetectReuse = r.next() == 0xc3 }},
+	{"dr", func(r *reader, rec *Record) { rec.DetectReuse = r.Next() == 0xc3 }},
 	{"ea", func(r *reader, rec *Record) { rec.ExpiresAt = r.int() }},
 	{"f", func(r *reader, rec *Record) { rec.Family = r.str() }},
 	{"g", func(r *reader, rec *Record) { rec.Generator = r.str() }},
@@ -472,7 +344,7 @@ var recordFields = []field[Record]{
 	{"st", func(r *reader, rec *Record) {
 		v := r.uint()
 		if v > math.MaxUint8 {
-			r.bad = true
+			r.Fail()
 		}
 		rec.State = State(v)
 	}},
@@ -483,9 +355,9 @@ var recordFields = []field[Record]{
 
 // strs reads an array of strings.
 func (r *reader) strs() []string {
-	n := r.arrayLen()
-	if n > len(r.b)-r.off { // each element takes a byte at least
-		r.bad = true
+	n := r.ArrayLen()
+	if n > r.Left() { // each element takes a byte at least
+		r.Fail()
 		return nil
 	}
 	ss := make([]string, n)
@@ -514,9 +386,9 @@ func fastRecordTo(body []byte, rec *Record) bool {
 		return false
 	}
 	*rec = Record{}
-	r := &reader{b: body}
+	r := newReader(body)
 	readFields(r, rec, recordFields)
-	if r.bad || r.off != len(body) {
+	if !r.Done() {
 		return false
 	}
 	var scratch [512]byte

@@ -70,10 +70,10 @@ func fastRequest(body []byte, scratch *[]byte) (*requestFrame, bool) {
 	if !fastRequests {
 		return nil, false
 	}
-	r := &reader{b: body}
+	r := newReader(body)
 	q := new(requestFrame)
 	readFields(r, q, requestFields)
-	if r.bad || r.off != len(body) {
+	if !r.Done() {
 		return nil, false
 	}
 	again, ok := appendRequest((*scratch)[:0], q)

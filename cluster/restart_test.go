@@ -125,28 +125,7 @@ func TestSingleNodeRestartKeepsStateAndElectsAtOnce(t *testing.T) {
 func TestJoiningFollowerReadyOnlyOnceCaughtUp(t *testing.T) {
 	ctx := ctxFor(t, 2*time.Minute)
 	leader := testcluster.Start(t, testcluster.Options{GossipAddr: "127.0.0.1:0"})
-	entry, err := fsm.Encode(&fsm.Batch{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const workers, each = 16, 250 // 4000 entries: four times the lag allowed
-	errs := make(chan error, workers)
-	for range workers {
-		go func() {
-			for range each {
-				if _, err := leader.ApplyRaw(entry); err != nil {
-					errs <- err
-					return
-				}
-			}
-			errs <- nil
-		}()
-	}
-	for range workers {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
+	applyEmpty(t, leader, 4000) // four times the lag allowed
 	commit := leader.AppliedIndex()
 
 	f, err := testcluster.TryStart(t, testcluster.Options{Join: []string{leader.GossipAddr()}})
@@ -189,28 +168,7 @@ func TestFollowerCatchesUpByStoredSnapshot(t *testing.T) {
 	}
 	// More entries than Raft keeps after a snapshot (TrailingLogs, 10240),
 	// so that the joining node cannot be sent the log from its start.
-	entry, err := fsm.Encode(&fsm.Batch{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const workers, each = 16, 700
-	errs := make(chan error, workers)
-	for range workers {
-		go func() {
-			for range each {
-				if _, err := leader.ApplyRaw(entry); err != nil {
-					errs <- err
-					return
-				}
-			}
-			errs <- nil
-		}()
-	}
-	for range workers {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
+	applyEmpty(t, leader, 11200)
 	if _, err := leader.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
@@ -245,6 +203,34 @@ func checkStoredSnapshots(t *testing.T, dir string) {
 	for _, f := range files {
 		if head, err := os.ReadFile(f); err != nil || len(head) < 7 || string(head[:7]) != "TKSNAP\x02" {
 			t.Fatalf("snapshot %s starts %q (%v), want version 2 of the stream", f, head[:min(7, len(head))], err)
+		}
+	}
+}
+
+// applyEmpty writes n empty entries through leader, from 16 writers at
+// once.
+func applyEmpty(t *testing.T, leader *testcluster.Node, n int) {
+	t.Helper()
+	entry, err := fsm.Encode(&fsm.Batch{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers = 16
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := w; i < n; i += workers {
+				if _, err := leader.ApplyRaw(entry); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
 		}
 	}
 }

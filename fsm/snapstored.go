@@ -182,10 +182,7 @@ func (s *state) sharedOrCopy(h handle) handle {
 	if s.share(h) {
 		return h
 	}
-	b := s.ar.get(h)
-	n := s.storedCopy(b)
-	s.ar.bytesAt(n, recHeader)[holdersAt] = 0
-	return s.own(n)
+	return s.own(s.storedCopy(s.ar.get(h))) // own sets the copy's holders
 }
 
 // minUvarint is binary.Uvarint of a length in a stored record or a

@@ -135,6 +135,71 @@ func TestStoredSnapshotRequestsHoldTheirRecords(t *testing.T) {
 	}
 }
 
+// A record named by more remembered requests than its holders byte
+// counts (127) is shared by as many and copied for the rest, on the node
+// that applied them and on one restored from its snapshot; every retry
+// answers the same on both, and the window lets them all go.
+func TestStoredSnapshotRecordOfManyRequests(t *testing.T) {
+	h := newHarness(t)
+	h.ok(t0, &fsm.Fence{Version: fsm.Version})
+	h.issue(t0, newIssue("once", "oauth2_code", time.Hour, 1))
+	h.ok(t0, &fsm.Consume{Hash: secretHash("once")})
+	const n = 200
+	at := t0.Add(time.Second)
+	consume := encode(t, &fsm.Consume{Hash: secretHash("once")})
+	entries, reqs := make([][]byte, n), make([]string, n)
+	for i := range n {
+		entries[i], reqs[i] = consume, fmt.Sprint("again-", i)
+	}
+	first := h.applyRaw(encode(t, &fsm.Batch{Now: ns(at), Entries: entries, Reqs: reqs}), n)
+	if first[n-1].Record == nil {
+		t.Fatalf("a consume of a consumed token answered %+v, want its record", first[n-1])
+	}
+	snap := h.snapshot()
+	// The writer shared it with 127 of them and copied it for the rest,
+	// which carry their copies.
+	if refs := bytes.Count(snap, []byte("\xa2rn")); refs != 127 {
+		t.Fatalf("%d request frames name the record, want 127", refs)
+	}
+	// A stream may name it more often: a restore shares it as far as it
+	// counts and copies it for the rest.
+	head, frames := splitSnapshot(t, snap)
+	var named []byte
+	for _, f := range frames {
+		if f[0] != 3 {
+			named = append(named, f...)
+		}
+	}
+	for i := range n {
+		id := fmt.Sprint("named-", i)
+		body := append(append([]byte("\x83\xa1a\x01\xa1i"), byte(0xa0|len(id))), id...)
+		named = append(named, frame(3, append(body, "\xa2rn\x01"...))...)
+	}
+	m := restored(t, cat(head, named))
+	mh := &harness{t: t, s: m, index: h.index}
+	res := mh.applyRaw(encode(t, &fsm.Batch{Now: ns(at.Add(time.Second)), Entries: entries[:1], Reqs: []string{"named-199"}}), 1)
+	if res[0].Record == nil || res[0].Record.ID != "once" {
+		t.Fatalf("retry of a request that named the record = %+v", res[0])
+	}
+	mh.ok(at.Add(fsm.RequestWindow+time.Minute), newIssue("later", "access", time.Hour, 0))
+	if _, halted := m.Halted(); halted {
+		t.Fatal("the state halted once the requests naming the record were forgotten")
+	}
+	r := &harness{t: t, s: restored(t, snap), index: h.index}
+	for _, s := range []*harness{h, r} {
+		again := s.applyRaw(encode(t, &fsm.Batch{Now: ns(at.Add(time.Second)), Entries: entries, Reqs: reqs}), n)
+		for i := range again {
+			if g, w := resultString(again[i]), resultString(first[i]); g != w {
+				t.Fatalf("retry %d = %s, want %s", i, g, w)
+			}
+		}
+		s.ok(at.Add(fsm.RequestWindow+time.Minute), newIssue(fmt.Sprint("later-", s == r), "access", time.Hour, 0))
+		if _, halted := s.s.Halted(); halted {
+			t.Fatal("the state halted once the requests were forgotten")
+		}
+	}
+}
+
 // A version 2 stream carries the profiles its records name, not every
 // profile the writer's table ever held.
 func TestStoredSnapshotLeavesOutUnnamedProfiles(t *testing.T) {

@@ -331,27 +331,13 @@ type reqView struct {
 
 // frameTo sets *f to the request numbered seq of v in its encodable
 // form, as request.frameTo does.
-func (v *reqView) frameTo(st *state, seq uint64, f *requestFrame, rec, acc *Record, refs map[handle]uint32) {
+func (v *reqView) frameTo(st *state, seq uint64, f *requestFrame, rec, acc *Record, refs *refTable) {
 	e := v.q.at(seq)
 	r := request{id: v.ids.id(e), at: e.at, rec: e.rec, acc: e.acc}
 	if e.idLen&reqHasRest != 0 {
 		r.rest = restOf(v.rests, seq)
 	}
 	r.frameTo(st, f, rec, acc, refs)
-}
-
-// holds returns the records v's requests hold, each mapped to 0.
-func (v *reqView) holds() map[handle]uint32 {
-	refs := make(map[handle]uint32, v.tail-v.head)
-	for seq := v.head; seq < v.tail; seq++ {
-		e := v.q.at(seq)
-		for _, h := range [2]handle{e.rec, e.acc} {
-			if h != noHandle {
-				refs[h] = 0
-			}
-		}
-	}
-	return refs
 }
 
 // forget drops the entries remembered before log time before, and calls

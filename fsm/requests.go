@@ -46,20 +46,20 @@ type requestFrame struct {
 // request, and reuses one frame and two records for them all. A record
 // refs names (its place among the snapshot's record frames) is named by
 // it instead; refs is nil in version 1 of the stream.
-func (r *request) frameTo(st *state, f *requestFrame, rec, acc *Record, refs map[handle]uint32) {
+func (r *request) frameTo(st *state, f *requestFrame, rec, acc *Record, refs *refTable) {
 	*f = requestFrame{ID: r.id, At: r.at}
 	if r.rest != nil {
 		f.Outcome = *r.rest
 	}
 	f.Record, f.Access = nil, nil
 	if r.rec != noHandle {
-		if f.RecRef = refs[r.rec]; f.RecRef == 0 {
+		if f.RecRef = refs.ref(r.rec); f.RecRef == 0 {
 			st.recordTo(r.rec, rec, false)
 			f.Record = rec
 		}
 	}
 	if r.acc != noHandle {
-		if f.AccRef = refs[r.acc]; f.AccRef == 0 {
+		if f.AccRef = refs.ref(r.acc); f.AccRef == 0 {
 			st.recordTo(r.acc, acc, false)
 			f.Access = acc
 		}

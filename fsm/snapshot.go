@@ -141,7 +141,7 @@ func (s *snapshot) write(w io.Writer) (err error) {
 	bw.WriteByte(version)
 	fw := frameWriter{w: bw}
 	fw.frame(frameMeta, &s.meta)
-	var refs map[handle]uint32
+	var refs *refTable
 	if s.stored {
 		refs = s.writeStored(&fw)
 	} else {
@@ -175,13 +175,13 @@ func (s *snapshot) write(w io.Writer) (err error) {
 // that order: the table also holds profiles no record names any more),
 // and returns the records the remembered requests hold, each mapped to
 // its place among the record frames.
-func (s *snapshot) writeStored(fw *frameWriter) map[handle]uint32 {
+func (s *snapshot) writeStored(fw *frameWriter) *refTable {
 	stream := make([]uint32, s.profiles) // a table profile's number in the stream, plus 1; 0 before its first record
 	var profiles uint32
-	refs := s.reqs.holds()
+	refs := holdRefs(&s.reqs, s.st.ar)
 	var n uint32
-	s.records.Ascend(func(it idItem) bool {
-		b := s.st.ar.get(it.h)
+	write := func(h handle) {
+		b := s.st.ar.get(h)
 		// The holders byte is the one that changes while the snapshot
 		// is written: it is not read, and a restore counts its own.
 		fw.rec = append(append(append(fw.rec[:0], b[:holdersAt]...), 0), b[holdersAt+1:]...)
@@ -200,11 +200,33 @@ func (s *snapshot) writeStored(fw *frameWriter) map[handle]uint32 {
 		}
 		fw.body(frameStored, fw.rec)
 		n++
-		if _, ok := refs[it.h]; ok {
-			refs[it.h] = n
+		refs.place(h, n)
+	}
+	// The records are walked in id order, which is not where they are in
+	// the arena: nearly every one is a cache miss. Their first bytes are
+	// read a batch at a time before they are written, loads that do not
+	// wait for one another, so the misses overlap.
+	var (
+		batch [64]handle
+		nb    int
+	)
+	flush := func() {
+		fw.touched += touchRecords(s.st.ar, batch[:nb])
+		for _, h := range batch[:nb] {
+			write(h)
+		}
+		nb = 0
+	}
+	s.records.Ascend(func(it idItem) bool {
+		batch[nb] = it.h
+		if nb++; nb == len(batch) {
+			flush()
 		}
 		return fw.err == nil
 	})
+	if fw.err == nil {
+		flush()
+	}
 	return refs
 }
 
@@ -227,8 +249,9 @@ type frameWriter struct {
 	aux []byte         // a profile frame's, beside the record that names it
 	// head is a frame's type and length: a local array would escape
 	// through bufio.Writer.Write, one allocation a frame.
-	head [1 + binary.MaxVarintLen64]byte
-	err  error
+	head    [1 + binary.MaxVarintLen64]byte
+	touched byte // what touchRecords read, kept
+	err     error
 }
 
 func (fw *frameWriter) frame(t byte, v any) {

@@ -325,3 +325,37 @@ func lenPrefix(f []byte) int {
 	}
 	return len(f)
 }
+
+// Requests that hold records in many of the arena's chunks, and records
+// larger than a chunk's carving that have a mapping of their own, name
+// every one of them by its place, and restore to the same stream.
+func TestStoredSnapshotNamesRecordsAcrossChunks(t *testing.T) {
+	h := newHarness(t)
+	h.ok(t0, &fsm.Fence{Version: fsm.Version})
+	const batches, per = 20, 100
+	var ids []string
+	for b := range batches {
+		var entries [][]byte
+		var reqs []string
+		for i := range per {
+			id := fmt.Sprintf("c-%02d-%03d", b, i)
+			is := with(newIssue(id, "access", time.Hour, 0), func(r *fsm.Record) {
+				r.Subject, r.Title = fmt.Sprintf("user:%d", i), strings.Repeat("t", 40)
+				if i == 0 {
+					r.Data = []byte(strings.Repeat("d", 100<<10)) // a mapping of its own
+				}
+			})
+			entries, reqs, ids = append(entries, encode(t, is)), append(reqs, "req-"+id), append(ids, id)
+		}
+		h.applyRaw(encode(t, &fsm.Batch{Now: ns(t0.Add(time.Duration(b) * time.Second)), Entries: entries, Reqs: reqs}), len(entries))
+	}
+	snap := h.snapshot()
+	if n := bytes.Count(snap, []byte("\xa2rn")); n != batches*per {
+		t.Fatalf("%d request frames name a record frame, want %d", n, batches*per)
+	}
+	r := restored(t, snap)
+	if got := snapshotBytes(t, r); !bytes.Equal(got, snap) {
+		t.Fatalf("version 2 stream of the restored state differs: %d bytes, want %d", len(got), len(snap))
+	}
+	checkSameState(t, r, h.s, ids, ns(t0.Add(time.Minute)))
+}

@@ -96,10 +96,14 @@ type CDFPoint struct {
 }
 
 func (r *Result) String() string {
-	return fmt.Sprintf("%-8s clients=%d ops=%d errors=%d elapsed=%s  %.0f ops/s  p50=%s p90=%s p99=%s p99.9=%s max=%s",
+	s := fmt.Sprintf("%-8s clients=%d ops=%d errors=%d elapsed=%s  %.0f ops/s  p50=%s p90=%s p99=%s p99.9=%s max=%s",
 		r.Workload, r.Clients, r.Ops, r.Errors, r.Elapsed.Round(time.Millisecond), r.OpsPerS,
 		r.P50.Round(time.Microsecond), r.P90.Round(time.Microsecond), r.P99.Round(time.Microsecond),
 		r.P999.Round(time.Microsecond), r.Max.Round(time.Microsecond))
+	if r.FirstError != "" {
+		s += fmt.Sprintf(" first_error=%q", r.FirstError)
+	}
+	return s
 }
 
 // summarize fills in the counts and percentiles from h.

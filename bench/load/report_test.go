@@ -66,3 +66,16 @@ func TestReportFloor(t *testing.T) {
 		}
 	}
 }
+
+// A run's line names what failed first, so that a run without --json
+// still tells why its errors are there.
+func TestResultLineNamesTheFirstError(t *testing.T) {
+	r := &Result{Workload: "consume", Clients: 1, Ops: 3, Errors: 1, FirstError: "api: 410 consumed"}
+	if got := r.String(); !strings.Contains(got, `errors=1`) || !strings.HasSuffix(got, ` first_error="api: 410 consumed"`) {
+		t.Fatalf("String() = %q, want the errors and the first one", got)
+	}
+	r.Errors, r.FirstError = 0, ""
+	if got := r.String(); strings.Contains(got, "first_error") {
+		t.Fatalf("String() = %q names a first error of a run without errors", got)
+	}
+}

@@ -31,6 +31,7 @@ type Node struct {
 	raft      *raft.Raft
 	fsm       *fsm.Machine
 	logs      logStore
+	snaps     raft.SnapshotStore
 	mux       *transport.Mux
 	transport *raft.NetworkTransport
 	rpc       *http.Client
@@ -163,6 +164,7 @@ func (n *Node) openRaft() error {
 	if err != nil {
 		return fmt.Errorf("open snapshot store: %w", err)
 	}
+	n.snaps = snaps
 	var adv net.Addr // nil: the mux advertises the address it bound
 	if cfg.RaftAdvertise != "" {
 		a, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)

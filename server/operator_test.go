@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -40,25 +41,41 @@ func TestOperatorSnapshot(t *testing.T) {
 		t.Fatalf("GET %s: status %d, want 405", "/v1/operator/snapshot", resp.StatusCode)
 	}
 
-	resp, err = http.Post(url, "", nil)
-	if err != nil {
-		t.Fatal(err)
+	// Each answer names the snapshot it wrote: its index in the name of
+	// its directory, its size that of its file.
+	var last uint64
+	for i := range 2 {
+		if i > 0 {
+			if _, err := c.Issue(context.Background(), wire.IssueRequest{Kind: "access", Subject: "user:2"}); err != nil {
+				t.Fatalf("issue: %v", err)
+			}
+		}
+		resp, err := http.Post(url, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Index uint64 `json:"index"`
+			Bytes int64  `json:"bytes"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || err != nil || got.Index <= last || got.Bytes == 0 {
+			t.Fatalf("POST %s: status %d, body %+v (%v), want 200 with an index past %d and a size", "/v1/operator/snapshot", resp.StatusCode, got, err, last)
+		}
+		last = got.Index
+		m, _ := filepath.Glob(filepath.Join(dir, "snapshots", fmt.Sprintf("*-%d-*", got.Index), "state.bin"))
+		if len(m) != 1 {
+			t.Fatalf("snapshot files of index %d: %v, want one", got.Index, m)
+		}
+		fi, err := os.Stat(m[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() != got.Bytes {
+			t.Fatalf("snapshot %s of %d bytes; the answer says %d", m[0], fi.Size(), got.Bytes)
+		}
 	}
-	var got struct {
-		Index uint64 `json:"index"`
-		Bytes int64  `json:"bytes"`
-	}
-	err = json.NewDecoder(resp.Body).Decode(&got)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || err != nil || got.Index == 0 || got.Bytes == 0 {
-		t.Fatalf("POST %s: status %d, body %+v (%v), want 200 with an index and a size", "/v1/operator/snapshot", resp.StatusCode, got, err)
-	}
-	if m, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin")); len(m) == 0 {
-		t.Fatalf("no snapshot in %s after the request", dir)
-	} else if fi, err := os.Stat(m[len(m)-1]); err != nil || fi.Size() == 0 {
-		t.Fatalf("snapshot %s: %v, or empty", m[len(m)-1], err)
-	}
-
 }
 
 // TestPathsReachTheAPIAsSent: the profiles and the operator routes do not

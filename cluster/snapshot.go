@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -98,6 +99,7 @@ type SnapshotInfo struct {
 // before a backup or a maintenance, or a benchmark of writes during one.
 func (n *Node) Snapshot() (SnapshotInfo, error) {
 	start := time.Now()
+	applied := n.fsm.AppliedIndex() // what the snapshot holds at least
 	f := n.raft.Snapshot()
 	if err := f.Error(); err != nil {
 		return SnapshotInfo{}, err
@@ -105,15 +107,17 @@ func (n *Node) Snapshot() (SnapshotInfo, error) {
 	took := time.Since(start)
 	// The future's Open would read the whole snapshot again to check its
 	// checksum (about 100 ms of CPU at 1M tokens) only to tell its size:
-	// the store's list of snapshots tells it from their metadata. Raft
-	// takes one snapshot at a time, so the newest is this one, or one
-	// taken since that holds it.
+	// the store's list of snapshots tells it from their metadata. The
+	// newest listed is this one, or one written since (by the size
+	// trigger, or installed from the leader) that holds at least as much.
+	// A store that lists none that new (it skips a snapshot whose
+	// metadata it cannot read) is an error, not an older answer.
 	metas, err := n.snaps.List()
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
-	if len(metas) == 0 {
-		return SnapshotInfo{}, errors.New("snapshot taken but not listed by the snapshot store")
+	if len(metas) == 0 || metas[0].Index < applied {
+		return SnapshotInfo{}, fmt.Errorf("snapshot taken but not listed by the snapshot store at index %d or later", applied)
 	}
 	meta := metas[0]
 	return SnapshotInfo{Index: meta.Index, Bytes: meta.Size, Took: took}, nil

@@ -213,6 +213,9 @@ func (s *snapshot) writeStored(fw *frameWriter) *refTable {
 	flush := func() {
 		fw.touched += touchRecords(s.st.ar, batch[:nb])
 		for _, h := range batch[:nb] {
+			if fw.err != nil {
+				break
+			}
 			write(h)
 		}
 		nb = 0
@@ -286,8 +289,12 @@ func (fw *frameWriter) frame(t byte, v any) {
 	fw.body(t, fw.buf.Bytes())
 }
 
-// body writes a frame of type t around body.
+// body writes a frame of type t around body, unless a frame before
+// failed: the stream stops at its first error.
 func (fw *frameWriter) body(t byte, body []byte) {
+	if fw.err != nil {
+		return
+	}
 	if len(body) > maxFrame {
 		// Restore would refuse it: fail the snapshot now, keeping the log.
 		fw.err = fmt.Errorf("frame of %d bytes exceeds %d", len(body), maxFrame)

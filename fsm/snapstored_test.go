@@ -359,3 +359,24 @@ func TestStoredSnapshotNamesRecordsAcrossChunks(t *testing.T) {
 	}
 	checkSameState(t, r, h.s, ids, ns(t0.Add(time.Minute)))
 }
+
+// A record too large for a frame fails the snapshot, wherever it is in
+// the walk: the records after it are not written as if it were there.
+func TestStoredSnapshotFailsOnARecordPastTheFrameBound(t *testing.T) {
+	h := newHarness(t)
+	h.ok(t0, &fsm.Fence{Version: fsm.Version})
+	var entries [][]byte
+	var reqs []string
+	for _, id := range []string{"a", "b", "c"} {
+		is := newIssue(id, "access", time.Hour, 0)
+		if id == "a" {
+			is.Record.Data = []byte(strings.Repeat("d", 1100<<10))
+		}
+		entries, reqs = append(entries, encode(t, is)), append(reqs, "r"+id)
+	}
+	h.applyRaw(encode(t, &fsm.Batch{Now: ns(t0), Entries: entries, Reqs: reqs}), len(entries))
+	var buf bytes.Buffer
+	if err := h.s.WriteSnapshot(&buf); err == nil || !strings.Contains(err.Error(), "exceeds") {
+		t.Fatalf("WriteSnapshot of a state with a record past the frame bound = %v (%d bytes written), want it to fail", err, buf.Len())
+	}
+}

@@ -24,9 +24,9 @@ import (
 // so the ceiling is what bounds a large state's restart: 16 MiB. What a
 // restart replays at worst is that, plus what was written between two
 // checks (SnapshotInterval, 1 s) and while the snapshot was written. A
-// snapshot of that state costs a core about 0.5-0.9 s, every 16 MiB of
-// log: a twentieth of a core under the bench's sustained issues (2 MB of
-// log a second).
+// snapshot of that state costs a core about 0.3-0.4 s on a quiet
+// machine (0.5-0.9 s under load), every 16 MiB of log: a twentieth of a
+// core at most under the bench's sustained issues (2 MB of log a second).
 
 // snapshotDue tells whether logBytes of log since the last snapshot,
 // whose stream was snapBytes long (0 before the first), call for the

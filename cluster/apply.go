@@ -267,7 +267,7 @@ func (n *Node) propose(batch []*pending) {
 			fail(batch, n.raftErr(err))
 			return
 		}
-		res, ok := f.Response().(fsm.Result)
+		res, ok := fsm.TakeResult(f.Response())
 		if ok && res.Err != nil && res.Batch == nil {
 			// Committed, but this node's state machine halted before it:
 			// other replicas may apply it.

@@ -87,7 +87,7 @@ func TestBadLogEntriesLeaveReplicasUp(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
-		r, _ := res.(fsm.Result)
+		r, _ := fsm.TakeResult(res)
 		if !errors.Is(r.Err, tt.want) {
 			t.Fatalf("%s: the state machine answered %+v, want %v", tt.name, r, tt.want)
 		}
@@ -130,7 +130,7 @@ func TestBadLogEntriesLeaveReplicasUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, _ := res.(fsm.Result); !errors.Is(r.Err, fsm.ErrHalted) {
+	if r, _ := fsm.TakeResult(res); !errors.Is(r.Err, fsm.ErrHalted) {
 		t.Fatalf("unknown type: the leader's state machine answered %+v, want ErrHalted", r)
 	}
 	checkHalted := func(nodes []*testcluster.Node) {

@@ -59,7 +59,7 @@ func (f *raftFSM) ApplyBatch(logs []*raft.Log) []any {
 		<-ready
 		switch l.Type {
 		case raft.LogCommand:
-			out[i] = m.applyEntry(l.Index, l.Data, &dec[i])
+			out[i] = &Response{r: m.applyEntry(l.Index, l.Data, &dec[i])}
 		case raft.LogConfiguration:
 			f.StoreConfiguration(l.Index, raft.Configuration{})
 		}

@@ -3,6 +3,7 @@ package fsm_test
 import (
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,5 +162,27 @@ func BenchmarkReplay(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
 		})
+	}
+}
+
+// What Raft keeps of a response after its proposer took the Result holds
+// no record: the leader's log cache keeps the responses of its recent
+// entries.
+func TestResponseTakenOnce(t *testing.T) {
+	m := fsm.New()
+	data, err := fsm.Encode(&fsm.Issue{Record: fsm.Record{ID: "a", Hash: strings.Repeat("h", 32), Kind: "access"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := m.RaftFSM().Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data})
+	r, ok := fsm.TakeResult(resp)
+	if !ok || r.Err != nil || r.Record == nil || r.Record.ID != "a" {
+		t.Fatalf("first take: %+v, %v; want the issued record", r, ok)
+	}
+	if again, ok := fsm.TakeResult(resp); !ok || !reflect.DeepEqual(again, fsm.Result{}) {
+		t.Fatalf("second take: %+v, %v; want an empty Result", again, ok)
+	}
+	if _, ok := fsm.TakeResult(fsm.Result{}); ok {
+		t.Fatal("a value that is not a response was taken as one")
 	}
 }

@@ -80,8 +80,35 @@ func (m *Machine) RaftFSM() raft.FSM { return (*raftFSM)(m) }
 
 type raftFSM Machine
 
-// Apply applies one log entry. It returns a Result.
-func (f *raftFSM) Apply(l *raft.Log) any { return (*Machine)(f).Apply(l.Index, l.Data) }
+// Apply applies one log entry. It returns a *Response.
+func (f *raftFSM) Apply(l *raft.Log) any {
+	return &Response{r: (*Machine)(f).Apply(l.Index, l.Data)}
+}
+
+// Response is what the state machine hands Raft for a command entry: the
+// entry's Result, for the one who proposed it to take once. Raft's log
+// cache holds a leader's recent entries inside their futures, and with
+// them the responses, as long as the entries stay cached: a Result kept
+// there would keep the decoded commands and records of a thousand
+// batches alive on the leader alone. Take leaves nothing behind.
+type Response struct{ r Result }
+
+// Take returns the Result and clears it from the response.
+func (p *Response) Take() Result {
+	r := p.r
+	p.r = Result{}
+	return r
+}
+
+// TakeResult takes the Result from v, a response of the Raft view of the
+// machine; false if v is not one.
+func TakeResult(v any) (Result, bool) {
+	p, ok := v.(*Response)
+	if !ok || p == nil {
+		return Result{}, false
+	}
+	return p.Take(), true
+}
 
 // StoreConfiguration notes a committed membership change, so that the
 // applied index covers every entry Raft hands to the state machine and a

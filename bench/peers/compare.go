@@ -137,6 +137,9 @@ func measureSystem(ctx context.Context, sys *system, cfg Config, rep *load.Repor
 			}
 			live = append(live, more...)
 		}
+		// The memory of the scale's own state, before its operations add
+		// the tokens they issue and consume.
+		loaded := sys.rss()
 		for _, op := range cfg.Ops {
 			if !slices.Contains(ops, op) {
 				continue
@@ -161,7 +164,7 @@ func measureSystem(ctx context.Context, sys *system, cfg Config, rep *load.Repor
 				return err
 			}
 		}
-		s := &load.Scale{System: sys.name, Live: scale, RSS: sys.rss()}
+		s := &load.Scale{System: sys.name, Live: scale, RSSLoaded: loaded, RSS: sys.rss()}
 		if sys.scaled != nil {
 			if err := sys.scaled(ctx, s, progress); err != nil {
 				return err

@@ -1,7 +1,7 @@
 package cluster
 
 import (
-	"io"
+	"fmt"
 	"os"
 	"path/filepath"
 
@@ -9,8 +9,14 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// writeBehind is how much of a snapshot is handed to the disk at a time.
-const writeBehind = 8 << 20
+const (
+	// writeBehind is how much of a snapshot is handed to the disk at a
+	// time.
+	writeBehind = 8 << 20
+	// sinkBuffered is more than the file sink keeps in its buffer (4 KiB):
+	// a range is started once this much more than it was written.
+	sinkBuffered = 64 << 10
+)
 
 // snapshotStore is Raft's file snapshot store, its snapshots written out
 // to disk as they are written rather than all at once when they are
@@ -18,10 +24,10 @@ const writeBehind = 8 << 20
 // page cache, it is written back in one burst (by the kernel, or by the
 // sink's fsync), and every fsync of the Raft log in that time waits
 // behind it, stalling writes for a few hundred milliseconds. Here each
-// 8 MiB written is handed to the disk at once and the one before is
-// waited for, so no more than 16 MiB of it is ever dirty, and its pages
-// are dropped from the page cache once on disk (a snapshot is read back
-// only by a restore).
+// 8 MiB written is handed to the disk once it is in the file, and the
+// 8 MiB before it is waited for, so little more than 16 MiB of it is
+// ever dirty; what is on disk is dropped from the page cache (a snapshot
+// is read back only by a restore). The sink's close still syncs it all.
 //
 // The sink's file is opened a second time by its path in the store, the
 // layout of Raft's FileSnapshotStore (snapshots/<id>.tmp/state.bin while
@@ -64,17 +70,19 @@ type writeBehindSink struct {
 	started int64 // bytes handed to the disk
 }
 
-var _ io.Writer = (*writeBehindSink)(nil)
+var _ raft.SnapshotSink = (*writeBehindSink)(nil)
 
 func (s *writeBehindSink) Write(p []byte) (int, error) {
 	n, err := s.SnapshotSink.Write(p)
 	s.written += int64(n)
-	// The sink buffers a little of what it was given: a range is
-	// started once it is well behind what was written.
-	for s.f != nil && s.written-s.started >= 2*writeBehind {
+	for err == nil && s.f != nil && s.written-s.started >= writeBehind+sinkBuffered {
 		if werr := writeOut(s.f, s.started, writeBehind); werr != nil {
-			// The data is in the file all the same, and the sink's
-			// close syncs it: only the smoothing is lost.
+			if !writeOutUnsupported(werr) {
+				// A write the disk failed: the snapshot is not kept.
+				return n, fmt.Errorf("snapshot %s: %w", s.ID(), werr)
+			}
+			// The file system does not write ranges on their own: the
+			// sink's close syncs it all, as without write-behind.
 			s.log.Warn("snapshot write-behind stopped", "id", s.ID(), "error", werr)
 			s.closeFile()
 			break

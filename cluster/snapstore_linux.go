@@ -3,6 +3,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -27,4 +28,10 @@ func writeOut(f *os.File, off, n int64) error {
 	// Advice only: a failure changes nothing that was written.
 	_ = unix.Fadvise(fd, prev, n, unix.FADV_DONTNEED)
 	return nil
+}
+
+// writeOutUnsupported tells whether err says the file system does not
+// write ranges on their own, rather than that writing failed.
+func writeOutUnsupported(err error) bool {
+	return errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ESPIPE)
 }

@@ -44,8 +44,8 @@ func TestSnapshotStoreWritesBehind(t *testing.T) {
 	if wb.f == nil {
 		t.Fatal("write-behind stopped")
 	}
-	if wb.started != 2*writeBehind {
-		t.Fatalf("%d bytes started, want %d", wb.started, 2*writeBehind)
+	if wb.started != 3*writeBehind {
+		t.Fatalf("%d bytes started, want %d", wb.started, 3*writeBehind)
 	}
 	if err := sink.Close(); err != nil {
 		t.Fatal(err)

@@ -31,8 +31,9 @@ type Scale struct {
 	System string `json:"system"`
 	Live   int    `json:"live_tokens"`
 	// RSSLoaded is each process's RSS once the scale's live tokens are
-	// stored, before its operations; RSS is after them, with the tokens
-	// they issued and consumed (consumed ones are kept until they expire).
+	// stored, before its operations (with what earlier scales' operations
+	// left); RSS is after them, with the tokens they issued and consumed
+	// (consumed ones are kept until they expire).
 	RSSLoaded map[string]int64 `json:"rss_loaded_bytes,omitempty"`
 	RSS       map[string]int64 `json:"rss_bytes"`
 	Snapshot  time.Duration    `json:"snapshot_ns,omitempty"`

@@ -137,8 +137,9 @@ func measureSystem(ctx context.Context, sys *system, cfg Config, rep *load.Repor
 			}
 			live = append(live, more...)
 		}
-		// The memory of the scale's own state, before its operations add
-		// the tokens they issue and consume.
+		// The memory once the scale's live tokens are stored, before its
+		// operations add the tokens they issue and consume (from the
+		// second scale on, with what the scales before it left).
 		loaded := sys.rss()
 		for _, op := range cfg.Ops {
 			if !slices.Contains(ops, op) {

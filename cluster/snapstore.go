@@ -14,13 +14,14 @@ const (
 	// time.
 	writeBehind = 8 << 20
 	// sinkBuffered is more than the file sink keeps in its buffer (4 KiB):
-	// a range is started once this much more than it was written.
+	// a range is started once the sink has been handed this much past
+	// its end, so that all of it is in the file.
 	sinkBuffered = 64 << 10
 )
 
 // snapshotStore is Raft's file snapshot store, its snapshots written out
 // to disk as they are written rather than all at once when they are
-// closed. A snapshot of a million tokens is some 200 MB: left to the
+// closed. A snapshot of a million tokens is some 240 MB: left to the
 // page cache, it is written back in one burst (by the kernel, or by the
 // sink's fsync), and every fsync of the Raft log in that time waits
 // behind it, stalling writes for a few hundred milliseconds. Here each
@@ -64,7 +65,7 @@ func (s *snapshotStore) Create(version raft.SnapshotVersion, index, term uint64,
 // write it behind.
 type writeBehindSink struct {
 	raft.SnapshotSink
-	f       *os.File // nil once write-behind failed: the sink's fsync does it all
+	f       *os.File // nil once write-behind is off: the sink's fsync does it all
 	log     hclog.Logger
 	written int64 // bytes handed to the sink
 	started int64 // bytes handed to the disk

@@ -32,7 +32,8 @@ const (
 //
 // The sink's file is opened a second time by its path in the store, the
 // layout of Raft's FileSnapshotStore (snapshots/<id>.tmp/state.bin while
-// it is written); where that fails, the snapshot is written as before.
+// it is written); where that fails, and off Linux, the snapshot is
+// written as before.
 type snapshotStore struct {
 	*raft.FileSnapshotStore
 	dir string
@@ -50,8 +51,8 @@ func newSnapshotStore(dataDir string, retain int, log hclog.Logger) (*snapshotSt
 func (s *snapshotStore) Create(version raft.SnapshotVersion, index, term uint64, configuration raft.Configuration,
 	configurationIndex uint64, trans raft.Transport) (raft.SnapshotSink, error) {
 	sink, err := s.FileSnapshotStore.Create(version, index, term, configuration, configurationIndex, trans)
-	if err != nil {
-		return nil, err
+	if err != nil || !writeBehindOn {
+		return sink, err
 	}
 	f, err := os.OpenFile(filepath.Join(s.dir, sink.ID()+".tmp", "state.bin"), os.O_WRONLY, 0)
 	if err != nil {

@@ -10,6 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// writeBehindOn: ranges of a file can be written out on their own.
+const writeBehindOn = true
+
 // writeOut starts writing the n bytes of f at off to disk, waits for the
 // n bytes before them, which were started the last time, and drops those
 // from the page cache.

@@ -90,24 +90,19 @@ func (f *raftFSM) Apply(l *raft.Log) any {
 // cache holds a leader's recent entries inside their futures, and with
 // them the responses, as long as the entries stay cached: a Result kept
 // there would keep the decoded commands and records of a thousand
-// batches alive on the leader alone. Take leaves nothing behind.
+// batches alive on the leader alone. TakeResult leaves nothing behind.
 type Response struct{ r Result }
 
-// Take returns the Result and clears it from the response.
-func (p *Response) Take() Result {
-	r := p.r
-	p.r = Result{}
-	return r
-}
-
 // TakeResult takes the Result from v, a response of the Raft view of the
-// machine; false if v is not one.
+// machine, clearing it there; false if v is not one.
 func TakeResult(v any) (Result, bool) {
 	p, ok := v.(*Response)
 	if !ok || p == nil {
 		return Result{}, false
 	}
-	return p.Take(), true
+	r := p.r
+	p.r = Result{}
+	return r, true
 }
 
 // StoreConfiguration notes a committed membership change, so that the
